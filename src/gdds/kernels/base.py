@@ -1,0 +1,178 @@
+"""The jump-kernel interface (SPEC section 1, "Rate matrix with shared exit rates").
+
+A kernel is the column-stochastic matrix ``F_t`` in ``Q_t = beta(t) (F_t - I)``:
+column ``x`` is the law of the destination of a jump from ``x`` at time ``t``.
+The interface is deliberately small (after SEDD's ``graph_lib``):
+
+- ``sample(x, t)``: one jump for each current token ``x[i]`` at time ``t[i]``;
+- ``apply(v, t)`` / ``apply_T(v, t)``: ``F_t v`` and ``F_t^T v`` for a batch of
+  vectors ``v`` of shape ``[m, n]`` (float64, never a dense ``m x m`` matrix for
+  large ``m``);
+- ``stationary(t)``: the limiting distribution of the frozen kernel ``F_t``.
+
+Kernels whose columns are all equal (``F_t = pi_t 1^T``: mask, uniform, their
+hybrids) set ``column_constant`` and implement ``pi(t)``; the process uses it for
+closed-form noising and marginals.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+DENSE_LIMIT = 4096  # largest vocabulary for which a dense m x m matrix may be built
+
+
+def check_column_stochastic(F: Tensor, tol: float = 1e-6, what: str = "kernel") -> None:
+    """Raise ``ValueError`` unless ``F`` (``[m, m]`` or ``[n, m, m]``) is column-stochastic."""
+    if F.dim() not in (2, 3) or F.shape[-1] != F.shape[-2]:
+        raise ValueError(f"{what} must be a square [m, m] matrix (or a batch [n, m, m]); got shape {tuple(F.shape)}")
+    if torch.isnan(F).any():
+        raise ValueError(f"{what} has NaN entries")
+    if (F < 0).any():
+        bad = (F < 0).nonzero()[0].tolist()
+        raise ValueError(f"{what} has negative entries (first at index {bad}: {F[tuple(bad)].item():.3g})")
+    sums = F.sum(dim=-2)
+    err = (sums - 1).abs()
+    if (err > tol).any():
+        col = int(err.reshape(-1).argmax()) % F.shape[-1]
+        raise ValueError(
+            f"{what} columns must sum to 1 (column x is the law of the jump from x); "
+            f"column {col} sums to {sums.reshape(-1)[err.reshape(-1).argmax()].item():.9g}"
+        )
+
+
+def check_vectors(v: Tensor, m: int) -> Tensor:
+    """Validate a batch of vectors ``[m, n]`` and return it as float64."""
+    if v.dim() != 2 or v.shape[0] != m:
+        raise ValueError(f"vectors must have shape [m, n] with m = {m}; got {tuple(v.shape)}")
+    return v.to(torch.float64)
+
+
+class Kernel:
+    """Base class of jump kernels. See the module docstring for the contract."""
+
+    m: int
+    time_dependent: bool = False
+    column_constant: bool = False
+
+    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        """One jump from each token of ``x`` (``[n]`` long) at times ``t`` (``[n]`` float64).
+
+        ``t`` may be ``None`` for time-homogeneous kernels.
+        """
+        raise NotImplementedError
+
+    def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
+        """``F_t v`` for ``v`` of shape ``[m, n]`` (pushes distributions one jump forward)."""
+        raise NotImplementedError
+
+    def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
+        """``F_t^T v`` for ``v`` of shape ``[m, n]`` (expectation of ``v`` after one jump)."""
+        raise NotImplementedError
+
+    def pi(self, t: float = 0.0) -> Tensor:
+        """The common column ``pi_t`` of a column-constant kernel (``[m]`` float64)."""
+        raise TypeError(f"{type(self).__name__} is not column-constant; it has no single column pi_t")
+
+    def stationary(self, t: float = 1.0, tol: float = 1e-12, max_iter: int = 100_000) -> Tensor:
+        """Limiting distribution of the frozen kernel ``F_t``: the limit of the lazy chain
+        ``v <- (v + F_t v) / 2`` started from the uniform law (unique when ``F_t`` is irreducible)."""
+        if self.column_constant:
+            return self.pi(t)
+        v = torch.full((self.m, 1), 1.0 / self.m, dtype=torch.float64, device=self.device)
+        for _ in range(max_iter):
+            nxt = 0.5 * (v + self.apply(v, t))
+            if (nxt - v).abs().sum() < tol:
+                return nxt[:, 0]
+            v = nxt
+        raise RuntimeError(f"stationary distribution did not converge in {max_iter} iterations")
+
+    def dense(self, t: float = 0.0) -> Tensor:
+        """The matrix ``F_t`` itself (``[m, m]`` float64); only for ``m <= DENSE_LIMIT``."""
+        if self.m > DENSE_LIMIT:
+            raise ValueError(f"refusing to build a dense {self.m} x {self.m} kernel (limit {DENSE_LIMIT})")
+        eye = torch.eye(self.m, dtype=torch.float64, device=self.device)
+        return self.apply(eye, t)
+
+    def _parts(self):
+        for name, value in vars(self).items():
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, (Tensor, Kernel, SparseColumns)):
+                    yield name, item
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the kernel's tensors (CPU for kernels that hold none)."""
+        for _, part in self._parts():
+            return part.device
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "Kernel":
+        """Move the kernel's tensors to ``device`` (in place) and return it."""
+        for name, part in list(self._parts()):
+            if isinstance(part, Tensor):
+                if getattr(self, name) is not part:
+                    raise TypeError(f"{type(self).__name__}.{name}: lists of tensors cannot be moved")
+                setattr(self, name, part.to(device))
+            else:
+                part.to(device)
+        return self
+
+
+def gumbel_argmax(logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Exact categorical draw along the last dim by Gumbel-max (``-log E``, ``E ~ Exp(1)``)."""
+    e = torch.empty_like(logits).exponential_(generator=generator)
+    return (logits - e.log_()).argmax(dim=-1)
+
+
+def inverse_cdf(probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Exact categorical draw along the last dim of ``probs`` (float64) by inverse CDF."""
+    cdf = probs.to(torch.float64).cumsum(dim=-1)
+    u = torch.rand(probs.shape[:-1] + (1,), dtype=torch.float64, device=probs.device, generator=generator)
+    idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+class SparseColumns:
+    """Sparse storage of a kernel given as edges ``src -> dst`` with per-edge values.
+
+    Builds the two CSR matrices needed by ``apply`` (rows = destinations) and
+    ``apply_T`` (rows = sources) for any edge values, reusing the sorting work.
+    """
+
+    def __init__(self, src: Tensor, dst: Tensor, m: int):
+        self.m = m
+        self.src = src.long()
+        self.dst = dst.long()
+        self.by_src = torch.argsort(self.src * m + self.dst)
+        self.by_dst = torch.argsort(self.dst * m + self.src)
+        self.src_ptr = self._ptr(self.src)
+        self.dst_ptr = self._ptr(self.dst)
+
+    def _ptr(self, rows: Tensor) -> Tensor:
+        counts = torch.bincount(rows, minlength=self.m)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F, F^T)`` as float64 CSR tensors for edge values ``values``."""
+        values = values.to(torch.float64)
+        F = torch.sparse_csr_tensor(
+            self.dst_ptr, self.src[self.by_dst], values[self.by_dst], (self.m, self.m)
+        )
+        FT = torch.sparse_csr_tensor(
+            self.src_ptr, self.dst[self.by_src], values[self.by_src], (self.m, self.m)
+        )
+        return F, FT
+
+    @property
+    def device(self) -> torch.device:
+        return self.src.device
+
+    def to(self, device: torch.device | str) -> "SparseColumns":
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+        return self

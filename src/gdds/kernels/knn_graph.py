@@ -1,0 +1,125 @@
+"""Exact k-nearest-neighbour graphs of token embeddings, built in row chunks and
+cached on disk (SPEC section 1, "Semantic kNN kernel").
+
+Memory is ``O(m k)`` for the result plus one ``[chunk, m]`` distance block; no
+``m x m`` matrix is ever held.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+METRICS = ("gaussian", "cosine")
+_CANDIDATE_SLACK = 8  # extra candidates re-ranked with exact distances
+_BLOCK_FLOATS = 2**25  # floats per working block (128 MiB in float32)
+
+
+def default_cache_dir() -> Path:
+    """``$GDDS_CACHE_DIR`` if set, else the user's cache directory for ``gdds``."""
+    env = os.environ.get("GDDS_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gdds"))
+
+
+def _prepare(embeddings: Tensor, metric: str) -> Tensor:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    E = torch.as_tensor(embeddings)
+    if E.dim() != 2 or E.shape[0] < 2:
+        raise ValueError(f"embeddings must be a [m, d] tensor with m >= 2; got shape {tuple(E.shape)}")
+    E = E.detach().to("cpu", torch.float32).contiguous()
+    if not torch.isfinite(E).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    if metric == "cosine":
+        norms = E.norm(dim=1, keepdim=True)
+        if (norms == 0).any():
+            raise ValueError("cosine metric: some embeddings are all-zero vectors")
+        E = E / norms
+    return E
+
+
+def knn_graph(
+    embeddings: Tensor, k: int, metric: str = "gaussian", progress: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Exact kNN graph, self excluded: ``(neighbours [m, k] long, distances [m, k] float32)``.
+
+    Distances are squared Euclidean (``gaussian``) or cosine distances
+    ``1 - cos`` (``cosine``), sorted ascending per row, ties broken by token id.
+    Candidates come from one matrix product per row chunk; the best ``k + 8`` are
+    re-ranked with distances computed directly from the differences.
+    """
+    E = _prepare(embeddings, metric)
+    m, d = E.shape
+    if not 1 <= k < m:
+        raise ValueError(f"k must be in [1, m - 1] = [1, {m - 1}], got {k}")
+    cand = min(m - 1, k + _CANDIDATE_SLACK)
+    rows = max(1, min(_BLOCK_FLOATS // m, _BLOCK_FLOATS // (cand * d)))
+    sq = (E * E).sum(dim=1)
+    nbr = torch.empty(m, k, dtype=torch.long)
+    dist = torch.empty(m, k, dtype=torch.float32)
+    bar = tqdm(total=m, desc="kNN graph", unit="tok", delay=1.0, disable=not progress)
+    for start in range(0, m, rows):
+        stop = min(m, start + rows)
+        block = E[start:stop]
+        D = torch.addmm(sq[start:stop, None] + sq[None, :], block, E.T, alpha=-2.0)
+        own = torch.arange(start, stop)
+        D[own - start, own] = float("inf")
+        cidx = D.topk(cand, dim=1, largest=False).indices.sort(dim=1).values
+        exact = (block[:, None, :] - E[cidx]).square_().sum(dim=-1)
+        if metric == "cosine":
+            exact = exact * 0.5
+        order = exact.sort(dim=1, stable=True).indices[:, :k]
+        nbr[start:stop] = cidx.gather(1, order)
+        dist[start:stop] = exact.gather(1, order)
+        bar.update(stop - start)
+    bar.close()
+    return nbr, dist
+
+
+def graph_key(embeddings: Tensor, k: int, metric: str) -> str:
+    """Cache key: a hash of the embedding values and shape and the graph settings."""
+    E = _prepare(embeddings, "gaussian")
+    h = hashlib.sha256()
+    h.update(f"gdds-knn-v1|shape={tuple(E.shape)}|k={k}|metric={metric}|".encode())
+    h.update(E.numpy().tobytes())
+    return h.hexdigest()[:40]
+
+
+def cached_knn_graph(
+    embeddings: Tensor,
+    k: int,
+    metric: str = "gaussian",
+    cache_dir: Optional[Union[str, Path]] = None,
+    progress: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """:func:`knn_graph`, loaded from ``cache_dir`` when present, else built and
+    saved there atomically (temporary file + rename)."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"knn-{graph_key(embeddings, k, metric)}.pt"
+    if path.exists():
+        try:
+            data = torch.load(path, weights_only=True)
+            return data["neighbours"].long(), data["distances"]
+        except Exception as exc:  # a corrupt cache file is rebuilt, but never silently
+            raise RuntimeError(f"kNN cache file {path} is unreadable ({exc}); delete it to rebuild") from exc
+    nbr, dist = knn_graph(embeddings, k, metric, progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".knn-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"neighbours": nbr.to(torch.int32), "distances": dist}, fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return nbr, dist

