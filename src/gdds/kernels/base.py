@@ -122,14 +122,9 @@ class Kernel:
         return self
 
 
-def gumbel_argmax(logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Exact categorical draw along the last dim by Gumbel-max (``-log E``, ``E ~ Exp(1)``)."""
-    e = torch.empty_like(logits).exponential_(generator=generator)
-    return (logits - e.log_()).argmax(dim=-1)
-
-
 def inverse_cdf(probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Exact categorical draw along the last dim of ``probs`` (float64) by inverse CDF."""
+    """Exact categorical draw along the last dim of non-negative weights ``probs``
+    (normalised here) by inverse CDF; the CDF is accumulated in float64."""
     cdf = probs.to(torch.float64).cumsum(dim=-1)
     u = torch.rand(probs.shape[:-1] + (1,), dtype=torch.float64, device=probs.device, generator=generator)
     idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)

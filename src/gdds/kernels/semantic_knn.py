@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..schedules import LogLinear, Schedule
-from .base import Kernel, SparseColumns, check_vectors, gumbel_argmax
+from .base import Kernel, SparseColumns, check_vectors, inverse_cdf
 from .knn_graph import cached_knn_graph, knn_graph
 from .mask import Uniform
 from .mixture import Mixture
@@ -64,8 +64,11 @@ class TemperedKNN(Kernel):
             if t is None:
                 raise ValueError("a time-dependent kernel needs the jump times t")
             logits = logits * self.exponent(t).to(logits.dtype).unsqueeze(1)
-        choice = gumbel_argmax(logits, generator)
-        return self.neighbours[x].gather(1, choice.unsqueeze(1)).squeeze(1)
+        # Rows of log_affinity have max 0, so the weights lie in (0, 1] and sum to >= 1.
+        # Clamping at -80 keeps exp() out of (slow) subnormals; it moves each
+        # probability by < 2e-35, far below float32 resolution of the row sum.
+        choice = inverse_cdf(logits.clamp_min_(-80.0).exp_(), generator)
+        return self.neighbours.view(-1)[x * self.neighbours.shape[1] + choice]
 
     def probs(self, t: float) -> Tensor:
         """Neighbour probabilities ``[m, k]`` (float64) of the frozen kernel at ``t``."""
