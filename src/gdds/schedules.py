@@ -147,7 +147,8 @@ class Cosine(Schedule):
         self.eps = float(eps)
 
     def _Lambda(self, t: Tensor) -> Tensor:
-        return -torch.log(self.eps + (1 - self.eps) * torch.cos(0.5 * math.pi * t))
+        # 1 - cos(x) = 2 sin^2(x / 2), kept exact near t = 0.
+        return -torch.log1p(-(1 - self.eps) * 2 * torch.sin(0.25 * math.pi * t) ** 2)
 
     def _beta(self, t: Tensor) -> Tensor:
         c = torch.cos(0.5 * math.pi * t)
@@ -155,8 +156,8 @@ class Cosine(Schedule):
         return (1 - self.eps) * 0.5 * math.pi * s / (self.eps + (1 - self.eps) * c)
 
     def _Lambda_inv(self, u: Tensor) -> Tensor:
-        c = ((torch.exp(-u) - self.eps) / (1 - self.eps)).clamp(-1.0, 1.0)
-        return torch.arccos(c) * 2 / math.pi
+        half_gap = (-torch.expm1(-u) / (2 * (1 - self.eps))).clamp(0.0, 1.0)
+        return torch.arcsin(torch.sqrt(half_gap)) * 4 / math.pi
 
 
 class Exponential(Schedule):

@@ -16,6 +16,7 @@ closed-form noising and marginals.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -154,12 +155,14 @@ class SparseColumns:
     def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
         """``(F, F^T)`` as float64 CSR tensors for edge values ``values``."""
         values = values.to(torch.float64)
-        F = torch.sparse_csr_tensor(
-            self.dst_ptr, self.src[self.by_dst], values[self.by_dst], (self.m, self.m)
-        )
-        FT = torch.sparse_csr_tensor(
-            self.src_ptr, self.dst[self.by_src], values[self.by_src], (self.m, self.m)
-        )
+        with warnings.catch_warnings():  # "sparse CSR support is in beta" is noise here
+            warnings.simplefilter("ignore", UserWarning)
+            F = torch.sparse_csr_tensor(
+                self.dst_ptr, self.src[self.by_dst], values[self.by_dst], (self.m, self.m), check_invariants=False
+            )
+            FT = torch.sparse_csr_tensor(
+                self.src_ptr, self.dst[self.by_src], values[self.by_src], (self.m, self.m), check_invariants=False
+            )
         return F, FT
 
     @property

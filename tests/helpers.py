@@ -1,0 +1,70 @@
+"""Shared test utilities: empirical laws, distances and small random kernels."""
+import numpy as np
+import torch
+
+import gdds
+from gdds import kernels as K
+
+
+def empirical(samples: torch.Tensor, m: int) -> torch.Tensor:
+    """Empirical law along the last axis: ``[..., n] -> [..., m]`` (float64)."""
+    flat = samples.reshape(-1, samples.shape[-1])
+    counts = torch.zeros(flat.shape[0], m, dtype=torch.float64)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    return (counts / flat.shape[1]).reshape(*samples.shape[:-1], m)
+
+
+def tv(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Largest total-variation distance between matching rows of ``p`` and ``q``."""
+    return float(0.5 * (p.double() - q.double()).abs().sum(-1).max())
+
+
+def random_stochastic(m: int, seed: int, sparsity: float = 0.0) -> torch.Tensor:
+    """A random column-stochastic ``[m, m]`` matrix (float64), optionally with zeros."""
+    g = torch.Generator().manual_seed(seed)
+    F = torch.rand(m, m, dtype=torch.float64, generator=g) + 0.05
+    if sparsity:
+        F = F * (torch.rand(m, m, dtype=torch.float64, generator=g) > sparsity)
+        F[torch.arange(m), (torch.arange(m) + 1) % m] += 0.5  # keep every column non-empty
+    return F / F.sum(0, keepdim=True)
+
+
+def mixing_weight(t: torch.Tensor) -> torch.Tensor:
+    """A smooth weight in [0, 1] used for time-dependent kernels in the tests."""
+    return 0.15 + 0.7 * torch.as_tensor(t, dtype=torch.float64) ** 2
+
+
+def time_dependent_dense(m: int, seed: int) -> tuple[np.ndarray, np.ndarray, K.Dense]:
+    """``F_t = (1 - w(t)) A + w(t) B`` as a Dense callable, with A and B returned for references."""
+    A, B = random_stochastic(m, seed), random_stochastic(m, seed + 1)
+
+    def F(t):
+        w = mixing_weight(t)[:, None, None]
+        return (1 - w) * A + w * B
+
+    return A.numpy(), B.numpy(), K.Dense(F)
+
+
+def small_embeddings(m: int = 9, d: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(m, d, generator=torch.Generator().manual_seed(seed))
+
+
+def kernel_zoo(m: int = 7):
+    """One instance of every kernel type on a small vocabulary (name, kernel)."""
+    sched = gdds.LogLinear(1e-3)
+    sparse = random_stochastic(m, 3, sparsity=0.6).to_sparse()
+    knn = K.SemanticKNN(small_embeddings(m), k=4, bandwidth_k=3, schedule=sched, cache=False, progress=False)
+    return [
+        ("dense", K.Dense(random_stochastic(m, 1))),
+        ("dense-t", time_dependent_dense(m, 10)[2]),
+        ("sparse", K.Sparse(sparse)),
+        ("mask", K.Mask(m, m - 1)),
+        ("uniform", K.Uniform(m)),
+        ("hybrid", K.Hybrid(m, 0, 0.3)),
+        ("hybrid-t", K.Hybrid(m, 0, lambda t: 0.5 * mixing_weight(t))),
+        ("mixture-t", K.Mixture([K.Sparse(sparse), K.Dense(random_stochastic(m, 2))],
+                                [lambda t: 1 - mixing_weight(t), mixing_weight])),
+        ("semantic-knn", knn),
+        ("semantic-knn-cosine", K.SemanticKNN(small_embeddings(m, seed=4), k=3, bandwidth_k=2, metric="cosine",
+                                              gamma=0.5, schedule=sched, cache=False, progress=False)),
+    ]
