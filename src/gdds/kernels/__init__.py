@@ -1,7 +1,7 @@
 """Jump kernels ``F_t`` (column-stochastic; column x = law of a jump from x)."""
 from .base import Kernel, check_column_stochastic
 from .dense import Dense
-from .knn_graph import cached_knn_graph, default_cache_dir, knn_graph
+from .knn import cached_knn_graph, default_cache_dir, knn_graph
 from .mask import Mask, Uniform
 from .mixture import Hybrid, Mixture
 from .semantic_knn import SemanticKNN, TemperedKNN, log_affinity, minilm_embeddings

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..schedules import LogLinear, Schedule
 from .base import Kernel, SparseColumns, check_vectors, inverse_cdf
-from .knn_graph import cached_knn_graph, knn_graph
+from .knn import cached_knn_graph, knn_graph
 from .mask import Uniform
 from .mixture import Mixture
 

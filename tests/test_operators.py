@@ -1,0 +1,96 @@
+"""Transition operators: the uniformization series against closed forms, the matrix
+exponential and an ODE solve; the measured error of piecewise freezing."""
+import pytest
+import torch
+
+import gdds
+from gdds import kernels as K
+from gdds.operators import poisson_series, transition
+from helpers import mixing_weight, random_stochastic, time_dependent_dense
+
+SCHED = gdds.LogLinear(1e-3)
+
+
+def vectors(m, n=4, seed=0):
+    return torch.rand(m, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kernel", [K.Mask(50, 3), K.Uniform(50), K.Hybrid(50, 3, 0.25)], ids=repr)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_series_equals_closed_form(kernel, transpose):
+    v = vectors(50)
+    for s, t in [(0.0, 0.3), (0.2, 0.9), (0.0, 1.0), (0.5, 0.5)]:
+        series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series", return_bound=True)
+        closed = transition(kernel, SCHED, v, s, t, transpose=transpose, method="closed")
+        assert bound <= 1e-12
+        assert (series - closed).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_series_equals_expm_for_dense(transpose):
+    kernel = K.Dense(random_stochastic(9, 2))
+    v = vectors(9)
+    for tol in (1e-6, 1e-12):
+        series, bound = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="series",
+                                   tol=tol, return_bound=True)
+        dense = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="dense")
+        # Stated bound: L1 error <= tail * |v|_1 for P v, sup error <= tail * max|v| for P^T v.
+        err = (series - dense).abs()
+        if transpose:
+            assert err.max() <= bound * v.abs().max() + 1e-13
+        else:
+            assert (err.sum(0) <= bound * v.abs().sum(0) + 1e-13).all()
+        assert bound <= tol
+
+
+def test_time_dependent_closed_form_equals_ode():
+    kernel = K.Hybrid(12, 0, lambda t: 0.8 * mixing_weight(t))
+    v = vectors(12)
+    for transpose in (False, True):
+        closed = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, method="closed")
+        ode = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, method="dense")
+        assert (closed - ode).abs().max() < 1e-9
+
+
+def test_piecewise_freezing_error_is_second_order():
+    """Measured error of freezing F on a Lambda-grid of step h: ~h^2, and < 1e-3 at h = 0.05."""
+    _, _, kernel = time_dependent_dense(8, 5)
+    v = vectors(8)
+    exact = transition(kernel, SCHED, v, 0.0, 0.9, method="dense")
+    errs = [(transition(kernel, SCHED, v, 0.0, 0.9, method="series", step=h) - exact).abs().max().item()
+            for h in (0.2, 0.1, 0.05)]
+    assert errs[2] < 1e-3
+    for coarse, fine in zip(errs, errs[1:]):
+        assert 3.0 < coarse / fine < 5.0
+
+
+def test_adjoint_and_semigroup():
+    _, _, kernel = time_dependent_dense(7, 8)
+    u, v = vectors(7, 3, 1), vectors(7, 3, 2)
+    P_v = transition(kernel, SCHED, v, 0.2, 0.8)
+    PT_u = transition(kernel, SCHED, u, 0.2, 0.8, transpose=True)
+    assert torch.allclose(u.T @ P_v, PT_u.T @ v, atol=1e-10)
+    two_steps = transition(kernel, SCHED, transition(kernel, SCHED, v, 0.0, 0.4), 0.4, 0.9)
+    assert torch.allclose(two_steps, transition(kernel, SCHED, v, 0.0, 0.9), atol=1e-9)
+
+
+def test_probability_is_conserved_at_large_vocabulary():
+    """Series path on a sparse semantic kernel (m = 3000, too large for dense)."""
+    emb = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
+    kernel = K.SemanticKNN(emb, k=16, schedule=SCHED, cache=False, progress=False)
+    proc = gdds.ForwardProcess(SCHED, kernel)
+    q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64), 0.0, 0.7, return_bound=True)
+    assert q.shape == (3000, 5) and (q >= -1e-15).all()
+    assert torch.allclose(q.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
+    assert 0 < bound < 1e-9
+    x0 = torch.tensor([[0, 1, 2]])
+    assert torch.allclose(proc.marginal(x0, 0.7)[0], q.T[:3], atol=1e-12)
+
+
+def test_poisson_series():
+    w, tail = poisson_series(3.0, 1e-12)
+    assert tail <= 1e-12 and abs(w.sum().item() + tail - 1) < 1e-14
+    w0, tail0 = poisson_series(0.0)
+    assert w0.tolist() == [1.0] and tail0 == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        poisson_series(-1.0)
