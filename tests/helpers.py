@@ -60,6 +60,7 @@ def kernel_zoo(m: int = 7):
         ("sparse", K.Sparse(sparse)),
         ("mask", K.Mask(m, m - 1)),
         ("uniform", K.Uniform(m)),
+        ("uniform-excluding", K.Uniform(m, exclude=[0, 2])),
         ("hybrid", K.Hybrid(m, 0, 0.3)),
         ("hybrid-t", K.Hybrid(m, 0, lambda t: 0.5 * mixing_weight(t))),
         ("mixture-t", K.Mixture([K.Sparse(sparse), K.Dense(random_stochastic(m, 2))],
@@ -67,4 +68,6 @@ def kernel_zoo(m: int = 7):
         ("semantic-knn", knn),
         ("semantic-knn-cosine", K.SemanticKNN(small_embeddings(m, seed=4), k=3, bandwidth_k=2, metric="cosine",
                                               gamma=0.5, schedule=sched, cache=False, progress=False)),
+        ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), k=3, bandwidth_k=2, exclude=[1],
+                                                 schedule=sched, cache=False, progress=False)),
     ]

@@ -52,16 +52,35 @@ def test_time_dependent_closed_form_equals_ode():
         assert (closed - ode).abs().max() < 1e-9
 
 
-def test_piecewise_freezing_error_is_second_order():
-    """Measured error of freezing F on a Lambda-grid of step h: ~h^2, and < 1e-3 at h = 0.05."""
+def test_piecewise_freezing_error_orders():
+    """Measured error of freezing F on a Lambda-grid of step h: ~h^2 for the plain rule
+    (< 1e-3 at h = 0.05), ~h^4 with Richardson extrapolation (< 1e-6 at h = 0.1)."""
     _, _, kernel = time_dependent_dense(8, 5)
     v = vectors(8)
     exact = transition(kernel, SCHED, v, 0.0, 0.9, method="dense")
-    errs = [(transition(kernel, SCHED, v, 0.0, 0.9, method="series", step=h) - exact).abs().max().item()
-            for h in (0.2, 0.1, 0.05)]
-    assert errs[2] < 1e-3
-    for coarse, fine in zip(errs, errs[1:]):
+
+    def err(h, richardson):
+        approx = transition(kernel, SCHED, v, 0.0, 0.9, method="series", step=h, richardson=richardson)
+        return (approx - exact).abs().max().item()
+
+    plain = [err(h, False) for h in (0.2, 0.1, 0.05)]
+    assert plain[2] < 1e-3
+    for coarse, fine in zip(plain, plain[1:]):
         assert 3.0 < coarse / fine < 5.0
+    extrapolated = [err(h, True) for h in (0.4, 0.2, 0.1)]
+    assert extrapolated[2] < 1e-6
+    for coarse, fine in zip(extrapolated, extrapolated[1:]):
+        assert coarse / fine > 10.0
+
+
+def test_semantic_kernel_series_matches_ode():
+    emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
+    kernel = K.SemanticKNN(emb, k=12, schedule=SCHED, cache=False, progress=False)
+    v = torch.eye(120, 3, dtype=torch.float64)
+    for transpose in (False, True):
+        exact = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="dense")
+        series = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="series")
+        assert (series - exact).abs().sum(0).max() < 1e-7
 
 
 def test_adjoint_and_semigroup():

@@ -9,7 +9,7 @@ from gdds import kernels as K
 from gdds.kernels import knn as knn_module
 
 
-def brute_force(emb: torch.Tensor, k: int, metric: str):
+def brute_force(emb: torch.Tensor, k: int, metric: str, exclude=()):
     E = emb.double()
     if metric == "cosine":
         E = E / E.norm(dim=1, keepdim=True)
@@ -17,6 +17,7 @@ def brute_force(emb: torch.Tensor, k: int, metric: str):
     else:
         D = torch.cdist(E, E) ** 2
     D.fill_diagonal_(float("inf"))
+    D[:, list(exclude)] = float("inf")
     order = torch.argsort(D, dim=1, stable=True)[:, :k]
     return order, D.gather(1, order)
 
@@ -29,6 +30,22 @@ def test_graph_equals_brute_force(metric, m, d, k):
     ref_nbr, ref_dist = brute_force(emb, k, metric)
     assert torch.equal(nbr, ref_nbr)
     assert torch.allclose(dist.double(), ref_dist, rtol=1e-5, atol=1e-6)
+
+
+def test_excluded_tokens_are_never_neighbours():
+    emb = torch.randn(200, 5, generator=torch.Generator().manual_seed(8))
+    banned = [0, 3, 50, 199]
+    nbr, dist = K.knn_graph(emb, 12, progress=False, exclude=banned)
+    ref_nbr, ref_dist = brute_force(emb, 12, "gaussian", banned)
+    assert torch.equal(nbr, ref_nbr) and not torch.isin(nbr, torch.tensor(banned)).any()
+    kern = K.SemanticKNN(emb, k=12, exclude=banned, cache=False, progress=False)
+    for t in (0.0, 0.5, 1.0):
+        assert (kern.dense(t)[banned] == 0).all()
+    assert (kern.stationary(1.0)[banned] < 1e-12).all()
+    x = torch.arange(200).repeat(50)
+    jumps = kern.sample(x, torch.rand(x.numel(), dtype=torch.float64), torch.Generator().manual_seed(0))
+    assert not torch.isin(jumps, torch.tensor(banned)).any()
+    assert "excluded=4" in repr(kern)
 
 
 def test_chunked_build_is_identical(monkeypatch):
@@ -119,15 +136,24 @@ def test_paper_defaults():
     assert not (kern.knn.neighbours == torch.arange(100)[:, None]).any()
 
 
-def test_minilm_embeddings_are_available():
+def test_minilm_embeddings_and_special_tokens():
+    from gdds.data import wordpiece, wordpiece_special_ids
+
     emb = K.minilm_embeddings()
     assert emb.shape == (30522, 384) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
+    special = wordpiece_special_ids()
+    names = {wordpiece().id_to_token(i) for i in special}
+    assert len(special) == 999 and {"[MASK]", "[PAD]", "[CLS]", "[SEP]", "[UNK]", "[unused0]"} <= names
+    assert wordpiece().token_to_id("the") not in special
 
 
 @pytest.mark.slow
 def test_from_minilm_full_vocabulary(tmp_path):
+    from gdds.data import wordpiece_special_ids
+
     kern = K.SemanticKNN.from_minilm(cache_dir=tmp_path, progress=False)
-    assert kern.m == 30522 and kern.knn.neighbours.shape == (30522, 64)
+    assert kern.m == 30522 and kern.knn.neighbours.shape == (30522, 64) and kern.n_excluded == 999
+    assert not torch.isin(kern.knn.neighbours, torch.tensor(wordpiece_special_ids())).any()
     proc = gdds.ForwardProcess(gdds.LogLinear(1e-3), kern)
     x0 = torch.randint(0, 30522, (4, 64))
     xt = proc.sample(x0, torch.full((4,), 0.3))

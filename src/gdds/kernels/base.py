@@ -17,7 +17,7 @@ closed-form noising and marginals.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -49,6 +49,20 @@ def check_vectors(v: Tensor, m: int) -> Tensor:
     if v.dim() != 2 or v.shape[0] != m:
         raise ValueError(f"vectors must have shape [m, n] with m = {m}; got {tuple(v.shape)}")
     return v.to(torch.float64)
+
+
+def exclusion_mask(m: int, exclude: Optional[Sequence[int] | Tensor]) -> Optional[Tensor]:
+    """Boolean ``[m]`` mask of the token ids in ``exclude`` (``None`` when empty)."""
+    if exclude is None:
+        return None
+    ids = torch.as_tensor(exclude, dtype=torch.long).reshape(-1)
+    if ids.numel() == 0:
+        return None
+    if ids.min() < 0 or ids.max() >= m:
+        raise ValueError(f"excluded token ids must lie in [0, {m}); got values in [{ids.min()}, {ids.max()}]")
+    mask = torch.zeros(m, dtype=torch.bool)
+    mask[ids] = True
+    return mask
 
 
 class Kernel:
@@ -92,10 +106,13 @@ class Kernel:
 
     def dense(self, t: float = 0.0) -> Tensor:
         """The matrix ``F_t`` itself (``[m, m]`` float64); only for ``m <= DENSE_LIMIT``."""
-        if self.m > DENSE_LIMIT:
-            raise ValueError(f"refusing to build a dense {self.m} x {self.m} kernel (limit {DENSE_LIMIT})")
+        self._check_dense_size()
         eye = torch.eye(self.m, dtype=torch.float64, device=self.device)
         return self.apply(eye, t)
+
+    def _check_dense_size(self) -> None:
+        if self.m > DENSE_LIMIT:
+            raise ValueError(f"refusing to build a dense {self.m} x {self.m} kernel (limit {DENSE_LIMIT})")
 
     def _parts(self):
         for name, value in vars(self).items():

