@@ -8,15 +8,14 @@ rows are coupled, so under the mask kernel the masked set only grows with ``t``.
 """
 from __future__ import annotations
 
-import os
-import secrets
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
+from .atomic import write_atomically
 from .data.corpora import shakespeare_line
 from .data.tokenizers import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, decode_pieces, encode, wordpiece_special_ids
 from .kernels import Kernel, Mask, SemanticKNN, Uniform
@@ -138,25 +137,10 @@ def render_text(demo: NoiseDemo, ansi: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: Union[str, Path], write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it to ``path``
-    (readers never see a half-written file; permissions follow the umask)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_text(demo: NoiseDemo, path: Union[str, Path]) -> Path:
     """Write :func:`render_text` (plain, no ANSI codes) to ``path`` atomically."""
     data = render_text(demo, ansi=False).encode("utf-8")
-    return _write_atomically(path, lambda fh: fh.write(data))
+    return write_atomically(path, lambda fh: fh.write(data))
 
 
 def save_figure(demo: NoiseDemo, path: Union[str, Path], dpi: int = 150) -> Path:
@@ -216,7 +200,7 @@ def save_figure(demo: NoiseDemo, path: Union[str, Path], dpi: int = 150) -> Path
                     ax.text((_PAD + col * _CHAR_W) / _PANEL_W, y, rows[name][r][i], transform=ax.transAxes,
                             family=_MONO, fontsize=_FONT, va="center", color="#c0392b" if changed else "black",
                             fontweight="bold" if changed else "normal")
-    return _write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, facecolor="white"))
+    return write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, facecolor="white"))
 
 
 def _drawable(token: str, charmap: dict[int, int]) -> str:

@@ -1,10 +1,10 @@
 """Jump kernels ``F_t`` (column-stochastic; column x = law of a jump from x)."""
+from ..data.embeddings import minilm_embeddings
 from .base import Kernel, check_column_stochastic
 from .dense import Dense
 from .knn import cached_knn_graph, default_cache_dir, knn_graph
 from .mask import Mask, Uniform
 from .mixture import Hybrid, Mixture
-from ..data.embeddings import minilm_embeddings
 from .semantic_knn import SemanticKNN, TemperedKNN, log_affinity
 from .sparse import Sparse
 

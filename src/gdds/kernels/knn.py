@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..atomic import write_atomically
 from .base import exclusion_mask
 
 METRICS = ("gaussian", "cosine")
@@ -131,11 +132,6 @@ def cached_knn_graph(
         except Exception as exc:
             raise RuntimeError(f"kNN cache file {path} is unreadable ({exc}); delete it to rebuild") from exc
     nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        torch.save({"neighbours": nbr.to(torch.int32), "distances": dist}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = {"neighbours": nbr.to(torch.int32), "distances": dist}
+    write_atomically(path, lambda fh: torch.save(data, fh))
     return nbr, dist

@@ -57,8 +57,12 @@ class Mixture(Kernel):
         else:
             W = self.weights(t)
         choice = inverse_cdf(W, generator)
-        draws = torch.stack([k.sample(x, t, generator) for k in self.kernels])
-        return draws.gather(0, choice.unsqueeze(0)).squeeze(0)
+        out = torch.empty_like(x)
+        for c, kernel in enumerate(self.kernels):
+            idx = (choice == c).nonzero().squeeze(1)
+            if idx.numel():
+                out[idx] = kernel.sample(x[idx], None if t is None else t[idx], generator)
+        return out
 
     def _weighted(self, t: float, parts: Sequence[Tensor]) -> Tensor:
         w = self.weights(torch.tensor([float(t)], dtype=torch.float64))[0]

@@ -48,9 +48,7 @@ class TemperedKNN(Kernel):
         self.schedule = schedule
         self.b = float(b)
         self.time_dependent = self.b != 0.0
-        self.edges = SparseColumns(
-            torch.arange(self.m).repeat_interleave(k), self.neighbours.reshape(-1), self.m
-        )
+        self._edges: SparseColumns | None = None  # built on first apply / apply_T
         self._cache: tuple[float, Tensor, Tensor] | None = None
 
     def exponent(self, t: Tensor) -> Tensor:
@@ -83,7 +81,10 @@ class TemperedKNN(Kernel):
     def _matrices(self, t: float) -> tuple[Tensor, Tensor]:
         key = float(t) if self.time_dependent else 0.0
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, *self.edges.matrices(self.probs(key).reshape(-1)))
+            if self._edges is None:
+                src = torch.arange(self.m, device=self.device).repeat_interleave(self.neighbours.shape[1])
+                self._edges = SparseColumns(src, self.neighbours.reshape(-1), self.m)
+            self._cache = (key, *self._edges.matrices(self.probs(key).reshape(-1)))
         return self._cache[1], self._cache[2]
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:

@@ -1,0 +1,40 @@
+"""Atomic writes keep the old file on failure; the noising benchmark runs and writes JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gdds.atomic import write_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_atomic_write_replaces_or_keeps(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    write_atomically(target, lambda fh: fh.write(b"first"))
+    assert target.read_bytes() == b"first"
+
+    def broken(fh):
+        fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, broken)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_noising_benchmark_quick_mode(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "noising.py"), "--quick", "--device", "cpu", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "noising.json").read_text())
+    assert report["mode"] == "quick" and report["versions"]["torch"] and report["machine"]["cpu_count"]
+    noising = report["cpu"]["noising"]
+    assert set(noising) == {"semantic_knn", "mask_closed_form", "uniform_closed_form", "mask_uniformization"}
+    assert all(row["tokens_per_s_median"] > 0 for row in noising.values())
+    assert report["cuda"] is None and "tokens/s" in proc.stdout
