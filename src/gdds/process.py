@@ -96,6 +96,7 @@ class ForwardProcess:
         ``t = 1`` and records every jump (for the Campbell estimator), ``x_t`` being
         the state at ``t``. ``method``: ``"auto"`` (closed form for column-constant
         kernels when no info is asked) or ``"uniformization"`` (always the jump loop).
+        Pass a seeded ``generator`` for reproducible draws.
         """
         if method not in ("auto", "uniformization"):
             raise ValueError(f"method must be 'auto' or 'uniformization'; got {method!r}")
@@ -135,7 +136,7 @@ class ForwardProcess:
         frac = torch.zeros(active[1] if kmax else 0, dtype=torch.float64, device=lam.device)
         times = torch.full((x0.numel(), kmax), float("nan"), dtype=torch.float64, device=lam.device) if record else None
         states = torch.full((x0.numel(), kmax), -1, dtype=torch.long, device=lam.device) if full_path else None
-        jumps = torch.zeros_like(counts) if full_path else counts[order]
+        jumps = torch.zeros_like(counts) if full_path else None
         for k in range(1, kmax + 1):
             c = active[k]
             tau = None
@@ -178,7 +179,9 @@ class ForwardProcess:
             out[b] = cols.T[where]
         return out
 
-    def transition(self, v: Tensor, s: float, t: float, transpose: bool = False, **kwargs):
+    def transition(
+        self, v: Tensor, s: float, t: float, transpose: bool = False, **kwargs
+    ) -> Union[Tensor, tuple[Tensor, float]]:
         """``P_{s->t} v`` or ``P_{s->t}^T v`` for ``v [m, n]``; see :func:`gdds.operators.transition`."""
         return transition(self.kernel, self.schedule, v, s, t, transpose=transpose, **kwargs)
 
