@@ -1,0 +1,181 @@
+"""Training checkpoints: complete, verified, written atomically.
+
+Layout of a run folder::
+
+    RUN_DIR/checkpoints/step-00000500/   model.safetensors, ema.safetensors, state.pt,
+                                         config.yaml, run.json, tokenizer/, manifest.json
+    RUN_DIR/checkpoints/last -> step-00000500      (a symlink, replaced atomically)
+
+A checkpoint is assembled in a hidden temporary folder and renamed into place
+only when complete; ``manifest.json`` (written last) holds the size and SHA-256
+of every file and is verified on load. A run killed mid-checkpoint therefore
+leaves ``last`` pointing at the previous intact checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .atomic import write_atomically
+
+MANIFEST = "manifest.json"
+STEP_PREFIX = "step-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, corrupt or does not match the run."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders of a run (``step-*``), oldest first."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and not p.is_symlink())
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, writers: dict[str, Callable[[Path], None]], keep: int = 2
+) -> Path:
+    """Write a checkpoint for ``step``: ``writers[name](path)`` writes file/folder ``name``.
+
+    The folder is built under a temporary name, verified by its manifest, renamed
+    into place, and ``last`` is repointed; then only the newest ``keep`` are kept.
+    """
+    root = checkpoint_root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{STEP_PREFIX}{step:08d}"
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name, write in writers.items():
+            write(tmp / name)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        text = json.dumps({"step": step, "files": manifest}, indent=1)
+        write_atomically(tmp / MANIFEST, lambda fh: fh.write(text.encode()))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    link = root / f".last-{uuid.uuid4().hex[:8]}"
+    os.symlink(final.name, link)
+    os.replace(link, root / "last")
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def verify_checkpoint(folder: Path) -> dict[str, Any]:
+    """Check every file of ``folder`` against its manifest; return the manifest."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint {folder} does not exist")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {folder} has no {MANIFEST}: it is incomplete; delete it")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST} is corrupt ({exc})") from exc
+    for name, meta in manifest["files"].items():
+        f = folder / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {name}")
+        if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+            raise CheckpointError(
+                f"checkpoint {folder}: {name} is truncated or corrupt ({f.stat().st_size} bytes, "
+                f"expected {meta['bytes']}); resume from an earlier checkpoint or delete this one"
+            )
+    return manifest
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The verified checkpoint that ``last`` points to (stale temporary folders are removed)."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{run_dir} has no checkpoints/ folder: nothing to resume")
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale)
+    last = root / "last"
+    if not last.exists():
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+        last = found[-1]
+    folder = last.resolve()
+    verify_checkpoint(folder)
+    return folder
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors file of (contiguous, CPU) tensors, written atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    write_atomically(path, lambda fh: fh.write(data))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict without aliases (tied weights are stored once)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in module.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor
+    return out
+
+
+def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``tensors`` into ``module``; only aliases of stored tensors may be absent."""
+    expected = module_tensors(module)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(module.state_dict()))
+    wrong = sorted(k for k in expected if k in tensors and tensors[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{what} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes {[(k, tuple(tensors[k].shape), tuple(expected[k].shape)) for k in wrong[:5]]}"
+        )
+    module.load_state_dict(tensors, strict=False)
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    write_atomically(path, lambda fh: torch.save(obj, fh))
+
+
+def load_torch(path: Path) -> Any:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None

@@ -1,0 +1,238 @@
+"""Typed run configuration: dataclasses, YAML presets shipped in ``gdds/configs``,
+and ``dotted.key=value`` overrides (unknown keys are errors that list close matches).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "shakespeare"  # name (shakespeare, kjv, wikipedia), a local path, or hf:<name>[:<config>]
+    tokenizer: str = "wordpiece"  # char, wordpiece, gpt2, bpe
+    bpe_vocab_size: int = 4096  # for tokenizer=bpe
+    compact_vocab: bool = True  # keep only ids seen in the training split (+ specials)
+    seq_len: int = 128
+    packing: str = "wrap"  # wrap (BOS doc EOS, cut into blocks) or pad (one document per block)
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 0
+
+
+@dataclass
+class ProcessConfig:
+    schedule: str = "loglinear"  # loglinear, linear, cosine, exponential, geometric
+    schedule_args: dict = field(default_factory=lambda: {"eps": 1e-3})
+    kernel: str = "semantic"  # semantic, mask, uniform, hybrid
+    kernel_args: dict = field(default_factory=dict)  # e.g. k, eps, b, ... for semantic; uniform_weight for hybrid
+    embeddings: str = "minilm"  # semantic kernel: minilm, cooccurrence, or a file path / run folder
+    embedding_dim: int = 64  # for cooccurrence embeddings
+    t_min: float = 1e-3  # training times t ~ U[t_min, 1]
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"  # tiny, small, medium; the fields below override the preset when set
+    layers: Optional[int] = None
+    width: Optional[int] = None
+    heads: Optional[int] = None
+    cond_width: Optional[int] = None
+    dropout: Optional[float] = None
+    tie_weights: Optional[bool] = None
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 32  # global batch (sequences per optimizer step, all processes together)
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    lr_schedule: str = "cosine"  # cosine or constant (both after linear warmup)
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 250
+    eval_batches: int = 8
+    log_every: int = 10
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
+    device: str = "auto"  # auto, cpu, cuda
+    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build and validate a configuration from a nested mapping."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a configuration must be a mapping, got {data!r}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key} must be a mapping of its keys, got {value!r}")
+                kwargs[key] = SECTIONS[key](**{k: _checked(SECTIONS[key], key, k, v) for k, v in value.items()})
+            else:
+                kwargs[key] = _checked(Config, "", key, value)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check choices and ranges that the field types alone do not express."""
+        choices = {
+            "data.tokenizer": (self.data.tokenizer, ("char", "wordpiece", "gpt2", "bpe")),
+            "data.packing": (self.data.packing, ("wrap", "pad")),
+            "process.schedule": (self.process.schedule, ("loglinear", "linear", "cosine", "exponential", "geometric")),
+            "process.kernel": (self.process.kernel, ("semantic", "mask", "uniform", "hybrid")),
+            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
+            "train.precision": (self.train.precision, ("auto", "fp32", "bf16")),
+            "train.device": (self.train.device, ("auto", "cpu", "cuda")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        positive = {"data.seq_len": self.data.seq_len, "train.max_steps": self.train.max_steps,
+                    "train.batch_size": self.train.batch_size, "train.grad_accum": self.train.grad_accum,
+                    "train.ckpt_every": self.train.ckpt_every, "train.eval_every": self.train.eval_every,
+                    "train.log_every": self.train.log_every, "train.keep_checkpoints": self.train.keep_checkpoints}
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be at least 1; got {value}")
+        if self.train.batch_size % self.train.grad_accum:
+            raise ConfigError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                              f"train.grad_accum ({self.train.grad_accum})")
+        if not 0 <= self.process.t_min < 1:
+            raise ConfigError(f"process.t_min must be in [0, 1); got {self.process.t_min}")
+        if not 0 <= self.train.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA); got {self.train.ema_decay}")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "process": ProcessConfig, "model": ModelConfig,
+                             "train": TrainConfig}
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                                      "dict": (dict,)}
+
+
+def all_keys() -> list[str]:
+    """Every dotted key a configuration accepts (``seed``, ``train.max_steps``, ...)."""
+    keys = [f.name for f in dataclasses.fields(Config) if f.name not in SECTIONS]
+    for name, cls in SECTIONS.items():
+        keys += [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _unknown(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run `gdds train --help` for the keys"
+    return ConfigError(f"unknown configuration key {key!r}{hint}")
+
+
+def _checked(cls: type, section: str, name: str, value: Any) -> Any:
+    """``value`` after checking that ``cls`` has field ``name`` and the value has its type."""
+    key = f"{section}.{name}" if section else name
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise _unknown(key)
+    ann = str(fields[name].type)
+    optional = ann.startswith("Optional[")
+    kind = ann[len("Optional["):-1] if optional else ann
+    if value is None and optional:
+        return value
+    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = isinstance(value, _KINDS[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
+    if not ok:
+        article = "an" if kind == "int" else "a"
+        raise ConfigError(f"{key} must be {article} {kind}{' or null' if optional else ''}; got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped inside the package."""
+    return sorted(p.name[:-5] for p in resources.files("gdds.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+        text = path.read_text()
+    else:
+        if name_or_path not in preset_names():
+            raise ConfigError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names())}")
+        text = resources.files("gdds.configs").joinpath(f"{name_or_path}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name_or_path}: a configuration must be a YAML mapping")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested dict."""
+    keys = set(all_keys())
+    dict_keys = {k for k in keys if str(_field(k).type) == "dict"}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like dotted.key=value (e.g. train.max_steps=100)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        inside_dict = any(key.startswith(k + ".") for k in dict_keys)
+        if key not in keys and not inside_dict:
+            raise _unknown(key)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key}: {part} is not a mapping")
+        node[parts[-1]] = value
+    return data
+
+
+def _field(key: str) -> dataclasses.Field:
+    section, _, name = key.rpartition(".")
+    cls = SECTIONS[section] if section else Config
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
+    """A preset name (``tiny``, ``demo``, ...) or a YAML path, with overrides applied."""
+    return Config.from_dict(apply_overrides(_read_yaml(name_or_path), overrides))
+
+
+def save_config(cfg: Config) -> str:
+    """The configuration as YAML text (round-trips through :func:`Config.from_dict`)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
