@@ -75,6 +75,80 @@ def _run_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_help() -> str:
+    from .config import Config, all_keys
+
+    defaults = Config().to_dict()
+    lines = ["configuration keys (override with dotted.key=value; defaults before any preset):"]
+    for key in all_keys():
+        node: object = defaults
+        for part in key.split("."):
+            node = node[part]  # type: ignore[index]
+        lines.append(f"  {key} = {node!r}")
+    return "\n".join(lines)
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    from .config import preset_names
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a denoiser with the snapshot objective",
+        description="Train a GDDS denoiser. Start a run with --config (a preset: "
+        f"{', '.join(preset_names())}; or a YAML file) and --out, or continue one with --resume. "
+        "Multi-process: torchrun --nproc_per_node N -m gdds train ...",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", metavar="NAME_OR_YAML", help="preset name or YAML file for a new run")
+    group.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--out", type=Path, metavar="RUN_DIR", help="folder of a new run (required with --config)")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="after training, print N sequences from the APPROXIMATE renoise sampler")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="configuration overrides")
+    p.set_defaults(run=_run_train, parser=p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .train import resume_config, train
+
+    parser: argparse.ArgumentParser = args.parser
+    if args.config is not None and args.out is None:
+        parser.error("--config needs --out RUN_DIR (the folder for checkpoints and logs)")
+    if args.resume is not None and args.out is not None:
+        parser.error("--resume continues in its own folder; leave out --out")
+    if args.samples < 0:
+        parser.error("--samples must be >= 0")
+    try:
+        if args.resume is not None:
+            cfg, run_dir = resume_config(args.resume, args.overrides), args.resume
+        else:
+            cfg, run_dir = load_config(args.config, args.overrides), args.out
+        result = train(cfg, run_dir, resume=args.resume is not None, samples=args.samples)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    print(_summary(result))
+    return 0
+
+
+def _summary(result: dict) -> str:
+    lines = []
+    if "train" in result:
+        lines.append(f"step {result['train']['step']}: training loss {result['train']['loss']:.4f} "
+                     "(snapshot CE, not a likelihood)")
+    if "valid" in result:
+        v = result["valid"]
+        lines.append(f"validation {v['metric']}: {v['valid_snapshot_ce']:.4f} nats/token "
+                     f"({v['weights']} weights, {v['tokens']} tokens)")
+    for i, text in enumerate(result.get("samples", [])):
+        lines.append(f"sample {i + 1} (approximate renoise sampler): {text}")
+    if "checkpoint" in result:
+        lines.append(f"checkpoint: {result['checkpoint']}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gdds`` parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -83,14 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gdds {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_noise(subparsers)
+    _add_train(subparsers)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``gdds`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+
     try:
         return args.run(args)
-    except ImportError as exc:
+    except (ImportError, CheckpointError) as exc:
         print(f"gdds: error: {exc}", file=sys.stderr)
         return 1

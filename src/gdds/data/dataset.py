@@ -1,0 +1,232 @@
+"""Documents -> a cached, memory-mapped token array -> fixed-length training blocks.
+
+:func:`tokenize_documents` encodes the documents once and caches the result under a
+sha256 key of (tokenizer identity, document contents): the tokens of all documents,
+concatenated, in a raw little-endian file ``<key>.tokens`` (uint16 when the vocabulary
+has at most 65,536 ids, else uint32) memory-mapped on reading, and the document
+boundaries in ``<key>.offsets.npy``. Both files are written atomically, tokens first,
+so a present offsets file means a complete entry.
+
+Two packings, both deterministic (the training loop owns shuffling):
+:class:`PackedBlocks` ("wrap", OpenWebText style) and :class:`PaddedSentences` ("pad",
+LM1B style).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Sequence
+
+import numpy as np
+import torch
+
+from ..atomic import write_atomically
+from .tokenizer_base import TextTokenizer
+
+_FORMAT = "gdds-tokens-v1"
+_CHUNK_DOCS = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class TokenArray:
+    """Documents as one token stream: document ``i`` is ``tokens[offsets[i]:offsets[i+1]]``."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    key: str
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per document (int64)."""
+        return np.diff(self.offsets)
+
+    @property
+    def n_tokens(self) -> int:
+        """Total number of tokens."""
+        return int(self.offsets[-1])
+
+    def document(self, i: int) -> np.ndarray:
+        """Tokens of document ``i``."""
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (``vocab_size <= 65536``), else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def cache_key(docs: Sequence[str], tokenizer: TextTokenizer) -> str:
+    """sha256 of the format version, the tokenizer identity and the documents."""
+    h = hashlib.sha256(_FORMAT.encode())
+    h.update(json.dumps(tokenizer.identity(), sort_keys=True).encode())
+    for doc in docs:
+        data = doc.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _load(tokens_path: Path, offsets_path: Path, dtype: np.dtype, key: str) -> TokenArray | None:
+    """The cached entry, or None when it is missing or inconsistent."""
+    if not (tokens_path.is_file() and offsets_path.is_file()):
+        return None
+    offsets = np.load(offsets_path)
+    n = int(offsets[-1])
+    if tokens_path.stat().st_size != n * dtype.itemsize:
+        return None
+    tokens = np.memmap(tokens_path, dtype=dtype.newbyteorder("<"), mode="r", shape=(n,))
+    return TokenArray(tokens, offsets, key)
+
+
+def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer, cache_dir: Path | str | None = None) -> TokenArray:
+    """Token ids of ``docs`` (no special tokens), concatenated and memory-mapped, read
+    from the cache in ``cache_dir`` (default ``gdds.kernels.default_cache_dir() /
+    "tokens"``) or computed and stored there. Documents are encoded in batches of
+    1024, so memory stays bounded by a batch, not the corpus."""
+    if not docs:
+        raise ValueError("no documents to tokenize; load a corpus with load_corpus() first")
+    if cache_dir is None:
+        from ..kernels.knn import default_cache_dir
+
+        cache_dir = default_cache_dir() / "tokens"
+    key = cache_key(docs, tokenizer)
+    dtype = token_dtype(tokenizer.vocab_size)
+    tokens_path, offsets_path = Path(cache_dir) / f"{key}.tokens", Path(cache_dir) / f"{key}.offsets.npy"
+    cached = _load(tokens_path, offsets_path, dtype, key)
+    if cached is not None:
+        return cached
+    lengths: list[int] = []
+
+    def write_tokens(fh: BinaryIO) -> None:
+        for start in range(0, len(docs), _CHUNK_DOCS):
+            for ids in tokenizer.encode_batch(list(docs[start:start + _CHUNK_DOCS])):
+                array = np.asarray(ids, dtype=np.int64)
+                if array.size and (array.min() < 0 or array.max() >= tokenizer.vocab_size):
+                    raise ValueError(f"{tokenizer.name} produced ids outside [0, {tokenizer.vocab_size})")
+                fh.write(array.astype(dtype.newbyteorder("<")).tobytes())
+                lengths.append(array.size)
+
+    write_atomically(tokens_path, write_tokens)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    if offsets[-1] == 0:
+        tokens_path.unlink()
+        raise ValueError(f"the documents give no tokens under {tokenizer.name}; check the corpus")
+    write_atomically(offsets_path, lambda fh: np.save(fh, offsets))
+    loaded = _load(tokens_path, offsets_path, dtype, key)
+    assert loaded is not None  # just written
+    return loaded
+
+
+def _check_seq_len(seq_len: int) -> int:
+    if int(seq_len) != seq_len or seq_len < 3:
+        raise ValueError(f"seq_len must be an integer >= 3 (BOS, a token, EOS); got {seq_len}")
+    return int(seq_len)
+
+
+def _check_indices(indices: np.ndarray | Sequence[int] | torch.Tensor, n: int) -> np.ndarray:
+    idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+        raise ValueError(f"indices must be a 1-D integer array; got shape {idx.shape}, dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"block indices must lie in [0, {n}); got {idx.min()}..{idx.max()}")
+    return idx
+
+
+class _Blocks(ABC):
+    """Shared indexing over ``rows(indices)``, the int64 blocks ``[len, seq_len]``."""
+
+    seq_len: int
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of blocks."""
+
+    @abstractmethod
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Blocks ``indices`` (valid int64 indices) as an int64 array ``[len, seq_len]``."""
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"block {i} out of range for {n} blocks")
+        return self.rows(np.array([i % n]))[0]
+
+    def batch(self, indices: np.ndarray | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Blocks ``indices`` as a LongTensor ``[len(indices), seq_len]``."""
+        return torch.from_numpy(self.rows(_check_indices(indices, len(self))))
+
+
+class PackedBlocks(_Blocks):
+    """"wrap" packing (OpenWebText style): each document becomes ``[BOS] doc [EOS]``
+    (a ``None`` id is left out), all are concatenated in order and cut into
+    consecutive blocks of ``seq_len``; the incomplete tail is dropped."""
+
+    def __init__(self, array: TokenArray, seq_len: int, bos_id: int | None, eos_id: int | None) -> None:
+        self.array, self.seq_len = array, _check_seq_len(seq_len)
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self._extra = int(bos_id is not None) + int(eos_id is not None)
+        docs = np.arange(len(array) + 1, dtype=np.int64)
+        self._starts = array.offsets + self._extra * docs  # stream offset of each wrapped document
+        self.n_blocks = int(self._starts[-1]) // self.seq_len
+        if self.n_blocks == 0:
+            raise ValueError(f"the documents give {int(self._starts[-1])} tokens with BOS/EOS, fewer than one block "
+                             f"of seq_len = {self.seq_len}; use a shorter seq_len or more text")
+
+    def __len__(self) -> int:
+        return self.n_blocks
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        pos = indices[:, None] * self.seq_len + np.arange(self.seq_len)  # positions in the stream
+        doc = np.searchsorted(self._starts, pos, side="right") - 1
+        r = pos - self._starts[doc]  # position inside the wrapped document
+        has_bos = self.bos_id is not None
+        inner = r - int(has_bos)
+        length = self.array.offsets[doc + 1] - self.array.offsets[doc]
+        body = (inner >= 0) & (inner < length)
+        src = np.where(body, self.array.offsets[doc] + inner, 0)
+        out = np.where(body, self.array.tokens[src], -1).astype(np.int64)
+        if has_bos:
+            out[r == 0] = self.bos_id
+        if self.eos_id is not None:
+            out[inner == length] = self.eos_id
+        return out
+
+
+class PaddedSentences(_Blocks):
+    """"pad" packing (LM1B style): block ``i`` is document ``i`` as ``[BOS] doc [EOS]``
+    followed by ``pad_id`` up to ``seq_len``. A longer document is truncated to its
+    first ``seq_len - 2`` tokens and still ends with EOS (``n_truncated`` counts them).
+    :meth:`mask` marks the non-pad positions, so losses can ignore the padding."""
+
+    def __init__(self, array: TokenArray, seq_len: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+        if None in (bos_id, eos_id, pad_id):
+            raise ValueError("pad packing needs bos_id, eos_id and pad_id; every gdds tokenizer has them")
+        self.array, self.seq_len = array, _check_seq_len(seq_len)
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self._kept = np.minimum(array.lengths, self.seq_len - 2)
+        self.n_truncated = int(np.sum(array.lengths > self.seq_len - 2))
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        r = np.arange(self.seq_len)[None, :]
+        kept = self._kept[indices][:, None]
+        body = (r >= 1) & (r <= kept)
+        src = np.where(body, self.array.offsets[indices][:, None] + r - 1, 0)
+        out = np.where(body, self.array.tokens[src], self.pad_id).astype(np.int64)
+        out[:, 0] = self.bos_id
+        np.put_along_axis(out, kept + 1, self.eos_id, axis=1)
+        return out
+
+    def mask(self, indices: np.ndarray | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Bool tensor ``[len(indices), seq_len]``: True on BOS, tokens and EOS, False on padding."""
+        idx = _check_indices(indices, len(self))
+        return torch.from_numpy(np.arange(self.seq_len)[None, :] <= self._kept[idx][:, None] + 1)

@@ -1,0 +1,146 @@
+"""The tokenizer interface shared by every tokenizer of :mod:`gdds.data`.
+
+Special tokens. Each tokenizer has a mask id, and BOS / EOS / PAD ids for packing.
+Tokenizers that lack some of them get them **appended after the base vocabulary**, in
+the order mask, bos, eos, pad (then unk for the character tokenizer): the base ids keep
+their meaning and ``mask_id`` is the base vocabulary size. Appended tokens never come
+out of ``encode`` (text that spells ``<mask>`` is encoded as ordinary text), and
+``decode`` / ``pieces`` render them by name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+from ..atomic import write_atomically
+
+META_FILE = "gdds_tokenizer.json"
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    data = json.dumps(obj, indent=1, ensure_ascii=False).encode("utf-8")
+    write_atomically(path, lambda fh: fh.write(data))
+
+
+class TextTokenizer(ABC):
+    """Text <-> token ids, with the special ids a diffusion model needs.
+
+    Attributes: ``name``, ``vocab_size`` (the model's output size, appended specials
+    included), ``bos_id``, ``eos_id``, ``pad_id`` (``None`` where a tokenizer has none),
+    ``mask_id`` (always set) and ``unk_id`` (``None`` unless unknown input maps to it).
+    """
+
+    kind: ClassVar[str]
+    name: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    mask_id: int
+    unk_id: int | None = None
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without any special token."""
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[encode(t) for t in texts]``, parallel where the backend allows."""
+        return [self.encode(t) for t in texts]
+
+    @abstractmethod
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids``; special tokens appear by name."""
+
+    @abstractmethod
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """The string of each token (byte-level tokens that are not valid UTF-8 on
+        their own show their bytes as ``\\xNN`` escapes)."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 of what defines the vocabulary (a file or the stored contents)."""
+
+    def special_ids(self) -> list[int]:
+        """Sorted distinct ids of the special tokens (bos, eos, pad, mask, unk)."""
+        ids = (self.bos_id, self.eos_id, self.pad_id, self.mask_id, self.unk_id)
+        return sorted({i for i in ids if i is not None})
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-serialisable description that identifies this tokenizer."""
+        return {
+            "name": self.name, "vocab_size": self.vocab_size, "bos_id": self.bos_id, "eos_id": self.eos_id,
+            "pad_id": self.pad_id, "mask_id": self.mask_id, "unk_id": self.unk_id, "sha256": self.fingerprint(),
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Store this tokenizer in ``folder`` (``gdds_tokenizer.json`` and, for trained
+        tokenizers, their vocabulary files); read it back with ``load_tokenizer``."""
+        folder = Path(folder)
+        meta = {"kind": self.kind, "identity": self.identity(), **self._save_payload(folder)}
+        write_json(folder / META_FILE, meta)
+        return folder
+
+    def _save_payload(self, folder: Path) -> dict[str, Any]:
+        """Extra fields of ``gdds_tokenizer.json`` (and files written to ``folder``)
+        needed to rebuild the tokenizer; none for tokenizers from installed packages."""
+        return {}
+
+    def _check_ids(self, ids: Iterable[int]) -> list[int]:
+        out = [int(i) for i in ids]
+        bad = next((i for i in out if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the {self.name} vocabulary [0, {self.vocab_size})")
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})"
+
+
+class AppendedSpecials(TextTokenizer):
+    """A tokenizer whose ids ``< base_size`` come from a base vocabulary and whose ids
+    from ``base_size`` on are the appended special tokens named in ``appended``."""
+
+    base_size: int
+    appended: tuple[str, ...]
+
+    def _set_specials(self, base_size: int, appended: tuple[str, ...]) -> None:
+        self.base_size, self.appended = base_size, appended
+        self.vocab_size = base_size + len(appended)
+
+    def _appended_id(self, name: str) -> int:
+        return self.base_size + self.appended.index(name)
+
+    @abstractmethod
+    def _decode_base(self, ids: list[int]) -> str:
+        """Text of ids that are all in the base vocabulary."""
+
+    @abstractmethod
+    def _base_piece(self, i: int) -> str:
+        """String of one base-vocabulary token."""
+
+    def decode(self, ids: Iterable[int]) -> str:
+        parts, run = [], []
+        for i in self._check_ids(ids):
+            if i < self.base_size:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self._decode_base(run))
+                run = []
+            parts.append(self.appended[i - self.base_size])
+        if run:
+            parts.append(self._decode_base(run))
+        return "".join(parts)
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        return [self._base_piece(i) if i < self.base_size else self.appended[i - self.base_size]
+                for i in self._check_ids(ids)]
