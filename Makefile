@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf results/demo
+	$(VENV)/bin/gdds train --config demo --out results/demo --samples 3
 	$(VENV)/bin/gdds noise --out results/noise
 
 test: $(STAMP) lint
@@ -32,6 +34,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/noising.py --out results/bench
+	$(PY) benchmarks/train.py --out results/bench
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -74,7 +74,8 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path):
     stale = tmp_path / "checkpoints" / ".tmp-step-00000002-dead"
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"half")
-    assert latest_checkpoint(tmp_path).name == "step-00000001" and not stale.exists()
+    assert latest_checkpoint(tmp_path).name == "step-00000001" and stale.exists()
+    assert latest_checkpoint(tmp_path, clean=True).name == "step-00000001" and not stale.exists()
     assert os.path.islink(tmp_path / "checkpoints" / "last")
 
 

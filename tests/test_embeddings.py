@@ -1,11 +1,10 @@
 """Embeddings for the semantic kernel: co-occurrence (PPMI + SVD), user files, checkpoints."""
-import os
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from gdds.checkpoint import CheckpointError, save_checkpoint, save_tensors
 from gdds.data import embeddings as emb_module
 from gdds.data.embeddings import (
     checkpoint_embeddings,
@@ -338,15 +337,15 @@ def test_text_file_errors(tmp_path, table):
 
 
 def make_run(tmp_path, table, ema=True, name="embed.weight"):
-    """``run/checkpoints/step-00000010/{model,ema}.safetensors`` and ``last -> step-00000010``,
-    the layout of :mod:`gdds.checkpoint`."""
-    step = tmp_path / "run" / "checkpoints" / "step-00000010"
-    step.mkdir(parents=True)
-    save_file({name: table.to(torch.bfloat16), "head.bias": torch.zeros(6)}, str(step / "model.safetensors"))
+    """A run folder with one real checkpoint (:func:`gdds.checkpoint.save_checkpoint`):
+    ``run/checkpoints/step-00000010/{model,ema}.safetensors`` and ``last -> step-00000010``."""
+    run = tmp_path / "run"
+    writers = {"model.safetensors": lambda p: save_tensors(
+        p, {name: table.to(torch.bfloat16), "head.bias": torch.zeros(6)})}
     if ema:
-        save_file({name: 2 * table, "head.bias": torch.zeros(6)}, str(step / "ema.safetensors"))
-    os.symlink(step.name, step.parent / "last")
-    return tmp_path / "run"
+        writers["ema.safetensors"] = lambda p: save_tensors(p, {name: 2 * table, "head.bias": torch.zeros(6)})
+    save_checkpoint(run, 10, writers)
+    return run
 
 
 def test_checkpoint_embeddings_from_run_checkpoint_or_file(tmp_path, table):
@@ -372,6 +371,21 @@ def test_checkpoint_embeddings_errors(tmp_path, table):
         checkpoint_embeddings(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"no parameter 'tok.weight'; available keys: embed.weight \(6, 4\)"):
         checkpoint_embeddings(run, key="tok.weight")
+
+
+def test_checkpoint_embeddings_verifies_the_checkpoint(tmp_path, table):
+    run = make_run(tmp_path, table)
+    step = run / "checkpoints" / "step-00000010"
+    (run / "checkpoints" / "last").unlink()  # without ``last``: the newest step-* folder
+    assert torch.equal(checkpoint_embeddings(run, ema=True), 2 * table)
+    weights = step / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])  # truncated
+    for where in (run, step):
+        with pytest.raises(CheckpointError, match="model.safetensors is truncated or corrupt"):
+            checkpoint_embeddings(where)
+    (step / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        checkpoint_embeddings(step)
 
 
 def test_checkpoint_embeddings_of_a_compiled_model(tmp_path, table):

@@ -111,12 +111,15 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
-    """The verified checkpoint that ``last`` points to (stale temporary folders are removed)."""
+def latest_checkpoint(run_dir: Path, clean: bool = False) -> Path:
+    """The verified checkpoint that ``last`` points to (else the newest ``step-*``).
+
+    ``clean=True`` (resuming the run) also removes temporary folders left by a run
+    killed mid-checkpoint; readers of a run that may still be training leave them."""
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         raise CheckpointError(f"{run_dir} has no checkpoints/ folder: nothing to resume")
-    for stale in root.glob(".tmp-*"):
+    for stale in root.glob(".tmp-*") if clean else ():
         shutil.rmtree(stale)
     last = root / "last"
     if not last.exists():

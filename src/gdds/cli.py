@@ -143,7 +143,8 @@ def _summary(result: dict) -> str:
         lines.append(f"validation {v['metric']}: {v['valid_snapshot_ce']:.4f} nats/token "
                      f"({v['weights']} weights, {v['tokens']} tokens)")
     for i, text in enumerate(result.get("samples", [])):
-        lines.append(f"sample {i + 1} (approximate renoise sampler): {text}")
+        shown = text if len(text) <= 300 else text[:300] + " …"
+        lines.append(f"sample {i + 1} (approximate renoise sampler): {shown}")
     if "checkpoint" in result:
         lines.append(f"checkpoint: {result['checkpoint']}")
     return "\n".join(lines)

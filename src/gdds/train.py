@@ -266,7 +266,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         barrier(info)
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
         if resume:
-            trainer.load(ck.latest_checkpoint(run_dir))
+            trainer.load(ck.latest_checkpoint(run_dir, clean=True))
         result = _loop(trainer)
         if info.main:
             result["checkpoint"] = str(ck.latest_checkpoint(run_dir))
