@@ -61,6 +61,7 @@ def test_loss_falls_on_the_embedded_corpus(tmp_path):
     assert first > 3.9  # ~log(vocab) at initialisation
     assert last < first - 0.6
     assert result["valid"]["metric"] == "snapshot CE (not a likelihood)"
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))  # tensorboard is a dev dependency
     assert result["valid"]["valid_snapshot_ce"] < first - 0.4
 
 

@@ -281,6 +281,7 @@ def _loop(tr: Trainer) -> dict[str, Any]:
     if main:
         tr.run_dir.mkdir(parents=True, exist_ok=True)
     log = (tr.run_dir / "log.jsonl").open("a") if main else None
+    board = _tensorboard(tr.run_dir) if main else None
     if main:
         (tr.run_dir / "config.yaml").write_text(save_config(tr.cfg))
     bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress), desc="train", unit="step")
@@ -297,9 +298,9 @@ def _loop(tr: Trainer) -> dict[str, Any]:
                 record.update(step=tr.step, tokens_per_s=tokens_per_step * since / max(elapsed, 1e-9))
                 tic, since = time.perf_counter(), 0
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                last["train"] = _write(log, {"kind": "train", **record})
+                last["train"] = _write(log, board, {"kind": "train", **record})
             if tr.step % tc.eval_every == 0 or tr.step == tc.max_steps:
-                last["valid"] = _write(log, {"kind": "eval", "step": tr.step, **tr.evaluate("valid")})
+                last["valid"] = _write(log, board, {"kind": "eval", "step": tr.step, **tr.evaluate("valid")})
             if tr.step % tc.ckpt_every == 0 or tr.step == tc.max_steps:
                 if main:
                     tr.save()
@@ -308,11 +309,28 @@ def _loop(tr: Trainer) -> dict[str, Any]:
         bar.close()
         if log is not None:
             log.close()
+        if board is not None:
+            board.close()
     return last
 
 
-def _write(log: Optional[Any], record: dict[str, Any]) -> dict[str, Any]:
+def _tensorboard(run_dir: Path) -> Optional[Any]:
+    """A TensorBoard writer under ``RUN_DIR/tensorboard`` when ``tensorboard`` is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: the JSONL log is the record of the run
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _write(log: Optional[Any], board: Optional[Any], record: dict[str, Any]) -> dict[str, Any]:
+    """Append ``record`` to the JSONL log (and its numbers to TensorBoard)."""
     if log is not None:
         log.write(json.dumps(record) + "\n")
         log.flush()
+    if board is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "step":
+                board.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+        board.flush()
     return record
