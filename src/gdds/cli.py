@@ -130,6 +130,10 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     print(_summary(result))
+    if "stopped_at" in result:
+        print(f"stopped by a signal at step {result['stopped_at']}; checkpoint saved. "
+              f"Continue with: gdds train --resume {run_dir}")
+        return 130
     return 0
 
 

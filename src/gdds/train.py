@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from .build import Run, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample_renoise
 
@@ -60,6 +62,28 @@ class EMA:
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.copy_(saved[n])
+
+
+class StopRequest:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step
+    (it then validates, checkpoints and returns); a second SIGINT aborts at once."""
+
+    requested = False
+
+    def __enter__(self) -> "StopRequest":
+        self._saved = {}
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -289,22 +313,27 @@ def _loop(tr: Trainer) -> dict[str, Any]:
     last: dict[str, Any] = {}
     tic, since = time.perf_counter(), 0
     try:
-        while tr.step < tc.max_steps:
-            record = tr.train_step()
-            bar.update(1)
-            since += 1
-            if tr.step % tc.log_every == 0 or tr.step == tc.max_steps:
-                elapsed = time.perf_counter() - tic
-                record.update(step=tr.step, tokens_per_s=tokens_per_step * since / max(elapsed, 1e-9))
-                tic, since = time.perf_counter(), 0
-                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                last["train"] = _write(log, board, {"kind": "train", **record})
-            if tr.step % tc.eval_every == 0 or tr.step == tc.max_steps:
-                last["valid"] = _write(log, board, {"kind": "eval", "step": tr.step, **tr.evaluate("valid")})
-            if tr.step % tc.ckpt_every == 0 or tr.step == tc.max_steps:
-                if main:
-                    tr.save()
-                barrier(tr.dist)
+        with StopRequest() as stop:
+            while tr.step < tc.max_steps:
+                record = tr.train_step()
+                bar.update(1)
+                since += 1
+                end = broadcast_flag(stop.requested, tr.dist, tr.device) or tr.step == tc.max_steps
+                if tr.step % tc.log_every == 0 or end:
+                    elapsed = time.perf_counter() - tic
+                    record.update(step=tr.step, tokens_per_s=tokens_per_step * since / max(elapsed, 1e-9))
+                    tic, since = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                    last["train"] = _write(log, board, {"kind": "train", **record})
+                if tr.step % tc.eval_every == 0 or end:
+                    last["valid"] = _write(log, board, {"kind": "eval", "step": tr.step, **tr.evaluate("valid")})
+                if tr.step % tc.ckpt_every == 0 or end:
+                    if main:
+                        tr.save()
+                    barrier(tr.dist)
+                if end and tr.step < tc.max_steps:
+                    last["stopped_at"] = tr.step
+                    break
     finally:
         bar.close()
         if log is not None:
