@@ -78,7 +78,7 @@ def _frozen_series(
 def _segments(schedule: Schedule, ls: float, lt: float, count: int) -> list[tuple[float, float]]:
     """``(length in Lambda, frozen time)`` of ``count`` equal pieces of ``[ls, lt]``, in time order."""
     edges = torch.linspace(ls, lt, count + 1, dtype=torch.float64)
-    mids = schedule.Lambda_inv(0.5 * (edges[1:] + edges[:-1]).clamp_max(schedule.Lambda_max))
+    mids = schedule.Lambda_inv((0.5 * (edges[1:] + edges[:-1])).clamp_max(schedule.Lambda_max))
     return [(float(edges[i + 1] - edges[i]), float(mids[i])) for i in range(count)]
 
 

@@ -1,19 +1,24 @@
-"""Generation. For now one **approximate** sampler; the exact posterior samplers of
-SPEC section 1 ("Mean parametrization") arrive with the evaluation issue.
+"""Generation (SPEC section 1, "Mean parametrization"; section 2 on precision).
 
-``sample_renoise`` predicts a clean sequence from ``x_t`` and re-noises it to the
-next time ``s`` with the forward process: ``x0_hat ~ mu_theta(. | x_t, t)``,
-``x_s ~ q_s(. | x0_hat)``. This is not the model's reverse chain
-``p_theta(x_s | x_t)`` (it forgets ``x_t`` between steps), so no likelihood may be
-attributed to its samples; it is labelled approximate wherever it is used.
+:func:`sample` runs the model's reverse chain ``p_theta(x_s | x_t)`` exactly as
+the likelihood bound scores it (:mod:`gdds.posterior`), from the prior
+``p_1 = P_{0->1} pi_ref`` down a time grid uniform in ``t`` or in ``Lambda``.
+Categorical draws are exact: inverse CDF in float64 (default) or Gumbel-max on
+float32 log-probabilities.
+
+:func:`sample_renoise` is a fast **approximate** sampler: predict ``x0_hat ~ mu``
+and re-noise it to ``s`` with the forward process. It is not the model's reverse
+chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
+from .kernels.base import inverse_cdf
+from .posterior import reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -23,6 +28,88 @@ def categorical(logits: Tensor, generator: Optional[torch.Generator] = None) -> 
     """Exact draw from ``softmax(logits)`` along the last dim (Gumbel-max on float32 logits)."""
     e = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
     return (logits.float() - e.log()).argmax(dim=-1)
+
+
+def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[float]:
+    """``steps + 1`` decreasing times from 1 to 0, uniform in ``t`` or in ``Lambda``."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    if spacing == "t":
+        return u.tolist()
+    if spacing == "lambda":
+        return process.schedule.Lambda_inv(u * process.schedule.Lambda_max).tolist()
+    raise ValueError(f"spacing must be 't' or 'lambda', got {spacing!r}")
+
+
+def reference_prior(process: ForwardProcess, reference: Optional[Tensor] = None) -> Tensor:
+    """``p_1 = P_{0->1} pi_ref`` (``[m]`` float64): the law of ``x_1`` when the clean
+    token is drawn from ``reference`` (default: uniform over all ``m`` tokens)."""
+    m = process.m
+    ref = torch.full((m,), 1.0 / m, dtype=torch.float64) if reference is None else reference.to(torch.float64).cpu()
+    if ref.shape != (m,) or (ref < 0).any() or abs(float(ref.sum()) - 1) > 1e-6:
+        raise ValueError(f"reference must be a probability vector of length {m}")
+    return process.transition(ref[:, None], 0.0, 1.0)[:, 0].clamp_min(0.0)
+
+
+def nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest set of tokens with mass >= ``top_p`` per row, renormalised."""
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def sample(
+    process: ForwardProcess,
+    denoiser: Denoiser,
+    num: int,
+    length: int,
+    steps: int = 64,
+    spacing: str = "t",
+    top_p: float = 1.0,
+    gumbel: bool = False,
+    fixed: Optional[Tensor] = None,
+    reference: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[torch.device] = None,
+    **op: Any,
+) -> Tensor:
+    """``num`` sequences of ``length`` tokens from the model's reverse chain.
+
+    ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
+    (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
+    step (prefix prompts, infilling). ``top_p < 1`` applies nucleus filtering to
+    ``mu`` (the result is then no longer the model's chain). ``op`` goes to the
+    transition operators (e.g. ``step``, ``tol`` for time-dependent kernels).
+    """
+    if num < 1 or length < 1:
+        raise ValueError(f"num and length must be positive; got {num}, {length}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    prior = reference_prior(process, reference).to(device)
+    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
+    free = torch.ones(num, length, dtype=torch.bool, device=device)
+    if fixed is not None:
+        if fixed.shape != (num, length):
+            raise ValueError(f"fixed must have shape [num, length] = [{num}, {length}], got {tuple(fixed.shape)}")
+        free = fixed.to(device) < 0
+        x = torch.where(free, x, fixed.to(device))
+    grid = time_grid(process, steps, spacing)
+    for t, s in zip(grid[:-1], grid[1:]):
+        logits = denoiser(x, torch.full((num,), t, device=device)).float()
+        mu = torch.softmax(logits.double(), dim=-1).reshape(num * length, -1)
+        if top_p < 1:
+            mu = nucleus(mu, top_p)
+        probs = reverse_step_probs(process, mu, x.reshape(-1), s, t, **op)
+        if gumbel:
+            nxt = categorical(probs.clamp_min(1e-300).log().float(), generator)
+        else:
+            nxt = inverse_cdf(probs, generator)
+        x = torch.where(free, nxt.reshape(num, length), x)
+    return x
 
 
 @torch.no_grad()
@@ -36,15 +123,13 @@ def sample_renoise(
     device: Optional[torch.device] = None,
 ) -> Tensor:
     """APPROXIMATE sampler (module docstring): ``num`` sequences of ``length`` tokens
-    from the kernel's limiting law at ``t = 1`` down a uniform grid of ``steps``."""
+    from the prior ``p_1`` down a uniform grid of ``steps``."""
     if num < 1 or length < 1 or steps < 1:
         raise ValueError(f"num, length and steps must be positive; got {num}, {length}, {steps}")
-    prior = process.kernel.stationary(1.0).to(torch.float32)
-    x = torch.multinomial(prior.to(device), num * length, replacement=True, generator=generator)
-    x = x.reshape(num, length)
-    grid = torch.linspace(1.0, 0.0, steps + 1)
-    for k in range(steps):
-        t, s = float(grid[k]), float(grid[k + 1])
+    prior = reference_prior(process).to(device)
+    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
+    grid = time_grid(process, steps)
+    for t, s in zip(grid[:-1], grid[1:]):
         x0_hat = categorical(denoiser(x, torch.full((num,), t, device=x.device)), generator)
         x = process.sample(x0_hat, s, generator=generator) if s > 0 else x0_hat
     return x

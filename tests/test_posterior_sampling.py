@@ -1,0 +1,206 @@
+"""Reverse steps, the sampler and the likelihood bound against exact computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import expm
+
+import gdds
+from gdds import kernels as K
+from gdds.likelihood import masked_continuous_bound, nll_bound, summarize
+from gdds.posterior import reverse_step_probs, true_posterior
+from gdds.sampling import nucleus, sample, time_grid
+from helpers import empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
+
+SCHED = gdds.LogLinear(1e-3)
+PI = torch.tensor([0.35, 0.25, 0.2, 0.1, 0.06, 0.04], dtype=torch.float64)
+
+
+def dense_P(process, a, b):
+    """P_{a->b} as a dense matrix, from scipy's expm (homogeneous) or the dense ODE path."""
+    if not process.kernel.time_dependent:
+        F = process.kernel.dense(0.0).numpy()
+        d = float(process.schedule.Lambda(b) - process.schedule.Lambda(a))
+        return torch.from_numpy(expm(d * (F - np.eye(F.shape[0]))))
+    return process.transition(torch.eye(process.m, dtype=torch.float64), a, b, method="dense")
+
+
+def bayes_step(process, mu, xt, s, t):
+    """sum_y mu(y) q(z | x_t, y), from dense matrices and Bayes' rule."""
+    P0s, Pst, P0t = dense_P(process, 0.0, s), dense_P(process, s, t), dense_P(process, 0.0, t)
+    out = []
+    for row, x in zip(mu, xt.tolist()):
+        reach = P0t[x] > 0
+        w = row * reach / (row * reach).sum()
+        post = Pst[x][:, None] * P0s / torch.where(reach, P0t[x], torch.ones_like(P0t[x]))[None, :]
+        out.append((post * w[None, :]).sum(1))
+    return torch.stack(out)
+
+
+KERNELS = {
+    "dense": lambda: K.Dense(random_stochastic(6, 3)),
+    "dense-t": lambda: time_dependent_dense(6, 4)[2],
+    "mask": lambda: K.Mask(6, 5),
+    "uniform": lambda: K.Uniform(6),
+    "hybrid-t": lambda: K.Hybrid(6, 5, lambda t: 0.5 * mixing_weight(t)),
+    "semantic": lambda: K.SemanticKNN(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), k=3,
+                                      bandwidth_k=2, eps=0.5, schedule=SCHED, cache=False, progress=False),
+}
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_reverse_step_is_the_bayes_posterior(name):
+    proc = gdds.ForwardProcess(SCHED, KERNELS[name]())
+    g = torch.Generator().manual_seed(0)
+    mu = torch.softmax(torch.randn(12, 6, generator=g, dtype=torch.float64) * 2, -1)
+    xt = torch.randint(0, 6, (12,), generator=g)
+    for s, t in [(0.3, 0.7), (0.0, 0.4), (0.8, 1.0)]:
+        p = reverse_step_probs(proc, mu, xt, s, t)
+        assert torch.allclose(p.sum(-1), torch.ones(12, dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(p, bayes_step(proc, mu, xt, s, t), atol=1e-7)
+        series = reverse_step_probs(proc, mu, xt, s, t, method="series")
+        assert torch.allclose(series, p, atol=1e-6)
+
+
+def test_mask_closed_form_values():
+    proc = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
+    mu = PI.clone()[None].repeat(2, 1)
+    s, t = 0.4, 0.7
+    a_s, a_t = float(SCHED.alpha(s)), float(SCHED.alpha(t))
+    p = reverse_step_probs(proc, mu, torch.tensor([5, 2]), s, t)
+    expect = (1 - PI[5]) * (a_s - a_t) / (1 - a_t)
+    assert p[0, :5].sum().item() == pytest.approx(float(expect), rel=1e-9)
+    assert torch.allclose(p[0, :5] / p[0, :5].sum(), PI[:5] / PI[:5].sum())
+    assert p[1].tolist() == pytest.approx([0, 0, 1, 0, 0, 0], abs=1e-12)  # unmasked tokens stay
+    assert torch.allclose(true_posterior(proc, torch.tensor([2]), torch.tensor([2]), s, t)[0, 2],
+                          torch.tensor(1.0, dtype=torch.float64))
+
+
+def exact_denoiser(proc, pi):
+    """Bayes denoiser for i.i.d. tokens with law ``pi``: mu(y | x_t) ∝ pi(y) P_{0->t}[x_t, y]."""
+    def denoise(xt, t):
+        out = []
+        for b in range(xt.shape[0]):
+            P0t = proc.transition(torch.eye(proc.m, dtype=torch.float64), 0.0, float(t[b]))
+            post = pi[None, :] * P0t[xt[b]]
+            out.append((post / post.sum(-1, keepdim=True)).clamp_min(1e-300).log())
+        return torch.stack(out)
+    return denoise
+
+
+@pytest.mark.parametrize("name", ["dense", "mask"])
+def test_exact_denoiser_reproduces_the_law_and_the_entropy(name):
+    proc = gdds.ForwardProcess(SCHED, KERNELS[name]())
+    pi = PI if name == "dense" else torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)])
+    den = exact_denoiser(proc, pi)
+    g = torch.Generator().manual_seed(1)
+    xs = sample(proc, den, num=2000, length=3, steps=6, reference=pi, generator=g)
+    assert tv(empirical(xs.reshape(1, -1), 6)[0], pi) < 0.03
+    x0 = torch.multinomial(pi, 600 * 3, replacement=True, generator=g).reshape(600, 3)
+    est = nll_bound(proc, den, x0, steps=6, reference=pi, generator=g)
+    summary = summarize(est, torch.full((600,), 3))
+    entropy = float(-(pi[pi > 0] * pi[pi > 0].log()).sum())
+    assert abs(summary.nats_per_token - entropy) < 4 * summary.standard_error + 1e-3
+
+
+def copy_denoiser(proc, pi):
+    """Exact posterior for pairs (y, y), y ~ pi, given both noisy positions."""
+    def denoise(xt, t):
+        out = []
+        for b in range(xt.shape[0]):
+            P0t = proc.transition(torch.eye(proc.m, dtype=torch.float64), 0.0, float(t[b]))
+            post = pi * P0t[xt[b, 0]] * P0t[xt[b, 1]]
+            out.append((post / post.sum()).clamp_min(1e-300).log().expand(2, -1))
+        return torch.stack(out)
+    return denoise
+
+
+def test_bound_on_dependent_data_is_above_entropy_and_shrinks_with_steps():
+    proc = gdds.ForwardProcess(SCHED, K.Dense(random_stochastic(6, 7)))
+    den = copy_denoiser(proc, PI)
+    g = torch.Generator().manual_seed(2)
+    y = torch.multinomial(PI, 400, replacement=True, generator=g)
+    x0 = torch.stack([y, y], 1)
+    entropy = float(-(PI * PI.log()).sum())  # of the pair
+    means = []
+    for steps in (1, 4, 16):
+        est = nll_bound(proc, den, x0, steps=steps, all_terms=True, reference=PI, generator=g)
+        s = summarize(est, torch.full((400,), 2))
+        means.append(s.nats_per_token * 2)
+        assert means[-1] > entropy - 3 * 2 * s.standard_error
+    assert means[0] > means[1] > means[2]
+
+
+def test_generic_mask_bound_is_unbiased_and_converges_to_the_continuous_bound():
+    """Masked positions predicted with nu_t = (1 - t) nu_a + t nu_b. Then the T-step bound's
+    expectation is prior + sum_k (alpha_{k-1} - alpha_k) CE(pi, nu_{t_k}) + (1 - alpha_1) CE(pi, nu_{t_1})
+    and the continuous bound is prior + int (-alpha') CE(pi, nu_t) dt (MDLM)."""
+    proc = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
+    pi = torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)])
+    nu_a = torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1, 0.0], dtype=torch.float64)
+    nu_b = torch.tensor([0.05, 0.05, 0.1, 0.4, 0.4, 0.0], dtype=torch.float64)
+
+    def nu(t):
+        return (1 - t) * nu_a + t * nu_b
+
+    def den(xt, t):
+        out = torch.full((*xt.shape, 6), -1e30, dtype=torch.float64)
+        out.scatter_(-1, xt[..., None], 0.0)
+        for b in range(xt.shape[0]):
+            out[b][xt[b] == 5] = nu(float(t[b])).clamp_min(1e-300).log()
+        return out
+
+    def ce(t):
+        return float(-(pi[:5] * nu(t)[:5].log()).sum())
+
+    alpha = lambda t: float(SCHED.alpha(t))  # noqa: E731
+    prior = alpha(1.0) * float(-(pi[:5] * pi[:5].log()).sum())
+    grid = np.linspace(0, 1, 20001)
+    cont = prior + float(np.trapezoid([(1 - 1e-3) * ce(t) for t in grid], grid))
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.multinomial(pi, 300 * 4, replacement=True, generator=g).reshape(300, 4)
+    gaps = []
+    for steps in (2, 8, 64):
+        ts = np.linspace(0, 1, steps + 1)
+        exact = prior + sum((alpha(ts[k - 1]) - alpha(ts[k])) * ce(ts[k]) for k in range(2, steps + 1))
+        exact += (1 - alpha(ts[1])) * ce(ts[1])
+        est = summarize(nll_bound(proc, den, x0, steps=steps, all_terms=steps <= 8, reference=pi, generator=g),
+                        torch.full((300,), 4))
+        assert abs(est.nats_per_token - exact) < 4 * est.standard_error + 1e-3
+        gaps.append(exact - cont)
+    assert gaps[0] > gaps[1] > gaps[2] > 0 and gaps[2] < 0.01 * cont
+    mc = summarize(masked_continuous_bound(proc, den, x0, samples=8, reference=pi, generator=g), torch.full((300,), 4))
+    assert abs(mc.nats_per_token - cont) < 4 * mc.standard_error + 1e-3
+
+
+def test_time_grids_and_nucleus():
+    proc = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
+    assert time_grid(proc, 4) == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    lam = time_grid(proc, 4, "lambda")
+    assert lam[0] == pytest.approx(1.0) and lam[-1] == 0.0
+    gaps = np.diff(SCHED.Lambda(torch.tensor(lam)).numpy())
+    assert np.allclose(gaps, gaps[0])
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64)
+    assert torch.allclose(nucleus(p, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]], dtype=torch.float64))
+
+
+def test_fixed_positions_and_errors():
+    proc = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
+    den = exact_denoiser(proc, torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)]))
+    fixed = torch.full((5, 4), -1)
+    fixed[:, 0] = 2
+    xs = sample(proc, den, 5, 4, steps=3, fixed=fixed, generator=torch.Generator().manual_seed(0))
+    assert (xs[:, 0] == 2).all() and (xs != 5).all()
+    with pytest.raises(ValueError, match="fixed must have shape"):
+        sample(proc, den, 5, 4, fixed=torch.full((4, 4), -1))
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        sample(proc, den, 5, 4, steps=0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample(proc, den, 5, 4, top_p=0.0)
+    with pytest.raises(ValueError, match="zero probability"):
+        reverse_step_probs(proc, torch.tensor([[0, 0, 0, 0, 0, 1.0]], dtype=torch.float64), torch.tensor([2]),
+                           0.2, 0.5)
+    with pytest.raises(ValueError, match="0 <= s < t <= 1"):
+        reverse_step_probs(proc, PI[None], torch.tensor([1]), 0.5, 0.5)
+    assert math.isfinite(summarize(torch.tensor([1.0, 2.0]), torch.tensor([2, 2])).perplexity)
