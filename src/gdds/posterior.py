@@ -28,7 +28,8 @@ from .process import ForwardProcess
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
 
 
-def _one_hot_columns(tokens: Tensor, m: int) -> Tensor:
+def one_hot_columns(tokens: Tensor, m: int) -> Tensor:
+    """``[m, n]`` float64 matrix whose column ``i`` is ``e_{tokens[i]}``."""
     v = torch.zeros(m, tokens.numel(), dtype=torch.float64, device=tokens.device)
     v[tokens, torch.arange(tokens.numel(), device=tokens.device)] = 1.0
     return v
@@ -38,7 +39,7 @@ def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: An
     """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
     ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``)."""
     uniq, where = torch.unique(xt, return_inverse=True)
-    e = _one_hot_columns(uniq, process.m)
+    e = one_hot_columns(uniq, process.m)
     r = process.transition(e, 0.0, t, transpose=True, **op)
     g = process.transition(e, s, t, transpose=True, **op)
     return where, r, g
@@ -71,5 +72,5 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
 
 def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
     """``q(x_s = . | x_t, x0)`` for positions ``x0, xt [n]``; returns ``[n, m]`` float64."""
-    mu = _one_hot_columns(x0, process.m).T
+    mu = one_hot_columns(x0, process.m).T
     return reverse_step_probs(process, mu, xt, s, t, **op)
