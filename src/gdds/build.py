@@ -68,11 +68,12 @@ def build_data(dc: DataConfig, cache_dir: Optional[Path] = None) -> Data:
     arrays = {name: tokenize_documents(texts[name], tokenizer, cache_dir) for name in SPLITS}
     if tokenizer.unk_id is not None:
         notes["unk_tokens"] = {n: int((np.asarray(arrays[n].tokens) == tokenizer.unk_id).sum()) for n in SPLITS}
-    blocks = {name: _pack(arrays[name], tokenizer, dc) for name in SPLITS}
+    blocks = {name: pack_blocks(arrays[name], tokenizer, dc) for name in SPLITS}
     return Data(tokenizer, arrays, blocks, notes)
 
 
-def _pack(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Any:
+def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Any:
+    """Blocks of ``array`` with the configured packing (``wrap`` or ``pad``)."""
     if dc.packing == "wrap":
         return PackedBlocks(array, dc.seq_len, tok.bos_id, tok.eos_id)
     if tok.pad_id is None:

@@ -154,6 +154,96 @@ def _summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _add_sample(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sample", help="generate text from a trained run with the model's reverse chain",
+                              description="Sample from the latest checkpoint of RUN_DIR (EMA weights) with the exact "
+                              "reverse chain p_theta(x_s | x_t) that `gdds eval` scores; --approximate uses the "
+                              "renoise sampler instead (no likelihood applies to its samples).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
+    p.add_argument("--steps", type=int, default=64, help="reverse steps T (default 64)")
+    p.add_argument("--spacing", choices=("t", "lambda"), default="t", help="time grid uniform in t or in Lambda")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of mu (changes the model)")
+    p.add_argument("--gumbel", action="store_true", help="Gumbel-max on float32 instead of float64 inverse CDF")
+    p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
+    p.add_argument("--approximate", action="store_true", help="use the APPROXIMATE renoise sampler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="also write the samples to this JSON file")
+    p.set_defaults(run=_run_sample, parser=p)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .atomic import write_atomically
+    from .evaluate import generate, load_run
+    from .sampling import sample_renoise
+
+    parser: argparse.ArgumentParser = args.parser
+    if args.num < 1 or args.steps < 1:
+        parser.error("--num and --steps must be at least 1")
+    lr = load_run(args.run_dir)
+    length = lr.cfg.data.seq_len
+    if args.approximate:
+        gen = torch.Generator().manual_seed(args.seed)
+        ids = sample_renoise(lr.run.process, lr.denoiser(), args.num, length, args.steps, gen)
+        texts = [lr.run.data.tokenizer.decode(r.tolist()) for r in ids]
+        label = "APPROXIMATE renoise sampler"
+    else:
+        fixed = None
+        if args.prompt:
+            prompt = lr.run.data.tokenizer.encode(args.prompt)
+            if len(prompt) >= length:
+                parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+            fixed = torch.full((args.num, length), -1, dtype=torch.long)
+            fixed[:, :len(prompt)] = torch.tensor(prompt)
+        ids, texts = generate(lr, args.num, args.steps, args.seed, spacing=args.spacing, top_p=args.top_p,
+                              gumbel=args.gumbel, fixed=fixed)
+        label = f"exact reverse chain, {args.steps} steps ({args.spacing} grid)"
+    print(f"{len(texts)} samples from {lr.checkpoint} ({lr.weights} weights), {label}:")
+    for i, text in enumerate(texts):
+        print(f"[{i + 1}] {text}")
+    if args.out is not None:
+        data = json.dumps({"sampler": label, "checkpoint": str(lr.checkpoint), "texts": texts}, indent=1)
+        write_atomically(args.out, lambda fh: fh.write(data.encode()))
+    return 0
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="honest evaluation of a trained run (bound, samples, judge, zero-shot)",
+                              description="Evaluate the latest checkpoint of RUN_DIR: the T-step NLL upper bound "
+                              "with its standard error, the snapshot CE (not a likelihood), samples at several "
+                              "step counts with their unigram entropy and (with --judge) generative perplexity, and "
+                              "zero-shot bounds on other corpora. Writes eval.json, eval.md and a figure.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--steps", type=int, default=64, help="T of the bound (default 64)")
+    p.add_argument("--sequences", type=int, default=32, help="validation blocks to bound (default 32)")
+    p.add_argument("--sample-steps", type=int, nargs="+", default=[16, 64], help="step counts to sample with")
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--judge", default=None, help="judge LM: 'smollm2' (offline), a local path or a cached HF name")
+    p.add_argument("--zero-shot", nargs="*", default=[], metavar="CORPUS", help="e.g. kjv wikipedia")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    p.set_defaults(run=_run_eval, parser=p)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, load_run, markdown, write_report
+
+    parser: argparse.ArgumentParser = args.parser
+    if args.steps < 1 or args.sequences < 2 or min(args.sample_steps) < 1 or args.num_samples < 1:
+        parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
+    lr = load_run(args.run_dir)
+    report = evaluate(lr, args.steps, args.sequences, args.sample_steps, args.num_samples, args.judge,
+                      args.zero_shot, args.seed)
+    paths = write_report(report, args.out or args.run_dir / "eval")
+    print(markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gdds`` parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -163,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_noise(subparsers)
     _add_train(subparsers)
+    _add_sample(subparsers)
+    _add_eval(subparsers)
     return parser
 
 

@@ -1,0 +1,188 @@
+"""Evaluation of a trained run: the honest bound, the snapshot CE (labelled, not a
+likelihood), samples from the model's reverse chain, generative perplexity under a
+judge, unigram entropy, zero-shot bounds on other corpora; JSON, markdown, figure.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import checkpoint as ck
+from .atomic import write_atomically
+from .build import Run, build_run, pack_blocks
+from .config import Config, load_config
+from .data import load_corpus, tokenize_documents
+from .likelihood import nll_bound, summarize
+from .objectives import sample_times, snapshot_cross_entropy
+from .sampling import sample
+
+SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
+
+
+@dataclass
+class LoadedRun:
+    cfg: Config
+    run: Run
+    checkpoint: Path
+    weights: str
+    device: torch.device
+
+    def denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The model as a float32 denoiser ``(x_t, t) -> logits`` (no autocast)."""
+        model = self.run.model
+
+        def call(xt: Tensor, t: Tensor) -> Tensor:
+            return model(xt.to(self.device), t.to(self.device, torch.float32)).float()
+
+        return call
+
+
+def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
+             checkpoint: Optional[Path] = None) -> LoadedRun:
+    """Rebuild a run's set-up from its latest checkpoint (or ``checkpoint``, a
+    ``step-*`` folder) and load its weights (``ema`` when the run kept an EMA, else ``raw``)."""
+    folder = ck.latest_checkpoint(Path(run_dir)) if checkpoint is None else Path(checkpoint)
+    ck.verify_checkpoint(folder)
+    cfg = load_config(str(folder / "config.yaml"))
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    run = build_run(cfg, dev, progress=False)
+    saved = ck.read_json(folder / "run.json")
+    if saved != run.identity():
+        raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds "
+                                 f"(tokenizer, data, process or model); stored {saved}")
+    name = "ema.safetensors" if weights == "ema" and (folder / "ema.safetensors").is_file() else "model.safetensors"
+    ck.load_module(run.model, ck.load_tensors(folder / name), f"{folder}/{name}")
+    run.model.to(dev).eval()
+    return LoadedRun(cfg, run, folder, "ema" if name.startswith("ema") else "raw", dev)
+
+
+def _rows(n_blocks: int, count: int) -> np.ndarray:
+    return np.arange(min(n_blocks, count))
+
+
+@torch.no_grad()
+def bound_report(lr: LoadedRun, blocks: Any, sequences: int, steps: int, seed: int = 0,
+                 batch: int = 8, **op: Any) -> dict[str, Any]:
+    """The ``steps``-step bound on the first ``sequences`` blocks: nats/token ± SE, perplexity."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = _rows(len(blocks), sequences)
+    estimates = []
+    for a in range(0, len(rows), batch):
+        x0 = blocks.batch(rows[a:a + batch])
+        estimates.append(nll_bound(lr.run.process, lr.denoiser(), x0, steps=steps, generator=gen, **op))
+    est = torch.cat(estimates)
+    s = summarize(est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1]), steps)
+    out = {"metric": f"NLL upper bound ({steps}-step ELBO of the sampled chain)", "nats_per_token": s.nats_per_token,
+           "standard_error": s.standard_error, "perplexity_upper_bound": s.perplexity, "tokens": s.tokens,
+           "sequences": len(rows), "steps": steps}
+    if lr.cfg.data.tokenizer == "char":
+        out["bits_per_character_upper_bound"] = s.nats_per_token / math.log(2)
+    return out
+
+
+@torch.no_grad()
+def snapshot_report(lr: LoadedRun, blocks: Any, sequences: int, seed: int = 0, batch: int = 16) -> dict[str, Any]:
+    """Mean snapshot CE on the first ``sequences`` blocks (fixed noise). Not a likelihood."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = _rows(len(blocks), sequences)
+    total, count = 0.0, 0
+    for a in range(0, len(rows), batch):
+        x0 = blocks.batch(rows[a:a + batch])
+        t = sample_times(x0.shape[0], lr.cfg.process.t_min, gen)
+        xt = lr.run.process.sample(x0, t, generator=gen)
+        ce = snapshot_cross_entropy(lr.denoiser()(xt, t).cpu(), x0)
+        total, count = total + float(ce.sum()), count + ce.numel()
+    return {"metric": SNAPSHOT_LABEL, "nats_per_token": total / count, "tokens": count}
+
+
+def generate(lr: LoadedRun, num: int, steps: int, seed: int = 0, **kwargs: Any) -> tuple[Tensor, list[str]]:
+    """``num`` sequences from the model's reverse chain and their decoded texts."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = sample(lr.run.process, lr.denoiser(), num, lr.cfg.data.seq_len, steps=steps, generator=gen, **kwargs)
+    tok = lr.run.data.tokenizer
+    return ids, [tok.decode(row.tolist()) for row in ids]
+
+
+def zero_shot_blocks(lr: LoadedRun, corpus: str) -> Any:
+    """Blocks of another corpus under the run's tokenizer and packing."""
+    docs = load_corpus(corpus)
+    return pack_blocks(tokenize_documents(docs, lr.run.data.tokenizer), lr.run.data.tokenizer, lr.cfg.data)
+
+
+def evaluate(lr: LoadedRun, steps: int = 64, sequences: int = 32, sample_steps: Sequence[int] = (16, 64),
+             num_samples: int = 8, judge: Optional[str] = None, zero_shot: Sequence[str] = (),
+             seed: int = 0) -> dict[str, Any]:
+    """Everything ``gdds eval`` reports, as a JSON-able dict."""
+    from .judge import per_sample_entropy, unigram_entropy
+
+    report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights,
+                              "valid": {"bound": bound_report(lr, lr.run.valid, sequences, steps, seed),
+                                        "snapshot_ce": snapshot_report(lr, lr.run.valid, sequences, seed)}}
+    judge_model = None
+    if judge is not None:
+        from .judge import Judge
+
+        judge_model = Judge.load(judge)
+    report["samples"] = []
+    for k in sample_steps:
+        ids, texts = generate(lr, num_samples, k, seed)
+        row = {"steps": k, "sampler": "exact reverse chain", "precision": "float64 inverse CDF",
+               "unigram_entropy": unigram_entropy(ids), "per_sample_entropy": per_sample_entropy(ids),
+               "texts": texts}
+        if judge_model is not None:
+            row["generative_perplexity"] = judge_model.perplexity(texts)
+        report["samples"].append(row)
+    report["zero_shot"] = {name: bound_report(lr, zero_shot_blocks(lr, name), sequences, steps, seed)
+                           for name in zero_shot}
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A markdown summary table of :func:`evaluate`'s report."""
+    v = report["valid"]
+    lines = ["| quantity | value |", "|---|---|",
+             f"| valid {v['bound']['metric']} | {v['bound']['nats_per_token']:.4f} ± "
+             f"{v['bound']['standard_error']:.4f} nats/token (T = {v['bound']['steps']}) |",
+             f"| valid perplexity upper bound | {v['bound']['perplexity_upper_bound']:.2f} |",
+             f"| valid {v['snapshot_ce']['metric']} | {v['snapshot_ce']['nats_per_token']:.4f} nats/token |"]
+    for row in report["samples"]:
+        gp = row.get("generative_perplexity")
+        gp_text = f", gen. perplexity {gp['perplexity']:.1f} ({gp['judge']})" if gp else ""
+        lines.append(f"| samples, {row['steps']} steps | unigram entropy {row['unigram_entropy']:.3f} nats{gp_text} |")
+    for name, b in report["zero_shot"].items():
+        lines.append(f"| zero-shot {name} bound | {b['nats_per_token']:.4f} ± {b['standard_error']:.4f} nats/token |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """``eval.json``, ``eval.md`` and (with a judge) ``gen_ppl_vs_entropy.png`` in ``out``."""
+    out = Path(out)
+    text = json.dumps(report, indent=1)
+    paths = [write_atomically(out / "eval.json", lambda fh: fh.write(text.encode())),
+             write_atomically(out / "eval.md", lambda fh: fh.write(markdown(report).encode()))]
+    rows = [r for r in report["samples"] if "generative_perplexity" in r]
+    if rows:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        xs = [r["unigram_entropy"] for r in rows]
+        ys = [r["generative_perplexity"]["perplexity"] for r in rows]
+        ax.plot(xs, ys, "o-")
+        for r, x, y in zip(rows, xs, ys):
+            ax.annotate(f"T={r['steps']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("unigram entropy of samples (nats)")
+        ax.set_ylabel(f"generative perplexity ({rows[0]['generative_perplexity']['judge']})")
+        paths.append(write_atomically(out / "gen_ppl_vs_entropy.png",
+                                      lambda fh: fig.savefig(fh, format="png", dpi=120)))
+    return paths
