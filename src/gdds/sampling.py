@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .kernels.base import inverse_cdf
-from .posterior import reverse_step_probs
+from .posterior import CHUNK_FLOATS, reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -74,6 +74,7 @@ def sample(
     gumbel: bool = False,
     fixed: Optional[Tensor] = None,
     reference: Optional[Tensor] = None,
+    reuse_unchanged: bool = False,
     generator: Optional[torch.Generator] = None,
     device: Optional[torch.device] = None,
     **op: Any,
@@ -83,8 +84,12 @@ def sample(
     ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
     (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
     step (prefix prompts, infilling). ``top_p < 1`` applies nucleus filtering to
-    ``mu`` (the result is then no longer the model's chain). ``op`` goes to the
-    transition operators (e.g. ``step``, ``tol`` for time-dependent kernels).
+    ``mu`` (the result is then no longer the model's chain). ``reuse_unchanged``
+    reuses the denoiser's output while no token changed (as cached masked samplers
+    do): exact for denoisers that ignore ``t``, an approximation otherwise. ``op``
+    goes to the transition operators (e.g. ``step``, ``tol`` for time-dependent
+    kernels) and defines the chain, exactly as in :func:`gdds.nll_bound`. Positions
+    are processed in chunks, so ``[num * length, m]`` float64 is never held.
     """
     if num < 1 or length < 1:
         raise ValueError(f"num and length must be positive; got {num}, {length}")
@@ -98,16 +103,22 @@ def sample(
         free = fixed.to(device) < 0
         x = torch.where(free, x, fixed.to(device))
     grid = time_grid(process, steps, spacing)
+    chunk = max(1, CHUNK_FLOATS // process.m)
+    logits, seen = None, None
     for t, s in zip(grid[:-1], grid[1:]):
-        logits = denoiser(x, torch.full((num,), t, device=device)).float()
-        mu = torch.softmax(logits.double(), dim=-1).reshape(num * length, -1)
-        if top_p < 1:
-            mu = nucleus(mu, top_p)
-        probs = reverse_step_probs(process, mu, x.reshape(-1), s, t, **op)
-        if gumbel:
-            nxt = categorical(probs.clamp_min(1e-300).log().float(), generator)
-        else:
-            nxt = inverse_cdf(probs, generator)
+        if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
+            logits = denoiser(x, torch.full((num,), t, device=device)).reshape(num * length, -1)
+            seen = x.clone()
+        flat = x.reshape(-1)
+        nxt = torch.empty_like(flat)
+        for a in range(0, flat.numel(), chunk):
+            idx = slice(a, a + chunk)
+            mu = torch.softmax(logits[idx].double(), dim=-1)
+            if top_p < 1:
+                mu = nucleus(mu, top_p)
+            probs = reverse_step_probs(process, mu, flat[idx], s, t, **op)
+            nxt[idx] = categorical(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
+                inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)
     return x
 
