@@ -34,12 +34,14 @@ ordinary tokens (WordPiece specials and the mask id excluded).
 
 ``--quick`` is a smoke test (random-embedding SIK with m = 600 > 512, so that the
 same series operators run as at full size rather than the dense ODE path; tiny
-sizes; a few seconds). ``--profile`` adds a cProfile of one semantic exact
+sizes; a few seconds). It runs on one torch thread unless ``--threads`` says
+otherwise: on a loaded 2-core machine the many small operator calls slowed it
+from ~10 s to ~4 min with two threads (oversubscription), one thread kept ~10 s. ``--profile`` adds a cProfile of one semantic exact
 sampler call with the cheap settings (top entries by own and cumulative time).
 
 Run from the repository root::
 
-    python benchmarks/sampling.py [--out DIR] [--quick] [--kernels mask uniform semantic] [--profile]
+    python benchmarks/sampling.py [--out DIR] [--quick] [--kernels mask uniform semantic] [--profile] [--threads N]
 
 Results go to ``DIR/sampling.json`` (default ``results/bench``), written
 atomically; a summary table is printed to stdout.
@@ -471,13 +473,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="kernels to measure (default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile one semantic exact sampler call (cheap operator settings)")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's default; 1 with --quick)")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Run the selected kernels, write ``DIR/sampling.json`` and print the summary."""
     args = parse_args(argv)
     setup = QUICK if args.quick else FULL
+    threads = args.threads if args.threads is not None else 1 if args.quick else None
+    if threads is not None:
+        torch.set_num_threads(threads)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     kernels = [k for k in KERNELS if k in args.kernels]

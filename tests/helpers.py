@@ -71,3 +71,12 @@ def kernel_zoo(m: int = 7):
         ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), k=3, bandwidth_k=2, exclude=[1],
                                                  schedule=sched, cache=False, progress=False)),
     ]
+
+
+# A micro training configuration (overrides of the `tiny` preset): character tokens, a 2-layer
+# width-64 DiT, 32-token blocks. A training step takes milliseconds.
+MICRO_TRAIN = [
+    "data.tokenizer=char", "data.compact_vocab=false", "data.seq_len=32", "model.layers=2", "model.width=64",
+    "model.heads=2", "model.cond_width=32", "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1",
+    "train.eval_every=4", "train.eval_batches=1", "train.progress=false", "train.lr=0.003",
+]

@@ -8,12 +8,9 @@ from gdds.cli import main
 from gdds.config import load_config
 from gdds.evaluate import bound_report, load_run
 from gdds.train import train
+from helpers import MICRO_TRAIN
 
-MICRO = [
-    "data.tokenizer=char", "data.compact_vocab=false", "data.seq_len=32", "model.layers=2", "model.width=64",
-    "model.heads=2", "model.cond_width=32", "train.batch_size=8", "train.warmup_steps=2", "train.log_every=10",
-    "train.eval_batches=1", "train.progress=false", "train.lr=0.003", "process.kernel=mask",
-]
+MICRO = [*MICRO_TRAIN, "train.log_every=10", "process.kernel=mask"]
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,9 @@ from gdds.cli import main
 from gdds.config import ConfigError, load_config
 from gdds.data import shakespeare_documents
 from gdds.train import train
+from helpers import MICRO_TRAIN
 
-MICRO = [
-    "data.tokenizer=char", "data.compact_vocab=false", "data.seq_len=32", "model.layers=2", "model.width=64",
-    "model.heads=2", "model.cond_width=32", "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1",
-    "train.eval_every=4", "train.eval_batches=1", "train.progress=false", "train.lr=0.003",
-]
+MICRO = MICRO_TRAIN
 
 
 @pytest.fixture(scope="module")
