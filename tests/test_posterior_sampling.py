@@ -77,6 +77,19 @@ def test_mask_closed_form_values():
                           torch.tensor(1.0, dtype=torch.float64))
 
 
+def test_mask_closed_form_equals_the_generic_operator_path():
+    """Hybrid(uniform_weight=0) is the absorbing kernel but takes the generic path."""
+    closed = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
+    generic = gdds.ForwardProcess(SCHED, K.Hybrid(6, 5, 0.0))
+    g = torch.Generator().manual_seed(4)
+    mu = torch.softmax(torch.randn(20, 6, generator=g, dtype=torch.float64), -1)
+    xt = torch.tensor([5, 0, 1, 5, 2] * 4)
+    for s, t in [(0.0, 0.3), (0.2, 0.9), (0.7, 1.0)]:
+        a = reverse_step_probs(closed, mu, xt, s, t)
+        assert torch.allclose(a, reverse_step_probs(generic, mu, xt, s, t), atol=1e-12)
+        assert torch.allclose(a.sum(-1), torch.ones(20, dtype=torch.float64))
+
+
 def exact_denoiser(proc, pi):
     """Bayes denoiser for i.i.d. tokens with law ``pi``: mu(y | x_t) ∝ pi(y) P_{0->t}[x_t, y]."""
     def denoise(xt, t):

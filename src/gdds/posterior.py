@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .kernels import Mask
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
@@ -54,6 +55,8 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     n, m = mu.shape
     if xt.shape != (n,) or m != process.m:
         raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
+    if isinstance(process.kernel, Mask):
+        return _mask_step(process, mu, xt, s, t)
     where, r, g = _per_token(process, xt, s, t, **op)
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
     chunk = max(1, CHUNK_FLOATS // m)
@@ -68,6 +71,26 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
         out[idx] = (g[:, where[idx]] * w).T
     return out.clamp_min_(0.0)
+
+
+def _mask_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
+    """The same step in closed form for the absorbing kernel: an unmasked token stays;
+    from the mask, ``p(y) = mu(y) (a_s - a_t) / (1 - a_t)`` for ``y != mask`` and the
+    rest of the mass stays on the mask (``a = alpha``)."""
+    mask_id = process.kernel.mask_id
+    a_s, a_t = float(process.schedule.alpha(s)), float(process.schedule.alpha(t))
+    out = torch.zeros(mu.shape, dtype=torch.float64, device=mu.device)
+    kept = xt != mask_id
+    if (mu[kept, xt[kept]] <= 0).any():
+        raise ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
+    out[kept, xt[kept]] = 1.0
+    rows = mu[~kept].to(torch.float64)
+    rows = rows / rows.sum(-1, keepdim=True)
+    stay = rows[:, mask_id] + (1 - rows[:, mask_id]) * (1 - a_s) / (1 - a_t)
+    rows = rows * ((a_s - a_t) / (1 - a_t))
+    rows[:, mask_id] = stay
+    out[~kept] = rows
+    return out
 
 
 def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
