@@ -36,12 +36,14 @@ ordinary tokens (WordPiece specials and the mask id excluded).
 same series operators run as at full size rather than the dense ODE path; tiny
 sizes; a few seconds). It runs on one torch thread unless ``--threads`` says
 otherwise: on a loaded 2-core machine the many small operator calls slowed it
-from ~10 s to ~4 min with two threads (oversubscription), one thread kept ~10 s. ``--profile`` adds a cProfile of one semantic exact
-sampler call with the cheap settings (top entries by own and cumulative time).
+from ~10 s to ~4 min with two threads (oversubscription), one thread kept ~10 s.
+``--profile`` adds a cProfile of one semantic exact sampler call with the cheap
+settings (top entries by own and cumulative time).
 
 Run from the repository root::
 
-    python benchmarks/sampling.py [--out DIR] [--quick] [--kernels mask uniform semantic] [--profile] [--threads N]
+    python benchmarks/sampling.py [--out DIR] [--quick] [--kernels mask uniform semantic]
+                                  [--profile] [--threads N]
 
 Results go to ``DIR/sampling.json`` (default ``results/bench``), written
 atomically; a summary table is printed to stdout.
@@ -287,7 +289,8 @@ def measure_prior_kl(name: str, proc: gdds.ForwardProcess, x0: Tensor) -> dict[s
     cpu = time.process_time() - cpu
     return {
         "name": name, "estimator": "gdds.likelihood.prior_kl (prior term of nll_bound, always default operators)",
-        "ops": "default", "B": x0.shape[0], "L": x0.shape[1], "wall_s": wall, "cpu_s": cpu, "s_per_sequence": wall / x0.shape[0],
+        "ops": "default", "B": x0.shape[0], "L": x0.shape[1], "wall_s": wall, "cpu_s": cpu,
+        "s_per_sequence": wall / x0.shape[0],
         "nats_per_token": float(value.sum()) / x0.numel(),
     }
 

@@ -70,7 +70,10 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
         ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
         out[idx] = (g[:, where[idx]] * w).T
-    return out.clamp_min_(0.0)
+    # The step sums to 1 up to operator error; renormalise so that the sampler's draw and
+    # the bound's scoring use the same distribution even with loose operator settings.
+    out.clamp_min_(0.0)
+    return out / out.sum(-1, keepdim=True)
 
 
 def _mask_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
