@@ -20,6 +20,15 @@ class DistInfo:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``; CUDA must exist."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but CUDA is not available; use cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment
     (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); NCCL on CUDA, gloo on CPU."""

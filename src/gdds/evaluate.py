@@ -19,6 +19,7 @@ from .atomic import write_atomically
 from .build import Run, build_run, pack_blocks
 from .config import Config, load_config
 from .data import load_corpus, tokenize_documents
+from .distributed import resolve_device
 from .likelihood import nll_bound, summarize
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample
@@ -51,8 +52,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
     folder = ck.latest_checkpoint(Path(run_dir)) if checkpoint is None else Path(checkpoint)
     ck.verify_checkpoint(folder)
     cfg = load_config(str(folder / "config.yaml"))
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     run = build_run(cfg, dev, progress=False)
     saved = ck.read_json(folder / "run.json")
     if saved != run.identity():

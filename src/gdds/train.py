@@ -28,7 +28,15 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from .build import Run, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_flag,
+    init_distributed,
+    resolve_device,
+    shutdown,
+)
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample_renoise
 
@@ -251,14 +259,6 @@ class Trainer:
         self.step = state["step"]
 
 
-def _device(cfg: Config) -> torch.device:
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but CUDA is not available; use train.device=cpu or auto")
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.train.device)
-
-
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     """The configuration stored in the run's latest checkpoint, with the overrides that
     a resumed run may change (``train.max_steps``, intervals, device, precision)."""
@@ -276,7 +276,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     """Train until ``train.max_steps``; return the last training and validation records,
     the checkpoint path and ``samples`` texts from the approximate renoise sampler."""
     run_dir = Path(run_dir)
-    device = _device(cfg)
+    try:
+        device = resolve_device(cfg.train.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.device: {exc}") from exc
     info = init_distributed(device)
     if info.world > 1 and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)

@@ -67,6 +67,10 @@ class Uniform(Kernel):
         self.support = None if banned is None else (~banned).nonzero().reshape(-1)
         if self.support is not None and self.support.numel() == 0:
             raise ValueError("Uniform(exclude=...) leaves no token to jump to")
+        self.column = torch.full((self.m,), 1.0 / self.m, dtype=torch.float64)
+        if self.support is not None:
+            self.column = torch.zeros(self.m, dtype=torch.float64)
+            self.column[self.support] = 1.0 / self.support.numel()
 
     def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         if self.support is None:
@@ -75,11 +79,7 @@ class Uniform(Kernel):
         return self.support[pick]
 
     def pi(self, t: float = 0.0) -> Tensor:
-        if self.support is None:
-            return torch.full((self.m,), 1.0 / self.m, dtype=torch.float64, device=self.device)
-        p = torch.zeros(self.m, dtype=torch.float64, device=self.device)
-        p[self.support] = 1.0 / self.support.numel()
-        return p
+        return self.column
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
         v = check_vectors(v, self.m)
