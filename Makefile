@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 
 demo: $(STAMP)
 	rm -rf results/demo
-	$(VENV)/bin/gdds train --config demo --out results/demo --samples 3
+	$(VENV)/bin/gdds train --config demo --out results/demo
+	$(VENV)/bin/gdds eval results/demo --steps 128 --sequences 8 --sample-steps 16 --num-samples 2 \
+		--sample-length 64
 	$(VENV)/bin/gdds noise --out results/noise
 
 test: $(STAMP) lint

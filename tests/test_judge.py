@@ -10,6 +10,7 @@ import torch
 pytest.importorskip("transformers")
 
 from gdds import judge as judge_mod  # noqa: E402
+from gdds.checkpoint import CheckpointError  # noqa: E402
 from gdds.judge import Judge, per_sample_entropy, unigram_entropy  # noqa: E402
 
 WORDS = ("the a of and to in is that it was for on with as his he be at by i this had not are but from or have "
@@ -188,7 +189,7 @@ def test_unknown_hub_name_is_an_offline_error(no_network, tmp_path):
     with pytest.raises(FileNotFoundError, match="offline"):
         Judge.load(str(tmp_path / "missing-folder"))
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(NotImplementedError, match="AR checkpoints"):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         Judge.load(str(tmp_path / "run"))
 
 

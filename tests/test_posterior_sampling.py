@@ -8,7 +8,7 @@ from scipy.linalg import expm
 
 import gdds
 from gdds import kernels as K
-from gdds.likelihood import continuous_bound, masked_continuous_bound, nll_bound, summarize
+from gdds.likelihood import continuous_bound, masked_continuous_bound, nll_bound, stratified_terms, summarize
 from gdds.posterior import reverse_step_probs, true_posterior
 from gdds.sampling import nucleus, sample, time_grid
 from helpers import empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
@@ -77,17 +77,22 @@ def test_mask_closed_form_values():
                           torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_mask_closed_form_equals_the_generic_operator_path():
-    """Hybrid(uniform_weight=0) is the absorbing kernel but takes the generic path."""
-    closed = gdds.ForwardProcess(SCHED, K.Mask(6, 5))
-    generic = gdds.ForwardProcess(SCHED, K.Hybrid(6, 5, 0.0))
+@pytest.mark.parametrize("kernel", [K.Mask(6, 5), K.Uniform(6), K.Uniform(6, exclude=[1]),
+                                    K.Hybrid(6, 5, lambda t: 0.5 * mixing_weight(t))], ids=repr)
+def test_closed_form_step_equals_the_generic_operator_path(kernel):
+    proc = gdds.ForwardProcess(SCHED, kernel)
     g = torch.Generator().manual_seed(4)
     mu = torch.softmax(torch.randn(20, 6, generator=g, dtype=torch.float64), -1)
+    mu[:, 3] = 0.0  # a token the denoiser rules out
+    mu = mu / mu.sum(-1, keepdim=True)
     xt = torch.tensor([5, 0, 1, 5, 2] * 4)
     for s, t in [(0.0, 0.3), (0.2, 0.9), (0.7, 1.0)]:
-        a = reverse_step_probs(closed, mu, xt, s, t)
-        assert torch.allclose(a, reverse_step_probs(generic, mu, xt, s, t), atol=1e-12)
-        assert torch.allclose(a.sum(-1), torch.ones(20, dtype=torch.float64))
+        closed = reverse_step_probs(proc, mu, xt, s, t)
+        assert torch.allclose(closed, reverse_step_probs(proc, mu, xt, s, t, method="series"), atol=1e-11)
+        assert torch.allclose(closed.sum(-1), torch.ones(20, dtype=torch.float64))
+        x0 = torch.where(xt == 5, 3, xt)
+        q = true_posterior(proc, x0, xt, s, t)
+        assert torch.allclose(q, true_posterior(proc, x0, xt, s, t, method="series"), atol=1e-11)
 
 
 def exact_denoiser(proc, pi):
@@ -224,6 +229,35 @@ def test_chunked_sampling_matches_unchunked(monkeypatch):
     monkeypatch.setattr(S, "CHUNK_FLOATS", 6 * 3)  # three positions per chunk
     b = sample(proc, den, 4, 5, steps=3, generator=torch.Generator().manual_seed(1))
     assert a.shape == b.shape and torch.equal(a, b)
+
+
+def test_stratified_terms_are_uniform_per_sequence_and_spread_over_the_batch():
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([stratified_terms(3, 7, g) for _ in range(12000)])  # [n, 3], k in {2..7}
+    for b in range(3):
+        counts = torch.bincount(draws[:, b] - 2, minlength=6).double()
+        chi2 = float(((counts - 2000) ** 2 / 2000).sum())
+        assert chi2 < 20.5, chi2  # chi-square, 5 degrees of freedom, p = 0.001
+    # Every batch puts one sequence in each third of the grid ({2,3}, {4,5}, {6,7}).
+    thirds = torch.div(draws - 2, 2, rounding_mode="floor")
+    assert (thirds.sort(1).values == torch.tensor([0, 1, 2])).all()
+
+
+def test_bound_in_groups_of_sequences_equals_the_bound_per_group(monkeypatch):
+    """Large batches are bounded in groups (memory); each group draws its noise in turn,
+    so the result equals separate calls sharing one generator, with or without ``op``."""
+    proc = gdds.ForwardProcess(SCHED, K.Dense(random_stochastic(6, 7)))
+    den = exact_denoiser(proc, PI)
+    x0 = torch.multinomial(PI, 12, replacement=True, generator=torch.Generator().manual_seed(3)).reshape(4, 3)
+    import gdds.likelihood as Lk
+
+    for op in ({}, {"method": "series"}):
+        g = torch.Generator().manual_seed(5)
+        parts = torch.cat([nll_bound(proc, den, x0[a:a + 2], steps=4, generator=g, **op) for a in (0, 2)])
+        with monkeypatch.context() as mp:
+            mp.setattr(Lk, "CHUNK_FLOATS", 2 * 3 * 6)  # two sequences of 3 positions at m = 6
+            grouped = nll_bound(proc, den, x0, steps=4, generator=torch.Generator().manual_seed(5), **op)
+        assert torch.allclose(parts, grouped, atol=1e-9)
 
 
 def test_fixed_positions_and_errors():

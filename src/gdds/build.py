@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import kernels as K
 from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig
@@ -30,7 +31,8 @@ from .data import (
     tokenize_documents,
 )
 from .data.dataset import TokenArray
-from .models import DiT, DiTConfig
+from .methods import Autoregressive, Method, Snapshot
+from .models import CausalLM, DiT, DiTConfig
 from .process import ForwardProcess
 from .schedules import SCHEDULES, Schedule
 
@@ -145,14 +147,15 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
     return kernel, identity
 
 
-def build_model(mc: ModelConfig, vocab_size: int, max_len: int) -> DiT:
+def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: str = "gdds") -> nn.Module:
+    """The DiT denoiser, or for ``method="ar"`` the same blocks as a causal LM."""
     overrides = {k: getattr(mc, k) for k in ("layers", "width", "heads", "cond_width", "dropout", "tie_weights")
                  if getattr(mc, k) is not None}
     try:
-        config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, **overrides)
+        config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method == "ar", **overrides)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from exc
-    return DiT(config)
+    return CausalLM(config) if method == "ar" else DiT(config)
 
 
 @dataclass
@@ -161,8 +164,8 @@ class Run:
 
     cfg: Config
     data: Data
-    process: ForwardProcess
-    model: DiT
+    process: Optional[ForwardProcess]  # None for the autoregressive method
+    model: nn.Module
     kernel_identity: dict[str, Any]
 
     @property
@@ -179,8 +182,19 @@ class Run:
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or evaluated with this set-up."""
-        return {"tokenizer": self.data.tokenizer.identity(), "data": self.cfg.to_dict()["data"],
-                "process": self.kernel_identity, "model": self.model.config.to_dict()}
+        return {"method": self.cfg.method, "tokenizer": self.data.tokenizer.identity(),
+                "data": self.cfg.to_dict()["data"], "process": self.kernel_identity,
+                "model": self.model.config.to_dict()}
+
+    def matches(self, saved: dict[str, Any]) -> bool:
+        """Whether a checkpoint's stored identity is this set-up's. Fields added since the
+        checkpoint was written (the method, model fields) count with their defaults."""
+        saved = {"method": "gdds", **saved}
+        try:
+            saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
+        except (TypeError, ValueError):
+            return False
+        return saved == self.identity()
 
     def save_tokenizer(self, folder: Path) -> None:
         self.data.tokenizer.save(folder)
@@ -189,9 +203,18 @@ class Run:
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
     """Data, process (on ``device``) and a freshly initialised model (seeded by ``cfg.seed``)."""
     data = build_data(cfg.data)
-    schedule = build_schedule(cfg.process)
-    kernel, identity = build_kernel(cfg.process, schedule, data, progress)
-    process = ForwardProcess(schedule, kernel).to(device)
+    process, identity = None, {"kernel": None}
+    if cfg.method != "ar":
+        schedule = build_schedule(cfg.process)
+        kernel, identity = build_kernel(cfg.process, schedule, data, progress)
+        process = ForwardProcess(schedule, kernel).to(device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len)
+    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len, cfg.method)
     return Run(cfg, data, process, model, identity)
+
+
+def build_method(run: Run) -> Method:
+    """The training method of ``run.cfg.method`` (:mod:`gdds.methods`)."""
+    if run.cfg.method == "ar":
+        return Autoregressive()
+    return Snapshot(run.process, run.cfg.process.t_min)

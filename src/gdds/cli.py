@@ -105,7 +105,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--out", type=Path, metavar="RUN_DIR", help="folder of a new run (required with --config)")
     p.add_argument("--samples", type=int, default=0, metavar="N",
-                   help="after training, print N sequences from the APPROXIMATE renoise sampler")
+                   help="after training, print N sequences (diffusion: from the APPROXIMATE renoise sampler; "
+                        "ar: exact ancestral samples)")
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="configuration overrides")
     p.set_defaults(run=_run_train, parser=p)
 
@@ -139,16 +140,16 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _summary(result: dict) -> str:
     lines = []
+    label = result.get("valid", {}).get("metric", "the method's loss")
     if "train" in result:
-        lines.append(f"step {result['train']['step']}: training loss {result['train']['loss']:.4f} "
-                     "(snapshot CE, not a likelihood)")
+        lines.append(f"step {result['train']['step']}: training loss {result['train']['loss']:.4f} ({label})")
     if "valid" in result:
         v = result["valid"]
-        lines.append(f"validation {v['metric']}: {v['valid_snapshot_ce']:.4f} nats/token "
-                     f"({v['weights']} weights, {v['tokens']} tokens)")
+        value = next(val for key, val in v.items() if key.startswith("valid_"))
+        lines.append(f"validation {v['metric']}: {value:.4f} nats/token ({v['weights']} weights, {v['tokens']} tokens)")
     for i, text in enumerate(result.get("samples", [])):
         shown = text if len(text) <= 300 else text[:300] + " …"
-        lines.append(f"sample {i + 1} (approximate renoise sampler): {shown}")
+        lines.append(f"sample {i + 1} ({result['sampler']}): {shown}")
     if "checkpoint" in result:
         lines.append(f"checkpoint: {result['checkpoint']}")
     return "\n".join(lines)
@@ -186,17 +187,23 @@ def _run_sample(args: argparse.Namespace) -> int:
         parser.error("--num and --steps must be at least 1")
     lr = load_run(args.run_dir)
     length = lr.cfg.data.seq_len
-    if args.approximate:
+    prompt = lr.run.data.tokenizer.encode(args.prompt) if args.prompt else []
+    if len(prompt) >= length:
+        parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+    if lr.cfg.method == "ar":
+        if args.approximate or args.top_p < 1 or args.gumbel:
+            parser.error("an autoregressive run samples exactly; --approximate, --top-p and --gumbel do not apply")
+        given = torch.tensor([prompt] * args.num, dtype=torch.long, device=lr.device) if prompt else None
+        ids, texts = generate(lr, args.num, args.steps, args.seed, prompt=given)
+        label = "exact ancestral sampler (autoregressive)"
+    elif args.approximate:
         gen = torch.Generator().manual_seed(args.seed)
         ids = sample_renoise(lr.run.process, lr.denoiser(), args.num, length, args.steps, gen)
         texts = [lr.run.data.tokenizer.decode(r.tolist()) for r in ids]
         label = "APPROXIMATE renoise sampler"
     else:
         fixed = None
-        if args.prompt:
-            prompt = lr.run.data.tokenizer.encode(args.prompt)
-            if len(prompt) >= length:
-                parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+        if prompt:
             fixed = torch.full((args.num, length), -1, dtype=torch.long)
             fixed[:, :len(prompt)] = torch.tensor(prompt)
         ids, texts = generate(lr, args.num, args.steps, args.seed, spacing=args.spacing, top_p=args.top_p,
@@ -222,6 +229,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sequences", type=int, default=32, help="validation blocks to bound (default 32)")
     p.add_argument("--sample-steps", type=int, nargs="+", default=[16, 64], help="step counts to sample with")
     p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--sample-length", type=int, default=None, help="tokens per sample (default: the training length)")
     p.add_argument("--judge", default=None, help="judge LM: 'smollm2' (offline), a local path or a cached HF name")
     p.add_argument("--zero-shot", nargs="*", default=[], metavar="CORPUS", help="e.g. kjv wikipedia")
     p.add_argument("--seed", type=int, default=0)
@@ -235,9 +243,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.steps < 1 or args.sequences < 2 or min(args.sample_steps) < 1 or args.num_samples < 1:
         parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
+    if args.sample_length is not None and args.sample_length < 1:
+        parser.error("--sample-length must be >= 1")
     lr = load_run(args.run_dir)
     report = evaluate(lr, args.steps, args.sequences, args.sample_steps, args.num_samples, args.judge,
-                      args.zero_shot, args.seed)
+                      args.zero_shot, args.seed, args.sample_length,
+                      log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
     paths = write_report(report, args.out or args.run_dir / "eval")
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -80,6 +80,7 @@ class TrainConfig:
 @dataclass
 class Config:
     seed: int = 0
+    method: str = "gdds"  # gdds (snapshot objective, any process) or ar (autoregressive; process unused)
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -108,6 +109,7 @@ class Config:
     def validate(self) -> None:
         """Check choices and ranges that the field types alone do not express."""
         choices = {
+            "method": (self.method, ("gdds", "ar")),
             "data.tokenizer": (self.data.tokenizer, ("char", "wordpiece", "gpt2", "bpe")),
             "data.packing": (self.data.packing, ("wrap", "pad")),
             "process.schedule": (self.process.schedule, ("loglinear", "linear", "cosine", "exponential", "geometric")),

@@ -21,6 +21,7 @@ from .config import Config, load_config
 from .data import load_corpus, tokenize_documents
 from .distributed import resolve_device
 from .likelihood import nll_bound, summarize
+from .methods import AR_LABEL
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample
 
@@ -55,7 +56,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
     dev = resolve_device(device)
     run = build_run(cfg, dev, progress=False)
     saved = ck.read_json(folder / "run.json")
-    if saved != run.identity():
+    if not run.matches(saved):
         raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds "
                                  f"(tokenizer, data, process or model); stored {saved}")
     name = "ema.safetensors" if weights == "ema" and (folder / "ema.safetensors").is_file() else "model.safetensors"
@@ -71,20 +72,25 @@ def _rows(n_blocks: int, count: int) -> np.ndarray:
 @torch.no_grad()
 def bound_report(lr: LoadedRun, blocks: Any, sequences: int, steps: int, seed: int = 0,
                  batch: int = 8, **op: Any) -> dict[str, Any]:
-    """The ``steps``-step bound on the first ``sequences`` blocks: nats/token ± SE, perplexity."""
+    """The ``steps``-step bound on the first ``sequences`` blocks: nats/token ± SE, perplexity
+    (upper bounds). For an autoregressive run: its exact NLL (``steps`` unused; the
+    standard error is then over sequences only)."""
     gen = torch.Generator().manual_seed(seed)
     rows = _rows(len(blocks), sequences)
+    ar = lr.cfg.method == "ar"
     estimates = []
     for a in range(0, len(rows), batch):
         x0 = blocks.batch(rows[a:a + batch])
-        estimates.append(nll_bound(lr.run.process, lr.denoiser(), x0, steps=steps, generator=gen, **op))
+        estimates.append(lr.run.model.nll(x0.to(lr.device)).cpu() if ar else
+                         nll_bound(lr.run.process, lr.denoiser(), x0, steps=steps, generator=gen, **op))
     est = torch.cat(estimates)
-    s = summarize(est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1]), steps)
-    out = {"metric": f"NLL upper bound ({steps}-step ELBO of the sampled chain)", "nats_per_token": s.nats_per_token,
-           "standard_error": s.standard_error, "perplexity_upper_bound": s.perplexity, "tokens": s.tokens,
-           "sequences": len(rows), "steps": steps}
+    s = summarize(est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1]), None if ar else steps)
+    kind = "" if ar else "_upper_bound"
+    out = {"metric": AR_LABEL if ar else f"NLL upper bound ({steps}-step ELBO of the sampled chain)",
+           "nats_per_token": s.nats_per_token, "standard_error": s.standard_error, f"perplexity{kind}": s.perplexity,
+           "tokens": s.tokens, "sequences": len(rows), "steps": s.steps}
     if lr.cfg.data.tokenizer == "char":
-        out["bits_per_character_upper_bound"] = s.nats_per_token / math.log(2)
+        out[f"bits_per_character{kind}"] = s.nats_per_token / math.log(2)
     return out
 
 
@@ -103,10 +109,17 @@ def snapshot_report(lr: LoadedRun, blocks: Any, sequences: int, seed: int = 0, b
     return {"metric": SNAPSHOT_LABEL, "nats_per_token": total / count, "tokens": count}
 
 
-def generate(lr: LoadedRun, num: int, steps: int, seed: int = 0, **kwargs: Any) -> tuple[Tensor, list[str]]:
-    """``num`` sequences from the model's reverse chain and their decoded texts."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = sample(lr.run.process, lr.denoiser(), num, lr.cfg.data.seq_len, steps=steps, generator=gen, **kwargs)
+def generate(lr: LoadedRun, num: int, steps: int, seed: int = 0, length: Optional[int] = None,
+             **kwargs: Any) -> tuple[Tensor, list[str]]:
+    """``num`` sequences (``length`` tokens, default the training length) from the model's
+    reverse chain (an autoregressive run: exact ancestral samples) and their decoded texts."""
+    length = lr.cfg.data.seq_len if length is None else length
+    if lr.cfg.method == "ar":
+        gen = torch.Generator(device=lr.device).manual_seed(seed)
+        ids = lr.run.model.generate(num, length, gen, **kwargs).cpu()
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        ids = sample(lr.run.process, lr.denoiser(), num, length, steps=steps, generator=gen, **kwargs)
     tok = lr.run.data.tokenizer
     return ids, [tok.decode(row.tolist()) for row in ids]
 
@@ -119,13 +132,21 @@ def zero_shot_blocks(lr: LoadedRun, corpus: str) -> Any:
 
 def evaluate(lr: LoadedRun, steps: int = 64, sequences: int = 32, sample_steps: Sequence[int] = (16, 64),
              num_samples: int = 8, judge: Optional[str] = None, zero_shot: Sequence[str] = (),
-             seed: int = 0) -> dict[str, Any]:
-    """Everything ``gdds eval`` reports, as a JSON-able dict."""
+             seed: int = 0, sample_length: Optional[int] = None,
+             log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Everything ``gdds eval`` reports, as a JSON-able dict; ``log`` receives progress messages."""
     from .judge import per_sample_entropy, unigram_entropy
 
-    report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights,
-                              "valid": {"bound": bound_report(lr, lr.run.valid, sequences, steps, seed),
-                                        "snapshot_ce": snapshot_report(lr, lr.run.valid, sequences, seed)}}
+    ar = lr.cfg.method == "ar"
+    report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights, "method": lr.cfg.method}
+    if ar:
+        log(f"exact NLL of {sequences} validation sequences")
+        report["valid"] = {"nll": bound_report(lr, lr.run.valid, sequences, steps, seed)}
+        sample_steps = [None]  # ancestral sampling has no step count
+    else:
+        log(f"bounding {sequences} validation sequences with T = {steps}")
+        report["valid"] = {"bound": bound_report(lr, lr.run.valid, sequences, steps, seed),
+                           "snapshot_ce": snapshot_report(lr, lr.run.valid, sequences, seed)}
     judge_model = None
     if judge is not None:
         from .judge import Judge
@@ -133,32 +154,46 @@ def evaluate(lr: LoadedRun, steps: int = 64, sequences: int = 32, sample_steps: 
         judge_model = Judge.load(judge)
     report["samples"] = []
     for k in sample_steps:
-        ids, texts = generate(lr, num_samples, k, seed)
-        row = {"steps": k, "sampler": "exact reverse chain", "precision": "float64 inverse CDF",
+        sampler = "exact ancestral sampler" if ar else "exact reverse chain"
+        log(f"sampling {num_samples} sequences: {sampler}" + ("" if ar else f", {k} steps"))
+        ids, texts = generate(lr, num_samples, k, seed, sample_length)
+        row = {"steps": k, "sampler": sampler, "precision": "float64 inverse CDF",
                "unigram_entropy": unigram_entropy(ids), "per_sample_entropy": per_sample_entropy(ids),
                "texts": texts}
         if judge_model is not None:
             row["generative_perplexity"] = judge_model.perplexity(texts)
         report["samples"].append(row)
-    report["zero_shot"] = {name: bound_report(lr, zero_shot_blocks(lr, name), sequences, steps, seed)
-                           for name in zero_shot}
+    report["zero_shot"] = {}
+    for name in zero_shot:
+        log(f"zero-shot bound on {name}")
+        report["zero_shot"][name] = bound_report(lr, zero_shot_blocks(lr, name), sequences, steps, seed)
     return report
 
 
 def markdown(report: dict[str, Any]) -> str:
     """A markdown summary table of :func:`evaluate`'s report."""
     v = report["valid"]
-    lines = ["| quantity | value |", "|---|---|",
-             f"| valid {v['bound']['metric']} | {v['bound']['nats_per_token']:.4f} ± "
-             f"{v['bound']['standard_error']:.4f} nats/token (T = {v['bound']['steps']}) |",
-             f"| valid perplexity upper bound | {v['bound']['perplexity_upper_bound']:.2f} |",
-             f"| valid {v['snapshot_ce']['metric']} | {v['snapshot_ce']['nats_per_token']:.4f} nats/token |"]
+    lines = ["| quantity | value |", "|---|---|"]
+    if "nll" in v:
+        lines += [f"| valid {v['nll']['metric']} | {v['nll']['nats_per_token']:.4f} ± "
+                  f"{v['nll']['standard_error']:.4f} nats/token |",
+                  f"| valid perplexity (exact) | {v['nll']['perplexity']:.2f} |"]
+    else:
+        lines += [f"| valid {v['bound']['metric']} | {v['bound']['nats_per_token']:.4f} ± "
+                  f"{v['bound']['standard_error']:.4f} nats/token (T = {v['bound']['steps']}) |",
+                  f"| valid perplexity upper bound | {v['bound']['perplexity_upper_bound']:.2f} |",
+                  f"| valid {v['snapshot_ce']['metric']} | {v['snapshot_ce']['nats_per_token']:.4f} nats/token |"]
     for row in report["samples"]:
         gp = row.get("generative_perplexity")
         gp_text = f", gen. perplexity {gp['perplexity']:.1f} ({gp['judge']})" if gp else ""
-        lines.append(f"| samples, {row['steps']} steps | unigram entropy {row['unigram_entropy']:.3f} nats{gp_text} |")
+        what = row["sampler"] if row["steps"] is None else f"{row['steps']} steps"
+        lines.append(f"| samples, {what} | unigram entropy {row['unigram_entropy']:.3f} nats{gp_text} |")
     for name, b in report["zero_shot"].items():
         lines.append(f"| zero-shot {name} bound | {b['nats_per_token']:.4f} ± {b['standard_error']:.4f} nats/token |")
+    for row in report["samples"]:
+        steps = "" if row["steps"] is None else f", {row['steps']} steps"
+        lines += ["", f"Samples, {row['sampler']}{steps} ({row['precision']}):", ""]
+        lines += [f"{i + 1}. {' '.join(text.split())}" for i, text in enumerate(row["texts"])]
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +215,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         ys = [r["generative_perplexity"]["perplexity"] for r in rows]
         ax.plot(xs, ys, "o-")
         for r, x, y in zip(rows, xs, ys):
-            ax.annotate(f"T={r['steps']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            tag = r["sampler"] if r["steps"] is None else f"T={r['steps']}"
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("unigram entropy of samples (nats)")
         ax.set_ylabel(f"generative perplexity ({rows[0]['generative_perplexity']['judge']})")
         paths.append(write_atomically(out / "gen_ppl_vs_entropy.png",

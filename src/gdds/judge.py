@@ -12,7 +12,8 @@ log-likelihood per judge token. :meth:`Judge.load` accepts
 - a Hugging Face hub name (``"gpt2-large"`` is the field's convention), **only if it is
   already in the local Hugging Face cache**: nothing is downloaded (``local_files_only=True``).
 
-Checkpoints of our own autoregressive model are not supported yet (a later issue).
+- a gdds run folder (or one of its ``step-*`` checkpoints) trained with ``method: ar``:
+  our own autoregressive model, through the adapters of :mod:`gdds.judge_ar`.
 
 The judge needs the optional dependency group ``pip install 'gdds[judge]'``
 (``transformers``, plus ``gguf`` and ``accelerate`` for GGUF files); the heavy imports
@@ -107,6 +108,17 @@ def _model_context(model: Any, tokenizer: Any) -> int | None:
     return min(sizes) if sizes else None
 
 
+def _window(spec: str, max_length: int | None, context: int | None) -> int:
+    """The scoring window: ``max_length`` if it fits the judge's context, else the context."""
+    if max_length is None:
+        if context is None:
+            raise ValueError(f"judge {spec!r} does not state its context length; pass max_length")
+        return context
+    if context is not None and max_length > context:
+        raise ValueError(f"max_length {max_length} exceeds the context of judge {spec!r} ({context} tokens)")
+    return max_length
+
+
 class Judge:
     """A causal language model that scores text (see the module docstring for the specs).
 
@@ -154,8 +166,8 @@ class Judge:
 
         ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder, or a
         hub name present in the local Hugging Face cache (never downloaded: a name that is
-        not cached raises :class:`FileNotFoundError`). Our own AR checkpoints are not
-        supported yet. ``max_length``: the window length in judge tokens (default and
+        not cached raises :class:`FileNotFoundError`), or a gdds run folder trained with
+        ``method: ar`` (:mod:`gdds.judge_ar`). ``max_length``: the window length in judge tokens (default and
         maximum: the model's context); ``stride``: see the class docstring.
 
         ``prefix``: the token put before each text. ``"auto"`` (default): the tokenizer's
@@ -167,11 +179,17 @@ class Judge:
         A token string: that token. ``None``: no prefix, the first token is not scored.
         A prefix other than ``"auto"`` is recorded in :attr:`name`.
         """
+        path = Path(os.path.expanduser(spec))
+        if path.is_dir() and _looks_like_gdds_checkpoint(path):
+            from .judge_ar import load_ar_judge
+
+            model, tokenizer, files, context = load_ar_judge(path, device)
+            return cls(model, tokenizer, spec=spec, max_length=_window(spec, max_length, context), stride=stride,
+                       prefix=prefix, files=files)
         transformers = _import("transformers")
         kwargs: dict[str, Any] = {"local_files_only": True}
         files: list[Path] = []
         name_tag: str | None = None
-        path = Path(os.path.expanduser(spec))
         gguf: Path | None = None
         if spec.lower() == SMOLLM2:
             gguf = smollm2_gguf_path()
@@ -187,11 +205,6 @@ class Judge:
             kwargs["gguf_file"] = gguf.name
             files = [gguf]
         elif path.is_dir():
-            if _looks_like_gdds_checkpoint(path):
-                raise NotImplementedError(
-                    f"{spec} looks like a gdds run/checkpoint folder; judging with our own AR checkpoints is "
-                    "not supported yet (use a Hugging Face causal LM folder or name, or 'smollm2')"
-                )
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{spec} is a folder without config.json, not a Hugging Face model folder")
             source = str(path)
@@ -217,13 +230,7 @@ class Judge:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
         model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         model.to(device)
-        context = _model_context(model, tokenizer)
-        if max_length is None:
-            if context is None:
-                raise ValueError(f"judge {spec!r} does not state its context length; pass max_length")
-            max_length = context
-        elif context is not None and max_length > context:
-            raise ValueError(f"max_length {max_length} exceeds the context of judge {spec!r} ({context} tokens)")
+        max_length = _window(spec, max_length, _model_context(model, tokenizer))
         if spec.lower() == SMOLLM2:
             spec = f"{SMOLLM2}:{files[0].name}"
         return cls(model, tokenizer, spec=spec, max_length=max_length, stride=stride, prefix=prefix, files=files,

@@ -13,8 +13,16 @@ Lambda(t)]`` is cut into pieces no longer than ``step`` and ``F`` is frozen at
 each piece's midpoint. That rule is symmetric, so its error expands in even
 powers of ``step``; by default the result is Richardson-extrapolated,
 ``(4 P_{step/2} - P_step) / 3``, which makes it fourth order (both errors are
-measured in the tests against an ODE solve of the time-ordered exponential:
-about 1e-8 in L1 at ``step = 0.1`` for a semantic kernel, against 6e-5 without).
+measured in the tests against an ODE solve of the time-ordered exponential).
+
+Kernels with a rank-one teleport part, ``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T``
+(the semantic kernel, any mixture of one kernel with mask/uniform parts), are
+split: the teleport enters in closed form and only ``K`` is frozen, for the
+shorter clock ``int (1 - lam) dLambda`` (about 1.0 instead of 6.9 for the paper's
+semantic kernel on ``[0, 1]``). Measured against the ODE on a small semantic
+kernel: about 1e-7 in L1 at the split default ``step = 0.5``, 1e-8 at 0.25, 1e-10 at 0.1; the
+unsplit rule needed ``step = 0.1`` for 1e-8 and about ten times more kernel
+applications.
 
 Methods: ``"series"`` (above), ``"dense"`` (matrix exponential, or an adaptive
 ODE solve for time-dependent kernels; small ``m``), ``"closed"`` (column-constant
@@ -25,18 +33,21 @@ quadrature), ``"auto"`` (closed, else dense for ``m <= 512``, else series).
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
-from scipy.special import pdtrc
+from scipy.special import gammaln, pdtrc
 from torch import Tensor
 
-from .kernels.base import Kernel, check_vectors
+from .kernels.base import Kernel, TeleportSplit, check_vectors
 from .schedules import Schedule, as_time
 
 DENSE_AUTO_LIMIT = 512
+DEFAULT_STEP, DEFAULT_SPLIT_STEP = 0.1, 0.5  # longest frozen piece in Lambda (module docstring)
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(32)
+_G8_NODES, _G8_WEIGHTS = np.polynomial.legendre.leggauss(8)
+_PANEL = 0.05  # longest Lambda-interval of one 8-node Gauss-Legendre panel for scalar integrals
 
 
 def poisson_series(delta: float, tol: float = 1e-12) -> tuple[Tensor, float]:
@@ -52,15 +63,20 @@ def poisson_series(delta: float, tol: float = 1e-12) -> tuple[Tensor, float]:
     return torch.exp(logp), float(tails[N])
 
 
-def _series(kernel: Kernel, v: Tensor, delta: float, t: float, transpose: bool, tol: float) -> tuple[Tensor, float]:
-    weights, tail = poisson_series(delta, tol)
-    step = kernel.apply_T if transpose else kernel.apply
+def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tensor, t: float) -> Tensor:
+    """``sum_n weights[n] F^n v``; ``weights`` is ``[N+1]`` or per column ``[N+1, n]``."""
+    weights = weights.to(v.device)
     out = weights[0] * v
     cur = v
-    for w in weights[1:].tolist():
+    for w in weights[1:]:
         cur = step(cur, t)
         out = out + w * cur
-    return out, tail
+    return out
+
+
+def _series(kernel: Kernel, v: Tensor, delta: float, t: float, transpose: bool, tol: float) -> tuple[Tensor, float]:
+    weights, tail = poisson_series(delta, tol)
+    return _power_sum(kernel.apply_T if transpose else kernel.apply, v, weights, t), tail
 
 
 def _frozen_series(
@@ -82,6 +98,70 @@ def _segments(schedule: Schedule, ls: float, lt: float, count: int) -> list[tupl
     return [(float(edges[i + 1] - edges[i]), float(mids[i])) for i in range(count)]
 
 
+def _panels(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-node Gauss-Legendre nodes and weights on ``[a, b]`` (arrays; nodes on a new last axis)."""
+    half = 0.5 * (b - a)[..., None]
+    return 0.5 * (a + b)[..., None] + half * _G8_NODES, half * _G8_WEIGHTS
+
+
+def _teleport_weight(split: TeleportSplit, schedule: Schedule, u: np.ndarray) -> np.ndarray:
+    t = schedule.Lambda_inv(torch.as_tensor(u.reshape(-1)).clamp(0, schedule.Lambda_max))
+    return split.weight(t).reshape(u.shape).cpu().numpy()
+
+
+def _piece_weights(split: TeleportSplit, schedule: Schedule, a: float, b: float, tol: float):
+    """Scalars of one piece ``[a, b]`` (in Lambda) with ``K`` frozen: the Poisson weights
+    of ``K`` over the piece's ``Lambda' = int (1 - lam)``, the factor ``e^{-int lam}``,
+    the teleport weights ``W_n = int lam(u) e^{-(b - u)} D'(u)^n / n! du`` with
+    ``D'(u) = int_u^b (1 - lam)``, and the Poisson tail."""
+    e = np.linspace(a, b, max(1, math.ceil((b - a) / _PANEL)) + 1)
+    u, w = _panels(e[:-1], e[1:])
+    lam = _teleport_weight(split, schedule, u)
+    stay = (w * (1 - lam)).sum(1)
+    after = np.concatenate([np.cumsum(stay[::-1])[::-1][1:], [0.0]])
+    u2, w2 = _panels(u, np.broadcast_to(e[1:, None], u.shape))
+    dprime = after[:, None] + (w2 * (1 - _teleport_weight(split, schedule, u2))).sum(-1)
+    total = float(stay.sum())
+    poisson, tail = poisson_series(total, tol)
+    n = np.arange(poisson.numel())
+    powers = np.exp(n * np.log(np.maximum(dprime, 1e-300))[..., None] - gammaln(n + 1))
+    W = ((w * lam * np.exp(-(b - u)))[..., None] * powers).sum((0, 1))
+    return poisson, torch.as_tensor(W), math.exp(-((b - a) - total)), tail
+
+
+def _split_series(
+    split: TeleportSplit, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float
+) -> tuple[Tensor, float]:
+    """``P v`` for ``F_t = (1 - lam) K_t + lam pi_t 1^T`` over ``count`` pieces with ``K`` frozen.
+
+    By Duhamel's formula, and because ``P`` keeps column sums, ``P = R + c 1^T`` where
+    ``R`` is the flow without teleports, ``e^{-int lam}`` times the ``K``-chain run for
+    ``Lambda' = int (1 - lam)`` (short: ``lam`` nears 1 as noise grows), and ``c`` is
+    one column, the law after the last teleport. On each piece ``lam`` and ``pi``
+    enter through exact scalar integrals; only ``K`` is frozen at the midpoint, so
+    the rule stays symmetric (even error expansion, as in :func:`_frozen_series`).
+    """
+    edges = np.linspace(ls, lt, count + 1)
+    taus = schedule.Lambda_inv(torch.as_tensor(0.5 * (edges[1:] + edges[:-1])).clamp_max(schedule.Lambda_max))
+    pieces = [(_piece_weights(split, schedule, a, b, tol), float(tau), b - a)
+              for a, b, tau in zip(edges[:-1], edges[1:], taus)]
+    bound = sum(scalars[3] * (1 + length) for scalars, _, length in pieces)
+    rest = v.new_zeros(v.shape[0], 0) if transpose else v
+    c = v.new_zeros(v.shape[0], 1)
+    for (poisson, W, keep, _), tau, _ in pieces:
+        n = rest.shape[1] + 1
+        weights = torch.cat([poisson[:, None].expand(-1, n), W[:, None]], 1)
+        cur = torch.cat([rest, c, split.column(tau).to(v)[:, None]], 1)
+        out = _power_sum(split.inner.apply, cur, weights, tau)
+        rest, c = keep * out[:, :-2], keep * out[:, -2:-1] + out[:, -1:]
+    if not transpose:
+        return rest + c @ v.sum(0, keepdim=True), bound
+    out = v
+    for (poisson, _, keep, _), tau, _ in reversed(pieces):
+        out = keep * _power_sum(split.inner.apply_T, out, poisson, tau)
+    return out + c.T @ v, bound
+
+
 def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> Tensor:
     """``c = int_{ls}^{lt} e^{-(lt - u)} pi(Lambda^{-1}(u)) du`` (composite Gauss-Legendre)."""
     if not kernel.time_dependent:
@@ -95,6 +175,14 @@ def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> 
         for u, w, tau in zip(us, _GL_WEIGHTS, taus):
             total += (0.5 * (b - a) * w * math.exp(-(lt - u))) * kernel.pi(tau)
     return total
+
+
+def closed_form(kernel: Kernel, schedule: Schedule, s: float, t: float) -> tuple[float, Tensor]:
+    """``P_{s->t} = keep I + c 1^T`` for a column-constant kernel: ``(keep, c [m])``."""
+    if not kernel.column_constant:
+        raise ValueError(f"method='closed' needs a column-constant kernel; {kernel!r} is not")
+    ls, lt = float(schedule.Lambda(s)), float(schedule.Lambda(t))
+    return math.exp(-(lt - ls)), _closed_column(kernel, schedule, ls, lt)
 
 
 def _dense(kernel: Kernel, schedule: Schedule, v: Tensor, ls: float, lt: float, transpose: bool) -> Tensor:
@@ -128,7 +216,7 @@ def transition(
     transpose: bool = False,
     method: str = "auto",
     tol: float = 1e-12,
-    step: float = 0.1,
+    step: Optional[float] = None,
     richardson: bool = True,
     return_bound: bool = False,
 ) -> Union[Tensor, tuple[Tensor, float]]:
@@ -137,7 +225,8 @@ def transition(
     With ``return_bound=True`` also returns the truncation bound: the summed Poisson
     tail mass of the series (0 for the dense and closed methods, whose error is
     solver/quadrature round-off; it excludes the piecewise-freezing error, which the
-    tests measure).
+    tests measure). ``step`` is the longest frozen piece in Lambda: default 0.1, or
+    0.5 for kernels with a teleport split (module docstring).
     """
     s_, t_ = float(as_time(s, "s")), float(as_time(t, "t"))
     if s_ > t_:
@@ -148,21 +237,26 @@ def transition(
         method = "closed" if kernel.column_constant else "dense" if kernel.m <= DENSE_AUTO_LIMIT else "series"
     bound = 0.0
     if method == "closed":
-        if not kernel.column_constant:
-            raise ValueError(f"method='closed' needs a column-constant kernel; {kernel!r} is not")
-        c = _closed_column(kernel, schedule, ls, lt).to(v.device).unsqueeze(1)
-        keep = math.exp(-(lt - ls))
+        keep, c = closed_form(kernel, schedule, s_, t_)
+        c = c.to(v.device).unsqueeze(1)
         out = keep * v + (c @ v.sum(0, keepdim=True) if not transpose else (c.T @ v).expand_as(v))
     elif method == "dense":
         out = _dense(kernel, schedule, v, ls, lt, transpose)
     elif method == "series":
-        count = max(1, math.ceil((lt - ls) / step - 1e-12))
-        if kernel.time_dependent and richardson:
-            coarse, b1 = _frozen_series(kernel, schedule, v, ls, lt, count, transpose, tol)
-            fine, b2 = _frozen_series(kernel, schedule, v, ls, lt, 2 * count, transpose, tol)
+        split = kernel.teleport_split()
+        if split is None:
+            frozen, varying = _frozen_series, kernel.time_dependent
+        else:
+            frozen, varying, kernel = _split_series, split.inner.time_dependent, split
+        if step is None:
+            step = DEFAULT_STEP if split is None else DEFAULT_SPLIT_STEP
+        count = max(1, math.ceil((lt - ls) / step - 1e-12)) if varying else 1
+        if varying and richardson:
+            coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
+            fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, tol)
             out, bound = (4 * fine - coarse) / 3, (4 * b2 + b1) / 3
         else:
-            out, bound = _frozen_series(kernel, schedule, v, ls, lt, count, transpose, tol)
+            out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
     else:
         raise ValueError(f"method must be 'auto', 'closed', 'dense' or 'series'; got {method!r}")
     return (out, bound) if return_bound else out

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .kernels import Mask
+from .operators import closed_form
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
@@ -38,25 +38,30 @@ def one_hot_columns(tokens: Tensor, m: int) -> Tensor:
 
 def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: Any) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
-    ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``)."""
+    ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``;
+    ``r = P_{0->s}^T g``)."""
     uniq, where = torch.unique(xt, return_inverse=True)
-    e = one_hot_columns(uniq, process.m)
-    r = process.transition(e, 0.0, t, transpose=True, **op)
-    g = process.transition(e, s, t, transpose=True, **op)
+    g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, **op)
+    r = process.transition(g, 0.0, s, transpose=True, **op) if s > 0 else g
     return where, r, g
+
+
+def _unreachable() -> ValueError:
+    return ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
 
 
 def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
     """``p_theta(x_s = . | x_t)`` for positions ``xt [n]`` with clean-token laws
     ``mu [n, m]`` (probabilities, rows summing to 1); returns ``[n, m]`` float64.
-    ``op`` is passed to :func:`gdds.operators.transition` (method, tol, step)."""
+    ``op`` is passed to :func:`gdds.operators.transition` (method, tol, step); for
+    column-constant kernels the closed form is used unless ``op`` names another method."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"a reverse step needs 0 <= s < t <= 1; got s={s}, t={t}")
     n, m = mu.shape
     if xt.shape != (n,) or m != process.m:
         raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
-    if isinstance(process.kernel, Mask):
-        return _mask_step(process, mu, xt, s, t)
+    if process.kernel.column_constant and op.get("method", "auto") in ("auto", "closed"):
+        return _column_constant_step(process, mu, xt, s, t)
     where, r, g = _per_token(process, xt, s, t, **op)
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
     chunk = max(1, CHUNK_FLOATS // m)
@@ -66,7 +71,7 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
         mm = mu[idx].to(torch.float64).T * (rr > 0)
         total = mm.sum(0, keepdim=True)
         if (total <= 0).any():
-            raise ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
+            raise _unreachable()
         ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
         out[idx] = (g[:, where[idx]] * w).T
@@ -76,24 +81,46 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     return out / out.sum(-1, keepdim=True)
 
 
-def _mask_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
-    """The same step in closed form for the absorbing kernel: an unmasked token stays;
-    from the mask, ``p(y) = mu(y) (a_s - a_t) / (1 - a_t)`` for ``y != mask`` and the
-    rest of the mass stays on the mask (``a = alpha``)."""
-    mask_id = process.kernel.mask_id
-    a_s, a_t = float(process.schedule.alpha(s)), float(process.schedule.alpha(t))
+def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
+    """The same step in closed form for ``F_t = pi_t 1^T`` (mask, uniform, hybrids), where
+    ``P_{a->b} = k_ab I + c_ab 1^T``: ``r = k_0t e_x + c_0t[x] 1``, ``g = k_st e_x + c_st[x] 1``,
+    ``w = k_0s rho + c_0s (1^T rho)`` with ``rho = mu / r``; ``O(m)`` per position."""
+    ops = [closed_form(process.kernel, process.schedule, a, b) for a, b in ((0.0, t), (s, t), (0.0, s))]
+    ops = [(k, c.to(mu.device)) for k, c in ops]
+    # A state no jump can reach (c_0t[x] = 0, e.g. an unmasked token) has only itself as
+    # a possible origin and keeps its value: those rows are one-hot, at no O(m) cost.
+    stays = ops[0][1][xt] <= 0
+    if (mu[stays, xt[stays]] <= 0).any():
+        raise _unreachable()
+    if not stays.any():
+        return _moving_rows(mu, xt, *ops)
     out = torch.zeros(mu.shape, dtype=torch.float64, device=mu.device)
-    kept = xt != mask_id
-    if (mu[kept, xt[kept]] <= 0).any():
-        raise ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
-    out[kept, xt[kept]] = 1.0
-    rows = mu[~kept].to(torch.float64)
-    rows = rows / rows.sum(-1, keepdim=True)
-    stay = rows[:, mask_id] + (1 - rows[:, mask_id]) * (1 - a_s) / (1 - a_t)
-    rows = rows * ((a_s - a_t) / (1 - a_t))
-    rows[:, mask_id] = stay
-    out[~kept] = rows
+    out[stays, xt[stays]] = 1.0
+    moving = ~stays
+    if moving.any():
+        out[moving] = _moving_rows(mu[moving], xt[moving], *ops)
     return out
+
+
+def _moving_rows(mu: Tensor, xt: Tensor, p0t: tuple[float, Tensor], pst: tuple[float, Tensor],
+                 p0s: tuple[float, Tensor]) -> Tensor:
+    """Rows of :func:`_column_constant_step` for states ``x`` that jumps reach (``c_0t[x] > 0``):
+    every clean token can then produce ``x``, ``rho = mu / r`` is ``mu / c_0t[x]`` but at ``x``,
+    and the step is ``g_x (k_0s rho + c_0s sum(rho))`` plus ``k_st w_x`` at ``x``: per-row
+    scalars times ``mu`` and ``c_0s``."""
+    (k0t, c0t), (kst, cst), (k0s, c0s) = p0t, pst, p0s
+    rows = torch.arange(xt.numel(), device=mu.device)
+    mu = mu.to(torch.float64)
+    total = mu.sum(-1)
+    if (total <= 0).any():
+        raise _unreachable()
+    mx, cx, gx = mu[rows, xt], c0t[xt], cst[xt]
+    rho_x = mx / (total * (cx + k0t))
+    rho_sum = (total - mx) / (total * cx) + rho_x
+    out = torch.addcmul((gx * rho_sum)[:, None] * c0s[None, :], (gx * k0s / (total * cx))[:, None], mu)
+    out[rows, xt] = (gx + kst) * (k0s * rho_x + c0s[xt] * rho_sum)
+    out.clamp_min_(0.0)
+    return out / out.sum(-1, keepdim=True)
 
 
 def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:

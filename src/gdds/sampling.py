@@ -12,6 +12,7 @@ chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional
 
 import torch
@@ -42,14 +43,23 @@ def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[f
     raise ValueError(f"spacing must be 't' or 'lambda', got {spacing!r}")
 
 
+_UNIFORM_PRIORS: "weakref.WeakKeyDictionary[ForwardProcess, Tensor]" = weakref.WeakKeyDictionary()
+
+
 def reference_prior(process: ForwardProcess, reference: Optional[Tensor] = None) -> Tensor:
     """``p_1 = P_{0->1} pi_ref`` (``[m]`` float64): the law of ``x_1`` when the clean
-    token is drawn from ``reference`` (default: uniform over all ``m`` tokens)."""
+    token is drawn from ``reference`` (default: uniform over all ``m`` tokens, computed
+    once per process)."""
     m = process.m
+    if reference is None and process in _UNIFORM_PRIORS:
+        return _UNIFORM_PRIORS[process]
     ref = torch.full((m,), 1.0 / m, dtype=torch.float64) if reference is None else reference.to(torch.float64).cpu()
     if ref.shape != (m,) or (ref < 0).any() or abs(float(ref.sum()) - 1) > 1e-6:
         raise ValueError(f"reference must be a probability vector of length {m}")
-    return process.transition(ref[:, None], 0.0, 1.0)[:, 0].clamp_min(0.0)
+    prior = process.transition(ref[:, None].to(process.kernel.device), 0.0, 1.0)[:, 0].clamp_min(0.0).cpu()
+    if reference is None:
+        _UNIFORM_PRIORS[process] = prior
+    return prior
 
 
 def nucleus(probs: Tensor, top_p: float) -> Tensor:
@@ -141,6 +151,7 @@ def sample_renoise(
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
     grid = time_grid(process, steps)
     for t, s in zip(grid[:-1], grid[1:]):
-        x0_hat = categorical(denoiser(x, torch.full((num,), t, device=x.device)), generator)
+        logits = denoiser(x, torch.full((num,), t, device=x.device))
+        x0_hat = inverse_cdf(torch.softmax(logits.double(), dim=-1), generator)
         x = process.sample(x0_hat, s, generator=generator) if s > 0 else x0_hat
     return x

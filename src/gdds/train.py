@@ -1,4 +1,5 @@
-"""The training loop: snapshot objective, AdamW, warmup + cosine/constant LR,
+"""The training loop: any method of :mod:`gdds.methods` (the snapshot objective by
+default, or autoregressive), AdamW, warmup + cosine/constant LR,
 clipping, accumulation, EMA, bf16 autocast on GPU, DDP through ``torchrun``,
 periodic validation, verified atomic checkpoints and exact resume.
 
@@ -26,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
-from .build import Run, build_run
+from .build import Run, build_method, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
 from .distributed import (
     DistInfo,
@@ -37,10 +38,9 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
-from .objectives import sample_times, snapshot_cross_entropy
+from .objectives import snapshot_cross_entropy
 from .sampling import sample_renoise
 
-SNAPSHOT_CE_LABEL = "snapshot CE (not a likelihood)"
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
                   "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision"}
 
@@ -128,6 +128,7 @@ class Trainer:
         tc = self.cfg.train
         torch.manual_seed(self.cfg.seed)
         self.model = self.run.model.to(self.device)
+        self.method = build_method(self.run)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.dist.world > 1 else self.model)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
@@ -147,13 +148,13 @@ class Trainer:
 
     # ---- one optimisation step -------------------------------------------------------------
     def _micro_loss(self, x0_global: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Noise the global micro-batch (identically on every process), train on this shard."""
+        """Draw the inputs of the global micro-batch (noise: identically on every process),
+        train on this shard; the cross-entropy against ``x0`` means what the method says."""
         x0_global = x0_global.to(self.device)
-        t = sample_times(x0_global.shape[0], self.cfg.process.t_min, generator, self.device)
-        xt = self.run.process.sample(x0_global, t, generator=generator)
+        inputs = self.method.inputs(x0_global, generator)
         shard = slice(self.dist.rank, None, self.dist.world)
         with torch.autocast(**self.autocast):
-            logits = self.ddp(xt[shard], t[shard])
+            logits = self.ddp(*(a[shard] for a in inputs))
         ce = snapshot_cross_entropy(logits, x0_global[shard])
         return ce.sum(), ce.numel()
 
@@ -186,8 +187,9 @@ class Trainer:
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, split: str = "valid") -> dict[str, Any]:
-        """Snapshot CE on the first ``eval_batches`` batches of a split, with fixed noise
-        (EMA weights when enabled). Not a likelihood: see ``gdds.likelihood``."""
+        """The method's loss on the first ``eval_batches`` batches of a split, with fixed
+        noise (EMA weights when enabled): the snapshot CE is not a likelihood (see
+        ``gdds.likelihood``); the autoregressive NLL is exact."""
         data = getattr(self.run, split)
         batch = self.cfg.train.batch_size // self.cfg.train.grad_accum
         n = min(len(data), batch * self.cfg.train.eval_batches)
@@ -204,17 +206,22 @@ class Trainer:
                 stats += torch.stack([loss_sum, torch.tensor(float(count), device=self.device)])
         self.model.train()
         all_reduce_sum(stats, self.dist)
-        return {f"{split}_snapshot_ce": float(stats[0] / stats[1]), "metric": SNAPSHOT_CE_LABEL,
+        return {f"{split}_{self.method.metric}": float(stats[0] / stats[1]), "metric": self.method.label,
                 "weights": "ema" if self.ema is not None else "raw", "tokens": int(stats[1])}
 
     @torch.no_grad()
     def generate(self, num: int, steps: int = 64) -> list[str]:
-        """``num`` texts from the APPROXIMATE renoise sampler (``gdds.sampling``), EMA weights."""
+        """``num`` texts with EMA weights: from the APPROXIMATE renoise sampler
+        (``gdds.sampling``) for diffusion, by exact ancestral sampling for ``ar``."""
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
         self.model.eval()
         ctx = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with ctx, torch.autocast(**self.autocast):
-            ids = sample_renoise(self.run.process, self.model, num, self.cfg.data.seq_len, steps, gen, self.device)
+            if self.cfg.method == "ar":
+                ids = self.model.generate(num, self.cfg.data.seq_len, gen)
+            else:
+                ids = sample_renoise(self.run.process, self.model, num, self.cfg.data.seq_len, steps, gen,
+                                     self.device)
         self.model.train()
         return [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
@@ -241,7 +248,7 @@ class Trainer:
 
     def load(self, folder: Path) -> None:
         saved = ck.read_json(folder / "run.json")
-        if saved != self.run.identity():
+        if not self.run.matches(saved):
             raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up "
                                      f"(tokenizer, vocabulary, process or model): {saved} != {self.run.identity()}")
         ck.load_module(self.model, ck.load_tensors(folder / "model.safetensors"), f"{folder}/model.safetensors")
@@ -274,7 +281,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) -> dict[str, Any]:
     """Train until ``train.max_steps``; return the last training and validation records,
-    the checkpoint path and ``samples`` texts from the approximate renoise sampler."""
+    the checkpoint path and ``samples`` texts (:meth:`Trainer.generate`) with their sampler."""
     run_dir = Path(run_dir)
     try:
         device = resolve_device(cfg.train.device)
@@ -298,6 +305,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         if info.main:
             result["checkpoint"] = str(ck.latest_checkpoint(run_dir))
             result["samples"] = trainer.generate(samples) if samples else []
+            result["sampler"] = ("exact ancestral sampler (autoregressive)" if cfg.method == "ar"
+                                 else "APPROXIMATE renoise sampler")
         return result
     finally:
         shutdown(info)

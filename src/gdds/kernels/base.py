@@ -17,7 +17,8 @@ closed-form noising and marginals.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -65,6 +66,17 @@ def exclusion_mask(m: int, exclude: Optional[Sequence[int] | Tensor]) -> Optiona
     return mask
 
 
+@dataclass
+class TeleportSplit:
+    """A kernel written as ``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T``: ``inner`` is
+    ``K``, ``weight`` maps times ``[n]`` (float64) to ``lam [n]``, ``column(t)`` is
+    ``pi_t`` (``[m]`` float64)."""
+
+    inner: "Kernel"
+    weight: Callable[[Tensor], Tensor]
+    column: Callable[[float], Tensor]
+
+
 class Kernel:
     """Base class of jump kernels. See the module docstring for the contract."""
 
@@ -103,6 +115,12 @@ class Kernel:
                 return nxt[:, 0]
             v = nxt
         raise RuntimeError(f"stationary distribution did not converge in {max_iter} iterations")
+
+    def teleport_split(self) -> Optional["TeleportSplit"]:
+        """``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T`` with ``K_t`` not column-constant,
+        when the kernel has that form (``None`` otherwise). The transition operators
+        then move the rank-one part into closed form (see :mod:`gdds.operators`)."""
+        return None
 
     def dense(self, t: float = 0.0) -> Tensor:
         """The matrix ``F_t`` itself (``[m, m]`` float64); only for ``m <= DENSE_LIMIT``."""
@@ -169,18 +187,17 @@ class SparseColumns:
         counts = torch.bincount(rows, minlength=self.m)
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
-    def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        """``(F, F^T)`` as float64 CSR tensors for edge values ``values``."""
+    def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
+        """``F`` (or ``F^T``) as a float64 CSR tensor for edge values ``values``."""
         values = values.to(torch.float64)
+        ptr, cols, order = (self.src_ptr, self.dst, self.by_src) if transpose else (self.dst_ptr, self.src, self.by_dst)
         with warnings.catch_warnings():  # "sparse CSR support is in beta" is noise here
             warnings.simplefilter("ignore", UserWarning)
-            F = torch.sparse_csr_tensor(
-                self.dst_ptr, self.src[self.by_dst], values[self.by_dst], (self.m, self.m), check_invariants=False
-            )
-            FT = torch.sparse_csr_tensor(
-                self.src_ptr, self.dst[self.by_src], values[self.by_src], (self.m, self.m), check_invariants=False
-            )
-        return F, FT
+            return torch.sparse_csr_tensor(ptr, cols[order], values[order], (self.m, self.m), check_invariants=False)
+
+    def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F, F^T)`` as float64 CSR tensors for edge values ``values``."""
+        return self.matrix(values), self.matrix(values, transpose=True)
 
     @property
     def device(self) -> torch.device:

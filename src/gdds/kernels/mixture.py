@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .base import Kernel, check_vectors, inverse_cdf
+from .base import Kernel, TeleportSplit, check_vectors, inverse_cdf
 from .mask import Mask, Uniform
 
 Weight = Union[float, Callable[[Tensor], Tensor]]
@@ -83,6 +83,26 @@ class Mixture(Kernel):
         if not self.column_constant:
             return super().pi(t)
         return self._weighted(t, [k.pi(t).to(self.device) for k in self.kernels])
+
+    def teleport_split(self) -> Optional[TeleportSplit]:
+        """Exactly one component that is not column-constant is ``K``; the others
+        together are the rank-one part ``lam(t) pi_t 1^T``."""
+        constant = [i for i, k in enumerate(self.kernels) if k.column_constant]
+        if not constant or len(constant) != len(self.kernels) - 1:
+            return None
+        (inner,) = [k for k in self.kernels if not k.column_constant]
+
+        def weight(t: Tensor) -> Tensor:
+            return self.weights(t)[:, constant].sum(1)
+
+        def column(t: float) -> Tensor:
+            w = self.weights(torch.tensor([float(t)], dtype=torch.float64))[0, constant]
+            if w.sum() <= 0:  # no teleport at this time: any law will do, it is weighted by 0
+                w = torch.ones_like(w)
+            pis = [self.kernels[i].pi(t).to(self.device) for i in constant]
+            return sum(wi * p for wi, p in zip((w / w.sum()).tolist(), pis))
+
+        return TeleportSplit(inner, weight, column)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kernels!r})"

@@ -49,7 +49,7 @@ class TemperedKNN(Kernel):
         self.b = float(b)
         self.time_dependent = self.b != 0.0
         self._edges: SparseColumns | None = None  # built on first apply / apply_T
-        self._cache: tuple[float, Tensor, Tensor] | None = None
+        self._cache: dict[bool, tuple[float, Tensor]] = {}  # direction -> (frozen time, CSR matrix)
 
     def exponent(self, t: Tensor) -> Tensor:
         """Tempering exponent ``alpha(t) ** b = exp(-b Lambda(t))``."""
@@ -78,23 +78,25 @@ class TemperedKNN(Kernel):
         F[self.neighbours, torch.arange(self.m, device=self.device)[:, None]] = self.probs(t)
         return F
 
-    def _matrices(self, t: float) -> tuple[Tensor, Tensor]:
+    def _matrix(self, t: float, transpose: bool) -> Tensor:
+        """The frozen ``F_t`` (or ``F_t^T``) as CSR; the last one of each direction is kept."""
         key = float(t) if self.time_dependent else 0.0
-        if self._cache is None or self._cache[0] != key:
+        cached = self._cache.get(transpose)
+        if cached is None or cached[0] != key:
             if self._edges is None:
                 src = torch.arange(self.m, device=self.device).repeat_interleave(self.neighbours.shape[1])
                 self._edges = SparseColumns(src, self.neighbours.reshape(-1), self.m)
-            self._cache = (key, *self._edges.matrices(self.probs(key).reshape(-1)))
-        return self._cache[1], self._cache[2]
+            cached = self._cache[transpose] = (key, self._edges.matrix(self.probs(key).reshape(-1), transpose))
+        return cached[1]
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
-        return self._matrices(t)[0] @ check_vectors(v, self.m)
+        return self._matrix(t, False) @ check_vectors(v, self.m).contiguous()
 
     def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
-        return self._matrices(t)[1] @ check_vectors(v, self.m)
+        return self._matrix(t, True) @ check_vectors(v, self.m).contiguous()
 
     def to(self, device: torch.device | str) -> "TemperedKNN":
-        self._cache = None
+        self._cache = {}
         return super().to(device)
 
 

@@ -1,4 +1,6 @@
-"""Denoiser networks: ``(x_t [B, L], t [B]) -> logits [B, L, m]`` (SPEC section 1, 4)."""
+"""Networks: the denoiser ``(x_t [B, L], t [B]) -> logits [B, L, m]`` (SPEC section 1, 4)
+and the autoregressive baseline on the same blocks."""
+from .causal import CausalLM
 from .dit import PRESETS, DiT, DiTConfig
 
-__all__ = ["DiT", "DiTConfig", "PRESETS"]
+__all__ = ["CausalLM", "DiT", "DiTConfig", "PRESETS"]

@@ -8,6 +8,8 @@ form MDLM (Sahoo et al., 2024) uses for text:
 - token embedding ``embed`` (no learned positions), rotary position embeddings
   (Su et al., 2021) on queries and keys, bidirectional attention through
   ``torch.nn.functional.scaled_dot_product_attention`` (no mask);
+  ``DiTConfig(causal=True)`` makes the attention causal instead (SDPA's ``is_causal``),
+  which the autoregressive baseline :class:`gdds.models.causal.CausalLM` builds on;
 - time conditioning: sinusoidal features of ``1000 t`` -> MLP -> ``c`` (width
   ``cond_width``); each block is pre-norm attention and MLP whose norms are
   modulated by ``shift, scale`` and whose residual branches are multiplied by a
@@ -76,6 +78,7 @@ class DiTConfig:
     tie_weights: bool = False
     mlp_ratio: int = 4
     rope_base: float = 10000.0
+    causal: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "layers", "width", "heads", "cond_width", "max_len", "mlp_ratio"):
@@ -83,8 +86,9 @@ class DiTConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise ValueError(f"DiTConfig.{name} must be a positive integer; got {value!r}")
             setattr(self, name, int(value))
-        if not isinstance(self.tie_weights, bool):
-            raise ValueError(f"DiTConfig.tie_weights must be True or False; got {self.tie_weights!r}")
+        for name in ("tie_weights", "causal"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DiTConfig.{name} must be True or False; got {getattr(self, name)!r}")
         for name in ("dropout", "rope_base"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), numbers.Real):
                 raise ValueError(f"DiTConfig.{name} must be a number; got {getattr(self, name)!r}")
@@ -171,12 +175,13 @@ class Rotary(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention with rotary queries and keys."""
+    """Multi-head self-attention with rotary queries and keys; bidirectional unless ``config.causal``."""
 
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.heads = config.heads
         self.dropout = config.dropout
+        self.causal = config.causal
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.proj = nn.Linear(config.width, config.width, bias=False)
 
@@ -184,7 +189,9 @@ class SelfAttention(nn.Module):
         B, L, W = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
         q, k = rotary(q), rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal
+        )
         return self.proj(y.transpose(1, 2).reshape(B, L, W))
 
 
@@ -326,13 +333,15 @@ class DiT(nn.Module):
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token (forward + backward), SPEC section 7's convention:
         ``6 N + 12 layers width seq_len`` with ``N`` the non-embedding parameters, the head
-        counted (it is a matmul even when tied). The attention term is full (bidirectional).
+        counted (it is a matmul even when tied). The attention term is full (bidirectional),
+        or halved to ``6 layers width seq_len`` when ``config.causal`` (half the score matrix).
         The adaLN and time-MLP parameters act once per sequence but are counted per token,
         as the convention does (under 6% of ``N`` for ``small``)."""
         n = self.num_parameters(exclude_embeddings=True)
         if self.config.tie_weights:
             n += self.head.weight.numel()
-        return 6 * n + 12 * self.config.layers * self.config.width * seq_len
+        attention = 12 * self.config.layers * self.config.width * seq_len
+        return 6 * n + (attention // 2 if self.config.causal else attention)
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters() / 1e6:.2f}M parameters"
