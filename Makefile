@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench install clean
+.PHONY: demo test test-slow lint bench compare install clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/noising.py --out results/bench
 	$(PY) benchmarks/train.py --out results/bench
+
+# The paper's comparison on the embedded corpus (slow: about 45 minutes on 2 CPU cores).
+compare: $(STAMP)
+	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
+		--num-samples 4 --judge ar --zero-shot kjv train.progress=false
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -31,7 +31,7 @@ from .data import (
     tokenize_documents,
 )
 from .data.dataset import TokenArray
-from .methods import Autoregressive, Method, Snapshot
+from .methods import Autoregressive, ContinuousELBO, Method, Snapshot
 from .models import CausalLM, DiT, DiTConfig
 from .process import ForwardProcess
 from .schedules import SCHEDULES, Schedule
@@ -217,4 +217,9 @@ def build_method(run: Run) -> Method:
     """The training method of ``run.cfg.method`` (:mod:`gdds.methods`)."""
     if run.cfg.method == "ar":
         return Autoregressive()
+    if run.cfg.method == "elbo":
+        try:
+            return ContinuousELBO(run.process, run.cfg.process.t_min)
+        except ValueError as exc:
+            raise ConfigError(f"method: {exc}") from exc
     return Snapshot(run.process, run.cfg.process.t_min)

@@ -255,6 +255,47 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    from .compare import METHODS
+
+    p = subparsers.add_parser("compare", help="train every method on one footing and evaluate them the same way",
+                              description="Train each method (same data, backbone, optimizer, steps and tokens: "
+                              "one base preset plus the method's overrides) into OUT/<method>, evaluate each with "
+                              "the same bound, samples, judge and zero-shot corpora, and write OUT/compare.json "
+                              "and OUT/compare.md. Finished runs are reused, interrupted ones resumed. Methods: "
+                              + "; ".join(f"{k} = {' '.join(v)}" for k, v in METHODS.items()))
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--base", default="demo", help="preset or YAML every method starts from (default demo)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--steps", type=int, default=128, help="T of the bound (default 128)")
+    p.add_argument("--sequences", type=int, default=16, help="validation blocks per bound (default 16)")
+    p.add_argument("--sample-steps", type=int, nargs="+", default=[32])
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
+    p.add_argument("--zero-shot", nargs="*", default=[], metavar="CORPUS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
+    p.set_defaults(run=_run_compare, parser=p)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, markdown
+    from .config import ConfigError
+
+    parser: argparse.ArgumentParser = args.parser
+    if args.steps < 1 or args.sequences < 2 or min(args.sample_steps) < 1 or args.num_samples < 1:
+        parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
+    try:
+        result = compare(args.out, args.methods, args.base, args.overrides, args.steps, args.sequences,
+                         args.sample_steps, args.num_samples, args.judge, args.zero_shot, args.seed,
+                         log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    print(markdown(result))
+    print(f"wrote {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gdds`` parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -266,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_eval(subparsers)
+    _add_compare(subparsers)
     return parser
 
 

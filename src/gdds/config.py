@@ -80,7 +80,7 @@ class TrainConfig:
 @dataclass
 class Config:
     seed: int = 0
-    method: str = "gdds"  # gdds (snapshot objective, any process) or ar (autoregressive; process unused)
+    method: str = "gdds"  # gdds (snapshot objective, any process), elbo (MDLM/UDLM/GIDD), ar (autoregressive)
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -109,7 +109,7 @@ class Config:
     def validate(self) -> None:
         """Check choices and ranges that the field types alone do not express."""
         choices = {
-            "method": (self.method, ("gdds", "ar")),
+            "method": (self.method, ("gdds", "elbo", "ar")),
             "data.tokenizer": (self.data.tokenizer, ("char", "wordpiece", "gpt2", "bpe")),
             "data.packing": (self.data.packing, ("wrap", "pad")),
             "process.schedule": (self.process.schedule, ("loglinear", "linear", "cosine", "exponential", "geometric")),

@@ -7,6 +7,10 @@ network's inputs and how the per-token cross-entropy against ``x0`` is labelled:
 - ``gdds`` (:class:`Snapshot`): ``t ~ U[t_min, 1]`` stratified over the batch,
   ``x_t ~ q_t(.|x0)`` by exact uniformization, inputs ``(x_t, t)``; the loss is the
   snapshot cross-entropy of SPEC section 1, **not a likelihood**.
+- ``elbo`` (:class:`ContinuousELBO`): the same inputs, trained on the integrand
+  of the continuous-time ELBO (:mod:`gdds.elbo`) for column-constant kernels: MDLM
+  with ``process.kernel: mask``, UDLM with ``uniform``, GIDD-style with ``hybrid``.
+  The loss leaves out the prior term and ``t < t_min``: a training loss, not a bound.
 - ``ar`` (:class:`Autoregressive`): inputs ``x0`` itself, read causally by
   :class:`gdds.models.causal.CausalLM`; the loss is the exact negative
   log-likelihood per token, ``-log p(x_i | x_<i)``.
@@ -16,17 +20,19 @@ not depend on the number of processes (see :mod:`gdds.train`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .objectives import sample_times
+from .elbo import elbo_integrand
+from .objectives import sample_times, snapshot_cross_entropy
 from .process import ForwardProcess
 
 SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 AR_LABEL = "exact NLL (autoregressive)"
-METHODS = ("gdds", "ar")
+ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a training loss, not a bound)"
+METHODS = ("gdds", "elbo", "ar")
 
 
 class Method:
@@ -41,6 +47,10 @@ class Method:
         """The network's positional arguments for the clean batch ``x0 [B, L]``."""
         raise NotImplementedError
 
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        """Per-position loss ``[B, L]``; by default the cross-entropy of ``x0``."""
+        return snapshot_cross_entropy(logits, x0)
+
 
 class Snapshot(Method):
     name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
@@ -52,6 +62,20 @@ class Snapshot(Method):
     def inputs(self, x0: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, ...]:
         t = sample_times(x0.shape[0], self.t_min, generator, x0.device)
         return self.process.sample(x0, t, generator=generator), t
+
+
+class ContinuousELBO(Snapshot):
+    name, metric, label = "elbo", "elbo_integrand", ELBO_LABEL
+
+    def __init__(self, process: ForwardProcess, t_min: float):
+        if not process.kernel.column_constant:
+            raise ValueError(f"method elbo needs a column-constant kernel (mask, uniform, hybrid); got "
+                             f"{process.kernel!r}")
+        super().__init__(process, max(t_min, 1e-6))
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        xt, t = inputs
+        return elbo_integrand(self.process, logits, xt, x0, t)
 
 
 class Autoregressive(Method):

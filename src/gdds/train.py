@@ -38,7 +38,6 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
-from .objectives import snapshot_cross_entropy
 from .sampling import sample_renoise
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
@@ -149,14 +148,14 @@ class Trainer:
     # ---- one optimisation step -------------------------------------------------------------
     def _micro_loss(self, x0_global: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
         """Draw the inputs of the global micro-batch (noise: identically on every process),
-        train on this shard; the cross-entropy against ``x0`` means what the method says."""
+        train on this shard with the method's per-token loss."""
         x0_global = x0_global.to(self.device)
         inputs = self.method.inputs(x0_global, generator)
         shard = slice(self.dist.rank, None, self.dist.world)
         with torch.autocast(**self.autocast):
             logits = self.ddp(*(a[shard] for a in inputs))
-        ce = snapshot_cross_entropy(logits, x0_global[shard])
-        return ce.sum(), ce.numel()
+        loss = self.method.token_loss(logits, x0_global[shard], [a[shard] for a in inputs])
+        return loss.sum(), loss.numel()
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
