@@ -21,11 +21,9 @@ from .config import Config, load_config
 from .data import load_corpus, tokenize_documents
 from .distributed import resolve_device
 from .likelihood import nll_bound, summarize
-from .methods import AR_LABEL
+from .methods import AR_LABEL, SNAPSHOT_LABEL
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample
-
-SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 
 
 @dataclass

@@ -32,7 +32,6 @@ from .process import ForwardProcess
 SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 AR_LABEL = "exact NLL (autoregressive)"
 ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a training loss, not a bound)"
-METHODS = ("gdds", "elbo", "ar")
 
 
 class Method:
