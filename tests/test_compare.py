@@ -34,5 +34,10 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert "| mdlm | method=elbo process.kernel=mask |" in table and "(exact)" in table
     assert (tmp_path / "compare.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(args) == 0  # a second call evaluates the finished runs without retraining
-    assert capsys.readouterr().err.count("not retrained") == 2
+    assert main(args) == 0  # a second call reuses the finished runs and their evaluations
+    err = capsys.readouterr().err
+    assert err.count("not retrained") == 2 and err.count("not repeated") == 2
+    again = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert all(again[n]["report"] == result["rows"][n]["report"] for n in again)
+    assert main([*args[:-len(SHARED)], "--num-samples", "3", *SHARED]) == 0  # other settings: evaluated again
+    assert "not repeated" not in capsys.readouterr().err

@@ -54,6 +54,24 @@ def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
     return time.perf_counter() - tic
 
 
+def _evaluated(run_dir: Path, settings: dict[str, Any], steps: int, log: Callable[[str], None],
+               evaluate_run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation report of ``run_dir``, reused from ``compare_eval.json`` when it was
+    made with the same ``settings`` on the same finished run, else computed and saved."""
+    cache = run_dir / "compare_eval.json"
+    key = {**settings, "step": steps}
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            log(f"{run_dir.name}: evaluation with these settings found, not repeated")
+            return saved["report"]
+    log(f"{run_dir.name}: evaluating")
+    report = evaluate_run(run_dir)
+    text = json.dumps({"key": key, "report": report}, indent=1)
+    write_atomically(cache, lambda fh: fh.write(text.encode()))
+    return report
+
+
 def compare(out: Path, methods: Sequence[str], base: str = "demo", overrides: Sequence[str] = (),
             bound_steps: int = 128, sequences: int = 16, sample_steps: Sequence[int] = (32,),
             num_samples: int = 4, judge: Optional[str] = None, zero_shot: Sequence[str] = (),
@@ -68,11 +86,13 @@ def compare(out: Path, methods: Sequence[str], base: str = "demo", overrides: Se
         if "ar" not in configs:
             raise ValueError("--judge ar needs the ar method in the comparison")
         judge = str(out / "ar")
+    settings = {"bound_steps": bound_steps, "sequences": sequences, "sample_steps": list(sample_steps),
+                "num_samples": num_samples, "judge": judge, "zero_shot": list(zero_shot), "seed": seed}
     rows = {}
     for name in methods:
-        log(f"{name}: evaluating")
-        report = evaluate(load_run(out / name), bound_steps, sequences, sample_steps, num_samples, judge,
-                          zero_shot, seed, log=log)
+        report = _evaluated(out / name, settings, configs[name].train.max_steps, log,
+                            lambda run_dir: evaluate(load_run(run_dir), bound_steps, sequences, sample_steps,
+                                                     num_samples, judge, zero_shot, seed, log=log))
         rows[name] = {"report": report, "train_seconds_this_call": train_s[name],
                       "tokens": configs[name].train.max_steps * configs[name].train.batch_size
                       * configs[name].data.seq_len}
