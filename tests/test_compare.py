@@ -16,7 +16,7 @@ def test_methods_share_everything_but_the_method():
     for cfg in cfgs.values():
         for section in ("data", "model", "train"):
             assert cfg[section] == cfgs["ar"][section]
-    assert {cfg["method"] for cfg in cfgs.values()} == {"gdds", "elbo", "ar"}
+    assert {cfg["method"] for cfg in cfgs.values()} == {"gdds", "elbo", "jump", "campbell", "ar"}
     with pytest.raises(ValueError, match="unknown method"):
         method_config("tiny", "bert")
 

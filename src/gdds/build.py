@@ -31,8 +31,8 @@ from .data import (
     tokenize_documents,
 )
 from .data.dataset import TokenArray
-from .methods import Autoregressive, ContinuousELBO, Method, Snapshot
-from .models import CausalLM, DiT, DiTConfig
+from .methods import Autoregressive, Campbell, ContinuousELBO, JumpState, Method, Snapshot
+from .models import CausalLM, DiT, DiTConfig, TwoStream
 from .process import ForwardProcess
 from .schedules import SCHEDULES, Schedule
 
@@ -148,14 +148,15 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
 
 
 def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: str = "gdds") -> nn.Module:
-    """The DiT denoiser, or for ``method="ar"`` the same blocks as a causal LM."""
+    """The DiT denoiser; for ``method="ar"`` the same blocks as a causal LM, for
+    ``method="campbell"`` the two-stream network of the same size."""
     overrides = {k: getattr(mc, k) for k in ("layers", "width", "heads", "cond_width", "dropout", "tie_weights")
                  if getattr(mc, k) is not None}
     try:
         config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method == "ar", **overrides)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from exc
-    return CausalLM(config) if method == "ar" else DiT(config)
+    return {"ar": CausalLM, "campbell": TwoStream}.get(method, DiT)(config)
 
 
 @dataclass
@@ -217,9 +218,8 @@ def build_method(run: Run) -> Method:
     """The training method of ``run.cfg.method`` (:mod:`gdds.methods`)."""
     if run.cfg.method == "ar":
         return Autoregressive()
-    if run.cfg.method == "elbo":
-        try:
-            return ContinuousELBO(run.process, run.cfg.process.t_min)
-        except ValueError as exc:
-            raise ConfigError(f"method: {exc}") from exc
-    return Snapshot(run.process, run.cfg.process.t_min)
+    kind = {"elbo": ContinuousELBO, "jump": JumpState, "campbell": Campbell}.get(run.cfg.method, Snapshot)
+    try:
+        return kind(run.process, run.cfg.process.t_min)
+    except ValueError as exc:
+        raise ConfigError(f"method: {exc}") from exc

@@ -29,6 +29,8 @@ METHODS: dict[str, list[str]] = {
     "mdlm": ["method=elbo", "process.kernel=mask"],
     "udlm": ["method=elbo", "process.kernel=uniform"],
     "gidd": ["method=elbo", "process.kernel=hybrid", "process.kernel_args={uniform_weight: 0.2}"],
+    "jump-mask": ["method=jump", "process.kernel=mask"],
+    "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
 }
 

@@ -80,7 +80,9 @@ class TrainConfig:
 @dataclass
 class Config:
     seed: int = 0
-    method: str = "gdds"  # gdds (snapshot objective, any process), elbo (MDLM/UDLM/GIDD), ar (autoregressive)
+    # gdds (snapshot objective, any process), elbo (MDLM/UDLM/GIDD), jump (path-wise jump-state loss,
+    # column-constant), campbell (its Campbell estimator, two-stream network, any process), ar (autoregressive)
+    method: str = "gdds"
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -109,7 +111,7 @@ class Config:
     def validate(self) -> None:
         """Check choices and ranges that the field types alone do not express."""
         choices = {
-            "method": (self.method, ("gdds", "elbo", "ar")),
+            "method": (self.method, ("gdds", "elbo", "jump", "campbell", "ar")),
             "data.tokenizer": (self.data.tokenizer, ("char", "wordpiece", "gpt2", "bpe")),
             "data.packing": (self.data.packing, ("wrap", "pad")),
             "process.schedule": (self.process.schedule, ("loglinear", "linear", "cosine", "exponential", "geometric")),

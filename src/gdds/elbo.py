@@ -30,7 +30,7 @@ from .operators import closed_form
 from .process import ForwardProcess
 
 
-def _per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``k [B]``, ``c [B, m]``, ``pi [B, m]`` and ``beta [B]`` (float64) at the times ``t [B]``."""
     kernel, sched = process.kernel, process.schedule
     ks, cs, pis = [], [], []
@@ -55,7 +55,7 @@ def elbo_integrand(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tens
                          f"{tuple(xt.shape)}, {tuple(x0.shape)}, {tuple(t.shape)}")
     if ((t <= 0) | (t > 1)).any():
         raise ValueError("the ELBO integrand needs times in (0, 1]")
-    k, c, pi, beta = _per_time(process, t)            # float64: k, beta [B]; c, pi [B, m]
+    k, c, pi, beta = per_time(process, t)            # float64: k, beta [B]; c, pi [B, m]
     logp = torch.log_softmax(logits.float(), dim=-1)  # [B, L, m] float32
     k, beta = k[:, None], beta[:, None]
     cx = c.gather(1, xt)                      # c[x]        [B, L]

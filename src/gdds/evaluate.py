@@ -17,11 +17,11 @@ from torch import Tensor
 from . import checkpoint as ck
 from .atomic import write_atomically
 from .build import Run, build_run, pack_blocks
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .data import load_corpus, tokenize_documents
 from .distributed import resolve_device
 from .likelihood import nll_bound, summarize
-from .methods import AR_LABEL, SNAPSHOT_LABEL
+from .methods import AR_LABEL, SNAPSHOT_LABEL, denoiser
 from .objectives import sample_times, snapshot_cross_entropy
 from .sampling import sample
 
@@ -36,10 +36,13 @@ class LoadedRun:
 
     def denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
         """The model as a float32 denoiser ``(x_t, t) -> logits`` (no autocast)."""
-        model = self.run.model
+        try:
+            net = denoiser(self.cfg.method, self.run.model, self.run.process)
+        except ValueError as exc:
+            raise ConfigError(f"{self.cfg.method} run: {exc}") from exc
 
         def call(xt: Tensor, t: Tensor) -> Tensor:
-            return model(xt.to(self.device), t.to(self.device, torch.float32)).float()
+            return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
 
         return call
 
@@ -136,6 +139,8 @@ def evaluate(lr: LoadedRun, steps: int = 64, sequences: int = 32, sample_steps: 
     from .judge import per_sample_entropy, unigram_entropy
 
     ar = lr.cfg.method == "ar"
+    if not ar:
+        lr.denoiser()  # fails early for a model that cannot generate
     report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights, "method": lr.cfg.method}
     if ar:
         log(f"exact NLL of {sequences} validation sequences")

@@ -11,27 +11,40 @@ network's inputs and how the per-token cross-entropy against ``x0`` is labelled:
   of the continuous-time ELBO (:mod:`gdds.elbo`) for column-constant kernels: MDLM
   with ``process.kernel: mask``, UDLM with ``uniform``, GIDD-style with ``hybrid``.
   The loss leaves out the prior term and ``t < t_min``: a training loss, not a bound.
+- ``jump`` (:class:`JumpState`): the same inputs; the network output is read as
+  the reverse jump kernel ``J_theta(z | x_t)`` and trained on the path-wise loss of
+  the jump-states parametrization (:mod:`gdds.pathwise`), column-constant kernels.
+- ``campbell`` (:class:`Campbell`): one uniformization path per sequence, every jump
+  a query of the two-stream network (:mod:`gdds.models.two_stream`); the loss is the
+  Campbell estimate of the same path-wise loss, any kernel.
 - ``ar`` (:class:`Autoregressive`): inputs ``x0`` itself, read causally by
   :class:`gdds.models.causal.CausalLM`; the loss is the exact negative
   log-likelihood per token, ``-log p(x_i | x_<i)``.
+
+Jump-state models (``jump``, ``campbell``) generate only for the mask kernel, where
+the true reverse exit rates are known (:func:`denoiser`).
 
 The network's inputs are drawn for the whole (global) micro-batch, so training does
 not depend on the number of processes (see :mod:`gdds.train`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .elbo import elbo_integrand
 from .objectives import sample_times, snapshot_cross_entropy
+from .pathwise import PathBatch, campbell_batch, campbell_loss, jump_denoiser, jump_state_loss
 from .process import ForwardProcess
 
 SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 AR_LABEL = "exact NLL (autoregressive)"
 ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a training loss, not a bound)"
+JUMP_LABEL = "path-wise jump-state loss, t in [t_min, 1], theta-free terms left out (a training loss, not a bound)"
+CAMPBELL_LABEL = ("Campbell estimate of the path-wise jump-state loss, jumps at t >= t_min, theta-free terms left "
+                  "out (a training loss, not a bound)")
 
 
 class Method:
@@ -45,6 +58,10 @@ class Method:
     def inputs(self, x0: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, ...]:
         """The network's positional arguments for the clean batch ``x0 [B, L]``."""
         raise NotImplementedError
+
+    def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
+        """The part of ``inputs`` the network is called with (by default all of it)."""
+        return inputs
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         """Per-position loss ``[B, L]``; by default the cross-entropy of ``x0``."""
@@ -75,6 +92,47 @@ class ContinuousELBO(Snapshot):
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         xt, t = inputs
         return elbo_integrand(self.process, logits, xt, x0, t)
+
+
+class JumpState(Snapshot):
+    name, metric, label = "jump", "jump_state_loss", JUMP_LABEL
+
+    def __init__(self, process: ForwardProcess, t_min: float):
+        if not process.kernel.column_constant:
+            raise ValueError(f"method jump needs q_t(.|x0) in closed form (a column-constant kernel: mask, "
+                             f"uniform, hybrid); got {process.kernel!r}: use method campbell")
+        super().__init__(process, max(t_min, 1e-6))
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        xt, t = inputs
+        return jump_state_loss(self.process, logits, xt, x0, t)
+
+
+class Campbell(Method):
+    name, metric, label = "campbell", "campbell_loss", CAMPBELL_LABEL
+
+    def __init__(self, process: ForwardProcess, t_min: float):
+        self.process = process
+        self.t_min = t_min
+
+    def inputs(self, x0: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, ...]:
+        return campbell_batch(self.process, x0, self.t_min, generator).astuple()
+
+    def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
+        return inputs[:6]
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        return campbell_loss(logits, PathBatch(*inputs), x0.shape[1])
+
+
+def denoiser(method: str, model: torch.nn.Module, process: ForwardProcess) -> Callable[[Tensor, Tensor], Tensor]:
+    """The trained network of ``method`` as a denoiser ``(x_t, t) -> logits or log-probs`` of
+    the clean token; jump-state models through :func:`gdds.pathwise.jump_denoiser`
+    (ValueError unless the kernel is the mask)."""
+    logits = model.snapshot if method == "campbell" else model
+    if method in ("jump", "campbell"):
+        return jump_denoiser(process, logits)
+    return logits
 
 
 class Autoregressive(Method):

@@ -38,6 +38,7 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
+from .methods import denoiser
 from .sampling import sample_renoise
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
@@ -152,9 +153,10 @@ class Trainer:
         x0_global = x0_global.to(self.device)
         inputs = self.method.inputs(x0_global, generator)
         shard = slice(self.dist.rank, None, self.dist.world)
+        inputs = [a[shard] for a in inputs]
         with torch.autocast(**self.autocast):
-            logits = self.ddp(*(a[shard] for a in inputs))
-        loss = self.method.token_loss(logits, x0_global[shard], [a[shard] for a in inputs])
+            logits = self.ddp(*self.method.model_args(inputs))
+        loss = self.method.token_loss(logits, x0_global[shard], inputs)
         return loss.sum(), loss.numel()
 
     def train_step(self) -> dict[str, float]:
@@ -211,7 +213,13 @@ class Trainer:
     @torch.no_grad()
     def generate(self, num: int, steps: int = 64) -> list[str]:
         """``num`` texts with EMA weights: from the APPROXIMATE renoise sampler
-        (``gdds.sampling``) for diffusion, by exact ancestral sampling for ``ar``."""
+        (``gdds.sampling``) for diffusion, by exact ancestral sampling for ``ar``; none
+        for a jump-state model that cannot generate (see :func:`gdds.methods.denoiser`)."""
+        if self.cfg.method != "ar":
+            try:
+                net = denoiser(self.cfg.method, self.model, self.run.process)
+            except ValueError:
+                return []
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
         self.model.eval()
         ctx = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
@@ -219,7 +227,7 @@ class Trainer:
             if self.cfg.method == "ar":
                 ids = self.model.generate(num, self.cfg.data.seq_len, gen)
             else:
-                ids = sample_renoise(self.run.process, self.model, num, self.cfg.data.seq_len, steps, gen,
+                ids = sample_renoise(self.run.process, net, num, self.cfg.data.seq_len, steps, gen,
                                      self.device)
         self.model.train()
         return [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]

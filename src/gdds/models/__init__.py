@@ -2,5 +2,6 @@
 and the autoregressive baseline on the same blocks."""
 from .causal import CausalLM
 from .dit import PRESETS, DiT, DiTConfig
+from .two_stream import TwoStream
 
-__all__ = ["CausalLM", "DiT", "DiTConfig", "PRESETS"]
+__all__ = ["CausalLM", "DiT", "DiTConfig", "PRESETS", "TwoStream"]

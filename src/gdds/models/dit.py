@@ -169,7 +169,15 @@ class Rotary(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Rotate ``x`` of shape ``[B, heads, L, head_dim]`` by its positions (float32 math)."""
         length = x.shape[-2]
-        cos, sin = self.cos[:length].float(), self.sin[:length].float()
+        return self._rotate(x, self.cos[:length], self.sin[:length])
+
+    def at(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x [B, heads, N, head_dim]`` by given ``positions [B, N]``."""
+        return self._rotate(x, self.cos[positions][:, None], self.sin[positions][:, None])
+
+    @staticmethod
+    def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        cos, sin = cos.float(), sin.float()
         x1, x2 = x.float().chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 

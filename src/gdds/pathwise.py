@@ -1,0 +1,163 @@
+"""Path-wise objectives of the jump-states parametrization (paper section 4.2; issue 5).
+
+The network does not predict the clean token; it predicts where the reverse chain
+jumps. ``J_theta(z | x_t, t)`` is a distribution over destinations ``z != x`` (the
+current token ``x`` is excluded), and the reverse exit rates are kept fixed at
+their true values, so the model's reverse rate is ``lambda_bar(x) J_theta(z | x)``.
+Against the reverse CTMC conditioned on ``x0`` (rates ``R(x -> z | x0) =
+Q_t[x, z] q_t(z | x0) / q_t(x | x0)``, forward rate ``Q_t[x, z] = beta_t F_t[x, z]``
+from ``z`` into ``x``) the path-wise negative ELBO is, up to terms free of
+``theta``, the weighted cross-entropy (paper, path-wise ELBO proposition)
+
+    L = int_0^1 E_{x_t ~ q_t(.|x0)} [ lambda(x_t | x0) CE(J(. | x_t, x0), J_theta(. | x_t)) ] dt
+      = int_0^1 E [ sum_{z != x_t} R(x_t -> z | x0) (-log J_theta(z | x_t)) ] dt.           (JS)
+
+Two estimators of ``(JS)`` restricted to ``t >= t_min``:
+
+- :func:`jump_state_loss`: ``t ~ U[t_min, 1]`` and the integrand in closed form; it
+  needs ``q_t(.|x0)``, so column-constant kernels only (mask, uniform, hybrids),
+  where ``q = k e_{x0} + c`` and ``R(x -> z | x0) = beta pi_t[x] q[z] / q[x]``.
+- the Campbell estimator (:func:`campbell_batch`, :func:`campbell_loss`): since
+  ``q_t(x | x0) R(x -> z | x0) = q_t(z | x0) Q_t[x, z]``, Campbell's formula turns
+  ``(JS)`` into the expected sum over the jumps ``z -> x`` (at times ``tau``) of one
+  forward path of ``-log J_theta(z | X_tau, tau)``: each jump's pre-jump token is
+  predicted from the post-jump sequence. It needs only the uniformization path
+  (:meth:`gdds.process.ForwardProcess.sample` with ``full_path``), so any kernel.
+
+Generation needs the true unconditional reverse exit rate, which is known only for
+the absorbing (mask) kernel: ``beta alpha / (1 - alpha)`` at a masked position and
+0 elsewhere. There ``J_theta(. | mask)`` is exactly the clean-token posterior, so a
+jump-state model of the mask process is sampled and bounded like any denoiser
+(:func:`jump_denoiser`); for other kernels these models train but cannot generate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .elbo import per_time
+from .kernels.mask import Mask
+from .process import ForwardProcess
+
+END = 2.0  # the end time of a piece that lasts to the end of the path (any value > 1)
+
+
+def jump_log_probs(logits: Tensor, xt: Tensor) -> Tensor:
+    """``log J_theta(. | x_t)``: the log-softmax of ``logits [..., m]`` over ``z != x_t``
+    (float32; the current token gets ``-inf``)."""
+    own = torch.nn.functional.one_hot(xt, logits.shape[-1]).bool()
+    return torch.log_softmax(logits.float().masked_fill(own, -torch.inf), dim=-1)
+
+
+def jump_state_loss(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+    """The integrand of ``(JS)`` per position, ``[B, L]``, for a column-constant kernel:
+    ``beta pi[x] / q[x] * sum_{z != x} q[z] (-log J_theta(z | x))`` with ``x = x_t``."""
+    if not process.kernel.column_constant:
+        raise ValueError(f"the closed-form jump-state loss needs q_t(.|x0) in closed form (mask, uniform, "
+                         f"hybrid); got {process.kernel!r}: use the Campbell estimator (method: campbell)")
+    k, c, pi, beta = per_time(process, t)                     # k, beta [B]; c, pi [B, m] (float64)
+    logj = jump_log_probs(logits, xt)                         # [B, L, m]
+    nll = torch.where(torch.isinf(logj), torch.zeros_like(logj), -logj)  # z = x contributes nothing
+    cross = (c.float()[:, None, :] * nll).sum(-1) + k.float()[:, None] * nll.gather(-1, x0[..., None])[..., 0]
+    q_x = c.gather(1, xt) + k[:, None] * (xt == x0)
+    rate = beta[:, None] * pi.gather(1, xt)
+    weight = torch.where(rate > 0, rate / q_x.clamp_min(1e-300), torch.zeros_like(rate))
+    return (weight.float() * cross)
+
+
+@dataclass
+class PathBatch:
+    """One forward path per sequence as *pieces* and *queries* (all ``[B, P]`` / ``[B, Q]``).
+
+    Piece ``p``: token ``tokens[p]`` held at position ``positions[p]`` on ``[start, end)``
+    (padding: ``start = end = inf``). Query ``q``: the jump of position ``q_pos`` at
+    time ``q_time`` from ``q_target`` (pre-jump) to ``q_current`` (post-jump);
+    ``q_valid`` marks real queries (padding has ``q_time = 0``).
+    """
+
+    tokens: Tensor
+    positions: Tensor
+    start: Tensor
+    end: Tensor
+    q_pos: Tensor
+    q_time: Tensor
+    q_target: Tensor
+    q_current: Tensor
+    q_valid: Tensor
+
+    def model_inputs(self) -> tuple[Tensor, ...]:
+        """The arguments of :class:`gdds.models.two_stream.TwoStream`."""
+        return self.tokens, self.positions, self.start, self.end, self.q_pos, self.q_time
+
+    def astuple(self) -> tuple[Tensor, ...]:
+        return (*self.model_inputs(), self.q_target, self.q_current, self.q_valid)
+
+
+def _compact(keep: Tensor, *fields: Tensor, fill: tuple) -> list[Tensor]:
+    """Move the ``keep`` entries of each row to the front (in order) and cut to the longest row."""
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    width = max(int(keep.sum(1).max()), 1)
+    order = order[:, :width]
+    kept = keep.gather(1, order)
+    return [torch.where(kept, f.gather(1, order), torch.full_like(f[:, :width], v)) for f, v in zip(fields, fill)]
+
+
+def campbell_batch(process: ForwardProcess, x0: Tensor, t_min: float = 0.0,
+                   generator: Optional[torch.Generator] = None) -> PathBatch:
+    """Simulate one forward path on ``(0, 1]`` per sequence of ``x0 [B, L]`` and lay it out
+    for the two-stream network; queries are the real jumps (token changes) at times
+    ``>= t_min``."""
+    B, L = x0.shape
+    _, info = process.sample(x0, 1.0, full_path=True, generator=generator)
+    states = torch.cat((x0[..., None], info.states), dim=-1)                 # [B, L, 1 + K]
+    times = torch.cat((torch.zeros_like(info.times[..., :1]), info.times), dim=-1)
+    prev = torch.cat((x0[..., None], states[..., :-1]), dim=-1)  # the state before each slot (slot 0: x0)
+    real = states != prev
+    real[..., 0] = True                                                         # the initial piece
+    real &= states >= 0
+    start = torch.where(real, times, torch.full_like(times, torch.inf))
+    # A piece ends where the next real piece of its position starts.
+    after = torch.cat((start[..., 1:], torch.full_like(start[..., :1], END)), dim=-1)
+    end = torch.flip(torch.cummin(torch.flip(after, [-1]), dim=-1).values, [-1]).clamp_max(END)
+    pos = torch.arange(L, device=x0.device)[None, :, None].expand_as(states)
+    flat = [a.reshape(B, -1) for a in (real, states, pos, start, end)]
+    tokens, positions, p_start, p_end = _compact(flat[0], *flat[1:], fill=(0, 0, torch.inf, torch.inf))
+    query = real.clone()
+    query[..., 0] = False
+    query &= times >= t_min
+    qflat = [a.reshape(B, -1) for a in (query, pos, times, prev, states)]
+    q_pos, q_time, q_target, q_current, q_valid = _compact(
+        qflat[0], *qflat[1:], qflat[0], fill=(0, 0.0, 0, 0, False))
+    return PathBatch(tokens, positions, p_start, p_end, q_pos, q_time, q_target, q_current, q_valid)
+
+
+def campbell_loss(logits: Tensor, batch: PathBatch, length: int) -> Tensor:
+    """The Campbell estimate per position, ``[B, length]``: the sum over the position's
+    jumps of ``-log J_theta(pre-jump token | post-jump sequence, tau)`` (``logits [B, Q, m]``
+    from the two-stream network)."""
+    logj = jump_log_probs(logits, batch.q_current)
+    nll = -logj.gather(-1, batch.q_target[..., None])[..., 0]
+    nll = torch.where(batch.q_valid, nll, torch.zeros_like(nll))
+    out = torch.zeros(nll.shape[0], length, dtype=nll.dtype, device=nll.device)
+    return out.scatter_add(1, batch.q_pos, nll)
+
+
+def jump_denoiser(process: ForwardProcess, logits_fn: Callable[[Tensor, Tensor], Tensor]
+                  ) -> Callable[[Tensor, Tensor], Tensor]:
+    """A jump-state model of the mask process as a clean-token denoiser: ``J_theta(. | mask)``
+    at masked positions, the token itself elsewhere (an unmasked token is clean)."""
+    kernel = process.kernel
+    if not isinstance(kernel, Mask):
+        raise ValueError(f"a jump-state model generates only where the true reverse exit rates are known "
+                         f"(the mask kernel); got {kernel!r}")
+
+    def call(xt: Tensor, t: Tensor) -> Tensor:
+        logj = jump_log_probs(logits_fn(xt, t), xt)
+        own = torch.nn.functional.one_hot(xt, logj.shape[-1]).bool()
+        clean = torch.where(own, torch.zeros_like(logj), torch.full_like(logj, -torch.inf))
+        return torch.where((xt == kernel.mask_id)[..., None], logj, clean)
+
+    return call
