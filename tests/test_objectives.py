@@ -74,3 +74,30 @@ def test_snapshot_loss_respects_mask():
     mask = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.bool)
     assert snapshot_loss(proc, zero_on_zero, x0, mask=mask).item() < 1e-6
     assert snapshot_loss(proc, zero_on_zero, x0).item() == pytest.approx(math.log(4) / 3, rel=1e-4)
+
+
+def test_snapshot_loss_is_unbiased_for_a_dense_kernel():
+    """A fixed table denoiser and a dense random kernel: the mean snapshot loss equals
+    ``int_{t_min}^1 sum_x q_t(x | x0) (-log mu(x0 | x, t)) dt / (1 - t_min)`` by quadrature."""
+    import numpy as np
+
+    from helpers import random_stochastic
+
+    m, x0_token, t_min = 5, 1, 0.1
+    proc = gdds.ForwardProcess(gdds.LogLinear(1e-3), K.Dense(random_stochastic(m, 11)))
+    table = torch.randn(m, m, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def denoiser(xt, t):
+        return (table[xt] * (1 + t.double()[:, None, None])).float()
+
+    u, w = np.polynomial.legendre.leggauss(32)
+    exact = 0.0
+    for t, wt in zip(t_min + (1 - t_min) * (u + 1) / 2, w / 2):
+        q = proc.marginal(torch.tensor([[x0_token]]), float(t))[0, 0]
+        logmu = torch.log_softmax(table * (1 + t), -1)[:, x0_token]
+        exact += wt * float(-(q * logmu).sum())
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.full((256, 64), x0_token)
+    losses = torch.tensor([snapshot_loss(proc, denoiser, x0, t_min=t_min, generator=g).item() for _ in range(40)])
+    se = losses.std().item() / math.sqrt(len(losses))
+    assert abs(losses.mean().item() - exact) < 4 * se + 1e-4 and se < 0.01 * exact, (losses.mean(), se, exact)

@@ -242,7 +242,7 @@ def predictor_pairs(problem: GapProblem) -> dict[str, tuple[SnapshotPredictor, P
 def markdown(rows: dict[str, dict[str, float]], times: Sequence[float]) -> str:
     """One row per (kernel, predictor pair): every term in nats per token, exact."""
     head = ["kernel", "snapshot / path predictor", "NLL path", "NLL snapshot", "gap", "IPG", "CG",
-            "H(x0|path)", "E_k H(x0|X_tk)"]
+            "entropy given path", "entropy given snapshot"]
     keys = ["nll_path", "nll_snapshot", "gap", "information_path_gap", "calibration_gap", "entropy_path",
             "entropy_snapshot"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
