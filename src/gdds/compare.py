@@ -146,7 +146,7 @@ def _headline(report: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """One row per method: bound (exact NLL for ar), snapshot CE, samples, judge, zero-shot."""
     zero = sorted({z for r in result["rows"].values() for z in r["report"]["zero_shot"]})
-    head = ["method", "overrides", f"valid NLL bound, T = {result['bound_steps']} (nats/token)",
+    head = ["method", "overrides", "parameters", f"valid NLL bound, T = {result['bound_steps']} (nats/token)",
             "snapshot CE (not a likelihood)", "sample unigram entropy", "gen. perplexity",
             *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -155,7 +155,7 @@ def markdown(result: dict[str, Any]) -> str:
         snap = rep["valid"].get("snapshot_ce")
         sample = rep["samples"][-1]
         gp = sample.get("generative_perplexity")
-        cells = [name, " ".join(result["methods"][name]), _headline(rep),
+        cells = [name, " ".join(result["methods"][name]), f"{rep['parameters'] / 1e6:.2f}M", _headline(rep),
                  f"{snap['nats_per_token']:.3f}" if snap else "—", f"{sample['unigram_entropy']:.3f}",
                  f"{gp['perplexity']:.1f}" if gp else "—",
                  *[f"{rep['zero_shot'][z]['nats_per_token']:.3f}" if z in rep["zero_shot"] else "—" for z in zero]]

@@ -141,7 +141,8 @@ def evaluate(lr: LoadedRun, steps: int = 64, sequences: int = 32, sample_steps: 
     ar = lr.cfg.method == "ar"
     if not ar:
         lr.denoiser()  # fails early for a model that cannot generate
-    report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights, "method": lr.cfg.method}
+    report: dict[str, Any] = {"checkpoint": str(lr.checkpoint), "weights": lr.weights, "method": lr.cfg.method,
+                              "parameters": sum(p.numel() for p in lr.run.model.parameters())}
     if ar:
         log(f"exact NLL of {sequences} validation sequences")
         report["valid"] = {"nll": bound_report(lr, lr.run.valid, sequences, steps, seed)}
