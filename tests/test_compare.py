@@ -41,3 +41,21 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert all(again[n]["report"] == result["rows"][n]["report"] for n in again)
     assert main([*args[:-len(SHARED)], "--num-samples", "3", *SHARED]) == 0  # other settings: evaluated again
     assert "not repeated" not in capsys.readouterr().err
+
+
+def test_a_signal_stops_the_whole_comparison(tmp_path):
+    """SIGTERM during the first method's training saves its checkpoint and ends the comparison
+    (exit 130) instead of going on to the next method; the same command then resumes it."""
+    import subprocess
+    import sys
+
+    from test_train import STOPPER
+
+    args = ["compare", "--out", str(tmp_path), "--base", "tiny", "--methods", "mdlm", "ar", "--steps", "2",
+            "--sequences", "2", "--sample-steps", "2", "--num-samples", "1",
+            *[a for a in SHARED if not a.startswith("train.max_steps")], "train.max_steps=8"]
+    proc = subprocess.run([sys.executable, "-c", STOPPER, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 130, proc.stderr
+    assert "stopped at step 5" in proc.stderr and not (tmp_path / "ar").exists()
+    assert main(args) == 0
+    assert json.loads((tmp_path / "compare.json").read_text())["rows"]["mdlm"]["report"]["valid"]["bound"]

@@ -279,7 +279,7 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from .compare import compare, markdown
+    from .compare import Interrupted, compare, markdown
     from .config import ConfigError
 
     parser: argparse.ArgumentParser = args.parser
@@ -291,6 +291,9 @@ def _run_compare(args: argparse.Namespace) -> int:
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
+    except Interrupted as exc:
+        print(f"gdds compare: {exc}", file=sys.stderr)
+        return 130
     print(markdown(result))
     print(f"wrote {args.out / 'compare.json'}, {args.out / 'compare.md'}")
     return 0

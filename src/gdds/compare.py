@@ -35,6 +35,10 @@ METHODS: dict[str, list[str]] = {
 }
 
 
+class Interrupted(RuntimeError):
+    """Training was stopped by a signal (its checkpoint is saved); the comparison stops too."""
+
+
 def method_config(base: str, name: str, overrides: Sequence[str] = ()) -> Config:
     """The configuration of method ``name`` on preset ``base`` with shared ``overrides``."""
     if name not in METHODS:
@@ -52,7 +56,10 @@ def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
         return 0.0
     log(f"{run_dir.name}: training {cfg.train.max_steps} steps")
     tic = time.perf_counter()
-    train(cfg, run_dir, resume=bool(done))
+    result = train(cfg, run_dir, resume=bool(done))
+    if "stopped_at" in result:
+        raise Interrupted(f"{run_dir.name}: stopped at step {result['stopped_at']} (checkpoint saved); "
+                                "run the same command again to resume the comparison")
     return time.perf_counter() - tic
 
 
