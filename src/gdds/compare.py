@@ -14,6 +14,7 @@ interrupted one is resumed, so a long comparison can be continued.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -59,8 +60,15 @@ def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
     result = train(cfg, run_dir, resume=bool(done))
     if "stopped_at" in result:
         raise Interrupted(f"{run_dir.name}: stopped at step {result['stopped_at']} (checkpoint saved); "
-                                "run the same command again to resume the comparison")
+                          "run the same command again to resume the comparison")
     return time.perf_counter() - tic
+
+
+def _throughput(run_dir: Path) -> float:
+    """Median training throughput (tokens/s) over the run's logged steps."""
+    rates = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+             if r.get("kind") == "train" and "tokens_per_s" in r]
+    return float(statistics.median(rates)) if rates else float("nan")
 
 
 def _evaluated(run_dir: Path, settings: dict[str, Any], steps: int, log: Callable[[str], None],
@@ -103,6 +111,7 @@ def compare(out: Path, methods: Sequence[str], base: str = "demo", overrides: Se
                             lambda run_dir: evaluate(load_run(run_dir), bound_steps, sequences, sample_steps,
                                                      num_samples, judge, zero_shot, seed, log=log))
         rows[name] = {"report": report, "train_seconds_this_call": train_s[name],
+                      "train_tokens_per_s": _throughput(out / name),
                       "tokens": configs[name].train.max_steps * configs[name].train.batch_size
                       * configs[name].data.seq_len}
     result = {"base": base, "overrides": list(overrides), "methods": {n: METHODS[n] for n in methods},
@@ -153,7 +162,7 @@ def _headline(report: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """One row per method: bound (exact NLL for ar), snapshot CE, samples, judge, zero-shot."""
     zero = sorted({z for r in result["rows"].values() for z in r["report"]["zero_shot"]})
-    head = ["method", "overrides", "parameters", f"valid NLL bound, T = {result['bound_steps']} (nats/token)",
+    head = ["method", "overrides", "parameters", "train tokens/s", f"valid NLL bound, T = {result['bound_steps']} (nats/token)",
             "snapshot CE (not a likelihood)", "sample unigram entropy", "gen. perplexity",
             *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -162,7 +171,8 @@ def markdown(result: dict[str, Any]) -> str:
         snap = rep["valid"].get("snapshot_ce")
         sample = rep["samples"][-1]
         gp = sample.get("generative_perplexity")
-        cells = [name, " ".join(result["methods"][name]), f"{rep['parameters'] / 1e6:.2f}M", _headline(rep),
+        cells = [name, " ".join(result["methods"][name]), f"{rep['parameters'] / 1e6:.2f}M",
+                 f"{row['train_tokens_per_s']:.0f}", _headline(rep),
                  f"{snap['nats_per_token']:.3f}" if snap else "—", f"{sample['unigram_entropy']:.3f}",
                  f"{gp['perplexity']:.1f}" if gp else "—",
                  *[f"{rep['zero_shot'][z]['nats_per_token']:.3f}" if z in rep["zero_shot"] else "—" for z in zero]]
