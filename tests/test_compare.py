@@ -23,9 +23,11 @@ def test_methods_share_everything_but_the_method():
 
 def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     args = ["compare", "--out", str(tmp_path), "--base", "tiny", "--methods", "mdlm", "ar", "--steps", "4",
-            "--sequences", "2", "--sample-steps", "2", "--num-samples", "2", "--judge", "ar", *SHARED]
+            "--sequences", "2", "--sample-steps", "2", "--num-samples", "2", "--judge", "ar", "--corpus",
+            "shakespeare", *SHARED]
     assert main(args) == 0
     result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["overrides"][-1] == "data.corpus=shakespeare"
     assert list(result["rows"]) == ["mdlm", "ar"] and result["judge"] == str(tmp_path / "ar")
     mdlm, ar = (result["rows"][n]["report"] for n in ("mdlm", "ar"))
     assert mdlm["valid"]["bound"]["steps"] == 4 and "nll" in ar["valid"]

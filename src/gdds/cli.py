@@ -266,6 +266,8 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
                               + "; ".join(f"{k} = {' '.join(v)}" for k, v in METHODS.items()))
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--base", default="demo", help="preset or YAML every method starts from (default demo)")
+    p.add_argument("--corpus", default=None, help="train every method on this corpus (data.corpus; default: "
+                   "the base preset's, the embedded Shakespeare for demo)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--steps", type=int, default=128, help="T of the bound (default 128)")
     p.add_argument("--sequences", type=int, default=16, help="validation blocks per bound (default 16)")
@@ -286,7 +288,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.sequences < 2 or min(args.sample_steps) < 1 or args.num_samples < 1:
         parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
     try:
-        result = compare(args.out, args.methods, args.base, args.overrides, args.steps, args.sequences,
+        overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
+        result = compare(args.out, args.methods, args.base, overrides, args.steps, args.sequences,
                          args.sample_steps, args.num_samples, args.judge, args.zero_shot, args.seed,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
     except (ConfigError, ValueError) as exc:
