@@ -42,7 +42,7 @@ bench: $(STAMP)
 # The paper's comparison on the embedded corpus (slow: about 45 minutes on 2 CPU cores).
 compare: $(STAMP)
 	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
-		--num-samples 4 --judge ar --zero-shot kjv train.progress=false
+		--num-samples 4 --judge ar --zero-shot kjv -- train.progress=false
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -61,3 +61,9 @@ def test_a_signal_stops_the_whole_comparison(tmp_path):
     assert "stopped at step 5" in proc.stderr and not (tmp_path / "ar").exists()
     assert main(args) == 0
     assert json.loads((tmp_path / "compare.json").read_text())["rows"]["mdlm"]["report"]["valid"]["bound"]
+
+
+def test_an_override_after_zero_shot_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", str(tmp_path), "--base", "tiny", "--zero-shot", "kjv", "train.progress=false"])
+    assert "looks like an override" in capsys.readouterr().err and not any(tmp_path.iterdir())

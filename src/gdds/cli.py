@@ -237,6 +237,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_eval, parser=p)
 
 
+def _check_corpora(parser: argparse.ArgumentParser, corpora: Sequence[str]) -> None:
+    """Refuse a ``--zero-shot`` name that is an override swallowed by the option's list."""
+    for name in corpora:
+        if "=" in name:
+            parser.error(f"--zero-shot got {name!r}, which looks like an override: put overrides before "
+                         "--zero-shot or end the list with --")
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, load_run, markdown, write_report
 
@@ -245,6 +253,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
     if args.sample_length is not None and args.sample_length < 1:
         parser.error("--sample-length must be >= 1")
+    _check_corpora(parser, args.zero_shot)
     lr = load_run(args.run_dir)
     report = evaluate(lr, args.steps, args.sequences, args.sample_steps, args.num_samples, args.judge,
                       args.zero_shot, args.seed, args.sample_length,
@@ -274,7 +283,8 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-steps", type=int, nargs="+", default=[32])
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
-    p.add_argument("--zero-shot", nargs="*", default=[], metavar="CORPUS")
+    p.add_argument("--zero-shot", nargs="*", default=[], metavar="CORPUS",
+                   help="e.g. kjv wikipedia (end the list with -- before overrides)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
     p.set_defaults(run=_run_compare, parser=p)
@@ -287,6 +297,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.steps < 1 or args.sequences < 2 or min(args.sample_steps) < 1 or args.num_samples < 1:
         parser.error("--steps, --sample-steps and --num-samples must be >= 1 and --sequences >= 2")
+    _check_corpora(parser, args.zero_shot)
     try:
         overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
         result = compare(args.out, args.methods, args.base, overrides, args.steps, args.sequences,
