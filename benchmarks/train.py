@@ -12,6 +12,7 @@ For each preset measured (CPU: ``tiny`` and ``demo``; CUDA when available:
 Run from the repository root::
 
     python benchmarks/train.py [--out DIR] [--steps N] [--repeats N] [--device cpu|cuda|auto]
+    python benchmarks/train.py --methods gdds-mask mdlm jump-mask campbell-mask ar   # per method, demo preset
 
 Writes ``DIR/train.json`` (default ``results/bench``) atomically and prints a table.
 """
@@ -29,6 +30,7 @@ import torch
 
 from common import machine_info, synchronize, timed, versions, write_json
 from gdds.build import build_run
+from gdds.compare import METHODS
 from gdds.config import load_config
 from gdds.distributed import DistInfo
 from gdds.objectives import sample_times
@@ -63,12 +65,14 @@ def measure(preset: str, overrides: list[str], device: torch.device, steps: int,
                 trainer.run.process.sample(x0, t, generator=gen)
             synchronize(device.type)
 
-        noise_s = [timed(noise_steps)[1] / steps for _ in range(repeats)]
+        has_process = trainer.run.process is not None
+        noise_s = [timed(noise_steps)[1] / steps for _ in range(repeats)] if has_process else [float("nan")]
     step, noise = statistics.median(step_s), statistics.median(noise_s)
     tokens = cfg.train.batch_size * cfg.data.seq_len
     model = trainer.model
     return {
         "preset": preset,
+        "method": cfg.method,
         "settings": {"overrides": overrides, "batch_size": cfg.train.batch_size, "seq_len": cfg.data.seq_len,
                      "vocab_size": model.config.vocab_size, "model": model.config.to_dict(),
                      "parameters": model.num_parameters(), "kernel": trainer.run.kernel_identity["repr"],
@@ -80,8 +84,9 @@ def measure(preset: str, overrides: list[str], device: torch.device, steps: int,
         "noising_s_median": noise,
         "noising_share": noise / step,
         "noising_share_target": f"<= {NOISE_SHARE_TARGET}",
-        "noising_share_pass": noise / step <= NOISE_SHARE_TARGET if device.type == "cpu" else None,
-        "model_tflops": model.flops_per_token(cfg.data.seq_len) * tokens / step / 1e12,
+        "noising_share_pass": noise / step <= NOISE_SHARE_TARGET if device.type == "cpu" and has_process else None,
+        "model_tflops": (model.flops_per_token(cfg.data.seq_len) * tokens / step / 1e12
+                         if hasattr(model, "flops_per_token") else None),
     }
 
 
@@ -92,6 +97,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--presets", nargs="*", default=None, help="CPU presets to measure (default: tiny demo)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
+                        help="instead: the methods of `gdds compare` on the demo preset (writes train_methods.json)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be at least 1")
@@ -99,8 +106,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error("--device cuda: CUDA is not available on this machine")
     cpu = {} if args.device == "cuda" else {p: CPU_PRESETS.get(p, []) for p in (args.presets or CPU_PRESETS)}
     cuda = CUDA_PRESETS if args.device != "cpu" and torch.cuda.is_available() else {}
-    results = [measure(p, o, torch.device("cpu"), args.steps, args.repeats) for p, o in cpu.items()]
-    results += [measure(p, o, torch.device("cuda"), args.steps, args.repeats) for p, o in cuda.items()]
+    if args.methods:
+        cpu, cuda = {}, {}
+        device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+        results = [{"name": name, **measure("demo", METHODS[name], device, args.steps, args.repeats)}
+                   for name in args.methods]
+    else:
+        results = [measure(p, o, torch.device("cpu"), args.steps, args.repeats) for p, o in cpu.items()]
+        results += [measure(p, o, torch.device("cuda"), args.steps, args.repeats) for p, o in cuda.items()]
     report = {
         "benchmark": "train",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -110,14 +123,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         "results": results,
         "cuda_skipped_reason": None if cuda else "CUDA is not available (or --device cpu)",
     }
-    write_json(report, args.out / "train.json")
-    print(f"{'preset':<8} {'device':<6} {'vocab':>6} {'params':>11} {'tokens/s':>10} {'step (ms)':>10} "
+    path = args.out / ("train_methods.json" if args.methods else "train.json")
+    write_json(report, path)
+    print(f"{'run':<14} {'device':<6} {'vocab':>6} {'params':>11} {'tokens/s':>10} {'step (ms)':>10} "
           f"{'noising share':>14}")
     for r in results:
         s = r["settings"]
-        print(f"{r['preset']:<8} {s['device']:<6} {s['vocab_size']:>6} {s['parameters']:>11,} "
+        print(f"{r.get('name', r['preset']):<14} {s['device']:<6} {s['vocab_size']:>6} {s['parameters']:>11,} "
               f"{r['tokens_per_s_median']:>10,.0f} {1e3 * r['step_s_median']:>10.1f} {r['noising_share']:>13.2%}")
-    print(f"wrote {args.out / 'train.json'}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

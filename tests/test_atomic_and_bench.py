@@ -38,3 +38,17 @@ def test_noising_benchmark_quick_mode(tmp_path):
     assert set(noising) == {"semantic_knn", "mask_closed_form", "uniform_closed_form", "mask_uniformization"}
     assert all(row["tokens_per_s_median"] > 0 for row in noising.values())
     assert report["cuda"] is None and "tokens/s" in proc.stdout
+
+
+def test_training_benchmark_per_method(tmp_path):
+    """`benchmarks/train.py --methods`: one row per method of `gdds compare` on the demo preset
+    (the two-stream network and the autoregressive model included)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--methods", "campbell-mask", "ar", "--steps", "1",
+         "--repeats", "1", "--device", "cpu", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "train_methods.json").read_text())["results"]
+    assert [r["name"] for r in rows] == ["campbell-mask", "ar"] and [r["method"] for r in rows] == ["campbell", "ar"]
+    assert all(r["tokens_per_s_median"] > 0 for r in rows) and rows[1]["noising_share_pass"] is None
