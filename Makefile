@@ -39,7 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/noising.py --out results/bench
 	$(PY) benchmarks/train.py --out results/bench
 
-# The paper's comparison on the embedded corpus (slow: about 45 minutes on 2 CPU cores).
+# The paper's comparison on the embedded corpus (slow: about 1.5 hours on 2 CPU cores; finished runs and
+# evaluations are reused, so an interrupted run continues).
 compare: $(STAMP)
 	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
 		--num-samples 4 --judge ar --zero-shot kjv -- train.progress=false
