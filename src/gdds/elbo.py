@@ -44,6 +44,22 @@ def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor
             torch.stack(pis).to(device), sched.beta(t.double().cpu()).to(device))
 
 
+SPARSE_COLUMNS = 16  # at most this many tokens reachable by a jump (the mask: one): the sparse path of _log_w
+
+
+def _log_w(head: Tensor, logc: Tensor, log_s: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """``log w = logaddexp(head, log c + log S)`` as ``[B, L, m]`` and ``sum_z c[z] log w[z]``
+    as ``[B, L]``. When only a few tokens are reachable (``c`` zero elsewhere, as for the
+    mask) the ``logaddexp`` runs on those columns only: elsewhere ``log w = head``."""
+    cols = (c > 0).any(0).nonzero().flatten()
+    if cols.numel() > SPARSE_COLUMNS:
+        logw = torch.logaddexp(head, logc[:, None, :] + log_s)
+        # the floor only makes 0 * log 0 = 0 where c = 0
+        return logw, (c.float()[:, None, :] * logw.clamp_min(-1e30)).sum(-1)
+    part = torch.logaddexp(head[..., cols], logc[:, None, cols] + log_s)
+    return head.index_copy(-1, cols, part), (c[:, cols].float()[:, None, :] * part.clamp_min(-1e30)).sum(-1)
+
+
 def elbo_integrand(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tensor, t: Tensor) -> Tensor:
     """``I(x_t, t)`` of the module docstring per position: ``[B, L]``, differentiable in
     ``logits [B, L, m]``; ``xt, x0 [B, L]``, ``t [B]`` in ``(0, 1]``. Column-constant kernels only."""
@@ -69,13 +85,11 @@ def elbo_integrand(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tens
     # log w[z] = log((k / c[x]) mu[z] + c[z] S) in log space (no floor: the gradient never vanishes);
     # its z = x entry is wrong but only enters sums from which the z = x term is removed.
     logc = torch.where(c > 0, c.log(), -torch.inf).float()
-    logw = torch.logaddexp((k / cx).log().float()[..., None] + logp, logc[:, None, :] + S.log().float()[..., None])
+    logw, c_logw = _log_w((k / cx).log().float()[..., None] + logp, logc, S.log().float()[..., None], c)
     c0, k0 = c.gather(1, x0), k.expand_as(cx)
     q_x = c.gather(1, xt) + k * (xt == x0)
     sum_qlogq = torch.xlogy(c, c).sum(1, keepdim=True) - torch.xlogy(c0, c0) + torch.xlogy(c0 + k0, c0 + k0)
-    # sum_z q log w with q = c + k e_{x0}; the floor only makes 0 * log 0 = 0 where c = 0.
-    sum_qlogw = ((c.float()[:, None, :] * logw.clamp_min(-1e30)).sum(-1).double()
-                 + k * logw.gather(-1, x0[..., None])[..., 0].double())
+    sum_qlogw = c_logw.double() + k * logw.gather(-1, x0[..., None])[..., 0].double()  # q = c + k e_{x0}
     own_logw = logw.gather(-1, xt[..., None])[..., 0].double()
     q_x = q_x.clamp_min(1e-300)
     cross = (sum_qlogq - torch.xlogy(q_x, q_x)) - (sum_qlogw - q_x * own_logw)  # sum_{z != x} q log(q / w)
