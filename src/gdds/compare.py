@@ -34,7 +34,6 @@ METHODS: dict[str, list[str]] = {
     "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
 }
-COLUMN_CONSTANT = ("mask", "uniform", "hybrid")  # process.kernel values whose reports add a continuous-time bound
 
 
 class Interrupted(RuntimeError):
@@ -72,17 +71,12 @@ def _throughput(run_dir: Path) -> float:
     return float(statistics.median(rates)) if rates else float("nan")
 
 
-def _evaluated(run_dir: Path, settings: dict[str, Any], steps: int, continuous: bool, log: Callable[[str], None],
+def _evaluated(run_dir: Path, settings: dict[str, Any], steps: int, log: Callable[[str], None],
                evaluate_run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """The evaluation report of ``run_dir``, reused from ``compare_eval.json`` when it was
-    made with the same ``settings`` on the same finished run (and, for a column-constant
-    process, with the same continuous-time bound), else computed and saved."""
+    made with the same ``settings`` on the same finished run, else computed and saved."""
     cache = run_dir / "compare_eval.json"
     key = {**settings, "step": steps}
-    if continuous:
-        from .evaluate import CONTINUOUS_SAMPLES
-
-        key["continuous_samples"] = CONTINUOUS_SAMPLES
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
@@ -100,7 +94,7 @@ def compare(out: Path, methods: Sequence[str], base: str = "demo", overrides: Se
             num_samples: int = 4, judge: Optional[str] = None, zero_shot: Sequence[str] = (),
             seed: int = 0, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Train and evaluate ``methods``; write ``compare.json``, ``compare.md`` and ``compare.png`` into ``out``."""
-    from .evaluate import evaluate, load_run
+    from .evaluate import CONTINUOUS_SAMPLES, evaluate, load_run
 
     out = Path(out)
     configs = {name: method_config(base, name, overrides) for name in methods}
@@ -110,12 +104,11 @@ def compare(out: Path, methods: Sequence[str], base: str = "demo", overrides: Se
             raise ValueError("--judge ar needs the ar method in the comparison")
         judge = str(out / "ar")
     settings = {"bound_steps": bound_steps, "sequences": sequences, "sample_steps": list(sample_steps),
-                "num_samples": num_samples, "judge": judge, "zero_shot": list(zero_shot), "seed": seed}
+                "num_samples": num_samples, "judge": judge, "zero_shot": list(zero_shot), "seed": seed,
+                "continuous_samples": CONTINUOUS_SAMPLES}
     rows = {}
     for name in methods:
-        cfg = configs[name]
-        continuous = cfg.method != "ar" and cfg.process.kernel in COLUMN_CONSTANT
-        report = _evaluated(out / name, settings, cfg.train.max_steps, continuous, log,
+        report = _evaluated(out / name, settings, configs[name].train.max_steps, log,
                             lambda run_dir: evaluate(load_run(run_dir), bound_steps, sequences, sample_steps,
                                                      num_samples, judge, zero_shot, seed, log=log))
         rows[name] = {"report": report, "train_seconds_this_call": train_s[name],

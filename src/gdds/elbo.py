@@ -23,6 +23,8 @@ it is UDLM's integrand (tested against a dense computation of the rates).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -47,12 +49,20 @@ def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor
 SPARSE_COLUMNS = 16  # at most this many tokens reachable by a jump (the mask: one): the sparse path of _log_w
 
 
+def reachable_columns(c: Tensor) -> Optional[Tensor]:
+    """The tokens some jump can reach (``c [B, m] > 0`` in some row) when there are at most
+    ``SPARSE_COLUMNS`` of them (the mask: one), else ``None``: sums against ``c`` then need
+    only those columns of a ``[B, L, m]`` tensor."""
+    cols = (c > 0).any(0).nonzero().flatten()
+    return cols if cols.numel() <= SPARSE_COLUMNS else None
+
+
 def _log_w(head: Tensor, logc: Tensor, log_s: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """``log w = logaddexp(head, log c + log S)`` as ``[B, L, m]`` and ``sum_z c[z] log w[z]``
-    as ``[B, L]``. When only a few tokens are reachable (``c`` zero elsewhere, as for the
-    mask) the ``logaddexp`` runs on those columns only: elsewhere ``log w = head``."""
-    cols = (c > 0).any(0).nonzero().flatten()
-    if cols.numel() > SPARSE_COLUMNS:
+    as ``[B, L]``. When only a few tokens are reachable the ``logaddexp`` runs on those
+    columns only: elsewhere ``log w = head``."""
+    cols = reachable_columns(c)
+    if cols is None:
         logw = torch.logaddexp(head, logc[:, None, :] + log_s)
         # the floor only makes 0 * log 0 = 0 where c = 0
         return logw, (c.float()[:, None, :] * logw.clamp_min(-1e30)).sum(-1)

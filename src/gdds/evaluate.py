@@ -70,6 +70,15 @@ def _rows(n_blocks: int, count: int) -> np.ndarray:
     return np.arange(min(n_blocks, count))
 
 
+def _per_sequence(blocks: Any, sequences: int, batch: int, estimate: Callable[[Tensor], Tensor]
+                  ) -> tuple[Tensor, Tensor]:
+    """``estimate`` (``x0 [b, L] -> [b]`` nats) over the first ``sequences`` blocks in batches of
+    ``batch``: the estimates and the tokens of each sequence, for :func:`summarize`."""
+    rows = _rows(len(blocks), sequences)
+    est = torch.cat([estimate(blocks.batch(rows[a:a + batch])) for a in range(0, len(rows), batch)])
+    return est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
+
+
 @torch.no_grad()
 def bound_report(lr: LoadedRun, blocks: Any, sequences: int, steps: int, seed: int = 0,
                  batch: int = 8, **op: Any) -> dict[str, Any]:
@@ -77,19 +86,15 @@ def bound_report(lr: LoadedRun, blocks: Any, sequences: int, steps: int, seed: i
     (upper bounds). For an autoregressive run: its exact NLL (``steps`` unused; the
     standard error is then over sequences only)."""
     gen = torch.Generator().manual_seed(seed)
-    rows = _rows(len(blocks), sequences)
     ar = lr.cfg.method == "ar"
-    estimates = []
-    for a in range(0, len(rows), batch):
-        x0 = blocks.batch(rows[a:a + batch])
-        estimates.append(lr.run.model.nll(x0.to(lr.device)).cpu() if ar else
-                         nll_bound(lr.run.process, lr.denoiser(), x0, steps=steps, generator=gen, **op))
-    est = torch.cat(estimates)
-    s = summarize(est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1]), None if ar else steps)
+    est, tokens = _per_sequence(blocks, sequences, batch, lambda x0: lr.run.model.nll(x0.to(lr.device)).cpu()
+                                if ar else nll_bound(lr.run.process, lr.denoiser(), x0, steps=steps,
+                                                     generator=gen, **op))
+    s = summarize(est, tokens, None if ar else steps)
     kind = "" if ar else "_upper_bound"
     out = {"metric": AR_LABEL if ar else f"NLL upper bound ({steps}-step ELBO of the sampled chain)",
            "nats_per_token": s.nats_per_token, "standard_error": s.standard_error, f"perplexity{kind}": s.perplexity,
-           "tokens": s.tokens, "sequences": len(rows), "steps": s.steps}
+           "tokens": s.tokens, "sequences": len(est), "steps": s.steps}
     if lr.cfg.data.tokenizer == "char":
         out[f"bits_per_character{kind}"] = s.nats_per_token / math.log(2)
     return out
@@ -105,14 +110,12 @@ def continuous_report(lr: LoadedRun, blocks: Any, sequences: int, seed: int = 0,
     reverse CTMC that the ``T``-step chain tends to as ``T`` grows, not of a sampler with
     finitely many steps."""
     gen = torch.Generator().manual_seed(seed)
-    rows = _rows(len(blocks), sequences)
-    est = torch.cat([continuous_bound(lr.run.process, lr.denoiser(), blocks.batch(rows[a:a + batch]),
-                                      samples=CONTINUOUS_SAMPLES, generator=gen)
-                     for a in range(0, len(rows), batch)])
-    s = summarize(est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1]))
+    est, tokens = _per_sequence(blocks, sequences, batch, lambda x0: continuous_bound(
+        lr.run.process, lr.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen))
+    s = summarize(est, tokens)
     return {"metric": "NLL upper bound of the continuous-time reverse CTMC (the T -> infinity limit of the chain)",
             "nats_per_token": s.nats_per_token, "standard_error": s.standard_error,
-            "perplexity_upper_bound": s.perplexity, "tokens": s.tokens, "sequences": len(rows),
+            "perplexity_upper_bound": s.perplexity, "tokens": s.tokens, "sequences": len(est),
             "samples_of_t": CONTINUOUS_SAMPLES}
 
 

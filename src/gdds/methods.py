@@ -68,58 +68,58 @@ class Method:
         return snapshot_cross_entropy(logits, x0)
 
 
-class Snapshot(Method):
-    name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
+class Noised(Method):
+    """A method that trains on the forward process ``process`` at times ``t >= t_min``."""
 
     def __init__(self, process: ForwardProcess, t_min: float):
         self.process = process
         self.t_min = t_min
+
+
+class Snapshot(Noised):
+    name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
 
     def inputs(self, x0: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, ...]:
         t = sample_times(x0.shape[0], self.t_min, generator, x0.device)
         return self.process.sample(x0, t, generator=generator), t
 
 
-class ContinuousELBO(Snapshot):
+class ClosedFormLoss(Snapshot):
+    """Snapshot inputs ``(x_t, t)`` and a per-position loss ``loss(process, logits, x_t, x0, t)``
+    that needs ``q_t(.|x0)`` in closed form, so a column-constant kernel; ``t >= 1e-6``."""
+
+    loss: Callable[[ForwardProcess, Tensor, Tensor, Tensor, Tensor], Tensor]
+    other_kernels: str  # what to use for a kernel that is not column-constant
+
+    def __init__(self, process: ForwardProcess, t_min: float):
+        if not process.kernel.column_constant:
+            raise ValueError(f"method {self.name} needs q_t(.|x0) in closed form (a column-constant kernel: mask, "
+                             f"uniform, hybrid); got {process.kernel!r}: {self.other_kernels}")
+        super().__init__(process, max(t_min, 1e-6))
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        xt, t = inputs
+        return type(self).loss(self.process, logits, xt, x0, t)
+
+
+class ContinuousELBO(ClosedFormLoss):
     name, metric, label = "elbo", "elbo_integrand", ELBO_LABEL
-
-    def __init__(self, process: ForwardProcess, t_min: float):
-        if not process.kernel.column_constant:
-            raise ValueError(f"method elbo needs a column-constant kernel (mask, uniform, hybrid); got "
-                             f"{process.kernel!r}")
-        super().__init__(process, max(t_min, 1e-6))
-
-    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        xt, t = inputs
-        return elbo_integrand(self.process, logits, xt, x0, t)
+    loss, other_kernels = elbo_integrand, "train it with the snapshot objective (method gdds)"
 
 
-class JumpState(Snapshot):
+class JumpState(ClosedFormLoss):
     name, metric, label = "jump", "jump_state_loss", JUMP_LABEL
-
-    def __init__(self, process: ForwardProcess, t_min: float):
-        if not process.kernel.column_constant:
-            raise ValueError(f"method jump needs q_t(.|x0) in closed form (a column-constant kernel: mask, "
-                             f"uniform, hybrid); got {process.kernel!r}: use method campbell")
-        super().__init__(process, max(t_min, 1e-6))
-
-    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        xt, t = inputs
-        return jump_state_loss(self.process, logits, xt, x0, t)
+    loss, other_kernels = jump_state_loss, "use method campbell"
 
 
-class Campbell(Method):
+class Campbell(Noised):
     name, metric, label = "campbell", "campbell_loss", CAMPBELL_LABEL
-
-    def __init__(self, process: ForwardProcess, t_min: float):
-        self.process = process
-        self.t_min = t_min
 
     def inputs(self, x0: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, ...]:
         return campbell_batch(self.process, x0, self.t_min, generator).astuple()
 
     def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
-        return inputs[:6]
+        return PathBatch(*inputs).model_inputs()
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         return campbell_loss(logits, PathBatch(*inputs), x0.shape[1])

@@ -147,17 +147,18 @@ class GapReport:
 def decompose(problem: GapProblem, snapshot: SnapshotPredictor, path: PathPredictor) -> GapReport:
     """The NLL gap of ``snapshot`` against ``path`` and its IPG + CG decomposition (module docstring)."""
     m = problem.process.m
-    x0, seqs, paths = problem.sequences(), problem.sequences(), problem.paths()
+    x0, paths = problem.sequences(), problem.paths()
     joint = problem.path_joint()
     Q_path = _per_token(joint, x0, m)
     q_path = _posterior(Q_path)
-    nll_path, kl_path = _expected_nll(Q_path, path(paths)), _expected_kl(Q_path, path(paths))
+    path_probs = path(paths)
+    nll_path, kl_path = _expected_nll(Q_path, path_probs), _expected_kl(Q_path, path_probs)
     nll_snap = kl_snap = ipg = h_snap = 0.0
     K = len(problem.times)
     flat = (paths * problem.process.m ** torch.arange(problem.length - 1, -1, -1)).sum(-1)  # [N, K] snapshot ids
     for k, t in enumerate(problem.times):
         Q_k = _per_token(problem.snapshot_joint(k), x0, m)
-        probs = snapshot(seqs, float(t))
+        probs = snapshot(x0, float(t))   # the snapshots X_t range over the same sequences
         nll_snap += _expected_nll(Q_k, probs) / K
         kl_snap += _expected_kl(Q_k, probs) / K
         h_snap += _expected_nll(Q_k, _posterior(Q_k)) / K
@@ -185,20 +186,14 @@ def bayes_path(problem: GapProblem) -> PathPredictor:
 
 def own_token_snapshot(problem: GapProblem) -> SnapshotPredictor:
     """A context-blind snapshot predictor: the exact ``q(x0^i | X_t^i)`` (its own token only)."""
-    exact = bayes_snapshot(problem)
-    m, L = problem.process.m, problem.length
-
-    def call(xt: Tensor, t: float) -> Tensor:
-        Q = torch.zeros(L, m, m, dtype=torch.float64)   # [i, own token, x0]
-        seqs = problem.sequences()
-        weights = torch.einsum("sn->n", problem.snapshot_joint(list(map(float, problem.times)).index(float(t))))
-        post = exact(seqs, t)
-        for i in range(L):
-            Q[i].index_add_(0, seqs[:, i], weights[:, None] * post[:, i])
-        table = _posterior(Q)
-        return torch.stack([table[i][xt[:, i]] for i in range(L)], dim=1)
-
-    return call
+    m, seqs = problem.process.m, problem.sequences()
+    tables = {}
+    for k, t in enumerate(problem.times):
+        Q = _per_token(problem.snapshot_joint(k), seqs, m)                      # [N, L, m]: P(X_t = n, x0^i = v)
+        own = [_posterior(torch.zeros(m, m, dtype=torch.float64).index_add_(0, seqs[:, i], Q[:, i]))
+               for i in range(problem.length)]                                   # [own token, x0^i]
+        tables[float(t)] = own
+    return lambda xt, t: torch.stack([table[xt[:, i]] for i, table in enumerate(tables[float(t)])], dim=1)
 
 
 def tempered(predictor: Callable[..., Tensor], power: float) -> Callable[..., Tensor]:

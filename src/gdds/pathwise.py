@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .elbo import per_time
+from .elbo import per_time, reachable_columns
 from .kernels.mask import Mask
 from .process import ForwardProcess
 
@@ -48,8 +48,7 @@ END = 2.0  # the end time of a piece that lasts to the end of the path (any valu
 def jump_log_probs(logits: Tensor, xt: Tensor) -> Tensor:
     """``log J_theta(. | x_t)``: the log-softmax of ``logits [..., m]`` over ``z != x_t``
     (float32; the current token gets ``-inf``)."""
-    own = torch.nn.functional.one_hot(xt, logits.shape[-1]).bool()
-    return torch.log_softmax(logits.float().masked_fill(own, -torch.inf), dim=-1)
+    return torch.log_softmax(logits.float().scatter(-1, xt[..., None], -torch.inf), dim=-1)
 
 
 def jump_state_loss(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tensor, t: Tensor) -> Tensor:
@@ -59,9 +58,11 @@ def jump_state_loss(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Ten
         raise ValueError(f"the closed-form jump-state loss needs q_t(.|x0) in closed form (mask, uniform, "
                          f"hybrid); got {process.kernel!r}: use the Campbell estimator (method: campbell)")
     k, c, pi, beta = per_time(process, t)                     # k, beta [B]; c, pi [B, m] (float64)
-    logj = jump_log_probs(logits, xt)                         # [B, L, m]
-    nll = torch.where(torch.isinf(logj), torch.zeros_like(logj), -logj)  # z = x contributes nothing
-    cross = (c.float()[:, None, :] * nll).sum(-1) + k.float()[:, None] * nll.gather(-1, x0[..., None])[..., 0]
+    nll = -jump_log_probs(logits, xt).scatter(-1, xt[..., None], 0.0)  # [B, L, m]; z = x contributes nothing
+    cols = reachable_columns(c)
+    c_nll = ((c.float()[:, None, :] * nll).sum(-1) if cols is None
+             else (c[:, cols].float()[:, None, :] * nll[..., cols]).sum(-1))
+    cross = c_nll + k.float()[:, None] * nll.gather(-1, x0[..., None])[..., 0]
     q_x = c.gather(1, xt) + k[:, None] * (xt == x0)
     rate = beta[:, None] * pi.gather(1, xt)
     weight = torch.where(rate > 0, rate / q_x.clamp_min(1e-300), torch.zeros_like(rate))
@@ -156,8 +157,7 @@ def jump_denoiser(process: ForwardProcess, logits_fn: Callable[[Tensor, Tensor],
 
     def call(xt: Tensor, t: Tensor) -> Tensor:
         logj = jump_log_probs(logits_fn(xt, t), xt)
-        own = torch.nn.functional.one_hot(xt, logj.shape[-1]).bool()
-        clean = torch.where(own, torch.zeros_like(logj), torch.full_like(logj, -torch.inf))
+        clean = torch.full_like(logj, -torch.inf).scatter(-1, xt[..., None], 0.0)
         return torch.where((xt == kernel.mask_id)[..., None], logj, clean)
 
     return call

@@ -249,6 +249,23 @@ class TimeEmbedding(nn.Module):
         return self.fc2(F.silu(self.fc1(features)))
 
 
+def init_adaln_zero(model: nn.Module) -> None:
+    """The initialisation of the module docstring, for any model with ``blocks[i].modulation``,
+    ``final_modulation``, ``head`` and ``config.tie_weights`` (the DiT, the two-stream network)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, LayerNorm):
+            nn.init.ones_(module.weight)
+    for modulation in [block.modulation for block in model.blocks] + [model.final_modulation]:
+        nn.init.zeros_(modulation.weight)
+        nn.init.zeros_(modulation.bias)
+    if not model.config.tie_weights:
+        nn.init.zeros_(model.head.weight)
+
+
 class DiT(nn.Module):
     """Time-conditioned bidirectional transformer: ``(x_t [B, L], t [B]) -> logits [B, L, vocab_size]``.
 
@@ -273,18 +290,7 @@ class DiT(nn.Module):
 
     def reset_parameters(self) -> None:
         """Initialise as documented in the module docstring (adaLN-Zero, zero head when untied)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, LayerNorm):
-                nn.init.ones_(module.weight)
-        for modulation in [block.modulation for block in self.blocks] + [self.final_modulation]:
-            nn.init.zeros_(modulation.weight)
-            nn.init.zeros_(modulation.bias)
-        if not self.config.tie_weights:
-            nn.init.zeros_(self.head.weight)
+        init_adaln_zero(self)
 
     def _check_inputs(self, x_t: Tensor, t: Union[float, Tensor]) -> tuple[Tensor, Tensor]:
         if not isinstance(x_t, Tensor) or x_t.dtype.is_floating_point or x_t.dtype.is_complex or x_t.dtype == torch.bool:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dit import INIT_STD, MLP, DiTConfig, LayerNorm, Rotary, TimeEmbedding, modulate
+from .dit import INIT_STD, MLP, DiTConfig, LayerNorm, Rotary, TimeEmbedding, init_adaln_zero, modulate
 
 
 class QueryBlock(nn.Module):
@@ -81,20 +81,14 @@ class TwoStream(nn.Module):
         self.final_norm = LayerNorm(config.width)
         self.final_modulation = nn.Linear(config.cond_width, 2 * config.width)
         self.head = nn.Linear(config.width, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, 0.02) weights, zero biases, zero adaLN modulation and head (a fresh
-        model predicts the uniform distribution), a normal(0, 0.02) query vector."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for modulation in [block.modulation for block in self.blocks] + [self.final_modulation]:
-            nn.init.zeros_(modulation.weight)
-            nn.init.zeros_(modulation.bias)
-        nn.init.zeros_(self.head.weight)
+        """As the DiT (adaLN-Zero, zero head when untied: a fresh model predicts the uniform
+        distribution), and a normal(0, 0.02) query vector."""
+        init_adaln_zero(self)
         nn.init.normal_(self.query, std=INIT_STD)
 
     def forward(self, tokens: Tensor, positions: Tensor, start: Tensor, end: Tensor, q_pos: Tensor,
