@@ -5,14 +5,15 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 import gdds
-from gdds.atomic import write_atomically
+from gdds.files import write_atomically
 
 T = TypeVar("T")
 
@@ -30,7 +31,7 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - start
 
 
-def cpu_model() -> Optional[str]:
+def cpu_model() -> str | None:
     """The CPU model name from ``/proc/cpuinfo`` (Linux), else None."""
     try:
         with open("/proc/cpuinfo") as fh:

@@ -45,14 +45,15 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
 import gdds
 from common import machine_info, number, synchronize, timed, versions, write_json
-from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform, cached_knn_graph, minilm_embeddings
+from gdds.data import minilm_embeddings
+from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform, cached_knn_graph
 
 SEED = 0
 SCHEDULE_EPS = 1e-3
@@ -103,7 +104,8 @@ QUICK_TIMING = Timing(repeats=3, warmup=1, seconds_per_repeat=0.02)
 _MEMORY_CHILD = """
 import json, resource, sys, time
 import torch, gdds
-from gdds.kernels import cached_knn_graph, minilm_embeddings
+from gdds.data import minilm_embeddings
+from gdds.kernels import cached_knn_graph
 
 def peak_rss_bytes():
     scale = 1 if sys.platform == "darwin" else 1024
@@ -156,7 +158,8 @@ def cold_build_here(emb: Tensor, k: int, cache_dir: str) -> dict[str, Any]:
         "cold_build_s": seconds,
         "cold_build_where": "this process",
         "memory": None,
-        "memory_skipped_reason": "peak memory is measured for the MiniLM graph only (not in --quick or the cuda section)",
+        "memory_skipped_reason": ("peak memory is measured for the MiniLM graph only "
+                                  "(not in --quick or the cuda section)"),
     }
 
 
@@ -188,7 +191,7 @@ def measure_noising(
         synchronize(setup.device)
         start = time.perf_counter()
         for _ in range(calls):
-            proc.sample(x0, torch.rand(setup.B, device=device), method=method)
+            proc.noise(x0, torch.rand(setup.B, device=device), method=method)
         synchronize(setup.device)
         return time.perf_counter() - start
 
@@ -209,7 +212,7 @@ def measure_noising(
     }
 
 
-def target(value: Optional[float], bound: float, kind: str, judged: bool, **extra: Any) -> dict[str, Any]:
+def target(value: float | None, bound: float, kind: str, judged: bool, **extra: Any) -> dict[str, Any]:
     """One target: ``kind`` is ``">="``, ``"<="`` or ``"<"``; ``pass`` is null when not judged."""
     checks = {">=": lambda v: v >= bound, "<=": lambda v: v <= bound, "<": lambda v: v < bound}
     passed = checks[kind](value) if judged and value is not None else None
@@ -301,14 +304,15 @@ def print_summary(report: dict[str, Any]) -> None:
               f"{graph['kernel_init_from_cache_s']:.3f} s")
         if graph["memory"]:
             mem = graph["memory"]
-            print(f"  kNN build memory: peak RSS {mem['peak_rss_mb']:.0f} MB, baseline {mem['baseline_peak_rss_mb']:.0f} MB, "
+            print(f"  kNN build memory: peak RSS {mem['peak_rss_mb']:.0f} MB, "
+                  f"baseline {mem['baseline_peak_rss_mb']:.0f} MB, "
                   f"increment {mem['build_increment_mb']:.0f} MB")
         for label, entry in result["targets"].items():
             value = "not measured" if entry["value"] is None else f"{number(entry['value'])} {entry['unit']}"
             print(f"  target {label}: {value} (target {entry['target']} {entry['unit']}): {verdict(entry)}")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Forward-noising throughput benchmark (writes DIR/noising.json).")
     parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (default results/bench)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -326,7 +330,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def skip_reason(name: str, device: str) -> Optional[str]:
+def skip_reason(name: str, device: str) -> str | None:
     """Why section ``name`` is not run (None when it runs)."""
     if name == "cpu" and device == "cuda":
         return "--device cuda was given"
@@ -337,7 +341,7 @@ def skip_reason(name: str, device: str) -> Optional[str]:
     return None
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the selected sections, write ``DIR/noising.json`` and print the summary."""
     args = parse_args(argv)
     base = QUICK_TIMING if args.quick else FULL_TIMING

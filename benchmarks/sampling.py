@@ -60,10 +60,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -72,6 +73,7 @@ import gdds
 from common import machine_info, timed, versions, write_json
 from gdds import likelihood
 from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform
+from gdds.minilm import minilm_kernel
 from gdds.models import DiT, DiTConfig
 from gdds.posterior import reverse_step_probs
 from gdds.sampling import sample, sample_renoise
@@ -112,7 +114,7 @@ class Setup:
     vocab: str  # "minilm" (WordPiece + MiniLM embeddings, kNN built fresh) or "random" (standard normal)
     m: int
     mask_id: int
-    d: Optional[int]  # embedding width for "random"
+    d: int | None  # embedding width for "random"
     k: int
     closed_sampler: Sizes  # mask and uniform kernels, and the DiT row
     semantic_sampler: Sizes
@@ -357,7 +359,7 @@ def build_kernel(name: str, setup: Setup, schedule: gdds.Schedule, cache_dir: st
     if name == "uniform":
         return timed(lambda: Uniform(setup.m))
     if setup.vocab == "minilm":
-        return timed(lambda: SemanticKNN.from_minilm(schedule=schedule, cache_dir=cache_dir, progress=False))
+        return timed(lambda: minilm_kernel(schedule=schedule, cache_dir=cache_dir, progress=False))
     emb = torch.randn(setup.m, setup.d, generator=torch.Generator().manual_seed(SEED))
     return timed(lambda: SemanticKNN(emb, k=setup.k, schedule=schedule, cache_dir=cache_dir, progress=False))
 
@@ -469,7 +471,7 @@ def print_summary(report: dict[str, Any]) -> None:
                       f"{row['function']}")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Sampler and bound cost benchmark (writes DIR/sampling.json).")
     parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (default results/bench)")
     parser.add_argument("--quick", action="store_true", help="smoke test: m=600 random-embedding SIK, tiny sizes")
@@ -485,7 +487,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the selected kernels, write ``DIR/sampling.json`` and print the summary."""
     args = parse_args(argv)
     setup = QUICK if args.quick else FULL

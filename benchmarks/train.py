@@ -24,17 +24,17 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from common import machine_info, synchronize, timed, versions, write_json
-from gdds.build import build_run
-from gdds.compare import METHODS
-from gdds.config import load_config
-from gdds.distributed import DistInfo
-from gdds.objectives import sample_times
-from gdds.train import Trainer, batch_indices
+from gdds.engine.build import build_run
+from gdds.engine.compare import ENTRIES
+from gdds.engine.config import load_config
+from gdds.engine.distributed import DistInfo
+from gdds.engine.train import Trainer, batch_indices
+from gdds.objectives import snapshot_inputs
 
 NOISE_SHARE_TARGET = 0.05
 CPU_PRESETS = {"tiny": [], "demo": []}
@@ -61,8 +61,7 @@ def measure(preset: str, overrides: list[str], device: torch.device, steps: int,
 
         def noise_steps() -> None:
             for _ in range(steps):
-                t = sample_times(x0.shape[0], cfg.process.t_min, gen, device)
-                trainer.run.process.sample(x0, t, generator=gen)
+                snapshot_inputs(trainer.run.process, x0, cfg.process.t_min, gen)
             synchronize(device.type)
 
         has_process = trainer.run.process is not None
@@ -90,14 +89,14 @@ def measure(preset: str, overrides: list[str], device: torch.device, steps: int,
     }
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Training throughput benchmark (writes DIR/train.json).")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--presets", nargs="*", default=None, help="CPU presets to measure (default: tiny demo)")
-    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(ENTRIES), metavar="METHOD",
                         help="instead: the methods of `gdds compare` on the demo preset (writes train_methods.json)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
@@ -109,7 +108,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.methods:
         cpu, cuda = {}, {}
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-        results = [{"name": name, **measure("demo", METHODS[name], device, args.steps, args.repeats)}
+        results = [{"name": name, **measure("demo", ENTRIES[name], device, args.steps, args.repeats)}
                    for name in args.methods]
     else:
         results = [measure(p, o, torch.device("cpu"), args.steps, args.repeats) for p, o in cpu.items()]

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gdds.cli import main
-from gdds.config import ConfigError, load_config
-from gdds.evaluate import load_run
-from gdds.judge import Judge
-from gdds.train import train
+from gdds.engine.build import load_run
+from gdds.engine.config import ConfigError, load_config
+from gdds.engine.judge import Judge
+from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 
 AR = [*MICRO_TRAIN, "method=ar", "train.log_every=5"]
@@ -32,15 +32,15 @@ def test_ar_training_loss_falls_and_is_an_exact_nll(ar_run):
     evals = [r["valid_nll"] for r in log if r["kind"] == "eval"]
     assert losses[0] > 3.9 and sum(losses[-3:]) / 3 < losses[0] - 0.6
     assert evals[-1] < evals[0]
-    assert result["valid"]["metric"] == "exact NLL (autoregressive)"
-    assert result["sampler"].startswith("exact ancestral") and len(result["samples"]) == 2
-    lr = load_run(out)
-    assert lr.run.process is None and lr.run.model.config.causal
+    assert result.valid.label == "exact NLL (autoregressive)"
+    assert result.sampler.startswith("exact ancestral") and len(result.samples) == 2
+    loaded = load_run(out)
+    assert loaded.run.process is None and loaded.run.model.config.causal
     # The validation number is the model's exact NLL per token on the same blocks.
-    blocks = lr.run.valid.batch(list(range(16)))
+    blocks = loaded.run.valid.batch(list(range(16)))
     with torch.no_grad():
-        exact = float(lr.run.model.nll(blocks).sum() / blocks.numel())
-    assert exact == pytest.approx(result["valid"]["valid_nll"], abs=1e-4)
+        exact = float(loaded.run.model.nll(blocks).sum() / blocks.numel())
+    assert exact == pytest.approx(result.valid.value, abs=1e-4)
 
 
 def test_ar_eval_and_sample_cli(ar_run, tmp_path, capsys):
@@ -64,9 +64,9 @@ def test_ar_eval_and_sample_cli(ar_run, tmp_path, capsys):
 def test_our_ar_checkpoint_is_an_exact_judge(ar_run):
     out, _ = ar_run
     judge = Judge.load(str(out))
-    lr = load_run(out)
-    tok, lm = lr.run.data.tokenizer, lr.run.model
-    assert judge.max_length == lr.cfg.data.seq_len + 1 and judge.name.startswith(f"{out}@sha256:")
+    loaded = load_run(out)
+    tok, lm = loaded.run.data.tokenizer, loaded.run.model
+    assert judge.max_length == loaded.cfg.data.seq_len + 1 and judge.name.startswith(f"{out}@sha256:")
     texts = ["KING HENRY: Now, lords", "To be, or not"]
     total, count = judge.nll(texts)
     ids = [tok.encode(t) for t in texts]

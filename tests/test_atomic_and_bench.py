@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gdds.atomic import write_atomically
+from gdds.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 

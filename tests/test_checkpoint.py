@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from gdds.checkpoint import (
+from gdds.engine.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     list_checkpoints,

@@ -5,20 +5,20 @@ import json
 import pytest
 
 from gdds.cli import main
-from gdds.compare import METHODS, method_config
+from gdds.engine.compare import ENTRIES, entry_config
 from helpers import MICRO_TRAIN
 
 SHARED = [*MICRO_TRAIN, "train.max_steps=6", "train.eval_every=6"]
 
 
 def test_methods_share_everything_but_the_method():
-    cfgs = {name: method_config("tiny", name, SHARED).to_dict() for name in METHODS}
+    cfgs = {name: entry_config("tiny", name, SHARED).to_dict() for name in ENTRIES}
     for cfg in cfgs.values():
         for section in ("data", "model", "train"):
             assert cfg[section] == cfgs["ar"][section]
     assert {cfg["method"] for cfg in cfgs.values()} == {"gdds", "elbo", "jump", "campbell", "ar"}
     with pytest.raises(ValueError, match="unknown method"):
-        method_config("tiny", "bert")
+        entry_config("tiny", "bert")
 
 
 def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Run configuration: presets, overrides, typed errors with close matches."""
 import pytest
 
-from gdds.config import Config, ConfigError, all_keys, load_config, preset_names, save_config
+from gdds.engine.config import Config, ConfigError, all_keys, load_config, preset_names, save_config
 
 
 def test_presets_load_and_round_trip():

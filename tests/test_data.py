@@ -311,7 +311,7 @@ def test_hf_path_on_local_files(tmp_path):
         load_corpus("hf:json", data_files=str(tmp_path / "rows.jsonl"), cache_dir=str(tmp_path / "hf"), field="body")
     with pytest.raises(FileNotFoundError, match="not in the local datasets cache"):
         load_corpus("hf:wikitext:wikitext-103-raw-v1", cache_dir=str(tmp_path / "hf"))
-    assert datasets.config.HF_HUB_OFFLINE == offline_before
+    assert offline_before == datasets.config.HF_HUB_OFFLINE
 
 
 # ------------------------------------------------------------------------------- bad inputs

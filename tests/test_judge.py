@@ -9,14 +9,19 @@ import torch
 
 pytest.importorskip("transformers")
 
-from gdds import judge as judge_mod  # noqa: E402
-from gdds.checkpoint import CheckpointError  # noqa: E402
-from gdds.judge import Judge, per_sample_entropy, unigram_entropy  # noqa: E402
+from gdds.engine import judge as judge_mod
+from gdds.engine.checkpoint import CheckpointError
+from gdds.engine.judge import Judge, per_sample_entropy, unigram_entropy
 
-WORDS = ("the a of and to in is that it was for on with as his he be at by i this had not are but from or have "
-         "an they which one you were her all she there would their we him been has when who will more no if out "
-         "so said what up its about into than them can only other new some could time these two may then do "
-         "first any my now such like our over man me even most made after also did many before must through").split()
+WORDS = [
+    'the', 'a', 'of', 'and', 'to', 'in', 'is', 'that', 'it', 'was', 'for', 'on', 'with', 'as', 'his', 'he', 'be',
+    'at', 'by', 'i', 'this', 'had', 'not', 'are', 'but', 'from', 'or', 'have', 'an', 'they', 'which', 'one',
+    'you', 'were', 'her', 'all', 'she', 'there', 'would', 'their', 'we', 'him', 'been', 'has', 'when', 'who',
+    'will', 'more', 'no', 'if', 'out', 'so', 'said', 'what', 'up', 'its', 'about', 'into', 'than', 'them', 'can',
+    'only', 'other', 'new', 'some', 'could', 'time', 'these', 'two', 'may', 'then', 'do', 'first', 'any', 'my',
+    'now', 'such', 'like', 'our', 'over', 'man', 'me', 'even', 'most', 'made', 'after', 'also', 'did', 'many',
+    'before', 'must', 'through'
+]
 SHAKESPEARE = ["Shall I compare thee to a summer's day?", "Thou art more lovely and more temperate:"]
 
 

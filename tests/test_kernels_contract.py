@@ -38,7 +38,7 @@ def test_jumps_follow_the_columns(kernel):
     t1, t2 = 0.2, 0.9
     x = torch.arange(M).repeat_interleave(2 * DRAWS)
     t = torch.tensor([t1, t2], dtype=torch.float64).repeat(M * DRAWS)
-    y = kernel.sample(x, t, g)
+    y = kernel.jump(x, t, g)
     assert y.dtype == torch.long and y.shape == x.shape
     y = y.reshape(M, DRAWS, 2)
     for j, tj in enumerate((t1, t2)):

@@ -4,18 +4,18 @@ import json
 
 import pytest
 
-from gdds.compare import METHODS, method_config
-from gdds.config import ConfigError, load_config
-from gdds.train import train
+from gdds.engine.compare import ENTRIES, entry_config
+from gdds.engine.config import ConfigError, load_config
+from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 
 # The semantic kernel needs embeddings of the character vocabulary: co-occurrence ones.
 EXTRA = {"gdds-semantic": ["process.embeddings=cooccurrence", "process.embedding_dim=8"]}
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ENTRIES)
 def test_every_method_learns(name, tmp_path):
-    cfg = method_config("tiny", name, [*MICRO_TRAIN, *EXTRA.get(name, []), "train.max_steps=30",
+    cfg = entry_config("tiny", name, [*MICRO_TRAIN, *EXTRA.get(name, []), "train.max_steps=30",
                                        "train.eval_every=5", "train.eval_batches=4", "train.log_every=5",
                                        "train.ema_decay=0"])
     result = train(cfg, tmp_path)
@@ -24,7 +24,7 @@ def test_every_method_learns(name, tmp_path):
     key = next(k for k in evals[0] if k.startswith("valid_"))
     values = [e[key] for e in evals]  # the same batches and the same noise at every evaluation
     assert values[-1] < 0.97 * values[0], values
-    assert result["valid"]["metric"] == evals[-1]["metric"]  # every validation number says what it is
+    assert result.valid.label == evals[-1]["metric"]  # every validation number says what it is
 
 
 def test_elbo_needs_a_column_constant_kernel(tmp_path):

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from gdds.cli import main
+from gdds.cli.noise_demo import noise_demo, render_text, save_figure, save_text
 from gdds.data import (
     WORDPIECE_MASK_ID,
     WORDPIECE_VOCAB_SIZE,
@@ -18,8 +19,7 @@ from gdds.data import (
     shakespeare_lines,
     wordpiece,
 )
-from gdds.kernels import SemanticKNN
-from gdds.noise_demo import noise_demo, render_text, save_figure, save_text
+from gdds.minilm import minilm_kernel
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG = (
@@ -36,7 +36,7 @@ def semantic_kernel(tmp_path_factory):
     that every semantic demo of this module then reads (the user's cache is untouched)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GDDS_CACHE_DIR", str(tmp_path_factory.mktemp("gdds-cache")))
-        yield SemanticKNN.from_minilm(progress=False)
+        yield minilm_kernel(progress=False)
 
 
 def test_shakespeare_lines_are_clean_dialogue():

@@ -1,5 +1,7 @@
 """Transition operators: the uniformization series against closed forms, the matrix
 exponential and an ODE solve; the measured error of piecewise freezing."""
+import itertools
+
 import pytest
 import torch
 
@@ -65,11 +67,11 @@ def test_piecewise_freezing_error_orders():
 
     plain = [err(h, False) for h in (0.2, 0.1, 0.05)]
     assert plain[2] < 1e-3
-    for coarse, fine in zip(plain, plain[1:]):
+    for coarse, fine in itertools.pairwise(plain):
         assert 3.0 < coarse / fine < 5.0
     extrapolated = [err(h, True) for h in (0.4, 0.2, 0.1)]
     assert extrapolated[2] < 1e-6
-    for coarse, fine in zip(extrapolated, extrapolated[1:]):
+    for coarse, fine in itertools.pairwise(extrapolated):
         assert coarse / fine > 10.0
 
 

@@ -10,7 +10,7 @@ import gdds
 from gdds import kernels as K
 from gdds.models import DiTConfig, TwoStream
 from gdds.objectives import sample_times
-from gdds.pathwise import END, campbell_batch, campbell_loss, jump_denoiser, jump_log_probs, jump_state_loss
+from gdds.objectives.pathwise import END, campbell_batch, campbell_loss, jump_denoiser, jump_log_probs, jump_state_loss
 from helpers import random_stochastic
 
 SCHED = gdds.LogLinear(1e-3)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gdds
+import gdds.files
 from gdds import kernels as K
 from gdds.kernels import knn as knn_module
 
@@ -35,15 +36,15 @@ def test_graph_equals_brute_force(metric, m, d, k):
 def test_excluded_tokens_are_never_neighbours():
     emb = torch.randn(200, 5, generator=torch.Generator().manual_seed(8))
     banned = [0, 3, 50, 199]
-    nbr, dist = K.knn_graph(emb, 12, progress=False, exclude=banned)
-    ref_nbr, ref_dist = brute_force(emb, 12, "gaussian", banned)
+    nbr, _dist = K.knn_graph(emb, 12, progress=False, exclude=banned)
+    ref_nbr, _ref_dist = brute_force(emb, 12, "gaussian", banned)
     assert torch.equal(nbr, ref_nbr) and not torch.isin(nbr, torch.tensor(banned)).any()
     kern = K.SemanticKNN(emb, k=12, exclude=banned, cache=False, progress=False)
     for t in (0.0, 0.5, 1.0):
         assert (kern.dense(t)[banned] == 0).all()
     assert (kern.stationary(1.0)[banned] < 1e-12).all()
     x = torch.arange(200).repeat(50)
-    jumps = kern.sample(x, torch.rand(x.numel(), dtype=torch.float64), torch.Generator().manual_seed(0))
+    jumps = kern.jump(x, torch.rand(x.numel(), dtype=torch.float64), torch.Generator().manual_seed(0))
     assert not torch.isin(jumps, torch.tensor(banned)).any()
     assert "excluded=4" in repr(kern)
 
@@ -76,7 +77,7 @@ def test_cache_hit_returns_identical_graph(tmp_path, monkeypatch):
 
 def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GDDS_CACHE_DIR", str(tmp_path))
-    assert K.default_cache_dir() == tmp_path
+    assert gdds.files.cache_dir() == tmp_path
     emb = torch.randn(30, 4, generator=torch.Generator().manual_seed(3))
     K.SemanticKNN(emb, k=5, bandwidth_k=3, progress=False)
     assert len(list(tmp_path.glob("knn-*.pt"))) == 1
@@ -137,9 +138,9 @@ def test_paper_defaults():
 
 
 def test_minilm_embeddings_and_special_tokens():
-    from gdds.data import wordpiece, wordpiece_special_ids
+    from gdds.data import minilm_embeddings, wordpiece, wordpiece_special_ids
 
-    emb = K.minilm_embeddings()
+    emb = minilm_embeddings()
     assert emb.shape == (30522, 384) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
     special = wordpiece_special_ids()
     names = {wordpiece().id_to_token(i) for i in special}
@@ -150,8 +151,9 @@ def test_minilm_embeddings_and_special_tokens():
 @pytest.mark.slow
 def test_from_minilm_full_vocabulary(tmp_path):
     from gdds.data import wordpiece_special_ids
+    from gdds.minilm import minilm_kernel
 
-    kern = K.SemanticKNN.from_minilm(cache_dir=tmp_path, progress=False)
+    kern = minilm_kernel(cache_dir=tmp_path, progress=False)
     assert kern.m == 30522 and kern.knn.neighbours.shape == (30522, 64) and kern.n_excluded == 999
     assert not torch.isin(kern.knn.neighbours, torch.tensor(wordpiece_special_ids())).any()
     proc = gdds.ForwardProcess(gdds.LogLinear(1e-3), kern)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gdds.checkpoint import CheckpointError, load_tensors
 from gdds.cli import main
-from gdds.config import ConfigError, load_config
 from gdds.data import shakespeare_documents
-from gdds.train import train
+from gdds.engine.checkpoint import CheckpointError, load_tensors
+from gdds.engine.config import ConfigError, load_config
+from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 
 MICRO = MICRO_TRAIN
@@ -57,9 +57,9 @@ def test_loss_falls_on_the_embedded_corpus(tmp_path):
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert first > 3.9  # ~log(vocab) at initialisation
     assert last < first - 0.6
-    assert result["valid"]["metric"] == "snapshot CE (not a likelihood)"
+    assert result.valid.label == "snapshot CE (not a likelihood)"
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))  # tensorboard is a dev dependency
-    assert result["valid"]["valid_snapshot_ce"] < first - 0.4
+    assert result.valid.value < first - 0.4
 
 
 def test_resume_is_bitwise_identical(tmp_path, corpus):
@@ -80,7 +80,7 @@ def test_resume_is_bitwise_identical(tmp_path, corpus):
 
 KILLER = """
 import os, signal, sys
-import gdds.checkpoint as ck
+import gdds.engine.checkpoint as ck
 calls = {"n": 0}
 original = ck.save_torch
 def save_then_die(path, obj):
@@ -110,7 +110,7 @@ def test_sigkill_mid_checkpoint_resumes_from_previous(tmp_path, corpus):
 
 STOPPER = """
 import os, signal, sys
-from gdds.train import Trainer
+from gdds.engine.train import Trainer
 original = Trainer.train_step
 def step_then_signal(self):
     out = original(self)

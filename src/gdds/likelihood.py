@@ -1,5 +1,5 @@
 """Honest likelihood: the discrete-time ELBO of the chain that is sampled
-(SPEC section 1, "Honest likelihood"; section 6).
+(``docs/math.md`` section 8).
 
 For a grid ``0 = t_0 < t_1 < ... < t_T = 1`` the model is the ``T``-step reverse
 chain of :mod:`gdds.posterior` started from ``p_1 = P_{0->1} pi_ref``, and
@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .kernels import Mask
-from .posterior import CHUNK_FLOATS, one_hot_columns, reverse_step_probs, true_posterior
+from .categorical import one_hot_columns
+from .kernels.mask import Mask
+from .posterior import CHUNK_FLOATS, reverse_step_probs, true_posterior
 from .process import ForwardProcess
-from .sampling import reference_prior, time_grid
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+from .sampling import Denoiser, reference_prior, time_grid
 
 
 def _mu(denoiser: Denoiser, xt: Tensor, t: float) -> Tensor:
@@ -60,14 +59,14 @@ def _posterior_and_step(
     return both[mu.shape[0]:], both[:mu.shape[0]]
 
 
-def prior_kl(process: ForwardProcess, x0: Tensor, reference: Optional[Tensor] = None) -> Tensor:
+def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None) -> Tensor:
     """``KL(q_1(.|x0) || p_1)`` summed over positions: ``[B]`` nats (exact)."""
     p1 = reference_prior(process, reference).to(x0.device)
     q1 = process.marginal(x0, 1.0).reshape(x0.numel(), -1)
     return _kl_rows(q1, p1.expand_as(q1)).reshape(x0.shape).sum(-1)
 
 
-def stratified_terms(batch: int, steps: int, generator: Optional[torch.Generator] = None) -> Tensor:
+def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None) -> Tensor:
     """Term indices ``k [batch]`` in ``{2..T}``: sequence ``b`` takes stratum ``perm[b]`` of
     ``batch`` equal strata, shifted by one shared uniform. Each ``k`` is uniform (each
     estimate stays unbiased) and the batch covers the grid; an i.i.d. standard error of
@@ -84,8 +83,8 @@ def nll_bound(
     steps: int = 128,
     spacing: str = "t",
     all_terms: bool = False,
-    reference: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    reference: Tensor | None = None,
+    generator: torch.Generator | None = None,
     **op: Any,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
@@ -98,7 +97,7 @@ def nll_bound(
         raise ValueError(f"x0 must be [B, L] token ids, got shape {tuple(x0.shape)}")
     B = x0.shape[0]
     group = max(1, CHUNK_FLOATS // max(1, x0.shape[1] * process.m))
-    if B > group:  # bounded memory: [B * L, m] float64 is never held for large batches
+    if group < B:  # bounded memory: [B * L, m] float64 is never held for large batches
         return torch.cat([nll_bound(process, denoiser, x0[a:a + group], steps, spacing, all_terms, reference,
                                     generator, **op) for a in range(0, B, group)])
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
@@ -107,7 +106,7 @@ def nll_bound(
     def term(k: int, rows: Tensor) -> Tensor:
         s, t = grid[k - 1], grid[k]
         x = x0[rows]
-        xt = process.sample(x, t, generator=generator)
+        xt = process.noise(x, t, generator=generator)
         q, p = _posterior_and_step(process, _mu(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
         return _kl_rows(q, p).reshape(x.shape[0], -1).sum(-1)
 
@@ -121,7 +120,7 @@ def nll_bound(
             rows = ks == k
             total[rows] += (steps - 1) * term(k, rows)
     t1 = grid[1]
-    x1 = process.sample(x0, t1, generator=generator)
+    x1 = process.noise(x0, t1, generator=generator)
     p0 = reverse_step_probs(process, _mu(denoiser, x1, t1), x1.reshape(-1), 0.0, t1, **op)
     recon = -p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(B, -1).sum(-1)
     return total + recon
@@ -133,8 +132,8 @@ def continuous_bound(
     denoiser: Denoiser,
     x0: Tensor,
     samples: int = 1,
-    reference: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    reference: Tensor | None = None,
+    generator: torch.Generator | None = None,
     **op: Any,
 ) -> Tensor:
     """The continuous-time bound of the reverse CTMC that the ``T``-step chain tends
@@ -151,7 +150,7 @@ def continuous_bound(
     m = process.m
     for _ in range(samples):
         ts = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).clamp(1e-9, 1.0)
-        xt = process.sample(x0, ts, generator=generator)
+        xt = process.noise(x0, ts, generator=generator)
         mus = torch.softmax(denoiser(xt, ts.to(torch.float32)).double(), dim=-1)
         for b in range(x0.shape[0]):
             t = float(ts[b])
@@ -182,8 +181,8 @@ def masked_continuous_bound(
     denoiser: Denoiser,
     x0: Tensor,
     samples: int = 1,
-    reference: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    reference: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """MDLM's continuous-time bound for the mask kernel (module docstring), one
     unbiased estimate per sequence (``[B]`` nats) from ``samples`` draws of ``t``."""
@@ -193,7 +192,7 @@ def masked_continuous_bound(
     total = prior_kl(process, x0, reference)
     for _ in range(samples):
         t = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).clamp_min(1e-9)
-        xt = process.sample(x0, t, generator=generator)
+        xt = process.noise(x0, t, generator=generator)
         logits = denoiser(xt, t.to(torch.float32)).double()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, x0[..., None])[..., 0]
         masked = (xt == mask_id) & (x0 != mask_id)
@@ -210,19 +209,20 @@ class BoundSummary:
     nats_per_token: float
     standard_error: float
     tokens: int
-    steps: Optional[int]
+    steps: int | None
 
     @property
     def perplexity(self) -> float:
         """``exp(bound)``: an upper bound on the model's perplexity."""
         return math.exp(self.nats_per_token)
 
-    def bits_per_character(self, characters: int) -> float:
-        """Upper bound in bits per character for text of ``characters`` characters."""
-        return self.nats_per_token * self.tokens / characters / math.log(2)
+    @property
+    def bits_per_token(self) -> float:
+        """The bound in bits per token: bits per character for a character-level tokenizer."""
+        return self.nats_per_token / math.log(2)
 
 
-def summarize(estimates: Tensor, tokens_per_sequence: Tensor, steps: Optional[int] = None) -> BoundSummary:
+def summarize(estimates: Tensor, tokens_per_sequence: Tensor, steps: int | None = None) -> BoundSummary:
     """Nats/token (ratio of sums) and its Monte-Carlo standard error (delta method)."""
     est = estimates.double().cpu()
     n = tokens_per_sequence.double().cpu()

@@ -1,5 +1,5 @@
 """The snapshot versus path-wise NLL gap and its decomposition, exactly, on a small
-problem (paper section 4.3, the NLL-gap proposition; issue 5).
+problem (paper section 4.3, the NLL-gap proposition; ``docs/math.md`` section 10).
 
 The excerpt of the paper we ship states the proposition without its formulas, so
 this module fixes them as follows; every statement of the proposition then holds,
@@ -32,13 +32,18 @@ built-in problem (:func:`example_problem`).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from .kernels.base import Kernel
+from .kernels.dense import Dense
+from .kernels.mask import Mask
+from .kernels.uniform import Uniform
 from .process import ForwardProcess
+from .schedules import LogLinear
 
 SnapshotPredictor = Callable[[Tensor, float], Tensor]   # (x_t [N, L], t) -> probabilities [N, L, m]
 PathPredictor = Callable[[Tensor], Tensor]              # (path [N, K, L]) -> probabilities [N, L, m]
@@ -60,7 +65,7 @@ class GapProblem:
         if abs(float(self.p0.sum()) - 1) > 1e-9 or (self.p0 < 0).any():
             raise ValueError("p0 must be a probability table (non-negative, summing to 1)")
         ts = list(self.times)
-        if not ts or ts[0] <= 0 or ts[-1] > 1 or any(b <= a for a, b in zip(ts, ts[1:])):
+        if not ts or ts[0] <= 0 or ts[-1] > 1 or any(b <= a for a, b in itertools.pairwise(ts)):
             raise ValueError(f"times must increase within (0, 1]; got {ts}")
         if self.process.m ** (self.length * (len(ts) + 1)) > 5_000_000:
             raise ValueError("the problem is too large to enumerate: use fewer tokens, positions or times")
@@ -206,23 +211,28 @@ def tempered(predictor: Callable[..., Tensor], power: float) -> Callable[..., Te
     return call
 
 
+def _ring(m: int) -> Dense:
+    """A local kernel: a jump moves a token to a neighbour ``x +- 1 mod m``."""
+    eye = torch.eye(m, dtype=torch.float64)
+    return Dense(0.5 * (torch.roll(eye, 1, 0) + torch.roll(eye, -1, 0)))
+
+
+EXAMPLE_KERNELS: dict[str, Callable[[int], Kernel]] = {
+    "mask": lambda m: Mask(m, m - 1), "uniform": Uniform, "ring": _ring,
+}
+
+
 def example_problem(kernel: str = "mask", times: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> GapProblem:
     """Pairs over tokens ``{0, 1, 2}`` that are equal with probability 0.8 (``m = 4``, token 3
-    is the mask), noised with the ``mask``, ``uniform`` or ``ring`` kernel (a local kernel:
-    a jump moves a token to a neighbour ``x +- 1 mod 4``), log-linear schedule."""
-    from . import kernels as K
-    from .schedules import LogLinear
-
+    is the mask), noised with a kernel of :data:`EXAMPLE_KERNELS` (``mask``, ``uniform`` or
+    ``ring``, a local kernel), log-linear schedule."""
     m = 4
-    make = {"mask": lambda: K.Mask(m, 3), "uniform": lambda: K.Uniform(m),
-            "ring": lambda: K.Dense(0.5 * (torch.roll(torch.eye(m, dtype=torch.float64), 1, 0)
-                                           + torch.roll(torch.eye(m, dtype=torch.float64), -1, 0)))}
-    if kernel not in make:
-        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(make)}")
+    if kernel not in EXAMPLE_KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(EXAMPLE_KERNELS)}")
     p0 = torch.zeros(m, m, dtype=torch.float64)
     p0[:3, :3] = 0.2 / 9
     p0[range(3), range(3)] += 0.8 / 3
-    return GapProblem(ForwardProcess(LogLinear(1e-3), make[kernel]()), p0, tuple(times))
+    return GapProblem(ForwardProcess(LogLinear(1e-3), EXAMPLE_KERNELS[kernel](m)), p0, tuple(times))
 
 
 def predictor_pairs(problem: GapProblem) -> dict[str, tuple[SnapshotPredictor, PathPredictor]]:
@@ -232,19 +242,3 @@ def predictor_pairs(problem: GapProblem) -> dict[str, tuple[SnapshotPredictor, P
             "context-blind snapshot / exact path": (own_token_snapshot(problem), path),
             "exact snapshot / over-confident path (p^3)": (snap, tempered(path, 3.0)),
             "exact snapshot / under-confident path (p^0.5)": (snap, tempered(path, 0.5))}
-
-
-def markdown(rows: dict[str, dict[str, float]], times: Sequence[float]) -> str:
-    """One row per (kernel, predictor pair): every term in nats per token, exact."""
-    head = ["kernel", "snapshot / path predictor", "NLL path", "NLL snapshot", "gap", "IPG", "CG",
-            "entropy given path", "entropy given snapshot"]
-    keys = ["nll_path", "nll_snapshot", "gap", "information_path_gap", "calibration_gap", "entropy_path",
-            "entropy_snapshot"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in rows.items():
-        kernel, pair = name.split(": ", 1)
-        lines.append("| " + " | ".join([kernel, pair, *(f"{r[k]:.4f}" for k in keys)]) + " |")
-    lines += ["", f"Exact finite sums, nats per token; path on the grid t = {', '.join(map(str, times))}; "
-              "gap = NLL snapshot - NLL path = IPG + CG (IPG from a conditional mutual information, "
-              "CG from KL divergences)."]
-    return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Transition operators ``P_{s->t}`` and ``P_{s->t}^T`` applied to batches of vectors
-(SPEC section 1, "Transition operators").
+(``docs/math.md`` section 5; paper section 3.2, uniformization).
 
 With ``Q_t = beta(t) (F_t - I)``, in integrated-rate time ``u = Lambda(t)`` the
 generator is ``F - I``, so for a time-homogeneous kernel
@@ -15,10 +15,10 @@ powers of ``step``; by default the result is Richardson-extrapolated,
 ``(4 P_{step/2} - P_step) / 3``, which makes it fourth order (both errors are
 measured in the tests against an ODE solve of the time-ordered exponential).
 
-Kernels with a rank-one teleport part, ``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T``
+Kernels with a rank-one teleport part, ``F_t = (1 - w(t)) K_t + w(t) pi_t 1^T``
 (the semantic kernel, any mixture of one kernel with mask/uniform parts), are
 split: the teleport enters in closed form and only ``K`` is frozen, for the
-shorter clock ``int (1 - lam) dLambda`` (about 1.0 instead of 6.9 for the paper's
+shorter clock ``int (1 - w) dLambda`` (about 1.0 instead of 6.9 for the paper's
 semantic kernel on ``[0, 1]``). Measured against the ODE on a small semantic
 kernel: about 1e-7 in L1 at the split default ``step = 0.5``, 1e-8 at 0.25, 1e-10 at 0.1; the
 unsplit rule needed ``step = 0.1`` for 1e-8 and about ten times more kernel
@@ -32,15 +32,16 @@ quadrature), ``"auto"`` (closed, else dense for ``m <= 512``, else series).
 """
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from scipy.special import gammaln, pdtrc
 from torch import Tensor
 
-from .kernels.base import Kernel, TeleportSplit, check_vectors
+from .kernels.base import Kernel, TeleportSplit, check_vectors, require_column_constant
 from .schedules import Schedule, as_time
 
 DENSE_AUTO_LIMIT = 512
@@ -111,33 +112,33 @@ def _teleport_weight(split: TeleportSplit, schedule: Schedule, u: np.ndarray) ->
 
 def _piece_weights(split: TeleportSplit, schedule: Schedule, a: float, b: float, tol: float):
     """Scalars of one piece ``[a, b]`` (in Lambda) with ``K`` frozen: the Poisson weights
-    of ``K`` over the piece's ``Lambda' = int (1 - lam)``, the factor ``e^{-int lam}``,
-    the teleport weights ``W_n = int lam(u) e^{-(b - u)} D'(u)^n / n! du`` with
-    ``D'(u) = int_u^b (1 - lam)``, and the Poisson tail."""
+    of ``K`` over the piece's ``Lambda' = int (1 - w)``, the factor ``e^{-int w}``,
+    the teleport weights ``W_n = int w(u) e^{-(b - u)} D'(u)^n / n! du`` with
+    ``D'(u) = int_u^b (1 - w)``, and the Poisson tail (``w`` the teleport weight)."""
     e = np.linspace(a, b, max(1, math.ceil((b - a) / _PANEL)) + 1)
-    u, w = _panels(e[:-1], e[1:])
-    lam = _teleport_weight(split, schedule, u)
-    stay = (w * (1 - lam)).sum(1)
+    u, gl = _panels(e[:-1], e[1:])
+    teleport = _teleport_weight(split, schedule, u)
+    stay = (gl * (1 - teleport)).sum(1)
     after = np.concatenate([np.cumsum(stay[::-1])[::-1][1:], [0.0]])
-    u2, w2 = _panels(u, np.broadcast_to(e[1:, None], u.shape))
-    dprime = after[:, None] + (w2 * (1 - _teleport_weight(split, schedule, u2))).sum(-1)
+    u2, gl2 = _panels(u, np.broadcast_to(e[1:, None], u.shape))
+    dprime = after[:, None] + (gl2 * (1 - _teleport_weight(split, schedule, u2))).sum(-1)
     total = float(stay.sum())
     poisson, tail = poisson_series(total, tol)
     n = np.arange(poisson.numel())
     powers = np.exp(n * np.log(np.maximum(dprime, 1e-300))[..., None] - gammaln(n + 1))
-    W = ((w * lam * np.exp(-(b - u)))[..., None] * powers).sum((0, 1))
+    W = ((gl * teleport * np.exp(-(b - u)))[..., None] * powers).sum((0, 1))
     return poisson, torch.as_tensor(W), math.exp(-((b - a) - total)), tail
 
 
 def _split_series(
     split: TeleportSplit, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float
 ) -> tuple[Tensor, float]:
-    """``P v`` for ``F_t = (1 - lam) K_t + lam pi_t 1^T`` over ``count`` pieces with ``K`` frozen.
+    """``P v`` for ``F_t = (1 - w) K_t + w pi_t 1^T`` over ``count`` pieces with ``K`` frozen.
 
     By Duhamel's formula, and because ``P`` keeps column sums, ``P = R + c 1^T`` where
-    ``R`` is the flow without teleports, ``e^{-int lam}`` times the ``K``-chain run for
-    ``Lambda' = int (1 - lam)`` (short: ``lam`` nears 1 as noise grows), and ``c`` is
-    one column, the law after the last teleport. On each piece ``lam`` and ``pi``
+    ``R`` is the flow without teleports, ``e^{-int w}`` times the ``K``-chain run for
+    ``Lambda' = int (1 - w)`` (short: ``w`` nears 1 as noise grows), and ``c`` is
+    one column, the law after the last teleport. On each piece ``w`` and ``pi``
     enter through exact scalar integrals; only ``K`` is frozen at the midpoint, so
     the rule stays symmetric (even error expansion, as in :func:`_frozen_series`).
     """
@@ -169,7 +170,7 @@ def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> 
     pieces = max(1, math.ceil(lt - ls))
     edges = np.linspace(ls, lt, pieces + 1)
     total = torch.zeros(kernel.m, dtype=torch.float64, device=kernel.device)
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         us = 0.5 * (b - a) * _GL_NODES + 0.5 * (a + b)
         taus = schedule.Lambda_inv(torch.as_tensor(us).clamp(0, schedule.Lambda_max)).tolist()
         for u, w, tau in zip(us, _GL_WEIGHTS, taus):
@@ -179,8 +180,8 @@ def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> 
 
 def closed_form(kernel: Kernel, schedule: Schedule, s: float, t: float) -> tuple[float, Tensor]:
     """``P_{s->t} = keep I + c 1^T`` for a column-constant kernel: ``(keep, c [m])``."""
-    if not kernel.column_constant:
-        raise ValueError(f"method='closed' needs a column-constant kernel; {kernel!r} is not")
+    require_column_constant(kernel, "the closed-form transition (method='closed')",
+                            "use method='series' or 'dense'")
     ls, lt = float(schedule.Lambda(s)), float(schedule.Lambda(t))
     return math.exp(-(lt - ls)), _closed_column(kernel, schedule, ls, lt)
 
@@ -216,10 +217,10 @@ def transition(
     transpose: bool = False,
     method: str = "auto",
     tol: float = 1e-12,
-    step: Optional[float] = None,
+    step: float | None = None,
     richardson: bool = True,
     return_bound: bool = False,
-) -> Union[Tensor, tuple[Tensor, float]]:
+) -> Tensor | tuple[Tensor, float]:
     """``P_{s->t} v`` (or ``P_{s->t}^T v``) for ``v`` of shape ``[m, n]``, ``0 <= s <= t <= 1``.
 
     With ``return_bound=True`` also returns the truncation bound: the summed Poisson

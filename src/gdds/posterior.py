@@ -1,4 +1,4 @@
-"""Reverse steps of the mean parametrization (SPEC section 1, "Mean parametrization").
+"""Reverse steps of the mean parametrization (``docs/math.md`` section 6; paper section 4.3).
 
 For one position with state ``x_t`` and denoiser output ``mu`` (a law of the clean
 token), the model's reverse step to time ``s < t`` is
@@ -23,17 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .operators import closed_form
+from .categorical import one_hot_columns
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
-
-
-def one_hot_columns(tokens: Tensor, m: int) -> Tensor:
-    """``[m, n]`` float64 matrix whose column ``i`` is ``e_{tokens[i]}``."""
-    v = torch.zeros(m, tokens.numel(), dtype=torch.float64, device=tokens.device)
-    v[tokens, torch.arange(tokens.numel(), device=tokens.device)] = 1.0
-    return v
 
 
 def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -85,7 +78,7 @@ def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: fl
     """The same step in closed form for ``F_t = pi_t 1^T`` (mask, uniform, hybrids), where
     ``P_{a->b} = k_ab I + c_ab 1^T``: ``r = k_0t e_x + c_0t[x] 1``, ``g = k_st e_x + c_st[x] 1``,
     ``w = k_0s rho + c_0s (1^T rho)`` with ``rho = mu / r``; ``O(m)`` per position."""
-    ops = [closed_form(process.kernel, process.schedule, a, b) for a, b in ((0.0, t), (s, t), (0.0, s))]
+    ops = [process.closed_transition(a, b) for a, b in ((0.0, t), (s, t), (0.0, s))]
     ops = [(k, c.to(mu.device)) for k, c in ops]
     # A state no jump can reach (c_0t[x] = 0, e.g. an unmasked token) has only itself as
     # a possible origin and keeps its value: those rows are one-hot, at no O(m) cost.

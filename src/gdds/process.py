@@ -1,5 +1,6 @@
 """The forward noising process: exact samples of ``q_t(.|x0)`` by uniformization
-(paper Algorithm 1 and its parallel form, Algorithm 3) and exact marginals.
+(paper section 3.2, Algorithm 1 and its parallel form, Algorithm 3; ``docs/math.md``
+section 4) and exact marginals and transition operators.
 
 Per position: ``N ~ Poisson(Lambda(t))`` jumps at times ``T_k = Lambda^{-1}(U_(k))``,
 ``U_(1) < ... < U_(N)`` the order statistics of ``N`` uniforms on ``[0, Lambda(t)]``;
@@ -11,18 +12,21 @@ Column-constant kernels (mask, uniform, hybrids) use the same law in closed form
 only the last jump matters, so ``x_t = x0`` when ``E >= Lambda(t)`` (``E ~ Exp(1)``,
 probability ``alpha(t)``) and otherwise ``x_t ~ pi`` at the last jump time
 ``Lambda^{-1}(Lambda(t) - E)``.
+
+Noising has its own verb, :meth:`ForwardProcess.noise` (``sample`` is an alias kept for
+the public contract); generation is :func:`gdds.sample`.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from .kernels.base import Kernel
-from .operators import transition
+from .categorical import one_hot_columns
+from .kernels.base import Kernel, require_column_constant
+from .operators import closed_form, transition
 from .schedules import Schedule, as_time
 
 
@@ -38,8 +42,8 @@ class NoisingInfo:
 
     jumps: Tensor
     times: Tensor
-    states: Optional[Tensor] = None
-    path_jumps: Optional[Tensor] = None
+    states: Tensor | None = None
+    path_jumps: Tensor | None = None
 
 
 class ForwardProcess:
@@ -61,11 +65,27 @@ class ForwardProcess:
         self.kernel = kernel
         self.m = kernel.m
 
-    def to(self, device: Union[str, torch.device]) -> "ForwardProcess":
+    def to(self, device: str | torch.device) -> ForwardProcess:
+        """Move the kernel's tensors to ``device`` (in place) and return the process."""
         self.kernel.to(device)
         return self
 
-    def _check(self, x0: Tensor, t: Union[float, Tensor]) -> tuple[Tensor, Tensor]:
+    @property
+    def column_constant(self) -> bool:
+        """Whether the kernel is ``F_t = pi_t 1^T`` (mask, uniform, hybrids): closed forms apply."""
+        return self.kernel.column_constant
+
+    def require_column_constant(self, needs: str, instead: str) -> None:
+        """``ValueError`` unless the kernel is column-constant (see
+        :func:`gdds.kernels.require_column_constant`)."""
+        require_column_constant(self.kernel, needs, instead)
+
+    def closed_transition(self, s: float, t: float) -> tuple[float, Tensor]:
+        """``P_{s->t} = keep I + c 1^T`` of a column-constant kernel: ``(keep, c [m])`` on the
+        kernel's device (:func:`gdds.operators.closed_form`)."""
+        return closed_form(self.kernel, self.schedule, s, t)
+
+    def _check(self, x0: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         if not isinstance(x0, Tensor) or x0.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"x0 must be an integer tensor of token ids, got {getattr(x0, 'dtype', type(x0))}")
         if x0.dim() != 2:
@@ -81,15 +101,15 @@ class ForwardProcess:
             raise ValueError(f"t must be a scalar or have shape [B] = [{x0.shape[0]}]; got {tuple(tt.shape)}")
         return x0.long(), tt
 
-    def sample(
+    def noise(
         self,
         x0: Tensor,
-        t: Union[float, Tensor],
+        t: float | Tensor,
         return_info: bool = False,
         full_path: bool = False,
         method: str = "auto",
-        generator: Optional[torch.Generator] = None,
-    ) -> Union[Tensor, tuple[Tensor, NoisingInfo]]:
+        generator: torch.Generator | None = None,
+    ) -> Tensor | tuple[Tensor, NoisingInfo]:
         """Exact sample ``x_t ~ q_t(.|x0)`` for ``x0 [B, L]`` and ``t`` scalar or ``[B]``.
 
         ``return_info`` adds a :class:`NoisingInfo`; ``full_path`` keeps simulating to
@@ -102,28 +122,30 @@ class ForwardProcess:
             raise ValueError(f"method must be 'auto' or 'uniformization'; got {method!r}")
         x0, tt = self._check(x0, t)
         B, L = x0.shape
-        lam = self.schedule._Lambda(tt).repeat_interleave(L)
+        Lambda_t = self.schedule._Lambda(tt).repeat_interleave(L)
         if method == "auto" and self.kernel.column_constant and not (return_info or full_path):
-            return self._closed_form(x0.reshape(-1), lam, generator).reshape(B, L)
-        xt, info = self._uniformize(x0.reshape(-1), lam, return_info or full_path, full_path, generator)
+            return self._closed_form(x0.reshape(-1), Lambda_t, generator).reshape(B, L)
+        xt, info = self._uniformize(x0.reshape(-1), Lambda_t, return_info or full_path, full_path, generator)
         xt = xt.reshape(B, L)
         if not (return_info or full_path):
             return xt
         shaped = NoisingInfo(*(None if f is None else f.reshape(B, L, *f.shape[1:]) for f in info))
         return xt, shaped
 
-    def _closed_form(self, x0: Tensor, lam: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        back = torch.empty_like(lam).exponential_(generator=generator)
-        jumped = back < lam
+    sample = noise  # the same method under the name of the public contract (README, quick start)
+
+    def _closed_form(self, x0: Tensor, Lambda_t: Tensor, generator: torch.Generator | None) -> Tensor:
+        back = torch.empty_like(Lambda_t).exponential_(generator=generator)
+        jumped = back < Lambda_t
         times = None
         if self.kernel.time_dependent:
-            times = self.schedule._Lambda_inv((lam - back).clamp_min(0.0))
-        return torch.where(jumped, self.kernel.sample(x0, times, generator), x0)
+            times = self.schedule._Lambda_inv((Lambda_t - back).clamp_min(0.0))
+        return torch.where(jumped, self.kernel.jump(x0, times, generator), x0)
 
     def _uniformize(
-        self, x0: Tensor, lam: Tensor, record: bool, full_path: bool, generator: Optional[torch.Generator]
+        self, x0: Tensor, Lambda_t: Tensor, record: bool, full_path: bool, generator: torch.Generator | None
     ) -> tuple[Tensor, tuple]:
-        horizon = torch.full_like(lam, self.schedule.Lambda_max) if full_path else lam
+        horizon = torch.full_like(Lambda_t, self.schedule.Lambda_max) if full_path else Lambda_t
         counts = torch.poisson(horizon, generator=generator).long()
         order = torch.argsort(counts, descending=True, stable=True)
         n_sorted = counts[order]
@@ -131,11 +153,12 @@ class ForwardProcess:
         active = torch.bincount(counts, minlength=kmax + 1).flip(0).cumsum(0).flip(0).tolist()
         cur = x0[order].clone()
         xt = cur.clone() if full_path else cur
-        lam_sorted, hor_sorted = lam[order], horizon[order]
+        Lambda_sorted, horizon_sorted = Lambda_t[order], horizon[order]
         need_times = self.kernel.time_dependent or record
-        frac = torch.zeros(active[1] if kmax else 0, dtype=torch.float64, device=lam.device)
-        times = torch.full((x0.numel(), kmax), float("nan"), dtype=torch.float64, device=lam.device) if record else None
-        states = torch.full((x0.numel(), kmax), -1, dtype=torch.long, device=lam.device) if full_path else None
+        device = Lambda_t.device
+        frac = torch.zeros(active[1] if kmax else 0, dtype=torch.float64, device=device)
+        times = torch.full((x0.numel(), kmax), float("nan"), dtype=torch.float64, device=device) if record else None
+        states = torch.full((x0.numel(), kmax), -1, dtype=torch.long, device=device) if full_path else None
         jumps = torch.zeros_like(counts) if full_path else None
         for k in range(1, kmax + 1):
             c = active[k]
@@ -143,14 +166,14 @@ class ForwardProcess:
             if need_times:
                 # Next order statistic of the remaining n - k + 1 uniforms on (frac, 1].
                 remaining = (n_sorted[:c] - (k - 1)).to(torch.float64)
-                w = torch.rand(c, dtype=torch.float64, device=lam.device, generator=generator)
+                w = torch.rand(c, dtype=torch.float64, device=device, generator=generator)
                 frac = 1 - (1 - frac[:c]) * w.pow(1 / remaining)
-                u = frac * hor_sorted[:c]
+                u = frac * horizon_sorted[:c]
                 tau = self.schedule._Lambda_inv(u.clamp_max(self.schedule.Lambda_max))
-            cur[:c] = self.kernel.sample(cur[:c], tau, generator)
+            cur[:c] = self.kernel.jump(cur[:c], tau, generator)
             if full_path:
                 states[:c, k - 1] = cur[:c]
-                before_t = u <= lam_sorted[:c]
+                before_t = u <= Lambda_sorted[:c]
                 xt[:c] = torch.where(before_t, cur[:c], xt[:c])
                 jumps[:c] += before_t
             if record:
@@ -165,7 +188,7 @@ class ForwardProcess:
             return out, (jumps[inv], times[inv], states[inv], counts)
         return out, (counts, times[inv])
 
-    def marginal(self, x0: Tensor, t: Union[float, Tensor], method: str = "auto", **kwargs) -> Tensor:
+    def marginal(self, x0: Tensor, t: float | Tensor, method: str = "auto", **kwargs) -> Tensor:
         """Exact ``q_t(.|x0)`` as ``[B, L, m]`` float64 (see :func:`gdds.operators.transition`
         for the methods; the default is exact up to solver round-off or the stated tail)."""
         x0, tt = self._check(x0, t)
@@ -173,15 +196,12 @@ class ForwardProcess:
         out = torch.empty(B, L, self.m, dtype=torch.float64, device=x0.device)
         for b in range(B):
             tokens, where = torch.unique(x0[b], return_inverse=True)
-            v = torch.zeros(self.m, tokens.numel(), dtype=torch.float64, device=x0.device)
-            v[tokens, torch.arange(tokens.numel(), device=x0.device)] = 1.0
-            cols = self.transition(v, 0.0, float(tt[b]), method=method, **kwargs)
+            cols = self.transition(one_hot_columns(tokens, self.m), 0.0, float(tt[b]), method=method, **kwargs)
             out[b] = cols.T[where]
         return out
 
-    def transition(
-        self, v: Tensor, s: float, t: float, transpose: bool = False, **kwargs
-    ) -> Union[Tensor, tuple[Tensor, float]]:
+    def transition(self, v: Tensor, s: float, t: float, transpose: bool = False,
+                   **kwargs) -> Tensor | tuple[Tensor, float]:
         """``P_{s->t} v`` or ``P_{s->t}^T v`` for ``v [m, n]``; see :func:`gdds.operators.transition`."""
         return transition(self.kernel, self.schedule, v, s, t, transpose=transpose, **kwargs)
 

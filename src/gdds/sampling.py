@@ -1,4 +1,4 @@
-"""Generation (SPEC section 1, "Mean parametrization"; section 2 on precision).
+"""Generation (``docs/math.md`` sections 6 and 7; paper section 4.3).
 
 :func:`sample` runs the model's reverse chain ``p_theta(x_s | x_t)`` exactly as
 the likelihood bound scores it (:mod:`gdds.posterior`), from the prior
@@ -12,23 +12,20 @@ chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 """
 from __future__ import annotations
 
+import itertools
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .kernels.base import inverse_cdf
+from .categorical import gumbel_max, inverse_cdf
 from .posterior import CHUNK_FLOATS, reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-
-
-def categorical(logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Exact draw from ``softmax(logits)`` along the last dim (Gumbel-max on float32 logits)."""
-    e = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
-    return (logits.float() - e.log()).argmax(dim=-1)
+"""A denoiser: ``(x_t [B, L] long, t [B]) -> logits or log-probabilities [B, L, m]`` of the clean token."""
 
 
 def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[float]:
@@ -43,10 +40,10 @@ def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[f
     raise ValueError(f"spacing must be 't' or 'lambda', got {spacing!r}")
 
 
-_UNIFORM_PRIORS: "weakref.WeakKeyDictionary[ForwardProcess, Tensor]" = weakref.WeakKeyDictionary()
+_UNIFORM_PRIORS: weakref.WeakKeyDictionary[ForwardProcess, Tensor] = weakref.WeakKeyDictionary()
 
 
-def reference_prior(process: ForwardProcess, reference: Optional[Tensor] = None) -> Tensor:
+def reference_prior(process: ForwardProcess, reference: Tensor | None = None) -> Tensor:
     """``p_1 = P_{0->1} pi_ref`` (``[m]`` float64): the law of ``x_1`` when the clean
     token is drawn from ``reference`` (default: uniform over all ``m`` tokens, computed
     once per process)."""
@@ -82,11 +79,11 @@ def sample(
     spacing: str = "t",
     top_p: float = 1.0,
     gumbel: bool = False,
-    fixed: Optional[Tensor] = None,
-    reference: Optional[Tensor] = None,
+    fixed: Tensor | None = None,
+    reference: Tensor | None = None,
     reuse_unchanged: bool = False,
-    generator: Optional[torch.Generator] = None,
-    device: Optional[torch.device] = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
     **op: Any,
 ) -> Tensor:
     """``num`` sequences of ``length`` tokens from the model's reverse chain.
@@ -115,7 +112,7 @@ def sample(
     grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
     logits, seen = None, None
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in itertools.pairwise(grid):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits = denoiser(x, torch.full((num,), t, device=device)).reshape(num * length, -1)
             seen = x.clone()
@@ -127,7 +124,7 @@ def sample(
             if top_p < 1:
                 mu = nucleus(mu, top_p)
             probs = reverse_step_probs(process, mu, flat[idx], s, t, **op)
-            nxt[idx] = categorical(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
+            nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)
     return x
@@ -140,8 +137,8 @@ def sample_renoise(
     num: int,
     length: int,
     steps: int = 64,
-    generator: Optional[torch.Generator] = None,
-    device: Optional[torch.device] = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:
     """APPROXIMATE sampler (module docstring): ``num`` sequences of ``length`` tokens
     from the prior ``p_1`` down a uniform grid of ``steps``."""
@@ -150,8 +147,8 @@ def sample_renoise(
     prior = reference_prior(process).to(device)
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
     grid = time_grid(process, steps)
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in itertools.pairwise(grid):
         logits = denoiser(x, torch.full((num,), t, device=x.device))
         x0_hat = inverse_cdf(torch.softmax(logits.double(), dim=-1), generator)
-        x = process.sample(x0_hat, s, generator=generator) if s > 0 else x0_hat
+        x = process.noise(x0_hat, s, generator=generator) if s > 0 else x0_hat
     return x

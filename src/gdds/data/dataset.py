@@ -7,23 +7,26 @@ has at most 65,536 ids, else uint32) memory-mapped on reading, and the document
 boundaries in ``<key>.offsets.npy``. Both files are written atomically, tokens first,
 so a present offsets file means a complete entry.
 
-Two packings, both deterministic (the training loop owns shuffling):
-:class:`PackedBlocks` ("wrap", OpenWebText style) and :class:`PaddedSentences` ("pad",
-LM1B style).
+Two packings, both deterministic (the training loop owns shuffling), registered by their
+configuration names in :data:`PACKINGS`: :class:`PackedBlocks` ("wrap", OpenWebText style)
+and :class:`PaddedSentences` ("pad", LM1B style).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from ..atomic import write_atomically
+from ..files import cache_dir as default_cache_dir
+from ..files import write_atomically
+from ..registry import Registry
 from .tokenizer_base import TextTokenizer
 
 _FORMAT = "gdds-tokens-v1"
@@ -84,17 +87,16 @@ def _load(tokens_path: Path, offsets_path: Path, dtype: np.dtype, key: str) -> T
     return TokenArray(tokens, offsets, key)
 
 
-def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer, cache_dir: Path | str | None = None) -> TokenArray:
+def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer,
+                       cache_dir: Path | str | None = None) -> TokenArray:
     """Token ids of ``docs`` (no special tokens), concatenated and memory-mapped, read
-    from the cache in ``cache_dir`` (default ``gdds.kernels.default_cache_dir() /
-    "tokens"``) or computed and stored there. Documents are encoded in batches of
-    1024, so memory stays bounded by a batch, not the corpus."""
+    from the cache in ``cache_dir`` (default :func:`gdds.files.cache_dir` ``/ "tokens"``)
+    or computed and stored there. Documents are encoded in batches of 1024, so memory
+    stays bounded by a batch, not the corpus."""
     if not docs:
         raise ValueError("no documents to tokenize; load a corpus with load_corpus() first")
     if cache_dir is None:
-        from ..kernels.knn import default_cache_dir
-
-        cache_dir = default_cache_dir() / "tokens"
+        cache_dir = default_cache_dir("tokens")
     key = cache_key(docs, tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
     tokens_path, offsets_path = Path(cache_dir) / f"{key}.tokens", Path(cache_dir) / f"{key}.offsets.npy"
@@ -230,3 +232,21 @@ class PaddedSentences(_Blocks):
         """Bool tensor ``[len(indices), seq_len]``: True on BOS, tokens and EOS, False on padding."""
         idx = _check_indices(indices, len(self))
         return torch.from_numpy(np.arange(self.seq_len)[None, :] <= self._kept[idx][:, None] + 1)
+
+
+Blocks = PackedBlocks | PaddedSentences
+
+
+def _wrap(array: TokenArray, tokenizer: TextTokenizer, seq_len: int) -> Blocks:
+    return PackedBlocks(array, seq_len, tokenizer.bos_id, tokenizer.eos_id)
+
+
+def _pad(array: TokenArray, tokenizer: TextTokenizer, seq_len: int) -> Blocks:
+    if tokenizer.pad_id is None:
+        raise ValueError(f"pad packing needs a pad token; {tokenizer.name} has none (use wrap packing)")
+    return PaddedSentences(array, seq_len, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
+
+
+PACKINGS: Registry[Callable[[TokenArray, TextTokenizer, int], Blocks]] = Registry("packing")
+PACKINGS.register("wrap", _wrap)
+PACKINGS.register("pad", _pad)

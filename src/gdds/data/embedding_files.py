@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gzip
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ._filler import _filler_rows, _filler_scale
 
-PathLike = Union[str, Path]
-Vocab = Union[Sequence[str], Mapping[str, int]]
+PathLike = str | Path
+Vocab = Sequence[str] | Mapping[str, int]
 
 _TENSOR_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
 _TEXT_SUFFIXES = (".txt", ".vec", ".txt.gz", ".vec.gz")
@@ -63,7 +63,7 @@ def _describe(entries: Mapping[str, object]) -> str:
     return ", ".join(parts) + (f", ... ({more} more)" if more > 0 else "")
 
 
-def _pick(entries: Mapping[str, object], key: Optional[str], source: str) -> tuple[str, object]:
+def _pick(entries: Mapping[str, object], key: str | None, source: str) -> tuple[str, object]:
     """The entry ``key`` of a file holding several arrays (the only one if ``key`` is None)."""
     if not entries:
         raise ValueError(f"{source}: the file holds no tensors")
@@ -161,7 +161,7 @@ def _read_text(path: Path, vocab: Vocab, seed: int) -> Tensor:
 
 
 def load_embedding_file(
-    path: PathLike, key: Optional[str] = None, vocab: Optional[Vocab] = None, seed: int = 0
+    path: PathLike, key: str | None = None, vocab: Vocab | None = None, seed: int = 0
 ) -> Tensor:
     """Token embeddings ``[m, d]`` (float32) from a user file.
 

@@ -7,7 +7,8 @@ given as ``data_files=``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _HF_HINT = "pip install gdds[hf]"
 
@@ -19,7 +20,8 @@ def _offline() -> Iterator[None]:
     import datasets.config
     import huggingface_hub.constants
 
-    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
+             huggingface_hub.constants.HF_HUB_OFFLINE)
     datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
     huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
@@ -67,5 +69,6 @@ def hf_documents(
                 "(same HF_HOME / cache_dir), or give local files: load_corpus('hf:text', data_files=[...])"
             ) from err
     columns = list(table.column_names)
-    strings = [c for c, feature in table.features.items() if getattr(feature, "dtype", None) in ("string", "large_string")]
+    strings = [c for c, feature in table.features.items()
+               if getattr(feature, "dtype", None) in ("string", "large_string")]
     return list(table[_text_field(columns, strings, field, where)])

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
-from ..atomic import write_atomically
+from ..files import write_atomically
 
 META_FILE = "gdds_tokenizer.json"
 
@@ -62,7 +63,7 @@ class TextTokenizer(ABC):
 
     @abstractmethod
     def pieces(self, ids: Iterable[int]) -> list[str]:
-        """The string of each token (byte-level tokens that are not valid UTF-8 on
+        r"""The string of each token (byte-level tokens that are not valid UTF-8 on
         their own show their bytes as ``\\xNN`` escapes)."""
 
     @abstractmethod

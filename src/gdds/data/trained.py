@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..atomic import write_atomically
+from ..files import write_atomically
 from .tokenizer_base import AppendedSpecials, sha256_bytes
 
 BPE_FILE = "bpe.json"

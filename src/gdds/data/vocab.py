@@ -10,8 +10,9 @@ the semantic kernel: ``SemanticKNN(select_rows(emb, vocab.full_ids), ...)`` with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ class CompactVocab:
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._torch:
-            self._torch[device] = (torch.from_numpy(self._lookup).to(device), torch.from_numpy(self.full_ids.copy()).to(device))
+            self._torch[device] = (torch.from_numpy(self._lookup).to(device),
+                                   torch.from_numpy(self.full_ids.copy()).to(device))
         return self._torch[device]
 
     def _check(self, ids: Ids, bound: int, what: str) -> None:

@@ -1,10 +1,10 @@
-"""The jump-kernel interface (SPEC section 1, "Rate matrix with shared exit rates").
+"""The jump-kernel interface (``docs/math.md`` section 3; paper section 3.2, Eq. 7).
 
 A kernel is the column-stochastic matrix ``F_t`` in ``Q_t = beta(t) (F_t - I)``:
 column ``x`` is the law of the destination of a jump from ``x`` at time ``t``.
 The interface is deliberately small (after SEDD's ``graph_lib``):
 
-- ``sample(x, t)``: one jump for each current token ``x[i]`` at time ``t[i]``;
+- ``jump(x, t)``: one jump for each current token ``x[i]`` at time ``t[i]``;
 - ``apply(v, t)`` / ``apply_T(v, t)``: ``F_t v`` and ``F_t^T v`` for a batch of
   vectors ``v`` of shape ``[m, n]`` (float64, never a dense ``m x m`` matrix for
   large ``m``);
@@ -12,13 +12,14 @@ The interface is deliberately small (after SEDD's ``graph_lib``):
 
 Kernels whose columns are all equal (``F_t = pi_t 1^T``: mask, uniform, their
 hybrids) set ``column_constant`` and implement ``pi(t)``; the process uses it for
-closed-form noising and marginals.
+closed-form noising and marginals; :func:`require_column_constant` is the one guard for
+code that needs that form.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -45,6 +46,14 @@ def check_column_stochastic(F: Tensor, tol: float = 1e-6, what: str = "kernel") 
         )
 
 
+def require_column_constant(kernel: Kernel, needs: str, instead: str) -> None:
+    """Raise ``ValueError`` unless ``kernel`` is column-constant (mask, uniform, their hybrids):
+    ``needs`` says what requires the closed form, ``instead`` what to use for other kernels."""
+    if not kernel.column_constant:
+        raise ValueError(f"{needs} needs a column-constant kernel (mask, uniform, hybrid: q_t(.|x0) in closed "
+                         f"form); got {kernel!r}: {instead}")
+
+
 def check_vectors(v: Tensor, m: int) -> Tensor:
     """Validate a batch of vectors ``[m, n]`` and return it as float64."""
     if v.dim() != 2 or v.shape[0] != m:
@@ -52,7 +61,7 @@ def check_vectors(v: Tensor, m: int) -> Tensor:
     return v.to(torch.float64)
 
 
-def exclusion_mask(m: int, exclude: Optional[Sequence[int] | Tensor]) -> Optional[Tensor]:
+def exclusion_mask(m: int, exclude: Sequence[int] | Tensor | None) -> Tensor | None:
     """Boolean ``[m]`` mask of the token ids in ``exclude`` (``None`` when empty)."""
     if exclude is None:
         return None
@@ -68,11 +77,11 @@ def exclusion_mask(m: int, exclude: Optional[Sequence[int] | Tensor]) -> Optiona
 
 @dataclass
 class TeleportSplit:
-    """A kernel written as ``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T``: ``inner`` is
-    ``K``, ``weight`` maps times ``[n]`` (float64) to ``lam [n]``, ``column(t)`` is
-    ``pi_t`` (``[m]`` float64)."""
+    """A kernel written as ``F_t = (1 - w(t)) K_t + w(t) pi_t 1^T`` with teleport weight
+    ``w``: ``inner`` is ``K``, ``weight`` maps times ``[n]`` (float64) to ``w [n]``,
+    ``column(t)`` is ``pi_t`` (``[m]`` float64)."""
 
-    inner: "Kernel"
+    inner: Kernel
     weight: Callable[[Tensor], Tensor]
     column: Callable[[float], Tensor]
 
@@ -84,7 +93,7 @@ class Kernel:
     time_dependent: bool = False
     column_constant: bool = False
 
-    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """One jump from each token of ``x`` (``[n]`` long) at times ``t`` (``[n]`` float64).
 
         ``t`` may be ``None`` for time-homogeneous kernels.
@@ -116,8 +125,8 @@ class Kernel:
             v = nxt
         raise RuntimeError(f"stationary distribution did not converge in {max_iter} iterations")
 
-    def teleport_split(self) -> Optional["TeleportSplit"]:
-        """``F_t = (1 - lam(t)) K_t + lam(t) pi_t 1^T`` with ``K_t`` not column-constant,
+    def teleport_split(self) -> TeleportSplit | None:
+        """``F_t = (1 - w(t)) K_t + w(t) pi_t 1^T`` with ``K_t`` not column-constant,
         when the kernel has that form (``None`` otherwise). The transition operators
         then move the rank-one part into closed form (see :mod:`gdds.operators`)."""
         return None
@@ -146,7 +155,7 @@ class Kernel:
             return part.device
         return torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "Kernel":
+    def to(self, device: torch.device | str) -> Kernel:
         """Move the kernel's tensors to ``device`` (in place) and return it."""
         for name, part in list(self._parts()):
             if isinstance(part, Tensor):
@@ -156,15 +165,6 @@ class Kernel:
             else:
                 part.to(device)
         return self
-
-
-def inverse_cdf(probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Exact categorical draw along the last dim of non-negative weights ``probs``
-    (normalised here) by inverse CDF; the CDF is accumulated in float64."""
-    cdf = probs.to(torch.float64).cumsum(dim=-1)
-    u = torch.rand(probs.shape[:-1] + (1,), dtype=torch.float64, device=probs.device, generator=generator)
-    idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
-    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
 class SparseColumns:
@@ -203,7 +203,7 @@ class SparseColumns:
     def device(self) -> torch.device:
         return self.src.device
 
-    def to(self, device: torch.device | str) -> "SparseColumns":
+    def to(self, device: torch.device | str) -> SparseColumns:
         for name, value in vars(self).items():
             if isinstance(value, Tensor):
                 setattr(self, name, value.to(device))

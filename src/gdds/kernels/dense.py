@@ -1,12 +1,13 @@
 """Dense kernels: any small column-stochastic matrix, fixed or time-dependent."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from .base import DENSE_LIMIT, Kernel, check_column_stochastic, check_vectors, inverse_cdf
+from ..categorical import inverse_cdf
+from .base import DENSE_LIMIT, Kernel, check_column_stochastic, check_vectors
 
 KernelFn = Callable[[Tensor], Tensor]
 
@@ -19,9 +20,9 @@ class Dense(Kernel):
     A callable is validated at 11 evenly spaced times in ``[0, 1]``.
     """
 
-    def __init__(self, F: Union[Tensor, KernelFn]):
+    def __init__(self, F: Tensor | KernelFn):
         if callable(F) and not isinstance(F, Tensor):
-            self.fn: Optional[KernelFn] = F
+            self.fn: KernelFn | None = F
             probe = self._eval(torch.linspace(0, 1, 11, dtype=torch.float64))
             if probe.dim() != 3 or probe.shape[0] != 11:
                 raise ValueError(f"a kernel callable must map times [n] to [n, m, m]; got {tuple(probe.shape)}")
@@ -36,7 +37,8 @@ class Dense(Kernel):
             self.F = F / F.sum(dim=0, keepdim=True)
             self.m = F.shape[0]
         if self.m > DENSE_LIMIT:
-            raise ValueError(f"Dense kernels are for small vocabularies (m <= {DENSE_LIMIT}); use Sparse for m = {self.m}")
+            raise ValueError(f"Dense kernels are for small vocabularies (m <= {DENSE_LIMIT}); "
+                             f"use Sparse for m = {self.m}")
 
     def _eval(self, t: Tensor) -> Tensor:
         return torch.as_tensor(self.fn(t), dtype=torch.float64)
@@ -46,7 +48,7 @@ class Dense(Kernel):
             return self.F
         return self._eval(torch.tensor([float(t)], dtype=torch.float64))[0]
 
-    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         if self.fn is None:
             cols = self.F.T[x]
         else:

@@ -1,36 +1,24 @@
 """Exact k-nearest-neighbour graphs of token embeddings, built in row chunks and
-cached on disk (SPEC section 1, "Semantic kNN kernel").
+cached on disk (``docs/math.md`` section 3, "Semantic kNN kernel").
 
 Memory is ``O(m k)`` for the result plus one ``[chunk, m]`` distance block; no
-``m x m`` matrix is ever held.
+``m x m`` matrix is ever held. The cache goes through :mod:`gdds.files`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ..atomic import write_atomically
+from .. import files
 from .base import exclusion_mask
 
 METRICS = ("gaussian", "cosine")
 _CANDIDATE_SLACK = 8  # extra candidates re-ranked with exact distances
 _BLOCK_FLOATS = 2**25  # floats per working block (128 MiB in float32)
-
-
-def default_cache_dir() -> Path:
-    """``$GDDS_CACHE_DIR`` if set, else the user's cache directory for ``gdds``."""
-    env = os.environ.get("GDDS_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gdds"))
 
 
 def _prepare(embeddings: Tensor, metric: str) -> Tensor:
@@ -55,7 +43,7 @@ def knn_graph(
     k: int,
     metric: str = "gaussian",
     progress: bool = True,
-    exclude: Optional[Sequence[int] | Tensor] = None,
+    exclude: Sequence[int] | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact kNN graph, self excluded: ``(neighbours [m, k] long, distances [m, k] float32)``.
 
@@ -77,6 +65,8 @@ def knn_graph(
     sq = (E * E).sum(dim=1)
     nbr = torch.empty(m, k, dtype=torch.long)
     dist = torch.empty(m, k, dtype=torch.float32)
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=m, desc="kNN graph", unit="tok", delay=1.0, disable=not progress)
     for start in range(0, m, rows):
         stop = min(m, start + rows)
@@ -98,9 +88,7 @@ def knn_graph(
     return nbr, dist
 
 
-def graph_key(
-    embeddings: Tensor, k: int, metric: str, exclude: Optional[Sequence[int] | Tensor] = None
-) -> str:
+def graph_key(embeddings: Tensor, k: int, metric: str, exclude: Sequence[int] | Tensor | None = None) -> str:
     """Cache key: a hash of the embedding values and shape and the graph settings."""
     E = _prepare(embeddings, "gaussian")
     banned = exclusion_mask(E.shape[0], exclude)
@@ -116,14 +104,14 @@ def cached_knn_graph(
     embeddings: Tensor,
     k: int,
     metric: str = "gaussian",
-    cache_dir: Optional[Union[str, Path]] = None,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
-    exclude: Optional[Sequence[int] | Tensor] = None,
+    exclude: Sequence[int] | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`knn_graph`, loaded from ``cache_dir`` when present, else built and
     saved there atomically (temporary file + rename). An unreadable cache file is
     an error (delete it to rebuild), never silently replaced."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else files.cache_dir()
     path = folder / f"knn-{graph_key(embeddings, k, metric, exclude)}.pt"
     if path.exists():
         try:
@@ -133,5 +121,5 @@ def cached_knn_graph(
             raise RuntimeError(f"kNN cache file {path} is unreadable ({exc}); delete it to rebuild") from exc
     nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
     data = {"neighbours": nbr.to(torch.int32), "distances": dist}
-    write_atomically(path, lambda fh: torch.save(data, fh))
+    files.write_atomically(path, lambda fh: torch.save(data, fh))
     return nbr, dist

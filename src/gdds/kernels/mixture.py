@@ -1,19 +1,21 @@
 """Mixtures of kernels with time-varying weights, and the GIDD-like mask/uniform hybrid.
 
-``F_t = sum_i w_i(t) F^(i)_t`` (SPEC section 1, "Mixture"); a jump first picks a
+``F_t = sum_i w_i(t) F^(i)_t`` (``docs/math.md`` section 3); a jump first picks a
 component with probability ``w_i(t)``, then jumps with that component.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .base import Kernel, TeleportSplit, check_vectors, inverse_cdf
-from .mask import Mask, Uniform
+from ..categorical import inverse_cdf
+from .base import Kernel, TeleportSplit, check_vectors
+from .mask import Mask
+from .uniform import Uniform
 
-Weight = Union[float, Callable[[Tensor], Tensor]]
+Weight = float | Callable[[Tensor], Tensor]
 _PROBE = torch.linspace(0, 1, 11, dtype=torch.float64)
 
 
@@ -49,7 +51,7 @@ class Mixture(Kernel):
         ]
         return torch.stack(cols, dim=1)
 
-    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         if t is None:
             if self.time_dependent:
                 raise ValueError("a time-dependent kernel needs the jump times t")
@@ -61,7 +63,7 @@ class Mixture(Kernel):
         for c, kernel in enumerate(self.kernels):
             idx = (choice == c).nonzero().squeeze(1)
             if idx.numel():
-                out[idx] = kernel.sample(x[idx], None if t is None else t[idx], generator)
+                out[idx] = kernel.jump(x[idx], None if t is None else t[idx], generator)
         return out
 
     def _weighted(self, t: float, parts: Sequence[Tensor]) -> Tensor:
@@ -84,9 +86,9 @@ class Mixture(Kernel):
             return super().pi(t)
         return self._weighted(t, [k.pi(t).to(self.device) for k in self.kernels])
 
-    def teleport_split(self) -> Optional[TeleportSplit]:
+    def teleport_split(self) -> TeleportSplit | None:
         """Exactly one component that is not column-constant is ``K``; the others
-        together are the rank-one part ``lam(t) pi_t 1^T``."""
+        together are the rank-one part ``w(t) pi_t 1^T``."""
         constant = [i for i, k in enumerate(self.kernels) if k.column_constant]
         if not constant or len(constant) != len(self.kernels) - 1:
             return None

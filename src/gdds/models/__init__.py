@@ -1,7 +1,10 @@
-"""Networks: the denoiser ``(x_t [B, L], t [B]) -> logits [B, L, m]`` (SPEC section 1, 4)
-and the autoregressive baseline on the same blocks."""
+"""Networks: the denoiser ``(x_t [B, L], t [B]) -> logits [B, L, m]`` (:class:`DiT`), the
+autoregressive baseline on the same blocks (:class:`CausalLM`) and the two-stream network of
+the Campbell estimator (:class:`TwoStream`). Models import nothing from the rest of gdds but
+:mod:`gdds.categorical` (no kernels, no processes, no data)."""
 from .causal import CausalLM
-from .dit import PRESETS, DiT, DiTConfig
+from .config import PRESETS, DiTConfig
+from .dit import DiT
 from .two_stream import TwoStream
 
-__all__ = ["CausalLM", "DiT", "DiTConfig", "PRESETS", "TwoStream"]
+__all__ = ["PRESETS", "CausalLM", "DiT", "DiTConfig", "TwoStream"]

@@ -22,14 +22,14 @@ only in the mask and the objective.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernels.base import inverse_cdf
-from .dit import DiT, DiTConfig
+from ..categorical import inverse_cdf
+from .config import DiTConfig
+from .dit import DiT
 
 
 class CausalLM(nn.Module):
@@ -53,7 +53,7 @@ class CausalLM(nn.Module):
         self.net = DiT(dataclasses.replace(config, vocab_size=config.vocab_size + 1))
 
     @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides: Any) -> "CausalLM":
+    def preset(cls, name: str, vocab_size: int, **overrides: Any) -> CausalLM:
         """A named DiT size (``tiny``, ``small``, ``medium``) with ``causal=True`` and optional overrides."""
         return cls(DiTConfig.preset(name, vocab_size, **{"causal": True, **overrides}))
 
@@ -88,18 +88,13 @@ class CausalLM(nn.Module):
         log_p = torch.log_softmax(self(x).double(), dim=-1)
         return -log_p.gather(-1, x[..., None].long()).squeeze(-1).sum(dim=-1)
 
-    def loss(self, x: Tensor) -> Tensor:
-        """Mean per-token cross-entropy (nats, float32 scalar): the training objective."""
-        logits = self(x).float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1).long())
-
     @torch.no_grad()
     def generate(
         self,
         num: int,
         length: int,
-        generator: Optional[torch.Generator] = None,
-        prompt: Optional[Tensor] = None,
+        generator: torch.Generator | None = None,
+        prompt: Tensor | None = None,
     ) -> Tensor:
         """Ancestral samples ``[num, length]`` (long), continuing ``prompt [num, P]`` if given.
 

@@ -1,7 +1,7 @@
 """A two-stream (content / query) network for the Campbell estimator (paper section
-4.2, Appendix E; issue 5), in the spirit of XLNet's two-stream attention.
+4.2, Appendix E), in the spirit of XLNet's two-stream attention.
 
-The Campbell estimator (:mod:`gdds.pathwise`) predicts, for every jump of one
+The Campbell estimator (:mod:`gdds.objectives.pathwise`) predicts, for every jump of one
 forward path, the pre-jump token from the whole sequence just after the jump. The
 jumps happen at different times, so each needs its own context; one pass serves
 them all:
@@ -26,13 +26,12 @@ network underperforms standard transformers.
 """
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dit import INIT_STD, MLP, DiTConfig, LayerNorm, Rotary, TimeEmbedding, init_adaln_zero, modulate
+from .config import DiTConfig
+from .layers import INIT_STD, MLP, LayerNorm, Rotary, Trunk, modulate
 
 
 class QueryBlock(nn.Module):
@@ -63,38 +62,26 @@ class QueryBlock(nn.Module):
         return g + gate2 * self.mlp(modulate(self.norm2(g), shift2, scale2))
 
 
-class TwoStream(nn.Module):
+class TwoStream(Trunk):
     """``(pieces, queries) -> logits [B, Q, vocab_size]`` of the jump destination
     (for the Campbell estimator, the pre-jump token); :meth:`snapshot` is the
     ``(x_t, t) -> logits [B, L, m]`` form used to generate."""
 
     def __init__(self, config: DiTConfig):
-        super().__init__()
-        if not isinstance(config, DiTConfig):
-            raise TypeError(f"config must be a DiTConfig, got {type(config).__name__}")
-        self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.width)
+        super().__init__(config, (QueryBlock(config) for _ in range(config.layers)))
         self.query = nn.Parameter(torch.zeros(config.width))
-        self.time_embed = TimeEmbedding(config.cond_width)
-        self.rotary = Rotary(config.head_dim, config.max_len, config.rope_base)
-        self.blocks = nn.ModuleList(QueryBlock(config) for _ in range(config.layers))
-        self.final_norm = LayerNorm(config.width)
-        self.final_modulation = nn.Linear(config.cond_width, 2 * config.width)
-        self.head = nn.Linear(config.width, config.vocab_size)
-        if config.tie_weights:
-            self.head.weight = self.embed.weight
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """As the DiT (adaLN-Zero, zero head when untied: a fresh model predicts the uniform
         distribution), and a normal(0, 0.02) query vector."""
-        init_adaln_zero(self)
+        super().reset_parameters()
         nn.init.normal_(self.query, std=INIT_STD)
 
     def forward(self, tokens: Tensor, positions: Tensor, start: Tensor, end: Tensor, q_pos: Tensor,
                 q_time: Tensor) -> Tensor:
         """Pieces ``tokens, positions, start, end [B, P]``; queries ``q_pos, q_time [B, Q]``
-        (see :class:`gdds.pathwise.PathBatch`). Every query must see one piece per position."""
+        (see :class:`gdds.objectives.pathwise.PathBatch`). Every query must see one piece per position."""
         if int(positions.max()) >= self.config.max_len or int(q_pos.max()) >= self.config.max_len:
             raise ValueError(f"positions exceed max_len = {self.config.max_len}")
         B, Q = q_pos.shape
@@ -104,10 +91,9 @@ class TwoStream(nn.Module):
         g = self.query.to(h.dtype).expand(B, Q, -1)
         for block in self.blocks:
             g = block(g, h, c, q_pos, positions, allowed, self.rotary)
-        shift, scale = self.final_modulation(c).chunk(2, dim=-1)
-        return self.head(modulate(self.final_norm(g), shift, scale))
+        return self.output(g, c)
 
-    def snapshot(self, x_t: Tensor, t: Union[float, Tensor]) -> Tensor:
+    def snapshot(self, x_t: Tensor, t: float | Tensor) -> Tensor:
         """Logits ``[B, L, m]`` for every position of ``x_t [B, L]`` at times ``t [B]``."""
         if x_t.dim() != 2:
             raise ValueError(f"x_t must have shape [B, L]; got {tuple(x_t.shape)}")
@@ -116,10 +102,3 @@ class TwoStream(nn.Module):
         pos = torch.arange(L, device=x_t.device).expand(B, L)
         start = torch.zeros(B, L, dtype=torch.float64, device=x_t.device)
         return self(x_t, pos, start, start + 2.0, pos, t[:, None].expand(B, L))
-
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.embed.weight.numel() if exclude_embeddings else n
-
-    def extra_repr(self) -> str:
-        return f"{self.num_parameters() / 1e6:.2f}M parameters"

@@ -1,9 +1,9 @@
 """The continuous-time ELBO of column-constant processes as a training loss:
 masked diffusion (MDLM), uniform diffusion (UDLM) and mask/uniform hybrids (GIDD)
-in one formula (SPEC section 1, "Honest likelihood"; issue 5).
+in one formula (``docs/math.md`` section 9).
 
 For ``F_t = pi_t 1^T`` the transition is ``P_{0->t} = k I + c 1^T`` with
-``k = alpha(t)`` and ``c = c_{0t}`` (:func:`gdds.operators.closed_form`). The
+``k = alpha(t)`` and ``c = c_{0t}`` (:meth:`gdds.ForwardProcess.closed_transition`). The
 reverse CTMC of the mean parametrization jumps from ``x`` to ``z`` at rate
 ``R_theta = beta pi_t[x] w[z]`` with ``w = P_{0->t}(mu / r)``, ``r = P_{0->t}^T e_x``;
 the true reverse rate is ``R = beta pi_t[x] q[z] / q[x]`` with ``q = q_t(.|x0)``.
@@ -23,13 +23,12 @@ it is UDLM's integrand (tested against a dense computation of the rates).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
-from .operators import closed_form
-from .process import ForwardProcess
+from ..process import ForwardProcess
+
+ELBO_NEEDS, ELBO_INSTEAD = "the closed-form ELBO", "train it with the snapshot objective (method gdds)"
 
 
 def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -37,7 +36,7 @@ def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor
     kernel, sched = process.kernel, process.schedule
     ks, cs, pis = [], [], []
     for tb in t.double().cpu().tolist():
-        k, c = closed_form(kernel, sched, 0.0, tb)
+        k, c = process.closed_transition(0.0, tb)
         ks.append(k)
         cs.append(c)
         pis.append(kernel.pi(tb))
@@ -49,7 +48,7 @@ def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor
 SPARSE_COLUMNS = 16  # at most this many tokens reachable by a jump (the mask: one): the sparse path of _log_w
 
 
-def reachable_columns(c: Tensor) -> Optional[Tensor]:
+def reachable_columns(c: Tensor) -> Tensor | None:
     """The tokens some jump can reach (``c [B, m] > 0`` in some row) when there are at most
     ``SPARSE_COLUMNS`` of them (the mask: one), else ``None``: sums against ``c`` then need
     only those columns of a ``[B, L, m]`` tensor."""
@@ -73,9 +72,7 @@ def _log_w(head: Tensor, logc: Tensor, log_s: Tensor, c: Tensor) -> tuple[Tensor
 def elbo_integrand(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tensor, t: Tensor) -> Tensor:
     """``I(x_t, t)`` of the module docstring per position: ``[B, L]``, differentiable in
     ``logits [B, L, m]``; ``xt, x0 [B, L]``, ``t [B]`` in ``(0, 1]``. Column-constant kernels only."""
-    if not process.kernel.column_constant:
-        raise ValueError(f"the closed-form ELBO needs a column-constant kernel (mask, uniform, hybrid); "
-                         f"got {process.kernel!r}: train it with the snapshot objective (method: gdds)")
+    process.require_column_constant(ELBO_NEEDS, ELBO_INSTEAD)
     if logits.shape[:-1] != xt.shape or xt.shape != x0.shape or t.shape != xt.shape[:1]:
         raise ValueError(f"need logits [B, L, m], xt and x0 [B, L], t [B]; got {tuple(logits.shape)}, "
                          f"{tuple(xt.shape)}, {tuple(x0.shape)}, {tuple(t.shape)}")

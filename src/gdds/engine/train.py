@@ -1,5 +1,5 @@
-"""The training loop: any method of :mod:`gdds.methods` (the snapshot objective by
-default, or autoregressive), AdamW, warmup + cosine/constant LR,
+"""The training loop: any method of :data:`gdds.objectives.METHODS` (the snapshot objective
+by default), AdamW, warmup + cosine/constant LR,
 clipping, accumulation, EMA, bf16 autocast on GPU, DDP through ``torchrun``,
 periodic validation, verified atomic checkpoints and exact resume.
 
@@ -18,16 +18,18 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import write_text_atomically
 from . import checkpoint as ck
-from .build import Run, build_method, build_run
+from .build import Run, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
 from .distributed import (
     DistInfo,
@@ -38,8 +40,7 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
-from .methods import denoiser
-from .sampling import sample_renoise
+from .records import RunLog, TrainResult, Validation
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
                   "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision"}
@@ -78,7 +79,7 @@ class StopRequest:
 
     requested = False
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         self._saved = {}
         if threading.current_thread() is threading.main_thread():
             self._saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -118,6 +119,8 @@ def batch_indices(step: int, n_blocks: int, batch: int, seed: int) -> np.ndarray
 
 @dataclass
 class Trainer:
+    """The state of a training run (model, optimizer, EMA, noise generator, step) and its steps."""
+
     cfg: Config
     run_dir: Path
     run: Run
@@ -128,7 +131,7 @@ class Trainer:
         tc = self.cfg.train
         torch.manual_seed(self.cfg.seed)
         self.model = self.run.model.to(self.device)
-        self.method = build_method(self.run)
+        self.method = self.run.method
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.dist.world > 1 else self.model)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
@@ -187,10 +190,10 @@ class Trainer:
 
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, split: str = "valid") -> dict[str, Any]:
+    def evaluate(self, split: str = "valid") -> Validation:
         """The method's loss on the first ``eval_batches`` batches of a split, with fixed
         noise (EMA weights when enabled): the snapshot CE is not a likelihood (see
-        ``gdds.likelihood``); the autoregressive NLL is exact."""
+        :mod:`gdds.likelihood`); the autoregressive NLL is exact."""
         data = getattr(self.run, split)
         batch = self.cfg.train.batch_size // self.cfg.train.grad_accum
         n = min(len(data), batch * self.cfg.train.eval_batches)
@@ -207,30 +210,21 @@ class Trainer:
                 stats += torch.stack([loss_sum, torch.tensor(float(count), device=self.device)])
         self.model.train()
         all_reduce_sum(stats, self.dist)
-        return {f"{split}_{self.method.metric}": float(stats[0] / stats[1]), "metric": self.method.label,
-                "weights": "ema" if self.ema is not None else "raw", "tokens": int(stats[1])}
+        return Validation(split, self.method.metric, float(stats[0] / stats[1]), self.method.label,
+                          "ema" if self.ema is not None else "raw", int(stats[1]))
 
     @torch.no_grad()
     def generate(self, num: int, steps: int = 64) -> list[str]:
-        """``num`` texts with EMA weights: from the APPROXIMATE renoise sampler
-        (``gdds.sampling``) for diffusion, by exact ancestral sampling for ``ar``; none
-        for a jump-state model that cannot generate (see :func:`gdds.methods.denoiser`)."""
-        if self.cfg.method != "ar":
-            try:
-                net = denoiser(self.cfg.method, self.model, self.run.process)
-            except ValueError:
-                return []
+        """``num`` texts with EMA weights from the method's preview sampler
+        (:meth:`gdds.objectives.Method.preview`: the APPROXIMATE renoise sampler for diffusion,
+        exact ancestral sampling for ``ar``); none for a model that cannot generate."""
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
         self.model.eval()
         ctx = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
         with ctx, torch.autocast(**self.autocast):
-            if self.cfg.method == "ar":
-                ids = self.model.generate(num, self.cfg.data.seq_len, gen)
-            else:
-                ids = sample_renoise(self.run.process, net, num, self.cfg.data.seq_len, steps, gen,
-                                     self.device)
+            ids = self.method.preview(self.model, num, self.cfg.data.seq_len, steps, gen, self.device)
         self.model.train()
-        return [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        return [] if ids is None else [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self) -> Path:
@@ -247,7 +241,7 @@ class Trainer:
             "state.pt": lambda p: ck.save_torch(p, state),
             "config.yaml": lambda p: p.write_text(save_config(self.cfg)),
             "run.json": lambda p: p.write_text(json.dumps(self.run.identity(), indent=1)),
-            "tokenizer": lambda p: self.run.save_tokenizer(p),
+            "tokenizer": lambda p: self.run.data.tokenizer.save(p),
         }
         if self.ema is not None:
             writers["ema.safetensors"] = lambda p: ck.save_tensors(p, self.ema.shadow)
@@ -286,7 +280,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     return Config.from_dict(apply_overrides(base.to_dict(), overrides))
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) -> dict[str, Any]:
+def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) -> TrainResult:
     """Train until ``train.max_steps``; return the last training and validation records,
     the checkpoint path and ``samples`` texts (:meth:`Trainer.generate`) with their sampler."""
     run_dir = Path(run_dir)
@@ -310,26 +304,24 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
             trainer.load(ck.latest_checkpoint(run_dir, clean=True))
         result = _loop(trainer)
         if info.main:
-            result["checkpoint"] = str(ck.latest_checkpoint(run_dir))
-            result["samples"] = trainer.generate(samples) if samples else []
-            result["sampler"] = ("exact ancestral sampler (autoregressive)" if cfg.method == "ar"
-                                 else "APPROXIMATE renoise sampler")
+            result.checkpoint = str(ck.latest_checkpoint(run_dir))
+            result.samples = trainer.generate(samples) if samples else []
+            result.sampler = trainer.method.preview_sampler
         return result
     finally:
         shutdown(info)
 
 
-def _loop(tr: Trainer) -> dict[str, Any]:
+def _loop(tr: Trainer) -> TrainResult:
     tc, main = tr.cfg.train, tr.dist.main
     if main:
         tr.run_dir.mkdir(parents=True, exist_ok=True)
-    log = (tr.run_dir / "log.jsonl").open("a") if main else None
-    board = _tensorboard(tr.run_dir) if main else None
+    log = RunLog(tr.run_dir) if main else None
     if main:
-        (tr.run_dir / "config.yaml").write_text(save_config(tr.cfg))
+        write_text_atomically(tr.run_dir / "config.yaml", save_config(tr.cfg))
     bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress), desc="train", unit="step")
     tokens_per_step = tc.batch_size * tr.cfg.data.seq_len
-    last: dict[str, Any] = {}
+    last = TrainResult()
     tic, since = time.perf_counter(), 0
     try:
         with StopRequest() as stop:
@@ -343,42 +335,22 @@ def _loop(tr: Trainer) -> dict[str, Any]:
                     record.update(step=tr.step, tokens_per_s=tokens_per_step * since / max(elapsed, 1e-9))
                     tic, since = time.perf_counter(), 0
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                    last["train"] = _write(log, board, {"kind": "train", **record})
+                    last.train = {"kind": "train", **record}
+                    if log is not None:
+                        log.write(last.train)
                 if tr.step % tc.eval_every == 0 or end:
-                    last["valid"] = _write(log, board, {"kind": "eval", "step": tr.step, **tr.evaluate("valid")})
+                    last.valid = tr.evaluate("valid")
+                    if log is not None:
+                        log.write(last.valid.record(tr.step))
                 if tr.step % tc.ckpt_every == 0 or end:
                     if main:
                         tr.save()
                     barrier(tr.dist)
                 if end and tr.step < tc.max_steps:
-                    last["stopped_at"] = tr.step
+                    last.stopped_at = tr.step
                     break
     finally:
         bar.close()
         if log is not None:
             log.close()
-        if board is not None:
-            board.close()
     return last
-
-
-def _tensorboard(run_dir: Path) -> Optional[Any]:
-    """A TensorBoard writer under ``RUN_DIR/tensorboard`` when ``tensorboard`` is installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: the JSONL log is the record of the run
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _write(log: Optional[Any], board: Optional[Any], record: dict[str, Any]) -> dict[str, Any]:
-    """Append ``record`` to the JSONL log (and its numbers to TensorBoard)."""
-    if log is not None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-    if board is not None:
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and key != "step":
-                board.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-        board.flush()
-    return record

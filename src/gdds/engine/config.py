@@ -1,16 +1,39 @@
-"""Typed run configuration: dataclasses, YAML presets shipped in ``gdds/configs``,
+"""Typed run configuration: dataclasses, YAML presets shipped in ``gdds/engine/configs``,
 and ``dotted.key=value`` overrides (unknown keys are errors that list close matches).
+
+Choice fields are ``Literal`` types whose values come from the registries that own the
+concepts (:data:`gdds.objectives.METHODS`, :data:`gdds.kernels.KERNELS`,
+:data:`gdds.SCHEDULES`, :data:`gdds.data.TOKENIZERS`, :data:`gdds.data.PACKINGS`), so a
+new entry there is a valid configuration value here with no other change.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import functools
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal
 
 import yaml
+
+from ..data.dataset import PACKINGS
+from ..data.tokenizers import TOKENIZERS
+from ..kernels.registry import KERNELS
+from ..objectives.methods import METHODS
+from ..schedules import SCHEDULES
+
+MethodName = Literal[METHODS.names()]
+TokenizerName = Literal[TOKENIZERS.names()]
+PackingName = Literal[PACKINGS.names()]
+ScheduleName = Literal[SCHEDULES.names()]
+KernelName = Literal[KERNELS.names()]
+PRESETS_PACKAGE = "gdds.engine.configs"
 
 
 class ConfigError(ValueError):
@@ -19,12 +42,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
+    """``data.*``: the corpus, its tokenizer and split, and how documents become blocks."""
+
     corpus: str = "shakespeare"  # name (shakespeare, kjv, wikipedia), a local path, or hf:<name>[:<config>]
-    tokenizer: str = "wordpiece"  # char, wordpiece, gpt2, bpe
+    tokenizer: TokenizerName = "wordpiece"
     bpe_vocab_size: int = 4096  # for tokenizer=bpe
     compact_vocab: bool = True  # keep only ids seen in the training split (+ specials)
     seq_len: int = 128
-    packing: str = "wrap"  # wrap (BOS doc EOS, cut into blocks) or pad (one document per block)
+    packing: PackingName = "wrap"  # wrap (BOS doc EOS, cut into blocks) or pad (one document per block)
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
     split_seed: int = 0
@@ -32,9 +57,11 @@ class DataConfig:
 
 @dataclass
 class ProcessConfig:
-    schedule: str = "loglinear"  # loglinear, linear, cosine, exponential, geometric
+    """``process.*``: the forward process (schedule, kernel, embeddings) and the training times."""
+
+    schedule: ScheduleName = "loglinear"
     schedule_args: dict = field(default_factory=lambda: {"eps": 1e-3})
-    kernel: str = "semantic"  # semantic, mask, uniform, hybrid
+    kernel: KernelName = "semantic"
     kernel_args: dict = field(default_factory=dict)  # e.g. k, eps, b, ... for semantic; uniform_weight for hybrid
     embeddings: str = "minilm"  # semantic kernel: minilm, cooccurrence, or a file path / run folder
     embedding_dim: int = 64  # for cooccurrence embeddings
@@ -43,23 +70,27 @@ class ProcessConfig:
 
 @dataclass
 class ModelConfig:
+    """``model.*``: the network's size, a preset with optional overrides."""
+
     preset: str = "tiny"  # tiny, small, medium; the fields below override the preset when set
-    layers: Optional[int] = None
-    width: Optional[int] = None
-    heads: Optional[int] = None
-    cond_width: Optional[int] = None
-    dropout: Optional[float] = None
-    tie_weights: Optional[bool] = None
+    layers: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    cond_width: int | None = None
+    dropout: float | None = None
+    tie_weights: bool | None = None
 
 
 @dataclass
 class TrainConfig:
+    """``train.*``: optimisation, intervals, precision and device."""
+
     max_steps: int = 1000
     batch_size: int = 32  # global batch (sequences per optimizer step, all processes together)
     grad_accum: int = 1
     lr: float = 3e-4
     min_lr: float = 3e-5
-    lr_schedule: str = "cosine"  # cosine or constant (both after linear warmup)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # both after linear warmup
     warmup_steps: int = 100
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -71,18 +102,18 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 8
     log_every: int = 10
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
-    device: str = "auto"  # auto, cpu, cuda
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
     progress: bool = True
 
 
 @dataclass
 class Config:
+    """A whole run: the seed, the training method and one section per part."""
+
     seed: int = 0
-    # gdds (snapshot objective, any process), elbo (MDLM/UDLM/GIDD), jump (path-wise jump-state loss,
-    # column-constant), campbell (its Campbell estimator, two-stream network, any process), ar (autoregressive)
-    method: str = "gdds"
+    method: MethodName = "gdds"  # see gdds.objectives.methods
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -92,7 +123,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build and validate a configuration from a nested mapping."""
         if not isinstance(data, dict):
             raise ConfigError(f"a configuration must be a mapping, got {data!r}")
@@ -109,20 +140,8 @@ class Config:
         return cfg
 
     def validate(self) -> None:
-        """Check choices and ranges that the field types alone do not express."""
-        choices = {
-            "method": (self.method, ("gdds", "elbo", "jump", "campbell", "ar")),
-            "data.tokenizer": (self.data.tokenizer, ("char", "wordpiece", "gpt2", "bpe")),
-            "data.packing": (self.data.packing, ("wrap", "pad")),
-            "process.schedule": (self.process.schedule, ("loglinear", "linear", "cosine", "exponential", "geometric")),
-            "process.kernel": (self.process.kernel, ("semantic", "mask", "uniform", "hybrid")),
-            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "constant")),
-            "train.precision": (self.train.precision, ("auto", "fp32", "bf16")),
-            "train.device": (self.train.device, ("auto", "cpu", "cuda")),
-        }
-        for key, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        """Check the ranges that the field types alone do not express (types and choices are
+        checked field by field on the way in)."""
         positive = {"data.seq_len": self.data.seq_len, "train.max_steps": self.train.max_steps,
                     "train.batch_size": self.train.batch_size, "train.grad_accum": self.train.grad_accum,
                     "train.ckpt_every": self.train.ckpt_every, "train.eval_every": self.train.eval_every,
@@ -141,8 +160,12 @@ class Config:
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "process": ProcessConfig, "model": ModelConfig,
                              "train": TrainConfig}
-_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
-                                      "dict": (dict,)}
+
+
+@functools.cache
+def _types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a configuration dataclass."""
+    return typing.get_type_hints(cls)
 
 
 def all_keys() -> list[str]:
@@ -153,6 +176,12 @@ def all_keys() -> list[str]:
     return keys
 
 
+def choices(cls: type, name: str) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` field, ``None`` for other fields."""
+    kind = _types(cls)[name]
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
 def _unknown(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run `gdds train --help` for the keys"
@@ -160,31 +189,35 @@ def _unknown(key: str) -> ConfigError:
 
 
 def _checked(cls: type, section: str, name: str, value: Any) -> Any:
-    """``value`` after checking that ``cls`` has field ``name`` and the value has its type."""
+    """``value`` after checking that ``cls`` has field ``name`` and the value has its type
+    (one of its choices for a ``Literal`` field)."""
     key = f"{section}.{name}" if section else name
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in fields:
+    if name not in {f.name for f in dataclasses.fields(cls)}:
         raise _unknown(key)
-    ann = str(fields[name].type)
-    optional = ann.startswith("Optional[")
-    kind = ann[len("Optional["):-1] if optional else ann
-    if value is None and optional:
+    kind = _types(cls)[name]
+    allowed = choices(cls, name)
+    if allowed is not None:
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
         return value
-    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        if value is None:
+            return value
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
-    ok = isinstance(value, _KINDS[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
-    if not ok:
-        article = "an" if kind == "int" else "a"
-        raise ConfigError(f"{key} must be {article} {kind}{' or null' if optional else ''}; got {value!r}")
-    return float(value) if kind == "float" else value
+    accepted = (int, float) if kind is float else (kind,)
+    if not isinstance(value, accepted) or (kind in (int, float) and isinstance(value, bool)):
+        article = "an" if kind is int else "a"
+        raise ConfigError(f"{key} must be {article} {kind.__name__}{' or null' if optional else ''}; got {value!r}")
+    return float(value) if kind is float else value
 
 
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped inside the package."""
-    return sorted(p.name[:-5] for p in resources.files("gdds.configs").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
 
 
 def _read_yaml(name_or_path: str) -> dict[str, Any]:
@@ -196,7 +229,7 @@ def _read_yaml(name_or_path: str) -> dict[str, Any]:
     else:
         if name_or_path not in preset_names():
             raise ConfigError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names())}")
-        text = resources.files("gdds.configs").joinpath(f"{name_or_path}.yaml").read_text()
+        text = resources.files(PRESETS_PACKAGE).joinpath(f"{name_or_path}.yaml").read_text()
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a configuration must be a YAML mapping")
@@ -206,7 +239,7 @@ def _read_yaml(name_or_path: str) -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested dict."""
     keys = set(all_keys())
-    dict_keys = {k for k in keys if str(_field(k).type) == "dict"}
+    dict_keys = {k for k in keys if _key_type(k) is dict}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like dotted.key=value (e.g. train.max_steps=100)")
@@ -226,10 +259,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def _field(key: str) -> dataclasses.Field:
+def _key_type(key: str) -> Any:
     section, _, name = key.rpartition(".")
-    cls = SECTIONS[section] if section else Config
-    return next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _types(SECTIONS[section] if section else Config)[name]
 
 
 def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:

@@ -1,5 +1,6 @@
-"""From a :class:`~gdds.config.Config` to the objects a run needs: tokenizer and
-data blocks, schedule, kernel and forward process, and the denoiser.
+"""From a :class:`~gdds.engine.config.Config` to the objects a run needs (tokenizer and data
+blocks, schedule, kernel and forward process, the training method and its network), and
+back from a finished run's checkpoint (:func:`load_run`).
 
 Everything here is deterministic given the configuration, so a resumed run (or
 another process of a DDP run) rebuilds exactly the same set-up, and
@@ -11,30 +12,36 @@ import hashlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import kernels as K
-from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig
-from .data import (
+from ..data import (
+    PACKINGS,
+    TOKENIZERS,
+    Blocks,
     CompactTokenizer,
     CompactVocab,
-    PackedBlocks,
-    PaddedSentences,
     TextTokenizer,
+    TokenArray,
+    WordPieceTokenizer,
     build_tokenizer,
     load_corpus,
     split_documents,
     tokenize_documents,
 )
-from .data.dataset import TokenArray
-from .methods import Autoregressive, Campbell, ContinuousELBO, JumpState, Method, Snapshot
-from .models import CausalLM, DiT, DiTConfig, TwoStream
-from .process import ForwardProcess
-from .schedules import SCHEDULES, Schedule
+from ..data import embeddings as E
+from ..kernels import KERNELS, Kernel, Vocabulary
+from ..models import DiTConfig
+from ..objectives import METHODS, Method
+from ..process import ForwardProcess
+from ..sampling import Denoiser
+from ..schedules import SCHEDULES, Schedule
+from . import checkpoint as ck
+from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig, load_config
+from .distributed import resolve_device
 
 SPLITS = ("train", "valid", "test")
 
@@ -45,22 +52,23 @@ class Data:
 
     tokenizer: TextTokenizer
     arrays: dict[str, TokenArray]
-    blocks: dict[str, Any]
+    blocks: dict[str, Blocks]
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def build_data(dc: DataConfig, cache_dir: Optional[Path] = None) -> Data:
+def build_data(dc: DataConfig, cache_dir: Path | None = None) -> Data:
     """Load, split (by document), tokenize (cached) and pack the corpus."""
     docs = load_corpus(dc.corpus)
     split = split_documents(docs, dc.valid_fraction, dc.test_fraction, dc.split_seed)
     texts = {name: [docs[i] for i in split[name]] for name in SPLITS}
-    base = build_tokenizer(dc.tokenizer, texts["train"], dc.bpe_vocab_size if dc.tokenizer == "bpe" else None)
+    base = build_tokenizer(dc.tokenizer, texts["train"], dc.bpe_vocab_size if TOKENIZERS.get(dc.tokenizer).sized
+                           else None)
     tokenizer: TextTokenizer = base
     notes: dict[str, Any] = {"documents": {n: len(texts[n]) for n in SPLITS}}
     if dc.compact_vocab:
         train_full = tokenize_documents(texts["train"], base, cache_dir)
         vocab = CompactVocab.fit([np.asarray(train_full.tokens)], base.special_ids(), base.vocab_size)
-        if base.unk_id is None and dc.tokenizer in ("gpt2", "bpe"):
+        if base.unk_id is None:
             # No unknown token to stand for ids unseen in training: take the id *set* of every
             # split (no statistics), so evaluation text is never altered.
             others = [np.asarray(tokenize_documents(texts[n], base, cache_dir).tokens) for n in ("valid", "test")]
@@ -74,35 +82,32 @@ def build_data(dc: DataConfig, cache_dir: Optional[Path] = None) -> Data:
     return Data(tokenizer, arrays, blocks, notes)
 
 
-def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Any:
-    """Blocks of ``array`` with the configured packing (``wrap`` or ``pad``)."""
-    if dc.packing == "wrap":
-        return PackedBlocks(array, dc.seq_len, tok.bos_id, tok.eos_id)
-    if tok.pad_id is None:
-        raise ConfigError(f"data.packing=pad needs a pad token; {tok.name} has none (use data.packing=wrap)")
-    return PaddedSentences(array, dc.seq_len, tok.bos_id, tok.eos_id, tok.pad_id)
+def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks:
+    """Blocks of ``array`` with the configured packing (:data:`gdds.data.PACKINGS`)."""
+    try:
+        return PACKINGS.get(dc.packing)(array, tok, dc.seq_len)
+    except ValueError as exc:
+        raise ConfigError(f"data.packing={dc.packing}: {exc}") from exc
 
 
 def build_schedule(pc: ProcessConfig) -> Schedule:
-    cls = SCHEDULES[pc.schedule]
+    cls = SCHEDULES.get(pc.schedule)
     try:
         return cls(**pc.schedule_args)
     except TypeError as exc:
-        accepted = [p for p in inspect.signature(cls).parameters]
+        accepted = list(inspect.signature(cls).parameters)
         raise ConfigError(f"process.schedule_args {pc.schedule_args} do not fit {cls.__name__}; "
                           f"it accepts {accepted}") from exc
 
 
 def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
     """Token embeddings for the semantic kernel, rows aligned with the model's ids."""
-    from .data import embeddings as E
-
     tok = data.tokenizer
     full_ids = tok.vocab.full_ids if isinstance(tok, CompactTokenizer) else None
-    base_name = tok.base.name if isinstance(tok, CompactTokenizer) else tok.name
+    base = tok.base if isinstance(tok, CompactTokenizer) else tok
     if pc.embeddings == "minilm":
-        if not base_name.startswith("wordpiece"):
-            raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base_name}; "
+        if not isinstance(base, WordPieceTokenizer):
+            raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base.name}; "
                               "use process.embeddings=cooccurrence or a file")
         emb = E.minilm_embeddings()
         return E.select_rows(emb, full_ids) if full_ids is not None else emb
@@ -111,7 +116,7 @@ def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
         return E.cooccurrence_embeddings(np.asarray(train.tokens), tok.vocab_size, dim=pc.embedding_dim,
                                          offsets=train.offsets)
     path = Path(pc.embeddings)
-    emb = E.checkpoint_embeddings(path) if path.is_dir() else E.load_embedding_file(path)
+    emb = ck.checkpoint_embeddings(path) if path.is_dir() else E.load_embedding_file(path)
     if full_ids is not None and emb.shape[0] != tok.vocab_size:
         emb = E.select_rows(emb, full_ids)
     if emb.shape[0] != tok.vocab_size:
@@ -120,43 +125,38 @@ def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
 
 
 def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
-                 progress: bool = True) -> tuple[K.Kernel, dict[str, Any]]:
-    """The jump kernel on the model's vocabulary and an identity record for checkpoints.
-    Special tokens are excluded as jump destinations of the uniform and semantic kernels."""
+                 progress: bool = True) -> tuple[Kernel, dict[str, Any]]:
+    """The jump kernel of ``process.kernel`` (:data:`gdds.kernels.KERNELS`) on the model's
+    vocabulary and an identity record for checkpoints. Special tokens are never a jump
+    destination of the uniform and semantic kernels."""
     tok = data.tokenizer
-    m, specials = tok.vocab_size, tok.special_ids()
+    recipe = KERNELS.get(pc.kernel)
     args = dict(pc.kernel_args)
     identity: dict[str, Any] = {"schedule": repr(schedule), "kernel": pc.kernel, "kernel_args": args}
     emb = None
-    if pc.kernel == "semantic":
+    if recipe.needs_embeddings:
         emb = _embeddings(pc, data)
         identity["embeddings"] = pc.embeddings
         identity["embeddings_sha256"] = hashlib.sha256(emb.float().contiguous().numpy().tobytes()).hexdigest()
+    vocabulary = Vocabulary(tok.vocab_size, tok.mask_id, tuple(tok.special_ids()))
     try:
-        if pc.kernel == "mask":
-            kernel: K.Kernel = K.Mask(m, tok.mask_id, **args)
-        elif pc.kernel == "uniform":
-            kernel = K.Uniform(m, exclude=specials, **args)
-        elif pc.kernel == "hybrid":
-            kernel = K.Hybrid(m, tok.mask_id, **args)
-        else:
-            kernel = K.SemanticKNN(emb, schedule=schedule, exclude=specials, progress=progress, **args)
+        kernel = recipe.build(vocabulary, schedule, emb, progress, **args)
     except TypeError as exc:
         raise ConfigError(f"process.kernel_args {args} do not fit the {pc.kernel} kernel: {exc}") from exc
     identity["repr"] = repr(kernel)
     return kernel, identity
 
 
-def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: str = "gdds") -> nn.Module:
-    """The DiT denoiser; for ``method="ar"`` the same blocks as a causal LM, for
-    ``method="campbell"`` the two-stream network of the same size."""
+def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: type[Method]) -> nn.Module:
+    """The network of ``method`` (:attr:`Method.network`: the DiT denoiser, the causal LM on
+    the same blocks, the two-stream network) at the configured size."""
     overrides = {k: getattr(mc, k) for k in ("layers", "width", "heads", "cond_width", "dropout", "tie_weights")
                  if getattr(mc, k) is not None}
     try:
-        config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method == "ar", **overrides)
+        config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method.causal, **overrides)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from exc
-    return {"ar": CausalLM, "campbell": TwoStream}.get(method, DiT)(config)
+    return method.network(config)
 
 
 @dataclass
@@ -165,20 +165,21 @@ class Run:
 
     cfg: Config
     data: Data
-    process: Optional[ForwardProcess]  # None for the autoregressive method
+    process: ForwardProcess | None  # None for methods that do not noise (autoregressive)
     model: nn.Module
+    method: Method
     kernel_identity: dict[str, Any]
 
     @property
-    def train(self) -> Any:
+    def train(self) -> Blocks:
         return self.data.blocks["train"]
 
     @property
-    def valid(self) -> Any:
+    def valid(self) -> Blocks:
         return self.data.blocks["valid"]
 
     @property
-    def test(self) -> Any:
+    def test(self) -> Blocks:
         return self.data.blocks["test"]
 
     def identity(self) -> dict[str, Any]:
@@ -197,29 +198,65 @@ class Run:
             return False
         return saved == self.identity()
 
-    def save_tokenizer(self, folder: Path) -> None:
-        self.data.tokenizer.save(folder)
-
 
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
-    """Data, process (on ``device``) and a freshly initialised model (seeded by ``cfg.seed``)."""
+    """Data, process (on ``device``), the training method and a freshly initialised model
+    (seeded by ``cfg.seed``)."""
     data = build_data(cfg.data)
+    method_cls = METHODS.get(cfg.method)
     process, identity = None, {"kernel": None}
-    if cfg.method != "ar":
+    if method_cls.noised:
         schedule = build_schedule(cfg.process)
         kernel, identity = build_kernel(cfg.process, schedule, data, progress)
         process = ForwardProcess(schedule, kernel).to(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len, cfg.method)
-    return Run(cfg, data, process, model, identity)
-
-
-def build_method(run: Run) -> Method:
-    """The training method of ``run.cfg.method`` (:mod:`gdds.methods`)."""
-    if run.cfg.method == "ar":
-        return Autoregressive()
-    kind = {"elbo": ContinuousELBO, "jump": JumpState, "campbell": Campbell}.get(run.cfg.method, Snapshot)
     try:
-        return kind(run.process, run.cfg.process.t_min)
+        method = method_cls(process, cfg.process.t_min)
     except ValueError as exc:
         raise ConfigError(f"method: {exc}") from exc
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.tokenizer.vocab_size, cfg.data.seq_len, method_cls)
+    return Run(cfg, data, process, model, method, identity)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run rebuilt from a checkpoint, its weights loaded, in eval mode."""
+
+    cfg: Config
+    run: Run
+    checkpoint: Path
+    weights: str
+    device: torch.device
+
+    @property
+    def method(self) -> Method:
+        return self.run.method
+
+    def denoiser(self) -> Denoiser:
+        """The model as a float32 denoiser ``(x_t, t) -> logits`` (no autocast);
+        :class:`gdds.objectives.NotGenerative` for a model that has none."""
+        net = self.method.denoiser(self.run.model)
+
+        def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
+
+        return call
+
+
+def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
+             checkpoint: Path | None = None) -> LoadedRun:
+    """Rebuild a run's set-up from its latest checkpoint (or ``checkpoint``, a
+    ``step-*`` folder) and load its weights (``ema`` when the run kept an EMA, else ``raw``)."""
+    folder = ck.latest_checkpoint(Path(run_dir)) if checkpoint is None else Path(checkpoint)
+    ck.verify_checkpoint(folder)
+    cfg = load_config(str(folder / "config.yaml"))
+    dev = resolve_device(device)
+    run = build_run(cfg, dev, progress=False)
+    saved = ck.read_json(folder / "run.json")
+    if not run.matches(saved):
+        raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds "
+                                 f"(tokenizer, data, process or model); stored {saved}")
+    name = "ema.safetensors" if weights == "ema" and (folder / "ema.safetensors").is_file() else "model.safetensors"
+    ck.load_module(run.model, ck.load_tensors(folder / name), f"{folder}/{name}")
+    run.model.to(dev).eval()
+    return LoadedRun(cfg, run, folder, "ema" if name.startswith("ema") else "raw", dev)

@@ -1,4 +1,5 @@
-"""Path-wise objectives of the jump-states parametrization (paper section 4.2; issue 5).
+"""Path-wise objectives of the jump-states parametrization (paper section 4.2;
+``docs/math.md`` section 9).
 
 The network does not predict the clean token; it predicts where the reverse chain
 jumps. ``J_theta(z | x_t, t)`` is a distribution over destinations ``z != x`` (the
@@ -22,7 +23,7 @@ Two estimators of ``(JS)`` restricted to ``t >= t_min``:
   ``(JS)`` into the expected sum over the jumps ``z -> x`` (at times ``tau``) of one
   forward path of ``-log J_theta(z | X_tau, tau)``: each jump's pre-jump token is
   predicted from the post-jump sequence. It needs only the uniformization path
-  (:meth:`gdds.process.ForwardProcess.sample` with ``full_path``), so any kernel.
+  (:meth:`gdds.ForwardProcess.noise` with ``full_path``), so any kernel.
 
 Generation needs the true unconditional reverse exit rate, which is known only for
 the absorbing (mask) kernel: ``beta alpha / (1 - alpha)`` at a masked position and
@@ -32,17 +33,18 @@ jump-state model of the mask process is sampled and bounded like any denoiser
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from ..kernels.mask import Mask
+from ..process import ForwardProcess
 from .elbo import per_time, reachable_columns
-from .kernels.mask import Mask
-from .process import ForwardProcess
 
 END = 2.0  # the end time of a piece that lasts to the end of the path (any value > 1)
+JUMP_NEEDS, JUMP_INSTEAD = "the closed-form jump-state loss", "use the Campbell estimator (method campbell)"
 
 
 def jump_log_probs(logits: Tensor, xt: Tensor) -> Tensor:
@@ -54,9 +56,7 @@ def jump_log_probs(logits: Tensor, xt: Tensor) -> Tensor:
 def jump_state_loss(process: ForwardProcess, logits: Tensor, xt: Tensor, x0: Tensor, t: Tensor) -> Tensor:
     """The integrand of ``(JS)`` per position, ``[B, L]``, for a column-constant kernel:
     ``beta pi[x] / q[x] * sum_{z != x} q[z] (-log J_theta(z | x))`` with ``x = x_t``."""
-    if not process.kernel.column_constant:
-        raise ValueError(f"the closed-form jump-state loss needs q_t(.|x0) in closed form (mask, uniform, "
-                         f"hybrid); got {process.kernel!r}: use the Campbell estimator (method: campbell)")
+    process.require_column_constant(JUMP_NEEDS, JUMP_INSTEAD)
     k, c, pi, beta = per_time(process, t)                     # k, beta [B]; c, pi [B, m] (float64)
     nll = -jump_log_probs(logits, xt).scatter(-1, xt[..., None], 0.0)  # [B, L, m]; z = x contributes nothing
     cols = reachable_columns(c)
@@ -90,7 +90,7 @@ class PathBatch:
     q_valid: Tensor
 
     def model_inputs(self) -> tuple[Tensor, ...]:
-        """The arguments of :class:`gdds.models.two_stream.TwoStream`."""
+        """The arguments of the two-stream network (:class:`gdds.models.TwoStream`)."""
         return self.tokens, self.positions, self.start, self.end, self.q_pos, self.q_time
 
     def astuple(self) -> tuple[Tensor, ...]:
@@ -107,12 +107,12 @@ def _compact(keep: Tensor, *fields: Tensor, fill: tuple) -> list[Tensor]:
 
 
 def campbell_batch(process: ForwardProcess, x0: Tensor, t_min: float = 0.0,
-                   generator: Optional[torch.Generator] = None) -> PathBatch:
+                   generator: torch.Generator | None = None) -> PathBatch:
     """Simulate one forward path on ``(0, 1]`` per sequence of ``x0 [B, L]`` and lay it out
     for the two-stream network; queries are the real jumps (token changes) at times
     ``>= t_min``."""
     B, L = x0.shape
-    _, info = process.sample(x0, 1.0, full_path=True, generator=generator)
+    _, info = process.noise(x0, 1.0, full_path=True, generator=generator)
     states = torch.cat((x0[..., None], info.states), dim=-1)                 # [B, L, 1 + K]
     times = torch.cat((torch.zeros_like(info.times[..., :1]), info.times), dim=-1)
     prev = torch.cat((x0[..., None], states[..., :-1]), dim=-1)  # the state before each slot (slot 0: x0)

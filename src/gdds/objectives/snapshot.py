@@ -1,30 +1,32 @@
-"""Training objectives (SPEC section 1, "Snapshot training objective").
+"""The snapshot objective of GDDS, written once (paper section 4.3, Algorithm 2;
+``docs/math.md`` section 9).
 
 GDDS trains the mean parametrization ``mu_theta(x_t, t)`` on snapshots: draw
 ``t ~ U[t_min, 1]`` (low-discrepancy across the batch), draw ``x_t ~ q_t(.|x0)``
 exactly (uniformization), and minimise the cross-entropy of ``x0`` under
-``mu_theta(x_t, t)`` over all positions (paper section 4.3, Algorithm 2).
+``mu_theta(x_t, t)`` over all positions. :func:`snapshot_inputs` draws ``(x_t, t)``,
+:func:`snapshot_cross_entropy` scores the network's output; :func:`snapshot_loss` is the two
+together for a notebook, and the training method :class:`gdds.objectives.methods.Snapshot`
+uses the same two pieces around its data-parallel sharding.
 
 This snapshot cross-entropy is **not** a bound on the negative log-likelihood
 (it ignores the cost of the noise level and can fall below the data entropy);
-report it as "snapshot CE (not a likelihood)". Likelihood bounds live in
-``gdds.likelihood``.
+report it as :data:`SNAPSHOT_LABEL`. Likelihood bounds live in :mod:`gdds.likelihood`.
 """
 from __future__ import annotations
-
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .process import ForwardProcess
+from ..process import ForwardProcess
+from ..sampling import Denoiser
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 
 
 def sample_times(
-    n: int, t_min: float = 0.0, generator: Optional[torch.Generator] = None, device: Optional[torch.device] = None
+    n: int, t_min: float = 0.0, generator: torch.Generator | None = None, device: torch.device | None = None
 ) -> Tensor:
     """``n`` times in ``[t_min, 1)``: one uniform offset ``u`` and the stratified grid
     ``t_i = t_min + (1 - t_min) * frac(u + i / n)``. Each ``t_i`` is exactly
@@ -35,6 +37,15 @@ def sample_times(
     u = torch.rand((), generator=generator, device=device, dtype=torch.float64)
     grid = (u + torch.arange(n, device=device, dtype=torch.float64) / n) % 1.0
     return (t_min + (1.0 - t_min) * grid).to(torch.float32)
+
+
+def snapshot_inputs(process: ForwardProcess, x0: Tensor, t_min: float = 1e-3,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """The network's inputs ``(x_t [B, L], t [B])`` for a clean batch ``x0 [B, L]``: stratified
+    times (:func:`sample_times`) and an exact draw of ``q_t(.|x0)``. Only these reach the
+    network: no forward-process information it will not have when sampling."""
+    t = sample_times(x0.shape[0], t_min, generator, x0.device)
+    return process.noise(x0, t, generator=generator), t
 
 
 def snapshot_cross_entropy(logits: Tensor, x0: Tensor) -> Tensor:
@@ -49,13 +60,12 @@ def snapshot_loss(
     denoiser: Denoiser,
     x0: Tensor,
     t_min: float = 1e-3,
-    generator: Optional[torch.Generator] = None,
-    mask: Optional[Tensor] = None,
+    generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """Mean snapshot cross-entropy of a batch ``x0 [B, L]`` (over positions where
-    ``mask`` is true, if given). Only ``x_t`` and ``t`` reach the denoiser."""
-    t = sample_times(x0.shape[0], t_min, generator, x0.device)
-    xt = process.sample(x0, t, generator=generator)
+    """Mean snapshot cross-entropy of a batch ``x0 [B, L]`` (over positions where ``mask`` is
+    true, if given): :func:`snapshot_inputs`, the denoiser, :func:`snapshot_cross_entropy`."""
+    xt, t = snapshot_inputs(process, x0, t_min, generator)
     ce = snapshot_cross_entropy(denoiser(xt, t), x0)
     if mask is None:
         return ce.mean()

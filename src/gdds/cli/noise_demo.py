@@ -1,33 +1,34 @@
 """See the forward process: one sentence noised at several times under several kernels.
 
 The sentence is tokenized with the WordPiece vocabulary (30,522 tokens) and noised
-with exact samples of ``q_t(.|x0)`` (:meth:`gdds.ForwardProcess.sample`) under the
-mask, uniform and semantic (MiniLM kNN) kernels. Every time uses a generator seeded
+with exact samples of ``q_t(.|x0)`` (:meth:`gdds.ForwardProcess.noise`) under kernels of
+:data:`gdds.kernels.KERNELS` (by default mask, uniform and semantic, whose embeddings are
+MiniLM's). Every time uses a generator seeded
 with ``seed`` (common random numbers): each row is an exact sample of ``q_t`` and
 rows are coupled, so under the mask kernel the masked set only grows with ``t``.
 """
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import torch
 
-from .atomic import write_atomically
-from .data.corpora import shakespeare_line
-from .data.tokenizers import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, decode_pieces, encode, wordpiece_special_ids
-from .kernels import Kernel, Mask, SemanticKNN, Uniform
-from .process import ForwardProcess
-from .schedules import LogLinear, Schedule
+from ..data.corpora import shakespeare_line
+from ..data.embeddings import minilm_embeddings
+from ..data.tokenizers import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, decode_pieces, encode, wordpiece_special_ids
+from ..files import write_atomically
+from ..kernels import KERNELS, Kernel, Vocabulary
+from ..process import ForwardProcess
+from ..schedules import LogLinear, Schedule
 
-KERNELS = ("mask", "uniform", "semantic")
+DEFAULT_KERNELS = ("mask", "uniform", "semantic")
 DEFAULT_TIMES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Figure geometry in inches; DejaVu Sans Mono advances 0.602 em per character.
 _MONO, _FONT = "DejaVu Sans Mono", 8.5
 _CHAR_W, _LINE_H, _PANEL_W, _PAD = _FONT * 0.602 / 72, _FONT * 1.45 / 72, 5.2, 0.08
-_TITLES = {"mask": "mask (absorbing)", "uniform": "uniform (over non-special tokens)", "semantic": "semantic (MiniLM kNN)"}
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,20 @@ class NoiseDemo:
     rows: dict[str, list[NoisedRow]] = field(default_factory=dict)
 
 
-def _kernel(name: str, schedule: Schedule, cache_dir: Optional[Union[str, Path]]) -> Kernel:
-    if name == "mask":
-        return Mask(WORDPIECE_VOCAB_SIZE, WORDPIECE_MASK_ID)
-    if name == "uniform":
-        return Uniform(WORDPIECE_VOCAB_SIZE, exclude=wordpiece_special_ids())
-    return SemanticKNN.from_minilm(schedule=schedule, cache_dir=cache_dir)
+def title(name: str) -> str:
+    """A kernel's heading: its name and its registry description (MiniLM embeddings for a
+    kernel that needs embeddings)."""
+    recipe = KERNELS.get(name)
+    return f"{name} ({'MiniLM ' if recipe.needs_embeddings else ''}{recipe.description})"
+
+
+def _kernel(name: str, schedule: Schedule, cache_dir: str | Path | None) -> Kernel:
+    """Kernel ``name`` of the registry on the WordPiece vocabulary (special tokens excluded)."""
+    recipe = KERNELS.get(name)
+    vocabulary = Vocabulary(WORDPIECE_VOCAB_SIZE, WORDPIECE_MASK_ID, tuple(wordpiece_special_ids()))
+    embeddings = minilm_embeddings() if recipe.needs_embeddings else None
+    args = {"cache_dir": cache_dir} if recipe.needs_embeddings else {}
+    return recipe.build(vocabulary, schedule, embeddings, True, **args)
 
 
 def _check(times: Sequence[float], kernels: Sequence[str]) -> tuple[tuple[float, ...], tuple[str, ...]]:
@@ -74,25 +83,25 @@ def _check(times: Sequence[float], kernels: Sequence[str]) -> tuple[tuple[float,
         raise ValueError(f"times must lie in (0, 1]; got {bad}")
     unknown = [k for k in kernels if k not in KERNELS]
     if unknown:
-        raise ValueError(f"unknown kernel(s) {unknown}; choose from {list(KERNELS)}")
+        raise ValueError(f"unknown kernel(s) {unknown}; choose from {list(KERNELS.names())}")
     if len(set(times)) != len(times) or len(set(kernels)) != len(kernels):
         raise ValueError("times and kernel names must not repeat")
     return times, kernels
 
 
 def noise_demo(
-    sentence: Optional[str] = None,
+    sentence: str | None = None,
     times: Sequence[float] = DEFAULT_TIMES,
-    kernels: Sequence[str] = KERNELS,
+    kernels: Sequence[str] = DEFAULT_KERNELS,
     seed: int = 0,
-    schedule: Optional[Schedule] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
+    schedule: Schedule | None = None,
+    cache_dir: str | Path | None = None,
 ) -> NoiseDemo:
     """Noise ``sentence`` (default: a Shakespeare line chosen by ``seed``) at each of
-    ``times`` under each of ``kernels`` (names in :data:`KERNELS`).
+    ``times`` under each of ``kernels`` (names in :data:`gdds.kernels.KERNELS`).
 
     ``schedule`` defaults to ``LogLinear(1e-3)``; ``cache_dir`` is where the
-    semantic kernel's kNN graph is cached (default :func:`gdds.kernels.default_cache_dir`).
+    semantic kernel's kNN graph is cached (default :func:`gdds.files.cache_dir`).
     """
     times, kernels = _check(times, kernels)
     if sentence is None:
@@ -108,7 +117,7 @@ def noise_demo(
         rows = []
         for t in times:
             gen = torch.Generator().manual_seed(seed)
-            xt = process.sample(x0, t, generator=gen)[0]
+            xt = process.noise(x0, t, generator=gen)[0]
             rows.append(NoisedRow(t, decode_pieces(xt.tolist()), (xt != x0[0]).tolist()))
         demo.rows[name] = rows
     return demo
@@ -130,20 +139,20 @@ def render_text(demo: NoiseDemo, ansi: bool = False) -> str:
     ]
     width = len(str(n))
     for name, rows in demo.rows.items():
-        lines += ["", f"{_TITLES[name]}:"]
+        lines += ["", f"{title(name)}:"]
         for row in rows:
             shown = " ".join(mark(tok) if ch else tok for tok, ch in zip(row.tokens, row.changed))
             lines.append(f"  t={row.t:<4g} {row.n_changed:>{width}}/{n} changed | {shown}")
     return "\n".join(lines) + "\n"
 
 
-def save_text(demo: NoiseDemo, path: Union[str, Path]) -> Path:
+def save_text(demo: NoiseDemo, path: str | Path) -> Path:
     """Write :func:`render_text` (plain, no ANSI codes) to ``path`` atomically."""
     data = render_text(demo, ansi=False).encode("utf-8")
     return write_atomically(path, lambda fh: fh.write(data))
 
 
-def save_figure(demo: NoiseDemo, path: Union[str, Path], dpi: int = 150) -> Path:
+def save_figure(demo: NoiseDemo, path: str | Path, dpi: int = 150) -> Path:
     """Draw the demo as a PNG grid (rows = times, columns = kernels; changed tokens in
     red) with matplotlib's Agg backend and write it to ``path`` atomically. Characters
     the monospace font cannot draw (some CJK and Indic word pieces) are shown as ``□``."""
@@ -188,7 +197,7 @@ def save_figure(demo: NoiseDemo, path: Union[str, Path], dpi: int = 150) -> Path
             for spine in ax.spines.values():
                 spine.set_color("0.8")
             if r == 0:
-                ax.set_title(_TITLES[name], fontsize=10)
+                ax.set_title(title(name), fontsize=10)
             if c == 0:
                 ax.set_ylabel(f"t = {row.t:g}", fontsize=9, rotation=0, ha="right", va="center")
             ax.text(0.99, 0.03, f"{row.n_changed}/{len(row.tokens)}", transform=ax.transAxes,

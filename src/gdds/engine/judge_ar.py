@@ -1,6 +1,6 @@
 """Our own autoregressive checkpoints as judges (``gdds eval --judge RUN_DIR``).
 
-:class:`gdds.judge.Judge` scores text with a Hugging Face-style causal LM: a model
+:class:`gdds.engine.judge.Judge` scores text with a Hugging Face-style causal LM: a model
 whose ``logits[:, i]`` predict token ``i + 1`` and a tokenizer called as
 ``tokenizer(text)["input_ids"]``. :class:`gdds.models.causal.CausalLM` predicts
 token ``i`` at position ``i`` after a learned start token, so the adapters here
@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .build import load_run
+from .checkpoint import latest_checkpoint
 
 START = "<start>"
 
@@ -36,7 +39,7 @@ class CausalAdapter(nn.Module):
         self.lm = lm
         self.config = SimpleNamespace(max_position_embeddings=lm.config.max_len + 1)
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, **_: Any) -> SimpleNamespace:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: Any) -> SimpleNamespace:
         """Hugging Face-layout logits ``[B, n, V]``: position ``j`` predicts token ``j + 1``
         (the last position predicts nothing and is left at zero)."""
         ids = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, 0)
@@ -69,17 +72,15 @@ class TokenizerAdapter:
 def load_ar_judge(folder: Path, device: str | torch.device = "cpu") -> tuple[CausalAdapter, TokenizerAdapter,
                                                                              list[Path], int]:
     """Model and tokenizer adapters, the files that define them, and the context length,
-    from a run folder or one of its ``step-*`` checkpoints; the run must be ``method: ar``."""
-    from .checkpoint import latest_checkpoint
-    from .evaluate import load_run
-
+    from a run folder or one of its ``step-*`` checkpoints; the run's method must give exact
+    likelihoods (``method: ar``)."""
     folder = Path(folder)
     step = folder if (folder / "manifest.json").is_file() else latest_checkpoint(folder)
-    lr = load_run(step.parent.parent, device=str(device), checkpoint=step)
-    if lr.cfg.method != "ar":
-        raise ValueError(f"{folder} is a gdds run with method {lr.cfg.method!r}; only autoregressive runs "
+    loaded = load_run(step.parent.parent, device=str(device), checkpoint=step)
+    if not loaded.method.exact_likelihood:
+        raise ValueError(f"{folder} is a gdds run with method {loaded.cfg.method!r}; only autoregressive runs "
                          "(method: ar) can be judges, because they give exact likelihoods")
-    weights = step / ("ema.safetensors" if lr.weights == "ema" else "model.safetensors")
+    weights = step / ("ema.safetensors" if loaded.weights == "ema" else "model.safetensors")
     files = [weights, step / "config.yaml"]
-    model = CausalAdapter(lr.run.model).eval()
-    return model, TokenizerAdapter(lr.run.data.tokenizer, lr.run.model.start_id), files, lr.cfg.data.seq_len + 1
+    model, tokenizer = CausalAdapter(loaded.run.model).eval(), loaded.run.data.tokenizer
+    return model, TokenizerAdapter(tokenizer, loaded.run.model.start_id), files, loaded.cfg.data.seq_len + 1

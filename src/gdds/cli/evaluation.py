@@ -1,0 +1,113 @@
+"""``gdds sample`` (generate from a trained run) and ``gdds eval`` (its honest evaluation); the
+evaluation options shared with ``gdds compare`` are added by :func:`add_eval_options` and read
+back as one :class:`~gdds.engine.evaluate.EvalSettings` by :func:`eval_settings`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..engine.build import load_run
+from ..engine.evaluate import EvalSettings, evaluate, generate
+from ..files import write_text_atomically
+from .render import eval_markdown, write_eval
+
+
+def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None:
+    """The options of an :class:`EvalSettings` (``--judge``'s help is the caller's)."""
+    p.add_argument("--steps", type=int, default=defaults.steps, help=f"T of the bound (default {defaults.steps})")
+    p.add_argument("--sequences", type=int, default=defaults.sequences,
+                   help=f"validation blocks to bound (default {defaults.sequences})")
+    p.add_argument("--sample-steps", type=int, nargs="+", default=list(defaults.sample_steps),
+                   help="step counts to sample with")
+    p.add_argument("--num-samples", type=int, default=defaults.num_samples)
+    p.add_argument("--zero-shot", nargs="*", default=list(defaults.zero_shot), metavar="CORPUS",
+                   help="e.g. kjv wikipedia (end the list with -- before overrides)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+
+
+def eval_settings(args: argparse.Namespace) -> EvalSettings:
+    """The :class:`EvalSettings` of parsed options; a bad value is a usage error."""
+    try:
+        return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
+                            tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None))
+    except ValueError as exc:
+        args.parser.error(str(exc))
+
+
+def add_sample(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sample", help="generate text from a trained run with the model's reverse chain",
+                              description="Sample from the latest checkpoint of RUN_DIR (EMA weights) with the exact "
+                              "reverse chain p_theta(x_s | x_t) that `gdds eval` scores; --approximate uses the "
+                              "renoise sampler instead (no likelihood applies to its samples).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
+    p.add_argument("--steps", type=int, default=64, help="reverse steps T (default 64)")
+    p.add_argument("--spacing", choices=("t", "lambda"), default="t", help="time grid uniform in t or in Lambda")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of mu (changes the model)")
+    p.add_argument("--gumbel", action="store_true", help="Gumbel-max on float32 instead of float64 inverse CDF")
+    p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
+    p.add_argument("--approximate", action="store_true", help="use the APPROXIMATE renoise sampler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="also write the samples to this JSON file")
+    p.set_defaults(run=run_sample, parser=p)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    if args.num < 1 or args.steps < 1:
+        parser.error("--num and --steps must be at least 1")
+    loaded = load_run(args.run_dir)
+    method, length = loaded.method, loaded.cfg.data.seq_len
+    prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
+    if len(prompt) >= length:
+        parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+    if method.exact_likelihood:
+        if args.approximate or args.top_p < 1 or args.gumbel:
+            parser.error("an autoregressive run samples exactly; --approximate, --top-p and --gumbel do not apply")
+        ids, texts = generate(loaded, args.num, args.steps, args.seed, prompt=prompt)
+        label = method.preview_sampler
+    elif args.approximate:
+        loaded.denoiser()  # refuses a model that cannot generate
+        gen = torch.Generator().manual_seed(args.seed)
+        ids = method.preview(loaded.run.model, args.num, length, args.steps, gen, None)
+        texts = [loaded.run.data.tokenizer.decode(r.tolist()) for r in ids]
+        label = method.preview_sampler
+    else:
+        ids, texts = generate(loaded, args.num, args.steps, args.seed, prompt=prompt, spacing=args.spacing,
+                              top_p=args.top_p, gumbel=args.gumbel)
+        label = f"{method.sampler}, {args.steps} steps ({args.spacing} grid)"
+    print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")
+    for i, text in enumerate(texts):
+        print(f"[{i + 1}] {text}")
+    if args.out is not None:
+        write_text_atomically(args.out, json.dumps({"sampler": label, "checkpoint": str(loaded.checkpoint),
+                                                    "texts": texts}, indent=1))
+    return 0
+
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="honest evaluation of a trained run (bound, samples, judge, zero-shot)",
+                              description="Evaluate the latest checkpoint of RUN_DIR: the T-step NLL upper bound "
+                              "with its standard error, the snapshot CE (not a likelihood), samples at several "
+                              "step counts with their unigram entropy and (with --judge) generative perplexity, and "
+                              "zero-shot bounds on other corpora. Writes eval.json, eval.md and a figure.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    add_eval_options(p, EvalSettings())
+    p.add_argument("--sample-length", type=int, default=None, help="tokens per sample (default: the training length)")
+    p.add_argument("--judge", default=None, help="judge LM: 'smollm2' (offline), a local path or a cached HF name")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    p.set_defaults(run=run_eval, parser=p)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    settings = eval_settings(args)
+    report = evaluate(load_run(args.run_dir), settings,
+                      log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
+    paths = write_eval(report, args.out or args.run_dir / "eval")
+    print(eval_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,43 @@
+"""The ``gdds`` command line: :func:`build_parser` registers one parser per command (each
+module here adds its own: ``add_<name>`` builds the parser, ``run_<name>`` runs it) and
+:func:`main` dispatches.
+
+Usage errors (bad values, unknown names) exit with status 2 and a message, never a
+traceback; a missing optional package, an unusable checkpoint or a model that cannot do
+what was asked exits with status 1 and a message saying what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..engine.checkpoint import CheckpointError
+from ..engine.config import ConfigError
+from ..objectives import NotGenerative
+from .evaluation import add_eval, add_sample
+from .tools import add_nll_gap, add_noise
+from .training import add_compare, add_train
+
+COMMANDS = (add_noise, add_train, add_sample, add_eval, add_compare, add_nll_gap)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gdds`` parser with every command of :data:`COMMANDS` registered."""
+    parser = argparse.ArgumentParser(prog="gdds", description="Generalized discrete diffusion from snapshots (GDDS).")
+    parser.add_argument("--version", action="version", version=f"gdds {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``gdds`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ImportError, CheckpointError, ConfigError, NotGenerative) as exc:
+        print(f"gdds: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,124 @@
+"""``gdds train`` (train or resume a run) and ``gdds compare`` (every method on one footing)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..engine.compare import ENTRIES, Interrupted, compare
+from ..engine.config import Config, ConfigError, all_keys, load_config, preset_names
+from ..engine.evaluate import EvalSettings
+from ..engine.records import TrainResult
+from ..engine.train import resume_config, train
+from .evaluation import add_eval_options, eval_settings
+from .render import compare_markdown, write_comparison
+
+
+def _config_help() -> str:
+    defaults = Config().to_dict()
+    lines = ["configuration keys (override with dotted.key=value; defaults before any preset):"]
+    for key in all_keys():
+        node: object = defaults
+        for part in key.split("."):
+            node = node[part]  # type: ignore[index]
+        lines.append(f"  {key} = {node!r}")
+    return "\n".join(lines)
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model with one of the training methods (default: the snapshot objective)",
+        description="Train a model. Start a run with --config (a preset: "
+        f"{', '.join(preset_names())}; or a YAML file) and --out, or continue one with --resume. "
+        "Multi-process: torchrun --nproc_per_node N -m gdds train ...",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", metavar="NAME_OR_YAML", help="preset name or YAML file for a new run")
+    group.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--out", type=Path, metavar="RUN_DIR", help="folder of a new run (required with --config)")
+    p.add_argument("--samples", type=int, default=0, metavar="N",
+                   help="after training, print N sequences (diffusion: from the APPROXIMATE renoise sampler; "
+                        "ar: exact ancestral samples)")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="configuration overrides")
+    p.set_defaults(run=run_train, parser=p)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    if args.config is not None and args.out is None:
+        parser.error("--config needs --out RUN_DIR (the folder for checkpoints and logs)")
+    if args.resume is not None and args.out is not None:
+        parser.error("--resume continues in its own folder; leave out --out")
+    if args.samples < 0:
+        parser.error("--samples must be >= 0")
+    try:
+        if args.resume is not None:
+            cfg, run_dir = resume_config(args.resume, args.overrides), args.resume
+        else:
+            cfg, run_dir = load_config(args.config, args.overrides), args.out
+        result = train(cfg, run_dir, resume=args.resume is not None, samples=args.samples)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    print(summary(result))
+    if result.stopped_at is not None:
+        print(f"stopped by a signal at step {result.stopped_at}; checkpoint saved. "
+              f"Continue with: gdds train --resume {run_dir}")
+        return 130
+    return 0
+
+
+def summary(result: TrainResult) -> str:
+    """The lines ``gdds train`` prints at the end: last losses, samples, checkpoint."""
+    lines = []
+    v = result.valid
+    label = v.label if v is not None else "the method's loss"
+    if result.train is not None:
+        lines.append(f"step {result.train['step']}: training loss {result.train['loss']:.4f} ({label})")
+    if v is not None:
+        lines.append(f"validation {v.label}: {v.value:.4f} nats/token ({v.weights} weights, {v.tokens} tokens)")
+    for i, text in enumerate(result.samples):
+        shown = text if len(text) <= 300 else text[:300] + " …"
+        lines.append(f"sample {i + 1} ({result.sampler}): {shown}")
+    if result.checkpoint is not None:
+        lines.append(f"checkpoint: {result.checkpoint}")
+    return "\n".join(lines)
+
+
+def add_compare(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compare", help="train every method on one footing and evaluate them the same way",
+                              description="Train each method (same data, backbone, optimizer, steps and tokens: "
+                              "one base preset plus the method's overrides) into OUT/<method>, evaluate each with "
+                              "the same bound, samples, judge and zero-shot corpora, and write OUT/compare.json "
+                              "and OUT/compare.md. Finished runs are reused, interrupted ones resumed. Methods: "
+                              + "; ".join(f"{k} = {' '.join(v)}" for k, v in ENTRIES.items()))
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--base", default="demo", help="preset or YAML every method starts from (default demo)")
+    p.add_argument("--corpus", default=None, help="train every method on this corpus (data.corpus; default: "
+                   "the base preset's, the embedded Shakespeare for demo)")
+    p.add_argument("--methods", nargs="+", choices=list(ENTRIES), default=list(ENTRIES))
+    add_eval_options(p, EvalSettings(steps=128, sequences=16, sample_steps=(32,), num_samples=4))
+    p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
+    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
+    p.set_defaults(run=run_compare, parser=p)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    settings = eval_settings(args)
+    try:
+        overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
+        result = compare(args.out, args.methods, settings, args.base, overrides,
+                         log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    except Interrupted as exc:
+        print(f"gdds compare: {exc}", file=sys.stderr)
+        return 130
+    write_comparison(result, args.out)
+    print(compare_markdown(result))
+    print(f"wrote {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+    return 0

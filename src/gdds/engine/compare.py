@@ -1,0 +1,145 @@
+"""``gdds compare``: every method on one footing, measured the same way (paper section 5's
+comparison, with honest bounds).
+
+Each entry of :data:`ENTRIES` is a training method on a process, given as configuration
+overrides of one base preset, so every run uses the same data, tokenizer, backbone size,
+optimizer, number of steps and tokens. Each trained run is then evaluated by
+:func:`gdds.engine.evaluate.evaluate` with the same :class:`~gdds.engine.evaluate.EvalSettings`:
+the ``T``-step NLL bound of the sampled chain (an autoregressive model's exact NLL), the
+snapshot CE where it applies (labelled), samples with their unigram entropy, generative
+perplexity under one judge, and zero-shot bounds. ``judge="ar"`` uses the comparison's own
+autoregressive run as the judge.
+
+A run folder that already holds a finished run is evaluated, not retrained, and an
+interrupted one is resumed, so a long comparison can be continued.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..files import write_text_atomically
+from . import checkpoint as ck
+from .build import load_run
+from .config import Config, load_config
+from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
+from .reports import EvalReport
+from .train import train
+
+ENTRIES: dict[str, list[str]] = {
+    "gdds-semantic": ["method=gdds", "process.kernel=semantic"],
+    "gdds-mask": ["method=gdds", "process.kernel=mask"],
+    "gdds-uniform": ["method=gdds", "process.kernel=uniform"],
+    "mdlm": ["method=elbo", "process.kernel=mask"],
+    "udlm": ["method=elbo", "process.kernel=uniform"],
+    "gidd": ["method=elbo", "process.kernel=hybrid", "process.kernel_args={uniform_weight: 0.2}"],
+    "jump-mask": ["method=jump", "process.kernel=mask"],
+    "campbell-mask": ["method=campbell", "process.kernel=mask"],
+    "ar": ["method=ar"],
+}
+OWN_AR_JUDGE = "ar"  # judge name meaning the comparison's own autoregressive run
+
+
+class Interrupted(RuntimeError):
+    """Training was stopped by a signal (its checkpoint is saved); the comparison stops too."""
+
+
+def entry_config(base: str, name: str, overrides: Sequence[str] = ()) -> Config:
+    """The configuration of entry ``name`` on preset ``base`` with shared ``overrides``."""
+    if name not in ENTRIES:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(ENTRIES)}")
+    return load_config(base, [*overrides, *ENTRIES[name]])
+
+
+@dataclass
+class ComparisonRow:
+    """One entry's evaluation, training time in this call, logged training throughput and tokens."""
+
+    report: EvalReport
+    train_seconds_this_call: float
+    train_tokens_per_s: float
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": self.report.to_dict(), "train_seconds_this_call": self.train_seconds_this_call,
+                "train_tokens_per_s": self.train_tokens_per_s, "tokens": self.tokens}
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare` (``compare.json``)."""
+
+    base: str
+    overrides: list[str]
+    entries: dict[str, list[str]]
+    settings: EvalSettings
+    rows: dict[str, ComparisonRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "overrides": self.overrides, "methods": self.entries,
+                "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
+                "judge": self.settings.judge, "rows": {n: r.to_dict() for n, r in self.rows.items()}}
+
+
+def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
+    """Train (or resume, or skip a finished run); seconds spent training now."""
+    done = ck.list_checkpoints(run_dir)
+    if done and ck.read_json(ck.latest_checkpoint(run_dir) / "manifest.json")["step"] >= cfg.train.max_steps:
+        log(f"{run_dir.name}: finished run found, not retrained")
+        return 0.0
+    log(f"{run_dir.name}: training {cfg.train.max_steps} steps")
+    tic = time.perf_counter()
+    result = train(cfg, run_dir, resume=bool(done))
+    if result.stopped_at is not None:
+        raise Interrupted(f"{run_dir.name}: stopped at step {result.stopped_at} (checkpoint saved); "
+                          "run the same command again to resume the comparison")
+    return time.perf_counter() - tic
+
+
+def _throughput(run_dir: Path) -> float:
+    """Median training throughput (tokens/s) over the run's logged steps."""
+    rates = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+             if r.get("kind") == "train" and "tokens_per_s" in r]
+    return float(statistics.median(rates)) if rates else float("nan")
+
+
+def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[[str], None]) -> EvalReport:
+    """The evaluation report of ``run_dir``, reused from ``compare_eval.json`` when it was
+    made with the same settings on the same finished run, else computed and saved."""
+    cache = run_dir / "compare_eval.json"
+    key = {**settings.to_dict(), "continuous_samples": CONTINUOUS_SAMPLES, "step": steps}
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            log(f"{run_dir.name}: evaluation with these settings found, not repeated")
+            return EvalReport.from_dict(saved["report"])
+    log(f"{run_dir.name}: evaluating")
+    report = evaluate(load_run(run_dir), settings, log=log)
+    write_text_atomically(cache, json.dumps({"key": key, "report": report.to_dict()}, indent=1))
+    return report
+
+
+def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
+            overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None) -> Comparison:
+    """Train and evaluate ``entries`` into ``out/<entry>``; write ``out/compare.json`` and return it."""
+    out = Path(out)
+    configs = {name: entry_config(base, name, overrides) for name in entries}
+    train_s = {name: _trained(cfg, out / name, log) for name, cfg in configs.items()}
+    if settings.judge == OWN_AR_JUDGE:
+        if "ar" not in configs:
+            raise ValueError("--judge ar needs the ar method in the comparison")
+        settings = dataclasses.replace(settings, judge=str(out / "ar"))
+    rows = {}
+    for name, cfg in configs.items():
+        report = _evaluated(out / name, settings, cfg.train.max_steps, log)
+        rows[name] = ComparisonRow(report, train_s[name], _throughput(out / name),
+                                   cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
+    result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows)
+    write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
+    return result

@@ -1,0 +1,1 @@
+"""The YAML presets of ``gdds train --config NAME`` (package data)."""

@@ -1,0 +1,179 @@
+"""Evaluation of a trained run: the honest bound (or an autoregressive model's exact NLL), the
+snapshot CE (labelled, not a likelihood), the continuous-time bound where it applies, samples
+from the model's own sampler with their entropy and a judge's generative perplexity, and
+zero-shot bounds on other corpora (``docs/math.md`` section 8).
+
+One :class:`EvalSettings` holds the settings; the evaluators return report dataclasses
+(:mod:`gdds.engine.reports`). Writing them as JSON, markdown and figures is the command
+line's job (:mod:`gdds.cli.reports`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
+from ..likelihood import continuous_bound, nll_bound, summarize
+from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
+from .build import LoadedRun, pack_blocks
+from .judge import Judge, per_sample_entropy, unigram_entropy
+from .reports import EvalReport, NLLReport, SampleReport, SnapshotReport
+
+CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
+BOUND_METRIC = "NLL upper bound ({steps}-step ELBO of the sampled chain)"
+CONTINUOUS_METRIC = "NLL upper bound of the continuous-time reverse CTMC (the T -> infinity limit of the chain)"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What ``gdds eval`` and ``gdds compare`` measure: the bound's ``steps`` (T) on the first
+    ``sequences`` validation blocks, ``num_samples`` samples at each of ``sample_steps``
+    (``sample_length`` tokens, default the training length), the ``judge`` of generative
+    perplexity, ``zero_shot`` corpora, and the ``seed`` of every draw."""
+
+    steps: int = 64
+    sequences: int = 32
+    sample_steps: tuple[int, ...] = (16, 64)
+    num_samples: int = 8
+    judge: str | None = None
+    zero_shot: tuple[str, ...] = ()
+    seed: int = 0
+    sample_length: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sample_steps", tuple(self.sample_steps))
+        object.__setattr__(self, "zero_shot", tuple(self.zero_shot))
+        if self.steps < 1 or self.sequences < 2 or not self.sample_steps or min(self.sample_steps) < 1 \
+                or self.num_samples < 1:
+            raise ValueError("the bound's steps, the sample steps and the number of samples must be >= 1 and "
+                             "the sequences >= 2 (a standard error needs two)")
+        if self.sample_length is not None and self.sample_length < 1:
+            raise ValueError("the sample length must be >= 1")
+        for name in self.zero_shot:
+            if "=" in name:
+                raise ValueError(f"zero-shot corpus {name!r} looks like an override: put overrides before "
+                                 "--zero-shot or end the list with --")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _per_sequence(blocks: Blocks, sequences: int, batch: int, estimate: Callable[[Tensor], Tensor]
+                  ) -> tuple[Tensor, Tensor]:
+    """``estimate`` (``x0 [b, L] -> [b]`` nats) over the first ``sequences`` blocks in batches of
+    ``batch``: the estimates and the tokens of each sequence, for :func:`gdds.likelihood.summarize`."""
+    rows = np.arange(min(len(blocks), sequences))
+    est = torch.cat([estimate(blocks.batch(rows[a:a + batch])) for a in range(0, len(rows), batch)])
+    return est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
+
+
+@torch.no_grad()
+def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
+                 batch: int = 8, **op: Any) -> NLLReport:
+    """The ``steps``-step bound on the first ``sequences`` blocks: nats/token ± SE, perplexity
+    (upper bounds). For a method with an exact likelihood (autoregressive): its exact NLL
+    (``steps`` unused; the standard error is then over sequences only)."""
+    gen = torch.Generator().manual_seed(seed)
+    exact = loaded.method.exact_likelihood
+    if exact:
+        def estimate(x0: Tensor) -> Tensor:
+            return loaded.run.model.nll(x0.to(loaded.device)).cpu()
+    else:
+        def estimate(x0: Tensor) -> Tensor:
+            return nll_bound(loaded.run.process, loaded.denoiser(), x0, steps=steps, generator=gen, **op)
+    est, tokens = _per_sequence(blocks, sequences, batch, estimate)
+    s = summarize(est, tokens, None if exact else steps)
+    per_character = TOKENIZERS.get(loaded.cfg.data.tokenizer).per_character
+    return NLLReport(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), s.nats_per_token,
+                     s.standard_error, s.tokens, len(est), exact=exact, steps=s.steps,
+                     bits_per_character=s.bits_per_token if per_character else None)
+
+
+@torch.no_grad()
+def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
+                      batch: int = 8) -> NLLReport:
+    """The continuous-time bound (:func:`gdds.likelihood.continuous_bound`, column-constant
+    kernels: MDLM's and UDLM's bound) on the first ``sequences`` blocks. It bounds the NLL of
+    the reverse CTMC that the ``T``-step chain tends to as ``T`` grows, not of a sampler with
+    finitely many steps."""
+    gen = torch.Generator().manual_seed(seed)
+    est, tokens = _per_sequence(blocks, sequences, batch, lambda x0: continuous_bound(
+        loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen))
+    s = summarize(est, tokens)
+    return NLLReport(CONTINUOUS_METRIC, s.nats_per_token, s.standard_error, s.tokens, len(est),
+                     samples_of_t=CONTINUOUS_SAMPLES)
+
+
+@torch.no_grad()
+def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
+                    batch: int = 16) -> SnapshotReport:
+    """Mean snapshot CE of the model's denoiser on the first ``sequences`` blocks (fixed
+    noise). Not a likelihood."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = np.arange(min(len(blocks), sequences))
+    total, count = 0.0, 0
+    for a in range(0, len(rows), batch):
+        x0 = blocks.batch(rows[a:a + batch])
+        xt, t = snapshot_inputs(loaded.run.process, x0, loaded.cfg.process.t_min, gen)
+        ce = snapshot_cross_entropy(loaded.denoiser()(xt, t).cpu(), x0)
+        total, count = total + float(ce.sum()), count + ce.numel()
+    return SnapshotReport(SNAPSHOT_LABEL, total / count, count)
+
+
+def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int | None = None,
+             prompt: Sequence[int] = (), **sampler_options: Any) -> tuple[Tensor, list[str]]:
+    """``num`` sequences (``length`` tokens, default the training length) from the method's
+    sampler (:meth:`gdds.objectives.Method.generate`: the model's reverse chain, or exact
+    ancestral samples) starting with ``prompt``, and their decoded texts."""
+    length = loaded.cfg.data.seq_len if length is None else length
+    device = loaded.device if loaded.method.exact_likelihood else torch.device("cpu")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, **sampler_options).cpu()
+    tok = loaded.run.data.tokenizer
+    return ids, [tok.decode(row.tolist()) for row in ids]
+
+
+def zero_shot_blocks(loaded: LoadedRun, corpus: str) -> Blocks:
+    """Blocks of another corpus under the run's tokenizer and packing."""
+    tok = loaded.run.data.tokenizer
+    return pack_blocks(tokenize_documents(load_corpus(corpus), tok), tok, loaded.cfg.data)
+
+
+def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], None] = lambda message: None
+             ) -> EvalReport:
+    """Everything ``gdds eval`` reports; ``log`` receives progress messages."""
+    method, s = loaded.method, settings
+    exact = method.exact_likelihood
+    if not exact:
+        loaded.denoiser()  # fails early for a model that cannot generate
+    report = EvalReport(str(loaded.checkpoint), loaded.weights, loaded.cfg.method,
+                        sum(p.numel() for p in loaded.run.model.parameters()))
+    if exact:
+        log(f"exact NLL of {s.sequences} validation sequences")
+        report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+    else:
+        log(f"bounding {s.sequences} validation sequences with T = {s.steps}")
+        report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+        report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
+        if method.continuous_bound_applies:
+            log(f"continuous-time bound of {s.sequences} validation sequences")
+            report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)
+    judge = Judge.load(s.judge) if s.judge is not None else None
+    for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
+        log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
+        ids, texts = generate(loaded, s.num_samples, k, s.seed, s.sample_length)
+        row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids), per_sample_entropy(ids),
+                           texts)
+        if judge is not None:
+            row.generative_perplexity = judge.perplexity(texts)
+        report.samples.append(row)
+    for name in s.zero_shot:
+        log(f"zero-shot bound on {name}")
+        report.zero_shot[name] = bound_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps, s.seed)
+    return report

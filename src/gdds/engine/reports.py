@@ -1,0 +1,140 @@
+"""The reports of an evaluation, as dataclasses: :class:`NLLReport` (a bound or an exact NLL,
+per token), :class:`SnapshotReport`, :class:`SampleReport` and :class:`EvalReport`, the whole
+of ``gdds eval``. ``to_dict`` gives the JSON layout of ``eval.json``; ``from_dict`` reads it
+back (``gdds compare`` reuses saved evaluations)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class NLLReport:
+    """Negative log-likelihood per token over ``sequences`` sequences: an upper bound (the
+    ``steps``-step bound, or the continuous-time bound estimated with ``samples_of_t`` draws
+    of ``t`` per sequence) or, with ``exact``, an exact NLL. ``standard_error`` is the
+    Monte-Carlo standard error of ``nats_per_token``."""
+
+    metric: str
+    nats_per_token: float
+    standard_error: float
+    tokens: int
+    sequences: int
+    exact: bool = False
+    steps: int | None = None
+    samples_of_t: int | None = None
+    bits_per_character: float | None = None
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(nats_per_token)``: the perplexity, or an upper bound on it."""
+        return math.exp(self.nats_per_token)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Keys carry ``_upper_bound`` unless the figure is exact."""
+        kind = "" if self.exact else "_upper_bound"
+        out: dict[str, Any] = {"metric": self.metric, "nats_per_token": self.nats_per_token,
+                               "standard_error": self.standard_error, f"perplexity{kind}": self.perplexity,
+                               "tokens": self.tokens, "sequences": self.sequences}
+        if self.samples_of_t is not None:
+            out["samples_of_t"] = self.samples_of_t
+        else:
+            out["steps"] = self.steps
+        if self.bits_per_character is not None:
+            out[f"bits_per_character{kind}"] = self.bits_per_character
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NLLReport:
+        exact = "perplexity" in d
+        kind = "" if exact else "_upper_bound"
+        return cls(d["metric"], d["nats_per_token"], d["standard_error"], d["tokens"], d["sequences"], exact,
+                   d.get("steps"), d.get("samples_of_t"), d.get(f"bits_per_character{kind}"))
+
+
+@dataclass
+class SnapshotReport:
+    """Mean snapshot cross-entropy (``metric`` says: not a likelihood)."""
+
+    metric: str
+    nats_per_token: float
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "nats_per_token": self.nats_per_token, "tokens": self.tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SnapshotReport:
+        return cls(d["metric"], d["nats_per_token"], d["tokens"])
+
+
+@dataclass
+class SampleReport:
+    """Samples from one sampler setting (``steps``: ``None`` for ancestral sampling), their
+    entropies (nats, exact for the samples given) and, with a judge, their generative
+    perplexity (the judge's record)."""
+
+    steps: int | None
+    sampler: str
+    precision: str
+    unigram_entropy: float
+    per_sample_entropy: float
+    texts: list[str]
+    generative_perplexity: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"steps": self.steps, "sampler": self.sampler, "precision": self.precision,
+               "unigram_entropy": self.unigram_entropy, "per_sample_entropy": self.per_sample_entropy,
+               "texts": self.texts}
+        if self.generative_perplexity is not None:
+            out["generative_perplexity"] = self.generative_perplexity
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleReport:
+        return cls(d["steps"], d["sampler"], d["precision"], d["unigram_entropy"], d["per_sample_entropy"],
+                   d["texts"], d.get("generative_perplexity"))
+
+
+@dataclass
+class EvalReport:
+    """Everything ``gdds eval`` measures on one checkpoint. ``likelihood`` is the bound of the
+    sampled chain, or the exact NLL of an autoregressive model; ``snapshot_ce`` and
+    ``continuous_bound`` are there when they apply."""
+
+    checkpoint: str
+    weights: str
+    method: str
+    parameters: int
+    likelihood: NLLReport | None = None
+    snapshot_ce: SnapshotReport | None = None
+    continuous_bound: NLLReport | None = None
+    samples: list[SampleReport] = field(default_factory=list)
+    zero_shot: dict[str, NLLReport] = field(default_factory=dict)
+
+    def valid(self) -> dict[str, Any]:
+        """The ``valid`` section of ``eval.json``: ``nll`` (exact), or ``bound``, ``snapshot_ce``
+        and maybe ``continuous_bound``."""
+        if self.likelihood.exact:
+            return {"nll": self.likelihood.to_dict()}
+        out = {"bound": self.likelihood.to_dict(), "snapshot_ce": self.snapshot_ce.to_dict()}
+        if self.continuous_bound is not None:
+            out["continuous_bound"] = self.continuous_bound.to_dict()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "weights": self.weights, "method": self.method,
+                "parameters": self.parameters, "valid": self.valid(),
+                "samples": [row.to_dict() for row in self.samples],
+                "zero_shot": {name: r.to_dict() for name, r in self.zero_shot.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        v = d["valid"]
+        return cls(d["checkpoint"], d["weights"], d["method"], d["parameters"],
+                   NLLReport.from_dict(v["nll"] if "nll" in v else v["bound"]),
+                   SnapshotReport.from_dict(v["snapshot_ce"]) if "snapshot_ce" in v else None,
+                   NLLReport.from_dict(v["continuous_bound"]) if "continuous_bound" in v else None,
+                   [SampleReport.from_dict(r) for r in d["samples"]],
+                   {name: NLLReport.from_dict(r) for name, r in d["zero_shot"].items()})

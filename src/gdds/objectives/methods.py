@@ -1,0 +1,242 @@
+"""Training methods on one footing, and :data:`METHODS`, the one list of their names.
+
+Every method trains with the same data, optimizer and loop (:mod:`gdds.engine.train`); a
+:class:`Method` owns everything that differs: the network class, how a clean batch ``x0``
+becomes the network's inputs, the per-token loss and its label, the model as a denoiser,
+how it generates, and which evaluations apply (``docs/math.md`` section 9):
+
+- ``gdds`` (:class:`Snapshot`): ``t ~ U[t_min, 1]`` stratified over the batch,
+  ``x_t ~ q_t(.|x0)`` by exact uniformization, inputs ``(x_t, t)``; the loss is the
+  snapshot cross-entropy (:mod:`gdds.objectives.snapshot`), **not a likelihood**.
+- ``elbo`` (:class:`ContinuousELBO`): the same inputs, trained on the integrand
+  of the continuous-time ELBO (:mod:`gdds.objectives.elbo`) for column-constant kernels:
+  MDLM with ``process.kernel: mask``, UDLM with ``uniform``, GIDD-style with ``hybrid``.
+  The loss leaves out the prior term and ``t < t_min``: a training loss, not a bound.
+- ``jump`` (:class:`JumpState`): the same inputs; the network output is read as
+  the reverse jump kernel ``J_theta(z | x_t)`` and trained on the path-wise loss of
+  the jump-states parametrization (:mod:`gdds.objectives.pathwise`), column-constant kernels.
+- ``campbell`` (:class:`Campbell`): one uniformization path per sequence, every jump
+  a query of the two-stream network (:class:`gdds.models.TwoStream`); the loss is the
+  Campbell estimate of the same path-wise loss, any kernel.
+- ``ar`` (:class:`Autoregressive`): inputs ``x0`` itself, read causally by
+  :class:`gdds.models.CausalLM`; the loss is the exact negative log-likelihood per token,
+  ``-log p(x_i | x_<i)``.
+
+Jump-state models (``jump``, ``campbell``) generate only for the mask kernel, where the
+true reverse exit rates are known; elsewhere :meth:`Method.denoiser` raises
+:class:`NotGenerative`. The network's inputs are drawn for the whole (global) micro-batch,
+so training does not depend on the number of processes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..models import CausalLM, DiT, TwoStream
+from ..process import ForwardProcess
+from ..registry import Registry
+from ..sampling import Denoiser, sample, sample_renoise
+from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
+from .pathwise import (
+    JUMP_INSTEAD,
+    JUMP_NEEDS,
+    PathBatch,
+    campbell_batch,
+    campbell_loss,
+    jump_denoiser,
+    jump_state_loss,
+)
+from .snapshot import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
+
+AR_LABEL = "exact NLL (autoregressive)"
+ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a training loss, not a bound)"
+JUMP_LABEL = "path-wise jump-state loss, t in [t_min, 1], theta-free terms left out (a training loss, not a bound)"
+CAMPBELL_LABEL = ("Campbell estimate of the path-wise jump-state loss, jumps at t >= t_min, theta-free terms left "
+                  "out (a training loss, not a bound)")
+RENOISE_LABEL = "APPROXIMATE renoise sampler"
+ANCESTRAL_LABEL = "exact ancestral sampler"
+
+
+class NotGenerative(ValueError):
+    """A trained model that cannot be sampled or bounded (e.g. a jump-state model of a process
+    whose reverse exit rates are unknown); the message says why."""
+
+
+class Method:
+    """A training method (module docstring). Class attributes: ``name`` (its registry name),
+    ``metric`` (the validation number is ``valid_<metric>``) and ``label`` (what that number
+    is), ``network`` and ``causal`` (the network class and whether its attention is causal),
+    ``noised`` (trains on a forward process), ``exact_likelihood`` (reports an exact NLL, not
+    a bound), ``sampler`` and ``preview_sampler`` (the labels of :meth:`generate` and
+    :meth:`preview`)."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]
+    label: ClassVar[str]
+    network: ClassVar[type[nn.Module]] = DiT
+    causal: ClassVar[bool] = False
+    noised: ClassVar[bool] = True
+    exact_likelihood: ClassVar[bool] = False
+    sampler: ClassVar[str] = "exact reverse chain"
+    preview_sampler: ClassVar[str] = RENOISE_LABEL
+
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3):
+        if self.noised and process is None:
+            raise ValueError(f"method {self.name} trains on a forward process; pass one")
+        self.process = process
+        self.t_min = t_min
+
+    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """The network's positional arguments for the clean batch ``x0 [B, L]``."""
+        raise NotImplementedError
+
+    def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
+        """The part of ``inputs`` the network is called with (by default all of it)."""
+        return inputs
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        """Per-position loss ``[B, L]``; by default the cross-entropy of ``x0``."""
+        return snapshot_cross_entropy(logits, x0)
+
+    def denoiser(self, model: nn.Module) -> Denoiser:
+        """The trained network as a denoiser ``(x_t, t) -> logits or log-probs`` of the clean
+        token, for :func:`gdds.sample` and :func:`gdds.nll_bound`; :class:`NotGenerative` when
+        the model has none."""
+        return model
+
+    @property
+    def continuous_bound_applies(self) -> bool:
+        """Whether the continuous-time bound is computable (a column-constant process)."""
+        return self.process is not None and self.process.column_constant
+
+    def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
+                 prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
+        """``num`` sequences of ``length`` tokens from the model's reverse chain in ``steps``
+        steps, starting with the tokens ``prompt`` (:func:`gdds.sample`; ``sampler_options``
+        are its keyword arguments)."""
+        fixed = None
+        if prompt:
+            fixed = torch.full((num, length), -1, dtype=torch.long)
+            fixed[:, :len(prompt)] = torch.tensor(list(prompt))
+        return sample(self.process, self.denoiser(model), num, length, steps=steps, generator=generator,
+                      fixed=fixed, **sampler_options)
+
+    def preview(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
+                device: torch.device) -> Tensor | None:
+        """Quick samples to look at during training (:data:`preview_sampler` says which
+        sampler): the APPROXIMATE renoise sampler for diffusion models; ``None`` for a model
+        that cannot generate."""
+        try:
+            net = self.denoiser(model)
+        except NotGenerative:
+            return None
+        return sample_renoise(self.process, net, num, length, steps, generator, device)
+
+
+class Snapshot(Method):
+    """The snapshot objective of GDDS (paper section 4.3): any kernel."""
+
+    name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
+
+    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        return snapshot_inputs(self.process, x0, self.t_min, generator)
+
+
+class ClosedFormLoss(Snapshot):
+    """Snapshot inputs ``(x_t, t)`` and a per-position loss ``loss(process, logits, x_t, x0, t)``
+    that needs ``q_t(.|x0)`` in closed form, so a column-constant kernel; ``t >= 1e-6``."""
+
+    loss: ClassVar[Callable[[ForwardProcess, Tensor, Tensor, Tensor, Tensor], Tensor]]
+    needs: ClassVar[str]
+    instead: ClassVar[str]  # what to use for a kernel that is not column-constant
+
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3):
+        super().__init__(process, max(t_min, 1e-6))
+        process.require_column_constant(f"method {self.name} ({self.needs})", self.instead)
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        xt, t = inputs
+        return type(self).loss(self.process, logits, xt, x0, t)
+
+
+class ContinuousELBO(ClosedFormLoss):
+    """The continuous-time ELBO integrand: MDLM, UDLM, GIDD-style (column-constant kernels)."""
+
+    name, metric, label = "elbo", "elbo_integrand", ELBO_LABEL
+    loss, needs, instead = elbo_integrand, ELBO_NEEDS, ELBO_INSTEAD
+
+
+class JumpState(ClosedFormLoss):
+    """The path-wise jump-state loss in closed form (column-constant kernels)."""
+
+    name, metric, label = "jump", "jump_state_loss", JUMP_LABEL
+    loss, needs, instead = jump_state_loss, JUMP_NEEDS, JUMP_INSTEAD
+
+    def denoiser(self, model: nn.Module) -> Denoiser:
+        return _jump_denoiser(self.process, model)
+
+
+class Campbell(Method):
+    """The Campbell estimator of the path-wise loss with the two-stream network: any kernel."""
+
+    name, metric, label = "campbell", "campbell_loss", CAMPBELL_LABEL
+    network = TwoStream
+
+    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        return campbell_batch(self.process, x0, self.t_min, generator).astuple()
+
+    def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
+        return PathBatch(*inputs).model_inputs()
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        return campbell_loss(logits, PathBatch(*inputs), x0.shape[1])
+
+    def denoiser(self, model: nn.Module) -> Denoiser:
+        return _jump_denoiser(self.process, model.snapshot)
+
+
+def _jump_denoiser(process: ForwardProcess, logits: Denoiser) -> Denoiser:
+    """:func:`gdds.objectives.pathwise.jump_denoiser`, its refusal as :class:`NotGenerative`."""
+    try:
+        return jump_denoiser(process, logits)
+    except ValueError as exc:
+        raise NotGenerative(str(exc)) from exc
+
+
+class Autoregressive(Method):
+    """Left-to-right language model on the same blocks: exact NLL, ancestral sampling."""
+
+    name, metric, label = "ar", "nll", AR_LABEL
+    network, causal, noised, exact_likelihood, sampler = CausalLM, True, False, True, ANCESTRAL_LABEL
+    preview_sampler = f"{ANCESTRAL_LABEL} (autoregressive)"
+
+    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        return (x0,)
+
+    def denoiser(self, model: nn.Module) -> Denoiser:
+        raise NotGenerative("an autoregressive model is not a denoiser: it is scored exactly and sampled "
+                            "ancestrally")
+
+    def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
+                 prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
+        """Exact ancestral samples (``steps`` does not apply; no sampler options)."""
+        if sampler_options:
+            raise ValueError(f"an autoregressive model samples exactly; {sorted(sampler_options)} do not apply")
+        device = next(model.parameters()).device
+        given = torch.tensor([list(prompt)] * num, dtype=torch.long, device=device) if prompt else None
+        return model.generate(num, length, generator, prompt=given)
+
+    def preview(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
+                device: torch.device) -> Tensor | None:
+        return model.generate(num, length, generator)
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+METHODS.register(Snapshot.name, Snapshot)
+METHODS.register(ContinuousELBO.name, ContinuousELBO)
+METHODS.register(JumpState.name, JumpState)
+METHODS.register(Campbell.name, Campbell)
+METHODS.register(Autoregressive.name, Autoregressive)
