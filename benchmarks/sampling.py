@@ -1,4 +1,4 @@
-"""Sampler and likelihood-bound cost benchmark on the CPU (SPEC sections 1 and 6).
+"""Sampler and likelihood-bound cost benchmark on the CPU (``docs/math.md`` sections 6 to 8).
 
 What it measures, for the mask, uniform and semantic kNN (SIK) kernels at the
 WordPiece vocabulary size m = 30,522 under ``LogLinear(1e-3)``:

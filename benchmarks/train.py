@@ -1,4 +1,4 @@
-"""Training throughput benchmark (SPEC sections 6 and 7).
+"""Training throughput benchmark (the snapshot objective and every compared method).
 
 For each preset measured (CPU: ``tiny`` and ``demo``; CUDA when available:
 ``small`` with the 50,257-token GPT-2 vocabulary, B = 32, L = 1024, bf16):
@@ -6,7 +6,7 @@ For each preset measured (CPU: ``tiny`` and ``demo``; CUDA when available:
 - training tokens/s of full optimizer steps (noising, forward, backward, AdamW,
   EMA), median over repeats after warm-up steps;
 - the share of step time spent in noising: the same global batch noised alone
-  (``ForwardProcess.sample`` on that batch shape, times from ``sample_times``),
+  (``snapshot_inputs``: stratified times and ``ForwardProcess.noise`` on that batch shape),
   divided by the step time. Target on CPU: at most 5%.
 
 Run from the repository root::

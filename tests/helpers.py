@@ -50,11 +50,12 @@ def small_embeddings(m: int = 9, d: int = 3, seed: int = 0) -> torch.Tensor:
 
 
 def kernel_zoo(m: int = 7):
-    """One instance of every kernel type on a small vocabulary (name, kernel)."""
+    """An instance of every kernel class on a small vocabulary, and every kernel of the registry
+    built by its recipe: ``(name, kernel)``."""
     sched = gdds.LogLinear(1e-3)
     sparse = random_stochastic(m, 3, sparsity=0.6).to_sparse()
     knn = K.SemanticKNN(small_embeddings(m), k=4, bandwidth_k=3, schedule=sched, cache=False, progress=False)
-    return [
+    zoo = [
         ("dense", K.Dense(random_stochastic(m, 1))),
         ("dense-t", time_dependent_dense(m, 10)[2]),
         ("sparse", K.Sparse(sparse)),
@@ -70,7 +71,16 @@ def kernel_zoo(m: int = 7):
                                               gamma=0.5, schedule=sched, cache=False, progress=False)),
         ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), k=3, bandwidth_k=2, exclude=[1],
                                                  schedule=sched, cache=False, progress=False)),
+        ("tempered-knn", K.TemperedKNN((torch.arange(m)[:, None] + torch.arange(1, 4)) % m,
+                                        -0.5 * torch.arange(3.0).expand(m, 3), sched, b=0.3)),
     ]
+    # Every kernel a configuration can name, built by its registry recipe.
+    vocab = K.Vocabulary(m, m - 1, (m - 1,))
+    args = {"semantic": dict(k=3, bandwidth_k=2, cache=False)}
+    for name, recipe in K.KERNELS.items():
+        emb = small_embeddings(m, seed=7) if recipe.needs_embeddings else None
+        zoo.append((f"registry-{name}", recipe.build(vocab, sched, emb, False, **args.get(name, {}))))
+    return zoo
 
 
 # A micro training configuration (overrides of the `tiny` preset): character tokens, a 2-layer

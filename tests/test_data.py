@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from gdds.data import (
+    PACKINGS,
+    TOKENIZERS,
     CharTokenizer,
     CompactTokenizer,
     CompactVocab,
@@ -35,8 +37,8 @@ DOCS = [
 @pytest.fixture(scope="module")
 def tokenizers():
     train = DOCS + [TEXT]
-    return {name: build_tokenizer(name, train, 300 if name == "bpe" else None)
-            for name in ("char", "wordpiece", "gpt2", "bpe")}
+    return {name: build_tokenizer(name, train, 300 if TOKENIZERS.get(name).sized else None)
+            for name in TOKENIZERS.names()}
 
 
 def normalise_wordpiece(text: str) -> str:
@@ -92,7 +94,7 @@ def test_appended_specials(tokenizers):
         char.decode([char.vocab_size])
 
 
-@pytest.mark.parametrize("name", ["char", "wordpiece", "gpt2", "bpe"])
+@pytest.mark.parametrize("name", TOKENIZERS.names())
 def test_save_load_gives_identical_ids(tokenizers, tmp_path, name):
     tok = tokenizers[name]
     again = load_tokenizer(tok.save(tmp_path / name))
@@ -113,7 +115,7 @@ def test_bpe_training_is_deterministic():
 
 # ------------------------------------------------------------------------ compact vocabulary
 
-@pytest.mark.parametrize("name", ["char", "wordpiece", "gpt2", "bpe"])
+@pytest.mark.parametrize("name", TOKENIZERS.names())
 def test_compact_vocab_round_trips(tokenizers, tmp_path, name):
     tok = tokenizers[name]
     train = [np.asarray(tok.encode(d)) for d in DOCS]
@@ -351,3 +353,16 @@ def test_bad_packing(tmp_path):
         PaddedSentences(array, 8, tok.bos_id, tok.eos_id, None)
     with pytest.raises(IndexError, match="out of range"):
         PaddedSentences(array, 8, tok.bos_id, tok.eos_id, tok.pad_id)[2]
+
+
+@pytest.mark.parametrize("name", PACKINGS.names())
+def test_every_packing_makes_blocks_of_the_sequence_length(tmp_path, name):
+    tok = CharTokenizer("abc")
+    array = tokenize_documents(["abcabc", "cab", "bcabcabca"], tok, cache_dir=tmp_path)
+    blocks = PACKINGS.get(name)(array, tok, 5)
+    rows = blocks.batch(list(range(len(blocks))))
+    assert len(blocks) >= 1 and rows.shape == (len(blocks), 5) and rows.min() >= 0 and rows.max() < tok.vocab_size
+    tok.pad_id = None  # a tokenizer without a pad token: only wrap packing works
+    if name == "pad":
+        with pytest.raises(ValueError, match="pad packing needs a pad token"):
+            PACKINGS.get(name)(array, tok, 5)

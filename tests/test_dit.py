@@ -255,7 +255,7 @@ def test_preset_parameter_counts(name, vocab, tie):
 
 
 def test_small_matches_the_reference_size_and_flops():
-    """SPEC section 7: a 169.6M-parameter DiT (12 layers, width 768, untied 50,257-token embeddings)."""
+    """The reference size: a 169.6M-parameter DiT (12 layers, width 768, untied 50,257-token embeddings)."""
     with torch.device("meta"):
         net = DiT(DiTConfig.preset("small", 50257))
     n = net.num_parameters()
@@ -263,7 +263,7 @@ def test_small_matches_the_reference_size_and_flops():
     assert abs(n - 169.6e6) / 169.6e6 < 1e-3
     flops = net.flops_per_token(1024)
     assert flops == 6 * (n - 50257 * 768) + 12 * 12 * 768 * 1024
-    assert 145e12 < 168e3 * flops < 155e12  # SPEC: 168k tokens/s is "about 150 TFLOP/s"
+    assert 145e12 < 168e3 * flops < 155e12  # the reference: 168k tokens/s is "about 150 TFLOP/s"
     with torch.device("meta"):
         tied = DiT(DiTConfig.preset("small", 50257, tie_weights=True))
     assert tied.flops_per_token(1024) == flops  # the tied head is still a matmul

@@ -224,7 +224,7 @@ def test_integrand_is_unbiased_for_the_exact_bound(name):
     N = 20_000
     ts = torch.rand(N, dtype=torch.float64, generator=g).clamp_min(TMIN)
     x0s = x0.expand(N, -1)
-    xt = proc.sample(x0s, ts, generator=g)
+    xt = proc.noise(x0s, ts, generator=g)
     est = elbo_integrand(proc, den(xt, ts).float(), xt, x0s, ts).double().sum(-1)
     mean, se = float(est.mean()), float(est.std() / math.sqrt(N))
     print(f"{name}: V = {V:.6f} (clamped {V_clamped:.6f}), MC {mean:.6f} +- {se:.6f}")
@@ -263,7 +263,7 @@ def test_integrand_is_differentiable(name):
     g = torch.Generator().manual_seed(3)
     ts = torch.tensor([0.02, 0.5, 1.0])
     x0 = torch.randint(0, M, (3, 8), generator=g)
-    xt = proc.sample(x0, ts, generator=g)
+    xt = proc.noise(x0, ts, generator=g)
     logits = torch.randn(3, 8, M, generator=g, requires_grad=True)
     (grad,) = torch.autograd.grad(elbo_integrand(proc, logits, xt, x0, ts).sum(), logits)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -282,7 +282,7 @@ def test_gradient_steps_lower_the_averaged_integrand(name):
     N = 128
     ts = torch.rand(N, dtype=torch.float64, generator=g).clamp_min(1e-3)
     x0 = torch.full((N, 1), 2)
-    xt = proc.sample(x0, ts, generator=g)
+    xt = proc.noise(x0, ts, generator=g)
     table = torch.zeros(M, M, requires_grad=True)
     opt = torch.optim.Adam([table], lr=0.2)
     losses = []

@@ -73,7 +73,7 @@ def proc():
 )
 def test_invalid_process_inputs(proc, x0, t, err, match):
     with pytest.raises(err, match=match):
-        proc.sample(x0, t)
+        proc.noise(x0, t)
     with pytest.raises(err, match=match):
         proc.marginal(x0, t)
 
@@ -89,7 +89,7 @@ def test_invalid_operator_inputs(proc):
     with pytest.raises(ValueError, match="column-constant"):
         transition(proc.kernel, SCHED, v, 0.0, 0.5, method="closed")
     with pytest.raises(ValueError, match="method"):
-        proc.sample(torch.zeros(1, 2, dtype=torch.long), 0.5, method="magic")
+        proc.noise(torch.zeros(1, 2, dtype=torch.long), 0.5, method="magic")
     with pytest.raises(ValueError, match="refusing"):
         K.Uniform(5000).dense(0.0)
 

@@ -1,7 +1,8 @@
-"""Contract suite every jump kernel must pass (SPEC section 1, "Kernels that must exist")."""
+"""Contract suite every jump kernel must pass (docs/math.md section 3)."""
 import pytest
 import torch
 
+from gdds import kernels as K
 from helpers import empirical, kernel_zoo, tv
 
 M = 7
@@ -79,3 +80,13 @@ def test_to_device_keeps_results(kernel):
     before = kernel.apply(v, 0.5)
     assert kernel.to("cpu") is kernel
     assert torch.equal(kernel.apply(v, 0.5), before)
+
+
+def all_subclasses(cls: type) -> set[type]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *all_subclasses(direct)}}
+
+
+def test_every_kernel_class_and_registry_entry_is_under_contract():
+    library = {cls for cls in all_subclasses(K.Kernel) if cls.__module__.startswith("gdds.")}
+    assert library <= {type(k) for k in KERNELS}, library - {type(k) for k in KERNELS}
+    assert {f"registry-{name}" for name in K.KERNELS.names()} <= set(IDS)

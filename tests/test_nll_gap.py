@@ -63,7 +63,7 @@ def test_path_law_matches_the_forward_sampler(kernel):
     g = torch.Generator().manual_seed(2)
     n, m = 40000, problem.process.m
     x0 = problem.sequences()[torch.multinomial(problem.p0.reshape(-1), n, replacement=True, generator=g)]
-    _, info = problem.process.sample(x0, 1.0, full_path=True, generator=g)
+    _, info = problem.process.noise(x0, 1.0, full_path=True, generator=g)
     states = torch.cat((x0[..., None], info.states), -1)
     grid = [states.gather(-1, (info.times <= t).sum(-1, keepdim=True))[..., 0] for t in problem.times]
     digits = torch.cat((x0, *grid), dim=1)   # x0^1..x0^L, X_t1^1..X_t1^L, ...

@@ -57,7 +57,7 @@ def test_jump_state_loss_equals_dense_reverse_rates(name):
     B, L = 64, 3
     x0 = torch.randint(0, M - 1, (B, L), generator=g)
     t = sample_times(B, T_MIN, g)
-    xt = process.sample(x0, t, generator=g)
+    xt = process.noise(x0, t, generator=g)
     logits = torch.randn(B, L, M, generator=g)
     got = jump_state_loss(process, logits, xt, x0, t).double()
     q = process.marginal(x0, t)                                                     # [B, L, m]
@@ -78,7 +78,7 @@ def test_jump_state_loss_is_mdlm_for_the_mask():
     g = torch.Generator().manual_seed(2)
     x0 = torch.randint(0, 5, (32, 4), generator=g)
     t = sample_times(32, T_MIN, g)
-    xt = process.sample(x0, t, generator=g)
+    xt = process.noise(x0, t, generator=g)
     logits = torch.randn(32, 4, M, generator=g)
     alpha = torch.exp(-SCHED.Lambda(t.double()))
     weight = SCHED.beta(t.double()) * alpha / (1 - alpha)
@@ -100,7 +100,7 @@ def test_jump_state_estimator_is_unbiased(name):
     n, L = 20000, 16   # heavy-tailed: the weight beta / q_t(x|x0) is large where x != x0 at small t
     x0 = torch.full((n, L), 2)
     t = sample_times(n, T_MIN, g)
-    xt = process.sample(x0, t, generator=g)
+    xt = process.noise(x0, t, generator=g)
     loss = jump_state_loss(process, table_logits(xt, t[:, None].expand(n, L)), xt, x0, t) * (1 - T_MIN)
     mean, se = _mc(loss.mean(1))
     assert abs(mean - exact) < 4 * se and se < 0.05 * exact, (mean, se, exact)

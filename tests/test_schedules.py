@@ -1,4 +1,4 @@
-"""Contract suite every schedule must pass (SPEC section 1, "Mixing rate")."""
+"""Contract suite every schedule must pass (docs/math.md section 2)."""
 import math
 
 import pytest
@@ -87,3 +87,9 @@ def test_closed_forms():
 def test_bad_parameters_raise(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_every_schedule_class_and_registry_entry_is_under_contract():
+    classes = {type(s) for s in SCHEDULES}
+    assert {gdds.SCHEDULES.get(name) for name in gdds.SCHEDULES.names()} <= classes
+    assert {cls for cls in Schedule.__subclasses__() if cls.__module__.startswith("gdds.")} <= classes

@@ -158,5 +158,5 @@ def test_from_minilm_full_vocabulary(tmp_path):
     assert not torch.isin(kern.knn.neighbours, torch.tensor(wordpiece_special_ids())).any()
     proc = gdds.ForwardProcess(gdds.LogLinear(1e-3), kern)
     x0 = torch.randint(0, 30522, (4, 64))
-    xt = proc.sample(x0, torch.full((4,), 0.3))
+    xt = proc.noise(x0, torch.full((4,), 0.3))
     assert xt.shape == x0.shape and (xt != x0).any()

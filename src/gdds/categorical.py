@@ -1,6 +1,6 @@
 """Categorical draws and one-hot columns, shared by the kernels, the sampler and the models.
 
-Draws are exact (``docs/math.md``, "Precision"): :func:`inverse_cdf` accumulates the CDF in
+Draws are exact (``docs/math.md`` section 7): :func:`inverse_cdf` accumulates the CDF in
 float64, :func:`gumbel_max` adds Gumbel noise to float32 logits; neither lowers the
 effective temperature at large vocabularies as float32 inverse-CDF sampling would.
 """

@@ -1,4 +1,4 @@
-"""Corpus co-occurrence embeddings (SPEC section 5): counts -> PPMI -> truncated SVD.
+"""Corpus co-occurrence embeddings, for any tokenizer: counts -> PPMI -> truncated SVD.
 
 Works for any tokenizer; tokens without an embedding get filler rows
 (:func:`gdds.data._filler._filler_rows`). Overview of all embedding sources: :mod:`gdds.data.embeddings`.

@@ -1,4 +1,4 @@
-"""Token embeddings from a user file (SPEC section 5): ``.npy``, ``.npz``, ``.pt``/``.pth``,
+"""Token embeddings from a user file: ``.npy``, ``.npz``, ``.pt``/``.pth``,
 ``.safetensors``, or word2vec/GloVe text aligned with a vocabulary.
 
 Overview of all embedding sources: :mod:`gdds.data.embeddings`.

@@ -1,5 +1,5 @@
-"""Hugging Face ``datasets`` as corpora, offline only (SPEC section 5: nothing may
-download at run time). The standard benchmarks (``openwebtext``, ``lm1b``, ``text8``,
+"""Hugging Face ``datasets`` as corpora, offline only (nothing may download at run
+time). The standard benchmarks (``openwebtext``, ``lm1b``, ``text8``,
 ``wikitext``, ``ptb_text_only``) load by name when they are in the local ``datasets``
 cache; any packaged builder (``text``, ``json``, ``csv``, ``parquet``) loads local files
 given as ``data_files=``.

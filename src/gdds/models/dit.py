@@ -82,44 +82,44 @@ class DiT(Trunk):
         super().__init__(config, (Block(config) for _ in range(config.layers)))
         self.reset_parameters()
 
-    def _check_inputs(self, x_t: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        if not isinstance(x_t, Tensor) or x_t.dtype.is_floating_point or x_t.dtype.is_complex \
-                or x_t.dtype == torch.bool:
-            raise TypeError(f"x_t must be an integer tensor of token ids, got {getattr(x_t, 'dtype', type(x_t))}")
-        if x_t.dim() != 2 or x_t.shape[1] == 0:
-            raise ValueError(f"x_t must have shape [B, L] with L >= 1; got {tuple(x_t.shape)}")
-        B, L = x_t.shape
+    def _check_inputs(self, xt: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(xt, Tensor) or xt.dtype.is_floating_point or xt.dtype.is_complex \
+                or xt.dtype == torch.bool:
+            raise TypeError(f"x_t must be an integer tensor of token ids, got {getattr(xt, 'dtype', type(xt))}")
+        if xt.dim() != 2 or xt.shape[1] == 0:
+            raise ValueError(f"x_t must have shape [B, L] with L >= 1; got {tuple(xt.shape)}")
+        B, L = xt.shape
         if self.config.max_len < L:
             raise ValueError(
                 f"sequence length {L} exceeds max_len = {self.config.max_len}; "
                 f"build the model with DiTConfig(max_len >= {L})"
             )
-        t = torch.as_tensor(t, device=x_t.device)
+        t = torch.as_tensor(t, device=xt.device)
         if not t.dtype.is_floating_point:
             t = t.float()
         if t.dim() == 0:
             t = t.expand(B)
         if t.shape != (B,):
             raise ValueError(f"t must be a scalar or have shape [B] = [{B}]; got {tuple(t.shape)}")
-        bad_tokens = ((x_t < 0) | (x_t >= self.config.vocab_size)).any()
+        bad_tokens = ((xt < 0) | (xt >= self.config.vocab_size)).any()
         bad_times = ~((t >= 0) & (t <= 1)).all()  # also catches NaN
         if torch.stack((bad_tokens, bad_times)).any():  # one host sync for both checks
             if bad_tokens:
                 raise ValueError(
                     f"token ids must lie in [0, {self.config.vocab_size}); "
-                    f"got values in [{x_t.min().item()}, {x_t.max().item()}]"
+                    f"got values in [{xt.min().item()}, {xt.max().item()}]"
                 )
             raise ValueError(
                 f"t must lie in [0, 1] (0 = data, 1 = fully noised); got values in "
                 f"[{t.min().item():.6g}, {t.max().item():.6g}]{' and NaN' if t.isnan().any() else ''}"
             )
-        return x_t, t
+        return xt, t
 
-    def forward(self, x_t: Tensor, t: float | Tensor) -> Tensor:
+    def forward(self, xt: Tensor, t: float | Tensor) -> Tensor:
         """Logits ``[B, L, vocab_size]`` of the clean token given ``x_t`` (token ids) and times ``t`` in [0, 1]."""
-        x_t, t = self._check_inputs(x_t, t)
+        xt, t = self._check_inputs(xt, t)
         c = F.silu(self.time_embed(t))
-        h = self.embed(x_t)
+        h = self.embed(xt)
         for block in self.blocks:
             h = block(h, c, self.rotary)
         return self.output(h, c[:, None, :])

@@ -93,12 +93,12 @@ class TwoStream(Trunk):
             g = block(g, h, c, q_pos, positions, allowed, self.rotary)
         return self.output(g, c)
 
-    def snapshot(self, x_t: Tensor, t: float | Tensor) -> Tensor:
+    def snapshot(self, xt: Tensor, t: float | Tensor) -> Tensor:
         """Logits ``[B, L, m]`` for every position of ``x_t [B, L]`` at times ``t [B]``."""
-        if x_t.dim() != 2:
-            raise ValueError(f"x_t must have shape [B, L]; got {tuple(x_t.shape)}")
-        B, L = x_t.shape
-        t = torch.as_tensor(t, device=x_t.device, dtype=torch.float64).expand(B)
-        pos = torch.arange(L, device=x_t.device).expand(B, L)
-        start = torch.zeros(B, L, dtype=torch.float64, device=x_t.device)
-        return self(x_t, pos, start, start + 2.0, pos, t[:, None].expand(B, L))
+        if xt.dim() != 2:
+            raise ValueError(f"x_t must have shape [B, L]; got {tuple(xt.shape)}")
+        B, L = xt.shape
+        t = torch.as_tensor(t, device=xt.device, dtype=torch.float64).expand(B)
+        pos = torch.arange(L, device=xt.device).expand(B, L)
+        start = torch.zeros(B, L, dtype=torch.float64, device=xt.device)
+        return self(xt, pos, start, start + 2.0, pos, t[:, None].expand(B, L))
