@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from ..kernels import KERNELS, Kernel, Vocabulary
 from ..models import DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
+from ..registry import Registry
 from ..sampling import Denoiser
 from ..schedules import SCHEDULES, Schedule
 from . import checkpoint as ck
@@ -100,25 +102,41 @@ def build_schedule(pc: ProcessConfig) -> Schedule:
                           f"it accepts {accepted}") from exc
 
 
+def _full_ids(tok: TextTokenizer) -> np.ndarray | None:
+    """The full-vocabulary id of each model id under a compact vocabulary (``None`` without one)."""
+    return tok.vocab.full_ids if isinstance(tok, CompactTokenizer) else None
+
+
+def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
+    tok = data.tokenizer
+    base = tok.base if isinstance(tok, CompactTokenizer) else tok
+    if not isinstance(base, WordPieceTokenizer):
+        raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base.name}; "
+                          "use process.embeddings=cooccurrence or a file")
+    emb = E.minilm_embeddings()
+    return E.select_rows(emb, _full_ids(tok)) if _full_ids(tok) is not None else emb
+
+
+def _cooccurrence(pc: ProcessConfig, data: Data) -> torch.Tensor:
+    train = data.arrays["train"]
+    return E.cooccurrence_embeddings(np.asarray(train.tokens), data.tokenizer.vocab_size, dim=pc.embedding_dim,
+                                     offsets=train.offsets)
+
+
+# Named sources of ``process.embeddings``; any other value is the path of a file or a run folder.
+EMBEDDINGS: Registry[Callable[[ProcessConfig, Data], torch.Tensor]] = Registry("embedding source")
+EMBEDDINGS.register("minilm", _minilm)
+EMBEDDINGS.register("cooccurrence", _cooccurrence)
+
+
 def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
     """Token embeddings for the semantic kernel, rows aligned with the model's ids."""
-    tok = data.tokenizer
-    full_ids = tok.vocab.full_ids if isinstance(tok, CompactTokenizer) else None
-    base = tok.base if isinstance(tok, CompactTokenizer) else tok
-    if pc.embeddings == "minilm":
-        if not isinstance(base, WordPieceTokenizer):
-            raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base.name}; "
-                              "use process.embeddings=cooccurrence or a file")
-        emb = E.minilm_embeddings()
-        return E.select_rows(emb, full_ids) if full_ids is not None else emb
-    if pc.embeddings == "cooccurrence":
-        train = data.arrays["train"]
-        return E.cooccurrence_embeddings(np.asarray(train.tokens), tok.vocab_size, dim=pc.embedding_dim,
-                                         offsets=train.offsets)
-    path = Path(pc.embeddings)
+    if pc.embeddings in EMBEDDINGS:
+        return EMBEDDINGS.get(pc.embeddings)(pc, data)
+    tok, path = data.tokenizer, Path(pc.embeddings)
     emb = ck.checkpoint_embeddings(path) if path.is_dir() else E.load_embedding_file(path)
-    if full_ids is not None and emb.shape[0] != tok.vocab_size:
-        emb = E.select_rows(emb, full_ids)
+    if _full_ids(tok) is not None and emb.shape[0] != tok.vocab_size:
+        emb = E.select_rows(emb, _full_ids(tok))
     if emb.shape[0] != tok.vocab_size:
         raise ConfigError(f"embeddings {path} have {emb.shape[0]} rows, the vocabulary {tok.vocab_size}")
     return emb

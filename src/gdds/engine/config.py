@@ -63,7 +63,7 @@ class ProcessConfig:
     schedule_args: dict = field(default_factory=lambda: {"eps": 1e-3})
     kernel: KernelName = "semantic"
     kernel_args: dict = field(default_factory=dict)  # e.g. k, eps, b, ... for semantic; uniform_weight for hybrid
-    embeddings: str = "minilm"  # semantic kernel: minilm, cooccurrence, or a file path / run folder
+    embeddings: str = "minilm"  # semantic kernel: a source of engine.build.EMBEDDINGS or a file / run folder
     embedding_dim: int = 64  # for cooccurrence embeddings
     t_min: float = 1e-3  # training times t ~ U[t_min, 1]
 
