@@ -6,6 +6,11 @@ import gdds
 from gdds import kernels as K
 
 
+def all_subclasses(cls: type) -> set[type]:
+    """Every subclass of ``cls``, however deep."""
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *all_subclasses(direct)}}
+
+
 def empirical(samples: torch.Tensor, m: int) -> torch.Tensor:
     """Empirical law along the last axis: ``[..., n] -> [..., m]`` (float64)."""
     flat = samples.reshape(-1, samples.shape[-1])

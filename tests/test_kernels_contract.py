@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gdds import kernels as K
-from helpers import empirical, kernel_zoo, tv
+from helpers import all_subclasses, empirical, kernel_zoo, tv
 
 M = 7
 ZOO = kernel_zoo(M)
@@ -80,10 +80,6 @@ def test_to_device_keeps_results(kernel):
     before = kernel.apply(v, 0.5)
     assert kernel.to("cpu") is kernel
     assert torch.equal(kernel.apply(v, 0.5), before)
-
-
-def all_subclasses(cls: type) -> set[type]:
-    return {sub for direct in cls.__subclasses__() for sub in {direct, *all_subclasses(direct)}}
 
 
 def test_every_kernel_class_and_registry_entry_is_under_contract():

@@ -97,13 +97,17 @@ class Schedule:
         return f"{type(self).__name__}({fields})"
 
 
-class LogLinear(Schedule):
-    """``alpha(t) = 1 - (1 - eps) t`` (MDLM's log-linear noise); ``alpha(1) = eps``."""
+class _EndsAtEps(Schedule):
+    """A schedule whose mixing rate ends at ``alpha(1) = eps``, ``0 < eps < 1``."""
 
     def __init__(self, eps: float = 1e-3):
         if not 0 < eps < 1:
-            raise ValueError(f"LogLinear eps must be in (0, 1), got {eps}")
+            raise ValueError(f"{type(self).__name__} eps must be in (0, 1), got {eps}")
         self.eps = float(eps)
+
+
+class LogLinear(_EndsAtEps):
+    """``alpha(t) = 1 - (1 - eps) t`` (MDLM's log-linear noise); ``alpha(1) = eps``."""
 
     def _Lambda(self, t: Tensor) -> Tensor:
         return -torch.log1p(-(1 - self.eps) * t)
@@ -140,13 +144,8 @@ class Linear(Schedule):
         return 2 * u / (b + torch.sqrt(b * b + 4 * a * u))
 
 
-class Cosine(Schedule):
+class Cosine(_EndsAtEps):
     """``alpha(t) = eps + (1 - eps) cos(pi t / 2)``; ``alpha(1) = eps``."""
-
-    def __init__(self, eps: float = 1e-3):
-        if not 0 < eps < 1:
-            raise ValueError(f"Cosine eps must be in (0, 1), got {eps}")
-        self.eps = float(eps)
 
     def _Lambda(self, t: Tensor) -> Tensor:
         # 1 - cos(x) = 2 sin^2(x / 2), kept exact near t = 0.
