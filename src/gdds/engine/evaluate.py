@@ -5,7 +5,7 @@ zero-shot bounds on other corpora (``docs/math.md`` section 8).
 
 One :class:`EvalSettings` holds the settings; the evaluators return report dataclasses
 (:mod:`gdds.engine.reports`). Writing them as JSON, markdown and figures is the command
-line's job (:mod:`gdds.cli.reports`).
+line's job (:mod:`gdds.cli.render`).
 """
 from __future__ import annotations
 

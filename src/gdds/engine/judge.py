@@ -155,7 +155,7 @@ class Judge:
         ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder, or a
         hub name present in the local Hugging Face cache (never downloaded: a name that is
         not cached raises :class:`FileNotFoundError`), or a gdds run folder trained with
-        ``method: ar`` (:mod:`gdds.judge_ar`). ``max_length``: the window length in judge tokens (default and
+        ``method: ar`` (:mod:`gdds.engine.judge_ar`). ``max_length``: the window length in judge tokens (default and
         maximum: the model's context); ``stride``: see the class docstring.
 
         ``prefix``: the token put before each text. ``"auto"`` (default): the tokenizer's
