@@ -154,12 +154,10 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
         loaded.denoiser()  # fails early for a model that cannot generate
     report = EvalReport(str(loaded.checkpoint), loaded.weights, loaded.cfg.method,
                         sum(p.numel() for p in loaded.run.model.parameters()))
-    if exact:
-        log(f"exact NLL of {s.sequences} validation sequences")
-        report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
-    else:
-        log(f"bounding {s.sequences} validation sequences with T = {s.steps}")
-        report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+    log(f"exact NLL of {s.sequences} validation sequences" if exact
+        else f"bounding {s.sequences} validation sequences with T = {s.steps}")
+    report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+    if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
         if method.continuous_bound_applies:
             log(f"continuous-time bound of {s.sequences} validation sequences")
