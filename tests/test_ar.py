@@ -51,6 +51,9 @@ def test_ar_eval_and_sample_cli(ar_run, tmp_path, capsys):
     assert nll["metric"] == "exact NLL (autoregressive)" and nll["steps"] is None
     assert nll["perplexity"] == pytest.approx(math.exp(nll["nats_per_token"]))
     assert "snapshot_ce" not in report["valid"] and report["samples"][0]["sampler"] == "exact ancestral sampler"
+    base, diff = report["valid"]["baseline"], report["valid"]["paired_difference"]
+    assert base == report["valid"]["unigram"] and "unigram" in base["metric"]  # an exact model against the unigram
+    assert diff["nats_per_token"] == pytest.approx(nll["nats_per_token"] - base["nats_per_token"], abs=1e-9)
     assert "exact NLL" in (tmp_path / "eval.md").read_text()
     capsys.readouterr()
     assert main(["sample", str(out), "--num", "2", "--prompt", "KING"]) == 0

@@ -31,7 +31,13 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert list(result["rows"]) == ["mdlm", "ar"] and result["judge"] == str(tmp_path / "ar")
     mdlm, ar = (result["rows"][n]["report"] for n in ("mdlm", "ar"))
     assert mdlm["valid"]["bound"]["steps"] == 4 and "nll" in ar["valid"]
-    assert mdlm["valid"]["continuous_bound"]["nats_per_token"] > 0 and "continuous_bound" not in ar["valid"]
+    assert "continuous_bound" not in ar["valid"]
+    # Six training steps: MDLM is still near its uniform start, so its bounds (T-step and continuous)
+    # lie above the unigram model's exact NLL, and the model is behind its no-training baseline.
+    unigram = mdlm["valid"]["unigram"]["nats_per_token"]
+    assert mdlm["valid"]["continuous_bound"]["nats_per_token"] > unigram
+    assert mdlm["valid"]["paired_difference"]["nats_per_token"] > 0
+    assert ar["valid"]["baseline"] == ar["valid"]["unigram"]
     assert all("generative_perplexity" in r["samples"][-1] for r in (mdlm, ar))
     table = (tmp_path / "compare.md").read_text()
     assert "| mdlm | method=elbo process.kernel=mask |" in table and "(exact)" in table

@@ -52,10 +52,17 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     assert main(["eval", str(run), "--steps", "4", "--sequences", "4", "--sample-steps", "2", "4",
                  "--num-samples", "2", "--zero-shot", "kjv", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert report["valid"]["snapshot_ce"]["metric"] == "snapshot CE (not a likelihood)"
-    assert report["valid"]["bound"]["steps"] == 4 and report["valid"]["bound"]["standard_error"] > 0
+    valid = report["valid"]
+    assert valid["snapshot_ce"]["metric"] == "snapshot CE (not a likelihood)"
+    assert valid["bound"]["steps"] == 4 and valid["bound"]["standard_error"] > 0
     assert [r["steps"] for r in report["samples"]] == [2, 4]
-    assert report["zero_shot"]["kjv"]["nats_per_token"] > 0
+    # Every bound stands beside the no-training baseline on the same blocks and draws.
+    for section in (valid, report["zero_shot"]["kjv"]):
+        bound, base, diff = section["bound"], section["baseline"], section["paired_difference"]
+        assert set(base) == set(bound) and (base["steps"], base["tokens"]) == (bound["steps"], bound["tokens"])
+        assert "Bayes-unigram" in base["metric"] and "perplexity" in section["unigram"]  # the unigram NLL is exact
+        assert diff["nats_per_token"] == pytest.approx(bound["nats_per_token"] - base["nats_per_token"], abs=1e-9)
+        assert diff["standard_error"] > 0 and diff["sequences"] == 4
     md = (tmp_path / "eval.md").read_text()
-    assert "not a likelihood" in md and "NLL upper bound" in md
+    assert "not a likelihood" in md and "NLL upper bound" in md and "paired" in md
     assert "zero-shot kjv" in capsys.readouterr().out

@@ -36,4 +36,7 @@ def test_jump_state_models_generate_only_for_the_mask(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "m"), "--steps", "4", "--sequences", "2", "--sample-steps", "2",
                  "--num-samples", "1"]) == 0
     report = json.loads((tmp_path / "m" / "eval" / "eval.json").read_text())
-    assert report["valid"]["bound"]["nats_per_token"] > 0
+    # Two training steps leave the model near its uniform start: worse than the baseline
+    # that needs no training (about log 100 against the unigram entropy of text).
+    diff = report["valid"]["paired_difference"]
+    assert diff["nats_per_token"] > 0.3

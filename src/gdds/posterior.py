@@ -120,3 +120,23 @@ def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t:
     """``q(x_s = . | x_t, x0)`` for positions ``x0, xt [n]``; returns ``[n, m]`` float64."""
     mu = one_hot_columns(x0, process.m).T
     return reverse_step_probs(process, mu, xt, s, t, **op)
+
+
+def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any) -> Tensor:
+    """``q_t(x_t^i | y)`` for every clean token ``y``, per position: ``[B, L, m]`` float64 for
+    ``xt [B, L]`` and times ``t [B]`` (the column ``r = P_{0->t}^T e_{x_t}`` of the reverse
+    step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
+    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise."""
+    B, L = xt.shape
+    out = torch.empty(B, L, process.m, dtype=torch.float64, device=xt.device)
+    rows = torch.arange(L, device=xt.device)
+    for b, tb in enumerate(t.double().cpu().tolist()):
+        if process.column_constant:
+            keep, c = process.closed_transition(0.0, tb)
+            out[b] = c.to(xt.device)[xt[b]][:, None].expand(L, process.m)
+            out[b, rows, xt[b]] += keep
+        else:
+            uniq, where = torch.unique(xt[b], return_inverse=True)
+            r = process.transition(one_hot_columns(uniq, process.m), 0.0, tb, transpose=True, **op)
+            out[b] = r.T[where]
+    return out

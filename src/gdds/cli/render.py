@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.compare import Comparison
-from ..engine.reports import EvalReport, NLLReport
+from ..engine.reports import EvalReport, Likelihood, NLLReport
 from ..files import write_atomically, write_text_atomically
 
 
@@ -31,16 +31,33 @@ def _value(r: NLLReport) -> str:
     return f"{r.nats_per_token:.4f} ± {r.standard_error:.4f} nats/token"
 
 
+def _steps(r: NLLReport) -> str:
+    return "" if r.steps is None else f" (T = {r.steps})"
+
+
+def _against_baseline(where: str, like: Likelihood) -> list[str]:
+    """The rows of a model's figure beside its no-training baseline."""
+    d = like.difference
+    rows = [f"| {where} {like.baseline.metric} | {_value(like.baseline)}{_steps(like.baseline)} |"]
+    if like.baseline is not like.unigram and like.baseline.metric != like.unigram.metric:
+        rows.append(f"| {where} {like.unigram.metric} | {_value(like.unigram)} |")
+    rows.append(f"| {where} model - baseline (paired: same blocks and draws) | {d.nats_per_token:+.4f} ± "
+                f"{d.standard_error:.4f} nats/token |")
+    return rows
+
+
 def eval_markdown(report: EvalReport) -> str:
     """A markdown summary table of an evaluation, then its samples."""
     lines = ["| quantity | value |", "|---|---|"]
-    like = report.likelihood
+    like = report.likelihood.model
     if like.exact:
         lines += [f"| valid {like.metric} | {_value(like)} |", f"| valid perplexity (exact) | {like.perplexity:.2f} |"]
     else:
-        lines += [f"| valid {like.metric} | {_value(like)} (T = {like.steps}) |",
-                  f"| valid perplexity upper bound | {like.perplexity:.2f} |",
-                  f"| valid {report.snapshot_ce.metric} | {report.snapshot_ce.nats_per_token:.4f} nats/token |"]
+        lines += [f"| valid {like.metric} | {_value(like)}{_steps(like)} |",
+                  f"| valid perplexity upper bound | {like.perplexity:.2f} |"]
+    lines += _against_baseline("valid", report.likelihood)
+    if report.snapshot_ce is not None:
+        lines.append(f"| valid {report.snapshot_ce.metric} | {report.snapshot_ce.nats_per_token:.4f} nats/token |")
         if report.continuous_bound is not None:
             lines.append(f"| valid {report.continuous_bound.metric} | {_value(report.continuous_bound)} |")
     for row in report.samples:
@@ -48,8 +65,9 @@ def eval_markdown(report: EvalReport) -> str:
         gp_text = f", gen. perplexity {gp['perplexity']:.1f} ({gp['judge']})" if gp else ""
         what = row.sampler if row.steps is None else f"{row.steps} steps"
         lines.append(f"| samples, {what} | unigram entropy {row.unigram_entropy:.3f} nats{gp_text} |")
-    for name, b in report.zero_shot.items():
-        lines.append(f"| zero-shot {name} bound | {_value(b)} |")
+    for name, z in report.zero_shot.items():
+        lines.append(f"| zero-shot {name}: {z.model.metric} | {_value(z.model)}{_steps(z.model)} |")
+        lines += _against_baseline(f"zero-shot {name}:", z)
     for row in report.samples:
         steps = "" if row.steps is None else f", {row.steps} steps"
         lines += ["", f"Samples, {row.sampler}{steps} ({row.precision}):", ""]
@@ -85,7 +103,7 @@ def compare_figure(result: Comparison) -> Any:
     judged = all(r.samples[-1].generative_perplexity is not None for r in reports.values())
     fig = _figure(10 if judged else 5.5, 4)
     ax = fig.add_subplot(1, 2 if judged else 1, 1)
-    heads = [r.likelihood for r in reports.values()]
+    heads = [r.likelihood.model for r in reports.values()]
     ax.bar(list(reports), [h.nats_per_token for h in heads], yerr=[h.standard_error for h in heads], capsize=3)
     ax.set_ylabel(f"valid NLL bound, T = {result.settings.steps} (nats/token; ar: exact)")
     ax.tick_params(axis="x", labelrotation=45)
@@ -103,15 +121,22 @@ def compare_figure(result: Comparison) -> Any:
 
 
 def _headline(report: EvalReport) -> str:
-    like = report.likelihood
+    like = report.likelihood.model
     return f"{like.nats_per_token:.3f} ± {like.standard_error:.3f}" + (" (exact)" if like.exact else "")
+
+
+def _baseline_cells(report: EvalReport) -> list[str]:
+    base, d = report.likelihood.baseline, report.likelihood.difference
+    return [f"{base.nats_per_token:.3f} ± {base.standard_error:.3f}",
+            f"{d.nats_per_token:+.3f} ± {d.standard_error:.3f}"]
 
 
 def compare_markdown(result: Comparison) -> str:
     """One row per entry: bound (exact NLL for ar), snapshot CE, samples, judge, zero-shot."""
     zero = sorted({z for r in result.rows.values() for z in r.report.zero_shot})
     head = ["method", "overrides", "parameters", "train tokens/s",
-            f"valid NLL bound, T = {result.settings.steps} (nats/token)", "continuous-time bound (nats/token)",
+            f"valid NLL bound, T = {result.settings.steps} (nats/token)", "no-training baseline (nats/token)",
+            "model - baseline (paired)", "continuous-time bound (nats/token)",
             "snapshot CE (not a likelihood)", "sample unigram entropy", "gen. perplexity",
             *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -120,18 +145,20 @@ def compare_markdown(result: Comparison) -> str:
         snap, cont, sample = rep.snapshot_ce, rep.continuous_bound, rep.samples[-1]
         gp = sample.generative_perplexity
         cells = [name, " ".join(result.entries[name]), f"{rep.parameters / 1e6:.2f}M",
-                 f"{row.train_tokens_per_s:.0f}", _headline(rep),
+                 f"{row.train_tokens_per_s:.0f}", _headline(rep), *_baseline_cells(rep),
                  f"{cont.nats_per_token:.3f} ± {cont.standard_error:.3f}" if cont else "—",
                  f"{snap.nats_per_token:.3f}" if snap else "—", f"{sample.unigram_entropy:.3f}",
                  f"{gp['perplexity']:.1f}" if gp else "—",
-                 *[f"{rep.zero_shot[z].nats_per_token:.3f}" if z in rep.zero_shot else "—" for z in zero]]
+                 *[f"{rep.zero_shot[z].model.nats_per_token:.3f}" if z in rep.zero_shot else "—" for z in zero]]
         lines.append("| " + " | ".join(cells) + " |")
     judge = f"; judge: {result.settings.judge}" if result.settings.judge else ""
     lines += ["", f"Base preset `{result.base}` with overrides {result.overrides or 'none'}; "
               f"{result.settings.sequences} validation blocks per bound{judge}. Bounds are upper bounds on the NLL "
               "of the sampled chain (± Monte-Carlo standard error); the continuous-time bound (column-constant "
               "kernels) bounds the NLL of the reverse CTMC that chain tends to as T grows; the autoregressive row is "
-              "an exact NLL."]
+              "an exact NLL. The no-training baseline is the bound of the Bayes-unigram denoiser under each method's "
+              "own process on the same blocks and draws (the unigram model's exact NLL for ar); the paired difference "
+              "is model minus baseline with its standard error."]
     return "\n".join(lines) + "\n"
 
 

@@ -57,6 +57,11 @@ class Data:
     blocks: dict[str, Blocks]
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def unigram_counts(self) -> torch.Tensor:
+        """How often each model id occurs in the training split (``[vocab]`` int64)."""
+        tokens = np.asarray(self.arrays["train"].tokens)
+        return torch.from_numpy(np.bincount(tokens, minlength=self.tokenizer.vocab_size).astype(np.int64))
+
 
 def build_data(dc: DataConfig, cache_dir: Path | None = None) -> Data:
     """Load, split (by document), tokenize (cached) and pack the corpus."""

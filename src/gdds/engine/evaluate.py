@@ -18,16 +18,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..baseline import bayes_unigram, unigram_law, unigram_nll
 from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
 from ..likelihood import continuous_bound, nll_bound, summarize
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from .build import LoadedRun, pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
-from .reports import EvalReport, NLLReport, SampleReport, SnapshotReport
+from .reports import EvalReport, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
 
 CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
 BOUND_METRIC = "NLL upper bound ({steps}-step ELBO of the sampled chain)"
 CONTINUOUS_METRIC = "NLL upper bound of the continuous-time reverse CTMC (the T -> infinity limit of the chain)"
+BASELINE_METRIC = "no-training baseline: NLL upper bound of the Bayes-unigram denoiser ({steps}-step ELBO)"
+UNIGRAM_METRIC = "exact NLL of the unigram model (add-one counts of the training split)"
 
 
 @dataclass(frozen=True)
@@ -64,48 +67,102 @@ class EvalSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _per_sequence(blocks: Blocks, sequences: int, batch: int, estimate: Callable[[Tensor], Tensor]
-                  ) -> tuple[Tensor, Tensor]:
-    """``estimate`` (``x0 [b, L] -> [b]`` nats) over the first ``sequences`` blocks in batches of
-    ``batch``: the estimates and the tokens of each sequence, for :func:`gdds.likelihood.summarize`."""
-    rows = np.arange(min(len(blocks), sequences))
-    est = torch.cat([estimate(blocks.batch(rows[a:a + batch])) for a in range(0, len(rows), batch)])
-    return est, torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
+ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4}
+
+
+def estimator_seed(seed: int, estimator: str) -> int:
+    """Each estimator draws its own randomness: a seed per ``(seed, estimator)``."""
+    return 1000 * seed + ESTIMATOR_SEEDS[estimator]
+
+
+def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
+    """``sequences`` blocks drawn without replacement across the whole split (sorted, seeded)."""
+    n = min(len(blocks), sequences)
+    rng = np.random.default_rng(estimator_seed(seed, "blocks"))
+    return np.sort(rng.choice(len(blocks), size=n, replace=False))
+
+
+def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Callable[[Tensor], Tensor]) -> Tensor:
+    """``estimate`` (``x0 [b, L] -> [b]`` nats) over the blocks ``rows`` in batches of ``batch``."""
+    return torch.cat([estimate(blocks.batch(rows[a:a + batch])) for a in range(0, len(rows), batch)])
+
+
+def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
+    return torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
+
+
+def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.ndarray, steps: int, seed: int,
+                     batch: int = 8, **op: Any) -> Tensor:
+    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` only, so
+    two denoisers bounded with one seed share blocks, term indices and ``x_t``."""
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "bound"))
+    return _per_sequence(blocks, rows, batch, lambda x0: nll_bound(loaded.run.process, denoiser, x0, steps=steps,
+                                                                   generator=gen, **op))
+
+
+def _exact_nll(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, batch: int = 8) -> Tensor:
+    return _per_sequence(blocks, rows, batch, lambda x0: loaded.run.model.nll(x0.to(loaded.device)).cpu())
+
+
+def _report(metric: str, est: Tensor, tokens: Tensor, loaded: LoadedRun, exact: bool,
+            steps: int | None) -> NLLReport:
+    s = summarize(est, tokens, steps)
+    per_character = TOKENIZERS.get(loaded.cfg.data.tokenizer).per_character
+    return NLLReport(metric, s.nats_per_token, s.standard_error, s.tokens, len(est), exact=exact, steps=s.steps,
+                     bits_per_character=s.bits_per_token if per_character else None)
 
 
 @torch.no_grad()
 def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
                  batch: int = 8, **op: Any) -> NLLReport:
-    """The ``steps``-step bound on the first ``sequences`` blocks: nats/token ± SE, perplexity
-    (upper bounds). For a method with an exact likelihood (autoregressive): its exact NLL
-    (``steps`` unused; the standard error is then over sequences only)."""
-    gen = torch.Generator().manual_seed(seed)
-    exact = loaded.method.exact_likelihood
+    """The ``steps``-step bound on ``sequences`` blocks drawn across the split: nats/token ± SE,
+    perplexity (upper bounds). For a method with an exact likelihood (autoregressive): its
+    exact NLL (``steps`` unused; the standard error is then over sequences only)."""
+    rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
+    est = _exact_nll(loaded, blocks, rows, batch) if exact else \
+        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
+    return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
+                   loaded, exact, None if exact else steps)
+
+
+@torch.no_grad()
+def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
+                      batch: int = 8) -> Likelihood:
+    """The model's figure (:func:`bound_report`) beside the baseline that needs no training, on
+    the same blocks and the same draws, and their paired difference. The baseline is the
+    ``steps``-step bound of the Bayes-unigram denoiser under the run's own process
+    (:func:`gdds.baseline.bayes_unigram`, with the training split's add-one unigram law), or,
+    for a model with an exact likelihood, the unigram model's exact NLL."""
+    rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
+    tokens = _tokens(blocks, rows)
+    pi = unigram_law(loaded.run.data.unigram_counts())
+    unigram = _per_sequence(blocks, rows, batch, lambda x0: unigram_nll(pi, x0))
+    unigram_report = _report(UNIGRAM_METRIC, unigram, tokens, loaded, True, None)
     if exact:
-        def estimate(x0: Tensor) -> Tensor:
-            return loaded.run.model.nll(x0.to(loaded.device)).cpu()
+        model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
+        model, baseline = _report(loaded.method.label, model_est, tokens, loaded, True, None), unigram_report
     else:
-        def estimate(x0: Tensor) -> Tensor:
-            return nll_bound(loaded.run.process, loaded.denoiser(), x0, steps=steps, generator=gen, **op)
-    est, tokens = _per_sequence(blocks, sequences, batch, estimate)
-    s = summarize(est, tokens, None if exact else steps)
-    per_character = TOKENIZERS.get(loaded.cfg.data.tokenizer).per_character
-    return NLLReport(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), s.nats_per_token,
-                     s.standard_error, s.tokens, len(est), exact=exact, steps=s.steps,
-                     bits_per_character=s.bits_per_token if per_character else None)
+        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch)
+        base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch)
+        model = _report(BOUND_METRIC.format(steps=steps), model_est, tokens, loaded, False, steps)
+        baseline = _report(BASELINE_METRIC.format(steps=steps), base_est, tokens, loaded, False, steps)
+    d = summarize(model_est - base_est, tokens)
+    return Likelihood(model, baseline, unigram_report,
+                      PairedDifference(d.nats_per_token, d.standard_error, len(rows), baseline.metric))
 
 
 @torch.no_grad()
 def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
                       batch: int = 8) -> NLLReport:
     """The continuous-time bound (:func:`gdds.likelihood.continuous_bound`, column-constant
-    kernels: MDLM's and UDLM's bound) on the first ``sequences`` blocks. It bounds the NLL of
-    the reverse CTMC that the ``T``-step chain tends to as ``T`` grows, not of a sampler with
-    finitely many steps."""
-    gen = torch.Generator().manual_seed(seed)
-    est, tokens = _per_sequence(blocks, sequences, batch, lambda x0: continuous_bound(
+    kernels: MDLM's and UDLM's bound) on ``sequences`` blocks drawn across the split, with its own
+    draws. It bounds the NLL of the reverse CTMC that the ``T``-step chain tends to as ``T``
+    grows, not of a sampler with finitely many steps."""
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "continuous"))
+    rows = eval_rows(blocks, sequences, seed)
+    est = _per_sequence(blocks, rows, batch, lambda x0: continuous_bound(
         loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen))
-    s = summarize(est, tokens)
+    s = summarize(est, _tokens(blocks, rows))
     return NLLReport(CONTINUOUS_METRIC, s.nats_per_token, s.standard_error, s.tokens, len(est),
                      samples_of_t=CONTINUOUS_SAMPLES)
 
@@ -113,10 +170,10 @@ def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: i
 @torch.no_grad()
 def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
                     batch: int = 16) -> SnapshotReport:
-    """Mean snapshot CE of the model's denoiser on the first ``sequences`` blocks (fixed
-    noise). Not a likelihood."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = np.arange(min(len(blocks), sequences))
+    """Mean snapshot CE of the model's denoiser on ``sequences`` blocks drawn across the split,
+    with its own draws. Not a likelihood."""
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "snapshot"))
+    rows = eval_rows(blocks, sequences, seed)
     total, count = 0.0, 0
     for a in range(0, len(rows), batch):
         x0 = blocks.batch(rows[a:a + batch])
@@ -154,9 +211,9 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
         loaded.denoiser()  # fails early for a model that cannot generate
     report = EvalReport(str(loaded.checkpoint), loaded.weights, loaded.cfg.method,
                         sum(p.numel() for p in loaded.run.model.parameters()))
-    log(f"exact NLL of {s.sequences} validation sequences" if exact
-        else f"bounding {s.sequences} validation sequences with T = {s.steps}")
-    report.likelihood = bound_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+    log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
+        else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
+    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
         if method.continuous_bound_applies:
@@ -165,13 +222,14 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     judge = Judge.load(s.judge) if s.judge is not None else None
     for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
         log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
-        ids, texts = generate(loaded, s.num_samples, k, s.seed, s.sample_length)
+        ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples"), s.sample_length)
         row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids), per_sample_entropy(ids),
                            texts)
         if judge is not None:
             row.generative_perplexity = judge.perplexity(texts)
         report.samples.append(row)
     for name in s.zero_shot:
-        log(f"zero-shot bound on {name}")
-        report.zero_shot[name] = bound_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps, s.seed)
+        log(f"zero-shot bound on {name}, beside the no-training baseline")
+        report.zero_shot[name] = likelihood_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps,
+                                                   s.seed)
     return report

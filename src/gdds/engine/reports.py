@@ -1,7 +1,9 @@
 """The reports of an evaluation, as dataclasses: :class:`NLLReport` (a bound or an exact NLL,
-per token), :class:`SnapshotReport`, :class:`SampleReport` and :class:`EvalReport`, the whole
-of ``gdds eval``. ``to_dict`` gives the JSON layout of ``eval.json``; ``from_dict`` reads it
-back (``gdds compare`` reuses saved evaluations)."""
+per token), :class:`PairedDifference` and :class:`Likelihood` (a model's figure beside the
+no-training baseline on the same blocks and draws), :class:`SnapshotReport`,
+:class:`SampleReport` and :class:`EvalReport`, the whole of ``gdds eval``. ``to_dict`` gives the
+JSON layout of ``eval.json``; ``from_dict`` reads it back (``gdds compare`` reuses saved
+evaluations)."""
 from __future__ import annotations
 
 import math
@@ -54,6 +56,47 @@ class NLLReport:
 
 
 @dataclass
+class PairedDifference:
+    """Model minus baseline, per token, from per-sequence differences on the same blocks and
+    the same draws; ``standard_error`` is the Monte-Carlo standard error of the difference."""
+
+    nats_per_token: float
+    standard_error: float
+    sequences: int
+    baseline: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nats_per_token": self.nats_per_token, "standard_error": self.standard_error,
+                "sequences": self.sequences, "baseline": self.baseline}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairedDifference:
+        return cls(d["nats_per_token"], d["standard_error"], d["sequences"], d["baseline"])
+
+
+@dataclass
+class Likelihood:
+    """A model's NLL figure (``model``: its bound, or its exact NLL) beside the baseline that
+    needs no training (``baseline``: the Bayes-unigram denoiser's bound under the same process,
+    or for an exact model the unigram model), the unigram model's exact NLL, and the paired
+    difference ``model - baseline``."""
+
+    model: NLLReport
+    baseline: NLLReport
+    unigram: NLLReport
+    difference: PairedDifference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nll" if self.model.exact else "bound": self.model.to_dict(), "baseline": self.baseline.to_dict(),
+                "unigram": self.unigram.to_dict(), "paired_difference": self.difference.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Likelihood:
+        return cls(NLLReport.from_dict(d["nll"] if "nll" in d else d["bound"]), NLLReport.from_dict(d["baseline"]),
+                   NLLReport.from_dict(d["unigram"]), PairedDifference.from_dict(d["paired_difference"]))
+
+
+@dataclass
 class SnapshotReport:
     """Mean snapshot cross-entropy (``metric`` says: not a likelihood)."""
 
@@ -100,25 +143,25 @@ class SampleReport:
 @dataclass
 class EvalReport:
     """Everything ``gdds eval`` measures on one checkpoint. ``likelihood`` is the bound of the
-    sampled chain, or the exact NLL of an autoregressive model; ``snapshot_ce`` and
-    ``continuous_bound`` are there when they apply."""
+    sampled chain (or the exact NLL of an autoregressive model) beside its no-training
+    baseline; ``snapshot_ce`` and ``continuous_bound`` are there when they apply."""
 
     checkpoint: str
     weights: str
     method: str
     parameters: int
-    likelihood: NLLReport | None = None
+    likelihood: Likelihood | None = None
     snapshot_ce: SnapshotReport | None = None
     continuous_bound: NLLReport | None = None
     samples: list[SampleReport] = field(default_factory=list)
-    zero_shot: dict[str, NLLReport] = field(default_factory=dict)
+    zero_shot: dict[str, Likelihood] = field(default_factory=dict)
 
     def valid(self) -> dict[str, Any]:
-        """The ``valid`` section of ``eval.json``: ``nll`` (exact), or ``bound``, ``snapshot_ce``
-        and maybe ``continuous_bound``."""
-        if self.likelihood.exact:
-            return {"nll": self.likelihood.to_dict()}
-        out = {"bound": self.likelihood.to_dict(), "snapshot_ce": self.snapshot_ce.to_dict()}
+        """The ``valid`` section of ``eval.json``: ``nll`` (exact) or ``bound``, then ``baseline``,
+        ``unigram``, ``paired_difference``, and ``snapshot_ce``, ``continuous_bound`` if measured."""
+        out = self.likelihood.to_dict()
+        if self.snapshot_ce is not None:
+            out["snapshot_ce"] = self.snapshot_ce.to_dict()
         if self.continuous_bound is not None:
             out["continuous_bound"] = self.continuous_bound.to_dict()
         return out
@@ -132,9 +175,8 @@ class EvalReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalReport:
         v = d["valid"]
-        return cls(d["checkpoint"], d["weights"], d["method"], d["parameters"],
-                   NLLReport.from_dict(v["nll"] if "nll" in v else v["bound"]),
+        return cls(d["checkpoint"], d["weights"], d["method"], d["parameters"], Likelihood.from_dict(v),
                    SnapshotReport.from_dict(v["snapshot_ce"]) if "snapshot_ce" in v else None,
                    NLLReport.from_dict(v["continuous_bound"]) if "continuous_bound" in v else None,
                    [SampleReport.from_dict(r) for r in d["samples"]],
-                   {name: NLLReport.from_dict(r) for name, r in d["zero_shot"].items()})
+                   {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()})
