@@ -86,3 +86,16 @@ def test_every_kernel_class_and_registry_entry_is_under_contract():
     library = {cls for cls in all_subclasses(K.Kernel) if cls.__module__.startswith("gdds.")}
     assert library <= {type(k) for k in KERNELS}, library - {type(k) for k in KERNELS}
     assert {f"registry-{name}" for name in K.KERNELS.names()} <= set(IDS)
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=IDS)
+def test_arrivals_are_the_rows_of_the_matrix(kernel):
+    """``arrivals(x, t)`` gives ``F_t[x, .]`` (where a jump onto ``x`` came from), per position."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randint(0, M, (12,), generator=g)
+    t = torch.tensor(TIMES, dtype=torch.float64).repeat(3)
+    a = kernel.arrivals(x, t)
+    rows = torch.zeros(12, M, dtype=torch.float64) + a.base[:, None]
+    rows.index_put_((a.pos, a.src), a.prob, accumulate=True)
+    reference = torch.stack([kernel.dense(float(t[i]))[x[i]] for i in range(12)])
+    torch.testing.assert_close(rows, reference, atol=1e-12, rtol=0)

@@ -209,12 +209,13 @@ class Run:
         """What a checkpoint must match to be resumed or evaluated with this set-up."""
         return {"method": self.cfg.method, "tokenizer": self.data.tokenizer.identity(),
                 "data": self.cfg.to_dict()["data"], "process": self.kernel_identity,
-                "model": self.model.config.to_dict()}
+                "model": self.model.config.to_dict(), "parametrization": self.method.parametrization}
 
     def matches(self, saved: dict[str, Any]) -> bool:
         """Whether a checkpoint's stored identity is this set-up's. Fields added since the
-        checkpoint was written (the method, model fields) count with their defaults."""
-        saved = {"method": "gdds", **saved}
+        checkpoint was written count with the value they had then (method gdds, model fields
+        at their defaults, the mean parametrization)."""
+        saved = {"method": "gdds", "parametrization": "mean", **saved}
         try:
             saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
         except (TypeError, ValueError):
@@ -233,7 +234,7 @@ def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
         kernel, identity = build_kernel(cfg.process, schedule, data, progress)
         process = ForwardProcess(schedule, kernel).to(device)
     try:
-        method = method_cls(process, cfg.process.t_min)
+        method = method_cls(process, cfg.process.t_min, cfg.model.parametrization)
     except ValueError as exc:
         raise ConfigError(f"method: {exc}") from exc
     torch.manual_seed(cfg.seed)

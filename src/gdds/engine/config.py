@@ -26,6 +26,7 @@ from ..data.dataset import PACKINGS
 from ..data.tokenizers import TOKENIZERS
 from ..kernels.registry import KERNELS
 from ..objectives.methods import METHODS
+from ..objectives.parametrization import AUTO, PARAMETRIZATIONS
 from ..schedules import SCHEDULES
 
 MethodName = Literal[METHODS.names()]
@@ -33,6 +34,7 @@ TokenizerName = Literal[TOKENIZERS.names()]
 PackingName = Literal[PACKINGS.names()]
 ScheduleName = Literal[SCHEDULES.names()]
 KernelName = Literal[KERNELS.names()]
+ParametrizationName = Literal[(AUTO, *PARAMETRIZATIONS.names())]
 PRESETS_PACKAGE = "gdds.engine.configs"
 
 
@@ -79,6 +81,8 @@ class ModelConfig:
     cond_width: int | None = None
     dropout: float | None = None
     tie_weights: bool | None = None
+    # how the output becomes mu (gdds.objectives.parametrization): auto = forward for non-absorbing kernels
+    parametrization: ParametrizationName = AUTO
 
 
 @dataclass

@@ -8,7 +8,9 @@ The interface is deliberately small (after SEDD's ``graph_lib``):
 - ``apply(v, t)`` / ``apply_T(v, t)``: ``F_t v`` and ``F_t^T v`` for a batch of
   vectors ``v`` of shape ``[m, n]`` (float64, never a dense ``m x m`` matrix for
   large ``m``);
-- ``stationary(t)``: the limiting distribution of the frozen kernel ``F_t``.
+- ``stationary(t)``: the limiting distribution of the frozen kernel ``F_t``;
+- ``arrivals(x, t)``: the rows ``F_t[x, .]`` (where a jump that lands on ``x`` came from),
+  as a constant plus sparse entries.
 
 Kernels whose columns are all equal (``F_t = pi_t 1^T``: mask, uniform, their
 hybrids) set ``column_constant`` and implement ``pi(t)``; the process uses it for
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ..categorical import one_hot_columns
 
 DENSE_LIMIT = 4096  # largest vocabulary for which a dense m x m matrix may be built
 
@@ -76,6 +80,24 @@ def exclusion_mask(m: int, exclude: Sequence[int] | Tensor | None) -> Tensor | N
 
 
 @dataclass
+class Arrivals:
+    """The rows ``F_t[x_i, .]`` for tokens ``x [n]``: ``F_t[x_i, y] = base[i] + sum of prob[e]
+    over the entries e with pos[e] = i and src[e] = y`` (float64 ``base [n]``, ``prob [E]``)."""
+
+    base: Tensor
+    pos: Tensor
+    src: Tensor
+    prob: Tensor
+
+    @staticmethod
+    def concat(parts: Sequence[Arrivals], weights: Sequence[Tensor]) -> Arrivals:
+        """``sum_c weights[c] * parts[c]`` with per-position weights ``[n]``."""
+        return Arrivals(sum(w * p.base for w, p in zip(weights, parts)),
+                        torch.cat([p.pos for p in parts]), torch.cat([p.src for p in parts]),
+                        torch.cat([w[p.pos] * p.prob for w, p in zip(weights, parts)]))
+
+
+@dataclass
 class TeleportSplit:
     """A kernel written as ``F_t = (1 - w(t)) K_t + w(t) pi_t 1^T`` with teleport weight
     ``w``: ``inner`` is ``K``, ``weight`` maps times ``[n]`` (float64) to ``w [n]``,
@@ -92,6 +114,7 @@ class Kernel:
     m: int
     time_dependent: bool = False
     column_constant: bool = False
+    absorbing: bool = False  # every jump lands on one token that never leaves (the mask)
 
     def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """One jump from each token of ``x`` (``[n]`` long) at times ``t`` (``[n]`` float64).
@@ -111,6 +134,25 @@ class Kernel:
     def pi(self, t: float = 0.0) -> Tensor:
         """The common column ``pi_t`` of a column-constant kernel (``[m]`` float64)."""
         raise TypeError(f"{type(self).__name__} is not column-constant; it has no single column pi_t")
+
+    def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
+        """``F_t[x_i, y]`` for every ``y``, for tokens ``x [n]`` at times ``t [n]`` (float64).
+        Column-constant kernels: the constant ``pi_t[x]``; others, by default, dense rows
+        ``F_t^T e_x`` (``O(n m)``: kernels with sparse columns override this)."""
+        base = torch.zeros(x.numel(), dtype=torch.float64, device=x.device)
+        pos, src, prob = [], [], []
+        for tv in torch.unique(t).tolist():
+            idx = (t == tv).nonzero().reshape(-1)
+            if self.column_constant:
+                base[idx] = self.pi(tv).to(x.device)[x[idx]]
+                continue
+            rows = self.apply_T(one_hot_columns(x[idx], self.m), tv).T  # [n_t, m]: row i is F_t[x_i, .]
+            pos.append(idx.repeat_interleave(self.m))
+            src.append(torch.arange(self.m, device=x.device).repeat(idx.numel()))
+            prob.append(rows.reshape(-1))
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return Arrivals(base, torch.cat(pos) if pos else empty, torch.cat(src) if src else empty,
+                        torch.cat(prob) if prob else empty.double())
 
     def stationary(self, t: float = 1.0, tol: float = 1e-12, max_iter: int = 100_000) -> Tensor:
         """Limiting distribution of the frozen kernel ``F_t``: the limit of the lazy chain
@@ -194,6 +236,15 @@ class SparseColumns:
         with warnings.catch_warnings():  # "sparse CSR support is in beta" is noise here
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(ptr, cols[order], values[order], (self.m, self.m), check_invariants=False)
+
+    def incoming(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The edges that land on each token of ``x [n]``: ``(pos [E], edge [E])``, the
+        position in ``x`` and the edge's index in ``src``/``dst``."""
+        starts, ends = self.dst_ptr[x], self.dst_ptr[x + 1]
+        counts = ends - starts
+        pos = torch.repeat_interleave(torch.arange(x.numel(), device=x.device), counts)
+        first = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
+        return pos, self.by_dst[first + torch.arange(pos.numel(), device=x.device)]
 
     def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
         """``(F, F^T)`` as float64 CSR tensors for edge values ``values``."""

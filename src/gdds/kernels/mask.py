@@ -16,6 +16,7 @@ class Mask(Kernel):
     """Absorbing kernel: every jump lands on ``mask_id`` (``F(.|x) = delta_mask``)."""
 
     column_constant = True
+    absorbing = True
 
     def __init__(self, m: int, mask_id: int):
         if m < 2:

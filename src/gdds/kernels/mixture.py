@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..categorical import inverse_cdf
-from .base import Kernel, TeleportSplit, check_vectors
+from .base import Arrivals, Kernel, TeleportSplit, check_vectors
 from .mask import Mask
 from .uniform import Uniform
 
@@ -65,6 +65,12 @@ class Mixture(Kernel):
             if idx.numel():
                 out[idx] = kernel.jump(x[idx], None if t is None else t[idx], generator)
         return out
+
+    def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
+        if self.column_constant:
+            return super().arrivals(x, t)
+        W = self.weights(t)
+        return Arrivals.concat([k.arrivals(x, t) for k in self.kernels], [W[:, c] for c in range(len(self.kernels))])
 
     def _weighted(self, t: float, parts: Sequence[Tensor]) -> Tensor:
         w = self.weights(torch.tensor([float(t)], dtype=torch.float64))[0]

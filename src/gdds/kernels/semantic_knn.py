@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..categorical import inverse_cdf
 from ..schedules import LogLinear, Schedule
-from .base import Kernel, SparseColumns, check_vectors
+from .base import Arrivals, Kernel, SparseColumns, check_vectors
 from .knn import cached_knn_graph, knn_graph
 from .mixture import Mixture
 from .uniform import Uniform
@@ -76,6 +76,25 @@ class TemperedKNN(Kernel):
         a = self.exponent(torch.tensor(float(t), dtype=torch.float64)) if self.time_dependent else 1.0
         return torch.softmax(self.log_affinity.to(torch.float64) * a, dim=1)
 
+    def _graph(self) -> SparseColumns:
+        """The edges ``y -> neighbours[y, j]`` (edge ``y k + j``), built once."""
+        if self._edges is None:
+            src = torch.arange(self.m, device=self.device).repeat_interleave(self.neighbours.shape[1])
+            self._edges = SparseColumns(src, self.neighbours.reshape(-1), self.m)
+        return self._edges
+
+    def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
+        """The neighbours ``y`` that jump onto each ``x`` with their probabilities at ``t``
+        (``O(k)`` per arrival: each source's tempered softmax is normalised on its own row)."""
+        pos, edge = self._graph().incoming(x)
+        k = self.neighbours.shape[1]
+        src = edge // k
+        logits = self.log_affinity[src].to(torch.float64)  # [E, k]: the rows of the sources
+        if self.time_dependent:
+            logits = logits * self.exponent(t.to(torch.float64)[pos])[:, None]
+        prob = (logits.gather(1, (edge % k)[:, None])[:, 0] - torch.logsumexp(logits, dim=1)).exp()
+        return Arrivals(torch.zeros(x.numel(), dtype=torch.float64, device=x.device), pos, src, prob)
+
     def dense(self, t: float = 0.0) -> Tensor:
         self._check_dense_size()
         F = torch.zeros(self.m, self.m, dtype=torch.float64, device=self.device)
@@ -87,10 +106,7 @@ class TemperedKNN(Kernel):
         key = float(t) if self.time_dependent else 0.0
         cached = self._cache.get(transpose)
         if cached is None or cached[0] != key:
-            if self._edges is None:
-                src = torch.arange(self.m, device=self.device).repeat_interleave(self.neighbours.shape[1])
-                self._edges = SparseColumns(src, self.neighbours.reshape(-1), self.m)
-            cached = self._cache[transpose] = (key, self._edges.matrix(self.probs(key).reshape(-1), transpose))
+            cached = self._cache[transpose] = (key, self._graph().matrix(self.probs(key).reshape(-1), transpose))
         return cached[1]
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:

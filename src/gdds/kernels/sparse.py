@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Kernel, SparseColumns, check_vectors
+from .base import Arrivals, Kernel, SparseColumns, check_vectors
 
 
 def _edges(F) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -69,6 +69,11 @@ class Sparse(Kernel):
         ptr = self.edges.src_ptr
         pos = torch.minimum(torch.maximum(pos, ptr[x]), ptr[x + 1] - 1)
         return self.dst_by_src[pos]
+
+    def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
+        pos, edge = self.edges.incoming(x)
+        return Arrivals(torch.zeros(x.numel(), dtype=torch.float64, device=x.device), pos, self.edges.src[edge],
+                        self.values[edge])
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
         return self.F @ check_vectors(v, self.m)

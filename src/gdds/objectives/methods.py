@@ -40,6 +40,7 @@ from ..process import ForwardProcess
 from ..registry import Registry
 from ..sampling import Denoiser, sample, sample_renoise
 from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
+from .parametrization import AUTO, PARAMETRIZATIONS
 from .pathwise import (
     JUMP_INSTEAD,
     JUMP_NEEDS,
@@ -71,7 +72,9 @@ class Method:
     is), ``network`` and ``causal`` (the network class and whether its attention is causal),
     ``noised`` (trains on a forward process), ``exact_likelihood`` (reports an exact NLL, not
     a bound), ``sampler`` and ``preview_sampler`` (the labels of :meth:`generate` and
-    :meth:`preview`)."""
+    :meth:`preview`), ``parametrizations`` (how its output may become ``mu``:
+    :data:`gdds.objectives.parametrization.PARAMETRIZATIONS`; the first is the default for an
+    absorbing kernel, the last for the others)."""
 
     name: ClassVar[str]
     metric: ClassVar[str]
@@ -82,12 +85,26 @@ class Method:
     exact_likelihood: ClassVar[bool] = False
     sampler: ClassVar[str] = "exact reverse chain"
     preview_sampler: ClassVar[str] = RENOISE_LABEL
+    parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
 
-    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3):
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO):
         if self.noised and process is None:
             raise ValueError(f"method {self.name} trains on a forward process; pass one")
         self.process = process
         self.t_min = t_min
+        if parametrization == AUTO:
+            absorbing = process is None or process.kernel.absorbing
+            parametrization = self.parametrizations[0 if absorbing else -1]
+        if parametrization not in self.parametrizations:
+            raise ValueError(f"method {self.name} supports the parametrizations {', '.join(self.parametrizations)} "
+                             f"(model.parametrization), not {parametrization!r}")
+        self.parametrization = parametrization
+        self._output = PARAMETRIZATIONS.get(parametrization)
+
+    def mu_logits(self, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        """The logits of ``mu`` from the network's output at ``(x_t, t)`` under the method's
+        parametrization (the same in training, sampling and the bound)."""
+        return self._output(self.process, logits, xt, t)
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
         """The network's positional arguments for the clean batch ``x0 [B, L]``."""
@@ -105,7 +122,9 @@ class Method:
         """The trained network as a denoiser ``(x_t, t) -> logits or log-probs`` of the clean
         token, for :func:`gdds.sample` and :func:`gdds.nll_bound`; :class:`NotGenerative` when
         the model has none."""
-        return model
+        if self.parametrization == "mean":
+            return model
+        return lambda xt, t: self.mu_logits(model(xt, t), xt, t)
 
     @property
     def continuous_bound_applies(self) -> bool:
@@ -140,9 +159,14 @@ class Snapshot(Method):
     """The snapshot objective of GDDS (paper section 4.3): any kernel."""
 
     name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
+    parametrizations = ("mean", "forward")
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
         return snapshot_inputs(self.process, x0, self.t_min, generator)
+
+    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
+        xt, t = inputs
+        return snapshot_cross_entropy(self.mu_logits(logits, xt, t), x0)
 
 
 class ClosedFormLoss(Snapshot):
@@ -153,13 +177,14 @@ class ClosedFormLoss(Snapshot):
     needs: ClassVar[str]
     instead: ClassVar[str]  # what to use for a kernel that is not column-constant
 
-    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3):
-        super().__init__(process, max(t_min, 1e-6))
-        process.require_column_constant(f"method {self.name} ({self.needs})", self.instead)
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO):
+        if process is not None:
+            process.require_column_constant(f"method {self.name} ({self.needs})", self.instead)
+        super().__init__(process, max(t_min, 1e-6), parametrization)
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         xt, t = inputs
-        return type(self).loss(self.process, logits, xt, x0, t)
+        return type(self).loss(self.process, self.mu_logits(logits, xt, t), xt, x0, t)
 
 
 class ContinuousELBO(ClosedFormLoss):
@@ -173,6 +198,7 @@ class JumpState(ClosedFormLoss):
     """The path-wise jump-state loss in closed form (column-constant kernels)."""
 
     name, metric, label = "jump", "jump_state_loss", JUMP_LABEL
+    parametrizations = ("mean",)  # the output is a jump kernel, not mu
     loss, needs, instead = jump_state_loss, JUMP_NEEDS, JUMP_INSTEAD
 
     def denoiser(self, model: nn.Module) -> Denoiser:
