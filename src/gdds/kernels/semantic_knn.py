@@ -84,16 +84,20 @@ class TemperedKNN(Kernel):
         return self._edges
 
     def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
-        """The neighbours ``y`` that jump onto each ``x`` with their probabilities at ``t``
-        (``O(k)`` per arrival: each source's tempered softmax is normalised on its own row)."""
+        """The neighbours ``y`` that jump onto each ``x`` with their probabilities at ``t``. Each
+        source's tempered softmax is normalised once per distinct (time, source) pair, ``O(k)``
+        each."""
         pos, edge = self._graph().incoming(x)
         k = self.neighbours.shape[1]
         src = edge // k
-        logits = self.log_affinity[src].to(torch.float64)  # [E, k]: the rows of the sources
-        if self.time_dependent:
-            logits = logits * self.exponent(t.to(torch.float64)[pos])[:, None]
-        prob = (logits.gather(1, (edge % k)[:, None])[:, 0] - torch.logsumexp(logits, dim=1)).exp()
-        return Arrivals(torch.zeros(x.numel(), dtype=torch.float64, device=x.device), pos, src, prob)
+        times, time_index = torch.unique(t.to(torch.float64), return_inverse=True)
+        a = self.exponent(times) if self.time_dependent else torch.ones_like(times)
+        pairs, pair = torch.unique(time_index[pos] * self.m + src, return_inverse=True)
+        rows = self.log_affinity[pairs % self.m].to(torch.float64) * a[pairs // self.m][:, None]  # [U, k]
+        log_norm = torch.logsumexp(rows, dim=1)[pair]
+        logit = self.log_affinity.reshape(-1)[edge].to(torch.float64) * a[time_index[pos]]
+        return Arrivals(torch.zeros(x.numel(), dtype=torch.float64, device=x.device), pos, src,
+                        (logit - log_norm).exp())
 
     def dense(self, t: float = 0.0) -> Tensor:
         self._check_dense_size()
