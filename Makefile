@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	rm -rf results/demo
 	$(VENV)/bin/gdds train --config demo --out results/demo
-	$(VENV)/bin/gdds eval results/demo --steps 128 --sequences 8 --sample-steps 16 --num-samples 2 \
-		--sample-length 64
+	$(VENV)/bin/gdds eval results/demo --steps 128 --sequences 8 --sample-steps 8 --num-samples 2 \
+		--sample-length 64 --profile-steps 8 --profile-sequences 2
 	$(VENV)/bin/gdds noise --out results/noise
 
 test: $(STAMP) lint

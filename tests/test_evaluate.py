@@ -1,13 +1,15 @@
 """`gdds sample` and `gdds eval` on small trained runs; the bound falls with training."""
 import json
+import math
 
 import pytest
+import torch
 
 from gdds.cli import main
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import load_config
-from gdds.engine.evaluate import bound_report
+from gdds.engine.evaluate import bound_report, eval_rows
 from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 
@@ -32,7 +34,12 @@ def test_bound_falls_as_training_proceeds(run):
         assert b.metric.startswith("NLL upper bound") and b.nats_per_token > 0 and not b.exact
         bounds.append(b)
     assert bounds[1].nats_per_token < bounds[0].nats_per_token - 4 * bounds[0].standard_error
-    assert "bits_per_character_upper_bound" in bounds[1].to_dict()
+    # Bits per character divide the total by the characters, not by tokens with BOS/EOS.
+    blocks = loaded.run.valid.batch(eval_rows(loaded.run.valid, 24, 0))
+    tok = loaded.run.data.tokenizer
+    characters = int((~torch.isin(blocks, torch.tensor([tok.bos_id, tok.eos_id, tok.pad_id, tok.mask_id]))).sum())
+    assert bounds[1].bits_per_character == pytest.approx(
+        bounds[1].nats_per_token * blocks.numel() / characters / math.log(2), rel=1e-12)
 
 
 def test_sample_cli(run, capsys, tmp_path):
@@ -50,7 +57,7 @@ def test_sample_cli(run, capsys, tmp_path):
 
 def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     assert main(["eval", str(run), "--steps", "4", "--sequences", "4", "--sample-steps", "2", "4",
-                 "--num-samples", "2", "--zero-shot", "kjv", "--out", str(tmp_path)]) == 0
+                 "--num-samples", "2", "--zero-shot", "kjv", "--profile-steps", "4", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     valid = report["valid"]
     assert valid["snapshot_ce"]["metric"] == "snapshot CE (not a likelihood)"
@@ -63,6 +70,31 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
         assert "Bayes-unigram" in base["metric"] and "perplexity" in section["unigram"]  # the unigram NLL is exact
         assert diff["nats_per_token"] == pytest.approx(bound["nats_per_token"] - base["nats_per_token"], abs=1e-9)
         assert diff["standard_error"] > 0 and diff["sequences"] == 4
+    # The profile of the bound's terms over t: the prior term does not depend on the denoiser.
+    profile = report["kl_profile"]
+    assert profile["steps"] == 4 and len(profile["times"]) == 4 and len(profile["model"]) == 5
+    assert profile["model"][0] == pytest.approx(profile["baseline"][0], abs=1e-12) and profile["times"][-1] == 1.0
+    assert (tmp_path / "kl_profile.png").stat().st_size > 0
     md = (tmp_path / "eval.md").read_text()
-    assert "not a likelihood" in md and "NLL upper bound" in md and "paired" in md
+    assert "not a likelihood" in md and "NLL upper bound" in md and "paired" in md and "t_k" in md
     assert "zero-shot kjv" in capsys.readouterr().out
+
+
+def test_the_continuous_bound_is_shown_only_where_it_is_finite(tmp_path):
+    """Uniform kernel: with the mean parametrization the model does not copy, its continuous-time
+    bound diverges and a T-sweep is shown instead; with the forward one the bound is finite."""
+    for name in ("mean", "forward"):
+        cfg = load_config("tiny", [*MICRO_TRAIN, "process.kernel=uniform", f"model.parametrization={name}",
+                                   "train.max_steps=4", "train.eval_every=4"])
+        train(cfg, tmp_path / name)
+        assert main(["eval", str(tmp_path / name), "--steps", "4", "--sequences", "2", "--sample-steps", "2",
+                     "--num-samples", "1", "--profile-steps", "0"]) == 0
+        report = json.loads((tmp_path / name / "eval" / "eval.json").read_text())
+        valid = report["valid"]
+        if name == "mean":
+            assert "continuous_bound" not in valid and "diverges" in valid["t_sweep"]["continuous_time_bound"]
+            assert [b["steps"] for b in valid["t_sweep"]["bounds"]] == [32, 128, 512]
+            assert "diverges" in (tmp_path / name / "eval" / "eval.md").read_text()
+        else:
+            assert "t_sweep" not in valid and valid["continuous_bound"]["samples_of_t"] > 0
+        assert "kl_profile" not in report

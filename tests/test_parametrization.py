@@ -106,3 +106,25 @@ def test_methods_whose_output_is_not_mu_refuse_the_forward_parametrization():
         METHODS.get("jump")(process, parametrization="forward")
     with pytest.raises(ValueError, match="supports the parametrizations mean"):
         METHODS.get("campbell")(process, parametrization="forward")
+
+
+def test_a_model_that_does_not_copy_has_a_bound_growing_with_T_and_the_parametrized_one_converges():
+    """Uniform kernel, the same fixed random network under both parametrizations, every term of
+    the T-step bound (one draw each): the mean parametrization pays copy errors at every step,
+    so its bound grows with T (its continuous-time bound diverges); the forward one settles."""
+    process = process_of(K.Uniform(M))
+
+    def network(xt, t):
+        return 2 * torch.randn(*xt.shape, M, generator=torch.Generator().manual_seed(int(xt.sum()) % 997))
+
+    x0 = torch.randint(0, M, (16, 6), generator=torch.Generator().manual_seed(1))
+    bounds = {}
+    for name in ("mean", "forward"):
+        denoiser = METHODS.get("gdds")(process, parametrization=name).denoiser(network)
+        bounds[name] = [float(nll_bound(process, denoiser, x0, steps=T, all_terms=True,
+                                        generator=torch.Generator().manual_seed(2)).mean()) / 6 for T in (8, 32, 128)]
+    mean, forward = bounds["mean"], bounds["forward"]
+    assert mean[1] - mean[0] > 0.5 and mean[2] - mean[1] > 0.5, mean
+    assert abs(forward[2] - forward[1]) < 0.2 and forward[2] < mean[0], forward
+    assert METHODS.get("gdds")(process, parametrization="mean").continuous_bound_finite is False
+    assert METHODS.get("gdds")(process).continuous_bound_finite is True

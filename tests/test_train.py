@@ -54,6 +54,7 @@ def test_loss_falls_on_the_embedded_corpus(tmp_path):
     result = train(cfg, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["kind"] == "train"]
+    assert all(r["metric"] == "snapshot CE (not a likelihood)" for r in log)  # every record says what it is
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert first > 3.9  # ~log(vocab) at initialisation
     assert last < first - 0.6

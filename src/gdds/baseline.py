@@ -32,9 +32,11 @@ def unigram_law(counts: Tensor, smoothing: float = 1.0) -> Tensor:
     return law / law.sum()
 
 
-def unigram_nll(pi: Tensor, x0: Tensor) -> Tensor:
-    """Exact ``-log prod_i pi(x0_i)`` per sequence of ``x0 [B, L]``: ``[B]`` float64 nats."""
-    return -pi.to(x0.device).log()[x0].sum(-1)
+def unigram_nll(pi: Tensor, x0: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Exact ``-log prod_i pi(x0_i)`` per sequence of ``x0 [B, L]`` over the positions ``keep``
+    (default all): ``[B]`` float64 nats."""
+    nll = -pi.to(x0.device).log()[x0]
+    return (nll if keep is None else torch.where(keep, nll, 0.0)).sum(-1)
 
 
 def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> Denoiser:

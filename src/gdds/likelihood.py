@@ -59,11 +59,17 @@ def _posterior_and_step(
     return both[mu.shape[0]:], both[:mu.shape[0]]
 
 
-def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None) -> Tensor:
-    """``KL(q_1(.|x0) || p_1)`` summed over positions: ``[B]`` nats (exact)."""
+def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
+    """Per-position values ``[B, L]`` summed over the positions that count: ``[B]``."""
+    return (values if keep is None else torch.where(keep, values, 0.0)).sum(-1)
+
+
+def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None,
+             keep: Tensor | None = None) -> Tensor:
+    """``KL(q_1(.|x0) || p_1)`` summed over positions (where ``keep``): ``[B]`` nats (exact)."""
     p1 = reference_prior(process, reference).to(x0.device)
     q1 = process.marginal(x0, 1.0).reshape(x0.numel(), -1)
-    return _kl_rows(q1, p1.expand_as(q1)).reshape(x0.shape).sum(-1)
+    return _scored(_kl_rows(q1, p1.expand_as(q1)).reshape(x0.shape), keep)
 
 
 def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None) -> Tensor:
@@ -85,6 +91,7 @@ def nll_bound(
     all_terms: bool = False,
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
+    keep: Tensor | None = None,
     **op: Any,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
@@ -92,38 +99,90 @@ def nll_bound(
 
     ``op`` (operator settings such as ``step``, ``tol``, ``richardson``) defines the
     model's reverse chain, exactly as in :func:`gdds.sampling.sample`; the true
-    posterior always uses the accurate defaults."""
+    posterior always uses the accurate defaults. ``keep`` (``[B, L]`` bool) marks the
+    positions that count: the others (padding) are held at their clean token in every ``x_t``
+    (as fixed positions of the sampler) and add nothing, which bounds ``-log p`` of the kept
+    tokens given the others."""
+    if all_terms:
+        return bound_terms(process, denoiser, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
+    return _in_groups(process, x0, keep, lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing,
+                                                                     reference, generator, op))
+
+
+def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, fn: Any) -> Tensor:
+    """``fn(x0, keep)`` over groups of sequences, so that ``[B * L, m]`` float64 is never held for
+    large batches."""
     if x0.dim() != 2:
         raise ValueError(f"x0 must be [B, L] token ids, got shape {tuple(x0.shape)}")
-    B = x0.shape[0]
+    if keep is not None and keep.shape != x0.shape:
+        raise ValueError(f"keep must have the shape of x0 {tuple(x0.shape)}, got {tuple(keep.shape)}")
     group = max(1, CHUNK_FLOATS // max(1, x0.shape[1] * process.m))
-    if group < B:  # bounded memory: [B * L, m] float64 is never held for large batches
-        return torch.cat([nll_bound(process, denoiser, x0[a:a + group], steps, spacing, all_terms, reference,
-                                    generator, **op) for a in range(0, B, group)])
+    return torch.cat([fn(x0[a:a + group], None if keep is None else keep[a:a + group])
+                      for a in range(0, x0.shape[0], group)])
+
+
+def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
+            generator: torch.Generator | None) -> Tensor:
+    xt = process.noise(x, t, generator=generator)
+    return xt if keep is None else torch.where(keep, xt, x)
+
+
+def _term(process: ForwardProcess, denoiser: Denoiser, x: Tensor, keep: Tensor | None, s: float, t: float,
+          generator: torch.Generator | None, op: dict) -> Tensor:
+    """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t``: ``[b]``."""
+    xt = _noised(process, x, keep, t, generator)
+    q, p = _posterior_and_step(process, _mu(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
+    return _scored(_kl_rows(q, p).reshape(x.shape), keep)
+
+
+def _reconstruction(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep: Tensor | None, t1: float,
+                    generator: torch.Generator | None, op: dict) -> Tensor:
+    """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}``: ``[B]``."""
+    x1 = _noised(process, x0, keep, t1, generator)
+    p0 = reverse_step_probs(process, _mu(denoiser, x1, t1), x1.reshape(-1), 0.0, t1, **op)
+    return _scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
+
+
+def _sampled_bound(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep: Tensor | None, steps: int,
+                   spacing: str, reference: Tensor | None, generator: torch.Generator | None, op: dict) -> Tensor:
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
-    total = prior_kl(process, x0, reference)
-
-    def term(k: int, rows: Tensor) -> Tensor:
-        s, t = grid[k - 1], grid[k]
-        x = x0[rows]
-        xt = process.noise(x, t, generator=generator)
-        q, p = _posterior_and_step(process, _mu(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
-        return _kl_rows(q, p).reshape(x.shape[0], -1).sum(-1)
-
-    if all_terms:
-        everyone = torch.ones(B, dtype=torch.bool, device=x0.device)
-        for k in range(2, steps + 1):
-            total = total + term(k, everyone)
-    elif steps >= 2:  # one term per sequence, k ~ U{2..T}, weighted by the number of terms
-        ks = stratified_terms(B, steps, generator).to(x0.device)
+    total = prior_kl(process, x0, reference, keep)
+    if steps >= 2:  # one term per sequence, k ~ U{2..T}, weighted by the number of terms
+        ks = stratified_terms(x0.shape[0], steps, generator).to(x0.device)
         for k in ks.unique().tolist():
             rows = ks == k
-            total[rows] += (steps - 1) * term(k, rows)
-    t1 = grid[1]
-    x1 = process.noise(x0, t1, generator=generator)
-    p0 = reverse_step_probs(process, _mu(denoiser, x1, t1), x1.reshape(-1), 0.0, t1, **op)
-    recon = -p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(B, -1).sum(-1)
-    return total + recon
+            total[rows] += (steps - 1) * _term(process, denoiser, x0[rows], None if keep is None else keep[rows],
+                                               grid[k - 1], grid[k], generator, op)
+    return total + _reconstruction(process, denoiser, x0, keep, grid[1], generator, op)
+
+
+@torch.no_grad()
+def bound_terms(
+    process: ForwardProcess,
+    denoiser: Denoiser,
+    x0: Tensor,
+    steps: int = 128,
+    spacing: str = "t",
+    reference: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    keep: Tensor | None = None,
+    **op: Any,
+) -> Tensor:
+    """Every term of the ``steps``-step bound, per sequence: ``[B, steps + 1]`` float64 nats,
+    column 0 the prior KL, column ``k`` the term of the step ending at ``t_k`` (``k = 1``: the
+    reconstruction ``-log p_theta(x0 | x_{t_1})``), each with a fresh ``x_t``. Their sum is an
+    estimate of the bound with all terms; the columns show where a model pays."""
+
+    def terms(x: Tensor, kept: Tensor | None) -> Tensor:
+        grid = time_grid(process, steps, spacing)[::-1]
+        out = torch.zeros(x.shape[0], steps + 1, dtype=torch.float64, device=x.device)
+        out[:, 0] = prior_kl(process, x, reference, kept)
+        for k in range(2, steps + 1):
+            out[:, k] = _term(process, denoiser, x, kept, grid[k - 1], grid[k], generator, op)
+        out[:, 1] = _reconstruction(process, denoiser, x, kept, grid[1], generator, op)
+        return out
+
+    return _in_groups(process, x0, keep, terms)
 
 
 @torch.no_grad()
@@ -134,6 +193,7 @@ def continuous_bound(
     samples: int = 1,
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
+    keep: Tensor | None = None,
     **op: Any,
 ) -> Tensor:
     """The continuous-time bound of the reverse CTMC that the ``T``-step chain tends
@@ -145,12 +205,13 @@ def continuous_bound(
     ``R(x -> z) = beta F_t[x, z] q_t(z|x0) / q_t(x|x0)`` and the model's
     ``R_theta(x -> z) = beta F_t[x, z] (P_{0->t} (mu / r))[z]``. For the mask kernel
     this is MDLM's bound, for the uniform kernel UDLM's; both cost ``O(m)`` per
-    position through the closed-form operators."""
-    total = prior_kl(process, x0, reference)
+    position through the closed-form operators. ``keep``: as in :func:`nll_bound`."""
+    total = prior_kl(process, x0, reference, keep)
     m = process.m
     for _ in range(samples):
         ts = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).clamp(1e-9, 1.0)
         xt = process.noise(x0, ts, generator=generator)
+        xt = xt if keep is None else torch.where(keep, xt, x0)
         mus = torch.softmax(denoiser(xt, ts.to(torch.float32)).double(), dim=-1)
         for b in range(x0.shape[0]):
             t = float(ts[b])
@@ -171,6 +232,8 @@ def continuous_bound(
             off = torch.ones_like(R, dtype=torch.bool)
             off[x, pos] = False
             terms = R_model - R + torch.where(R > 0, R * (R.clamp_min(1e-300).log() - R_model.log()), 0.0)
+            if keep is not None:
+                off = off & keep[b][None, :]
             total[b] += (terms * off).sum() / samples
     return total
 
@@ -216,10 +279,10 @@ class BoundSummary:
         """``exp(bound)``: an upper bound on the model's perplexity."""
         return math.exp(self.nats_per_token)
 
-    @property
-    def bits_per_token(self) -> float:
-        """The bound in bits per token: bits per character for a character-level tokenizer."""
-        return self.nats_per_token / math.log(2)
+    def bits_per_character(self, characters: int) -> float:
+        """The bound in bits per character of text that holds ``characters`` characters (the
+        tokens' count without BOS, EOS or padding for a character-level tokenizer)."""
+        return self.nats_per_token * self.tokens / characters / math.log(2)
 
 
 def summarize(estimates: Tensor, tokens_per_sequence: Tensor, steps: int | None = None) -> BoundSummary:

@@ -27,13 +27,19 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
     p.add_argument("--zero-shot", nargs="*", default=list(defaults.zero_shot), metavar="CORPUS",
                    help="e.g. kjv wikipedia (end the list with -- before overrides)")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--profile-steps", type=int, default=defaults.profile_steps,
+                   help=f"T of the per-step profile of the bound, model and baseline (0: none; default "
+                        f"{defaults.profile_steps})")
+    p.add_argument("--profile-sequences", type=int, default=defaults.profile_sequences,
+                   help=f"validation blocks of that profile (default {defaults.profile_sequences})")
 
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
     """The :class:`EvalSettings` of parsed options; a bad value is a usage error."""
     try:
         return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
-                            tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None))
+                            tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
+                            args.profile_steps, args.profile_sequences)
     except ValueError as exc:
         args.parser.error(str(exc))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.compare import Comparison
-from ..engine.reports import EvalReport, Likelihood, NLLReport
+from ..engine.reports import EvalReport, KLProfile, Likelihood, NLLReport
 from ..files import write_atomically, write_text_atomically
 
 
@@ -60,6 +60,10 @@ def eval_markdown(report: EvalReport) -> str:
         lines.append(f"| valid {report.snapshot_ce.metric} | {report.snapshot_ce.nats_per_token:.4f} nats/token |")
         if report.continuous_bound is not None:
             lines.append(f"| valid {report.continuous_bound.metric} | {_value(report.continuous_bound)} |")
+        if report.t_sweep:
+            sweep = ", ".join(f"{r.nats_per_token:.3f} ± {r.standard_error:.3f} (T = {r.steps})"
+                              for r in report.t_sweep)
+            lines.append(f"| valid continuous-time bound | diverges: the model does not copy; T-step bounds {sweep} |")
     for row in report.samples:
         gp = row.generative_perplexity
         gp_text = f", gen. perplexity {gp['perplexity']:.1f} ({gp['judge']})" if gp else ""
@@ -68,6 +72,8 @@ def eval_markdown(report: EvalReport) -> str:
     for name, z in report.zero_shot.items():
         lines.append(f"| zero-shot {name}: {z.model.metric} | {_value(z.model)}{_steps(z.model)} |")
         lines += _against_baseline(f"zero-shot {name}:", z)
+    if report.kl_profile is not None:
+        lines += ["", *profile_markdown(report.kl_profile)]
     for row in report.samples:
         steps = "" if row.steps is None else f", {row.steps} steps"
         lines += ["", f"Samples, {row.sampler}{steps} ({row.precision}):", ""]
@@ -75,11 +81,41 @@ def eval_markdown(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_markdown(profile: KLProfile) -> list[str]:
+    """The per-step table of a :class:`KLProfile`."""
+    lines = [f"Terms of the {profile.steps}-step bound, nats per token ({profile.sequences} blocks, one draw each; "
+             "step k ends at t_k):", "", "| step | t_k | model | baseline | model - baseline |",
+             "|---|---|---|---|---|",
+             f"| prior | 1 | {profile.model[0]:.4f} | {profile.baseline[0]:.4f} | "
+             f"{profile.model[0] - profile.baseline[0]:+.4f} |"]
+    for k, t in enumerate(profile.times, start=1):
+        a, b = profile.model[k], profile.baseline[k]
+        lines.append(f"| {k} | {t:.3f} | {a:.4f} | {b:.4f} | {a - b:+.4f} |")
+    return lines
+
+
+def profile_figure(profile: KLProfile) -> Any:
+    """The terms of the bound against ``t``: model and baseline."""
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
+    ax.plot(profile.times, profile.model[1:], "o-", label="model")
+    ax.plot(profile.times, profile.baseline[1:], "s--", label="no-training baseline (Bayes-unigram)")
+    ax.set_xlabel("t (end of the step)")
+    ax.set_ylabel("term of the bound (nats/token)")
+    ax.set_title(f"Where the {profile.steps}-step bound is paid", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def write_eval(report: EvalReport, out: Path) -> list[Path]:
-    """``eval.json``, ``eval.md`` and (with a judge) ``gen_ppl_vs_entropy.png`` in ``out``."""
+    """``eval.json``, ``eval.md``, ``kl_profile.png`` (with a profile) and (with a judge)
+    ``gen_ppl_vs_entropy.png`` in ``out``."""
     out = Path(out)
     paths = [write_text_atomically(out / "eval.json", json.dumps(report.to_dict(), indent=1)),
              write_text_atomically(out / "eval.md", eval_markdown(report))]
+    if report.kl_profile is not None:
+        paths.append(_save_png(profile_figure(report.kl_profile), out / "kl_profile.png"))
     rows = [r for r in report.samples if r.generative_perplexity is not None]
     if rows:
         fig = _figure(5, 4)
@@ -137,7 +173,8 @@ def compare_markdown(result: Comparison) -> str:
     head = ["method", "overrides", "parameters", "train tokens/s",
             f"valid NLL bound, T = {result.settings.steps} (nats/token)", "no-training baseline (nats/token)",
             "model - baseline (paired)", "continuous-time bound (nats/token)",
-            "snapshot CE (not a likelihood)", "sample unigram entropy", "gen. perplexity",
+            "snapshot CE (not a likelihood)", f"sample unigram entropy (T = {result.settings.sample_steps[-1]})",
+            f"gen. perplexity (T = {result.settings.sample_steps[-1]})",
             *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result.rows.items():
@@ -146,7 +183,8 @@ def compare_markdown(result: Comparison) -> str:
         gp = sample.generative_perplexity
         cells = [name, " ".join(result.entries[name]), f"{rep.parameters / 1e6:.2f}M",
                  f"{row.train_tokens_per_s:.0f}", _headline(rep), *_baseline_cells(rep),
-                 f"{cont.nats_per_token:.3f} ± {cont.standard_error:.3f}" if cont else "—",
+                 f"{cont.nats_per_token:.3f} ± {cont.standard_error:.3f}" if cont else
+                 "diverges" if rep.t_sweep else "—",
                  f"{snap.nats_per_token:.3f}" if snap else "—", f"{sample.unigram_entropy:.3f}",
                  f"{gp['perplexity']:.1f}" if gp else "—",
                  *[f"{rep.zero_shot[z].model.nats_per_token:.3f}" if z in rep.zero_shot else "—" for z in zero]]

@@ -160,6 +160,11 @@ class _Blocks(ABC):
             raise IndexError(f"block {i} out of range for {n} blocks")
         return self.rows(np.array([i % n]))[0]
 
+    def mask(self, indices: np.ndarray | Sequence[int] | torch.Tensor) -> torch.Tensor | None:
+        """Bool ``[len(indices), seq_len]``: True at the positions that count (not padding);
+        ``None`` when every position counts."""
+        return None
+
     def batch(self, indices: np.ndarray | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Blocks ``indices`` as a LongTensor ``[len(indices), seq_len]``."""
         return torch.from_numpy(self.rows(_check_indices(indices, len(self))))

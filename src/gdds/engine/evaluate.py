@@ -20,13 +20,15 @@ from torch import Tensor
 
 from ..baseline import bayes_unigram, unigram_law, unigram_nll
 from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
-from ..likelihood import continuous_bound, nll_bound, summarize
+from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
+from ..sampling import time_grid
 from .build import LoadedRun, pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
-from .reports import EvalReport, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
+from .reports import EvalReport, KLProfile, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
 
 CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
+SWEEP_STEPS = (32, 128, 512)  # T of the bounds shown where the continuous-time bound diverges
 BOUND_METRIC = "NLL upper bound ({steps}-step ELBO of the sampled chain)"
 CONTINUOUS_METRIC = "NLL upper bound of the continuous-time reverse CTMC (the T -> infinity limit of the chain)"
 BASELINE_METRIC = "no-training baseline: NLL upper bound of the Bayes-unigram denoiser ({steps}-step ELBO)"
@@ -48,6 +50,8 @@ class EvalSettings:
     zero_shot: tuple[str, ...] = ()
     seed: int = 0
     sample_length: int | None = None
+    profile_steps: int = 16
+    profile_sequences: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_steps", tuple(self.sample_steps))
@@ -58,6 +62,8 @@ class EvalSettings:
                              "the sequences >= 2 (a standard error needs two)")
         if self.sample_length is not None and self.sample_length < 1:
             raise ValueError("the sample length must be >= 1")
+        if self.profile_steps < 0 or self.profile_sequences < 0 or self.profile_steps == 1:
+            raise ValueError("the profile's steps (0: no profile, else >= 2) and sequences must be >= 0")
         for name in self.zero_shot:
             if "=" in name:
                 raise ValueError(f"zero-shot corpus {name!r} looks like an override: put overrides before "
@@ -67,7 +73,7 @@ class EvalSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4}
+ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5}
 
 
 def estimator_seed(seed: int, estimator: str) -> int:
@@ -82,13 +88,20 @@ def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(len(blocks), size=n, replace=False))
 
 
-def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Callable[[Tensor], Tensor]) -> Tensor:
-    """``estimate`` (``x0 [b, L] -> [b]`` nats) over the blocks ``rows`` in batches of ``batch``."""
-    return torch.cat([estimate(blocks.batch(rows[a:a + batch])) for a in range(0, len(rows), batch)])
+Estimate = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Estimate) -> Tensor:
+    """``estimate`` (``x0 [b, L], keep [b, L] or None -> [b]`` nats) over the blocks ``rows`` in
+    batches of ``batch``; ``keep`` marks the positions that count (not padding)."""
+    return torch.cat([estimate(blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch]))
+                      for a in range(0, len(rows), batch)])
 
 
 def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
-    return torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
+    """The tokens that count in each block (padding excluded)."""
+    keep = blocks.mask(rows)
+    return keep.sum(1) if keep is not None else torch.full((len(rows),), blocks.batch(rows[:1]).shape[1])
 
 
 def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.ndarray, steps: int, seed: int,
@@ -96,20 +109,33 @@ def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.
     """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` only, so
     two denoisers bounded with one seed share blocks, term indices and ``x_t``."""
     gen = torch.Generator().manual_seed(estimator_seed(seed, "bound"))
-    return _per_sequence(blocks, rows, batch, lambda x0: nll_bound(loaded.run.process, denoiser, x0, steps=steps,
-                                                                   generator=gen, **op))
+    return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
+        loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op))
 
 
 def _exact_nll(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, batch: int = 8) -> Tensor:
-    return _per_sequence(blocks, rows, batch, lambda x0: loaded.run.model.nll(x0.to(loaded.device)).cpu())
+    return _per_sequence(blocks, rows, batch, lambda x0, keep: loaded.run.model.nll(
+        x0.to(loaded.device), None if keep is None else keep.to(loaded.device)).cpu())
 
 
-def _report(metric: str, est: Tensor, tokens: Tensor, loaded: LoadedRun, exact: bool,
+def _characters(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray) -> int | None:
+    """The characters the blocks ``rows`` hold (tokens but BOS, EOS, padding and mask) for a
+    character-level tokenizer, else ``None``."""
+    if not TOKENIZERS.get(loaded.cfg.data.tokenizer).per_character:
+        return None
+    tok = loaded.run.data.tokenizer
+    x = blocks.batch(rows)
+    special = torch.tensor([i for i in (tok.bos_id, tok.eos_id, tok.pad_id, tok.mask_id) if i is not None])
+    characters = ~torch.isin(x, special)
+    keep = blocks.mask(rows)
+    return int((characters if keep is None else characters & keep).sum())
+
+
+def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, exact: bool,
             steps: int | None) -> NLLReport:
     s = summarize(est, tokens, steps)
-    per_character = TOKENIZERS.get(loaded.cfg.data.tokenizer).per_character
     return NLLReport(metric, s.nats_per_token, s.standard_error, s.tokens, len(est), exact=exact, steps=s.steps,
-                     bits_per_character=s.bits_per_token if per_character else None)
+                     bits_per_character=None if characters is None else s.bits_per_character(characters))
 
 
 @torch.no_grad()
@@ -122,7 +148,7 @@ def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, 
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
         _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
     return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
-                   loaded, exact, None if exact else steps)
+                   _characters(loaded, blocks, rows), exact, None if exact else steps)
 
 
 @torch.no_grad()
@@ -134,21 +160,39 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
     (:func:`gdds.baseline.bayes_unigram`, with the training split's add-one unigram law), or,
     for a model with an exact likelihood, the unigram model's exact NLL."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
-    tokens = _tokens(blocks, rows)
+    tokens, characters = _tokens(blocks, rows), _characters(loaded, blocks, rows)
     pi = unigram_law(loaded.run.data.unigram_counts())
-    unigram = _per_sequence(blocks, rows, batch, lambda x0: unigram_nll(pi, x0))
-    unigram_report = _report(UNIGRAM_METRIC, unigram, tokens, loaded, True, None)
+    unigram = _per_sequence(blocks, rows, batch, lambda x0, keep: unigram_nll(pi, x0, keep))
+    unigram_report = _report(UNIGRAM_METRIC, unigram, tokens, characters, True, None)
     if exact:
         model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
-        model, baseline = _report(loaded.method.label, model_est, tokens, loaded, True, None), unigram_report
+        model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None), unigram_report
     else:
         model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch)
         base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch)
-        model = _report(BOUND_METRIC.format(steps=steps), model_est, tokens, loaded, False, steps)
-        baseline = _report(BASELINE_METRIC.format(steps=steps), base_est, tokens, loaded, False, steps)
+        model = _report(BOUND_METRIC.format(steps=steps), model_est, tokens, characters, False, steps)
+        baseline = _report(BASELINE_METRIC.format(steps=steps), base_est, tokens, characters, False, steps)
     d = summarize(model_est - base_est, tokens)
     return Likelihood(model, baseline, unigram_report,
                       PairedDifference(d.nats_per_token, d.standard_error, len(rows), baseline.metric))
+
+
+@torch.no_grad()
+def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0) -> KLProfile:
+    """Every term of the ``steps``-step bound (:func:`gdds.likelihood.bound_terms`), per token,
+    for the model and the Bayes-unigram baseline on the same ``sequences`` blocks and draws."""
+    rows = eval_rows(blocks, sequences, seed)
+    x0, keep, tokens = blocks.batch(rows), blocks.mask(rows), int(_tokens(blocks, rows).sum())
+    pi = unigram_law(loaded.run.data.unigram_counts())
+    process = loaded.run.process
+
+    def per_token(denoiser: Any) -> list[float]:
+        gen = torch.Generator().manual_seed(estimator_seed(seed, "profile"))
+        return (bound_terms(process, denoiser, x0, steps, generator=gen, keep=keep).sum(0) / tokens).tolist()
+
+    times = time_grid(process, steps)[::-1][1:]
+    return KLProfile(steps, times, per_token(loaded.denoiser()), per_token(bayes_unigram(process, pi)), len(rows),
+                     tokens)
 
 
 @torch.no_grad()
@@ -160,8 +204,8 @@ def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: i
     grows, not of a sampler with finitely many steps."""
     gen = torch.Generator().manual_seed(estimator_seed(seed, "continuous"))
     rows = eval_rows(blocks, sequences, seed)
-    est = _per_sequence(blocks, rows, batch, lambda x0: continuous_bound(
-        loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen))
+    est = _per_sequence(blocks, rows, batch, lambda x0, keep: continuous_bound(
+        loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen, keep=keep))
     s = summarize(est, _tokens(blocks, rows))
     return NLLReport(CONTINUOUS_METRIC, s.nats_per_token, s.standard_error, s.tokens, len(est),
                      samples_of_t=CONTINUOUS_SAMPLES)
@@ -176,10 +220,11 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
     rows = eval_rows(blocks, sequences, seed)
     total, count = 0.0, 0
     for a in range(0, len(rows), batch):
-        x0 = blocks.batch(rows[a:a + batch])
+        x0, keep = blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch])
+        keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep
         xt, t = snapshot_inputs(loaded.run.process, x0, loaded.cfg.process.t_min, gen)
-        ce = snapshot_cross_entropy(loaded.denoiser()(xt, t).cpu(), x0)
-        total, count = total + float(ce.sum()), count + ce.numel()
+        ce = snapshot_cross_entropy(loaded.denoiser()(torch.where(keep, xt, x0), t).cpu(), x0)
+        total, count = total + float(torch.where(keep, ce, 0.0).sum()), count + int(keep.sum())
     return SnapshotReport(SNAPSHOT_LABEL, total / count, count)
 
 
@@ -216,9 +261,16 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
-        if method.continuous_bound_applies:
+        if method.continuous_bound_applies and method.continuous_bound_finite:
             log(f"continuous-time bound of {s.sequences} validation sequences")
             report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)
+        elif method.continuous_bound_applies:
+            log(f"the continuous-time bound diverges: T-step bounds at T = {SWEEP_STEPS} instead")
+            report.t_sweep = [bound_report(loaded, loaded.run.valid, s.sequences, T, s.seed) for T in SWEEP_STEPS]
+    if not exact and s.profile_steps and s.profile_sequences:
+        log(f"profile of the {s.profile_steps}-step bound's terms over t, model and baseline, "
+            f"{s.profile_sequences} sequences")
+        report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed)
     judge = Judge.load(s.judge) if s.judge is not None else None
     for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
         log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))

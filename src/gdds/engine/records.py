@@ -58,12 +58,16 @@ class RunLog:
             self.board = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
+        """One record; its loss (``loss`` or ``<split>_<metric>``) is tagged in TensorBoard by the
+        label the record carries (e.g. ``snapshot CE (not a likelihood)``)."""
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.board is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "step":
-                    self.board.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+                    is_loss = key == "loss" or key.startswith(("valid_", "test_"))
+                    name = record.get("metric", key) if is_loss else key
+                    self.board.add_scalar(f"{record['kind']}/{name}", value, record["step"])
             self.board.flush()
 
     def close(self) -> None:

@@ -97,6 +97,31 @@ class Likelihood:
 
 
 @dataclass
+class KLProfile:
+    """Where a model pays and where information is revealed: every term of the ``steps``-step
+    bound in nats per token, for the model and the no-training baseline on the same
+    ``sequences`` blocks and draws (one draw of each term). ``times[k - 1]`` is ``t_k``, the end
+    of step ``k``; ``model[0]``/``baseline[0]`` is the prior term, ``[k]`` the term of step ``k``
+    (``k = 1``: the reconstruction)."""
+
+    steps: int
+    times: list[float]
+    model: list[float]
+    baseline: list[float]
+    sequences: int
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "times": self.times, "model": self.model, "baseline": self.baseline,
+                "sequences": self.sequences, "tokens": self.tokens,
+                "metric": "terms of the T-step bound, nats per token (index 0: prior; k: step ending at t_k)"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KLProfile:
+        return cls(d["steps"], d["times"], d["model"], d["baseline"], d["sequences"], d["tokens"])
+
+
+@dataclass
 class SnapshotReport:
     """Mean snapshot cross-entropy (``metric`` says: not a likelihood)."""
 
@@ -155,6 +180,8 @@ class EvalReport:
     continuous_bound: NLLReport | None = None
     samples: list[SampleReport] = field(default_factory=list)
     zero_shot: dict[str, Likelihood] = field(default_factory=dict)
+    kl_profile: KLProfile | None = None
+    t_sweep: list[NLLReport] = field(default_factory=list)
 
     def valid(self) -> dict[str, Any]:
         """The ``valid`` section of ``eval.json``: ``nll`` (exact) or ``bound``, then ``baseline``,
@@ -164,13 +191,19 @@ class EvalReport:
             out["snapshot_ce"] = self.snapshot_ce.to_dict()
         if self.continuous_bound is not None:
             out["continuous_bound"] = self.continuous_bound.to_dict()
+        if self.t_sweep:
+            out["t_sweep"] = {"continuous_time_bound": "diverges (the model does not copy tokens that did not move)",
+                              "bounds": [r.to_dict() for r in self.t_sweep]}
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "weights": self.weights, "method": self.method,
-                "parameters": self.parameters, "valid": self.valid(),
-                "samples": [row.to_dict() for row in self.samples],
-                "zero_shot": {name: r.to_dict() for name, r in self.zero_shot.items()}}
+        out = {"checkpoint": self.checkpoint, "weights": self.weights, "method": self.method,
+               "parameters": self.parameters, "valid": self.valid(),
+               "samples": [row.to_dict() for row in self.samples],
+               "zero_shot": {name: r.to_dict() for name, r in self.zero_shot.items()}}
+        if self.kl_profile is not None:
+            out["kl_profile"] = self.kl_profile.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalReport:
@@ -179,4 +212,6 @@ class EvalReport:
                    SnapshotReport.from_dict(v["snapshot_ce"]) if "snapshot_ce" in v else None,
                    NLLReport.from_dict(v["continuous_bound"]) if "continuous_bound" in v else None,
                    [SampleReport.from_dict(r) for r in d["samples"]],
-                   {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()})
+                   {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()},
+                   KLProfile.from_dict(d["kl_profile"]) if "kl_profile" in d else None,
+                   [NLLReport.from_dict(r) for r in v.get("t_sweep", {}).get("bounds", [])])

@@ -150,17 +150,23 @@ class Trainer:
                               f"number of processes ({self.dist.world})")
 
     # ---- one optimisation step -------------------------------------------------------------
-    def _micro_loss(self, x0_global: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Draw the inputs of the global micro-batch (noise: identically on every process),
-        train on this shard with the method's per-token loss."""
-        x0_global = x0_global.to(self.device)
-        inputs = self.method.inputs(x0_global, generator)
+    def _micro_loss(self, blocks: Any, rows: np.ndarray, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Draw the inputs of the global micro-batch of ``blocks[rows]`` (noise: identically on
+        every process), train on this shard with the method's per-token loss; padding is
+        neither noised nor scored."""
+        x0_global = blocks.batch(rows).to(self.device)
+        keep = blocks.mask(rows)
+        keep = None if keep is None else keep.to(self.device)
+        inputs = self.method.inputs(x0_global, generator, keep)
         shard = slice(self.dist.rank, None, self.dist.world)
         inputs = [a[shard] for a in inputs]
         with torch.autocast(**self.autocast):
             logits = self.ddp(*self.method.model_args(inputs))
         loss = self.method.token_loss(logits, x0_global[shard], inputs)
-        return loss.sum(), loss.numel()
+        if keep is None:
+            return loss.sum(), loss.numel()
+        keep = keep[shard]
+        return torch.where(keep, loss, 0.0).sum(), int(keep.sum())
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
@@ -172,7 +178,7 @@ class Trainer:
         for a, chunk in enumerate(np.array_split(rows, tc.grad_accum)):
             sync = a == tc.grad_accum - 1 or self.dist.world == 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
-                loss_sum, n = self._micro_loss(self.run.train.batch(chunk), self.noise)
+                loss_sum, n = self._micro_loss(self.run.train, chunk, self.noise)
                 # Each shard's mean, averaged over shards (DDP) and micro-batches = the global mean.
                 (loss_sum / n / tc.grad_accum).backward()
             total += loss_sum.detach()
@@ -185,8 +191,8 @@ class Trainer:
         self.step += 1
         stats = torch.stack([total, torch.tensor(float(count), device=self.device)])
         all_reduce_sum(stats, self.dist)
-        return {"loss": float(stats[0] / stats[1]), "lr": lr, "grad_norm": float(grad_norm),
-                "processes": self.dist.world}
+        return {"loss": float(stats[0] / stats[1]), "metric": self.method.label, "lr": lr,
+                "grad_norm": float(grad_norm), "processes": self.dist.world}
 
     # ---- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -206,7 +212,7 @@ class Trainer:
         with ctx:
             for start in range(0, n, batch):
                 rows = np.arange(start, min(n, start + batch))
-                loss_sum, count = self._micro_loss(data.batch(rows), gen)
+                loss_sum, count = self._micro_loss(data, rows, gen)
                 stats += torch.stack([loss_sum, torch.tensor(float(count), device=self.device)])
         self.model.train()
         all_reduce_sum(stats, self.dist)
@@ -319,7 +325,8 @@ def _loop(tr: Trainer) -> TrainResult:
     log = RunLog(tr.run_dir) if main else None
     if main:
         write_text_atomically(tr.run_dir / "config.yaml", save_config(tr.cfg))
-    bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress), desc="train", unit="step")
+    bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress),
+               desc=f"train, loss = {tr.method.label}", unit="step")
     tokens_per_step = tc.batch_size * tr.cfg.data.seq_len
     last = TrainResult()
     tic, since = time.perf_counter(), 0

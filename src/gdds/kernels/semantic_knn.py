@@ -15,6 +15,14 @@ probability proportional to ``A_ij ** (alpha(t) ** b)`` (``docs/math.md`` sectio
   1 at ``t = 1``: ``w(t) = lambda_min + (1 - lambda_min) (S(t) - S(0)) /
   (S(1) - S(0))`` with ``S(t) = sigmoid(slope (t - midpoint))``.
 
+At the paper's settings the neighbour choice is nearly deterministic (``eps = 0.01`` with a local
+bandwidth: a median of about one effective neighbour, :meth:`TemperedKNN.effective_neighbours`)
+and the sigmoid teleport destroys almost all information after ``t = 0.6``. Two settings spread
+the information loss over ``t`` instead: ``teleport="schedule"`` ties the teleport weight to the
+noise level, ``w(t) = lambda_min + (1 - lambda_min) (1 - alpha(t)) / (1 - alpha(1))``, and
+``neighbours=N`` sets ``eps`` so that the median token has ``N`` effective neighbours
+(:func:`calibrate_eps`).
+
 The MiniLM instance on the WordPiece vocabulary is built by :func:`gdds.minilm.minilm_kernel`
 (it needs the data layer's embeddings).
 """
@@ -33,6 +41,8 @@ from .base import Arrivals, Kernel, SparseColumns, check_vectors
 from .knn import cached_knn_graph, knn_graph
 from .mixture import Mixture
 from .uniform import Uniform
+
+TELEPORTS = ("sigmoid", "schedule")  # the teleport weight's curve (module docstring)
 
 
 class TemperedKNN(Kernel):
@@ -70,6 +80,12 @@ class TemperedKNN(Kernel):
         # probability by < 2e-35, far below float32 resolution of the row sum.
         choice = inverse_cdf(logits.clamp_min_(-80.0).exp_(), generator)
         return self.neighbours.view(-1)[x * self.neighbours.shape[1] + choice]
+
+    def effective_neighbours(self, t: float = 0.0) -> Tensor:
+        """``exp(entropy)`` of each token's neighbour distribution at ``t`` (``[m]``): 1 for a
+        deterministic nearest-neighbour map, ``k`` for a uniform choice among the ``k``."""
+        p = self.probs(t)
+        return torch.exp(-(p * p.clamp_min(1e-300).log()).sum(1))
 
     def probs(self, t: float) -> Tensor:
         """Neighbour probabilities ``[m, k]`` (float64) of the frozen kernel at ``t``."""
@@ -149,6 +165,26 @@ def log_affinity(
     return (logA - logA.max(dim=1, keepdim=True).values).to(torch.float32)
 
 
+def calibrate_eps(neighbours: Tensor, distances: Tensor, target: float, bandwidth_k: int = 7,
+                  bandwidth: float | None = None, gamma: float = 0.0) -> float:
+    """The ``eps`` of :func:`log_affinity` at which the median token has ``target`` effective
+    neighbours (``exp`` of the entropy of its neighbour distribution), by bisection in
+    ``log eps`` (the count grows with ``eps``)."""
+    if not 1 < target < neighbours.shape[1]:
+        raise ValueError(f"the target number of effective neighbours must lie in (1, k) = (1, {neighbours.shape[1]})")
+
+    def median_count(log_eps: float) -> float:
+        p = torch.softmax(log_affinity(neighbours, distances, math.exp(log_eps), bandwidth_k, bandwidth,
+                                       gamma).double(), dim=1)
+        return float(torch.exp(-(p * p.clamp_min(1e-300).log()).sum(1)).median())
+
+    lo, hi = math.log(1e-6), math.log(1e6)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if median_count(mid) < target else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
 class SemanticKNN(Mixture):
     """The semantic-informed kernel. Defaults are the paper's settings: ``k=64``,
     Gaussian metric, local bandwidth from the 7th neighbour, ``eps=0.01``,
@@ -160,6 +196,10 @@ class SemanticKNN(Mixture):
     keyed by a hash of the embeddings, ``k``, the metric and ``exclude``;
     ``cache=False`` always rebuilds. Token ids in ``exclude`` (e.g. special tokens)
     are never a jump destination, neither as a neighbour nor by teleport.
+
+    ``teleport`` is ``"sigmoid"`` (the paper's) or ``"schedule"`` (tied to the noise level);
+    ``neighbours``, when given, replaces ``eps`` by the value that gives the median token that
+    many effective neighbours (module docstring).
     """
 
     def __init__(
@@ -175,6 +215,8 @@ class SemanticKNN(Mixture):
         lambda_min: float = 0.01,
         slope: float = 10.0,
         midpoint: float = 0.6,
+        teleport: str = "sigmoid",
+        neighbours: float | None = None,
         schedule: Schedule | None = None,
         exclude: Sequence[int] | Tensor | None = None,
         cache: bool = True,
@@ -185,13 +227,20 @@ class SemanticKNN(Mixture):
             raise ValueError(f"eps must be positive, got {eps}")
         if not 0 <= lambda_min <= 1:
             raise ValueError(f"lambda_min must be in [0, 1], got {lambda_min}")
+        if teleport not in TELEPORTS:
+            raise ValueError(f"teleport must be one of {', '.join(TELEPORTS)}, got {teleport!r}")
         if cache:
             nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress, exclude)
         else:
             nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
+        if neighbours is not None:
+            eps = calibrate_eps(nbr, dist, neighbours, bandwidth_k, bandwidth, gamma)
         self.settings = dict(k=k, metric=metric, eps=eps, bandwidth_k=bandwidth_k, bandwidth=bandwidth,
                              gamma=gamma, b=b, lambda_min=lambda_min, slope=slope, midpoint=midpoint)
+        if teleport != "sigmoid" or neighbours is not None:  # (the paper's settings keep their old identity)
+            self.settings.update(teleport=teleport, neighbours=neighbours)
         self.lambda_min, self.slope, self.midpoint = float(lambda_min), float(slope), float(midpoint)
+        self.teleport_curve = teleport
         self.schedule = schedule if schedule is not None else LogLinear(1e-3)
         logA = log_affinity(nbr, dist, eps, bandwidth_k, bandwidth, gamma)
         self.knn = TemperedKNN(nbr, logA, self.schedule, b)
@@ -202,6 +251,9 @@ class SemanticKNN(Mixture):
     def teleport(self, t: Tensor) -> Tensor:
         """Teleport weight ``w(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
         t = torch.as_tensor(t, dtype=torch.float64)
+        if self.teleport_curve == "schedule":
+            noise = -torch.expm1(-self.schedule.Lambda(t)) / -math.expm1(-self.schedule.Lambda_max)
+            return self.lambda_min + (1 - self.lambda_min) * noise
         s0 = 1 / (1 + math.exp(self.slope * self.midpoint))
         s1 = 1 / (1 + math.exp(-self.slope * (1 - self.midpoint)))
         s = torch.sigmoid(self.slope * (t - self.midpoint))

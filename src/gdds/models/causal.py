@@ -83,10 +83,12 @@ class CausalLM(nn.Module):
         self._check_tokens(x, "x")
         return self._next_token_logits(x[:, :-1])
 
-    def nll(self, x: Tensor) -> Tensor:
-        """Exact negative log-likelihood ``-log p(x)`` in nats per sequence, float64 ``[B]``."""
+    def nll(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Exact negative log-likelihood ``-log p(x)`` in nats per sequence, float64 ``[B]``;
+        with ``keep`` (``[B, L]`` bool) only the kept positions' factors are summed."""
         log_p = torch.log_softmax(self(x).double(), dim=-1)
-        return -log_p.gather(-1, x[..., None].long()).squeeze(-1).sum(dim=-1)
+        nll = -log_p.gather(-1, x[..., None].long()).squeeze(-1)
+        return (nll if keep is None else torch.where(keep, nll, 0.0)).sum(dim=-1)
 
     @torch.no_grad()
     def generate(

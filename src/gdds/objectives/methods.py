@@ -106,8 +106,9 @@ class Method:
         parametrization (the same in training, sampling and the bound)."""
         return self._output(self.process, logits, xt, t)
 
-    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
-        """The network's positional arguments for the clean batch ``x0 [B, L]``."""
+    def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
+        """The network's positional arguments for the clean batch ``x0 [B, L]``; positions where
+        ``keep`` is False (padding) are not noised by the methods that noise snapshots."""
         raise NotImplementedError
 
     def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
@@ -128,8 +129,16 @@ class Method:
 
     @property
     def continuous_bound_applies(self) -> bool:
-        """Whether the continuous-time bound is computable (a column-constant process)."""
+        """Whether the continuous-time bound is computed (a column-constant process: closed forms)."""
         return self.process is not None and self.process.column_constant
+
+    @property
+    def continuous_bound_finite(self) -> bool:
+        """Whether that bound is finite: the reverse step reads ``mu`` only where a jump happened
+        (an absorbing kernel), or ``mu`` copies by construction (the forward parametrization).
+        Otherwise copy errors cost about ``(1 - mu(x | x)) / t``, whose integral diverges, and the
+        ``T``-step bound grows with ``T`` (``docs/math.md`` section 6)."""
+        return self.process is not None and (self.process.kernel.absorbing or self.parametrization == "forward")
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
                  prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
@@ -161,8 +170,9 @@ class Snapshot(Method):
     name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
     parametrizations = ("mean", "forward")
 
-    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
-        return snapshot_inputs(self.process, x0, self.t_min, generator)
+    def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
+        xt, t = snapshot_inputs(self.process, x0, self.t_min, generator)
+        return (xt if keep is None else torch.where(keep, xt, x0)), t
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         xt, t = inputs
@@ -211,7 +221,8 @@ class Campbell(Method):
     name, metric, label = "campbell", "campbell_loss", CAMPBELL_LABEL
     network = TwoStream
 
-    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
+        """One path per sequence; padding is noised like any position (only its loss is left out)."""
         return campbell_batch(self.process, x0, self.t_min, generator).astuple()
 
     def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
@@ -239,7 +250,7 @@ class Autoregressive(Method):
     network, causal, noised, exact_likelihood, sampler = CausalLM, True, False, True, ANCESTRAL_LABEL
     preview_sampler = f"{ANCESTRAL_LABEL} (autoregressive)"
 
-    def inputs(self, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
         return (x0,)
 
     def denoiser(self, model: nn.Module) -> Denoiser:
