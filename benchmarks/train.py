@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--presets", nargs="*", default=None, help="CPU presets to measure (default: tiny demo)")
     parser.add_argument("--methods", nargs="+", default=None, choices=list(ENTRIES), metavar="METHOD",
-                        help="instead: the methods of `gdds compare` on the demo preset (writes train_methods.json)")
+                        help="instead: the methods of `gdds compare` on --base (writes train_methods.json)")
+    parser.add_argument("--base", default="demo", help="the preset of --methods (default demo)")
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="configuration overrides for every measured run (e.g. model.parametrization=mean)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be at least 1")
@@ -108,11 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.methods:
         cpu, cuda = {}, {}
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-        results = [{"name": name, **measure("demo", ENTRIES[name], device, args.steps, args.repeats)}
-                   for name in args.methods]
+        results = [{"name": name, **measure(args.base, [*args.overrides, *ENTRIES[name]], device, args.steps,
+                                            args.repeats)} for name in args.methods]
     else:
-        results = [measure(p, o, torch.device("cpu"), args.steps, args.repeats) for p, o in cpu.items()]
-        results += [measure(p, o, torch.device("cuda"), args.steps, args.repeats) for p, o in cuda.items()]
+        results = [measure(p, [*o, *args.overrides], torch.device("cpu"), args.steps, args.repeats)
+                   for p, o in cpu.items()]
+        results += [measure(p, [*o, *args.overrides], torch.device("cuda"), args.steps, args.repeats)
+                    for p, o in cuda.items()]
     report = {
         "benchmark": "train",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -128,3 +128,26 @@ def test_a_model_that_does_not_copy_has_a_bound_growing_with_T_and_the_parametri
     assert abs(forward[2] - forward[1]) < 0.2 and forward[2] < mean[0], forward
     assert METHODS.get("gdds")(process, parametrization="mean").continuous_bound_finite is False
     assert METHODS.get("gdds")(process).continuous_bound_finite is True
+
+
+@pytest.mark.parametrize("name,kernel", ZOO, ids=[n for n, _ in ZOO])
+def test_the_training_loss_is_the_cross_entropy_of_the_parametrized_mu(name, kernel):
+    """The sparse training loss (never materialising the parametrized logits) equals the
+    cross-entropy of the dense parametrized logits, value and gradient."""
+    from gdds.objectives.parametrization import forward_cross_entropy
+    from gdds.objectives.snapshot import snapshot_cross_entropy
+
+    process = process_of(kernel)
+    x0 = torch.randint(0, M - 1, (3, 5), generator=torch.Generator().manual_seed(12))
+    t = torch.tensor([0.01, 0.4, 0.9])
+    xt = process.noise(x0, t, generator=torch.Generator().manual_seed(13))
+    dense = random_logits((3, 5, M), 14).requires_grad_()
+    sparse = dense.detach().clone().requires_grad_()
+    a = snapshot_cross_entropy(forward_logits(process, dense, xt, t), x0)
+    b = forward_cross_entropy(process, sparse, xt, t, x0)
+    assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+    finite = torch.isfinite(a)
+    torch.testing.assert_close(a[finite], b[finite], atol=1e-5, rtol=1e-5)
+    a[finite].sum().backward()
+    b[finite].sum().backward()
+    torch.testing.assert_close(dense.grad, sparse.grad, atol=1e-5, rtol=1e-5)

@@ -104,7 +104,7 @@ class Method:
     def mu_logits(self, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """The logits of ``mu`` from the network's output at ``(x_t, t)`` under the method's
         parametrization (the same in training, sampling and the bound)."""
-        return self._output(self.process, logits, xt, t)
+        return self._output.logits(self.process, logits, xt, t)
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
         """The network's positional arguments for the clean batch ``x0 [B, L]``; positions where
@@ -176,7 +176,7 @@ class Snapshot(Method):
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         xt, t = inputs
-        return snapshot_cross_entropy(self.mu_logits(logits, xt, t), x0)
+        return self._output.cross_entropy(self.process, logits, xt, t, x0)
 
 
 class ClosedFormLoss(Snapshot):

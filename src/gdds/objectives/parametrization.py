@@ -23,24 +23,31 @@ parametrized ``mu`` is trained, sampled and scored.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..process import ForwardProcess
 from ..registry import Registry
+from .snapshot import snapshot_cross_entropy
 
 SURROGATE_FLOOR = 1e-3  # delta of the module docstring
 
-Parametrization = Callable[[ForwardProcess, Tensor, Tensor, Tensor], Tensor]
+
+@dataclass
+class Bonus:
+    """``log q_t(x_i | y)`` up to a constant per position ``i``, as sparse additions to the
+    logits: ``value[e]`` at ``(row[e], col[e])`` (distinct pairs, float64), and the rows where
+    no jump reaches ``x_i`` (``unreachable``: ``mu`` is the point mass on ``x_i`` there)."""
+
+    row: Tensor
+    col: Tensor
+    value: Tensor
+    unreachable: Tensor | None = None
 
 
-def mean_logits(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
-    """The network's logits as they are."""
-    return logits
-
-
-def _column_constant(process: ForwardProcess, flat: Tensor, x: Tensor, t: Tensor) -> Tensor:
+def _column_constant(process: ForwardProcess, x: Tensor, t: Tensor, m: int) -> Bonus:
     """Exact: ``log q_t(x | y) = log c[x] + log1p(keep / c[x]) [y = x]``; where no jump reaches
     ``x`` (``c[x] = 0``, e.g. an unmasked token), ``mu`` is the point mass on ``x``."""
     keep, c = torch.empty_like(t), torch.empty_like(t)
@@ -48,31 +55,30 @@ def _column_constant(process: ForwardProcess, flat: Tensor, x: Tensor, t: Tensor
         idx = t == tv
         k, col = process.closed_transition(0.0, tv)
         keep[idx], c[idx] = k, col.to(x.device)[x[idx]]
-    rows = torch.arange(x.numel(), device=x.device)
     unreachable = c <= 0
-    bonus = torch.where(unreachable, torch.zeros_like(c), torch.log1p(keep / c.clamp_min(1e-300)))
-    out = flat.index_put((rows, x), flat[rows, x] + bonus.to(flat.dtype))
-    if unreachable.any():
-        out = torch.where(unreachable[:, None], torch.full_like(out, -torch.inf), out)
-        out = out.index_put((rows[unreachable], x[unreachable]), torch.zeros_like(c[unreachable], dtype=out.dtype))
-    return out
+    value = torch.where(unreachable, torch.zeros_like(c), torch.log1p(keep / c.clamp_min(1e-300)))
+    return Bonus(torch.arange(x.numel(), device=x.device), x, value, unreachable if unreachable.any() else None)
 
 
-def _one_jump(process: ForwardProcess, flat: Tensor, x: Tensor, t: Tensor) -> Tensor:
+def _one_jump(process: ForwardProcess, x: Tensor, t: Tensor, m: int) -> Bonus:
     """The one-jump surrogate of the module docstring: ``log q~`` up to a per-position constant
     is ``log1p(extra[y] / C)``, with ``C`` the part every origin shares and ``extra`` the
     arrivals from sparse neighbours and the no-jump term at ``y = x``."""
-    n, m = flat.shape
     alpha = process.schedule.alpha(t)
     arrivals = process.kernel.arrivals(x, t)
     shared = (1 - alpha) * ((1 - SURROGATE_FLOOR) * arrivals.base + SURROGATE_FLOOR / m)
-    rows = torch.arange(n, device=x.device)
+    rows = torch.arange(x.numel(), device=x.device)
     keys = torch.cat([arrivals.pos * m + arrivals.src, rows * m + x])
     extra = torch.cat([(1 - alpha[arrivals.pos]) * (1 - SURROGATE_FLOOR) * arrivals.prob, alpha])
     uniq, where = torch.unique(keys, return_inverse=True)
     summed = torch.zeros(uniq.numel(), dtype=torch.float64, device=x.device).index_add_(0, where, extra)
-    bonus = torch.log1p(summed / shared[uniq // m])
-    return flat.reshape(-1).index_add(0, uniq, bonus.to(flat.dtype)).reshape(n, m)
+    return Bonus(uniq // m, uniq % m, torch.log1p(summed / shared[uniq // m]))
+
+
+def forward_bonus(process: ForwardProcess, xt: Tensor, t: Tensor, m: int) -> Bonus:
+    """The :class:`Bonus` of positions ``xt [B, L]`` at times ``t [B]`` (rows in ``B * L`` order)."""
+    times = t.to(torch.float64).repeat_interleave(xt.shape[1])
+    return (_column_constant if process.column_constant else _one_jump)(process, xt.reshape(-1), times, m)
 
 
 def forward_logits(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
@@ -80,14 +86,56 @@ def forward_logits(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tenso
     ``xt [B, L]`` and times ``t [B]``: float32 logits of the forward-likelihood parametrization
     (module docstring), differentiable in ``logits``."""
     B, L, m = logits.shape
-    x = xt.reshape(-1)
-    times = t.to(torch.float64).repeat_interleave(L)
+    bonus = forward_bonus(process, xt, t, m)
     flat = logits.float().reshape(B * L, m)
-    add = _column_constant if process.column_constant else _one_jump
-    return add(process, flat, x, times).reshape(B, L, m)
+    out = flat.index_put((bonus.row, bonus.col), flat[bonus.row, bonus.col] + bonus.value.to(flat.dtype))
+    if bonus.unreachable is not None:
+        rows = bonus.unreachable.nonzero().reshape(-1)
+        out = torch.where(bonus.unreachable[:, None], torch.full_like(out, -torch.inf), out)
+        out = out.index_put((rows, xt.reshape(-1)[rows]), torch.zeros(rows.numel(), dtype=out.dtype, device=out.device))
+    return out.reshape(B, L, m)
+
+
+def forward_cross_entropy(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+    """``-log mu(x0 | x_t, t)`` per position (``[B, L]``) under the forward parametrization,
+    without materialising the parametrized logits: with ``p = softmax(f)`` and the sparse
+    bonus ``b``, ``log Z = logsumexp(f) + log(1 + sum_e p_e (e^{b_e} - 1))``, so only the
+    ``logsumexp`` touches all ``m`` entries (as a plain cross-entropy does)."""
+    B, L, m = logits.shape
+    bonus = forward_bonus(process, xt, t, m)
+    flat = logits.float().reshape(B * L, m)
+    lse = torch.logsumexp(flat, dim=-1)
+    log_p = (flat[bonus.row, bonus.col] - lse[bonus.row]).double()
+    boost = torch.zeros(B * L, dtype=torch.float64, device=flat.device).index_add(
+        0, bonus.row, log_p.exp() * torch.expm1(bonus.value))
+    target = x0.reshape(-1)
+    hit = torch.zeros(B * L, dtype=torch.float64, device=flat.device).index_add(
+        0, bonus.row, torch.where(bonus.col == target[bonus.row], bonus.value, 0.0))
+    loss = (lse.double() + torch.log1p(boost) - flat.gather(1, target[:, None])[:, 0].double() - hit).float()
+    if bonus.unreachable is not None:  # mu is the point mass on x_t: no loss if x0 is it, else infinite
+        point = torch.where(target == xt.reshape(-1), 0.0, torch.inf).to(loss.dtype)
+        loss = torch.where(bonus.unreachable, point, loss)
+    return loss.reshape(B, L)
+
+
+@dataclass(frozen=True)
+class Parametrization:
+    """How logits become ``mu``: ``logits(process, f, x_t, t)`` gives the logits of ``mu`` and
+    ``cross_entropy(process, f, x_t, t, x0)`` the per-position ``-log mu(x0)`` (training)."""
+
+    logits: Callable[[ForwardProcess, Tensor, Tensor, Tensor], Tensor]
+    cross_entropy: Callable[[ForwardProcess, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def _mean_logits(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+    return logits
+
+
+def _mean_cross_entropy(process: ForwardProcess, logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+    return snapshot_cross_entropy(logits, x0)
 
 
 PARAMETRIZATIONS: Registry[Parametrization] = Registry("parametrization")
-PARAMETRIZATIONS.register("mean", mean_logits)
-PARAMETRIZATIONS.register("forward", forward_logits)
+PARAMETRIZATIONS.register("mean", Parametrization(_mean_logits, _mean_cross_entropy))
+PARAMETRIZATIONS.register("forward", Parametrization(forward_logits, forward_cross_entropy))
 AUTO = "auto"  # forward where the method's output is mu and the kernel is not absorbing, else mean
