@@ -136,8 +136,9 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
             raise ValueError("--judge ar needs the ar method in the comparison")
         settings = dataclasses.replace(settings, judge=str(out / "ar"))
     rows = {}
-    for name, cfg in configs.items():
-        report = _evaluated(out / name, settings, cfg.train.max_steps, log)
+    for name, cfg in configs.items():  # same blocks for every method, each with its own draws
+        report = _evaluated(out / name, dataclasses.replace(settings, stream=list(ENTRIES).index(name)),
+                            cfg.train.max_steps, log)
         rows[name] = ComparisonRow(report, train_s[name], _throughput(out / name),
                                    cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows)

@@ -52,6 +52,7 @@ class EvalSettings:
     sample_length: int | None = None
     profile_steps: int = 16
     profile_sequences: int = 2
+    stream: int = 0  # which draws (not which blocks): gdds compare gives each method its own
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_steps", tuple(self.sample_steps))
@@ -76,9 +77,10 @@ class EvalSettings:
 ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5}
 
 
-def estimator_seed(seed: int, estimator: str) -> int:
-    """Each estimator draws its own randomness: a seed per ``(seed, estimator)``."""
-    return 1000 * seed + ESTIMATOR_SEEDS[estimator]
+def estimator_seed(seed: int, estimator: str, stream: int = 0) -> int:
+    """Each estimator draws its own randomness: a seed per ``(seed, estimator, stream)``
+    (``gdds compare`` gives each method its own stream; the blocks depend on ``seed`` only)."""
+    return 1000 * seed + 100 * stream + ESTIMATOR_SEEDS[estimator]
 
 
 def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
@@ -105,10 +107,10 @@ def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
 
 
 def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.ndarray, steps: int, seed: int,
-                     batch: int = 8, **op: Any) -> Tensor:
-    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` only, so
-    two denoisers bounded with one seed share blocks, term indices and ``x_t``."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "bound"))
+                     batch: int = 8, stream: int = 0, **op: Any) -> Tensor:
+    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` and
+    ``stream`` only, so two denoisers bounded alike share blocks, term indices and ``x_t``."""
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "bound", stream))
     return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
         loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op))
 
@@ -140,20 +142,20 @@ def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, ex
 
 @torch.no_grad()
 def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                 batch: int = 8, **op: Any) -> NLLReport:
+                 batch: int = 8, stream: int = 0, **op: Any) -> NLLReport:
     """The ``steps``-step bound on ``sequences`` blocks drawn across the split: nats/token ± SE,
     perplexity (upper bounds). For a method with an exact likelihood (autoregressive): its
     exact NLL (``steps`` unused; the standard error is then over sequences only)."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
-        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
+        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
     return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
                    _characters(loaded, blocks, rows), exact, None if exact else steps)
 
 
 @torch.no_grad()
 def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                      batch: int = 8) -> Likelihood:
+                      batch: int = 8, stream: int = 0) -> Likelihood:
     """The model's figure (:func:`bound_report`) beside the baseline that needs no training, on
     the same blocks and the same draws, and their paired difference. The baseline is the
     ``steps``-step bound of the Bayes-unigram denoiser under the run's own process
@@ -168,8 +170,9 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
         model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None), unigram_report
     else:
-        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch)
-        base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch)
+        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream)
+        base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch,
+                                    stream)
         model = _report(BOUND_METRIC.format(steps=steps), model_est, tokens, characters, False, steps)
         baseline = _report(BASELINE_METRIC.format(steps=steps), base_est, tokens, characters, False, steps)
     d = summarize(model_est - base_est, tokens)
@@ -178,7 +181,8 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
 
 
 @torch.no_grad()
-def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0) -> KLProfile:
+def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
+               stream: int = 0) -> KLProfile:
     """Every term of the ``steps``-step bound (:func:`gdds.likelihood.bound_terms`), per token,
     for the model and the Bayes-unigram baseline on the same ``sequences`` blocks and draws."""
     rows = eval_rows(blocks, sequences, seed)
@@ -187,7 +191,7 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
     process = loaded.run.process
 
     def per_token(denoiser: Any) -> list[float]:
-        gen = torch.Generator().manual_seed(estimator_seed(seed, "profile"))
+        gen = torch.Generator().manual_seed(estimator_seed(seed, "profile", stream))
         return (bound_terms(process, denoiser, x0, steps, generator=gen, keep=keep).sum(0) / tokens).tolist()
 
     times = time_grid(process, steps)[::-1][1:]
@@ -197,12 +201,12 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
 
 @torch.no_grad()
 def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
-                      batch: int = 8) -> NLLReport:
+                      batch: int = 8, stream: int = 0) -> NLLReport:
     """The continuous-time bound (:func:`gdds.likelihood.continuous_bound`, column-constant
     kernels: MDLM's and UDLM's bound) on ``sequences`` blocks drawn across the split, with its own
     draws. It bounds the NLL of the reverse CTMC that the ``T``-step chain tends to as ``T``
     grows, not of a sampler with finitely many steps."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "continuous"))
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "continuous", stream))
     rows = eval_rows(blocks, sequences, seed)
     est = _per_sequence(blocks, rows, batch, lambda x0, keep: continuous_bound(
         loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen, keep=keep))
@@ -213,10 +217,10 @@ def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: i
 
 @torch.no_grad()
 def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
-                    batch: int = 16) -> SnapshotReport:
+                    batch: int = 16, stream: int = 0) -> SnapshotReport:
     """Mean snapshot CE of the model's denoiser on ``sequences`` blocks drawn across the split,
     with its own draws. Not a likelihood."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "snapshot"))
+    gen = torch.Generator().manual_seed(estimator_seed(seed, "snapshot", stream))
     rows = eval_rows(blocks, sequences, seed)
     total, count = 0.0, 0
     for a in range(0, len(rows), batch):
@@ -258,23 +262,26 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
                         sum(p.numel() for p in loaded.run.model.parameters()))
     log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
         else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
-    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed)
+    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream)
     if not exact:
-        report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
+        report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed, stream=s.stream)
         if method.continuous_bound_applies and method.continuous_bound_finite:
             log(f"continuous-time bound of {s.sequences} validation sequences")
-            report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)
+            report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed,
+                                                        stream=s.stream)
         elif method.continuous_bound_applies:
             log(f"the continuous-time bound diverges: T-step bounds at T = {SWEEP_STEPS} instead")
-            report.t_sweep = [bound_report(loaded, loaded.run.valid, s.sequences, T, s.seed) for T in SWEEP_STEPS]
+            report.t_sweep = [bound_report(loaded, loaded.run.valid, s.sequences, T, s.seed, stream=s.stream)
+                              for T in SWEEP_STEPS]
     if not exact and s.profile_steps and s.profile_sequences:
         log(f"profile of the {s.profile_steps}-step bound's terms over t, model and baseline, "
             f"{s.profile_sequences} sequences")
-        report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed)
+        report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed,
+                                       s.stream)
     judge = Judge.load(s.judge) if s.judge is not None else None
     for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
         log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
-        ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples"), s.sample_length)
+        ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream), s.sample_length)
         row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids), per_sample_entropy(ids),
                            texts)
         if judge is not None:
@@ -283,5 +290,5 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     for name in s.zero_shot:
         log(f"zero-shot bound on {name}, beside the no-training baseline")
         report.zero_shot[name] = likelihood_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps,
-                                                   s.seed)
+                                                   s.seed, stream=s.stream)
     return report
