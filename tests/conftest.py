@@ -2,6 +2,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -16,3 +17,13 @@ def private_cache(tmp_path_factory):
         os.environ.pop("GDDS_CACHE_DIR", None)
     else:
         os.environ["GDDS_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The device of the device-sensitive tests (``helpers.DEVICE``: GDDS_TEST_DEVICE, else cpu)."""
+    from helpers import DEVICE
+
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail("GDDS_TEST_DEVICE asks for cuda but CUDA is not available")
+    return DEVICE

@@ -1,4 +1,6 @@
 """Shared test utilities: empirical laws, distances and small random kernels."""
+import os
+
 import numpy as np
 import torch
 
@@ -88,10 +90,15 @@ def kernel_zoo(m: int = 7):
     return zoo
 
 
+# Where the device-sensitive tests run: GDDS_TEST_DEVICE (e.g. cuda; benchmarks/gpu_suite.sh sets
+# it), else the CPU. The same assertions hold on both.
+DEVICE = torch.device(os.environ.get("GDDS_TEST_DEVICE", "cpu"))
+
 # A micro training configuration (overrides of the `tiny` preset): character tokens, a 2-layer
-# width-64 DiT, 32-token blocks. A training step takes milliseconds.
+# width-64 DiT, 32-token blocks, on the test device. A training step takes milliseconds.
 MICRO_TRAIN = [
     "data.tokenizer=char", "data.compact_vocab=false", "data.seq_len=32", "model.layers=2", "model.width=64",
     "model.heads=2", "model.cond_width=32", "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1",
     "train.eval_every=4", "train.eval_batches=1", "train.progress=false", "train.lr=0.003",
+    f"train.device={DEVICE.type}",
 ]

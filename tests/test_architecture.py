@@ -16,7 +16,7 @@ MAX_LINES = 400
 
 # Layer of each module, by longest matching prefix.
 LAYERS = {
-    "gdds.files": "leaf", "gdds.registry": "leaf", "gdds.categorical": "math",
+    "gdds.files": "leaf", "gdds.registry": "leaf", "gdds.devices": "leaf", "gdds.categorical": "math",
     "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.process": "math",
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",

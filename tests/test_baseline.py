@@ -48,11 +48,12 @@ def iid(pi: torch.Tensor, batch: int, length: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name,op", [("mask", {}), ("uniform", {}), ("semantic", {"method": "series"})])
-def test_bayes_unigram_bound_equals_the_exact_nll_on_iid_text(name, op):
+def test_bayes_unigram_bound_equals_the_exact_nll_on_iid_text(name, op, device):
     """On i.i.d. text the Bayes-unigram denoiser is the exact denoiser, so its T-step bound
-    (all terms) equals the exact NLL up to the prior term's mismatch (p_1 from a uniform
-    reference; about 1e-3 nats): the paired difference per token is consistent with 0."""
-    process = gdds.ForwardProcess(SCHED, KERNELS[name]())
+    (all terms, on the test device) equals the exact NLL up to the prior term's mismatch (p_1
+    from a uniform reference; about 1e-3 nats): the paired difference per token is consistent
+    with 0."""
+    process = gdds.ForwardProcess(SCHED, KERNELS[name]()).to(device)
     g = torch.Generator().manual_seed(1)
     pi = torch.distributions.Dirichlet(torch.ones(M, dtype=torch.float64)).sample() if name != "mask" else None
     if pi is None:  # the mask token never occurs in clean text
@@ -60,7 +61,7 @@ def test_bayes_unigram_bound_equals_the_exact_nll_on_iid_text(name, op):
         pi = pi / pi.sum()
     x0 = iid(pi, 48, 6, seed=2)
     est = nll_bound(process, bayes_unigram(process, pi, **op), x0, steps=6, all_terms=True,
-                    generator=torch.Generator().manual_seed(3), **op)
+                    generator=torch.Generator(device=device).manual_seed(3), **op).cpu()
     exact = unigram_nll(pi, x0)
     diff = summarize(est - exact, torch.full((48,), 6))
     assert abs(diff.nats_per_token) < 3 * diff.standard_error + 0.01, diff

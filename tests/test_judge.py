@@ -72,9 +72,11 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_tiny_gpt2_nll_matches_manual(tmp_path, no_network):
+def test_tiny_gpt2_nll_matches_manual(tmp_path, no_network, device):
+    """The judge on the test device against a manual CPU computation."""
     model, tokenizer = _save_tiny_gpt2(tmp_path)
-    judge = Judge.load(str(tmp_path))
+    judge = Judge.load(str(tmp_path), device=device)
+    assert judge.device.type == device.type
     assert judge.max_length == 64 and judge.prefix_id == tokenizer.bos_token_id
     texts = _texts(7)
     total, count = judge.nll(texts)

@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import latest_checkpoint
@@ -17,7 +16,7 @@ from gdds.engine.distributed import DistInfo
 from gdds.engine.evaluate import bound_report, generate
 from gdds.engine.train import Trainer, train
 from gdds.objectives import METHODS, NotGenerative
-from helpers import MICRO_TRAIN
+from helpers import DEVICE, MICRO_TRAIN
 
 # The semantic kernel needs embeddings of the character vocabulary: co-occurrence ones.
 EXTRA = {"gdds-semantic": ["process.embeddings=cooccurrence", "process.embedding_dim=8"]}
@@ -64,7 +63,7 @@ def test_loss_is_finite_and_falls(trained):
 
 def test_a_checkpoint_rebuilds_the_method_and_its_validation_number(trained):
     _, cfg, out, result = trained
-    trainer = Trainer(cfg, out, load_run(out).run, DistInfo(), torch.device("cpu"))
+    trainer = Trainer(cfg, out, load_run(out, device=DEVICE.type).run, DistInfo(), DEVICE)
     assert type(trainer.method) is METHODS.get(cfg.method)
     trainer.load(latest_checkpoint(out))
     again = trainer.evaluate("valid")

@@ -101,3 +101,26 @@ def test_snapshot_loss_is_unbiased_for_a_dense_kernel():
     losses = torch.tensor([snapshot_loss(proc, denoiser, x0, t_min=t_min, generator=g).item() for _ in range(40)])
     se = losses.std().item() / math.sqrt(len(losses))
     assert abs(losses.mean().item() - exact) < 4 * se + 1e-4 and se < 0.01 * exact, (losses.mean(), se, exact)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_equals_the_dense_one_in_value_and_gradient(monkeypatch, dtype, device):
+    """cross_entropy_rows (float32 chunks, no float32 copy of the logits) against F.cross_entropy on
+    a float64 copy: values and gradients agree to the logits' precision, over several chunks."""
+    from gdds.objectives import logsumexp
+
+    monkeypatch.setattr(logsumexp, "CHUNK_FLOATS", 3 * 37)  # 3 rows per chunk: 7 chunks for 20 rows
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(4, 5, 37, generator=g) * 4).to(device, dtype).requires_grad_()
+    target = torch.randint(0, 37, (4, 5), generator=g).to(device)
+    weight = torch.rand(4, 5, generator=g).to(device)
+    loss = logsumexp.cross_entropy_rows(z, target)
+    assert loss.dtype == torch.float32 and loss.shape == (4, 5)
+    (loss * weight).sum().backward()
+    ref_z = z.detach().double().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(ref_z.transpose(1, 2), target, reduction="none")
+    (ref * weight.double()).sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(loss.double(), ref, atol=tol, rtol=0)
+    assert z.grad.dtype == dtype
+    torch.testing.assert_close(z.grad.double(), ref_z.grad, atol=tol, rtol=0)

@@ -50,16 +50,20 @@ KERNELS = {
 
 
 @pytest.mark.parametrize("name", KERNELS)
-def test_reverse_step_is_the_bayes_posterior(name):
-    proc = gdds.ForwardProcess(SCHED, KERNELS[name]())
+def test_reverse_step_is_the_bayes_posterior(name, device):
+    """On the test device (inputs given on the CPU), against Bayes' rule on dense CPU matrices."""
+    proc = gdds.ForwardProcess(SCHED, KERNELS[name]()).to(device)
+    reference = gdds.ForwardProcess(SCHED, KERNELS[name]())
     g = torch.Generator().manual_seed(0)
     mu = torch.softmax(torch.randn(12, 6, generator=g, dtype=torch.float64) * 2, -1)
     xt = torch.randint(0, 6, (12,), generator=g)
     for s, t in [(0.3, 0.7), (0.0, 0.4), (0.8, 1.0)]:
         p = reverse_step_probs(proc, mu, xt, s, t)
+        assert p.device.type == device.type
+        p = p.cpu()
         assert torch.allclose(p.sum(-1), torch.ones(12, dtype=torch.float64), atol=1e-9)
-        assert torch.allclose(p, bayes_step(proc, mu, xt, s, t), atol=1e-7)
-        series = reverse_step_probs(proc, mu, xt, s, t, method="series")
+        assert torch.allclose(p, bayes_step(reference, mu, xt, s, t), atol=1e-7)
+        series = reverse_step_probs(proc, mu, xt, s, t, method="series").cpu()
         assert torch.allclose(series, p, atol=1e-6)
 
 
@@ -96,8 +100,10 @@ def test_closed_form_step_equals_the_generic_operator_path(kernel):
 
 
 def exact_denoiser(proc, pi):
-    """Bayes denoiser for i.i.d. tokens with law ``pi``: mu(y | x_t) ∝ pi(y) P_{0->t}[x_t, y]."""
+    """Bayes denoiser for i.i.d. tokens with law ``pi``: mu(y | x_t) ∝ pi(y) P_{0->t}[x_t, y]
+    (computed with ``proc`` on the CPU, whatever device ``x_t`` is on)."""
     def denoise(xt, t):
+        xt, t = xt.cpu(), t.cpu()
         out = []
         for b in range(xt.shape[0]):
             P0t = proc.transition(torch.eye(proc.m, dtype=torch.float64), 0.0, float(t[b]))
@@ -108,14 +114,16 @@ def exact_denoiser(proc, pi):
 
 
 @pytest.mark.parametrize("name", ["dense", "mask"])
-def test_exact_denoiser_reproduces_the_law_and_the_entropy(name):
-    proc = gdds.ForwardProcess(SCHED, KERNELS[name]())
-    pi = PI if name == "dense" else torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)])
-    den = exact_denoiser(proc, pi)
-    g = torch.Generator().manual_seed(1)
+def test_exact_denoiser_reproduces_the_law_and_the_entropy(name, device):
+    """The sampler and the bound on the test device (the denoiser answers on the CPU)."""
+    proc = gdds.ForwardProcess(SCHED, KERNELS[name]()).to(device)
+    pi = PI if name != "mask" else torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)])
+    den = exact_denoiser(gdds.ForwardProcess(SCHED, KERNELS[name]()), pi)
+    g = torch.Generator(device=device).manual_seed(1)
     xs = sample(proc, den, num=2000, length=3, steps=6, reference=pi, generator=g)
-    assert tv(empirical(xs.reshape(1, -1), 6)[0], pi) < 0.03
-    x0 = torch.multinomial(pi, 600 * 3, replacement=True, generator=g).reshape(600, 3)
+    assert xs.device.type == device.type
+    assert tv(empirical(xs.cpu().reshape(1, -1), 6)[0], pi) < 0.03
+    x0 = torch.multinomial(pi, 600 * 3, replacement=True, generator=torch.Generator().manual_seed(2)).reshape(600, 3)
     est = nll_bound(proc, den, x0, steps=6, reference=pi, generator=g)
     summary = summarize(est, torch.full((600,), 3))
     entropy = float(-(pi[pi > 0] * pi[pi > 0].log()).sum())

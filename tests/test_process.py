@@ -1,5 +1,6 @@
-"""Exact forward noising: empirical laws of ForwardProcess.sample against marginals
-computed independently (scipy expm / an ODE solve in t), jump statistics, paths."""
+"""Exact forward noising: empirical laws of ForwardProcess.sample (drawn on the test device,
+``helpers.DEVICE``) against marginals computed independently (scipy expm / an ODE solve in t),
+jump statistics, paths."""
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from scipy.stats import chi2, kstest, poisson
 
 import gdds
 from gdds import kernels as K
-from helpers import empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
+from helpers import DEVICE, empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
 
 DRAWS = 20_000
 TIMES = (0.1, 0.5, 0.9)
@@ -36,12 +37,17 @@ def reference_time_dependent(A: np.ndarray, B: np.ndarray, sched, t: float) -> n
 
 
 def empirical_law(proc, m, t, seed=0, **kw):
-    """Law of x_t from every x0 in 0..m-1: rows = x0 (DRAWS draws each)."""
-    x0 = torch.arange(m).repeat(DRAWS, 1)
-    g = torch.Generator().manual_seed(seed)
-    out = proc.noise(x0, torch.full((DRAWS,), t), generator=g, **kw)
+    """Law of x_t from every x0 in 0..m-1: rows = x0 (DRAWS draws each), drawn on the test device
+    (the process is moved there for the draw and back to the CPU after it)."""
+    x0 = torch.arange(m).repeat(DRAWS, 1)  # on the CPU: noise() moves its inputs to the process
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    try:
+        out = proc.to(DEVICE).noise(x0, torch.full((DRAWS,), t), generator=g, **kw)
+    finally:
+        proc.to("cpu")
     xt = out[0] if isinstance(out, tuple) else out
-    return empirical(xt.T.contiguous(), m)
+    assert xt.device.type == DEVICE.type
+    return empirical(xt.cpu().T.contiguous(), m)
 
 
 @pytest.mark.parametrize("m,seed", [(5, 0), (8, 1)])

@@ -49,6 +49,6 @@ def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> Denoiser:
     log_pi = pi.to(torch.float64).log()
 
     def call(xt: Tensor, t: Tensor) -> Tensor:
-        return log_pi.to(xt.device) + forward_likelihood(process, xt, t, **op).log()
+        return log_pi.to(process.device) + forward_likelihood(process, xt, t, **op).log()
 
     return call

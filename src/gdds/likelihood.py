@@ -8,7 +8,8 @@ chain of :mod:`gdds.posterior` started from ``p_1 = P_{0->1} pi_ref``, and
                   + sum_{k=2}^{T} E KL(q(x_{t_{k-1}} | x_{t_k}, x0) || p_theta(x_{t_{k-1}} | x_{t_k}))
                   + E[-log p_theta(x0 | x_{t_1})]
 
-for any ``T``, grid and process. :func:`nll_bound` returns one unbiased
+for any ``T``, grid and process. Every function works on the process's device
+(:mod:`gdds.devices`): inputs are moved there, generators must be there. :func:`nll_bound` returns one unbiased
 Monte-Carlo estimate per sequence (nats): the prior term exactly, one term
 ``k ~ U{2..T}`` weighted by ``T - 1`` (or all of them with ``all_terms=True``), and
 the reconstruction term, each with a fresh ``x_t ~ q_t(.|x0)``. The ``k`` of a batch
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .categorical import one_hot_columns
+from .devices import check_generator
 from .kernels.mask import Mask
 from .posterior import CHUNK_FLOATS, reverse_step_probs, true_posterior
 from .process import ForwardProcess
@@ -37,8 +39,10 @@ from .sampling import Denoiser, reference_prior, time_grid
 
 
 def _mu(denoiser: Denoiser, xt: Tensor, t: float) -> Tensor:
+    """The denoiser's law of the clean token per position, ``[B * L, m]`` float64 on ``xt``'s device
+    (whatever device the denoiser answers on)."""
     logits = denoiser(xt, torch.full((xt.shape[0],), t, device=xt.device))
-    return torch.softmax(logits.double(), dim=-1).reshape(xt.numel(), -1)
+    return torch.softmax(logits.to(xt.device, torch.float64), dim=-1).reshape(xt.numel(), -1)
 
 
 def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
@@ -67,17 +71,20 @@ def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
 def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None,
              keep: Tensor | None = None) -> Tensor:
     """``KL(q_1(.|x0) || p_1)`` summed over positions (where ``keep``): ``[B]`` nats (exact)."""
+    x0, keep = _on_process(process, x0, keep)
     p1 = reference_prior(process, reference).to(x0.device)
     q1 = process.marginal(x0, 1.0).reshape(x0.numel(), -1)
     return _scored(_kl_rows(q1, p1.expand_as(q1)).reshape(x0.shape), keep)
 
 
-def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None) -> Tensor:
+def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
     """Term indices ``k [batch]`` in ``{2..T}``: sequence ``b`` takes stratum ``perm[b]`` of
     ``batch`` equal strata, shifted by one shared uniform. Each ``k`` is uniform (each
     estimate stays unbiased) and the batch covers the grid; an i.i.d. standard error of
     the batch mean is then conservative."""
-    strata = (torch.randperm(batch, generator=generator) + torch.rand(1, generator=generator)) / batch
+    strata = (torch.randperm(batch, generator=generator, device=device)
+              + torch.rand(1, generator=generator, device=device)) / batch
     return (2 + (strata * (steps - 1)).floor().long()).clamp_max(steps)
 
 
@@ -105,13 +112,21 @@ def nll_bound(
     tokens given the others."""
     if all_terms:
         return bound_terms(process, denoiser, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
-    return _in_groups(process, x0, keep, lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing,
+    return _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing,
                                                                      reference, generator, op))
 
 
-def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, fn: Any) -> Tensor:
-    """``fn(x0, keep)`` over groups of sequences, so that ``[B * L, m]`` float64 is never held for
-    large batches."""
+def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``x0`` and ``keep`` on the process's device (:mod:`gdds.devices`)."""
+    return x0.to(process.device), None if keep is None else keep.to(process.device)
+
+
+def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, generator: torch.Generator | None,
+               fn: Any) -> Tensor:
+    """``fn(x0, keep)`` over groups of sequences, on the process's device, so that ``[B * L, m]``
+    float64 is never held for large batches."""
+    check_generator(generator, process.device)
+    x0, keep = _on_process(process, x0, keep)
     if x0.dim() != 2:
         raise ValueError(f"x0 must be [B, L] token ids, got shape {tuple(x0.shape)}")
     if keep is not None and keep.shape != x0.shape:
@@ -148,7 +163,7 @@ def _sampled_bound(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
     total = prior_kl(process, x0, reference, keep)
     if steps >= 2:  # one term per sequence, k ~ U{2..T}, weighted by the number of terms
-        ks = stratified_terms(x0.shape[0], steps, generator).to(x0.device)
+        ks = stratified_terms(x0.shape[0], steps, generator, x0.device)
         for k in ks.unique().tolist():
             rows = ks == k
             total[rows] += (steps - 1) * _term(process, denoiser, x0[rows], None if keep is None else keep[rows],
@@ -182,7 +197,7 @@ def bound_terms(
         out[:, 1] = _reconstruction(process, denoiser, x, kept, grid[1], generator, op)
         return out
 
-    return _in_groups(process, x0, keep, terms)
+    return _in_groups(process, x0, keep, generator, terms)
 
 
 @torch.no_grad()
@@ -206,13 +221,15 @@ def continuous_bound(
     ``R_theta(x -> z) = beta F_t[x, z] (P_{0->t} (mu / r))[z]``. For the mask kernel
     this is MDLM's bound, for the uniform kernel UDLM's; both cost ``O(m)`` per
     position through the closed-form operators. ``keep``: as in :func:`nll_bound`."""
+    check_generator(generator, process.device)
+    x0, keep = _on_process(process, x0, keep)
     total = prior_kl(process, x0, reference, keep)
     m = process.m
     for _ in range(samples):
-        ts = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).clamp(1e-9, 1.0)
+        ts = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device).clamp(1e-9, 1.0)
         xt = process.noise(x0, ts, generator=generator)
         xt = xt if keep is None else torch.where(keep, xt, x0)
-        mus = torch.softmax(denoiser(xt, ts.to(torch.float32)).double(), dim=-1)
+        mus = torch.softmax(denoiser(xt, ts.to(torch.float32)).to(xt.device, torch.float64), dim=-1)
         for b in range(x0.shape[0]):
             t = float(ts[b])
             x, y, mu = xt[b], x0[b], mus[b]
@@ -226,7 +243,7 @@ def continuous_bound(
             mu_r = torch.where(reach, mu.T * reach / (mu.T * reach).sum(0, keepdim=True) / r.clamp_min(1e-300), 0.0)
             w = process.transition(mu_r, 0.0, t, **op)
             rate = float(process.schedule.beta(t))
-            pos = torch.arange(x.numel())
+            pos = torch.arange(x.numel(), device=x.device)
             R = rate * a * q / q[x, pos]
             R_model = rate * a * w
             off = torch.ones_like(R, dtype=torch.bool)
@@ -252,11 +269,13 @@ def masked_continuous_bound(
     if not isinstance(process.kernel, Mask):
         raise TypeError("masked_continuous_bound needs a ForwardProcess with a Mask kernel")
     mask_id = process.kernel.mask_id
+    check_generator(generator, process.device)
+    x0 = x0.to(process.device)
     total = prior_kl(process, x0, reference)
     for _ in range(samples):
-        t = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64).clamp_min(1e-9)
+        t = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device).clamp_min(1e-9)
         xt = process.noise(x0, t, generator=generator)
-        logits = denoiser(xt, t.to(torch.float32)).double()
+        logits = denoiser(xt, t.to(torch.float32)).to(xt.device, torch.float64)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, x0[..., None])[..., 0]
         masked = (xt == mask_id) & (x0 != mask_id)
         alpha, beta = process.schedule.alpha(t), process.schedule.beta(t)

@@ -14,7 +14,8 @@ the sampler and the likelihood bound, so the bound is that of the chain sampled.
 Positions are processed in chunks of vectors ``[m, chunk]`` so that large
 vocabularies fit in memory; ``r`` and ``g`` are computed once per distinct ``x_t``.
 Column-constant kernels (mask, uniform, hybrids) use closed-form operators, which
-makes every step ``O(m)`` per position.
+makes every step ``O(m)`` per position. Every function works on the process's device
+(:mod:`gdds.devices`) and returns its result there.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     column-constant kernels the closed form is used unless ``op`` names another method."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"a reverse step needs 0 <= s < t <= 1; got s={s}, t={t}")
+    mu, xt = mu.to(process.device), xt.to(process.device)
     n, m = mu.shape
     if xt.shape != (n,) or m != process.m:
         raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
@@ -79,7 +81,6 @@ def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: fl
     ``P_{a->b} = k_ab I + c_ab 1^T``: ``r = k_0t e_x + c_0t[x] 1``, ``g = k_st e_x + c_st[x] 1``,
     ``w = k_0s rho + c_0s (1^T rho)`` with ``rho = mu / r``; ``O(m)`` per position."""
     ops = [process.closed_transition(a, b) for a, b in ((0.0, t), (s, t), (0.0, s))]
-    ops = [(k, c.to(mu.device)) for k, c in ops]
     # A state no jump can reach (c_0t[x] = 0, e.g. an unmasked token) has only itself as
     # a possible origin and keeps its value: those rows are one-hot, at no O(m) cost.
     stays = ops[0][1][xt] <= 0
@@ -118,7 +119,7 @@ def _moving_rows(mu: Tensor, xt: Tensor, p0t: tuple[float, Tensor], pst: tuple[f
 
 def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
     """``q(x_s = . | x_t, x0)`` for positions ``x0, xt [n]``; returns ``[n, m]`` float64."""
-    mu = one_hot_columns(x0, process.m).T
+    mu = one_hot_columns(x0.to(process.device), process.m).T
     return reverse_step_probs(process, mu, xt, s, t, **op)
 
 
@@ -127,13 +128,14 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any
     ``xt [B, L]`` and times ``t [B]`` (the column ``r = P_{0->t}^T e_{x_t}`` of the reverse
     step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
     (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise."""
+    xt = xt.to(process.device)
     B, L = xt.shape
     out = torch.empty(B, L, process.m, dtype=torch.float64, device=xt.device)
     rows = torch.arange(L, device=xt.device)
     for b, tb in enumerate(t.double().cpu().tolist()):
         if process.column_constant:
             keep, c = process.closed_transition(0.0, tb)
-            out[b] = c.to(xt.device)[xt[b]][:, None].expand(L, process.m)
+            out[b] = c[xt[b]][:, None].expand(L, process.m)
             out[b, rows, xt[b]] += keep
         else:
             uniq, where = torch.unique(xt[b], return_inverse=True)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .categorical import one_hot_columns
+from .devices import check_generator
 from .kernels.base import Kernel, require_column_constant
 from .operators import closed_form, transition
 from .schedules import Schedule, as_time
@@ -71,6 +72,12 @@ class ForwardProcess:
         return self
 
     @property
+    def device(self) -> torch.device:
+        """Where the process works (its kernel's tensors): inputs are moved here, generators must be
+        here (:mod:`gdds.devices`)."""
+        return self.kernel.device
+
+    @property
     def column_constant(self) -> bool:
         """Whether the kernel is ``F_t = pi_t 1^T`` (mask, uniform, hybrids): closed forms apply."""
         return self.kernel.column_constant
@@ -94,6 +101,7 @@ class ForwardProcess:
             raise ValueError(
                 f"token ids must lie in [0, {self.m}); got values in [{x0.min().item()}, {x0.max().item()}]"
             )
+        x0 = x0.to(self.device)
         tt = as_time(t).to(x0.device)
         if tt.dim() == 0:
             tt = tt.expand(x0.shape[0])
@@ -121,6 +129,7 @@ class ForwardProcess:
         if method not in ("auto", "uniformization"):
             raise ValueError(f"method must be 'auto' or 'uniformization'; got {method!r}")
         x0, tt = self._check(x0, t)
+        check_generator(generator, x0.device)
         B, L = x0.shape
         Lambda_t = self.schedule._Lambda(tt).repeat_interleave(L)
         if method == "auto" and self.kernel.column_constant and not (return_info or full_path):

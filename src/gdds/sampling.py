@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .categorical import gumbel_max, inverse_cdf
+from .devices import check_generator
 from .posterior import CHUNK_FLOATS, reverse_step_probs
 from .process import ForwardProcess
 
@@ -57,6 +58,14 @@ def reference_prior(process: ForwardProcess, reference: Tensor | None = None) ->
     if reference is None:
         _UNIFORM_PRIORS[process] = prior
     return prior
+
+
+def _device(process: ForwardProcess, generator: torch.Generator | None, device: torch.device | str | None
+            ) -> torch.device:
+    """The sampler's device: ``device``, default the process's; the generator must be there."""
+    device = process.device if device is None else torch.device(device)
+    check_generator(generator, device)
+    return device
 
 
 def nucleus(probs: Tensor, top_p: float) -> Tensor:
@@ -96,11 +105,12 @@ def sample(
     do): exact for denoisers that ignore ``t``, an approximation otherwise. ``op``
     goes to the transition operators (e.g. ``step``, ``tol`` for time-dependent
     kernels) and defines the chain, exactly as in :func:`gdds.nll_bound`. Positions
-    are processed in chunks, so ``[num * length, m]`` float64 is never held.
+    are processed in chunks, so ``[num * length, m]`` float64 is never held. The chain runs on
+    ``device`` (default: the process's, where ``generator`` must be too).
     """
     if num < 1 or length < 1:
         raise ValueError(f"num and length must be positive; got {num}, {length}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = _device(process, generator, device)
     prior = reference_prior(process, reference).to(device)
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
     free = torch.ones(num, length, dtype=torch.bool, device=device)
@@ -114,7 +124,7 @@ def sample(
     logits, seen = None, None
     for t, s in itertools.pairwise(grid):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
-            logits = denoiser(x, torch.full((num,), t, device=device)).reshape(num * length, -1)
+            logits = denoiser(x, torch.full((num,), t, device=device)).to(device).reshape(num * length, -1)
             seen = x.clone()
         flat = x.reshape(-1)
         nxt = torch.empty_like(flat)
@@ -123,7 +133,7 @@ def sample(
             mu = torch.softmax(logits[idx].double(), dim=-1)
             if top_p < 1:
                 mu = nucleus(mu, top_p)
-            probs = reverse_step_probs(process, mu, flat[idx], s, t, **op)
+            probs = reverse_step_probs(process, mu, flat[idx], s, t, **op).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)
@@ -141,14 +151,14 @@ def sample_renoise(
     device: torch.device | None = None,
 ) -> Tensor:
     """APPROXIMATE sampler (module docstring): ``num`` sequences of ``length`` tokens
-    from the prior ``p_1`` down a uniform grid of ``steps``."""
+    from the prior ``p_1`` down a uniform grid of ``steps`` (on ``device``, as :func:`sample`)."""
     if num < 1 or length < 1 or steps < 1:
         raise ValueError(f"num, length and steps must be positive; got {num}, {length}, {steps}")
-    prior = reference_prior(process).to(device)
+    prior = reference_prior(process).to(_device(process, generator, device))
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
     grid = time_grid(process, steps)
     for t, s in itertools.pairwise(grid):
-        logits = denoiser(x, torch.full((num,), t, device=x.device))
+        logits = denoiser(x, torch.full((num,), t, device=x.device)).to(x.device)
         x0_hat = inverse_cdf(torch.softmax(logits.double(), dim=-1), generator)
         x = process.noise(x0_hat, s, generator=generator) if s > 0 else x0_hat
     return x

@@ -11,9 +11,24 @@ from pathlib import Path
 import torch
 
 from ..engine.build import load_run
+from ..engine.distributed import resolve_device
 from ..engine.evaluate import EvalSettings, evaluate, generate
 from ..files import write_text_atomically
 from .render import eval_markdown, write_eval
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the command runs (the one definition of the option)."""
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (a GPU when there is one, default), cpu, cuda or cuda:N")
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    """The device of ``--device``; one that does not exist here is a usage error."""
+    try:
+        return resolve_device(args.device)
+    except ValueError as exc:
+        args.parser.error(f"--device: {exc}")
 
 
 def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None:
@@ -59,6 +74,7 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--approximate", action="store_true", help="use the APPROXIMATE renoise sampler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the samples to this JSON file")
+    add_device_option(p)
     p.set_defaults(run=run_sample, parser=p)
 
 
@@ -66,7 +82,7 @@ def run_sample(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.num < 1 or args.steps < 1:
         parser.error("--num and --steps must be at least 1")
-    loaded = load_run(args.run_dir)
+    loaded = load_run(args.run_dir, device=str(device_of(args)))
     method, length = loaded.method, loaded.cfg.data.seq_len
     prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
     if len(prompt) >= length:
@@ -78,8 +94,8 @@ def run_sample(args: argparse.Namespace) -> int:
         label = method.preview_sampler
     elif args.approximate:
         loaded.denoiser()  # refuses a model that cannot generate
-        gen = torch.Generator().manual_seed(args.seed)
-        ids = method.preview(loaded.run.model, args.num, length, args.steps, gen, None)
+        gen = torch.Generator(device=loaded.device).manual_seed(args.seed)
+        ids = method.preview(loaded.run.model, args.num, length, args.steps, gen, loaded.device).cpu()
         texts = [loaded.run.data.tokenizer.decode(r.tolist()) for r in ids]
         label = method.preview_sampler
     else:
@@ -106,12 +122,13 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-length", type=int, default=None, help="tokens per sample (default: the training length)")
     p.add_argument("--judge", default=None, help="judge LM: 'smollm2' (offline), a local path or a cached HF name")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
+    add_device_option(p)
     p.set_defaults(run=run_eval, parser=p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     settings = eval_settings(args)
-    report = evaluate(load_run(args.run_dir), settings,
+    report = evaluate(load_run(args.run_dir, device=str(device_of(args))), settings,
                       log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
     paths = write_eval(report, args.out or args.run_dir / "eval")
     print(eval_markdown(report))

@@ -96,12 +96,14 @@ def noise_demo(
     seed: int = 0,
     schedule: Schedule | None = None,
     cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> NoiseDemo:
     """Noise ``sentence`` (default: a Shakespeare line chosen by ``seed``) at each of
     ``times`` under each of ``kernels`` (names in :data:`gdds.kernels.KERNELS`).
 
     ``schedule`` defaults to ``LogLinear(1e-3)``; ``cache_dir`` is where the
-    semantic kernel's kNN graph is cached (default :func:`gdds.files.cache_dir`).
+    semantic kernel's kNN graph is cached (default :func:`gdds.files.cache_dir`); the noising
+    runs on ``device`` (its draws differ from one device type to another).
     """
     times, kernels = _check(times, kernels)
     if sentence is None:
@@ -110,15 +112,15 @@ def noise_demo(
     if not ids:
         raise ValueError(f"the sentence {sentence!r} has no tokens; give some text")
     sched = schedule if schedule is not None else LogLinear(1e-3)
-    x0 = torch.tensor([ids], dtype=torch.long)
+    x0 = torch.tensor([ids], dtype=torch.long, device=device)
     demo = NoiseDemo(sentence, decode_pieces(ids), times, seed, repr(sched))
     for name in kernels:
-        process = ForwardProcess(sched, _kernel(name, sched, cache_dir))
+        process = ForwardProcess(sched, _kernel(name, sched, cache_dir)).to(device)
         rows = []
         for t in times:
-            gen = torch.Generator().manual_seed(seed)
-            xt = process.noise(x0, t, generator=gen)[0]
-            rows.append(NoisedRow(t, decode_pieces(xt.tolist()), (xt != x0[0]).tolist()))
+            gen = torch.Generator(device=device).manual_seed(seed)
+            xt = process.noise(x0, t, generator=gen)[0].cpu()
+            rows.append(NoisedRow(t, decode_pieces(xt.tolist()), (xt != x0[0].cpu()).tolist()))
         demo.rows[name] = rows
     return demo
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..files import write_text_atomically
 from ..kernels import KERNELS
 from ..nll_gap import EXAMPLE_KERNELS, decompose, example_problem, predictor_pairs
+from .evaluation import add_device_option, device_of
 from .noise_demo import DEFAULT_KERNELS, DEFAULT_TIMES, noise_demo, render_text, save_figure, save_text
 from .render import nll_gap_markdown
 
@@ -44,6 +45,7 @@ def add_noise(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("results/noise"),
                    help="folder for noise.txt and noise.png (default: results/noise)")
     p.add_argument("--no-figure", action="store_true", help="do not draw noise.png")
+    add_device_option(p)
     p.set_defaults(run=run_noise, parser=p)
 
 
@@ -54,7 +56,8 @@ def run_noise(args: argparse.Namespace) -> int:
     if len(set(args.kernels)) != len(args.kernels) or len(set(args.times)) != len(args.times):
         parser.error("--t and --kernels values must not repeat")
     try:
-        demo = noise_demo(args.sentence, times=args.times, kernels=args.kernels, seed=args.seed)
+        demo = noise_demo(args.sentence, times=args.times, kernels=args.kernels, seed=args.seed,
+                          device=device_of(args))
     except ValueError as exc:
         parser.error(str(exc))
     ansi = sys.stdout.isatty() and not os.environ.get("NO_COLOR")

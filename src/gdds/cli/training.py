@@ -10,7 +10,7 @@ from ..engine.config import Config, ConfigError, all_keys, load_config, preset_n
 from ..engine.evaluate import EvalSettings
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train
-from .evaluation import add_eval_options, eval_settings
+from .evaluation import add_device_option, add_eval_options, eval_settings
 from .render import compare_markdown, write_comparison
 
 
@@ -43,6 +43,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=0, metavar="N",
                    help="after training, print N sequences (diffusion: from the APPROXIMATE renoise sampler; "
                         "ar: exact ancestral samples)")
+    add_device_option(p)
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="configuration overrides")
     p.set_defaults(run=run_train, parser=p)
 
@@ -55,11 +56,12 @@ def run_train(args: argparse.Namespace) -> int:
         parser.error("--resume continues in its own folder; leave out --out")
     if args.samples < 0:
         parser.error("--samples must be >= 0")
+    overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device != "auto" else [])]
     try:
         if args.resume is not None:
-            cfg, run_dir = resume_config(args.resume, args.overrides), args.resume
+            cfg, run_dir = resume_config(args.resume, overrides), args.resume
         else:
-            cfg, run_dir = load_config(args.config, args.overrides), args.out
+            cfg, run_dir = load_config(args.config, overrides), args.out
         result = train(cfg, run_dir, resume=args.resume is not None, samples=args.samples)
     except ConfigError as exc:
         parser.error(str(exc))
@@ -102,6 +104,7 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", choices=list(ENTRIES), default=list(ENTRIES))
     add_eval_options(p, EvalSettings(steps=128, sequences=16, sample_steps=(32,), num_samples=4))
     p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
+    add_device_option(p)
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
     p.set_defaults(run=run_compare, parser=p)
 
@@ -111,7 +114,7 @@ def run_compare(args: argparse.Namespace) -> int:
     settings = eval_settings(args)
     try:
         overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
-        result = compare(args.out, args.methods, settings, args.base, overrides,
+        result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))

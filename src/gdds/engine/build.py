@@ -257,12 +257,15 @@ class LoadedRun:
         return self.run.method
 
     def denoiser(self) -> Denoiser:
-        """The model as a float32 denoiser ``(x_t, t) -> logits`` (no autocast);
-        :class:`gdds.objectives.NotGenerative` for a model that has none."""
+        """The model as a denoiser ``(x_t, t) -> float32 logits`` on the run's device, under bf16
+        autocast on a GPU (the sampler and the bound take the softmax in float64, and both use this
+        same function); :class:`gdds.objectives.NotGenerative` for a model that has none."""
         net = self.method.denoiser(self.run.model)
+        half = self.device.type == "cuda"
 
         def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=half):
+                return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
 
         return call
 

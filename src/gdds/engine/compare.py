@@ -109,7 +109,8 @@ def _throughput(run_dir: Path) -> float:
     return float(statistics.median(rates)) if rates else float("nan")
 
 
-def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[[str], None]) -> EvalReport:
+def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[[str], None],
+               device: str = "auto") -> EvalReport:
     """The evaluation report of ``run_dir``, reused from ``compare_eval.json`` when it was
     made with the same settings on the same finished run, else computed and saved."""
     cache = run_dir / "compare_eval.json"
@@ -120,16 +121,19 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
             log(f"{run_dir.name}: evaluation with these settings found, not repeated")
             return EvalReport.from_dict(saved["report"])
     log(f"{run_dir.name}: evaluating")
-    report = evaluate(load_run(run_dir), settings, log=log)
+    report = evaluate(load_run(run_dir, device=device), settings, log=log)
     write_text_atomically(cache, json.dumps({"key": key, "report": report.to_dict()}, indent=1))
     return report
 
 
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
-            overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None) -> Comparison:
-    """Train and evaluate ``entries`` into ``out/<entry>``; write ``out/compare.json`` and return it."""
+            overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
+            device: str = "auto") -> Comparison:
+    """Train and evaluate ``entries`` into ``out/<entry>`` on ``device`` (``auto``: a GPU when there
+    is one); write ``out/compare.json`` and return it."""
     out = Path(out)
-    configs = {name: entry_config(base, name, overrides) for name in entries}
+    trained_on = [] if device == "auto" else [f"train.device={device}"]
+    configs = {name: entry_config(base, name, [*overrides, *trained_on]) for name in entries}
     train_s = {name: _trained(cfg, out / name, log) for name, cfg in configs.items()}
     if settings.judge == OWN_AR_JUDGE:
         if "ar" not in configs:
@@ -138,7 +142,7 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     rows = {}
     for name, cfg in configs.items():  # same blocks for every method, each with its own draws
         report = _evaluated(out / name, dataclasses.replace(settings, stream=list(ENTRIES).index(name)),
-                            cfg.train.max_steps, log)
+                            cfg.train.max_steps, log, device)
         rows[name] = ComparisonRow(report, train_s[name], _throughput(out / name),
                                    cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows)

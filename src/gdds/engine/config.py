@@ -109,6 +109,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile of the network; auto: on for CUDA
+    checkpointing: bool = False  # activation checkpointing of every block: less memory, one more forward
     progress: bool = True
 
 

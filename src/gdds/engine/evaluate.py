@@ -83,6 +83,11 @@ def estimator_seed(seed: int, estimator: str, stream: int = 0) -> int:
     return 1000 * seed + 100 * stream + ESTIMATOR_SEEDS[estimator]
 
 
+def estimator_generator(loaded: LoadedRun, seed: int, estimator: str, stream: int = 0) -> torch.Generator:
+    """The estimator's own generator (:func:`estimator_seed`), on the run's device."""
+    return torch.Generator(device=loaded.device).manual_seed(estimator_seed(seed, estimator, stream))
+
+
 def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
     """``sequences`` blocks drawn without replacement across the whole split (sorted, seeded)."""
     n = min(len(blocks), sequences)
@@ -110,7 +115,7 @@ def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.
                      batch: int = 8, stream: int = 0, **op: Any) -> Tensor:
     """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` and
     ``stream`` only, so two denoisers bounded alike share blocks, term indices and ``x_t``."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "bound", stream))
+    gen = estimator_generator(loaded, seed, "bound", stream)
     return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
         loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op))
 
@@ -191,7 +196,7 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
     process = loaded.run.process
 
     def per_token(denoiser: Any) -> list[float]:
-        gen = torch.Generator().manual_seed(estimator_seed(seed, "profile", stream))
+        gen = estimator_generator(loaded, seed, "profile", stream)
         return (bound_terms(process, denoiser, x0, steps, generator=gen, keep=keep).sum(0) / tokens).tolist()
 
     times = time_grid(process, steps)[::-1][1:]
@@ -206,7 +211,7 @@ def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: i
     kernels: MDLM's and UDLM's bound) on ``sequences`` blocks drawn across the split, with its own
     draws. It bounds the NLL of the reverse CTMC that the ``T``-step chain tends to as ``T``
     grows, not of a sampler with finitely many steps."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "continuous", stream))
+    gen = estimator_generator(loaded, seed, "continuous", stream)
     rows = eval_rows(blocks, sequences, seed)
     est = _per_sequence(blocks, rows, batch, lambda x0, keep: continuous_bound(
         loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen, keep=keep))
@@ -220,14 +225,14 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
                     batch: int = 16, stream: int = 0) -> SnapshotReport:
     """Mean snapshot CE of the model's denoiser on ``sequences`` blocks drawn across the split,
     with its own draws. Not a likelihood."""
-    gen = torch.Generator().manual_seed(estimator_seed(seed, "snapshot", stream))
+    gen = estimator_generator(loaded, seed, "snapshot", stream)
     rows = eval_rows(blocks, sequences, seed)
     total, count = 0.0, 0
     for a in range(0, len(rows), batch):
-        x0, keep = blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch])
-        keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep
+        x0, keep = blocks.batch(rows[a:a + batch]).to(loaded.device), blocks.mask(rows[a:a + batch])
+        keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep.to(loaded.device)
         xt, t = snapshot_inputs(loaded.run.process, x0, loaded.cfg.process.t_min, gen)
-        ce = snapshot_cross_entropy(loaded.denoiser()(torch.where(keep, xt, x0), t).cpu(), x0)
+        ce = snapshot_cross_entropy(loaded.denoiser()(torch.where(keep, xt, x0), t), x0)
         total, count = total + float(torch.where(keep, ce, 0.0).sum()), count + int(keep.sum())
     return SnapshotReport(SNAPSHOT_LABEL, total / count, count)
 
@@ -238,8 +243,7 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     sampler (:meth:`gdds.objectives.Method.generate`: the model's reverse chain, or exact
     ancestral samples) starting with ``prompt``, and their decoded texts."""
     length = loaded.cfg.data.seq_len if length is None else length
-    device = loaded.device if loaded.method.exact_likelihood else torch.device("cpu")
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=loaded.device).manual_seed(seed)
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, **sampler_options).cpu()
     tok = loaded.run.data.tokenizer
     return ids, [tok.decode(row.tolist()) for row in ids]
@@ -278,7 +282,10 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
             f"{s.profile_sequences} sequences")
         report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed,
                                        s.stream)
-    judge = Judge.load(s.judge) if s.judge is not None else None
+    judge = None
+    if s.judge is not None:  # on the run's device; in bf16 on a GPU (its perplexity is not a bound)
+        half = loaded.device.type == "cuda"
+        judge = Judge.load(s.judge, device=loaded.device, dtype=torch.bfloat16 if half else torch.float32)
     for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
         log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
         ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream), s.sample_length)

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import signal
-import threading
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..files import write_text_atomically
+from ..models.layers import Trunk
 from . import checkpoint as ck
 from .build import Run, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
@@ -36,85 +34,17 @@ from .distributed import (
     all_reduce_sum,
     barrier,
     broadcast_flag,
+    gather_objects,
     init_distributed,
     resolve_device,
     shutdown,
 )
 from .records import RunLog, TrainResult, Validation
+from .steps import EMA, StopRequest, batch_indices, lr_at
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
-                  "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision"}
-
-
-class EMA:
-    """Exponential moving average of the parameters: ``e <- d e + (1 - d) p``."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for n, p in model.named_parameters():
-            self.shadow[n].lerp_(p.detach(), 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
-        """Temporarily load the averaged weights into ``model``."""
-        saved = {n: p.detach().clone() for n, p in model.named_parameters()}
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.copy_(self.shadow[n])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    p.copy_(saved[n])
-
-
-class StopRequest:
-    """While active, SIGINT and SIGTERM ask the loop to stop after the current step
-    (it then validates, checkpoints and returns); a second SIGINT aborts at once."""
-
-    requested = False
-
-    def __enter__(self) -> StopRequest:
-        self._saved = {}
-        if threading.current_thread() is threading.main_thread():
-            self._saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then constant or cosine to ``min_lr``."""
-    tc = cfg.train
-    if step < tc.warmup_steps:
-        return tc.lr * (step + 1) / tc.warmup_steps
-    if tc.lr_schedule == "constant":
-        return tc.lr
-    span = max(1, tc.max_steps - tc.warmup_steps)
-    progress = min(1.0, (step - tc.warmup_steps) / span)
-    return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def batch_indices(step: int, n_blocks: int, batch: int, seed: int) -> np.ndarray:
-    """Block indices of global batch ``step``: consecutive slices of a per-epoch permutation."""
-    per_epoch = n_blocks // batch
-    if per_epoch == 0:
-        raise ConfigError(f"the training split has {n_blocks} blocks, fewer than train.batch_size={batch}")
-    epoch, pos = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
-    return perm[pos * batch:(pos + 1) * batch]
+                  "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision",
+                  "train.compile", "train.checkpointing"}
 
 
 @dataclass
@@ -130,14 +60,21 @@ class Trainer:
     def __post_init__(self) -> None:
         tc = self.cfg.train
         torch.manual_seed(self.cfg.seed)
+        cuda = self.device.type == "cuda"
         self.model = self.run.model.to(self.device)
         self.method = self.run.method
-        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model) if self.dist.world > 1 else self.model)
+        for module in self.model.modules():
+            if isinstance(module, Trunk):
+                module.checkpointing = tc.checkpointing
+        if cuda and not tc.deterministic:  # TF32 matrix products for what runs outside bf16 autocast
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        net = torch.compile(self.model, fullgraph=True) if compiled(tc.compile, self.device) else self.model
+        self.ddp = torch.nn.parallel.DistributedDataParallel(net) if self.dist.world > 1 else net
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": tc.weight_decay}, {"params": other, "weight_decay": 0.0}],
-            lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=False,
+            lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=cuda,
         )
         self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
         self.noise = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
@@ -154,7 +91,7 @@ class Trainer:
         """Draw the inputs of the global micro-batch of ``blocks[rows]`` (noise: identically on
         every process), train on this shard with the method's per-token loss; padding is
         neither noised nor scored."""
-        x0_global = blocks.batch(rows).to(self.device)
+        x0_global = to_device(blocks.batch(rows), self.device)
         keep = blocks.mask(rows)
         keep = None if keep is None else keep.to(self.device)
         inputs = self.method.inputs(x0_global, generator, keep)
@@ -233,12 +170,20 @@ class Trainer:
         return [] if ids is None else [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def save(self) -> Path:
+    def cuda_rng_state(self) -> torch.Tensor | None:
+        """This process's own CUDA RNG state (of its device only; ``None`` on CPU)."""
+        return torch.cuda.get_rng_state(self.device).cpu() if self.device.type == "cuda" else None
+
+    def save(self, cuda_rng: list[torch.Tensor | None] | None = None) -> Path:
+        """Write a checkpoint (main process). ``cuda_rng``: every process's
+        :meth:`cuda_rng_state`, in rank order (default: this process's)."""
+        cuda_rng = [self.cuda_rng_state()] if cuda_rng is None else cuda_rng
         state = {
             "step": self.step,
             "optimizer": self.opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "device": self.device.type,
+            "cuda_rng": [] if self.device.type != "cuda" else cuda_rng,
             "noise_rng": self.noise.get_state(),
             "data_position": {"step": self.step, "blocks": len(self.run.train)},
         }
@@ -265,12 +210,43 @@ class Trainer:
                 raise ck.CheckpointError(f"{folder}/ema.safetensors does not match the model's parameters")
             self.ema.shadow = {k: v.to(self.device) for k, v in shadow.items()}
         state = ck.load_torch(folder / "state.pt")
+        saved = saved_device(state)
+        if saved != self.device.type:
+            raise ck.CheckpointError(
+                f"checkpoint {folder} was written by a run on {saved}; its noise generator cannot continue on "
+                f"{self.device.type} (a {saved} and a {self.device.type} generator draw different streams), so the "
+                f"run would not continue the same run: resume it with train.device={saved}")
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.device.type == "cuda":
+            # Each process takes its own rank's state; a process that the saving run did not have
+            # (resumed on more GPUs) starts a stream of its own, seeded by (seed, rank).
+            own = state["cuda_rng"][self.dist.rank] if self.dist.rank < len(state["cuda_rng"]) else None
+            if own is not None and own.numel() == torch.cuda.get_rng_state(self.device).numel():
+                torch.cuda.set_rng_state(own, self.device)
+            else:
+                torch.cuda.manual_seed(self.cfg.seed * 1000 + self.dist.rank)
         self.noise.set_state(state["noise_rng"])
         self.step = state["step"]
+
+
+def compiled(setting: str, device: torch.device) -> bool:
+    """Whether ``train.compile`` compiles the network: ``on``, ``off``, or ``auto`` (on for CUDA;
+    on the CPU the compile time is not won back in short runs: ``benchmarks/train.py``)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``: through pinned memory with a non-blocking copy to a GPU."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def saved_device(state: dict[str, Any]) -> str:
+    """The device type a checkpoint's state was written on (checkpoints written before it was
+    recorded: a CUDA generator's state has 16 bytes, a CPU one's thousands)."""
+    return state.get("device") or ("cuda" if state["noise_rng"].numel() == 16 else "cpu")
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -298,8 +274,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     if info.world > 1 and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
+    determinism = torch.are_deterministic_algorithms_enabled()
     if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
+        deterministic_mode(device)
     try:
         if not resume and info.main and ck.list_checkpoints(run_dir):
             raise ConfigError(f"{run_dir} already holds a run with checkpoints; resume it with "
@@ -308,14 +285,31 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
         if resume:
             trainer.load(ck.latest_checkpoint(run_dir, clean=True))
-        result = _loop(trainer)
+        try:
+            result = _loop(trainer)
+        except RuntimeError as exc:
+            if cfg.train.deterministic and "deterministic" in str(exc):
+                raise ConfigError(f"train.deterministic=true: an operation has no deterministic implementation on "
+                                  f"{device.type} ({str(exc).splitlines()[0]}); set train.deterministic=false "
+                                  f"(noise, data order and resume stay exact; only floating-point reduction "
+                                  f"order may vary)") from exc
+            raise
         if info.main:
             result.checkpoint = str(ck.latest_checkpoint(run_dir))
             result.samples = trainer.generate(samples) if samples else []
             result.sampler = trainer.method.preview_sampler
         return result
     finally:
+        torch.use_deterministic_algorithms(determinism)
         shutdown(info)
+
+
+def deterministic_mode(device: torch.device) -> None:
+    """``torch.use_deterministic_algorithms(True)``; on CUDA with the cuBLAS workspace setting
+    that deterministic matrix products need (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, unless set)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
 
 
 def _loop(tr: Trainer) -> TrainResult:
@@ -350,8 +344,9 @@ def _loop(tr: Trainer) -> TrainResult:
                     if log is not None:
                         log.write(last.valid.record(tr.step))
                 if tr.step % tc.ckpt_every == 0 or end:
+                    cuda_rng = gather_objects(tr.cuda_rng_state(), tr.dist)
                     if main:
-                        tr.save()
+                        tr.save(cuda_rng)
                     barrier(tr.dist)
                 if end and tr.step < tc.max_steps:
                     last.stopped_at = tr.step

@@ -192,13 +192,17 @@ class Kernel:
 
     @property
     def device(self) -> torch.device:
-        """Device of the kernel's tensors (CPU for kernels that hold none)."""
+        """Where the kernel works: the device of its last :meth:`to`, else of its tensors (CPU for
+        a kernel that holds none)."""
+        if "_device" in vars(self):
+            return vars(self)["_device"]
         for _, part in self._parts():
             return part.device
         return torch.device("cpu")
 
     def to(self, device: torch.device | str) -> Kernel:
         """Move the kernel's tensors to ``device`` (in place) and return it."""
+        self._device = torch.device(device)
         for name, part in list(self._parts()):
             if isinstance(part, Tensor):
                 if getattr(self, name) is not part:

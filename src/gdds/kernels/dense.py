@@ -41,7 +41,8 @@ class Dense(Kernel):
                              f"use Sparse for m = {self.m}")
 
     def _eval(self, t: Tensor) -> Tensor:
-        return torch.as_tensor(self.fn(t), dtype=torch.float64)
+        """``F(t)`` on the kernel's device; the callable gets the times on the CPU."""
+        return torch.as_tensor(self.fn(t.cpu()), dtype=torch.float64).to(self.device)
 
     def dense(self, t: float = 0.0) -> Tensor:
         if self.fn is None:

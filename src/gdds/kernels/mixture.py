@@ -17,6 +17,7 @@ from .uniform import Uniform
 
 Weight = float | Callable[[Tensor], Tensor]
 _PROBE = torch.linspace(0, 1, 11, dtype=torch.float64)
+GATHER_DEVICES = {"cpu"}  # device types on which a jump gathers each component's positions (Mixture.jump)
 
 
 class Mixture(Kernel):
@@ -59,6 +60,14 @@ class Mixture(Kernel):
         else:
             W = self.weights(t)
         choice = inverse_cdf(W, generator)
+        if x.device.type not in GATHER_DEVICES:
+            # No host synchronisation (traceable, capturable in a CUDA graph): every component jumps
+            # from every position and the chosen one is kept; on the CPU, where gathering the
+            # positions of each component costs no synchronisation, only the chosen ones jump.
+            out = x
+            for c, kernel in enumerate(self.kernels):
+                out = torch.where(choice == c, kernel.jump(x, t, generator), out)
+            return out
         out = torch.empty_like(x)
         for c, kernel in enumerate(self.kernels):
             idx = (choice == c).nonzero().squeeze(1)

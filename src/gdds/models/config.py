@@ -36,9 +36,10 @@ class DiTConfig:
     mlp_ratio: int = 4
     rope_base: float = 10000.0
     causal: bool = False
+    vocab_multiple: int = 1  # the output head is padded to a multiple of this (128 on GPUs); never scored
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "layers", "width", "heads", "cond_width", "max_len", "mlp_ratio"):
+        for name in ("vocab_size", "layers", "width", "heads", "cond_width", "max_len", "mlp_ratio", "vocab_multiple"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise ValueError(f"DiTConfig.{name} must be a positive integer; got {value!r}")
@@ -66,6 +67,13 @@ class DiTConfig:
                 f"the head dimension width / heads = {self.width} / {self.heads} = {self.head_dim} must be even "
                 "for rotary embeddings; change width or heads"
             )
+
+    @property
+    def padded_vocab(self) -> int:
+        """``vocab_size`` rounded up to a multiple of ``vocab_multiple``: the rows of the output head
+        (and of the embedding when tied). Matrix shapes that are multiples of 128 use the GPU's
+        tensor cores fully; the extra logits are cut off before anything reads them."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     @property
     def head_dim(self) -> int:

@@ -101,6 +101,8 @@ class DiT(Trunk):
             t = t.expand(B)
         if t.shape != (B,):
             raise ValueError(f"t must be a scalar or have shape [B] = [{B}]; got {tuple(t.shape)}")
+        if torch.compiler.is_compiling():  # a compiled training step: the data pipeline made the inputs
+            return xt, t
         bad_tokens = ((xt < 0) | (xt >= self.config.vocab_size)).any()
         bad_times = ~((t >= 0) & (t <= 1)).all()  # also catches NaN
         if torch.stack((bad_tokens, bad_times)).any():  # one host sync for both checks
@@ -121,7 +123,7 @@ class DiT(Trunk):
         c = F.silu(self.time_embed(t))
         h = self.embed(xt)
         for block in self.blocks:
-            h = block(h, c, self.rotary)
+            h = self.block(block, h, c, self.rotary)
         return self.output(h, c[:, None, :])
 
     def flops_per_token(self, seq_len: int) -> int:

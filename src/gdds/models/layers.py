@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .config import DiTConfig
@@ -129,13 +131,14 @@ class Trunk(nn.Module):
         if not isinstance(config, DiTConfig):
             raise TypeError(f"config must be a DiTConfig, got {type(config).__name__}")
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.width)
+        self.embed = nn.Embedding(config.padded_vocab if config.tie_weights else config.vocab_size, config.width)
         self.time_embed = TimeEmbedding(config.cond_width)
         self.rotary = Rotary(config.head_dim, config.max_len, config.rope_base)
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = LayerNorm(config.width)
         self.final_modulation = nn.Linear(config.cond_width, 2 * config.width)
-        self.head = nn.Linear(config.width, config.vocab_size)
+        self.head = nn.Linear(config.width, config.padded_vocab)
+        self.checkpointing = False  # activation checkpointing of each block in training (train.checkpointing)
         if config.tie_weights:
             self.head.weight = self.embed.weight
 
@@ -147,7 +150,15 @@ class Trunk(nn.Module):
         """Logits from the residual stream ``h`` and the conditioning ``c`` (broadcastable to
         ``h``'s leading dims): final adaLN, then the head."""
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
-        return self.head(modulate(self.final_norm(h), shift, scale))
+        logits = self.head(modulate(self.final_norm(h), shift, scale))
+        return logits if self.config.padded_vocab == self.config.vocab_size else logits[..., :self.config.vocab_size]
+
+    def block(self, block: nn.Module, *args: Any) -> Tensor:
+        """``block(*args)``, its activations recomputed in the backward pass instead of kept when
+        :attr:`checkpointing` is on (training only): less memory for one more forward pass."""
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of distinct parameters; ``exclude_embeddings`` drops the input-embedding table

@@ -90,7 +90,7 @@ class TwoStream(Trunk):
         h = self.embed(tokens)
         g = self.query.to(h.dtype).expand(B, Q, -1)
         for block in self.blocks:
-            g = block(g, h, c, q_pos, positions, allowed, self.rotary)
+            g = self.block(block, g, h, c, q_pos, positions, allowed, self.rotary)
         return self.output(g, c)
 
     def snapshot(self, xt: Tensor, t: float | Tensor) -> Tensor:

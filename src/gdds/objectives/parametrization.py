@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..process import ForwardProcess
 from ..registry import Registry
+from .logsumexp import logsumexp_rows
 from .snapshot import snapshot_cross_entropy
 
 SURROGATE_FLOOR = 1e-3  # delta of the module docstring
@@ -100,12 +101,13 @@ def forward_cross_entropy(process: ForwardProcess, logits: Tensor, xt: Tensor, t
     """``-log mu(x0 | x_t, t)`` per position (``[B, L]``) under the forward parametrization,
     without materialising the parametrized logits: with ``p = softmax(f)`` and the sparse
     bonus ``b``, ``log Z = logsumexp(f) + log(1 + sum_e p_e (e^{b_e} - 1))``, so only the
-    ``logsumexp`` touches all ``m`` entries (as a plain cross-entropy does)."""
+    ``logsumexp`` touches all ``m`` entries (as a plain cross-entropy does; in float32 chunks,
+    :mod:`gdds.objectives.logsumexp`)."""
     B, L, m = logits.shape
     bonus = forward_bonus(process, xt, t, m)
-    flat = logits.float().reshape(B * L, m)
-    lse = torch.logsumexp(flat, dim=-1)
-    log_p = (flat[bonus.row, bonus.col] - lse[bonus.row]).double()
+    flat = logits.reshape(B * L, m)
+    lse = logsumexp_rows(flat)
+    log_p = (flat[bonus.row, bonus.col].float() - lse[bonus.row]).double()
     boost = torch.zeros(B * L, dtype=torch.float64, device=flat.device).index_add(
         0, bonus.row, log_p.exp() * torch.expm1(bonus.value))
     target = x0.reshape(-1)

@@ -16,11 +16,11 @@ report it as :data:`SNAPSHOT_LABEL`. Likelihood bounds live in :mod:`gdds.likeli
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..process import ForwardProcess
 from ..sampling import Denoiser
+from .logsumexp import cross_entropy_rows
 
 SNAPSHOT_LABEL = "snapshot CE (not a likelihood)"
 
@@ -44,15 +44,17 @@ def snapshot_inputs(process: ForwardProcess, x0: Tensor, t_min: float = 1e-3,
     """The network's inputs ``(x_t [B, L], t [B])`` for a clean batch ``x0 [B, L]``: stratified
     times (:func:`sample_times`) and an exact draw of ``q_t(.|x0)``. Only these reach the
     network: no forward-process information it will not have when sampling."""
+    x0 = x0.to(process.device)
     t = sample_times(x0.shape[0], t_min, generator, x0.device)
     return process.noise(x0, t, generator=generator), t
 
 
 def snapshot_cross_entropy(logits: Tensor, x0: Tensor) -> Tensor:
-    """Per-position cross-entropy ``-log mu_theta(x0 | x_t, t)`` as ``[B, L]`` (float32)."""
+    """Per-position cross-entropy ``-log mu_theta(x0 | x_t, t)`` as ``[B, L]`` (float32, without a
+    float32 copy of the logits: :mod:`gdds.objectives.logsumexp`)."""
     if logits.shape[:-1] != x0.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match x0 {tuple(x0.shape)} (expected [B, L, m])")
-    return F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
+    return cross_entropy_rows(logits, x0)
 
 
 def snapshot_loss(

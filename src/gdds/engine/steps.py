@@ -1,0 +1,86 @@
+"""What the training loop needs besides the model and the method: the learning-rate schedule, the
+order of the batches, the EMA of the weights and stop requests (``gdds.engine.train``)."""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+
+
+class EMA:
+    """Exponential moving average of the parameters: ``e <- d e + (1 - d) p``, one fused
+    ``_foreach_lerp_`` over all tensors per step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        names, params = zip(*model.named_parameters())
+        torch._foreach_lerp_([self.shadow[n] for n in names], [p.detach() for p in params], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+        """Temporarily load the averaged weights into ``model``."""
+        names, params = zip(*model.named_parameters())
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_([p.detach() for p in params], [self.shadow[n] for n in names])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in params], saved)
+
+
+class StopRequest:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step
+    (it then validates, checkpoints and returns); a second SIGINT aborts at once."""
+
+    requested = False
+
+    def __enter__(self) -> StopRequest:
+        self._saved = {}
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then constant or cosine to ``min_lr``."""
+    tc = cfg.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    span = max(1, tc.max_steps - tc.warmup_steps)
+    progress = min(1.0, (step - tc.warmup_steps) / span)
+    return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def batch_indices(step: int, n_blocks: int, batch: int, seed: int) -> np.ndarray:
+    """Block indices of global batch ``step``: consecutive slices of a per-epoch permutation."""
+    per_epoch = n_blocks // batch
+    if per_epoch == 0:
+        raise ConfigError(f"the training split has {n_blocks} blocks, fewer than train.batch_size={batch}")
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
+    return perm[pos * batch:(pos + 1) * batch]
