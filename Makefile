@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/noising.py --out results/bench
 	$(PY) benchmarks/train.py --out results/bench
 
-# The paper's comparison on the embedded corpus (slow: about 1.5 hours on 2 CPU cores; finished runs and
+# The paper's comparison on the embedded corpus (slow: about an hour on 2 CPU cores; finished runs and
 # evaluations are reused, so an interrupted run continues).
 compare: $(STAMP)
 	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
