@@ -318,3 +318,25 @@ def test_overfits_one_batch():
         losses.append(loss.item())
     assert losses[0] == pytest.approx(torch.log(torch.tensor(float(V))).item(), abs=1e-4)
     assert losses[-1] < losses[0] / 20, losses[::10]
+
+
+def test_padded_vocabulary_is_never_read_and_checkpointing_keeps_gradients(device):
+    """vocab_multiple pads the head (and a tied embedding) to a multiple of 128 but the logits keep
+    the vocabulary's size; activation checkpointing recomputes the same activations, so the
+    gradients equal those without it."""
+    torch.manual_seed(0)
+    padded = DiT(DiTConfig(vocab_size=70, layers=2, width=32, heads=2, cond_width=16, max_len=8,
+                           vocab_multiple=128, tie_weights=True)).to(device)
+    assert padded.head.weight.shape[0] == padded.embed.weight.shape[0] == 128
+    xt, t = torch.randint(0, 70, (3, 8), device=device), torch.rand(3, device=device)
+    assert padded(xt, t).shape == (3, 8, 70)
+    grads = []
+    for checkpointing in (False, True):
+        padded.zero_grad()
+        padded.checkpointing = checkpointing
+        padded(xt, t).logsumexp(-1).sum().backward()
+        grads.append([p.grad.clone() for p in padded.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="vocab_multiple must be a positive integer"):
+        DiTConfig(vocab_size=70, layers=1, width=32, heads=2, vocab_multiple=0)

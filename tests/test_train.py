@@ -146,7 +146,9 @@ def _free_port() -> int:
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, corpus):
-    args = [*MICRO, f"data.corpus={corpus}", "train.max_steps=6", "train.ckpt_every=6"]
+    """Two gloo processes with gradient accumulation (2 micro-batches per step) give the weights of
+    one process (atol 1e-5): the same global batches, the same noise, the same mean loss."""
+    args = [*MICRO, f"data.corpus={corpus}", "train.max_steps=6", "train.ckpt_every=6", "train.grad_accum=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "gdds", "train", "--config", "tiny", "--out",
@@ -191,3 +193,24 @@ def test_bad_checkpoints_give_clear_errors_and_keep_good_state(tmp_path, corpus,
     target.write_bytes(target.read_bytes()[:-10])
     assert main(["train", "--resume", str(run), "train.max_steps=6"]) == 1
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_activation_checkpointing_and_the_gpu_settings_leave_the_step_unchanged(tmp_path, corpus):
+    """train.checkpointing recomputes activations (every block of the network), train.compile is
+    off on the CPU unless asked for: a step gives the same loss and gradient norm either way."""
+    from gdds.engine.build import build_run
+    from gdds.engine.distributed import DistInfo
+    from gdds.engine.train import Trainer, compiled
+    from gdds.models.layers import Trunk
+    from helpers import DEVICE
+
+    records = []
+    for checkpointing in ("false", "true"):
+        cfg = micro(corpus, f"train.checkpointing={checkpointing}", "train.max_steps=1")
+        trainer = Trainer(cfg, tmp_path / checkpointing, build_run(cfg, DEVICE, progress=False), DistInfo(), DEVICE)
+        assert {m.checkpointing for m in trainer.model.modules() if isinstance(m, Trunk)} == {checkpointing == "true"}
+        records.append(trainer.train_step())
+    assert records[0]["loss"] == pytest.approx(records[1]["loss"], rel=1e-6)
+    assert records[0]["grad_norm"] == pytest.approx(records[1]["grad_norm"], rel=1e-4)
+    assert compiled(None, torch.device("cuda")) and not compiled(None, torch.device("cpu"))
+    assert compiled(True, torch.device("cpu")) and not compiled(False, torch.device("cuda"))

@@ -173,8 +173,8 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
 def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: type[Method]) -> nn.Module:
     """The network of ``method`` (:attr:`Method.network`: the DiT denoiser, the causal LM on
     the same blocks, the two-stream network) at the configured size."""
-    overrides = {k: getattr(mc, k) for k in ("layers", "width", "heads", "cond_width", "dropout", "tie_weights")
-                 if getattr(mc, k) is not None}
+    names = ("layers", "width", "heads", "cond_width", "dropout", "tie_weights", "vocab_multiple")
+    overrides = {k: getattr(mc, k) for k in names if getattr(mc, k) is not None}
     try:
         config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method.causal, **overrides)
     except ValueError as exc:

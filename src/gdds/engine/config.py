@@ -81,6 +81,7 @@ class ModelConfig:
     cond_width: int | None = None
     dropout: float | None = None
     tie_weights: bool | None = None
+    vocab_multiple: int | None = None  # pad the output head to a multiple (128 on GPUs; extra logits never read)
     # how the output becomes mu (gdds.objectives.parametrization): auto = forward for non-absorbing kernels
     parametrization: ParametrizationName = AUTO
 
@@ -109,7 +110,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
-    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile of the network; auto: on for CUDA
+    compile: bool | None = None  # torch.compile of the network; None (default): on for CUDA, off on the CPU
     checkpointing: bool = False  # activation checkpointing of every block: less memory, one more forward
     progress: bool = True
 

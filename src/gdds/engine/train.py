@@ -230,10 +230,10 @@ class Trainer:
         self.step = state["step"]
 
 
-def compiled(setting: str, device: torch.device) -> bool:
-    """Whether ``train.compile`` compiles the network: ``on``, ``off``, or ``auto`` (on for CUDA;
+def compiled(setting: bool | None, device: torch.device) -> bool:
+    """Whether ``train.compile`` compiles the network: ``true``, ``false``, or unset (on for CUDA;
     on the CPU the compile time is not won back in short runs: ``benchmarks/train.py``)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    return setting if setting is not None else device.type == "cuda"
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
