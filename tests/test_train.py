@@ -15,8 +15,9 @@ import torch
 from gdds.cli import main
 from gdds.data import shakespeare_documents
 from gdds.engine.checkpoint import CheckpointError, load_tensors
+from gdds.engine.checkpoint import load_torch as ck_load
 from gdds.engine.config import ConfigError, load_config
-from gdds.engine.train import train
+from gdds.engine.train import resume_config, train
 from helpers import MICRO_TRAIN
 
 MICRO = MICRO_TRAIN
@@ -149,17 +150,38 @@ def test_two_process_ddp_matches_one_process(tmp_path, corpus):
     """Two gloo processes with gradient accumulation (2 micro-batches per step) give the weights of
     one process (atol 1e-5): the same global batches, the same noise, the same mean loss."""
     args = [*MICRO, f"data.corpus={corpus}", "train.max_steps=6", "train.ckpt_every=6", "train.grad_accum=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "gdds", "train", "--config", "tiny", "--out",
-           str(tmp_path / "ddp"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun(["--config", "tiny", "--out", str(tmp_path / "ddp"), *args])
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert {r["processes"] for r in log if r["kind"] == "train"} == {2}
     train(load_config("tiny", args), tmp_path / "single")
     # Same noise, same global batch: equal up to float reduction order.
     assert_same(weights(tmp_path / "single"), weights(tmp_path / "ddp"), exact=False, atol=1e-5)
+
+
+def _torchrun(train_args: list[str], nproc: int = 2) -> None:
+    """``gdds train`` in ``nproc`` gloo processes on this machine."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "gdds", "train", *train_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_fsdp_matches_one_process_and_resumes_on_another_process_count(tmp_path, corpus):
+    """FSDP2 over two gloo processes with gradient accumulation gives the weights of one process
+    (atol 1e-5); its sharded optimizer state (torch.distributed.checkpoint) resumes in one
+    process and continues as an uninterrupted one-process run (constant LR, so that stopping at
+    step 3 changes no schedule)."""
+    args = [*MICRO, f"data.corpus={corpus}", "train.ckpt_every=3", "train.grad_accum=2", "train.strategy=fsdp",
+            "train.lr_schedule=constant", "train.keep_checkpoints=4"]
+    _torchrun(["--config", "tiny", "--out", str(tmp_path / "fsdp"), *args, "train.max_steps=6"])
+    folder = tmp_path / "fsdp" / "checkpoints" / "last"
+    assert (folder / "optimizer" / ".metadata").is_file() and ck_load(folder / "state.pt")["optimizer"] is None
+    train(load_config("tiny", [*args, "train.max_steps=6"]), tmp_path / "single")
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert_same(weights(tmp_path / "single", name), weights(tmp_path / "fsdp", name), exact=False, atol=1e-5)
+    _torchrun(["--config", "tiny", "--out", str(tmp_path / "grown"), *args, "train.max_steps=3"])
+    train(resume_config(tmp_path / "grown", ["train.max_steps=6"]), tmp_path / "grown", resume=True)
+    assert_same(weights(tmp_path / "single"), weights(tmp_path / "grown"), exact=False, atol=1e-5)
 
 
 def _tree_digest(folder: Path) -> str:

@@ -28,6 +28,7 @@ from ..kernels.registry import KERNELS
 from ..objectives.methods import METHODS
 from ..objectives.parametrization import AUTO, PARAMETRIZATIONS
 from ..schedules import SCHEDULES
+from .parallel import STRATEGIES
 
 MethodName = Literal[METHODS.names()]
 TokenizerName = Literal[TOKENIZERS.names()]
@@ -35,6 +36,7 @@ PackingName = Literal[PACKINGS.names()]
 ScheduleName = Literal[SCHEDULES.names()]
 KernelName = Literal[KERNELS.names()]
 ParametrizationName = Literal[(AUTO, *PARAMETRIZATIONS.names())]
+StrategyName = Literal[STRATEGIES.names()]
 PRESETS_PACKAGE = "gdds.engine.configs"
 
 
@@ -112,6 +114,7 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
     compile: bool | None = None  # torch.compile of the network; None (default): on for CUDA, off on the CPU
     checkpointing: bool = False  # activation checkpointing of every block: less memory, one more forward
+    strategy: StrategyName = "ddp"  # several processes: ddp (whole model on each) or fsdp (FSDP2, sharded)
     progress: bool = True
 
 

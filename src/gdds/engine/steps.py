@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from .config import Config, ConfigError
 
@@ -31,15 +32,25 @@ class EMA:
     @contextlib.contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:
         """Temporarily load the averaged weights into ``model``."""
-        names, params = zip(*model.named_parameters())
-        saved = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_([p.detach() for p in params], [self.shadow[n] for n in names])
+        saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+        with torch.no_grad():  # (a loop: FSDP2's sharded tensors have no foreach copy)
+            for n, p in model.named_parameters():
+                p.copy_(self.shadow[n])
         try:
             yield
         finally:
+            resharded(model)
             with torch.no_grad():
-                torch._foreach_copy_([p.detach() for p in params], saved)
+                for n, p in model.named_parameters():
+                    p.copy_(saved[n])
+
+
+def resharded(model: torch.nn.Module) -> None:
+    """Shard an FSDP2 model's parameters back (a forward without backward leaves the root's
+    gathered), so that ``named_parameters`` gives the sharded tensors again; no-op otherwise."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 class StopRequest:

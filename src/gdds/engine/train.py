@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from ..files import write_text_atomically
@@ -39,6 +40,7 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
+from .parallel import OPTIMIZER_FOLDER, STRATEGIES, Sharded
 from .records import RunLog, TrainResult, Validation
 from .steps import EMA, StopRequest, batch_indices, lr_at
 
@@ -68,8 +70,12 @@ class Trainer:
                 module.checkpointing = tc.checkpointing
         if cuda and not tc.deterministic:  # TF32 matrix products for what runs outside bf16 autocast
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        net = torch.compile(self.model, fullgraph=True) if compiled(tc.compile, self.device) else self.model
-        self.ddp = torch.nn.parallel.DistributedDataParallel(net) if self.dist.world > 1 else net
+        use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda)
+        self.parallel = STRATEGIES.get(tc.strategy)(self.dist, use_bf16)
+        self.parallel.shard(self.model)
+        whole = not isinstance(self.parallel, Sharded)  # FSDP2's hooks split the graph
+        net = torch.compile(self.model, fullgraph=whole) if compiled(tc.compile, self.device) else self.model
+        self.ddp = self.parallel.wrap(self.model, net)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
@@ -79,7 +85,6 @@ class Trainer:
         self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
         self.noise = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
         self.step = 0
-        use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda")
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         micro = tc.batch_size // tc.grad_accum
         if micro % self.dist.world:
@@ -113,14 +118,14 @@ class Trainer:
             group["lr"] = lr
         total, count = torch.zeros((), device=self.device), 0
         for a, chunk in enumerate(np.array_split(rows, tc.grad_accum)):
-            sync = a == tc.grad_accum - 1 or self.dist.world == 1
-            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+            with self.parallel.accumulating(self.ddp, a == tc.grad_accum - 1):
                 loss_sum, n = self._micro_loss(self.run.train, chunk, self.noise)
                 # Each shard's mean, averaged over shards (DDP) and micro-batches = the global mean.
                 (loss_sum / n / tc.grad_accum).backward()
             total += loss_sum.detach()
             count += n
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        grad_norm = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
@@ -174,13 +179,22 @@ class Trainer:
         """This process's own CUDA RNG state (of its device only; ``None`` on CPU)."""
         return torch.cuda.get_rng_state(self.device).cpu() if self.device.type == "cuda" else None
 
-    def save(self, cuda_rng: list[torch.Tensor | None] | None = None) -> Path:
-        """Write a checkpoint (main process). ``cuda_rng``: every process's
-        :meth:`cuda_rng_state`, in rank order (default: this process's)."""
+    def save(self, cuda_rng: list[torch.Tensor | None] | None = None) -> Path | None:
+        """Write a checkpoint: every process calls it (gathering sharded weights and writing the
+        sharded optimizer state are collective), the main one writes the folder and returns it.
+        ``cuda_rng``: every process's :meth:`cuda_rng_state`, in rank order (default: this one's)."""
         cuda_rng = [self.cuda_rng_state()] if cuda_rng is None else cuda_rng
+        weights = self.parallel.model_tensors(self.model)
+        ema = self.parallel.full_tensors(self.ema.shadow) if self.ema is not None else None
+        staging = ck.checkpoint_root(self.run_dir) / f".tmp-{OPTIMIZER_FOLDER}-{self.step:08d}"
+        if self.dist.main:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+        optimizer = self.parallel.save_optimizer(self.model, self.opt, staging)
+        if not self.dist.main:
+            return None
         state = {
             "step": self.step,
-            "optimizer": self.opt.state_dict(),
+            "optimizer": optimizer,
             "torch_rng": torch.get_rng_state(),
             "device": self.device.type,
             "cuda_rng": [] if self.device.type != "cuda" else cuda_rng,
@@ -188,14 +202,16 @@ class Trainer:
             "data_position": {"step": self.step, "blocks": len(self.run.train)},
         }
         writers = {
-            "model.safetensors": lambda p: ck.save_tensors(p, ck.module_tensors(self.model)),
+            "model.safetensors": lambda p: ck.save_tensors(p, weights),
             "state.pt": lambda p: ck.save_torch(p, state),
             "config.yaml": lambda p: p.write_text(save_config(self.cfg)),
             "run.json": lambda p: p.write_text(json.dumps(self.run.identity(), indent=1)),
             "tokenizer": lambda p: self.run.data.tokenizer.save(p),
         }
-        if self.ema is not None:
-            writers["ema.safetensors"] = lambda p: ck.save_tensors(p, self.ema.shadow)
+        if ema is not None:
+            writers["ema.safetensors"] = lambda p: ck.save_tensors(p, ema)
+        if optimizer is None:  # written sharded by every process
+            writers[OPTIMIZER_FOLDER] = lambda p: os.replace(staging, p)
         return ck.save_checkpoint(self.run_dir, self.step, writers, self.cfg.train.keep_checkpoints)
 
     def load(self, folder: Path) -> None:
@@ -203,12 +219,13 @@ class Trainer:
         if not self.run.matches(saved):
             raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up "
                                      f"(tokenizer, vocabulary, process or model): {saved} != {self.run.identity()}")
-        ck.load_module(self.model, ck.load_tensors(folder / "model.safetensors"), f"{folder}/model.safetensors")
+        self.parallel.load_model(self.model, ck.load_tensors(folder / "model.safetensors"),
+                                 f"{folder}/model.safetensors")
         if self.ema is not None:
             shadow = ck.load_tensors(folder / "ema.safetensors")
             if set(shadow) != set(self.ema.shadow):
                 raise ck.CheckpointError(f"{folder}/ema.safetensors does not match the model's parameters")
-            self.ema.shadow = {k: v.to(self.device) for k, v in shadow.items()}
+            self.ema.shadow = {k: self.parallel.load_like(v, self.ema.shadow[k]) for k, v in shadow.items()}
         state = ck.load_torch(folder / "state.pt")
         saved = saved_device(state)
         if saved != self.device.type:
@@ -216,7 +233,7 @@ class Trainer:
                 f"checkpoint {folder} was written by a run on {saved}; its noise generator cannot continue on "
                 f"{self.device.type} (a {saved} and a {self.device.type} generator draw different streams), so the "
                 f"run would not continue the same run: resume it with train.device={saved}")
-        self.opt.load_state_dict(state["optimizer"])
+        self.parallel.load_optimizer(self.model, self.opt, folder, state)
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda":
             # Each process takes its own rank's state; a process that the saving run did not have
@@ -284,7 +301,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         barrier(info)
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
         if resume:
-            trainer.load(ck.latest_checkpoint(run_dir, clean=True))
+            if info.main:
+                ck.latest_checkpoint(run_dir, clean=True)  # removes what a killed checkpoint left
+            barrier(info)
+            trainer.load(ck.latest_checkpoint(run_dir))
         try:
             result = _loop(trainer)
         except RuntimeError as exc:
@@ -294,9 +314,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
                                   f"(noise, data order and resume stay exact; only floating-point reduction "
                                   f"order may vary)") from exc
             raise
+        texts = trainer.generate(samples) if samples else []  # every process: a sharded model gathers
         if info.main:
             result.checkpoint = str(ck.latest_checkpoint(run_dir))
-            result.samples = trainer.generate(samples) if samples else []
+            result.samples = texts
             result.sampler = trainer.method.preview_sampler
         return result
     finally:
@@ -344,9 +365,7 @@ def _loop(tr: Trainer) -> TrainResult:
                     if log is not None:
                         log.write(last.valid.record(tr.step))
                 if tr.step % tc.ckpt_every == 0 or end:
-                    cuda_rng = gather_objects(tr.cuda_rng_state(), tr.dist)
-                    if main:
-                        tr.save(cuda_rng)
+                    tr.save(gather_objects(tr.cuda_rng_state(), tr.dist))
                     barrier(tr.dist)
                 if end and tr.step < tc.max_steps:
                     last.stopped_at = tr.step
