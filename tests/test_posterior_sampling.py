@@ -332,3 +332,12 @@ def test_generic_continuous_bound_is_mdlm_for_mask_and_the_limit_for_uniform():
                               tokens) for steps in (1, 128))
     assert coarse.nats_per_token - cont.nats_per_token > 4 * math.hypot(coarse.standard_error, cont.standard_error)
     assert abs(fine.nats_per_token - cont.nats_per_token) < 4 * math.hypot(fine.standard_error, cont.standard_error)
+
+
+def test_the_sampler_shows_a_progress_bar_only_when_asked(capsys):
+    proc = gdds.ForwardProcess(SCHED, KERNELS["mask"]())
+    den = exact_denoiser(proc, torch.cat([PI[:5] / PI[:5].sum(), torch.zeros(1, dtype=torch.float64)]))
+    sample(proc, den, num=2, length=3, steps=3, generator=torch.Generator().manual_seed(0))
+    assert "exact reverse chain" not in capsys.readouterr().err
+    sample(proc, den, num=2, length=3, steps=3, generator=torch.Generator().manual_seed(0), progress=True)
+    assert "exact reverse chain" in capsys.readouterr().err

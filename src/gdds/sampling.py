@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .categorical import gumbel_max, inverse_cdf
 from .devices import check_generator
@@ -93,6 +94,7 @@ def sample(
     reuse_unchanged: bool = False,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    progress: bool | None = False,
     **op: Any,
 ) -> Tensor:
     """``num`` sequences of ``length`` tokens from the model's reverse chain.
@@ -104,7 +106,8 @@ def sample(
     reuses the denoiser's output while no token changed (as cached masked samplers
     do): exact for denoisers that ignore ``t``, an approximation otherwise. ``op``
     goes to the transition operators (e.g. ``step``, ``tol`` for time-dependent
-    kernels) and defines the chain, exactly as in :func:`gdds.nll_bound`. Positions
+    kernels) and defines the chain, exactly as in :func:`gdds.nll_bound`. ``progress``: a bar
+    over the steps on stderr (``None``: when stderr is a terminal). Positions
     are processed in chunks, so ``[num * length, m]`` float64 is never held. The chain runs on
     ``device`` (default: the process's, where ``generator`` must be too).
     """
@@ -122,7 +125,8 @@ def sample(
     grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
     logits, seen = None, None
-    for t, s in itertools.pairwise(grid):
+    for t, s in tqdm(list(itertools.pairwise(grid)), desc="exact reverse chain", unit="step", leave=False,
+                     disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits = denoiser(x, torch.full((num,), t, device=device)).to(device).reshape(num * length, -1)
             seen = x.clone()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..baseline import bayes_unigram, unigram_law, unigram_nll
 from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
@@ -98,11 +99,17 @@ def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
 Estimate = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
-def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Estimate) -> Tensor:
+def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Estimate, what: str = "") -> Tensor:
     """``estimate`` (``x0 [b, L], keep [b, L] or None -> [b]`` nats) over the blocks ``rows`` in
-    batches of ``batch``; ``keep`` marks the positions that count (not padding)."""
-    return torch.cat([estimate(blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch]))
-                      for a in range(0, len(rows), batch)])
+    batches of ``batch``; ``keep`` marks the positions that count (not padding). ``what``: the
+    label of a progress bar over the sequences (on a terminal)."""
+    bar = tqdm(total=len(rows), desc=what, unit="seq", leave=False, disable=None if what else True)
+    out = []
+    for a in range(0, len(rows), batch):
+        out.append(estimate(blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch])))
+        bar.update(len(out[-1]))
+    bar.close()
+    return torch.cat(out)
 
 
 def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
@@ -117,7 +124,7 @@ def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.
     ``stream`` only, so two denoisers bounded alike share blocks, term indices and ``x_t``."""
     gen = estimator_generator(loaded, seed, "bound", stream)
     return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
-        loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op))
+        loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op), f"{steps}-step bound")
 
 
 def _exact_nll(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, batch: int = 8) -> Tensor:
@@ -244,6 +251,8 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     ancestral samples) starting with ``prompt``, and their decoded texts."""
     length = loaded.cfg.data.seq_len if length is None else length
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    if not loaded.method.exact_likelihood:  # the reverse chain: a bar over its steps on a terminal
+        sampler_options = {"progress": None, **sampler_options}
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, **sampler_options).cpu()
     tok = loaded.run.data.tokenizer
     return ids, [tok.decode(row.tolist()) for row in ids]
