@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -167,12 +168,12 @@ def _torchrun(train_args: list[str], nproc: int = 2) -> None:
 
 
 def test_fsdp_matches_one_process_and_resumes_on_another_process_count(tmp_path, corpus):
-    """FSDP2 over two gloo processes with gradient accumulation gives the weights of one process
-    (atol 1e-5); its sharded optimizer state (torch.distributed.checkpoint) resumes in one
+    """FSDP2 over two gloo processes with gradient accumulation, each process noising only its
+    noise group, gives the weights of one process (atol 1e-5); its sharded optimizer state (torch.distributed.checkpoint) resumes in one
     process and continues as an uninterrupted one-process run (constant LR, so that stopping at
     step 3 changes no schedule)."""
     args = [*MICRO, f"data.corpus={corpus}", "train.ckpt_every=3", "train.grad_accum=2", "train.strategy=fsdp",
-            "train.lr_schedule=constant", "train.keep_checkpoints=4"]
+            "train.lr_schedule=constant", "train.keep_checkpoints=4", "train.noise_groups=2"]
     _torchrun(["--config", "tiny", "--out", str(tmp_path / "fsdp"), *args, "train.max_steps=6"])
     folder = tmp_path / "fsdp" / "checkpoints" / "last"
     assert (folder / "optimizer" / ".metadata").is_file() and ck_load(folder / "state.pt")["optimizer"] is None
@@ -236,3 +237,29 @@ def test_activation_checkpointing_and_the_gpu_settings_leave_the_step_unchanged(
     assert records[0]["grad_norm"] == pytest.approx(records[1]["grad_norm"], rel=1e-4)
     assert compiled(None, torch.device("cuda")) and not compiled(None, torch.device("cpu"))
     assert compiled(True, torch.device("cpu")) and not compiled(False, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("method", [[], ["method=campbell"]], ids=["gdds", "campbell"])
+def test_noise_groups_make_each_process_draw_only_its_part(tmp_path, corpus, method):
+    """With train.noise_groups, each group of a micro-batch draws from its own seed, so the loss
+    of the whole micro-batch in one process equals the sum of what two processes compute each on
+    their own groups (checked by giving one trainer the place of rank 0 and then rank 1 of 2),
+    also for path batches of different widths (the Campbell method pads them)."""
+    from gdds.engine.build import build_run
+    from gdds.engine.distributed import DistInfo
+    from gdds.engine.train import Trainer
+    from helpers import DEVICE
+
+    cfg = micro(corpus, "train.noise_groups=4", "process.kernel=mask", *method)
+    trainer = Trainer(cfg, tmp_path, build_run(cfg, DEVICE, progress=False), DistInfo(), DEVICE)
+    rows = np.arange(8)
+    with torch.no_grad():
+        whole, count = trainer._micro_loss(trainer.run.train, rows, trainer.noise, micro=0)
+        parts = []
+        for rank in (0, 1):
+            trainer.dist = DistInfo(rank=rank, world=2)
+            parts.append(trainer._micro_loss(trainer.run.train, rows, trainer.noise, micro=0))
+    assert sum(n for _, n in parts) == count
+    assert float(sum(s for s, _ in parts)) == pytest.approx(float(whole), rel=1e-5)
+    with pytest.raises(ConfigError, match="noise_groups=3 must divide the micro-batch"):
+        Trainer(micro(corpus, "train.noise_groups=3"), tmp_path, trainer.run, DistInfo(), DEVICE)

@@ -115,6 +115,9 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile of the network; None (default): on for CUDA, off on the CPU
     checkpointing: bool = False  # activation checkpointing of every block: less memory, one more forward
     strategy: StrategyName = "ddp"  # several processes: ddp (whole model on each) or fsdp (FSDP2, sharded)
+    # groups of each micro-batch noised with their own seed (seed, step, micro-batch, group); each
+    # process noises only its groups. 1: one stream for the whole micro-batch, drawn on every process.
+    noise_groups: int = 1
     progress: bool = True
 
 

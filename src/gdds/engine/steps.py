@@ -1,9 +1,11 @@
 """What the training loop needs besides the model and the method: the learning-rate schedule, the
-order of the batches, the EMA of the weights and stop requests (``gdds.engine.train``)."""
+order of the batches and the seeds of the noise, the EMA of the weights, stop requests, and the
+device settings (``gdds.engine.train``)."""
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -95,3 +97,36 @@ def batch_indices(step: int, n_blocks: int, batch: int, seed: int) -> np.ndarray
     epoch, pos = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
     return perm[pos * batch:(pos + 1) * batch]
+
+
+def group_seed(seed: int, step: int, micro: int, group: int) -> int:
+    """The seed of one noise group: a function of (run seed, step, micro-batch, group) alone, so
+    that a group's draws do not depend on which process draws it (``train.noise_groups``)."""
+    return int(np.random.SeedSequence([seed, step, micro, group]).generate_state(1, np.uint64)[0])
+
+
+def compiled(setting: bool | None, device: torch.device) -> bool:
+    """Whether ``train.compile`` compiles the network: ``true``, ``false``, or unset (on for CUDA;
+    on the CPU the compile time is not won back in short runs: ``benchmarks/train.py``)."""
+    return setting if setting is not None else device.type == "cuda"
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on ``device``: through pinned memory with a non-blocking copy to a GPU."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def saved_device(state: dict[str, Any]) -> str:
+    """The device type a checkpoint's state was written on (checkpoints written before it was
+    recorded: a CUDA generator's state has 16 bytes, a CPU one's thousands)."""
+    return state.get("device") or ("cuda" if state["noise_rng"].numel() == 16 else "cpu")
+
+
+def deterministic_mode(device: torch.device) -> None:
+    """``torch.use_deterministic_algorithms(True)``; on CUDA with the cuBLAS workspace setting
+    that deterministic matrix products need (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, unless set)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)

@@ -6,7 +6,9 @@ periodic validation, verified atomic checkpoints and exact resume.
 Reproducibility: batch ``s`` is a fixed function of ``(seed, s)`` (a per-epoch
 permutation of the blocks), the noise (times and ``x_t``) of every micro-batch is
 drawn for the **global** micro-batch from one generator that every process
-advances identically, and each process trains on its shard. So a run does not
+advances identically, and each process trains on its shard; or, with
+``train.noise_groups``, each group of the micro-batch from its own seed
+(:func:`gdds.engine.steps.group_seed`), each process drawing only its groups. So a run does not
 depend on the number of processes, and resuming restores exactly the state of an
 uninterrupted run (weights, EMA, optimizer, RNG states, step).
 """
@@ -42,7 +44,17 @@ from .distributed import (
 )
 from .parallel import OPTIMIZER_FOLDER, STRATEGIES, Sharded
 from .records import RunLog, TrainResult, Validation
-from .steps import EMA, StopRequest, batch_indices, lr_at
+from .steps import (
+    EMA,
+    StopRequest,
+    batch_indices,
+    compiled,
+    deterministic_mode,
+    group_seed,
+    lr_at,
+    saved_device,
+    to_device,
+)
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
                   "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision",
@@ -90,25 +102,47 @@ class Trainer:
         if micro % self.dist.world:
             raise ConfigError(f"the micro-batch ({micro} = batch_size / grad_accum) must be divisible by the "
                               f"number of processes ({self.dist.world})")
+        groups = tc.noise_groups
+        if groups < 1 or micro % groups or (groups > 1 and groups % self.dist.world):
+            raise ConfigError(f"train.noise_groups={groups} must divide the micro-batch ({micro}) and be a multiple "
+                              f"of the number of processes ({self.dist.world}), or be 1")
 
     # ---- one optimisation step -------------------------------------------------------------
-    def _micro_loss(self, blocks: Any, rows: np.ndarray, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Draw the inputs of the global micro-batch of ``blocks[rows]`` (noise: identically on
-        every process), train on this shard with the method's per-token loss; padding is
-        neither noised nor scored."""
-        x0_global = to_device(blocks.batch(rows), self.device)
-        keep = blocks.mask(rows)
-        keep = None if keep is None else keep.to(self.device)
-        inputs = self.method.inputs(x0_global, generator, keep)
-        shard = slice(self.dist.rank, None, self.dist.world)
-        inputs = [a[shard] for a in inputs]
+    def _micro_loss(self, blocks: Any, rows: np.ndarray, generator: torch.Generator,
+                    micro: int | None = None) -> tuple[torch.Tensor, int]:
+        """This process's loss sum and token count on the micro-batch ``blocks[rows]`` (the
+        method's per-token loss; padding is neither noised nor scored). With ``micro`` (its
+        index in the step) and ``train.noise_groups > 1``, each group of the micro-batch draws from
+        its own seed and this process draws only its groups; otherwise ``generator`` draws the
+        whole micro-batch, identically on every process, and each keeps its shard."""
+        inputs, x0, keep = self._inputs(blocks, rows, generator, micro)
         with torch.autocast(**self.autocast):
             logits = self.ddp(*self.method.model_args(inputs))
-        loss = self.method.token_loss(logits, x0_global[shard], inputs)
+        loss = self.method.token_loss(logits, x0, inputs)
         if keep is None:
             return loss.sum(), loss.numel()
-        keep = keep[shard]
         return torch.where(keep, loss, 0.0).sum(), int(keep.sum())
+
+    def _drawn(self, blocks: Any, rows: np.ndarray, generator: torch.Generator) -> tuple[Any, Any, Any]:
+        x0 = to_device(blocks.batch(rows), self.device)
+        keep = blocks.mask(rows)
+        keep = None if keep is None else keep.to(self.device)
+        return self.method.inputs(x0, generator, keep), x0, keep
+
+    def _inputs(self, blocks: Any, rows: np.ndarray, generator: torch.Generator,
+                micro: int | None) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+        """The network's inputs, clean tokens and kept positions of this process's part."""
+        groups = self.cfg.train.noise_groups
+        if micro is None or groups == 1:
+            inputs, x0, keep = self._drawn(blocks, rows, generator)
+            shard = slice(self.dist.rank, None, self.dist.world)
+            return [a[shard] for a in inputs], x0[shard], None if keep is None else keep[shard]
+        per, mine = len(rows) // groups, range(self.dist.rank, groups, self.dist.world)
+        parts = [self._drawn(blocks, rows[g * per:(g + 1) * per], torch.Generator(device=self.device).manual_seed(
+                 group_seed(self.cfg.seed, self.step, micro, g))) for g in mine]
+        keeps = [p[2] for p in parts]
+        return (self.method.concat_inputs([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                None if keeps[0] is None else torch.cat(keeps))
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
@@ -119,7 +153,7 @@ class Trainer:
         total, count = torch.zeros((), device=self.device), 0
         for a, chunk in enumerate(np.array_split(rows, tc.grad_accum)):
             with self.parallel.accumulating(self.ddp, a == tc.grad_accum - 1):
-                loss_sum, n = self._micro_loss(self.run.train, chunk, self.noise)
+                loss_sum, n = self._micro_loss(self.run.train, chunk, self.noise, a)
                 # Each shard's mean, averaged over shards (DDP) and micro-batches = the global mean.
                 (loss_sum / n / tc.grad_accum).backward()
             total += loss_sum.detach()
@@ -247,25 +281,6 @@ class Trainer:
         self.step = state["step"]
 
 
-def compiled(setting: bool | None, device: torch.device) -> bool:
-    """Whether ``train.compile`` compiles the network: ``true``, ``false``, or unset (on for CUDA;
-    on the CPU the compile time is not won back in short runs: ``benchmarks/train.py``)."""
-    return setting if setting is not None else device.type == "cuda"
-
-
-def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host batch on ``device``: through pinned memory with a non-blocking copy to a GPU."""
-    if device.type != "cuda":
-        return batch.to(device)
-    return batch.pin_memory().to(device, non_blocking=True)
-
-
-def saved_device(state: dict[str, Any]) -> str:
-    """The device type a checkpoint's state was written on (checkpoints written before it was
-    recorded: a CUDA generator's state has 16 bytes, a CPU one's thousands)."""
-    return state.get("device") or ("cuda" if state["noise_rng"].numel() == 16 else "cpu")
-
-
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     """The configuration stored in the run's latest checkpoint, with the overrides that
     a resumed run may change (``train.max_steps``, intervals, device, precision)."""
@@ -323,14 +338,6 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     finally:
         torch.use_deterministic_algorithms(determinism)
         shutdown(info)
-
-
-def deterministic_mode(device: torch.device) -> None:
-    """``torch.use_deterministic_algorithms(True)``; on CUDA with the cuBLAS workspace setting
-    that deterministic matrix products need (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, unless set)."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
 
 
 def _loop(tr: Trainer) -> TrainResult:

@@ -115,6 +115,10 @@ class Method:
         """The part of ``inputs`` the network is called with (by default all of it)."""
         return inputs
 
+    def concat_inputs(self, parts: Sequence[Sequence[Tensor]]) -> tuple[Tensor, ...]:
+        """The inputs of several batches as one batch (noise groups drawn apart, trained together)."""
+        return tuple(torch.cat(fields) for fields in zip(*parts))
+
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         """Per-position loss ``[B, L]``; by default the cross-entropy of ``x0``."""
         return snapshot_cross_entropy(logits, x0)
@@ -227,6 +231,10 @@ class Campbell(Method):
 
     def model_args(self, inputs: Sequence[Tensor]) -> Sequence[Tensor]:
         return PathBatch(*inputs).model_inputs()
+
+    def concat_inputs(self, parts: Sequence[Sequence[Tensor]]) -> tuple[Tensor, ...]:
+        """Path batches of different widths padded to the widest (padding is inert), then joined."""
+        return PathBatch.concat([PathBatch(*p) for p in parts]).astuple()
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         return campbell_loss(logits, PathBatch(*inputs), x0.shape[1])

@@ -33,7 +33,8 @@ jump-state model of the mask process is sampled and bounded like any denoiser
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,8 @@ from ..process import ForwardProcess
 from .elbo import per_time, reachable_columns
 
 END = 2.0  # the end time of a piece that lasts to the end of the path (any value > 1)
+# The values of padding, per field of PathBatch: pieces on the empty interval [inf, inf), invalid queries.
+PADDING = (0, 0, torch.inf, torch.inf, 0, 0.0, 0, 0, False)
 JUMP_NEEDS, JUMP_INSTEAD = "the closed-form jump-state loss", "use the Campbell estimator (method campbell)"
 
 
@@ -96,6 +99,21 @@ class PathBatch:
     def astuple(self) -> tuple[Tensor, ...]:
         return (*self.model_inputs(), self.q_target, self.q_current, self.q_valid)
 
+    @staticmethod
+    def concat(batches: Sequence[PathBatch]) -> PathBatch:
+        """One batch of the sequences of ``batches``: pieces and queries padded to the widest with
+        the layout's inert values (pieces on the empty interval ``[inf, inf)``, invalid queries)."""
+        fields = [f.name for f in dataclasses.fields(PathBatch)]
+
+        def padded(name: str, width: int, fill: float | bool) -> Tensor:
+            return torch.cat([torch.nn.functional.pad(getattr(b, name), (0, width - getattr(b, name).shape[1]),
+                                                      value=fill) for b in batches])
+
+        pieces = max(b.tokens.shape[1] for b in batches)
+        queries = max(b.q_pos.shape[1] for b in batches)
+        widths = {**dict.fromkeys(fields[:4], pieces), **dict.fromkeys(fields[4:], queries)}
+        return PathBatch(**{n: padded(n, widths[n], fill) for n, fill in zip(fields, PADDING)})
+
 
 def _compact(keep: Tensor, *fields: Tensor, fill: tuple) -> list[Tensor]:
     """Move the ``keep`` entries of each row to the front (in order) and cut to the longest row."""
@@ -125,13 +143,13 @@ def campbell_batch(process: ForwardProcess, x0: Tensor, t_min: float = 0.0,
     end = torch.flip(torch.cummin(torch.flip(after, [-1]), dim=-1).values, [-1]).clamp_max(END)
     pos = torch.arange(L, device=x0.device)[None, :, None].expand_as(states)
     flat = [a.reshape(B, -1) for a in (real, states, pos, start, end)]
-    tokens, positions, p_start, p_end = _compact(flat[0], *flat[1:], fill=(0, 0, torch.inf, torch.inf))
+    tokens, positions, p_start, p_end = _compact(flat[0], *flat[1:], fill=PADDING[:4])
     query = real.clone()
     query[..., 0] = False
     query &= times >= t_min
     qflat = [a.reshape(B, -1) for a in (query, pos, times, prev, states)]
     q_pos, q_time, q_target, q_current, q_valid = _compact(
-        qflat[0], *qflat[1:], qflat[0], fill=(0, 0.0, 0, 0, False))
+        qflat[0], *qflat[1:], qflat[0], fill=PADDING[4:])
     return PathBatch(tokens, positions, p_start, p_end, q_pos, q_time, q_target, q_current, q_valid)
 
 
