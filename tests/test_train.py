@@ -169,9 +169,9 @@ def _torchrun(train_args: list[str], nproc: int = 2) -> None:
 
 def test_fsdp_matches_one_process_and_resumes_on_another_process_count(tmp_path, corpus):
     """FSDP2 over two gloo processes with gradient accumulation, each process noising only its
-    noise group, gives the weights of one process (atol 1e-5); its sharded optimizer state (torch.distributed.checkpoint) resumes in one
-    process and continues as an uninterrupted one-process run (constant LR, so that stopping at
-    step 3 changes no schedule)."""
+    noise group, gives the weights of one process (atol 1e-5); its sharded optimizer state
+    (torch.distributed.checkpoint) resumes in one process and continues as an uninterrupted
+    one-process run (constant LR, so that stopping at step 3 changes no schedule)."""
     args = [*MICRO, f"data.corpus={corpus}", "train.ckpt_every=3", "train.grad_accum=2", "train.strategy=fsdp",
             "train.lr_schedule=constant", "train.keep_checkpoints=4", "train.noise_groups=2"]
     _torchrun(["--config", "tiny", "--out", str(tmp_path / "fsdp"), *args, "train.max_steps=6"])
