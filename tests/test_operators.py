@@ -19,13 +19,19 @@ def vectors(m, n=4, seed=0):
 
 @pytest.mark.parametrize("kernel", [K.Mask(50, 3), K.Uniform(50), K.Hybrid(50, 3, 0.25)], ids=repr)
 @pytest.mark.parametrize("transpose", [False, True])
-def test_series_equals_closed_form(kernel, transpose):
-    v = vectors(50)
-    for s, t in [(0.0, 0.3), (0.2, 0.9), (0.0, 1.0), (0.5, 0.5)]:
-        series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series", return_bound=True)
-        closed = transition(kernel, SCHED, v, s, t, transpose=transpose, method="closed")
-        assert bound <= 1e-12
-        assert (series - closed).abs().max() < 1e-10
+def test_series_equals_closed_form(kernel, transpose, device):
+    """On the test device (the kernel is moved there and back)."""
+    v = vectors(50).to(device)
+    try:
+        kernel.to(device)
+        for s, t in [(0.0, 0.3), (0.2, 0.9), (0.0, 1.0), (0.5, 0.5)]:
+            series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series",
+                                       return_bound=True)
+            closed = transition(kernel, SCHED, v, s, t, transpose=transpose, method="closed")
+            assert bound <= 1e-12 and series.device.type == closed.device.type == device.type
+            assert (series - closed).abs().max() < 1e-10
+    finally:
+        kernel.to("cpu")
 
 
 @pytest.mark.parametrize("transpose", [False, True])
@@ -129,9 +135,10 @@ def test_kernels_without_a_rank_one_part_are_not_split():
     assert two.teleport_split() is None
 
 
-def test_adjoint_and_semigroup():
+def test_adjoint_and_semigroup(device):
     _, _, kernel = time_dependent_dense(7, 8)
-    u, v = vectors(7, 3, 1), vectors(7, 3, 2)
+    kernel.to(device)
+    u, v = vectors(7, 3, 1).to(device), vectors(7, 3, 2).to(device)
     P_v = transition(kernel, SCHED, v, 0.2, 0.8)
     PT_u = transition(kernel, SCHED, u, 0.2, 0.8, transpose=True)
     assert torch.allclose(u.T @ P_v, PT_u.T @ v, atol=1e-10)
@@ -139,14 +146,14 @@ def test_adjoint_and_semigroup():
     assert torch.allclose(two_steps, transition(kernel, SCHED, v, 0.0, 0.9), atol=1e-9)
 
 
-def test_probability_is_conserved_at_large_vocabulary():
-    """Series path on a sparse semantic kernel (m = 3000, too large for dense)."""
+def test_probability_is_conserved_at_large_vocabulary(device):
+    """Series path on a sparse semantic kernel (m = 3000, too large for dense), on the test device."""
     emb = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
     kernel = K.SemanticKNN(emb, k=16, schedule=SCHED, cache=False, progress=False)
-    proc = gdds.ForwardProcess(SCHED, kernel)
-    q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64), 0.0, 0.7, return_bound=True)
-    assert q.shape == (3000, 5) and (q >= -1e-15).all()
-    assert torch.allclose(q.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
+    proc = gdds.ForwardProcess(SCHED, kernel).to(device)
+    q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64, device=device), 0.0, 0.7, return_bound=True)
+    assert q.shape == (3000, 5) and (q >= -1e-15).all() and q.device.type == device.type
+    assert torch.allclose(q.sum(0), torch.ones(5, dtype=torch.float64, device=device), atol=1e-9)
     assert 0 < bound < 1e-9
     x0 = torch.tensor([[0, 1, 2]])
     assert torch.allclose(proc.marginal(x0, 0.7)[0], q.T[:3], atol=1e-12)
