@@ -97,7 +97,7 @@ class ForwardProcess:
             raise TypeError(f"x0 must be an integer tensor of token ids, got {getattr(x0, 'dtype', type(x0))}")
         if x0.dim() != 2:
             raise ValueError(f"x0 must have shape [B, L]; got {tuple(x0.shape)}")
-        if x0.numel() and (x0.min() < 0 or x0.max() >= self.m):
+        if bool(((x0 < 0) | (x0 >= self.m)).any()):  # one host synchronisation on a GPU
             raise ValueError(
                 f"token ids must lie in [0, {self.m}); got values in [{x0.min().item()}, {x0.max().item()}]"
             )
@@ -158,8 +158,9 @@ class ForwardProcess:
         counts = torch.poisson(horizon, generator=generator).long()
         order = torch.argsort(counts, descending=True, stable=True)
         n_sorted = counts[order]
-        kmax = int(n_sorted[0]) if n_sorted.numel() else 0
-        active = torch.bincount(counts, minlength=kmax + 1).flip(0).cumsum(0).flip(0).tolist()
+        # Positions with at least k jumps, for every k: the loop's one host synchronisation.
+        active = torch.bincount(counts, minlength=1).flip(0).cumsum(0).flip(0).tolist() if counts.numel() else [0]
+        kmax = len(active) - 1
         cur = x0[order].clone()
         xt = cur.clone() if full_path else cur
         Lambda_sorted, horizon_sorted = Lambda_t[order], horizon[order]

@@ -26,9 +26,9 @@ TimeLike = float | Tensor
 def as_time(t: TimeLike, name: str = "t") -> Tensor:
     """Return ``t`` as a float64 tensor after checking it lies in ``[0, 1]``."""
     tt = torch.as_tensor(t, dtype=torch.float64)
-    if torch.isnan(tt).any():
-        raise ValueError(f"{name} contains NaN; times must lie in [0, 1]")
-    if tt.numel() and (tt.min() < 0 or tt.max() > 1):
+    if bool(((tt < 0) | (tt > 1) | torch.isnan(tt)).any()):  # one host synchronisation on a GPU
+        if torch.isnan(tt).any():
+            raise ValueError(f"{name} contains NaN; times must lie in [0, 1]")
         raise ValueError(
             f"{name} must lie in [0, 1] (0 = data, 1 = fully noised); got values in "
             f"[{tt.min().item():.6g}, {tt.max().item():.6g}]"

@@ -252,7 +252,9 @@ class SemanticKNN(Mixture):
         """Teleport weight ``w(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
         t = torch.as_tensor(t, dtype=torch.float64)
         if self.teleport_curve == "schedule":
-            noise = -torch.expm1(-self.schedule.Lambda(t)) / -math.expm1(-self.schedule.Lambda_max)
+            # (unchecked Lambda: called on jump times inside the noising loop, where a check would
+            # wait on a GPU; t is validated where it enters the process)
+            noise = -torch.expm1(-self.schedule._Lambda(t)) / -math.expm1(-self.schedule.Lambda_max)
             return self.lambda_min + (1 - self.lambda_min) * noise
         s0 = 1 / (1 + math.exp(self.slope * self.midpoint))
         s1 = 1 / (1 + math.exp(-self.slope * (1 - self.midpoint)))
