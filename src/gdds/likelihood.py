@@ -112,12 +112,15 @@ def nll_bound(
     tokens given the others."""
     if all_terms:
         return bound_terms(process, denoiser, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
-    return _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing,
-                                                                     reference, generator, op))
+    return _in_groups(process, x0, keep, generator,
+                      lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing, reference, generator, op))
 
 
-def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """``x0`` and ``keep`` on the process's device (:mod:`gdds.devices`)."""
+def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    """``x0`` and ``keep`` on the process's device, where ``generator`` must be too
+    (:mod:`gdds.devices`)."""
+    check_generator(generator, process.device)
     return x0.to(process.device), None if keep is None else keep.to(process.device)
 
 
@@ -125,8 +128,7 @@ def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, generat
                fn: Any) -> Tensor:
     """``fn(x0, keep)`` over groups of sequences, on the process's device, so that ``[B * L, m]``
     float64 is never held for large batches."""
-    check_generator(generator, process.device)
-    x0, keep = _on_process(process, x0, keep)
+    x0, keep = _on_process(process, x0, keep, generator)
     if x0.dim() != 2:
         raise ValueError(f"x0 must be [B, L] token ids, got shape {tuple(x0.shape)}")
     if keep is not None and keep.shape != x0.shape:
@@ -221,8 +223,7 @@ def continuous_bound(
     ``R_theta(x -> z) = beta F_t[x, z] (P_{0->t} (mu / r))[z]``. For the mask kernel
     this is MDLM's bound, for the uniform kernel UDLM's; both cost ``O(m)`` per
     position through the closed-form operators. ``keep``: as in :func:`nll_bound`."""
-    check_generator(generator, process.device)
-    x0, keep = _on_process(process, x0, keep)
+    x0, keep = _on_process(process, x0, keep, generator)
     total = prior_kl(process, x0, reference, keep)
     m = process.m
     for _ in range(samples):
@@ -269,8 +270,7 @@ def masked_continuous_bound(
     if not isinstance(process.kernel, Mask):
         raise TypeError("masked_continuous_bound needs a ForwardProcess with a Mask kernel")
     mask_id = process.kernel.mask_id
-    check_generator(generator, process.device)
-    x0 = x0.to(process.device)
+    x0, _ = _on_process(process, x0, None, generator)
     total = prior_kl(process, x0, reference)
     for _ in range(samples):
         t = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device).clamp_min(1e-9)

@@ -256,15 +256,19 @@ class LoadedRun:
     def method(self) -> Method:
         return self.run.method
 
+    @property
+    def half(self) -> bool:
+        """Whether networks run in bf16 here (on a GPU: the denoiser under autocast, the judge)."""
+        return self.device.type == "cuda"
+
     def denoiser(self) -> Denoiser:
         """The model as a denoiser ``(x_t, t) -> float32 logits`` on the run's device, under bf16
         autocast on a GPU (the sampler and the bound take the softmax in float64, and both use this
         same function); :class:`gdds.objectives.NotGenerative` for a model that has none."""
         net = self.method.denoiser(self.run.model)
-        half = self.device.type == "cuda"
 
         def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=half):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
                 return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
 
         return call

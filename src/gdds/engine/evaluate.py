@@ -293,8 +293,7 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
                                        s.stream)
     judge = None
     if s.judge is not None:  # on the run's device; in bf16 on a GPU (its perplexity is not a bound)
-        half = loaded.device.type == "cuda"
-        judge = Judge.load(s.judge, device=loaded.device, dtype=torch.bfloat16 if half else torch.float32)
+        judge = Judge.load(s.judge, device=loaded.device, dtype=torch.bfloat16 if loaded.half else torch.float32)
     for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
         log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
         ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream), s.sample_length)

@@ -48,8 +48,16 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 class Replicated:
     """One process, or DDP: the whole model on every process."""
 
+    fullgraph = True  # torch.compile may take the network as one graph
+
     def __init__(self, dist: DistInfo, bf16: bool):
         self.dist = dist
+
+    @property
+    def collective_forward(self) -> bool:
+        """Whether every process must run the model together (a sharded model gathers its weights
+        in the forward pass), e.g. to generate samples after training."""
+        return False
 
     def wrap(self, model: nn.Module, net: nn.Module) -> nn.Module:
         """The module the loop calls: ``net`` (``model`` or its compiled form), under DDP when several
@@ -96,9 +104,15 @@ class Sharded(Replicated):
     """FSDP2: every block, then the model, sharded over the processes (one process: not sharded,
     but the optimizer state is still saved in the sharded format, so the run can grow)."""
 
+    fullgraph = False  # FSDP2's hooks split the graph
+
     def __init__(self, dist: DistInfo, bf16: bool):
         super().__init__(dist, bf16)
         self.bf16 = bf16
+
+    @property
+    def collective_forward(self) -> bool:
+        return self.dist.world > 1
 
     def shard(self, model: nn.Module) -> None:
         if self.dist.world == 1:

@@ -42,7 +42,7 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
-from .parallel import OPTIMIZER_FOLDER, STRATEGIES, Sharded
+from .parallel import OPTIMIZER_FOLDER, STRATEGIES
 from .records import RunLog, TrainResult, Validation
 from .steps import (
     EMA,
@@ -85,8 +85,8 @@ class Trainer:
         use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda)
         self.parallel = STRATEGIES.get(tc.strategy)(self.dist, use_bf16)
         self.parallel.shard(self.model)
-        whole = not isinstance(self.parallel, Sharded)  # FSDP2's hooks split the graph
-        net = torch.compile(self.model, fullgraph=whole) if compiled(tc.compile, self.device) else self.model
+        net = torch.compile(self.model, fullgraph=self.parallel.fullgraph) if compiled(tc.compile, self.device) \
+            else self.model
         self.ddp = self.parallel.wrap(self.model, net)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
@@ -329,7 +329,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
                                   f"(noise, data order and resume stay exact; only floating-point reduction "
                                   f"order may vary)") from exc
             raise
-        texts = trainer.generate(samples) if samples else []  # every process: a sharded model gathers
+        together = info.main or trainer.parallel.collective_forward  # a sharded model needs every process
+        texts = trainer.generate(samples) if samples and together else []
         if info.main:
             result.checkpoint = str(ck.latest_checkpoint(run_dir))
             result.samples = texts
