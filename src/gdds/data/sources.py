@@ -1,0 +1,139 @@
+"""A corpus as the token store reads it: named splits of documents in a fixed order, and a
+fingerprint that is cheap to compute (file sizes and dates, a package's version, a dataset's
+own fingerprint; never a hash of all the text).
+
+Three kinds of :class:`Corpus`:
+
+- :class:`HashSplitCorpus`: our embedded corpora (Shakespeare, KJV, the Wikipedia sample) and
+  local files or folders, split 90/5/5 by a hash of each document
+  (:func:`gdds.data.splits.split_documents`);
+- the named recipes of :mod:`gdds.data.recipes` (OpenWebText, LM1B, text8, WikiText-103, ...),
+  each with the split the literature uses;
+- ``hf:<name>[:<config>]``, any Hugging Face dataset with its own splits (:mod:`gdds.data.hf`).
+
+:func:`resolve_corpus` turns ``data.corpus`` and ``data.corpus_args`` into one of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .splits import SPLITS, split_documents
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read as configured; the message says what to fix."""
+
+
+class Corpus(ABC):
+    """Named splits of documents. Every split has ``train``; the store needs ``valid`` too.
+
+    ``documents(split, start)`` yields the split's documents from index ``start`` on, stripped
+    of surrounding whitespace, blank ones left out, always in the same order. A split listed in
+    ``streaming`` is read on the fly while training (never stored whole).
+    """
+
+    name: str
+    streaming: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def splits(self) -> tuple[str, ...]:
+        """The split names this corpus has (``train`` first)."""
+
+    @abstractmethod
+    def documents(self, split: str, start: int = 0) -> Iterator[str]:
+        """The documents of ``split`` from index ``start`` on."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON record that changes when the data changes, computed without reading the text."""
+
+    def check(self) -> None:
+        """Raise :class:`CorpusError` (or ``FileNotFoundError``/``ImportError``) naming the fix
+        when the corpus cannot be read, before any long work starts. By default: that the
+        first document of ``train`` can be read."""
+        next(self.documents("train"), None)
+
+    def size(self, split: str) -> int | None:
+        """Number of documents of ``split`` when known without reading them (progress bars)."""
+        return None
+
+    def _split(self, split: str) -> str:
+        if split not in self.splits():
+            raise CorpusError(f"corpus {self.name!r} has no {split!r} split; its splits are {list(self.splits())}")
+        return split
+
+
+def file_stats(paths: list[Path], root: Path | None = None) -> list[list[Any]]:
+    """``[name, size, mtime_ns]`` of each file: the fingerprint of local files."""
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append([str(p.relative_to(root)) if root else str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def package_fingerprint(*packages: str) -> dict[str, str | None]:
+    """Installed version of each package (``None`` when missing)."""
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class HashSplitCorpus(Corpus):
+    """Documents loaded whole (``load()``), split by :func:`split_documents` (``valid``/``test``
+    fractions, ``seed``). For corpora small enough to hold in memory while preparing."""
+
+    def __init__(self, name: str, load: Callable[[], list[str]], fingerprint: Callable[[], dict[str, Any]],
+                 valid: float = 0.05, test: float = 0.05, seed: int = 0) -> None:
+        self.name, self._load, self._fingerprint = name, load, fingerprint
+        self.valid, self.test, self.seed = valid, test, seed
+        self._parts: dict[str, list[str]] | None = None
+
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS
+
+    def _all(self) -> dict[str, list[str]]:
+        if self._parts is None:
+            docs = [d.strip() for d in self._load() if d.strip()]
+            if not docs:
+                raise CorpusError(f"corpus {self.name!r} has no text; check the files")
+            if len(set(docs)) < 3:
+                raise CorpusError(f"corpus {self.name!r} has {len(set(docs))} distinct document(s), too few for a "
+                                  "train/valid/test split: split the text into documents (e.g. corpus_args.split="
+                                  "paragraph for a local file) or give more text")
+            split = split_documents(docs, self.valid, self.test, self.seed)
+            self._parts = {name: [docs[i] for i in split[name]] for name in SPLITS}
+        return self._parts
+
+    def documents(self, split: str, start: int = 0) -> Iterator[str]:
+        yield from self._all()[self._split(split)][start:]
+
+    def size(self, split: str) -> int | None:
+        return len(self._parts[split]) if self._parts is not None else None
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": "hash-split", "name": self.name, "data": self._fingerprint(),
+                "split": [self.valid, self.test, self.seed]}
+
+
+def local_fingerprint(path: Path, glob: str) -> Callable[[], dict[str, Any]]:
+    """The fingerprint of a local file or folder: relative names, sizes and dates of its files."""
+    def fingerprint() -> dict[str, Any]:
+        files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
+        return {"path": str(path.resolve()), "glob": glob, "files": file_stats(files, path if path.is_dir() else None)}
+    return fingerprint
+
+
+def digest(record: Any) -> str:
+    """sha256 of a JSON-able record, in a canonical form."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
