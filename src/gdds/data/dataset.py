@@ -27,6 +27,7 @@ import torch
 from ..files import cache_dir as default_cache_dir
 from ..files import write_atomically
 from ..registry import Registry
+from .store import ShardedTokens, token_dtype
 from .tokenizer_base import TextTokenizer
 
 _FORMAT = "gdds-tokens-v1"
@@ -35,9 +36,10 @@ _CHUNK_DOCS = 1024
 
 @dataclass(frozen=True, eq=False)
 class TokenArray:
-    """Documents as one token stream: document ``i`` is ``tokens[offsets[i]:offsets[i+1]]``."""
+    """Documents as one token stream: document ``i`` is ``tokens[offsets[i]:offsets[i+1]]``.
+    ``tokens`` is a memory-mapped array or a token store's :class:`~gdds.data.store.ShardedTokens`."""
 
-    tokens: np.ndarray
+    tokens: np.ndarray | ShardedTokens
     offsets: np.ndarray
     key: str
 
@@ -57,11 +59,6 @@ class TokenArray:
     def document(self, i: int) -> np.ndarray:
         """Tokens of document ``i``."""
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits (``vocab_size <= 65536``), else uint32."""
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 def cache_key(docs: Sequence[str], tokenizer: TextTokenizer) -> str:

@@ -35,11 +35,13 @@ class Corpus(ABC):
 
     ``documents(split, start)`` yields the split's documents from index ``start`` on, stripped
     of surrounding whitespace, blank ones left out, always in the same order. A split listed in
-    ``streaming`` is read on the fly while training (never stored whole).
+    ``streaming`` is read on the fly while training (never stored whole). ``packing`` is the
+    packing the corpus is meant for (``"pad"`` for one sentence per document, as LM1B), a hint.
     """
 
     name: str
     streaming: frozenset[str] = frozenset()
+    packing: str = "wrap"
 
     @abstractmethod
     def splits(self) -> tuple[str, ...]:

@@ -8,10 +8,11 @@ another process of a DDP run) rebuilds exactly the same set-up, and
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import (
-    PACKINGS,
-    TOKENIZERS,
-    Blocks,
-    CompactTokenizer,
-    CompactVocab,
-    TextTokenizer,
-    TokenArray,
-    WordPieceTokenizer,
-    build_tokenizer,
-    load_corpus,
-    split_documents,
-    tokenize_documents,
-)
+from ..data import Blocks, CompactTokenizer, TextTokenizer, WordPieceTokenizer
 from ..data import embeddings as E
 from ..kernels import KERNELS, Kernel, Vocabulary
 from ..models import DiTConfig
@@ -43,58 +31,8 @@ from ..sampling import Denoiser
 from ..schedules import SCHEDULES, Schedule
 from . import checkpoint as ck
 from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig, load_config
+from .corpus import Data, build_data, cooccurrence
 from .distributed import resolve_device
-
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class Data:
-    """Tokenizer (compact when configured), token arrays and blocks of every split."""
-
-    tokenizer: TextTokenizer
-    arrays: dict[str, TokenArray]
-    blocks: dict[str, Blocks]
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def unigram_counts(self) -> torch.Tensor:
-        """How often each model id occurs in the training split (``[vocab]`` int64)."""
-        tokens = np.asarray(self.arrays["train"].tokens)
-        return torch.from_numpy(np.bincount(tokens, minlength=self.tokenizer.vocab_size).astype(np.int64))
-
-
-def build_data(dc: DataConfig, cache_dir: Path | None = None) -> Data:
-    """Load, split (by document), tokenize (cached) and pack the corpus."""
-    docs = load_corpus(dc.corpus)
-    split = split_documents(docs, dc.valid_fraction, dc.test_fraction, dc.split_seed)
-    texts = {name: [docs[i] for i in split[name]] for name in SPLITS}
-    base = build_tokenizer(dc.tokenizer, texts["train"], dc.bpe_vocab_size if TOKENIZERS.get(dc.tokenizer).sized
-                           else None)
-    tokenizer: TextTokenizer = base
-    notes: dict[str, Any] = {"documents": {n: len(texts[n]) for n in SPLITS}}
-    if dc.compact_vocab:
-        train_full = tokenize_documents(texts["train"], base, cache_dir)
-        vocab = CompactVocab.fit([np.asarray(train_full.tokens)], base.special_ids(), base.vocab_size)
-        if base.unk_id is None:
-            # No unknown token to stand for ids unseen in training: take the id *set* of every
-            # split (no statistics), so evaluation text is never altered.
-            others = [np.asarray(tokenize_documents(texts[n], base, cache_dir).tokens) for n in ("valid", "test")]
-            vocab = CompactVocab.fit([np.asarray(train_full.tokens), *others], base.special_ids(), base.vocab_size)
-        tokenizer = CompactTokenizer(base, vocab, unk=base.unk_id is not None)
-        notes["compact_vocab"] = {"size": vocab.size, "full_size": base.vocab_size}
-    arrays = {name: tokenize_documents(texts[name], tokenizer, cache_dir) for name in SPLITS}
-    if tokenizer.unk_id is not None:
-        notes["unk_tokens"] = {n: int((np.asarray(arrays[n].tokens) == tokenizer.unk_id).sum()) for n in SPLITS}
-    blocks = {name: pack_blocks(arrays[name], tokenizer, dc) for name in SPLITS}
-    return Data(tokenizer, arrays, blocks, notes)
-
-
-def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks:
-    """Blocks of ``array`` with the configured packing (:data:`gdds.data.PACKINGS`)."""
-    try:
-        return PACKINGS.get(dc.packing)(array, tok, dc.seq_len)
-    except ValueError as exc:
-        raise ConfigError(f"data.packing={dc.packing}: {exc}") from exc
 
 
 def build_schedule(pc: ProcessConfig) -> Schedule:
@@ -122,16 +60,10 @@ def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
     return E.select_rows(emb, _full_ids(tok)) if _full_ids(tok) is not None else emb
 
 
-def _cooccurrence(pc: ProcessConfig, data: Data) -> torch.Tensor:
-    train = data.arrays["train"]
-    return E.cooccurrence_embeddings(np.asarray(train.tokens), data.tokenizer.vocab_size, dim=pc.embedding_dim,
-                                     offsets=train.offsets)
-
-
 # Named sources of ``process.embeddings``; any other value is the path of a file or a run folder.
 EMBEDDINGS: Registry[Callable[[ProcessConfig, Data], torch.Tensor]] = Registry("embedding source")
 EMBEDDINGS.register("minilm", _minilm)
-EMBEDDINGS.register("cooccurrence", _cooccurrence)
+EMBEDDINGS.register("cooccurrence", cooccurrence)
 
 
 def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
@@ -195,15 +127,15 @@ class Run:
 
     @property
     def train(self) -> Blocks:
-        return self.data.blocks["train"]
+        return self.data.split("train")
 
     @property
     def valid(self) -> Blocks:
-        return self.data.blocks["valid"]
+        return self.data.split("valid")
 
     @property
     def test(self) -> Blocks:
-        return self.data.blocks["test"]
+        return self.data.split("test")
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or evaluated with this set-up."""
@@ -216,6 +148,7 @@ class Run:
         checkpoint was written count with the value they had then (method gdds, model fields
         at their defaults, the mean parametrization)."""
         saved = {"method": "gdds", "parametrization": "mean", **saved}
+        saved["data"] = {**dataclasses.asdict(DataConfig()), **saved.get("data", {})}
         try:
             saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
         except (TypeError, ValueError):
@@ -226,7 +159,7 @@ class Run:
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
     """Data, process (on ``device``), the training method and a freshly initialised model
     (seeded by ``cfg.seed``)."""
-    data = build_data(cfg.data)
+    data = build_data(cfg.data, progress=progress)
     method_cls = METHODS.get(cfg.method)
     process, identity = None, {"kernel": None}
     if method_cls.noised:

@@ -48,13 +48,14 @@ class ConfigError(ValueError):
 class DataConfig:
     """``data.*``: the corpus, its tokenizer and split, and how documents become blocks."""
 
-    corpus: str = "shakespeare"  # name (shakespeare, kjv, wikipedia), a local path, or hf:<name>[:<config>]
+    corpus: str = "shakespeare"  # a name of gdds.data.recipes.CORPORA, a local path, or hf:<name>[:<config>]
+    corpus_args: dict = field(default_factory=dict)  # the corpus's options (data_files, valid_docs, path, ...)
     tokenizer: TokenizerName = "wordpiece"
     bpe_vocab_size: int = 4096  # for tokenizer=bpe
     compact_vocab: bool = True  # keep only ids seen in the training split (+ specials)
     seq_len: int = 128
     packing: PackingName = "wrap"  # wrap (BOS doc EOS, cut into blocks) or pad (one document per block)
-    valid_fraction: float = 0.05
+    valid_fraction: float = 0.05  # the hash split of corpora without a standard one (embedded, local files)
     test_fraction: float = 0.05
     split_seed: int = 0
 
@@ -69,6 +70,7 @@ class ProcessConfig:
     kernel_args: dict = field(default_factory=dict)  # e.g. k, eps, b, ... for semantic; uniform_weight for hybrid
     embeddings: str = "minilm"  # semantic kernel: a source of engine.build.EMBEDDINGS or a file / run folder
     embedding_dim: int = 64  # for cooccurrence embeddings
+    embedding_tokens: int = 50_000_000  # cooccurrence embeddings: from the first N training tokens
     t_min: float = 1e-3  # training times t ~ U[t_min, 1]
 
 
@@ -156,6 +158,7 @@ class Config:
         """Check the ranges that the field types alone do not express (types and choices are
         checked field by field on the way in)."""
         positive = {"data.seq_len": self.data.seq_len, "train.max_steps": self.train.max_steps,
+                    "process.embedding_tokens": self.process.embedding_tokens,
                     "train.batch_size": self.train.batch_size, "train.grad_accum": self.train.grad_accum,
                     "train.ckpt_every": self.train.ckpt_every, "train.eval_every": self.train.eval_every,
                     "train.log_every": self.train.log_every, "train.keep_checkpoints": self.train.keep_checkpoints}

@@ -24,7 +24,8 @@ from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
 from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from ..sampling import time_grid
-from .build import LoadedRun, pack_blocks
+from .build import LoadedRun
+from .corpus import pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
 from .reports import EvalReport, KLProfile, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
 

@@ -1,0 +1,301 @@
+"""Building a token store (:mod:`gdds.data.store`): tokenise a corpus's splits in parallel into
+atomic shards, resume after a killed build, and let one process build while the
+others wait (:func:`open_store`).
+
+Parallelism is a pool of threads, each encoding a batch of about a million characters: the
+tokenizer backends (``tokenizers``, ``tiktoken``) release the GIL while they encode, and threads
+need no ``if __name__ == "__main__"`` guard in the caller's script (processes started by
+``spawn`` do). Batches are written in corpus order, whatever order they finish in.
+
+A lock file (``.lock``: host and process id) makes one process the builder of a store folder;
+a lock left by a dead process on the same host is taken over, one from another host is waited on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..files import write_atomically, write_text_atomically
+from .sources import Corpus, CorpusError
+from .store import (
+    BATCH_CHARS,
+    FORMAT,
+    MANIFEST,
+    SHARD_TOKENS,
+    TOKENIZER_FOLDER,
+    TokenizerRecipe,
+    TokenStore,
+    read_store,
+    store_key,
+    stores_root,
+    token_dtype,
+)
+from .tokenizer_base import TextTokenizer
+
+_WAIT_SECONDS = 2.0
+
+def _encoder(tok: TextTokenizer) -> Callable[[list[str]], list[np.ndarray]]:
+    """``texts -> [ids]`` in the store's dtype, with the ids checked."""
+    dtype = token_dtype(tok.vocab_size)
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        out = []
+        for ids in tok.encode_batch(texts):
+            array = np.asarray(ids, dtype=np.int64)
+            if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
+                raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
+            out.append(array.astype(dtype))
+        return out
+
+    return encode
+
+
+def _ordered(encode: Callable[[list[str]], list[np.ndarray]], batches: Iterator[list[str]],
+             pool: ThreadPoolExecutor | None, ahead: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """``(documents, ids)`` of each batch in order, at most ``ahead`` batches in flight."""
+    if pool is None:
+        for batch in batches:
+            yield len(batch), encode(batch)
+        return
+    pending: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
+    for batch in batches:
+        pending.append((len(batch), pool.submit(encode, batch)))
+        if len(pending) >= ahead:
+            n, future = pending.popleft()
+            yield n, future.result()
+    while pending:
+        n, future = pending.popleft()
+        yield n, future.result()
+
+
+def _batches(docs: Iterable[str], chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for doc in docs:
+        batch.append(doc)
+        size += len(doc)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _ShardWriter:
+    """Appends documents' ids to the current shard's temporary file; commits full shards."""
+
+    def __init__(self, folder: Path, split: str, index: int, vocab_size: int, shard_tokens: int) -> None:
+        self.folder, self.split, self.index = folder, split, index
+        self.vocab_size, self.shard_tokens = vocab_size, shard_tokens
+        self.fh: BinaryIO | None = None
+
+    def _open(self) -> None:
+        self.tmp = self.folder / f".{self.split}-{self.index:05d}.tokens.{os.getpid()}.tmp"
+        self.fh = open(self.tmp, "wb")  # noqa: SIM115 (kept open across add() calls, closed by commit/abandon)
+        self.lengths: list[int] = []
+        self.counts = np.zeros(self.vocab_size, dtype=np.int64)
+
+    def add(self, ids: np.ndarray) -> None:
+        if self.fh is None:
+            self._open()
+        assert self.fh is not None
+        self.fh.write(ids.tobytes())
+        self.lengths.append(ids.size)
+        self.counts += np.bincount(ids, minlength=self.vocab_size)
+        if sum(self.lengths) >= self.shard_tokens:
+            self.commit()
+
+    def commit(self) -> None:
+        if self.fh is None:
+            return
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        self.fh = None
+        name = f"{self.split}-{self.index:05d}"
+        os.replace(self.tmp, self.folder / f"{name}.tokens")
+        offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+        write_atomically(self.folder / f"{name}.offsets.npy", lambda fh: np.save(fh, offsets))
+        write_atomically(self.folder / f"{name}.counts.npy", lambda fh: np.save(fh, self.counts))
+        record = {"docs": len(self.lengths), "tokens": int(offsets[-1])}
+        write_text_atomically(self.folder / f"{name}.json", json.dumps(record))
+        self.index += 1
+
+    def abandon(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def _complete_shards(folder: Path, split: str) -> list[dict[str, Any]]:
+    """The committed shards of ``split`` in order (a shard whose record is missing, or whose files
+    do not match it, ends the list: it and everything after it are rebuilt)."""
+    shards = []
+    for i in range(100_000):
+        name = f"{split}-{i:05d}"
+        record_path = folder / f"{name}.json"
+        if not record_path.is_file():
+            break
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        tokens = folder / f"{name}.tokens"
+        if not (tokens.is_file() and (folder / f"{name}.offsets.npy").is_file()
+                and (folder / f"{name}.counts.npy").is_file()):
+            break
+        shards.append({"name": name, **record, "bytes": tokens.stat().st_size})
+    return shards
+
+
+def _remove_from(folder: Path, split: str, first: int) -> None:
+    """Remove the files of ``split``'s shards ``first`` onwards, and every temporary file."""
+    for path in folder.iterdir():
+        name = path.name
+        number = name.removeprefix(f".{split}-").removeprefix(f"{split}-")[:5]
+        temporary = name.startswith(".") and name.endswith(".tmp")
+        if name.lstrip(".").startswith(f"{split}-") and number.isdigit() and (temporary or int(number) >= first):
+            path.unlink(missing_ok=True)
+
+
+def _tokenizer(folder: Path, corpus: Corpus, recipe: TokenizerRecipe) -> TextTokenizer:
+    from .tokenizers import TOKENIZERS, load_tokenizer
+
+    saved = folder / TOKENIZER_FOLDER
+    if (saved / "gdds_tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    if recipe.given is not None:
+        tok = recipe.given
+    else:
+        tok = TOKENIZERS.get(recipe.name).build(corpus.documents("train"), recipe.vocab_size)  # type: ignore[arg-type]
+    staging = folder / f".tokenizer.{os.getpid()}.tmp"
+    tok.save(staging)
+    os.replace(staging, saved)
+    return tok
+
+
+def _build_split(folder: Path, corpus: Corpus, split: str, tok: TextTokenizer, workers: int,
+                 shard_tokens: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    done = _complete_shards(folder, split)
+    _remove_from(folder, split, len(done))
+    start = sum(s["docs"] for s in done)
+    writer = _ShardWriter(folder, split, len(done), tok.vocab_size, shard_tokens)
+    total = corpus.size(split)
+    bar = tqdm(total=total, initial=start, unit="doc", desc=f"tokenising {corpus.name}/{split}", disable=not progress,
+               dynamic_ncols=True)
+    batches = _batches(corpus.documents(split, start), BATCH_CHARS)
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        for n, arrays in _ordered(_encoder(tok), batches, pool, 2 * workers):
+            for ids in arrays:
+                writer.add(ids)
+            bar.update(n)
+        writer.commit()
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _finish(folder: Path, corpus: Corpus, splits: list[str], tok: TextTokenizer) -> dict[str, Any]:
+    """Per-split offsets and counts from the shards, then the manifest."""
+    entries = {}
+    for split in splits:
+        shards = _complete_shards(folder, split)
+        tokens = sum(s["tokens"] for s in shards)
+        if tokens == 0:
+            raise CorpusError(f"the {split!r} split of corpus {corpus.name!r} gives no tokens; check the corpus")
+        parts, shift = [np.zeros(1, dtype=np.int64)], 0
+        counts = np.zeros(tok.vocab_size, dtype=np.int64)
+        for s in shards:
+            parts.append(np.load(folder / f"{s['name']}.offsets.npy")[1:] + shift)
+            shift += s["tokens"]
+            counts += np.load(folder / f"{s['name']}.counts.npy")
+        offsets = np.concatenate(parts)
+        write_atomically(folder / f"{split}.offsets.npy", lambda fh, a=offsets: np.save(fh, a))
+        write_atomically(folder / f"{split}.counts.npy", lambda fh, a=counts: np.save(fh, a))
+        entries[split] = {"docs": int(offsets.size - 1), "tokens": int(tokens),
+                          "shards": [{"name": s["name"], "tokens": s["tokens"], "docs": s["docs"]} for s in shards]}
+    manifest = {"format": FORMAT, "corpus": corpus.fingerprint(), "corpus_name": corpus.name,
+                "tokenizer": tok.identity(), "dtype": token_dtype(tok.vocab_size).str, "splits": entries,
+                "streaming": sorted(corpus.streaming)}
+    write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def _take_lock(folder: Path) -> bool:
+    """Whether this process became the store's builder (``.lock`` holds ``host pid``); a lock of a
+    dead process on this host is taken over."""
+    lock = folder / ".lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = lock.read_text(encoding="utf-8").partition(" ") if lock.exists() else ("", "", "")
+            if host == socket.gethostname() and pid.strip().isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)
+                continue
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        return True
+    return False
+
+
+def _wait(folder: Path, seconds: float) -> TokenStore:
+    deadline = time.monotonic() + seconds
+    while not (folder / MANIFEST).is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no complete token store appeared in {folder} within {seconds:.0f} s; if no "
+                               "process is preparing it, remove its .lock file and run `gdds prepare` again")
+        time.sleep(_WAIT_SECONDS)
+    return read_store(folder)
+
+
+def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | None = None, build: bool = True,
+               workers: int | None = None, progress: bool = True, shard_tokens: int = SHARD_TOKENS,
+               wait_seconds: float = 86_400.0) -> TokenStore:
+    """The store of ``corpus`` under ``recipe``: opened when complete; else built when ``build``
+    and no live process holds its lock (resuming after the shards a killed build left); else
+    waited for (``TimeoutError`` after ``wait_seconds``): under torchrun only local rank 0 builds.
+    ``workers``: tokenising threads (default: the CPU count; 1 tokenises in the calling thread)."""
+    folder = stores_root(root) / store_key(corpus, recipe)
+    if (folder / MANIFEST).is_file():
+        return read_store(folder)
+    if build:
+        corpus.check()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not build or not _take_lock(folder):
+        return _wait(folder, wait_seconds)
+    try:
+        tok = _tokenizer(folder, corpus, recipe)
+        splits = [s for s in corpus.splits() if s not in corpus.streaming]
+        workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+        for split in splits:
+            _build_split(folder, corpus, split, tok, workers, shard_tokens, progress)
+        manifest = _finish(folder, corpus, splits, tok)
+    finally:
+        (folder / ".lock").unlink(missing_ok=True)
+    return TokenStore(folder, manifest, tok)
