@@ -12,6 +12,7 @@ a lock left by a dead process on the same host is taken over, one from another h
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -181,17 +182,18 @@ def _tokenizer(folder: Path, corpus: Corpus, recipe: TokenizerRecipe) -> TextTok
 
 
 def _build_split(folder: Path, corpus: Corpus, split: str, tok: TextTokenizer, workers: int,
-                 shard_tokens: int, progress: bool) -> None:
+                 shard_tokens: int, progress: bool, limit: int | None) -> None:
     from tqdm.auto import tqdm
 
     done = _complete_shards(folder, split)
     _remove_from(folder, split, len(done))
     start = sum(s["docs"] for s in done)
     writer = _ShardWriter(folder, split, len(done), tok.vocab_size, shard_tokens)
-    total = corpus.size(split)
+    total = corpus.size(split) if limit is None else limit
     bar = tqdm(total=total, initial=start, unit="doc", desc=f"tokenising {corpus.name}/{split}", disable=not progress,
                dynamic_ncols=True)
-    batches = _batches(corpus.documents(split, start), BATCH_CHARS)
+    docs = corpus.documents(split, start)
+    batches = _batches(docs if limit is None else itertools.islice(docs, max(0, limit - start)), BATCH_CHARS)
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     try:
         for n, arrays in _ordered(_encoder(tok), batches, pool, 2 * workers):
@@ -229,7 +231,7 @@ def _finish(folder: Path, corpus: Corpus, splits: list[str], tok: TextTokenizer)
                           "shards": [{"name": s["name"], "tokens": s["tokens"], "docs": s["docs"]} for s in shards]}
     manifest = {"format": FORMAT, "corpus": corpus.fingerprint(), "corpus_name": corpus.name,
                 "tokenizer": tok.identity(), "dtype": token_dtype(tok.vocab_size).str, "splits": entries,
-                "streaming": sorted(corpus.streaming)}
+                "streaming": {s: {"head_docs": entries[s]["docs"]} for s in sorted(corpus.streaming)}}
     write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -276,11 +278,14 @@ def _wait(folder: Path, seconds: float) -> TokenStore:
 
 def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | None = None, build: bool = True,
                workers: int | None = None, progress: bool = True, shard_tokens: int = SHARD_TOKENS,
-               wait_seconds: float = 86_400.0) -> TokenStore:
+               wait_seconds: float = 86_400.0, head_docs: int = 10_000) -> TokenStore:
     """The store of ``corpus`` under ``recipe``: opened when complete; else built when ``build``
     and no live process holds its lock (resuming after the shards a killed build left); else
     waited for (``TimeoutError`` after ``wait_seconds``): under torchrun only local rank 0 builds.
-    ``workers``: tokenising threads (default: the CPU count; 1 tokenises in the calling thread)."""
+    ``workers``: tokenising threads (default: the CPU count; 1 tokenises in the calling thread).
+    A streaming split (:attr:`Corpus.streaming`) is read on the fly by training; the store keeps its
+    first ``head_docs`` documents only (the manifest's ``streaming`` says so), for the statistics a
+    run needs before it starts (unigram counts, co-occurrence embeddings)."""
     folder = stores_root(root) / store_key(corpus, recipe)
     if (folder / MANIFEST).is_file():
         return read_store(folder)
@@ -291,10 +296,11 @@ def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | No
         return _wait(folder, wait_seconds)
     try:
         tok = _tokenizer(folder, corpus, recipe)
-        splits = [s for s in corpus.splits() if s not in corpus.streaming]
+        splits = list(corpus.splits())
         workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
         for split in splits:
-            _build_split(folder, corpus, split, tok, workers, shard_tokens, progress)
+            limit = head_docs if split in corpus.streaming else None
+            _build_split(folder, corpus, split, tok, workers, shard_tokens, progress, limit)
         manifest = _finish(folder, corpus, splits, tok)
     finally:
         (folder / ".lock").unlink(missing_ok=True)

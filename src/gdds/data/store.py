@@ -129,8 +129,12 @@ class TokenStore:
         return self.folder.name
 
     def splits(self) -> tuple[str, ...]:
-        """The stored splits (a streaming split is not among them)."""
+        """The stored splits (of a streaming split, only its first documents: :meth:`streamed`)."""
         return tuple(self.manifest["splits"])
+
+    def streamed(self, split: str) -> bool:
+        """Whether ``split`` is read on the fly by training (the store holds its head only)."""
+        return split in self.manifest.get("streaming", {})
 
     def _check(self, split: str) -> dict[str, Any]:
         if split not in self.manifest["splits"]:

@@ -24,6 +24,7 @@ from ..data.prepare import open_store
 from ..data.recipes import resolve_corpus
 from ..data.sources import Corpus, CorpusError, digest
 from ..data.store import TokenizerRecipe, TokenStore
+from ..data.stream import StreamedBlocks
 from ..files import cache_dir, write_atomically
 from .config import ConfigError, DataConfig, ProcessConfig
 
@@ -83,7 +84,8 @@ def _mapped_counts(counts: np.ndarray, lookup: np.ndarray | None, size: int) -> 
 
 
 def build_data(dc: DataConfig, root: Path | None = None, progress: bool = False) -> Data:
-    """The run's data from its token store (see the module docstring)."""
+    """The run's data from its token store (see the module docstring). A streaming split (FineWeb)
+    becomes :class:`~gdds.data.stream.StreamedBlocks`; its stored head gives its counts."""
     store = store_of(dc, root, progress)
     base = store.tokenizer
     tokenizer: TextTokenizer = base
@@ -106,8 +108,18 @@ def build_data(dc: DataConfig, root: Path | None = None, progress: bool = False)
     if tokenizer.unk_id is not None:
         notes["unk_tokens"] = {s: int(c[tokenizer.unk_id]) for s, c in counts.items()}
     arrays = {s: TokenArray(store.tokens(s, lookup), store.offsets(s), store.key) for s in store.splits()}
-    blocks = {s: pack_blocks(arrays[s], tokenizer, dc) for s in store.splits()}
+    blocks = {s: _streamed(dc, s, tokenizer) if store.streamed(s) else pack_blocks(arrays[s], tokenizer, dc)
+              for s in store.splits()}
     return Data(tokenizer, arrays, blocks, counts, store, notes)
+
+
+def _streamed(dc: DataConfig, split: str, tokenizer: TextTokenizer) -> StreamedBlocks:
+    """Blocks of a streaming split, read on the fly with the full vocabulary and wrap packing
+    (a compact vocabulary fitted before the stream is read could not hold every id it meets)."""
+    if dc.compact_vocab or dc.packing != "wrap":
+        raise ConfigError(f"data.corpus={dc.corpus} streams its {split} split: set data.compact_vocab=false and "
+                          "data.packing=wrap")
+    return StreamedBlocks(corpus_of(dc), split, tokenizer, dc.seq_len)
 
 
 def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks:

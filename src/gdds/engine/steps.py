@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.distributed.fsdp import FSDPModule
 
+from ..data.stream import StreamedBlocks
 from .config import Config, ConfigError
 
 
@@ -97,6 +98,14 @@ def batch_indices(step: int, n_blocks: int, batch: int, seed: int) -> np.ndarray
     epoch, pos = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
     return perm[pos * batch:(pos + 1) * batch]
+
+
+def step_rows(blocks: Any, step: int, batch: int, seed: int) -> np.ndarray:
+    """Block indices of global batch ``step``: :func:`batch_indices` for stored blocks; the next
+    ``batch`` blocks for a split read in order (:class:`gdds.data.stream.StreamedBlocks`)."""
+    if isinstance(blocks, StreamedBlocks):
+        return np.arange(step * batch, (step + 1) * batch, dtype=np.int64)
+    return batch_indices(step, len(blocks), batch, seed)
 
 
 def group_seed(seed: int, step: int, micro: int, group: int) -> int:

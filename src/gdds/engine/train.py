@@ -27,6 +27,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
+from ..data.stream import StreamedBlocks
 from ..files import write_text_atomically
 from ..models.layers import Trunk
 from . import checkpoint as ck
@@ -47,12 +48,12 @@ from .records import RunLog, TrainResult, Validation
 from .steps import (
     EMA,
     StopRequest,
-    batch_indices,
     compiled,
     deterministic_mode,
     group_seed,
     lr_at,
     saved_device,
+    step_rows,
     to_device,
 )
 
@@ -107,6 +108,11 @@ class Trainer:
             raise ConfigError(f"train.noise_groups={groups} must divide the micro-batch ({micro}) and be a multiple "
                               f"of the number of processes ({self.dist.world}), or be 1")
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the training split is read on the fly (its position is saved with checkpoints)."""
+        return isinstance(self.run.train, StreamedBlocks)
+
     # ---- one optimisation step -------------------------------------------------------------
     def _micro_loss(self, blocks: Any, rows: np.ndarray, generator: torch.Generator,
                     micro: int | None = None) -> tuple[torch.Tensor, int]:
@@ -146,7 +152,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.train
-        rows = batch_indices(self.step, len(self.run.train), tc.batch_size, self.cfg.seed)
+        rows = step_rows(self.run.train, self.step, tc.batch_size, self.cfg.seed)
         lr = lr_at(self.step, self.cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -233,7 +239,8 @@ class Trainer:
             "device": self.device.type,
             "cuda_rng": [] if self.device.type != "cuda" else cuda_rng,
             "noise_rng": self.noise.get_state(),
-            "data_position": {"step": self.step, "blocks": len(self.run.train)},
+            "data_position": {"step": self.step, "blocks": len(self.run.train),
+                              **({"stream": self.run.train.position()} if self.streamed else {})},
         }
         writers = {
             "model.safetensors": lambda p: ck.save_tensors(p, weights),
@@ -279,6 +286,8 @@ class Trainer:
                 torch.cuda.manual_seed(self.cfg.seed * 1000 + self.dist.rank)
         self.noise.set_state(state["noise_rng"])
         self.step = state["step"]
+        if self.streamed:
+            self.run.train.seek(state["data_position"]["stream"])
 
 
 def resume_config(run_dir: Path, overrides: list[str]) -> Config:

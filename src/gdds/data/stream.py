@@ -1,0 +1,86 @@
+"""Blocks of a split read on the fly (a streaming corpus such as FineWeb: never stored whole).
+
+The split's documents, each as ``[BOS] doc [EOS]``, form one token stream cut into consecutive
+blocks of ``seq_len`` ("wrap" packing, as :class:`gdds.data.dataset.PackedBlocks`). The stream
+is read forward: training asks for blocks in order (:func:`gdds.engine.steps.step_rows`), and the
+reader's position (block, document, offset in the wrapped document) is saved with every
+checkpoint and restored by :meth:`StreamedBlocks.seek`, so a resumed run reads exactly the blocks
+an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .sources import Corpus, CorpusError
+from .tokenizer_base import TextTokenizer
+
+
+class StreamedBlocks:
+    """"wrap" blocks of ``corpus``'s ``split``, tokenised with ``tokenizer`` as they are read."""
+
+    def __init__(self, corpus: Corpus, split: str, tokenizer: TextTokenizer, seq_len: int) -> None:
+        if tokenizer.bos_id is None or tokenizer.eos_id is None:
+            raise ValueError(f"streamed blocks need BOS and EOS ids; {tokenizer.name} lacks one")
+        self.corpus, self.split, self.tokenizer, self.seq_len = corpus, split, tokenizer, int(seq_len)
+        self.seek({"block": 0, "doc": 0, "offset": 0})
+
+    def __len__(self) -> int:
+        """Unknown in advance: as many blocks as training asks for."""
+        return np.iinfo(np.int64).max
+
+    def seek(self, position: dict[str, int]) -> None:
+        """Continue from a :meth:`position`."""
+        self._block, self._doc, self._offset = position["block"], position["doc"], position["offset"]
+        self._docs: Iterator[str] = self.corpus.documents(self.split, self._doc)
+        self._pending: deque[np.ndarray] = deque()  # wrapped documents from self._doc on, the first from _offset
+
+    def position(self) -> dict[str, int]:
+        """Where the next block starts: its index, its document and the offset inside ``[BOS] doc [EOS]``."""
+        return {"block": self._block, "doc": self._doc, "offset": self._offset}
+
+    def _wrapped(self) -> np.ndarray:
+        try:
+            text = next(self._docs)
+        except StopIteration:
+            raise CorpusError(f"the streamed {self.split!r} split of {self.corpus.name!r} ended at block "
+                              f"{self._block}; train for fewer steps or use a larger corpus") from None
+        tok = self.tokenizer
+        return np.asarray([tok.bos_id, *tok.encode(text), tok.eos_id], dtype=np.int64)
+
+    def _take(self, n: int) -> np.ndarray:
+        parts, need = [], n
+        while need:
+            if not self._pending:
+                self._pending.append(self._wrapped())
+            head = self._pending[0]
+            piece = head[self._offset:self._offset + need]
+            parts.append(piece)
+            need -= piece.size
+            self._offset += piece.size
+            if self._offset == head.size:
+                self._pending.popleft()
+                self._doc, self._offset = self._doc + 1, 0
+        return np.concatenate(parts)
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Blocks ``indices``: the next blocks of the stream, in order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and not np.array_equal(idx, np.arange(self._block, self._block + idx.size)):
+            raise CorpusError(f"a streamed split is read in order: the next block is {self._block}, "
+                              f"asked for {idx[:3].tolist()}...")
+        out = self._take(idx.size * self.seq_len).reshape(idx.size, self.seq_len)
+        self._block += idx.size
+        return out
+
+    def batch(self, indices: np.ndarray | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The next ``len(indices)`` blocks as a LongTensor ``[n, seq_len]``."""
+        return torch.from_numpy(self.rows(np.asarray(indices)))
+
+    def mask(self, indices: Any) -> None:
+        """Every position counts (no padding in wrap packing)."""
+        return None

@@ -1,0 +1,194 @@
+"""The token store (gdds.data.store, gdds.data.prepare) and runs built from it (gdds.engine.corpus):
+the stored ids equal a direct tokenisation, a killed build resumes to the same store, a prepared
+corpus is never read again, and a streamed split stops and resumes exactly."""
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from gdds.cli import main
+from gdds.data import build_tokenizer, prepare, shakespeare_documents, tokenize_documents
+from gdds.data.prepare import open_store
+from gdds.data.recipes import resolve_corpus
+from gdds.data.sources import HashSplitCorpus
+from gdds.data.store import MANIFEST, TokenizerRecipe
+from gdds.data.stream import StreamedBlocks
+from gdds.engine import corpus as engine_corpus
+from gdds.engine.config import ConfigError, load_config
+from gdds.engine.train import train
+from helpers import MICRO_TRAIN
+
+WORKS = [doc[:6000] for doc in shakespeare_documents()[:16]]
+
+
+def hash_corpus(docs=WORKS, tag="works"):
+    return HashSplitCorpus(tag, lambda: list(docs), lambda: {"tag": tag, "n": len(docs)})
+
+
+def all_ids(store, split):
+    tokens = store.tokens(split)
+    return tokens[0:len(tokens)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_store_holds_what_direct_tokenisation_gives(tmp_path, workers):
+    corpus = hash_corpus()
+    store = open_store(corpus, TokenizerRecipe("gpt2"), root=tmp_path, workers=workers, progress=False,
+                       shard_tokens=700)
+    tok = build_tokenizer("gpt2")
+    for split in ("train", "valid", "test"):
+        ref = tokenize_documents(list(corpus.documents(split)), tok, tmp_path / "ref")
+        assert len(store.manifest["splits"][split]["shards"]) >= (2 if split == "train" else 1)
+        assert np.array_equal(all_ids(store, split), np.asarray(ref.tokens))
+        assert np.array_equal(store.offsets(split), ref.offsets)
+        assert np.array_equal(store.counts(split), np.bincount(np.asarray(ref.tokens), minlength=tok.vocab_size))
+        idx = np.random.default_rng(0).integers(0, ref.n_tokens, (40, 9))  # across shard edges, 2-D
+        assert np.array_equal(store.tokens(split)[idx], np.asarray(ref.tokens)[idx])
+    lookup = np.arange(tok.vocab_size)[::-1].copy()
+    assert np.array_equal(store.tokens("valid", lookup)[5:50], lookup[all_ids(store, "valid")[5:50]])
+    assert np.array_equal(np.concatenate(list(store.tokens("train").chunks(1000))), all_ids(store, "train"))
+
+
+def test_a_killed_build_resumes_to_the_same_store(tmp_path, monkeypatch):
+    corpus = hash_corpus()
+    straight = open_store(corpus, TokenizerRecipe("char"), root=tmp_path / "a", workers=1, progress=False,
+                          shard_tokens=3000)
+    added = {"n": 0}
+    add = prepare._ShardWriter.add
+
+    def add_then_die(self, ids):
+        added["n"] += 1
+        if added["n"] == 10:
+            raise KeyboardInterrupt  # the process is killed mid-build, inside a shard
+        add(self, ids)
+
+    monkeypatch.setattr(prepare._ShardWriter, "add", add_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        open_store(corpus, TokenizerRecipe("char"), root=tmp_path / "b", workers=1, progress=False,
+                   shard_tokens=3000)
+    monkeypatch.setattr(prepare._ShardWriter, "add", add)
+    folder = tmp_path / "b" / straight.folder.name
+    assert not (folder / MANIFEST).exists() and not (folder / ".lock").exists()
+    kept = sorted(p.name for p in folder.glob("train-*.json"))
+    assert kept  # complete shards survive
+    resumed = open_store(corpus, TokenizerRecipe("char"), root=tmp_path / "b", workers=2, progress=False,
+                         shard_tokens=3000)
+    assert kept[0] in {p.name for p in folder.glob("train-*.json")}
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(all_ids(resumed, split), all_ids(straight, split))
+        assert np.array_equal(resumed.offsets(split), straight.offsets(split))
+    assert resumed.tokenizer.identity() == straight.tokenizer.identity()
+
+
+def test_waiting_for_another_builder_and_stale_locks(tmp_path):
+    corpus, recipe = hash_corpus(), TokenizerRecipe("char")
+    with pytest.raises(TimeoutError, match="remove its .lock"):
+        open_store(corpus, recipe, root=tmp_path, build=False, wait_seconds=0.1)
+    folder = next(tmp_path.iterdir())
+    (folder / ".lock").write_text("another-host 1")  # a live builder elsewhere: wait for it
+    with pytest.raises(TimeoutError):
+        open_store(corpus, recipe, root=tmp_path, wait_seconds=0.1, progress=False)
+    (folder / ".lock").write_text(f"{socket.gethostname()} 999999999")  # a dead process here: take over
+    store = open_store(corpus, recipe, root=tmp_path, progress=False, workers=1)
+    assert (folder / MANIFEST).is_file() and not (folder / ".lock").exists()
+    assert open_store(corpus, recipe, root=tmp_path, build=False).manifest == store.manifest
+
+
+def test_a_run_on_a_prepared_corpus_reads_no_text(tmp_path, monkeypatch):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, doc in enumerate(WORKS):
+        (folder / f"w{i:02d}.txt").write_text(doc)
+    cfg = load_config("tiny", [f"data.corpus={folder}", "process.kernel=semantic", "process.embeddings=cooccurrence",
+                               "process.embedding_tokens=5000"])
+    assert main(["prepare", "tiny", f"data.corpus={folder}", "process.kernel=semantic",
+                 "process.embeddings=cooccurrence", "process.embedding_tokens=5000", "--workers", "1"]) == 0
+    first = engine_corpus.build_data(cfg.data)
+    emb = engine_corpus.cooccurrence(cfg.process, first)
+
+    def no_text(*args, **kwargs):
+        raise AssertionError("raw text was read")
+
+    monkeypatch.setattr(HashSplitCorpus, "_all", no_text)
+    monkeypatch.setattr(engine_corpus.E, "cooccurrence_embeddings", no_text)
+    again = engine_corpus.build_data(cfg.data)
+    assert again.tokenizer.identity() == first.tokenizer.identity()
+    assert torch.equal(again.blocks["train"].batch([0, 3]), first.blocks["train"].batch([0, 3]))
+    assert torch.equal(engine_corpus.cooccurrence(cfg.process, again), emb)
+    ids, offsets = engine_corpus.budget_tokens(again.arrays["train"], 5000)
+    assert offsets[-1] == ids.size <= 5000 and np.isin(offsets[1:-1], again.arrays["train"].offsets).all()
+
+
+def test_missing_split_and_bad_corpus_are_config_errors(tmp_path):
+    rows = tmp_path / "owt.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(12)))
+    cfg = load_config("tiny", ["data.corpus=openwebtext", "data.tokenizer=char", "data.seq_len=16",
+                               f"data.corpus_args={{data_files: {rows}, valid_docs: 3, cache_dir: {tmp_path / 'hf'}}}"])
+    data = engine_corpus.build_data(cfg.data)
+    assert sorted(data.blocks) == ["train", "valid"] and data.notes["documents"] == {"train": 9, "valid": 3}
+    with pytest.raises(ConfigError, match="no 'test' split"):
+        data.split("test")
+    with pytest.raises(ConfigError, match="did you mean"):
+        engine_corpus.build_data(load_config("tiny", ["data.corpus=openwebtxt"]).data)
+
+
+def test_lm1b_stand_in_pads_and_masks(tmp_path):
+    (tmp_path / "train.txt").write_text("\n".join(f"sentence number {i} , with words ." for i in range(30)))
+    (tmp_path / "test.txt").write_text("a held out line .\nanother one , short .\n")
+    files = {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}
+    options = json.dumps({"data_files": files, "cache_dir": str(tmp_path / "h")})
+    cfg = load_config("tiny", ["data.corpus=lm1b", "data.packing=pad", "data.seq_len=48", "data.tokenizer=gpt2",
+                               f"data.corpus_args={options}"])
+    data = engine_corpus.build_data(cfg.data)
+    tok, blocks = data.tokenizer, data.blocks["valid"]
+    assert len(blocks) == 2 and tok.decode(blocks.batch([0])[0, 1:].tolist()).startswith("a held out line.")
+    keep = blocks.mask([0, 1])
+    rows = blocks.batch([0, 1])
+    assert (rows[~keep] == tok.pad_id).all() and (rows[keep] != tok.pad_id).all() and (~keep).any()
+
+
+def fineweb_rows(tmp_path, n=60):
+    path = tmp_path / "fw.jsonl"
+    path.write_text("".join(json.dumps({"text": f"page {i}: " + "the quick brown fox " * (1 + i % 5)}) + "\n"
+                            for i in range(n)))
+    return {"data_files": [str(path)], "valid_docs": 8, "cache_dir": str(tmp_path / "hf")}
+
+
+def test_streamed_blocks_equal_stored_wrap_blocks_and_seek(tmp_path):
+    corpus = resolve_corpus("fineweb", fineweb_rows(tmp_path))
+    tok = build_tokenizer("gpt2")
+    from gdds.data.dataset import PackedBlocks
+
+    stored = PackedBlocks(tokenize_documents(list(corpus.documents("train")), tok, tmp_path / "t"), 24,
+                          tok.bos_id, tok.eos_id)
+    stream = StreamedBlocks(corpus, "train", tok, 24)
+    first = stream.batch(np.arange(0, 5))
+    position = stream.position()
+    rest = stream.batch(np.arange(5, 12))
+    assert torch.equal(torch.cat([first, rest]), stored.batch(np.arange(12)))
+    again = StreamedBlocks(corpus, "train", tok, 24)
+    again.seek(position)
+    assert torch.equal(again.batch(np.arange(5, 12)), rest)
+    with pytest.raises(ValueError, match="read in order"):
+        again.batch(np.arange(0, 2))
+
+
+def test_a_streamed_run_stops_and_resumes_bitwise(tmp_path):
+    args = [*MICRO_TRAIN, "data.corpus=fineweb", f"data.corpus_args={json.dumps(fineweb_rows(tmp_path, 200))}",
+            "train.ckpt_every=2", "train.lr_schedule=constant", "train.eval_every=100"]
+    train(load_config("tiny", [*args, "train.max_steps=4"]), tmp_path / "straight")
+    train(load_config("tiny", [*args, "train.max_steps=2"]), tmp_path / "split")
+    assert main(["train", "--resume", str(tmp_path / "split"), "train.max_steps=4"]) == 0
+    from gdds.engine.checkpoint import load_tensors, load_torch
+
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_tensors(tmp_path / "straight/checkpoints/last" / name)
+        b = load_tensors(tmp_path / "split/checkpoints/last" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    stream = load_torch(tmp_path / "split/checkpoints/last/state.pt")["data_position"]["stream"]
+    assert stream["block"] == 4 * 8
+    with pytest.raises(ConfigError, match="compact_vocab=false"):
+        engine_corpus.build_data(load_config("tiny", [*args, "data.compact_vocab=true"]).data)
