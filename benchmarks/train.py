@@ -33,7 +33,8 @@ from gdds.engine.build import build_run
 from gdds.engine.compare import ENTRIES
 from gdds.engine.config import load_config
 from gdds.engine.distributed import DistInfo
-from gdds.engine.train import Trainer, batch_indices
+from gdds.engine.steps import batch_indices
+from gdds.engine.train import Trainer
 from gdds.objectives import snapshot_inputs
 
 NOISE_SHARE_TARGET = 0.05

