@@ -11,6 +11,7 @@ import pytest
 from gdds.data import hf_corpus
 from gdds.data.corpora import load_corpus
 from gdds.data.detokenizers import lm1b_detokenize, ptb_detokenize, wikitext_detokenize
+from gdds.data.local import LocalCorpus
 from gdds.data.recipes import CORPORA, Text8Corpus, resolve_corpus
 from gdds.data.sources import CorpusError, HashSplitCorpus
 from gdds.data.splits import split_documents
@@ -279,7 +280,7 @@ def test_local_paths_and_generic_hf(tmp_path, hf):
     paragraphs = [f"paragraph number {i}" for i in range(20)]
     (folder / "a.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
     corpus = resolve_corpus(str(folder), {"split": "paragraph"}, valid=0.2, test=0.2)
-    assert isinstance(corpus, HashSplitCorpus)
+    assert isinstance(corpus, LocalCorpus)
     split = split_documents(paragraphs, 0.2, 0.2, 0)
     assert {s: docs(corpus, s) for s in ("train", "valid", "test")} == {
         s: [paragraphs[i] for i in split[s]] for s in ("train", "valid", "test")}

@@ -10,6 +10,7 @@ import torch
 
 from gdds.cli import main
 from gdds.data import build_tokenizer, prepare, shakespeare_documents, tokenize_documents
+from gdds.data.local import LocalCorpus
 from gdds.data.prepare import open_store
 from gdds.data.recipes import resolve_corpus
 from gdds.data.sources import HashSplitCorpus
@@ -112,7 +113,7 @@ def test_a_run_on_a_prepared_corpus_reads_no_text(tmp_path, monkeypatch):
     def no_text(*args, **kwargs):
         raise AssertionError("raw text was read")
 
-    monkeypatch.setattr(HashSplitCorpus, "_all", no_text)
+    monkeypatch.setattr(LocalCorpus, "_all", no_text)
     monkeypatch.setattr(engine_corpus.E, "cooccurrence_embeddings", no_text)
     again = engine_corpus.build_data(cfg.data)
     assert again.tokenizer.identity() == first.tokenizer.identity()

@@ -199,30 +199,37 @@ def wikipedia_documents() -> list[str]:
     return docs
 
 
-def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt",
-                    encoding: str = "utf-8") -> list[str]:
-    """Documents from a text file or a folder of text files.
-
-    A folder contributes every file matching ``glob`` (recursive by default), sorted by
-    path. ``split="file"``: each file is one document; ``split="paragraph"``: each block
-    of lines separated by blank lines is one document.
-    """
+def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
+    """The files of a local corpus: ``path`` itself, or the files of the folder ``path`` matching
+    ``glob`` (recursive by default), sorted by path."""
     path = Path(path)
-    if split not in ("file", "paragraph"):
-        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
     if not path.exists():
         raise FileNotFoundError(f"no corpus file or folder at {path}; check the path")
     files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"the folder {path} has no file matching {glob!r}; pass glob= to choose the files")
-    docs = []
-    for file in files:
-        try:
-            text = file.read_text(encoding=encoding)
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
-        docs.extend(re.split(r"\n\s*\n", text) if split == "paragraph" else [text])
-    return docs
+    return files
+
+
+def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> list[str]:
+    """The documents of one file: the whole text (``split="file"``) or each block of lines separated
+    by blank lines (``split="paragraph"``)."""
+    if split not in ("file", "paragraph"):
+        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
+    try:
+        text = file.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
+    return re.split(r"\n\s*\n", text) if split == "paragraph" else [text]
+
+
+def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt",
+                    encoding: str = "utf-8") -> list[str]:
+    """Documents from a text file or a folder of text files (:func:`local_files`), each file giving
+    its :func:`file_documents`."""
+    if split not in ("file", "paragraph"):
+        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
+    return [doc for file in local_files(path, glob) for doc in file_documents(file, split, encoding)]
 
 
 _NAMED: dict[str, Callable[..., list[str]]] = {

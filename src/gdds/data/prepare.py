@@ -103,6 +103,8 @@ class _ShardWriter:
         self.tmp = self.folder / f".{self.split}-{self.index:05d}.tokens.{os.getpid()}.tmp"
         self.fh = open(self.tmp, "wb")  # noqa: SIM115 (kept open across add() calls, closed by commit/abandon)
         self.lengths: list[int] = []
+        self.tokens = self.pending = 0
+        self.uncounted: list[np.ndarray] = []
         self.counts = np.zeros(self.vocab_size, dtype=np.int64)
 
     def add(self, ids: np.ndarray) -> None:
@@ -111,13 +113,25 @@ class _ShardWriter:
         assert self.fh is not None
         self.fh.write(ids.tobytes())
         self.lengths.append(ids.size)
-        self.counts += np.bincount(ids, minlength=self.vocab_size)
-        if sum(self.lengths) >= self.shard_tokens:
+        self.tokens += ids.size
+        self.uncounted.append(ids)
+        self.pending += ids.size
+        if self.pending >= 1 << 20:
+            self._count()
+        if self.tokens >= self.shard_tokens:
             self.commit()
+
+    def _count(self) -> None:
+        """Add the ids written since the last count to the shard's counts (in one bincount: one per
+        document would cost a vocabulary-sized array per sentence)."""
+        if self.uncounted:
+            self.counts += np.bincount(np.concatenate(self.uncounted), minlength=self.vocab_size)
+        self.uncounted, self.pending = [], 0
 
     def commit(self) -> None:
         if self.fh is None:
             return
+        self._count()
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()

