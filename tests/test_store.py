@@ -189,7 +189,19 @@ def test_a_streamed_run_stops_and_resumes_bitwise(tmp_path):
         a = load_tensors(tmp_path / "straight/checkpoints/last" / name)
         b = load_tensors(tmp_path / "split/checkpoints/last" / name)
         assert all(torch.equal(a[k], b[k]) for k in a)
+    notes = json.loads((tmp_path / "straight/data.json").read_text())
+    assert notes["documents"]["valid"] == 8 and list(notes["streamed"]) == ["train"]
     stream = load_torch(tmp_path / "split/checkpoints/last/state.pt")["data_position"]["stream"]
     assert stream["block"] == 4 * 8
     with pytest.raises(ConfigError, match="compact_vocab=false"):
         engine_corpus.build_data(load_config("tiny", [*args, "data.compact_vocab=true"]).data)
+
+
+def test_under_torchrun_only_local_rank_zero_builds(monkeypatch):
+    asked = []
+    monkeypatch.setattr(engine_corpus, "open_store", lambda corpus, recipe, **kw: asked.append(kw["build"]))
+    cfg = load_config("tiny")
+    for rank, builds in (("0", True), ("1", False), ("3", False)):
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        engine_corpus.store_of(cfg.data)
+        assert asked[-1] is builds

@@ -61,10 +61,11 @@ def corpus_of(dc: DataConfig) -> Corpus:
 
 
 def store_of(dc: DataConfig, root: Path | None = None, progress: bool = False, workers: int | None = None,
-             build: bool | None = None) -> TokenStore:
-    """The token store of ``data.*``, built on first use. Under torchrun only local rank 0 builds
-    (``build=None``); the others wait for it and map it."""
-    corpus = corpus_of(dc)
+             build: bool | None = None, corpus: Corpus | None = None) -> TokenStore:
+    """The token store of ``data.*`` (``corpus``: its :func:`corpus_of`, when already made), built
+    on first use. Under torchrun only local rank 0 builds (``build=None``); the others wait for it
+    and map it."""
+    corpus = corpus_of(dc) if corpus is None else corpus
     entry = TOKENIZERS.get(dc.tokenizer)
     recipe = TokenizerRecipe(dc.tokenizer, dc.bpe_vocab_size if entry.sized else None)
     if build is None:
@@ -86,12 +87,19 @@ def _mapped_counts(counts: np.ndarray, lookup: np.ndarray | None, size: int) -> 
 def build_data(dc: DataConfig, root: Path | None = None, progress: bool = False) -> Data:
     """The run's data from its token store (see the module docstring). A streaming split (FineWeb)
     becomes :class:`~gdds.data.stream.StreamedBlocks`; its stored head gives its counts."""
-    store = store_of(dc, root, progress)
+    corpus = corpus_of(dc)
+    store = store_of(dc, root, progress, corpus=corpus)
     base = store.tokenizer
     tokenizer: TextTokenizer = base
     lookup = None
-    notes: dict[str, Any] = {"documents": {s: store.manifest["splits"][s]["docs"] for s in store.splits()},
-                             "store": str(store.folder)}
+    splits = store.manifest["splits"]
+    notes: dict[str, Any] = {"corpus": corpus.name, "store": str(store.folder),
+                             "documents": {s: splits[s]["docs"] for s in store.splits()},
+                             "tokens": {s: splits[s]["tokens"] for s in store.splits()},
+                             "streamed": {s: "the store holds its first documents only" for s in store.splits()
+                                          if store.streamed(s)}}
+    if corpus.packing != dc.packing:
+        notes["packing"] = f"{corpus.name} is meant for data.packing={corpus.packing}, not {dc.packing}"
     if dc.compact_vocab:
         # Without an unknown token to stand for ids unseen in training, keep the id *set* of every
         # split (no statistics), so evaluation text is never altered.
@@ -108,18 +116,18 @@ def build_data(dc: DataConfig, root: Path | None = None, progress: bool = False)
     if tokenizer.unk_id is not None:
         notes["unk_tokens"] = {s: int(c[tokenizer.unk_id]) for s, c in counts.items()}
     arrays = {s: TokenArray(store.tokens(s, lookup), store.offsets(s), store.key) for s in store.splits()}
-    blocks = {s: _streamed(dc, s, tokenizer) if store.streamed(s) else pack_blocks(arrays[s], tokenizer, dc)
+    blocks = {s: _streamed(dc, corpus, s, tokenizer) if store.streamed(s) else pack_blocks(arrays[s], tokenizer, dc)
               for s in store.splits()}
     return Data(tokenizer, arrays, blocks, counts, store, notes)
 
 
-def _streamed(dc: DataConfig, split: str, tokenizer: TextTokenizer) -> StreamedBlocks:
+def _streamed(dc: DataConfig, corpus: Corpus, split: str, tokenizer: TextTokenizer) -> StreamedBlocks:
     """Blocks of a streaming split, read on the fly with the full vocabulary and wrap packing
     (a compact vocabulary fitted before the stream is read could not hold every id it meets)."""
     if dc.compact_vocab or dc.packing != "wrap":
         raise ConfigError(f"data.corpus={dc.corpus} streams its {split} split: set data.compact_vocab=false and "
                           "data.packing=wrap")
-    return StreamedBlocks(corpus_of(dc), split, tokenizer, dc.seq_len)
+    return StreamedBlocks(corpus, split, tokenizer, dc.seq_len)
 
 
 def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks:

@@ -324,6 +324,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
                               f"`gdds train --resume {run_dir}` or choose a new --out folder")
         barrier(info)
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
+        if info.main:  # what the data turned out to be: documents, tokens, vocabulary, unknown tokens
+            write_text_atomically(run_dir / "data.json", json.dumps(trainer.run.data.notes, indent=1))
         if resume:
             if info.main:
                 ck.latest_checkpoint(run_dir, clean=True)  # removes what a killed checkpoint left
