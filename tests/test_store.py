@@ -2,7 +2,10 @@
 the stored ids equal a direct tokenisation, a killed build resumes to the same store, a prepared
 corpus is never read again, and a streamed split stops and resumes exactly."""
 import json
+import signal
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from gdds.data.local import LocalCorpus
 from gdds.data.prepare import open_store
 from gdds.data.recipes import resolve_corpus
 from gdds.data.sources import HashSplitCorpus
-from gdds.data.store import MANIFEST, TokenizerRecipe
+from gdds.data.store import MANIFEST, TokenizerRecipe, read_store
 from gdds.data.stream import StreamedBlocks
 from gdds.engine import corpus as engine_corpus
 from gdds.engine.config import ConfigError, load_config
@@ -82,6 +85,50 @@ def test_a_killed_build_resumes_to_the_same_store(tmp_path, monkeypatch):
         assert np.array_equal(all_ids(resumed, split), all_ids(straight, split))
         assert np.array_equal(resumed.offsets(split), straight.offsets(split))
     assert resumed.tokenizer.identity() == straight.tokenizer.identity()
+
+
+KILLED_PREPARE = """
+import os, signal, sys
+from gdds.data import prepare
+from gdds.data.local import LocalCorpus
+from gdds.data.store import TokenizerRecipe
+added = {"n": 0}
+add = prepare._ShardWriter.add
+def add_or_die(self, ids):
+    added["n"] += 1
+    if added["n"] == 12 and sys.argv[3] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    add(self, ids)
+prepare._ShardWriter.add = add_or_die
+prepare.BATCH_CHARS = 4000
+store = prepare.open_store(LocalCorpus(sys.argv[1]), TokenizerRecipe("char"), root=sys.argv[2], workers=2,
+                           progress=False, shard_tokens=10000)
+print(store.folder)
+"""
+
+
+def test_a_sigkilled_prepare_leaves_nothing_trusted_and_resumes(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, doc in enumerate(WORKS):
+        (folder / f"w{i:02d}.txt").write_text(doc)
+
+    def run(root, mode):
+        return subprocess.run([sys.executable, "-c", KILLED_PREPARE, str(folder), str(tmp_path / root), mode],
+                              capture_output=True, text=True, timeout=300)
+
+    killed = run("b", "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store_dir = next((tmp_path / "b").iterdir())
+    assert not (store_dir / MANIFEST).exists() and (store_dir / ".lock").exists()  # the dead builder's lock
+    assert [p for p in store_dir.iterdir() if p.name.endswith(".tmp")]  # its half-written shard
+    assert list(store_dir.glob("train-*.json"))  # and the complete ones, kept by the next build
+    assert run("b", "resume").returncode == 0 and run("a", "straight").returncode == 0
+    assert not [p for p in store_dir.iterdir() if p.name.endswith(".tmp") or p.name == ".lock"]
+    straight, resumed = read_store(next((tmp_path / "a").iterdir())), read_store(store_dir)
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(all_ids(resumed, split), all_ids(straight, split))
+        assert np.array_equal(resumed.counts(split), straight.counts(split))
 
 
 def test_waiting_for_another_builder_and_stale_locks(tmp_path):
