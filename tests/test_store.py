@@ -222,6 +222,8 @@ def test_streamed_blocks_equal_stored_wrap_blocks_and_seek(tmp_path):
     assert torch.equal(again.batch(np.arange(5, 12)), rest)
     with pytest.raises(ValueError, match="read in order"):
         again.batch(np.arange(0, 2))
+    with pytest.raises(ValueError, match="ended at block 12"):  # 52 short pages cannot fill 10,000 blocks
+        again.batch(np.arange(12, 10_012))
 
 
 def test_a_streamed_run_stops_and_resumes_bitwise(tmp_path):

@@ -5,10 +5,12 @@ blocks of ``seq_len`` ("wrap" packing, as :class:`gdds.data.dataset.PackedBlocks
 is read forward: training asks for blocks in order (:func:`gdds.engine.steps.step_rows`), and the
 reader's position (block, document, offset in the wrapped document) is saved with every
 checkpoint and restored by :meth:`StreamedBlocks.seek`, so a resumed run reads exactly the blocks
-an uninterrupted one would.
+an uninterrupted one would. A background thread tokenises the next documents while the model trains.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +21,49 @@ import torch
 from .sources import Corpus, CorpusError
 from .tokenizer_base import TextTokenizer
 
+_END = object()
+
+
+class _Reader:
+    """``[BOS] doc [EOS]`` ids of a split's documents from index ``start`` on, tokenised ``ahead``
+    documents in advance by a background thread (so a training step does not wait for the tokenizer),
+    handed out in order; an error of the reader is raised where the next document is asked for."""
+
+    def __init__(self, docs: Iterator[str], tokenizer: TextTokenizer, ahead: int = 256) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(docs, tokenizer), daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, docs: Iterator[str], tok: TextTokenizer) -> None:
+        try:
+            for text in docs:
+                if not self._put(np.asarray([tok.bos_id, *tok.encode(text), tok.eos_id], dtype=np.int64)):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    def next(self) -> np.ndarray | None:
+        """The next wrapped document; ``None`` at the end of the split."""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return None if item is _END else item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
 
 class StreamedBlocks:
     """"wrap" blocks of ``corpus``'s ``split``, tokenised with ``tokenizer`` as they are read."""
@@ -27,6 +72,7 @@ class StreamedBlocks:
         if tokenizer.bos_id is None or tokenizer.eos_id is None:
             raise ValueError(f"streamed blocks need BOS and EOS ids; {tokenizer.name} lacks one")
         self.corpus, self.split, self.tokenizer, self.seq_len = corpus, split, tokenizer, int(seq_len)
+        self._reader: _Reader | None = None
         self.seek({"block": 0, "doc": 0, "offset": 0})
 
     def __len__(self) -> int:
@@ -36,7 +82,9 @@ class StreamedBlocks:
     def seek(self, position: dict[str, int]) -> None:
         """Continue from a :meth:`position`."""
         self._block, self._doc, self._offset = position["block"], position["doc"], position["offset"]
-        self._docs: Iterator[str] = self.corpus.documents(self.split, self._doc)
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = _Reader(self.corpus.documents(self.split, self._doc), self.tokenizer)
         self._pending: deque[np.ndarray] = deque()  # wrapped documents from self._doc on, the first from _offset
 
     def position(self) -> dict[str, int]:
@@ -44,13 +92,12 @@ class StreamedBlocks:
         return {"block": self._block, "doc": self._doc, "offset": self._offset}
 
     def _wrapped(self) -> np.ndarray:
-        try:
-            text = next(self._docs)
-        except StopIteration:
+        assert self._reader is not None  # set by seek()
+        wrapped = self._reader.next()
+        if wrapped is None:
             raise CorpusError(f"the streamed {self.split!r} split of {self.corpus.name!r} ended at block "
-                              f"{self._block}; train for fewer steps or use a larger corpus") from None
-        tok = self.tokenizer
-        return np.asarray([tok.bos_id, *tok.encode(text), tok.eos_id], dtype=np.int64)
+                              f"{self._block}; train for fewer steps or use a larger corpus")
+        return wrapped
 
     def _take(self, n: int) -> np.ndarray:
         parts, need = [], n
