@@ -12,7 +12,7 @@ from gdds.data import hf_corpus
 from gdds.data.corpora import load_corpus
 from gdds.data.detokenizers import lm1b_detokenize, ptb_detokenize, wikitext_detokenize
 from gdds.data.local import LocalCorpus
-from gdds.data.recipes import CORPORA, Text8Corpus, resolve_corpus
+from gdds.data.recipes import CORPORA, CharRangeCorpus, resolve_corpus
 from gdds.data.sources import CorpusError, HashSplitCorpus
 from gdds.data.splits import split_documents
 
@@ -139,7 +139,7 @@ def test_text8_splits_by_character_ranges_into_whole_word_chunks(tmp_path):
     args = {"path": str(tmp_path / "text8"), "train_chars": 9000, "valid_chars": 500, "test_chars": 500,
             "chunk_chars": 300}
     corpus = resolve_corpus("text8", args)
-    assert isinstance(corpus, Text8Corpus)
+    assert isinstance(corpus, CharRangeCorpus)
     corpus.check()
     vocabulary = set(text.split())
     for split, (a, b) in {"train": (0, 9000), "valid": (9000, 9500), "test": (9500, 10_000)}.items():
@@ -349,3 +349,24 @@ def test_detokenisers():
         "1,000 m; 2.5 km\n=== Notes ===\n"
     assert ptb_detokenize("mr. smith 's firm earned $ N million do n't ask") == \
         "mr. smith's firm earned $N million don't ask"
+
+
+def test_one_local_file_splits_by_characters(tmp_path):
+    words = random.Random(0).choices(["alpha", "beta", "gamma", "delta", "eps"], k=4000)
+    text = " ".join(words)
+    path = tmp_path / "one.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CorpusError, match="split=chars"):  # one document cannot be split by document
+        resolve_corpus(str(path)).check()
+    corpus = resolve_corpus(str(path), {"split": "chars"}, valid=0.1, test=0.05)
+    corpus.check()
+    n = len(text)
+    bounds = [0, n - int(n * 0.1) - int(n * 0.05), n - int(n * 0.05), n]
+    for split, a, b in zip(("train", "valid", "test"), bounds, bounds[1:]):
+        assert " ".join(docs(corpus, split)) == text[a:b].strip(), split
+    assert corpus.fingerprint()["fractions"] == [0.1, 0.05] and same_after_json(corpus.fingerprint())
+    with pytest.raises(CorpusError, match="not a file"):
+        resolve_corpus(str(tmp_path), {"split": "chars"})
+    (tmp_path / "tiny.txt").write_text("abc")
+    with pytest.raises(CorpusError, match="too few for a character split"):
+        resolve_corpus(str(tmp_path / "tiny.txt"), {"split": "chars"}).check()

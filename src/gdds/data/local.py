@@ -20,12 +20,13 @@ from .splits import SPLITS, document_key, split_keys
 
 class LocalCorpus(Corpus):
     """The documents of ``path`` (a file, or the files of a folder matching ``glob``): one per file
-    (``split="file"``) or per paragraph (``"paragraph"``), split by hash (``valid``, ``test``, ``seed``)."""
+    (``split="file"``) or per paragraph (``"paragraph"``), split by hash (``valid``, ``test``, ``seed``).
+    (``split="chars"``, one file split by character ranges, is a :class:`~gdds.data.chars.CharRangeCorpus`.)"""
 
     def __init__(self, path: Path, split: str = "file", glob: str = "**/*.txt", encoding: str = "utf-8",
                  valid: float = 0.05, test: float = 0.05, seed: int = 0) -> None:
         if split not in ("file", "paragraph"):
-            raise CorpusError(f"corpus_args.split must be 'file' or 'paragraph'; got {split!r}")
+            raise CorpusError(f"corpus_args.split must be 'file', 'paragraph' or 'chars'; got {split!r}")
         self.path, self.mode, self.glob, self.encoding = Path(path), split, glob, encoding
         self.name = str(path)
         self.valid, self.test, self.seed = valid, test, seed
@@ -51,7 +52,8 @@ class LocalCorpus(Corpus):
                 raise CorpusError(f"the corpus {self.path} has no text; check the files (corpus_args.glob)")
             if len({digest for _, digest in keys}) < 3:
                 raise CorpusError(f"the corpus {self.path} has fewer than 3 distinct documents, too few for a "
-                                  "train/valid/test split: give more files, or corpus_args.split=paragraph")
+                                  "train/valid/test split: give more files, or split it by paragraphs "
+                                  "(corpus_args.split=paragraph) or by characters (corpus_args.split=chars)")
             where = np.zeros(len(keys), dtype=np.int8)
             for index, (name, members) in enumerate(split_keys(keys, self.valid, self.test).items()):
                 assert name == SPLITS[index]

