@@ -254,3 +254,34 @@ def test_under_torchrun_only_local_rank_zero_builds(monkeypatch):
         monkeypatch.setenv("LOCAL_RANK", rank)
         engine_corpus.store_of(cfg.data)
         assert asked[-1] is builds
+
+
+def bad_corpora(tmp_path):
+    empty, two, latin = tmp_path / "empty", tmp_path / "two", tmp_path / "latin"
+    for folder in (empty, two, latin):
+        folder.mkdir()
+    (empty / "a.txt").write_text("  \n")
+    (two / "a.txt").write_text("one document")
+    (two / "b.txt").write_text("another document")
+    (latin / "a.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (tmp_path / "short.txt").write_text("a b c " * 10)
+    hf_cache = str(tmp_path / "hf")
+    return [
+        ([f"data.corpus={empty}"], "has no text"),
+        ([f"data.corpus={two}"], "corpus_args.split=paragraph"),
+        ([f"data.corpus={latin}"], "encoding"),
+        ([f"data.corpus={tmp_path / 'missing'}/"], "no corpus file or folder"),
+        (["data.corpus=hf:wikitext:wikitext-2-raw-v1", f"data.corpus_args={{cache_dir: {hf_cache}}}"],
+         "not in the local datasets cache"),
+        (["data.corpus=hf:text"], "data_files"),
+        (["data.corpus=text8", f"data.corpus_args={{path: {tmp_path / 'short.txt'}}}"], "fewer than train_chars"),
+    ]
+
+
+def test_bad_corpora_fail_early_with_the_fix(tmp_path, capsys):
+    for overrides, message in bad_corpora(tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prepare", "tiny", *overrides, "--workers", "1"])
+        assert exit_info.value.code == 2, overrides
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (overrides, err)
