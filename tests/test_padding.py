@@ -2,6 +2,7 @@
 kept tokens given the layout), the snapshot CE and the training loss."""
 import json
 
+import pytest
 import torch
 
 import gdds
@@ -47,12 +48,26 @@ def test_the_bound_scores_only_the_kept_tokens_and_never_noises_padding():
     assert float((unscored - est).mean()) > 1.0  # scoring the padding would add its cost
 
 
-def test_a_pad_packed_run_leaves_padding_out_of_loss_and_bound(tmp_path):
+def lines_corpus(tmp_path) -> list[str]:
     corpus = tmp_path / "lines"
     corpus.mkdir()
     for i, line in enumerate(shakespeare_lines()[:120]):  # one short line per document
         (corpus / f"{i:03d}.txt").write_text(line[:24])
-    cfg = load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "data.packing=pad", "process.kernel=mask",
+    return [f"data.corpus={corpus}"]
+
+
+def lm1b_stand_in(tmp_path) -> list[str]:
+    """The LM1B recipe on local files with its layout: one tokenised sentence per line, train and test."""
+    lines = [" ".join(line[:20].replace(",", " ,").split()) + " ." for line in shakespeare_lines()[:140]]
+    (tmp_path / "train.txt").write_text("\n".join(lines[:120]))
+    (tmp_path / "test.txt").write_text("\n".join(lines[120:]))
+    files = {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}
+    return ["data.corpus=lm1b", f"data.corpus_args={json.dumps({'data_files': files, 'cache_dir': str(tmp_path)})}"]
+
+
+@pytest.mark.parametrize("corpus", [lines_corpus, lm1b_stand_in])
+def test_a_pad_packed_run_leaves_padding_out_of_loss_and_bound(tmp_path, corpus):
+    cfg = load_config("tiny", [*MICRO_TRAIN, *corpus(tmp_path), "data.packing=pad", "process.kernel=mask",
                                "train.max_steps=4", "train.eval_every=4", "train.eval_batches=2"])
     tmp_path = tmp_path / "run"
     train(cfg, tmp_path)
