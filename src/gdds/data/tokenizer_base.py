@@ -14,9 +14,12 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..files import write_atomically
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 META_FILE = "gdds_tokenizer.json"
 
@@ -82,6 +85,12 @@ class TextTokenizer(ABC):
             "pad_id": self.pad_id, "mask_id": self.mask_id, "unk_id": self.unk_id, "sha256": self.fingerprint(),
         }
 
+    def hf_tokenizer(self) -> Tokenizer:
+        """This tokenizer as a ``tokenizers.Tokenizer`` giving the same ids (``encode(text,
+        add_special_tokens=False)``), specials marked special: what a model folder's
+        ``tokenizer.json`` holds, readable by ``transformers.PreTrainedTokenizerFast``."""
+        raise NotImplementedError(f"the {self.name} tokenizer has no tokenizers equivalent of its own")
+
     def save(self, folder: str | Path) -> Path:
         """Store this tokenizer in ``folder`` (``gdds_tokenizer.json`` and, for trained
         tokenizers, their vocabulary files); read it back with ``load_tokenizer``."""
@@ -127,6 +136,19 @@ class AppendedSpecials(TextTokenizer):
     @abstractmethod
     def _base_piece(self, i: int) -> str:
         """String of one base-vocabulary token."""
+
+    @abstractmethod
+    def _hf_base(self) -> Tokenizer:
+        """The base vocabulary (ids ``< base_size``) as a ``tokenizers.Tokenizer``."""
+
+    def hf_tokenizer(self) -> Tokenizer:
+        tok = self._hf_base()
+        tok.add_special_tokens(list(self.appended))
+        ids = [tok.token_to_id(name) for name in self.appended]
+        if ids != list(range(self.base_size, self.vocab_size)):
+            raise RuntimeError(f"the appended specials of {self.name} got ids {ids} in its tokenizers form, "
+                               f"not {self.base_size}..{self.vocab_size - 1}")
+        return tok
 
     def decode(self, ids: Iterable[int]) -> str:
         parts, run = [], []

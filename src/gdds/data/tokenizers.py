@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokenizers import Tokenizer
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from ..registry import Registry
 from .assets import MINILM_HINT, WHISPER_HINT, gpt2_path, wordpiece_path
+from .byte_bpe import vocab_and_merges
 from .tokenizer_base import META_FILE, AppendedSpecials, TextTokenizer, sha256_bytes
 from .trained import BPETokenizer, CharTokenizer
 from .vocab import CompactTokenizer, CompactVocab
@@ -118,25 +119,38 @@ class WordPieceTokenizer(TextTokenizer):
     def _sha256(self) -> str:
         return sha256_bytes(wordpiece_path().read_bytes())
 
+    def hf_tokenizer(self) -> Tokenizer:
+        tok = Tokenizer.from_str(_load_wordpiece().to_str())  # a copy: the shared one stays as it is
+        tok.no_padding()
+        tok.no_truncation()
+        return tok
+
     def fingerprint(self) -> str:
         return self._sha256
 
 
 @functools.lru_cache(maxsize=1)
-def _gpt2_encoding() -> tuple[tiktoken.Encoding, str]:
-    """The tiktoken ``Encoding`` of GPT-2 and the sha256 of its rank file. The file
-    (one ``base64(token) rank`` per line, tiktoken's format) is parsed here rather than
-    with ``tiktoken.load.load_tiktoken_bpe``, which copies local files into a cache in
-    the temporary folder."""
-    import tiktoken
-
+def _gpt2_ranks() -> tuple[dict[bytes, int], str]:
+    """GPT-2's merge ranks (token bytes -> rank) and the sha256 of their file. The file (one
+    ``base64(token) rank`` per line, tiktoken's format) is parsed here rather than with
+    ``tiktoken.load.load_tiktoken_bpe``, which copies local files into a cache in the temporary
+    folder."""
     data = gpt2_path().read_bytes()
     ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
     if len(ranks) != GPT2_EOT_ID or sorted(ranks.values()) != list(range(GPT2_EOT_ID)):
         raise RuntimeError(f"{gpt2_path()} does not hold GPT-2's {GPT2_EOT_ID} ranks; reinstall: {WHISPER_HINT}")
+    return ranks, sha256_bytes(data)
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_encoding() -> tuple[tiktoken.Encoding, str]:
+    """The tiktoken ``Encoding`` of GPT-2 and the sha256 of its rank file."""
+    import tiktoken
+
+    ranks, sha256 = _gpt2_ranks()
     enc = tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                             special_tokens={"<|endoftext|>": GPT2_EOT_ID})
-    return enc, sha256_bytes(data)
+    return enc, sha256
 
 
 class GPT2Tokenizer(AppendedSpecials):
@@ -165,6 +179,18 @@ class GPT2Tokenizer(AppendedSpecials):
 
     def _base_piece(self, i: int) -> str:
         return self._enc.decode_single_token_bytes(i).decode("utf-8", "backslashreplace")
+
+    def _hf_base(self) -> Tokenizer:
+        """GPT-2's ranks as a byte-level BPE (vocabulary and merges from :mod:`gdds.data.byte_bpe`),
+        split by the same pattern as tiktoken; ``<|endoftext|>`` = 50256."""
+        vocab, merges = vocab_and_merges(_gpt2_ranks()[0])
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens(["<|endoftext|>"])
+        return tok
 
     def fingerprint(self) -> str:
         return self._sha256

@@ -2,15 +2,15 @@
 vocabulary is stored by ``save`` (a character list; the ``tokenizers`` JSON)."""
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..files import write_atomically
+from .byte_bpe import byte_of_char
 from .tokenizer_base import AppendedSpecials, sha256_bytes
 
 BPE_FILE = "bpe.json"
@@ -62,15 +62,14 @@ class CharTokenizer(AppendedSpecials):
     def _save_payload(self, folder: Path) -> dict[str, Any]:
         return {"chars": self.chars}
 
-
-@functools.lru_cache(maxsize=1)
-def _byte_of_char() -> dict[str, int]:
-    """Inverse of the byte -> printable character table of byte-level BPE (GPT-2):
-    printable Latin-1 bytes stand for themselves, the others for chr(256 + n)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {chr(b): b for b in keep}
-    table.update({chr(256 + n): b for n, b in enumerate(b for b in range(256) if b not in keep)})
-    return table
+    def _hf_base(self) -> Tokenizer:
+        """A word-level vocabulary over single characters (every character its own piece, pieces
+        joined back without spaces); the specials are in it so that ``<unk>`` works."""
+        vocab = {**self._ids, **{name: self._appended_id(name) for name in self.appended}}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        return tok
 
 
 class BPETokenizer(AppendedSpecials):
@@ -116,11 +115,14 @@ class BPETokenizer(AppendedSpecials):
         return self._tok.decode(ids, skip_special_tokens=False)
 
     def _base_piece(self, i: int) -> str:
-        table = _byte_of_char()
+        table = byte_of_char()
         return bytes(table[c] for c in self._tok.id_to_token(i)).decode("utf-8", "backslashreplace")
 
     def fingerprint(self) -> str:
         return sha256_bytes(self._json.encode("utf-8"))
+
+    def _hf_base(self) -> Tokenizer:
+        return Tokenizer.from_str(self._json)
 
     def _save_payload(self, folder: Path) -> dict[str, Any]:
         data = self._json.encode("utf-8")
