@@ -6,13 +6,19 @@ chain (:func:`sample`) and its honest likelihood bound (:func:`nll_bound`). Impo
 loads none of the application layers (data, models, objectives, engine, command line);
 ``ARCHITECTURE.md`` maps them and ``docs/math.md`` states the math.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from . import kernels
 from .likelihood import nll_bound
 from .process import ForwardProcess, NoisingInfo
 from .sampling import sample
 from .schedules import SCHEDULES, Cosine, Exponential, Geometric, Linear, LogLinear, Schedule
+from .version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .engine.api import Model
 
 __all__ = [
     "SCHEDULES",
@@ -26,6 +32,17 @@ __all__ = [
     "Schedule",
     "__version__",
     "kernels",
+    "load",
     "nll_bound",
     "sample",
 ]
+
+
+def load(path: str, device: str = "auto") -> Model:
+    """A trained model, text in and text out: a model folder (``gdds export``), a run folder or a
+    model in the local Hugging Face cache; see :class:`gdds.engine.api.Model` (``sample``,
+    ``nll_bound``, ``tokenizer``, ``process``, ``denoiser``). The engine is imported on the first
+    call, so ``import gdds`` stays light (ARCHITECTURE.md)."""
+    from .engine.api import Model
+
+    return Model.load(path, device)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..engine.build import load_run
 from ..engine.distributed import resolve_device
 from ..engine.evaluate import EvalSettings, evaluate, generate
+from ..engine.model_folder import open_model
 from ..files import write_text_atomically
 from .render import eval_markdown, write_eval
 
@@ -61,7 +61,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
 
 def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="generate text from a trained run with the model's reverse chain",
-                              description="Sample from the latest checkpoint of RUN_DIR (EMA weights) with the exact "
+                              description="Sample from the latest checkpoint of RUN_DIR (EMA weights), or from a "
+                              "model folder (gdds export), with the exact "
                               "reverse chain p_theta(x_s | x_t) that `gdds eval` scores; --approximate uses the "
                               "renoise sampler instead (no likelihood applies to its samples).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -82,7 +83,7 @@ def run_sample(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     if args.num < 1 or args.steps < 1:
         parser.error("--num and --steps must be at least 1")
-    loaded = load_run(args.run_dir, device=str(device_of(args)))
+    loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
     method, length = loaded.method, loaded.cfg.data.seq_len
     prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
     if len(prompt) >= length:
@@ -113,7 +114,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="honest evaluation of a trained run (bound, samples, judge, zero-shot)",
-                              description="Evaluate the latest checkpoint of RUN_DIR: the T-step NLL upper bound "
+                              description="Evaluate the latest checkpoint of RUN_DIR (or a model folder, on the "
+                              "corpus of its configuration): the T-step NLL upper bound "
                               "with its standard error, the snapshot CE (not a likelihood), samples at several "
                               "step counts with their unigram entropy and (with --judge) generative perplexity, and "
                               "zero-shot bounds on other corpora. Writes eval.json, eval.md and a figure.")
@@ -128,7 +130,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     settings = eval_settings(args)
-    report = evaluate(load_run(args.run_dir, device=str(device_of(args))), settings,
+    report = evaluate(open_model(args.run_dir, device=str(device_of(args))), settings,
                       log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
     paths = write_eval(report, args.out or args.run_dir / "eval")
     print(eval_markdown(report))

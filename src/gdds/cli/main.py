@@ -12,16 +12,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
 from ..engine.checkpoint import CheckpointError
 from ..engine.config import ConfigError
 from ..objectives import NotGenerative
+from ..version import __version__
 from .data import add_prepare
 from .evaluation import add_eval, add_sample
-from .tools import add_nll_gap, add_noise
+from .tools import add_export, add_nll_gap, add_noise
 from .training import add_compare, add_train
 
-COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_compare, add_nll_gap)
+COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_export, add_compare, add_nll_gap)
 
 
 def build_parser() -> argparse.ArgumentParser:

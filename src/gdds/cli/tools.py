@@ -1,4 +1,5 @@
-"""``gdds noise`` (see the forward process) and ``gdds nll-gap`` (the exact NLL-gap table)."""
+"""``gdds noise`` (see the forward process), ``gdds nll-gap`` (the exact NLL-gap table) and ``gdds export``
+(a run as a model folder)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..engine.config import ConfigError
+from ..engine.model_folder import export_model
 from ..files import write_text_atomically
 from ..kernels import KERNELS
 from ..nll_gap import EXAMPLE_KERNELS, decompose, example_problem, predictor_pairs
@@ -95,4 +98,28 @@ def run_nll_gap(args: argparse.Namespace) -> int:
     print(nll_gap_markdown(rows, args.times))
     if args.json is not None:
         write_text_atomically(args.json, json.dumps({"times": args.times, "rows": rows}, indent=1))
+    return 0
+
+
+def add_export(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export", help="write a trained run as a self-contained model folder (Hugging Face Hub layout)",
+        description="Write RUN_DIR's latest checkpoint as a model folder in OUT_DIR: config.json, model.safetensors, "
+        "tokenizer.json (for tokenizers / transformers), the kernel's embeddings, a README.md model card with the "
+        "evaluation gdds eval wrote. It loads without the corpus: gdds.load(OUT_DIR), gdds sample OUT_DIR.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.set_defaults(run=run_export, parser=p)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        folder = export_model(args.run_dir, args.out_dir, args.weights, args.overwrite)
+    except ConfigError as exc:
+        args.parser.error(str(exc))
+    files = sorted(p.name for p in folder.iterdir())
+    print(f"wrote {folder}: {', '.join(files)}")
+    print(f"load it with gdds.load({str(folder)!r}) or gdds sample {folder}")
     return 0

@@ -66,7 +66,7 @@ EMBEDDINGS.register("minilm", _minilm)
 EMBEDDINGS.register("cooccurrence", cooccurrence)
 
 
-def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
+def kernel_embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
     """Token embeddings for the semantic kernel, rows aligned with the model's ids."""
     if pc.embeddings in EMBEDDINGS:
         return EMBEDDINGS.get(pc.embeddings)(pc, data)
@@ -79,8 +79,8 @@ def _embeddings(pc: ProcessConfig, data: Data) -> torch.Tensor:
     return emb
 
 
-def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
-                 progress: bool = True) -> tuple[Kernel, dict[str, Any]]:
+def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bool = True,
+                 embeddings: torch.Tensor | None = None) -> tuple[Kernel, dict[str, Any]]:
     """The jump kernel of ``process.kernel`` (:data:`gdds.kernels.KERNELS`) on the model's
     vocabulary and an identity record for checkpoints. Special tokens are never a jump
     destination of the uniform and semantic kernels."""
@@ -90,7 +90,7 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data,
     identity: dict[str, Any] = {"schedule": repr(schedule), "kernel": pc.kernel, "kernel_args": args}
     emb = None
     if recipe.needs_embeddings:
-        emb = _embeddings(pc, data)
+        emb = kernel_embeddings(pc, data) if embeddings is None else embeddings
         identity["embeddings"] = pc.embeddings
         identity["embeddings_sha256"] = hashlib.sha256(emb.float().contiguous().numpy().tobytes()).hexdigest()
     vocabulary = Vocabulary(tok.vocab_size, tok.mask_id, tuple(tok.special_ids()))
@@ -159,12 +159,18 @@ class Run:
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
     """Data, process (on ``device``), the training method and a freshly initialised model
     (seeded by ``cfg.seed``)."""
-    data = build_data(cfg.data, progress=progress)
+    return assemble(cfg, build_data(cfg.data, progress=progress), device, progress)
+
+
+def assemble(cfg: Config, data: Data, device: torch.device, progress: bool = True,
+             embeddings: torch.Tensor | None = None) -> Run:
+    """A run on ``data`` (only its tokenizer is used, and its data for the kernel's embeddings unless
+    ``embeddings`` are given, as a model folder gives them)."""
     method_cls = METHODS.get(cfg.method)
     process, identity = None, {"kernel": None}
     if method_cls.noised:
         schedule = build_schedule(cfg.process)
-        kernel, identity = build_kernel(cfg.process, schedule, data, progress)
+        kernel, identity = build_kernel(cfg.process, schedule, data, progress, embeddings)
         process = ForwardProcess(schedule, kernel).to(device)
     try:
         method = method_cls(process, cfg.process.t_min, cfg.model.parametrization)

@@ -38,7 +38,7 @@ class Data:
     arrays: dict[str, TokenArray]
     blocks: dict[str, Blocks]
     counts: dict[str, np.ndarray]
-    store: TokenStore
+    store: TokenStore | None  # None for a model folder (no corpus)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def unigram_counts(self) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""``gdds.load``: a trained model with text in and text out.
+
+    model = gdds.load("runs/demo-model")              # a model folder, a run folder or a Hub cache name
+    texts = model.sample(num=2, prompt="To be")       # the exact reverse chain, strings out
+    score = model.nll_bound("Some text to score.")    # an upper bound on the NLL: nats/token, bits/char
+
+``sample`` takes a prompt (fixed at the start) or an infilling template (``"The ___ sat on the ___."``:
+each blank becomes ``blank_tokens`` free positions, everything else is fixed). ``nll_bound`` scores
+each text as ``[BOS] text [EOS]`` (a text longer than the model's length in pieces of ``L - 2``
+tokens, each between BOS and EOS), padding excluded: the ``steps``-step bound, averaged over
+independent draws, with the standard error of that average (the exact NLL for an autoregressive
+model), labelled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import PaddedSentences, TextTokenizer, TokenArray
+from ..likelihood import nll_bound
+from ..process import ForwardProcess
+from ..sampling import Denoiser, sample
+from .build import LoadedRun
+from .config import ConfigError
+from .evaluate import BOUND_METRIC
+from .model_folder import export_model, open_model
+
+
+@dataclass(frozen=True)
+class Score:
+    """The bound on a set of texts (``metric`` says which figure: a T-step upper bound or an exact NLL)."""
+
+    metric: str
+    nats_per_token: float
+    standard_error: float
+    bits_per_character: float
+    tokens: int
+    characters: int
+    texts: int
+
+    def __str__(self) -> str:
+        return (f"{self.metric}: {self.nats_per_token:.4f} ± {self.standard_error:.4f} nats/token, "
+                f"{self.bits_per_character:.4f} bits/character ({self.tokens} tokens, {self.texts} texts)")
+
+
+def _hub_path(name: str) -> Path:
+    """A Hugging Face Hub model already in the local cache (never downloaded)."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError as err:
+        raise FileNotFoundError(f"no folder {name!r}, and huggingface_hub is not installed to look it up") from err
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError) as err:
+        raise FileNotFoundError(f"{name!r} is neither a folder nor a model in the local Hugging Face cache; "
+                                "gdds never downloads: download it once where the Hub is reachable") from err
+
+
+class Model:
+    """A trained model (see the module docstring); :func:`gdds.load` makes one."""
+
+    def __init__(self, loaded: LoadedRun) -> None:
+        self.loaded = loaded
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Model:
+        """A model folder, a run folder (its latest checkpoint) or a model in the local Hub cache."""
+        folder = Path(path).expanduser()
+        return cls(open_model(folder if folder.exists() else _hub_path(str(path)), device, with_data=False))
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.loaded.run.data.tokenizer
+
+    @property
+    def process(self) -> ForwardProcess | None:
+        return self.loaded.run.process
+
+    @property
+    def denoiser(self) -> Denoiser:
+        """``(x_t, t) -> logits`` on the model's device (bf16 autocast on a GPU)."""
+        return self.loaded.denoiser()
+
+    @property
+    def length(self) -> int:
+        return self.loaded.cfg.data.seq_len
+
+    def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write this model's folder (a model loaded from a run folder: :func:`export_model`)."""
+        if self.loaded.checkpoint.name == Path(folder).name and self.loaded.checkpoint.parent.exists():
+            raise ConfigError(f"{folder} is where this model was loaded from")
+        return export_model(self.loaded.checkpoint.parent.parent, folder, self.loaded.weights, overwrite)
+
+    def _fixed(self, num: int, length: int, prompt: str | None, infill: str | None, blank: str,
+               blank_tokens: int) -> torch.Tensor | None:
+        if prompt is not None and infill is not None:
+            raise ValueError("give a prompt or an infilling template, not both")
+        if infill is not None:
+            if blank not in infill:
+                raise ValueError(f"the infilling template has no blank {blank!r}")
+            ids: list[int] = []
+            for i, piece in enumerate(infill.split(blank)):
+                ids += ([-1] * blank_tokens if i else []) + (self.tokenizer.encode(piece) if piece else [])
+        elif prompt:
+            ids = self.tokenizer.encode(prompt)
+        else:
+            return None
+        if len(ids) > length:
+            raise ValueError(f"the prompt or template takes {len(ids)} tokens; the length is {length}")
+        fixed = torch.full((num, length), -1, dtype=torch.long)
+        fixed[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return fixed
+
+    @torch.no_grad()
+    def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
+               infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0) -> list[str]:
+        """``num`` texts of ``length`` tokens (default the model's) from the exact reverse chain in
+        ``steps`` steps (an autoregressive model: exact ancestral samples), seeded by ``seed``."""
+        length = self.length if length is None else length
+        fixed = self._fixed(num, length, prompt, infill, blank, blank_tokens)
+        gen = torch.Generator(device=self.loaded.device).manual_seed(seed)
+        method = self.loaded.method
+        if method.exact_likelihood:
+            if infill is not None:
+                raise ValueError("an autoregressive model continues a prompt; it cannot fill blanks")
+            prompt_ids = [] if fixed is None else [int(i) for i in fixed[0] if i >= 0]
+            ids = method.generate(self.loaded.run.model, num, length, steps, gen, prompt_ids)
+        else:
+            ids = sample(self.process, self.denoiser, num, length, steps=steps, fixed=fixed, generator=gen)
+        return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+
+    @torch.no_grad()
+    def nll_bound(self, texts: str | list[str], steps: int = 128, draws: int = 4, seed: int = 0) -> Score:
+        """An upper bound on the NLL of ``texts`` (module docstring): the mean of ``draws`` independent
+        ``steps``-step estimates, its standard error over the draws (the texts are given, so the only
+        uncertainty is the estimator's); an autoregressive model's exact NLL (standard error 0)."""
+        if draws < 2:
+            raise ValueError("draws must be at least 2 (a standard error needs two)")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        tok, length, loaded = self.tokenizer, self.length, self.loaded
+        pieces = []
+        for text in texts:
+            ids = tok.encode(text)
+            if not ids:
+                raise ValueError("an empty text has nothing to score")
+            pieces += [ids[a:a + length - 2] for a in range(0, len(ids), length - 2)]
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
+        array = TokenArray(np.concatenate([np.asarray(p, dtype=np.int64) for p in pieces]), offsets, "texts")
+        blocks = PaddedSentences(array, length, tok.bos_id, tok.eos_id, tok.pad_id)
+        rows = np.arange(len(blocks))
+        keep = blocks.mask(rows)
+        x0 = blocks.batch(rows)
+        tokens = int(keep.sum())
+        if loaded.method.exact_likelihood:
+            model = loaded.run.model
+            totals = torch.full((draws,), float(model.nll(x0.to(loaded.device), keep.to(loaded.device)).sum()))
+            metric = loaded.method.label
+        else:
+            gen = torch.Generator(device=loaded.device).manual_seed(seed)
+            denoiser = self.denoiser
+            totals = torch.stack([sum(nll_bound(self.process, denoiser, x0[a:a + 8], steps=steps, generator=gen,
+                                                keep=keep[a:a + 8]).sum() for a in range(0, len(rows), 8))
+                                  for _ in range(draws)]).double().cpu()
+            metric = BOUND_METRIC.format(steps=steps)
+        mean = float(totals.mean())
+        se = float(totals.std(unbiased=True)) / math.sqrt(draws) / tokens
+        return Score(metric, mean / tokens, se, mean / sum(len(t) for t in texts) / math.log(2), tokens,
+                     sum(len(t) for t in texts), len(texts))
