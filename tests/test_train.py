@@ -211,7 +211,7 @@ def test_bad_checkpoints_give_clear_errors_and_keep_good_state(tmp_path, corpus,
     with pytest.raises(CheckpointError, match="different run set-up"):
         train(other, run, resume=True)
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
-    assert "nothing to resume" in capsys.readouterr().err
+    assert "is not a run folder" in capsys.readouterr().err
     target = run / "checkpoints" / "last" / "model.safetensors"
     target.write_bytes(target.read_bytes()[:-10])
     assert main(["train", "--resume", str(run), "train.max_steps=6"]) == 1

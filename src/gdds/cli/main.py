@@ -4,11 +4,14 @@ module here adds its own: ``add_<name>`` builds the parser, ``run_<name>`` runs 
 
 Usage errors (bad values, unknown names) exit with status 2 and a message, never a
 traceback; a missing optional package, an unusable checkpoint or a model that cannot do
-what was asked exits with status 1 and a message saying what to do.
+what was asked exits with status 1 and a message saying what to do. Any other error also ends in
+one line (its type and message) with status 1; ``gdds --debug ...`` or ``GDDS_DEBUG=1`` shows the
+traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +24,9 @@ from .evaluation import add_eval, add_sample
 from .tools import add_export, add_nll_gap, add_noise
 from .training import add_compare, add_train
 
+DEBUG_ENV = "GDDS_DEBUG"
+# Errors whose message says what to fix (the others are shown with their type).
+EXPECTED = (ImportError, CheckpointError, ConfigError, NotGenerative, OSError, ValueError, TimeoutError)
 COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_export, add_compare, add_nll_gap)
 
 
@@ -28,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``gdds`` parser with every command of :data:`COMMANDS` registered."""
     parser = argparse.ArgumentParser(prog="gdds", description="Generalized discrete diffusion from snapshots (GDDS).")
     parser.add_argument("--version", action="version", version=f"gdds {__version__}")
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback of an error (also {DEBUG_ENV}=1)")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(subparsers)
@@ -37,8 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gdds`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         return args.run(args)
-    except (ImportError, CheckpointError, ConfigError, NotGenerative) as exc:
-        print(f"gdds: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("gdds: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, EXPECTED):
+            message = (f"{type(exc).__name__}: {message} (gdds --debug ... or {DEBUG_ENV}=1 shows the traceback; "
+                       "report it if it looks like a bug in gdds)")
+        print(f"gdds: error: {message}", file=sys.stderr)
         return 1

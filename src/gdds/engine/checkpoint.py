@@ -122,7 +122,8 @@ def latest_checkpoint(run_dir: Path, clean: bool = False) -> Path:
     killed mid-checkpoint; readers of a run that may still be training leave them."""
     root = checkpoint_root(run_dir)
     if not root.is_dir():
-        raise CheckpointError(f"{run_dir} has no checkpoints/ folder: nothing to resume")
+        raise CheckpointError(f"{run_dir} is not a run folder (it has no checkpoints/ folder) nor a model folder "
+                              "(no config.json + model.safetensors); check the path")
     for stale in root.glob(".tmp-*") if clean else ():
         shutil.rmtree(stale)
     last = root / "last"
