@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..engine.compare import ENTRIES, Interrupted, compare
-from ..engine.config import Config, ConfigError, all_keys, load_config, preset_names
+from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
 from ..engine.evaluate import EvalSettings
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train
@@ -15,13 +15,16 @@ from .render import compare_markdown, write_comparison
 
 
 def _config_help() -> str:
-    defaults = Config().to_dict()
+    defaults, about = Config().to_dict(), descriptions()
     lines = ["configuration keys (override with dotted.key=value; defaults before any preset):"]
     for key in all_keys():
         node: object = defaults
         for part in key.split("."):
             node = node[part]  # type: ignore[index]
-        lines.append(f"  {key} = {node!r}")
+        section, _, name = key.rpartition(".")
+        allowed = choices(SECTIONS[section] if section else Config, name)
+        lines.append(f"  {key} = {node!r}" + (f"  (one of: {', '.join(map(str, allowed))})" if allowed else ""))
+        lines.append(f"      {about[key]}")
     return "\n".join(lines)
 
 

@@ -8,10 +8,14 @@ new entry there is a valid configuration value here with no other change.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import difflib
 import functools
+import inspect
+import itertools
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -38,6 +42,7 @@ KernelName = Literal[KERNELS.names()]
 ParametrizationName = Literal[(AUTO, *PARAMETRIZATIONS.names())]
 StrategyName = Literal[STRATEGIES.names()]
 PRESETS_PACKAGE = "gdds.engine.configs"
+LOG_SINKS = ("jsonl", "tensorboard", "wandb")  # the names of gdds.engine.logs.LOGGERS (checked there by a test)
 
 
 class ConfigError(ValueError):
@@ -48,16 +53,26 @@ class ConfigError(ValueError):
 class DataConfig:
     """``data.*``: the corpus, its tokenizer and split, and how documents become blocks."""
 
-    corpus: str = "shakespeare"  # a name of gdds.data.recipes.CORPORA, a local path, or hf:<name>[:<config>]
-    corpus_args: dict = field(default_factory=dict)  # the corpus's options (data_files, valid_docs, path, ...)
+    corpus: str = "shakespeare"
+    """A name of gdds.data.recipes.CORPORA, a local file or folder, or hf:<name>[:<config>]."""
+    corpus_args: dict = field(default_factory=dict)
+    """The corpus's options (data_files, builder, valid_docs, path, split, ...; docs/data.md)."""
     tokenizer: TokenizerName = "wordpiece"
-    bpe_vocab_size: int = 4096  # for tokenizer=bpe
-    compact_vocab: bool = True  # keep only ids seen in the training split (+ specials)
+    """How text becomes ids."""
+    bpe_vocab_size: int = 4096
+    """Vocabulary size of tokenizer=bpe (trained on the training split)."""
+    compact_vocab: bool = True
+    """Keep only the ids seen in the training split (plus specials) as model outputs."""
     seq_len: int = 128
-    packing: PackingName = "wrap"  # wrap (BOS doc EOS, cut into blocks) or pad (one document per block)
-    valid_fraction: float = 0.05  # the hash split of corpora without a standard one (embedded, local files)
+    """Tokens per block: the model's length."""
+    packing: PackingName = "wrap"
+    """wrap: [BOS] doc [EOS] streams cut into blocks; pad: one document per block, padded."""
+    valid_fraction: float = 0.05
+    """Validation share of the hash split (embedded corpora and local files; recipes have their own)."""
     test_fraction: float = 0.05
+    """Test share of the hash split."""
     split_seed: int = 0
+    """Seed of the hash split."""
 
 
 @dataclass
@@ -65,29 +80,45 @@ class ProcessConfig:
     """``process.*``: the forward process (schedule, kernel, embeddings) and the training times."""
 
     schedule: ScheduleName = "loglinear"
+    """The noise schedule alpha(t)."""
     schedule_args: dict = field(default_factory=lambda: {"eps": 1e-3})
+    """The schedule's parameters (e.g. eps)."""
     kernel: KernelName = "semantic"
-    kernel_args: dict = field(default_factory=dict)  # e.g. k, eps, b, ... for semantic; uniform_weight for hybrid
-    embeddings: str = "minilm"  # semantic kernel: a source of engine.build.EMBEDDINGS or a file / run folder
-    embedding_dim: int = 64  # for cooccurrence embeddings
-    embedding_tokens: int = 50_000_000  # cooccurrence embeddings: from the first N training tokens
-    t_min: float = 1e-3  # training times t ~ U[t_min, 1]
+    """The jump kernel: where a token goes when it jumps."""
+    kernel_args: dict = field(default_factory=dict)
+    """The kernel's parameters (semantic: k, eps, b, teleport, ...; hybrid: uniform_weight)."""
+    embeddings: str = "minilm"
+    """Semantic kernel: minilm, cooccurrence, an embedding file or a run folder."""
+    embedding_dim: int = 64
+    """Dimension of the cooccurrence embeddings."""
+    embedding_tokens: int = 50_000_000
+    """Cooccurrence embeddings are computed from the first N training tokens."""
+    t_min: float = 1e-3
+    """Training times are drawn from U[t_min, 1]."""
 
 
 @dataclass
 class ModelConfig:
     """``model.*``: the network's size, a preset with optional overrides."""
 
-    preset: str = "tiny"  # tiny, small, medium; the fields below override the preset when set
+    preset: str = "tiny"
+    """Network size preset (tiny, small, medium); the keys below override it when set."""
     layers: int | None = None
+    """Transformer blocks (null: the preset's)."""
     width: int | None = None
+    """Hidden width (null: the preset's)."""
     heads: int | None = None
+    """Attention heads (null: the preset's)."""
     cond_width: int | None = None
+    """Width of the time conditioning (null: the preset's)."""
     dropout: float | None = None
+    """Dropout rate (null: the preset's)."""
     tie_weights: bool | None = None
-    vocab_multiple: int | None = None  # pad the output head to a multiple (128 on GPUs; extra logits never read)
-    # how the output becomes mu (gdds.objectives.parametrization): auto = forward for non-absorbing kernels
+    """Share the input embedding and the output layer (null: the preset's)."""
+    vocab_multiple: int | None = None
+    """Pad the output layer to a multiple of this (128 on GPUs); the extra logits are never read."""
     parametrization: ParametrizationName = AUTO
+    """How the output becomes mu (gdds.objectives.parametrization); auto: forward for non-absorbing kernels."""
 
 
 @dataclass
@@ -95,32 +126,57 @@ class TrainConfig:
     """``train.*``: optimisation, intervals, precision and device."""
 
     max_steps: int = 1000
-    batch_size: int = 32  # global batch (sequences per optimizer step, all processes together)
+    """Optimizer steps of the run."""
+    batch_size: int = 32
+    """Global batch: blocks per optimizer step, all processes together."""
     grad_accum: int = 1
+    """Micro-batches per step (batch_size must be a multiple)."""
     lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
     min_lr: float = 3e-5
-    lr_schedule: Literal["cosine", "constant"] = "cosine"  # both after linear warmup
+    """Final learning rate of the cosine schedule."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning rate after the linear warmup."""
     warmup_steps: int = 100
+    """Steps of linear warmup."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     beta1: float = 0.9
+    """AdamW beta1."""
     beta2: float = 0.98
+    """AdamW beta2."""
     grad_clip: float = 1.0
-    ema_decay: float = 0.999  # 0 disables EMA
+    """Clip the gradient norm to this."""
+    ema_decay: float = 0.999
+    """Decay of the weights' exponential moving average (0 disables it)."""
     ckpt_every: int = 500
+    """Steps between checkpoints."""
     keep_checkpoints: int = 2
+    """Checkpoints kept (the oldest are removed)."""
     eval_every: int = 250
+    """Steps between validations (snapshot CE, not a likelihood)."""
     eval_batches: int = 8
+    """Validation batches per validation."""
     log_every: int = 10
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    """Steps between log records (and plain progress lines when the bar is off)."""
+    log: list = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    """Where records go: jsonl (log.jsonl), tensorboard (when installed), wandb (when installed; offline)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 on the CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU is exact anyway)
-    compile: bool | None = None  # torch.compile of the network; None (default): on for CUDA, off on the CPU
-    checkpointing: bool = False  # activation checkpointing of every block: less memory, one more forward
-    strategy: StrategyName = "ddp"  # several processes: ddp (whole model on each) or fsdp (FSDP2, sharded)
-    # groups of each micro-batch noised with their own seed (seed, step, micro-batch, group); each
-    # process noises only its groups. 1: one stream for the whole micro-batch, drawn on every process.
+    """Where to train (auto: a GPU when there is one)."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (resume is exact on the CPU anyway)."""
+    compile: bool | None = None
+    """torch.compile the network; null: on for CUDA, off on the CPU."""
+    checkpointing: bool = False
+    """Activation checkpointing of every block: less memory, one more forward."""
+    strategy: StrategyName = "ddp"
+    """Several processes: ddp (the whole model on each) or fsdp (FSDP2, sharded)."""
     noise_groups: int = 1
+    """Noise each micro-batch in this many groups, each with its own seed; each process draws only its own."""
     progress: bool = True
+    """A progress bar (off: a plain line every log_every steps)."""
 
 
 @dataclass
@@ -128,7 +184,9 @@ class Config:
     """A whole run: the seed, the training method and one section per part."""
 
     seed: int = 0
-    method: MethodName = "gdds"  # see gdds.objectives.methods
+    """Seed of the initialisation, the data order and the noise."""
+    method: MethodName = "gdds"
+    """gdds: the snapshot objective; elbo: continuous-time ELBO (MDLM, UDLM, GIDD); jump, campbell: path-wise; ar."""
     data: DataConfig = field(default_factory=DataConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -170,6 +228,9 @@ class Config:
                               f"train.grad_accum ({self.train.grad_accum})")
         if not 0 <= self.process.t_min < 1:
             raise ConfigError(f"process.t_min must be in [0, 1); got {self.process.t_min}")
+        unknown = [name for name in self.train.log if name not in LOG_SINKS]
+        if unknown:
+            raise ConfigError(f"train.log has {unknown}; its entries are {', '.join(LOG_SINKS)}")
         if not 0 <= self.train.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA); got {self.train.ema_decay}")
 
@@ -182,6 +243,22 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "process": ProcessConfig, "mode
 def _types(cls: type) -> dict[str, Any]:
     """The resolved annotations of a configuration dataclass."""
     return typing.get_type_hints(cls)
+
+
+@functools.cache
+def descriptions() -> dict[str, str]:
+    """The one-line description of every dotted key: the docstring under its field in this module's
+    source (each field of the configuration dataclasses has one; a test checks)."""
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    prefix = {cls.__name__: f"{name}." for name, cls in SECTIONS.items()} | {Config.__name__: ""}
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in prefix:
+            for field_node, doc in itertools.pairwise(node.body):
+                if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                        and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
+                    out[prefix[node.name] + field_node.target.id] = " ".join(str(doc.value.value).split())
+    return out
 
 
 def all_keys() -> list[str]:

@@ -1,11 +1,8 @@
-"""What a training run records: each validation (:class:`Validation`), the result of
-:func:`gdds.engine.train.train` (:class:`TrainResult`), and the run's log (:class:`RunLog`:
-``RUN_DIR/log.jsonl``, plus TensorBoard scalars when ``tensorboard`` is installed)."""
+"""What a training run records: each validation (:class:`Validation`) and the result of
+:func:`gdds.engine.train.train` (:class:`TrainResult`); where records go is :mod:`gdds.engine.logs`."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -42,35 +39,3 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class RunLog:
-    """Appends records (one JSON object per line) to ``RUN_DIR/log.jsonl`` and their numbers
-    to TensorBoard under ``RUN_DIR/tensorboard`` (kind ``train`` or ``eval``)."""
-
-    def __init__(self, run_dir: Path):
-        self.file = (Path(run_dir) / "log.jsonl").open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # optional: the JSONL log is the record of the run
-            self.board = None
-        else:
-            self.board = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        """One record; its loss (``loss`` or ``<split>_<metric>``) is tagged in TensorBoard by the
-        label the record carries (e.g. ``snapshot CE (not a likelihood)``)."""
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.board is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    is_loss = key == "loss" or key.startswith(("valid_", "test_"))
-                    name = record.get("metric", key) if is_loss else key
-                    self.board.add_scalar(f"{record['kind']}/{name}", value, record["step"])
-            self.board.flush()
-
-    def close(self) -> None:
-        self.file.close()
-        if self.board is not None:
-            self.board.close()

@@ -43,8 +43,9 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
+from .logs import RunLog
 from .parallel import OPTIMIZER_FOLDER, STRATEGIES
-from .records import RunLog, TrainResult, Validation
+from .records import TrainResult, Validation
 from .steps import (
     EMA,
     StopRequest,
@@ -58,8 +59,8 @@ from .steps import (
 )
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
-                  "train.log_every", "train.keep_checkpoints", "train.progress", "train.device", "train.precision",
-                  "train.compile", "train.checkpointing"}
+                  "train.log_every", "train.log", "train.keep_checkpoints", "train.progress", "train.device",
+                  "train.precision", "train.compile", "train.checkpointing"}
 
 
 @dataclass
@@ -356,7 +357,7 @@ def _loop(tr: Trainer) -> TrainResult:
     tc, main = tr.cfg.train, tr.dist.main
     if main:
         tr.run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(tr.run_dir) if main else None
+    log = RunLog(tr.run_dir, tr.cfg) if main else None
     if main:
         write_text_atomically(tr.run_dir / "config.yaml", save_config(tr.cfg))
     bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress),

@@ -1,0 +1,120 @@
+"""Where a run's records go (``train.log``; :data:`LOGGERS` is the one list): ``jsonl``
+(``RUN_DIR/log.jsonl``, the run's own record), ``tensorboard`` (scalars under ``RUN_DIR/tensorboard``
+when ``tensorboard`` is installed; skipped otherwise), ``wandb`` (Weights & Biases when installed and
+asked for; offline unless ``WANDB_MODE`` says otherwise, files under ``RUN_DIR/wandb``). Each record
+is a dict with ``kind`` (``train`` or ``eval``), ``step`` and numbers; a loss is named by the label
+the record carries (e.g. ``snapshot CE (not a likelihood)``), never as a bare "loss"."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..registry import Registry
+from .config import Config, ConfigError
+
+
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of ``record`` named ``<kind>/<name>``, a loss by its label."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+            is_loss = key == "loss" or key.startswith(("valid_", "test_"))
+            out[f"{record['kind']}/{record.get('metric', key) if is_loss else key}"] = float(value)
+    return out
+
+
+class Jsonl:
+    """One JSON object per line in ``RUN_DIR/log.jsonl`` (appended: a resumed run continues it)."""
+
+    def __init__(self, run_dir: Path, cfg: Config) -> None:
+        self.file = (run_dir / "log.jsonl").open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TensorBoard:
+    """Scalars under ``RUN_DIR/tensorboard``."""
+
+    def __init__(self, run_dir: Path, cfg: Config) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.board = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        for name, value in scalars(record).items():
+            self.board.add_scalar(name, value, record["step"])
+        self.board.flush()
+
+    def close(self) -> None:
+        self.board.close()
+
+
+class Wandb:
+    """A Weights & Biases run named after the run folder (resumed with it), offline by default."""
+
+    def __init__(self, run_dir: Path, cfg: Config) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ConfigError("train.log has wandb, which is not installed: pip install wandb, or leave it out "
+                              "of train.log") from err
+        os.environ.setdefault("WANDB_MODE", "offline")
+        self.run = wandb.init(project="gdds", name=run_dir.name, id=f"gdds-{run_dir.resolve().name}",
+                              dir=str(run_dir), config=cfg.to_dict(), resume="allow")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.run.log(scalars(record), step=record["step"])
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+Sink = Jsonl | TensorBoard | Wandb
+LOGGERS: Registry[Callable[[Path, Config], Sink]] = Registry("logger")
+LOGGERS.register("jsonl", Jsonl)
+LOGGERS.register("tensorboard", TensorBoard)
+LOGGERS.register("wandb", Wandb)
+OPTIONAL = {"tensorboard"}  # skipped when not installed (the default asks for it)
+
+
+def plain_line(record: dict[str, Any], max_steps: int) -> str:
+    """A record as one line of text, for logs without a progress bar (``train.progress=false``)."""
+    label = record.get("metric", "loss")
+    if record["kind"] == "train":
+        return (f"step {record['step']}/{max_steps}: loss {record['loss']:.4f} ({label}), "
+                f"{record['tokens_per_s']:,.0f} tokens/s, lr {record['lr']:.2e}")
+    values = ", ".join(f"{k.split('_')[0]} {v:.4f}" for k, v in record.items() if k.startswith(("valid_", "test_")))
+    return f"step {record['step']}: {values} ({label})"
+
+
+class RunLog:
+    """The sinks of ``train.log`` for the run in ``run_dir``, and a plain line per record on stdout
+    when the progress bar is off."""
+
+    def __init__(self, run_dir: Path, cfg: Config) -> None:
+        self.plain = None if cfg.train.progress else cfg.train.max_steps
+        self.sinks: list[Sink] = []
+        for name in cfg.train.log:
+            try:
+                self.sinks.append(LOGGERS.get(name)(Path(run_dir), cfg))
+            except ImportError:
+                if name not in OPTIONAL:
+                    raise
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+        if self.plain is not None:
+            print(plain_line(record, self.plain), flush=True)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
