@@ -160,3 +160,18 @@ def test_from_minilm_full_vocabulary(tmp_path):
     x0 = torch.randint(0, 30522, (4, 64))
     xt = proc.noise(x0, torch.full((4,), 0.3))
     assert xt.shape == x0.shape and (xt != x0).any()
+
+
+def test_the_recipe_fits_k_to_a_small_vocabulary():
+    import gdds
+    from gdds.kernels import KERNELS
+    from gdds.kernels.registry import Vocabulary
+
+    build = KERNELS.get("semantic").build
+    emb = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    small = build(Vocabulary(20, 15, (15, 16, 17, 18, 19)), gdds.LogLinear(1e-3), emb, False)
+    assert small.knn.neighbours.shape[1] == small.settings["k"] == 14  # every other of the 15 candidates
+    tiny = build(Vocabulary(8, 5, (5, 6, 7)), gdds.LogLinear(1e-3), emb[:8], False)
+    assert tiny.knn.neighbours.shape[1] == 4 and tiny.settings["bandwidth_k"] == 4
+    with pytest.raises(ValueError, match="k must be in"):  # an explicit k is kept, and refused
+        build(Vocabulary(20, 15, (15, 16, 17, 18, 19)), gdds.LogLinear(1e-3), emb, False, k=30)

@@ -14,7 +14,7 @@ from ..schedules import Schedule
 from .base import Kernel
 from .mask import Mask
 from .mixture import Hybrid
-from .semantic_knn import SemanticKNN
+from .semantic_knn import DEFAULT_BANDWIDTH_K, DEFAULT_K, SemanticKNN
 from .uniform import Uniform
 
 
@@ -51,6 +51,12 @@ def _hybrid(v: Vocabulary, schedule: Schedule, embeddings: Tensor | None, progre
 
 
 def _semantic(v: Vocabulary, schedule: Schedule, embeddings: Tensor | None, progress: bool, **args: Any) -> Kernel:
+    """The paper's kernel; in a vocabulary too small for its defaults (k = 64 neighbours, bandwidth
+    from the 7th), k is every other candidate token and the bandwidth neighbour at most k (a k or
+    bandwidth_k given in ``kernel_args`` is kept as given)."""
+    candidates = v.size - len(set(v.special_ids) & set(range(v.size)))
+    args.setdefault("k", min(DEFAULT_K, candidates - 1))
+    args.setdefault("bandwidth_k", min(DEFAULT_BANDWIDTH_K, args["k"]))
     return SemanticKNN(embeddings, schedule=schedule, exclude=list(v.special_ids), progress=progress, **args)
 
 

@@ -45,6 +45,9 @@ from .uniform import Uniform
 TELEPORTS = ("sigmoid", "schedule")  # the teleport weight's curve (module docstring)
 
 
+DEFAULT_K = 64  # neighbours per token (the paper's)
+DEFAULT_BANDWIDTH_K = 7  # the Gaussian bandwidth is the distance to this neighbour
+
 class TemperedKNN(Kernel):
     """Jumps along a fixed kNN graph with log-affinities ``log_affinity [m, k]``,
     tempered by the exponent ``alpha(t) ** b`` of ``schedule``."""
@@ -64,6 +67,7 @@ class TemperedKNN(Kernel):
         self.time_dependent = self.b != 0.0
         self._edges: SparseColumns | None = None  # built on first apply / apply_T
         self._cache: dict[bool, tuple[float, Tensor]] = {}  # direction -> (frozen time, CSR matrix)
+        self._dense: tuple[float, Tensor] | None = None  # (frozen time, dense matrix): ODE solvers ask often
 
     def exponent(self, t: Tensor) -> Tensor:
         """Tempering exponent ``alpha(t) ** b = exp(-b Lambda(t))``."""
@@ -117,9 +121,12 @@ class TemperedKNN(Kernel):
 
     def dense(self, t: float = 0.0) -> Tensor:
         self._check_dense_size()
-        F = torch.zeros(self.m, self.m, dtype=torch.float64, device=self.device)
-        F[self.neighbours, torch.arange(self.m, device=self.device)[:, None]] = self.probs(t)
-        return F
+        key = float(t) if self.time_dependent else 0.0
+        if self._dense is None or self._dense[0] != key:
+            F = torch.zeros(self.m, self.m, dtype=torch.float64, device=self.device)
+            F[self.neighbours, torch.arange(self.m, device=self.device)[:, None]] = self.probs(key)
+            self._dense = (key, F)
+        return self._dense[1].clone()
 
     def _matrix(self, t: float, transpose: bool) -> Tensor:
         """The frozen ``F_t`` (or ``F_t^T``) as CSR; the last one of each direction is kept."""
@@ -136,7 +143,7 @@ class TemperedKNN(Kernel):
         return self._matrix(t, True) @ check_vectors(v, self.m).contiguous()
 
     def to(self, device: torch.device | str) -> TemperedKNN:
-        self._cache = {}
+        self._cache, self._dense = {}, None
         return super().to(device)
 
 
@@ -205,10 +212,10 @@ class SemanticKNN(Mixture):
     def __init__(
         self,
         embeddings: Tensor,
-        k: int = 64,
+        k: int = DEFAULT_K,
         metric: str = "gaussian",
         eps: float = 0.01,
-        bandwidth_k: int = 7,
+        bandwidth_k: int = DEFAULT_BANDWIDTH_K,
         bandwidth: float | None = None,
         gamma: float = 0.0,
         b: float = 0.2,
