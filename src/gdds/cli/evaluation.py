@@ -47,6 +47,11 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                         f"{defaults.profile_steps})")
     p.add_argument("--profile-sequences", type=int, default=defaults.profile_sequences,
                    help=f"validation blocks of that profile (default {defaults.profile_sequences})")
+    p.add_argument("--paper-metric", action="store_true",
+                   help="also the paper's reported figure (the true jump mask carried into the output: NOT a "
+                        "likelihood), beside the bound")
+    p.add_argument("--paper-metric-grid", type=int, default=None, metavar="T",
+                   help="snap the paper metric's times to a grid of T steps")
 
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
@@ -54,7 +59,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
     try:
         return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
                             tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
-                            args.profile_steps, args.profile_sequences)
+                            args.profile_steps, args.profile_sequences, paper_metric=args.paper_metric,
+                            paper_metric_grid=args.paper_metric_grid)
     except ValueError as exc:
         args.parser.error(str(exc))
 

@@ -56,6 +56,10 @@ def eval_markdown(report: EvalReport) -> str:
         lines += [f"| valid {like.metric} | {_value(like)}{_steps(like)} |",
                   f"| valid perplexity upper bound | {like.perplexity:.2f} |"]
     lines += _against_baseline("valid", report.likelihood)
+    if report.paper_metric is not None:
+        pm = report.paper_metric
+        lines.append(f"| valid {pm.metric} | {pm.nats_per_token:.4f} nats/token (perplexity {pm.perplexity:.2f}; "
+                     f"{pm.denoising_nats_per_token:.4f} per jumped position) |")
     if report.snapshot_ce is not None:
         lines.append(f"| valid {report.snapshot_ce.metric} | {report.snapshot_ce.nats_per_token:.4f} nats/token |")
         if report.continuous_bound is not None:

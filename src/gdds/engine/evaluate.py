@@ -30,6 +30,7 @@ from .build import LoadedRun
 from .config import ConfigError
 from .corpus import pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
+from .paper_metric import paper_metric
 from .reports import EvalReport, KLProfile, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
 
 CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
@@ -58,6 +59,8 @@ class EvalSettings:
     profile_steps: int = 16
     profile_sequences: int = 2
     stream: int = 0  # which draws (not which blocks): gdds compare gives each method its own
+    paper_metric: bool = False  # also the paper's reported figure (gdds.engine.paper_metric; not a likelihood)
+    paper_metric_grid: int | None = None  # snap its t to a grid of T steps
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_steps", tuple(self.sample_steps))
@@ -70,6 +73,8 @@ class EvalSettings:
             raise ValueError("the sample length must be >= 1")
         if self.profile_steps < 0 or self.profile_sequences < 0 or self.profile_steps == 1:
             raise ValueError("the profile's steps (0: no profile, else >= 2) and sequences must be >= 0")
+        if self.paper_metric_grid is not None and self.paper_metric_grid < 1:
+            raise ValueError("the paper metric's grid must have at least 1 step")
         for name in self.zero_shot:
             if "=" in name:
                 raise ValueError(f"zero-shot corpus {name!r} looks like an override: put overrides before "
@@ -79,7 +84,7 @@ class EvalSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5}
+ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5, "paper": 6}
 
 
 def estimator_seed(seed: int, estimator: str, stream: int = 0) -> int:
@@ -288,6 +293,11 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream)
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed, stream=s.stream)
+        if s.paper_metric:
+            log("the paper's reported metric (true jump mask carried into the output; not a likelihood)")
+            report.paper_metric = paper_metric(loaded, loaded.run.valid, eval_rows(loaded.run.valid, s.sequences,
+                                               s.seed), estimator_generator(loaded, s.seed, "paper", s.stream),
+                                               s.paper_metric_grid)
         if method.continuous_bound_applies and method.continuous_bound_finite:
             log(f"continuous-time bound of {s.sequences} validation sequences")
             report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed,

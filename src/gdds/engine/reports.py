@@ -7,7 +7,7 @@ evaluations)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -165,6 +165,32 @@ class SampleReport:
                    d["texts"], d.get("generative_perplexity"))
 
 
+PAPER_METRIC = ("paper metric: unweighted denoising CE with the true jump mask carried into the model's output "
+                "(reference implementation's validation perplexity; not a likelihood)")
+
+
+@dataclass(frozen=True)
+class PaperMetric:
+    """The paper's reported figure on ``sequences`` blocks (:mod:`gdds.engine.paper_metric`): not a
+    likelihood; ``denoising_nats_per_token`` divides by the jumped positions only."""
+
+    metric: str
+    nats_per_token: float
+    perplexity: float
+    denoising_nats_per_token: float
+    tokens: int
+    jumped: int
+    sequences: int
+    grid: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PaperMetric:
+        return cls(**d)
+
+
 @dataclass
 class EvalReport:
     """Everything ``gdds eval`` measures on one checkpoint. ``likelihood`` is the bound of the
@@ -182,6 +208,7 @@ class EvalReport:
     zero_shot: dict[str, Likelihood] = field(default_factory=dict)
     kl_profile: KLProfile | None = None
     t_sweep: list[NLLReport] = field(default_factory=list)
+    paper_metric: PaperMetric | None = None
 
     def valid(self) -> dict[str, Any]:
         """The ``valid`` section of ``eval.json``: ``nll`` (exact) or ``bound``, then ``baseline``,
@@ -191,6 +218,8 @@ class EvalReport:
             out["snapshot_ce"] = self.snapshot_ce.to_dict()
         if self.continuous_bound is not None:
             out["continuous_bound"] = self.continuous_bound.to_dict()
+        if self.paper_metric is not None:
+            out["paper_metric"] = self.paper_metric.to_dict()
         if self.t_sweep:
             out["t_sweep"] = {"continuous_time_bound": "diverges (the model does not copy tokens that did not move)",
                               "bounds": [r.to_dict() for r in self.t_sweep]}
@@ -214,4 +243,5 @@ class EvalReport:
                    [SampleReport.from_dict(r) for r in d["samples"]],
                    {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()},
                    KLProfile.from_dict(d["kl_profile"]) if "kl_profile" in d else None,
-                   [NLLReport.from_dict(r) for r in v.get("t_sweep", {}).get("bounds", [])])
+                   [NLLReport.from_dict(r) for r in v.get("t_sweep", {}).get("bounds", [])],
+                   PaperMetric.from_dict(v["paper_metric"]) if "paper_metric" in v else None)

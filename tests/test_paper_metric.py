@@ -1,0 +1,72 @@
+"""The paper's reported metric (gdds.engine.paper_metric): the true jump mask carried into the output,
+unweighted CE over all positions and over jumped ones; labelled as not a likelihood, beside the bound."""
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+import gdds
+from gdds import kernels as K
+from gdds.cli import main
+from gdds.data import PackedBlocks, TokenArray, shakespeare_documents
+from gdds.engine.config import load_config
+from gdds.engine.paper_metric import masked_ce, paper_metric
+from gdds.engine.train import train
+from helpers import MICRO_TRAIN
+
+M = 12
+
+
+def blocks(n_tokens=4000, seed=0):
+    ids = np.random.default_rng(seed).integers(0, M - 2, n_tokens)
+    return PackedBlocks(TokenArray(ids, np.array([0, n_tokens]), "iid"), 32, None, None)
+
+
+def fake(denoiser, kernel):
+    process = gdds.ForwardProcess(gdds.LogLinear(1e-3), kernel)
+    return SimpleNamespace(run=SimpleNamespace(process=process), denoiser=lambda: denoiser)
+
+
+def test_a_uniform_output_costs_log_m_per_jumped_position_and_nothing_elsewhere():
+    loaded = fake(lambda xt, t: torch.zeros(*xt.shape, M), K.Uniform(M))
+    data = blocks()
+    pm = paper_metric(loaded, data, np.arange(len(data)), torch.Generator().manual_seed(0))
+    assert abs(pm.denoising_nats_per_token - math.log(M)) < 1e-9
+    assert abs(pm.nats_per_token - math.log(M) * pm.jumped / pm.tokens) < 1e-9
+    assert 0 < pm.jumped < pm.tokens and "not a likelihood" in pm.metric
+    assert abs(pm.perplexity - math.exp(pm.nats_per_token)) < 1e-9
+
+
+def test_the_grid_snaps_times_and_the_mask_hides_unjumped_positions():
+    seen = []
+
+    def spy(xt, t):
+        seen.append(t.clone())
+        return torch.zeros(*xt.shape, M)
+
+    data = blocks()
+    paper_metric(fake(spy, K.Mask(M, M - 1)), data, np.arange(len(data)), torch.Generator().manual_seed(1), grid=4)
+    times = torch.cat(seen)
+    assert set(times.tolist()) <= {0.25, 0.5, 0.75, 1.0} and len(set(times.tolist())) > 1
+    x0 = torch.tensor([[1, 2, 3]])
+    logits = torch.full((1, 3, M), -30.0)  # the model is sure of the wrong token everywhere
+    cost = masked_ce(logits, x0, torch.tensor([[True, False, True]]))
+    assert cost[0, 1] == 0 and cost[0, 0] > 1 and cost[0, 2] > 1
+
+
+def test_gdds_eval_writes_it_beside_the_bound(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(shakespeare_documents()[:6]):
+        (corpus / f"w{i}.txt").write_text(doc[:3000])
+    train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "process.kernel=mask", "train.max_steps=2"]),
+          tmp_path / "run")
+    assert main(["eval", str(tmp_path / "run"), "--steps", "4", "--sequences", "4", "--sample-steps", "2",
+                 "--num-samples", "2", "--profile-steps", "0", "--paper-metric", "--paper-metric-grid", "8"]) == 0
+    valid = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())["valid"]
+    pm = valid["paper_metric"]
+    assert "not a likelihood" in pm["metric"] and pm["grid"] == 8 and pm["sequences"] == 4
+    assert pm["denoising_nats_per_token"] >= pm["nats_per_token"] > 0 and "bound" in valid
+    assert "paper metric" in (tmp_path / "run" / "eval" / "eval.md").read_text()
