@@ -64,9 +64,48 @@ def test_gdds_eval_writes_it_beside_the_bound(tmp_path):
     train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "process.kernel=mask", "train.max_steps=2"]),
           tmp_path / "run")
     assert main(["eval", str(tmp_path / "run"), "--steps", "4", "--sequences", "4", "--sample-steps", "2",
-                 "--num-samples", "2", "--profile-steps", "0", "--paper-metric", "--paper-metric-grid", "8"]) == 0
+                 "--num-samples", "2", "--profile-steps", "0", "--paper-metric", "--paper-metric-grid", "8",
+                 "--all-terms"]) == 0
     valid = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())["valid"]
     pm = valid["paper_metric"]
     assert "not a likelihood" in pm["metric"] and pm["grid"] == 8 and pm["sequences"] == 4
-    assert pm["denoising_nats_per_token"] >= pm["nats_per_token"] > 0 and "bound" in valid
+    assert pm["denoising_nats_per_token"] >= pm["nats_per_token"] > 0
+    assert valid["bound"]["metric"].endswith("all terms") and valid["baseline"]["metric"].endswith("all terms")
     assert "paper metric" in (tmp_path / "run" / "eval" / "eval.md").read_text()
+
+
+def test_the_paper_metric_equals_a_hand_computation(monkeypatch):
+    xt = torch.tensor([[1, 5, 3, 0]])  # the block's x0 is [1, 2, 3, 4]
+    jumps = torch.tensor([[0, 2, 1, 1]])  # position 2 jumped back onto its own token
+    logits = torch.zeros(1, 4, M)
+    logits[0, 1, 2], logits[0, 2, 3], logits[0, 3, 4] = 1.0, 2.0, math.log(3.0)
+    loaded = fake(lambda x, t: logits, K.Uniform(M))
+    monkeypatch.setattr(loaded.run.process, "sample",
+                        lambda x, t, return_info, generator: (xt, SimpleNamespace(jumps=jumps)))
+    data = PackedBlocks(TokenArray(np.array([1, 2, 3, 4]), np.array([0, 4]), "hand"), 4, None, None)
+    pm = paper_metric(loaded, data, np.arange(1), torch.Generator().manual_seed(0))
+    # -log softmax at the true token of each jumped position (positions 1, 2, 3); position 0 costs 0
+    costs = [math.log(M - 1 + math.e) - 1.0, math.log(M - 1 + math.e ** 2) - 2.0, math.log(M - 1 + 3.0) - math.log(3.0)]
+    assert pm.tokens == 4 and pm.jumped == 3
+    assert abs(pm.nats_per_token - sum(costs) / 4) < 1e-6  # float32 logits
+    assert abs(pm.denoising_nats_per_token - sum(costs) / 3) < 1e-6
+
+
+def test_the_exact_t_term_bound_is_the_mean_of_the_sampled_one():
+    from gdds.baseline import bayes_unigram
+    from gdds.likelihood import nll_bound, summarize
+
+    process = gdds.ForwardProcess(gdds.LogLinear(1e-3), K.Uniform(M))
+    g = torch.Generator().manual_seed(0)
+    pi = torch.rand(M, dtype=torch.float64, generator=g) + 0.2
+    pi /= pi.sum()
+    x0 = torch.multinomial(pi, 64 * 16, replacement=True, generator=g).reshape(64, 16)
+    denoiser = bayes_unigram(process, (pi * 0.7 + 0.3 / M))  # a wrong law: the bound is not the NLL
+    exact = summarize(nll_bound(process, denoiser, x0, steps=8, all_terms=True, generator=g), torch.full((64,), 16))
+    draws = torch.stack([nll_bound(process, denoiser, x0, steps=8, generator=g) for _ in range(24)]).mean(0)
+    sampled = summarize(draws, torch.full((64,), 16))
+    diff = summarize(draws - nll_bound(process, denoiser, x0, steps=8, all_terms=True, generator=g),
+                     torch.full((64,), 16))
+    assert abs(diff.nats_per_token) < 3 * diff.standard_error + 1e-3, (exact, sampled, diff)
+    single = summarize(nll_bound(process, denoiser, x0, steps=8, generator=g), torch.full((64,), 16))
+    assert exact.standard_error < single.standard_error  # all terms: less variance than one drawn term

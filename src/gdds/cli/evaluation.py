@@ -52,6 +52,8 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                         "likelihood), beside the bound")
     p.add_argument("--paper-metric-grid", type=int, default=None, metavar="T",
                    help="snap the paper metric's times to a grid of T steps")
+    p.add_argument("--all-terms", action="store_true",
+                   help="bound each sequence with all T terms (T network calls) instead of one drawn term")
 
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
@@ -60,7 +62,7 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
         return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
                             tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
                             args.profile_steps, args.profile_sequences, paper_metric=args.paper_metric,
-                            paper_metric_grid=args.paper_metric_grid)
+                            paper_metric_grid=args.paper_metric_grid, all_terms=args.all_terms)
     except ValueError as exc:
         args.parser.error(str(exc))
 

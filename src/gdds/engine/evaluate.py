@@ -60,6 +60,7 @@ class EvalSettings:
     profile_sequences: int = 2
     stream: int = 0  # which draws (not which blocks): gdds compare gives each method its own
     paper_metric: bool = False  # also the paper's reported figure (gdds.engine.paper_metric; not a likelihood)
+    all_terms: bool = False  # the valid bound with all T terms per sequence (T network calls each), not one drawn
     paper_metric_grid: int | None = None  # snap its t to a grid of T steps
 
     def __post_init__(self) -> None:
@@ -176,12 +177,14 @@ def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, 
 
 @torch.no_grad()
 def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                      batch: int = 8, stream: int = 0) -> Likelihood:
+                      batch: int = 8, stream: int = 0, all_terms: bool = False) -> Likelihood:
     """The model's figure (:func:`bound_report`) beside the baseline that needs no training, on
     the same blocks and the same draws, and their paired difference. The baseline is the
     ``steps``-step bound of the Bayes-unigram denoiser under the run's own process
     (:func:`gdds.baseline.bayes_unigram`, with the training split's add-one unigram law), or,
-    for a model with an exact likelihood, the unigram model's exact NLL."""
+    for a model with an exact likelihood, the unigram model's exact NLL. ``all_terms``: every one
+    of the ``T`` terms of each sequence's bound instead of one drawn (less variance, ``T`` times the
+    cost), for the model and the baseline alike."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     tokens, characters = _tokens(blocks, rows), _characters(loaded, blocks, rows)
     pi = unigram_law(loaded.run.data.unigram_counts())
@@ -191,11 +194,13 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
         model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None), unigram_report
     else:
-        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream)
+        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream,
+                                     all_terms=all_terms)
         base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch,
-                                    stream)
-        model = _report(BOUND_METRIC.format(steps=steps), model_est, tokens, characters, False, steps)
-        baseline = _report(BASELINE_METRIC.format(steps=steps), base_est, tokens, characters, False, steps)
+                                    stream, all_terms=all_terms)
+        terms = ", all terms" if all_terms else ""
+        model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps)
+        baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps)
     d = summarize(model_est - base_est, tokens)
     return Likelihood(model, baseline, unigram_report,
                       PairedDifference(d.nats_per_token, d.standard_error, len(rows), baseline.metric))
@@ -290,7 +295,8 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
                         sum(p.numel() for p in loaded.run.model.parameters()))
     log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
         else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
-    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream)
+    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream,
+                                          all_terms=s.all_terms)
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed, stream=s.stream)
         if s.paper_metric:
