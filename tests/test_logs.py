@@ -9,11 +9,10 @@ import types
 import pytest
 
 from gdds.cli import main
-from gdds.data import shakespeare_documents
 from gdds.engine.config import LOG_SINKS, ConfigError, all_keys, descriptions, load_config
 from gdds.engine.logs import LOGGERS, plain_line
 from gdds.engine.train import train
-from helpers import MICRO_TRAIN
+from helpers import MICRO_TRAIN, local_corpus
 
 
 def test_every_key_has_a_description_in_the_help(capsys):
@@ -30,11 +29,7 @@ def test_every_key_has_a_description_in_the_help(capsys):
 
 @pytest.fixture
 def corpus(tmp_path):
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i, doc in enumerate(shakespeare_documents()[:5]):
-        (folder / f"w{i}.txt").write_text(doc[:2000])
-    return folder
+    return local_corpus(tmp_path / "corpus", 5, 2000)
 
 
 def test_wandb_gets_the_labelled_records_offline(tmp_path, corpus, monkeypatch, capsys):

@@ -12,10 +12,9 @@ from tokenizers import Tokenizer
 
 import gdds
 from gdds.cli import main
-from gdds.data import shakespeare_documents
 from gdds.engine.config import load_config
 from gdds.engine.train import train
-from helpers import MICRO_TRAIN
+from helpers import MICRO_TRAIN, local_corpus
 
 PROBE = """
 import json, sys
@@ -42,10 +41,7 @@ def probe(folder, cache, corpus=None):
     ["method=ar"],
 ])
 def test_an_exported_model_loads_without_its_corpus(tmp_path, method):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i, doc in enumerate(shakespeare_documents()[:8]):
-        (corpus / f"w{i}.txt").write_text(doc[:3000])
+    corpus = local_corpus(tmp_path / "corpus", 8)
     cfg = load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "data.compact_vocab=true", *method,
                                "train.max_steps=3"])
     train(cfg, tmp_path / "run")

@@ -10,11 +10,9 @@ import torch
 import gdds
 from gdds import kernels as K
 from gdds.cli import main
-from gdds.data import PackedBlocks, TokenArray, shakespeare_documents
-from gdds.engine.config import load_config
+from gdds.data import PackedBlocks, TokenArray
 from gdds.engine.paper_metric import masked_ce, paper_metric
-from gdds.engine.train import train
-from helpers import MICRO_TRAIN
+from helpers import micro_run
 
 M = 12
 
@@ -57,12 +55,7 @@ def test_the_grid_snaps_times_and_the_mask_hides_unjumped_positions():
 
 
 def test_gdds_eval_writes_it_beside_the_bound(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i, doc in enumerate(shakespeare_documents()[:6]):
-        (corpus / f"w{i}.txt").write_text(doc[:3000])
-    train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "process.kernel=mask", "train.max_steps=2"]),
-          tmp_path / "run")
+    micro_run(tmp_path, "process.kernel=mask", "train.max_steps=2")
     assert main(["eval", str(tmp_path / "run"), "--steps", "4", "--sequences", "4", "--sample-steps", "2",
                  "--num-samples", "2", "--profile-steps", "0", "--paper-metric", "--paper-metric-grid", "8",
                  "--all-terms"]) == 0

@@ -5,10 +5,7 @@ import re
 from pathlib import Path
 
 from gdds.cli import main
-from gdds.data import shakespeare_documents
-from gdds.engine.config import load_config
-from gdds.engine.train import train
-from helpers import MICRO_TRAIN
+from helpers import micro_run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -18,12 +15,7 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_python_blocks_run(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i, doc in enumerate(shakespeare_documents()[:6]):
-        (corpus / f"w{i}.txt").write_text(doc[:3000])
-    train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "data.seq_len=64", "train.max_steps=2"]),
-          tmp_path / "run")
+    micro_run(tmp_path, "data.seq_len=64", "train.max_steps=2")
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "demo-model")]) == 0
     blocks = python_blocks()
     assert len(blocks) >= 3 and "gdds.load(" in blocks[0] and "import torch, gdds" in blocks[1]
