@@ -5,6 +5,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 import gdds
@@ -102,3 +103,33 @@ def test_the_exact_t_term_bound_is_the_mean_of_the_sampled_one():
     assert abs(diff.nats_per_token) < 3 * diff.standard_error + 1e-3, (exact, sampled, diff)
     single = summarize(nll_bound(process, denoiser, x0, steps=8, generator=g), torch.full((64,), 16))
     assert exact.standard_error < single.standard_error  # all terms: less variance than one drawn term
+
+
+def test_importance_sampled_terms_keep_the_bound_and_cut_its_variance():
+    from gdds.baseline import bayes_unigram
+    from gdds.likelihood import bound_terms, nll_bound, stratified_terms, summarize, term_probs
+
+    q = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    draws = torch.cat([stratified_terms(8, 5, torch.Generator().manual_seed(i), probs=q) for i in range(3000)])
+    freq = torch.bincount(draws - 2, minlength=4).double() / draws.numel()
+    assert float((freq - q).abs().sum()) / 2 < 0.01  # total variation to the asked law
+
+    process = gdds.ForwardProcess(gdds.LogLinear(1e-3), K.Mask(M, M - 1))
+    g = torch.Generator().manual_seed(0)
+    pi = torch.rand(M - 1, dtype=torch.float64, generator=g) + 0.1
+    pi = torch.cat([pi / pi.sum(), torch.zeros(1, dtype=torch.float64)])
+    x0 = torch.multinomial(pi, 256 * 12, replacement=True, generator=g).reshape(256, 12)
+    wrong = torch.cat([torch.full((M - 1,), 1.0 / (M - 1), dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    denoiser = bayes_unigram(process, (0.5 * pi + 0.5 * wrong).clamp_min(1e-12))
+    probs = term_probs(bound_terms(process, denoiser, x0[:32], steps=16, generator=g))
+    tokens = torch.full((256,), 12)
+    exact = torch.stack([nll_bound(process, denoiser, x0, steps=16, all_terms=True, generator=g)
+                         for _ in range(2)]).mean(0)
+    uniform = nll_bound(process, denoiser, x0, steps=16, generator=g)
+    weighted = nll_bound(process, denoiser, x0, steps=16, generator=g, term_probs=probs)
+    for est in (uniform, weighted):  # both unbiased for the all-terms bound
+        d = summarize(est - exact, tokens)
+        assert abs(d.nats_per_token) < 3 * d.standard_error + 1e-3, d
+    assert summarize(weighted, tokens).standard_error < summarize(uniform, tokens).standard_error
+    with pytest.raises(ValueError, match="term_probs"):
+        nll_bound(process, denoiser, x0[:2], steps=16, term_probs=torch.ones(3))

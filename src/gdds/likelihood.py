@@ -78,14 +78,30 @@ def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = Non
 
 
 def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> Tensor:
+                     device: torch.device | str = "cpu", probs: Tensor | None = None) -> Tensor:
     """Term indices ``k [batch]`` in ``{2..T}``: sequence ``b`` takes stratum ``perm[b]`` of
-    ``batch`` equal strata, shifted by one shared uniform. Each ``k`` is uniform (each
-    estimate stays unbiased) and the batch covers the grid; an i.i.d. standard error of
-    the batch mean is then conservative."""
+    ``batch`` equal strata, shifted by one shared uniform. Each ``k`` is uniform (or drawn from
+    ``probs [T - 1]``, the law of ``k = 2..T``), so each estimate stays unbiased, and the batch
+    covers the grid; an i.i.d. standard error of the batch mean is then conservative."""
     strata = (torch.randperm(batch, generator=generator, device=device)
               + torch.rand(1, generator=generator, device=device)) / batch
-    return (2 + (strata * (steps - 1)).floor().long()).clamp_max(steps)
+    if probs is None:
+        return (2 + (strata * (steps - 1)).floor().long()).clamp_max(steps)
+    cdf = torch.cumsum(probs.to(device=device, dtype=torch.float64), 0)
+    return 2 + torch.searchsorted(cdf / cdf[-1], strata.double(), right=True).clamp_max(steps - 2)
+
+
+def term_probs(pilot: Tensor, floor: float = 0.05) -> Tensor:
+    """A law of the drawn term ``k = 2..T`` from a pilot of the terms (``[n, T + 1]`` as
+    :func:`bound_terms` gives, or ``[T - 1]`` sizes): ``q_k`` proportional to the root mean square
+    of term ``k`` (the variance-minimising choice for one drawn term), mixed with the uniform law
+    (weight ``floor``) so that no term is left out. For ``nll_bound(..., term_probs=q)``."""
+    sizes = pilot[:, 2:].double().pow(2).mean(0).sqrt() if pilot.dim() == 2 else pilot.double().abs()
+    if sizes.numel() < 1 or not bool(torch.isfinite(sizes).all()):
+        raise ValueError("the pilot must hold finite terms for k = 2..T")
+    total = float(sizes.sum())
+    q = sizes / total if total > 0 else torch.full_like(sizes, 1.0 / sizes.numel())
+    return (1 - floor) * q + floor / sizes.numel()
 
 
 @torch.no_grad()
@@ -99,10 +115,16 @@ def nll_bound(
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
+    term_probs: Tensor | None = None,
     **op: Any,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
     ``[B]`` float64 nats. Valid for any kernel and any ``steps`` (module docstring).
+
+    The one drawn term ``k`` is uniform on ``{2..T}`` and weighted by ``T - 1``, or, with
+    ``term_probs`` (``[T - 1]`` positive, e.g. :func:`term_probs` of a pilot), drawn from that law
+    and weighted by ``1 / q_k`` (importance sampling: the same expectation, less variance when
+    ``q`` follows the sizes of the terms).
 
     ``op`` (operator settings such as ``step``, ``tol``, ``richardson``) defines the
     model's reverse chain, exactly as in :func:`gdds.sampling.sample`; the true
@@ -112,8 +134,11 @@ def nll_bound(
     tokens given the others."""
     if all_terms:
         return bound_terms(process, denoiser, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
-    return _in_groups(process, x0, keep, generator,
-                      lambda x, k: _sampled_bound(process, denoiser, x, k, steps, spacing, reference, generator, op))
+    if term_probs is not None and (term_probs.shape != (max(steps - 1, 0),) or not bool((term_probs > 0).all())):
+        raise ValueError(f"term_probs must be [steps - 1] = [{steps - 1}] positive probabilities (a zero would "
+                         "leave a term out and bias the bound)")
+    return _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(
+        process, denoiser, x, k, steps, spacing, reference, generator, op, term_probs))
 
 
 def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None,
@@ -161,15 +186,18 @@ def _reconstruction(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, kee
 
 
 def _sampled_bound(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep: Tensor | None, steps: int,
-                   spacing: str, reference: Tensor | None, generator: torch.Generator | None, op: dict) -> Tensor:
+                   spacing: str, reference: Tensor | None, generator: torch.Generator | None, op: dict,
+                   probs: Tensor | None = None) -> Tensor:
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
     total = prior_kl(process, x0, reference, keep)
-    if steps >= 2:  # one term per sequence, k ~ U{2..T}, weighted by the number of terms
-        ks = stratified_terms(x0.shape[0], steps, generator, x0.device)
+    if steps >= 2:  # one term per sequence, k ~ U{2..T} (or probs), weighted by 1 / P(k)
+        ks = stratified_terms(x0.shape[0], steps, generator, x0.device, probs)
+        q = None if probs is None else (probs / probs.sum()).double().tolist()
         for k in ks.unique().tolist():
             rows = ks == k
-            total[rows] += (steps - 1) * _term(process, denoiser, x0[rows], None if keep is None else keep[rows],
-                                               grid[k - 1], grid[k], generator, op)
+            weight = steps - 1 if q is None else 1.0 / q[k - 2]
+            total[rows] += weight * _term(process, denoiser, x0[rows], None if keep is None else keep[rows],
+                                          grid[k - 1], grid[k], generator, op)
     return total + _reconstruction(process, denoiser, x0, keep, grid[1], generator, op)
 
 
