@@ -133,3 +133,12 @@ def test_importance_sampled_terms_keep_the_bound_and_cut_its_variance():
     assert summarize(weighted, tokens).standard_error < summarize(uniform, tokens).standard_error
     with pytest.raises(ValueError, match="term_probs"):
         nll_bound(process, denoiser, x0[:2], steps=16, term_probs=torch.ones(3))
+
+
+def test_gdds_eval_importance_samples_the_drawn_term(tmp_path):
+    micro_run(tmp_path, "process.kernel=mask", "train.max_steps=2")
+    assert main(["eval", str(tmp_path / "run"), "--steps", "6", "--sequences", "8", "--sample-steps", "2",
+                 "--num-samples", "2", "--profile-steps", "0", "--importance-terms"]) == 0
+    valid = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())["valid"]
+    assert valid["bound"]["metric"].endswith("importance-sampled term")
+    assert valid["bound"]["nats_per_token"] > 0 and valid["paired_difference"]["standard_error"] > 0

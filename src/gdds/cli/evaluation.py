@@ -54,6 +54,8 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                    help="snap the paper metric's times to a grid of T steps")
     p.add_argument("--all-terms", action="store_true",
                    help="bound each sequence with all T terms (T network calls) instead of one drawn term")
+    p.add_argument("--importance-terms", action="store_true",
+                   help="draw the bound's term from the baseline's profile (importance sampling: less variance)")
 
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
@@ -62,7 +64,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
         return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
                             tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
                             args.profile_steps, args.profile_sequences, paper_metric=args.paper_metric,
-                            paper_metric_grid=args.paper_metric_grid, all_terms=args.all_terms)
+                            paper_metric_grid=args.paper_metric_grid, all_terms=args.all_terms,
+                            importance_terms=args.importance_terms)
     except ValueError as exc:
         args.parser.error(str(exc))
 

@@ -23,7 +23,7 @@ from ..baseline import bayes_unigram, unigram_law, unigram_nll
 from ..data import TOKENIZERS, Blocks, tokenize_documents
 from ..data.recipes import resolve_corpus
 from ..data.sources import CorpusError
-from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize
+from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize, term_probs
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from ..sampling import time_grid
 from .build import LoadedRun
@@ -61,6 +61,7 @@ class EvalSettings:
     stream: int = 0  # which draws (not which blocks): gdds compare gives each method its own
     paper_metric: bool = False  # also the paper's reported figure (gdds.engine.paper_metric; not a likelihood)
     all_terms: bool = False  # the valid bound with all T terms per sequence (T network calls each), not one drawn
+    importance_terms: bool = False  # draw the bound's term from the baseline's profile (importance sampling)
     paper_metric_grid: int | None = None  # snap its t to a grid of T steps
 
     def __post_init__(self) -> None:
@@ -85,7 +86,9 @@ class EvalSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5, "paper": 6}
+ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "samples": 4, "profile": 5, "paper": 6,
+                   "pilot": 7}
+PILOT_SEQUENCES = 8
 
 
 def estimator_seed(seed: int, estimator: str, stream: int = 0) -> int:
@@ -177,14 +180,17 @@ def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, 
 
 @torch.no_grad()
 def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                      batch: int = 8, stream: int = 0, all_terms: bool = False) -> Likelihood:
+                      batch: int = 8, stream: int = 0, all_terms: bool = False,
+                      importance_terms: bool = False) -> Likelihood:
     """The model's figure (:func:`bound_report`) beside the baseline that needs no training, on
     the same blocks and the same draws, and their paired difference. The baseline is the
     ``steps``-step bound of the Bayes-unigram denoiser under the run's own process
     (:func:`gdds.baseline.bayes_unigram`, with the training split's add-one unigram law), or,
     for a model with an exact likelihood, the unigram model's exact NLL. ``all_terms``: every one
     of the ``T`` terms of each sequence's bound instead of one drawn (less variance, ``T`` times the
-    cost), for the model and the baseline alike."""
+    cost), for the model and the baseline alike. ``importance_terms``: the one drawn term follows
+    the baseline's terms on a pilot of ``PILOT_SEQUENCES`` blocks (:func:`gdds.likelihood.term_probs`;
+    importance sampling, the same expectation), for both."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     tokens, characters = _tokens(blocks, rows), _characters(loaded, blocks, rows)
     pi = unigram_law(loaded.run.data.unigram_counts())
@@ -194,11 +200,16 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
         model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None), unigram_report
     else:
-        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream,
-                                     all_terms=all_terms)
-        base_est = _bound_estimates(loaded, bayes_unigram(loaded.run.process, pi), blocks, rows, steps, seed, batch,
-                                    stream, all_terms=all_terms)
-        terms = ", all terms" if all_terms else ""
+        baseline_denoiser = bayes_unigram(loaded.run.process, pi)
+        op: dict[str, Any] = {"all_terms": all_terms}
+        if importance_terms and not all_terms:
+            pilot = bound_terms(loaded.run.process, baseline_denoiser, blocks.batch(rows[:PILOT_SEQUENCES]), steps,
+                                keep=blocks.mask(rows[:PILOT_SEQUENCES]),
+                                generator=estimator_generator(loaded, seed, "pilot", stream))
+            op["term_probs"] = term_probs(pilot)
+        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
+        base_est = _bound_estimates(loaded, baseline_denoiser, blocks, rows, steps, seed, batch, stream, **op)
+        terms = ", all terms" if all_terms else ", importance-sampled term" if "term_probs" in op else ""
         model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps)
         baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps)
     d = summarize(model_est - base_est, tokens)
@@ -296,7 +307,7 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
         else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
     report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream,
-                                          all_terms=s.all_terms)
+                                          all_terms=s.all_terms, importance_terms=s.importance_terms)
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed, stream=s.stream)
         if s.paper_metric:
