@@ -63,6 +63,8 @@ def test_an_exported_model_loads_without_its_corpus(tmp_path, method):
         (tmp_path / "model" / "compact_vocab.json").read_text())["full_ids"])
     hf = Tokenizer.from_file(str(tmp_path / "model" / "tokenizer.json"))
     model = gdds.load(tmp_path / "model")
+    copy = model.save_pretrained(tmp_path / "copy")
+    assert probe(copy, tmp_path / "empty-cache") == before
     full = model.tokenizer.base.encode("to be")
     assert hf.encode("to be", add_special_tokens=False).ids == full
     assert "## Evaluation" in (tmp_path / "model" / "README.md").read_text()

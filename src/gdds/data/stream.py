@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -85,7 +84,7 @@ class StreamedBlocks:
         if self._reader is not None:
             self._reader.close()
         self._reader = _Reader(self.corpus.documents(self.split, self._doc), self.tokenizer)
-        self._pending: deque[np.ndarray] = deque()  # wrapped documents from self._doc on, the first from _offset
+        self._current: np.ndarray | None = None  # the wrapped document self._doc, read from self._offset on
 
     def position(self) -> dict[str, int]:
         """Where the next block starts: its index, its document and the offset inside ``[BOS] doc [EOS]``."""
@@ -102,15 +101,15 @@ class StreamedBlocks:
     def _take(self, n: int) -> np.ndarray:
         parts, need = [], n
         while need:
-            if not self._pending:
-                self._pending.append(self._wrapped())
-            head = self._pending[0]
+            if self._current is None:
+                self._current = self._wrapped()
+            head = self._current
             piece = head[self._offset:self._offset + need]
             parts.append(piece)
             need -= piece.size
             self._offset += piece.size
             if self._offset == head.size:
-                self._pending.popleft()
+                self._current = None
                 self._doc, self._offset = self._doc + 1, 0
         return np.concatenate(parts)
 

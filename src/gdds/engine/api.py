@@ -14,6 +14,7 @@ model), labelled.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..sampling import Denoiser, sample
 from .build import LoadedRun
 from .config import ConfigError
 from .evaluate import BOUND_METRIC
-from .model_folder import export_model, open_model
+from .model_folder import export_model, is_model_folder, open_model
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,16 @@ class Model:
         return self.loaded.cfg.data.seq_len
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write this model's folder (a model loaded from a run folder: :func:`export_model`)."""
-        if self.loaded.checkpoint.name == Path(folder).name and self.loaded.checkpoint.parent.exists():
-            raise ConfigError(f"{folder} is where this model was loaded from")
-        return export_model(self.loaded.checkpoint.parent.parent, folder, self.loaded.weights, overwrite)
+        """Write this model's folder: a copy of the model folder it was loaded from, or the export of the
+        run folder it was loaded from (:func:`export_model`)."""
+        source, folder = self.loaded.checkpoint, Path(folder)
+        if not is_model_folder(source):  # a run's checkpoint: RUN_DIR/checkpoints/step-N
+            return export_model(source.parent.parent, folder, self.loaded.weights, overwrite)
+        if folder.exists() and (not overwrite or folder.resolve() == source.resolve()):
+            raise ConfigError(f"{folder} exists (or is where this model was loaded from); choose another folder")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(source, folder)
+        return folder
 
     def _fixed(self, num: int, length: int, prompt: str | None, infill: str | None, blank: str,
                blank_tokens: int) -> torch.Tensor | None:
