@@ -27,7 +27,7 @@ import torch
 from ..files import cache_dir as default_cache_dir
 from ..files import write_atomically
 from ..registry import Registry
-from .store import ShardedTokens, token_dtype
+from .store import ShardedTokens, encoder, token_dtype
 from .tokenizer_base import TextTokenizer
 
 _FORMAT = "gdds-tokens-v1"
@@ -102,13 +102,12 @@ def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer,
         return cached
     lengths: list[int] = []
 
+    encode = encoder(tokenizer)
+
     def write_tokens(fh: BinaryIO) -> None:
         for start in range(0, len(docs), _CHUNK_DOCS):
-            for ids in tokenizer.encode_batch(list(docs[start:start + _CHUNK_DOCS])):
-                array = np.asarray(ids, dtype=np.int64)
-                if array.size and (array.min() < 0 or array.max() >= tokenizer.vocab_size):
-                    raise ValueError(f"{tokenizer.name} produced ids outside [0, {tokenizer.vocab_size})")
-                fh.write(array.astype(dtype.newbyteorder("<")).tobytes())
+            for array in encode(list(docs[start:start + _CHUNK_DOCS])):
+                fh.write(array.tobytes())
                 lengths.append(array.size)
 
     write_atomically(tokens_path, write_tokens)

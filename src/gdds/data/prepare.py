@@ -35,6 +35,7 @@ from .store import (
     TOKENIZER_FOLDER,
     TokenizerRecipe,
     TokenStore,
+    encoder,
     read_store,
     store_key,
     stores_root,
@@ -43,22 +44,6 @@ from .store import (
 from .tokenizer_base import TextTokenizer
 
 _WAIT_SECONDS = 2.0
-
-def _encoder(tok: TextTokenizer) -> Callable[[list[str]], list[np.ndarray]]:
-    """``texts -> [ids]`` in the store's dtype, with the ids checked."""
-    dtype = token_dtype(tok.vocab_size)
-
-    def encode(texts: list[str]) -> list[np.ndarray]:
-        out = []
-        for ids in tok.encode_batch(texts):
-            array = np.asarray(ids, dtype=np.int64)
-            if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
-                raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
-            out.append(array.astype(dtype))
-        return out
-
-    return encode
-
 
 def _ordered(encode: Callable[[list[str]], list[np.ndarray]], batches: Iterator[list[str]],
              pool: ThreadPoolExecutor | None, ahead: int) -> Iterator[tuple[int, list[np.ndarray]]]:
@@ -210,7 +195,7 @@ def _build_split(folder: Path, corpus: Corpus, split: str, tok: TextTokenizer, w
     batches = _batches(docs if limit is None else itertools.islice(docs, max(0, limit - start)), BATCH_CHARS)
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     try:
-        for n, arrays in _ordered(_encoder(tok), batches, pool, 2 * workers):
+        for n, arrays in _ordered(encoder(tok), batches, pool, 2 * workers):
             for ids in arrays:
                 writer.add(ids)
             bar.update(n)

@@ -20,7 +20,7 @@ store; nothing here reads text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,22 @@ BATCH_CHARS = 1 << 20  # characters of text per tokenisation task
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (``vocab_size <= 65536``), else uint32 (little-endian)."""
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32).newbyteorder("<")
+
+
+def encoder(tok: TextTokenizer) -> Callable[[list[str]], list[np.ndarray]]:
+    """``texts -> [ids]`` in the store's dtype (:func:`token_dtype`), every id checked to be in the vocabulary."""
+    dtype = token_dtype(tok.vocab_size)
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        out = []
+        for ids in tok.encode_batch(texts):
+            array = np.asarray(ids, dtype=np.int64)
+            if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
+                raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
+            out.append(array.astype(dtype))
+        return out
+
+    return encode
 
 
 class ShardedTokens:
