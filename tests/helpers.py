@@ -83,7 +83,7 @@ def kernel_zoo(m: int = 7):
     ]
     # Every kernel a configuration can name, built by its registry recipe.
     vocab = K.Vocabulary(m, m - 1, (m - 1,))
-    args = {"semantic": dict(k=3, bandwidth_k=2, cache=False)}
+    args = {"semantic": dict(k=3, bandwidth_k=2, cache=False), "semantic-absorb": dict(k=3, bandwidth_k=2, cache=False)}
     for name, recipe in K.KERNELS.items():
         emb = small_embeddings(m, seed=7) if recipe.needs_embeddings else None
         zoo.append((f"registry-{name}", recipe.build(vocab, sched, emb, False, **args.get(name, {}))))

@@ -18,10 +18,14 @@ from gdds.engine.train import Trainer, train
 from gdds.objectives import METHODS, NotGenerative
 from helpers import DEVICE, MICRO_TRAIN
 
-# The semantic kernel needs embeddings of the character vocabulary: co-occurrence ones.
-EXTRA = {"gdds-semantic": ["process.embeddings=cooccurrence", "process.embedding_dim=8"]}
+# The semantic kernels need embeddings of the character vocabulary: co-occurrence ones.
+EMBEDDINGS = ["process.embeddings=cooccurrence", "process.embedding_dim=8"]
+# One entry per (method, kernel): entries that differ only in kernel_args run the same code.
+DISTINCT = {tuple(o for o in overrides if not o.startswith("process.kernel_args")): name
+            for name, overrides in reversed(ENTRIES.items())}
 # A method on a process whose reverse exit rates are unknown: it trains, but cannot generate.
-CASES = {**ENTRIES, "campbell-uniform": ["method=campbell", "process.kernel=uniform"]}
+CASES = {**{name: overrides for name, overrides in ENTRIES.items() if name in DISTINCT.values()},
+         "campbell-uniform": ["method=campbell", "process.kernel=uniform"]}
 CANNOT_GENERATE = {"campbell-uniform"}
 # How far the validation loss must fall in 30 steps: 3%, but 1% for the Campbell loss on the
 # uniform process (about 30 nats per position: every jump of the path counts; it falls 1.6%).
@@ -32,7 +36,8 @@ SHORT = ["train.max_steps=30", "train.eval_every=5", "train.eval_batches=4", "tr
 
 def config(name: str):
     if name in ENTRIES:
-        return entry_config("tiny", name, [*MICRO_TRAIN, *EXTRA.get(name, []), *SHORT])
+        semantic = any(o.startswith("process.kernel=semantic") for o in ENTRIES[name])
+        return entry_config("tiny", name, [*MICRO_TRAIN, *(EMBEDDINGS if semantic else []), *SHORT])
     return load_config("tiny", [*MICRO_TRAIN, *SHORT, *CASES[name]])
 
 

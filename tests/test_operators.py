@@ -97,6 +97,33 @@ def test_semantic_kernel_series_matches_ode():
             assert (fine - exact).abs().sum(0).max() < 1e-9
 
 
+def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
+    """The semantic-then-absorb kernel (teleport onto an absorbing mask): its operators match the
+    ODE like the paper's kernel, a masked token never leaves, and at t = 1 almost every token is
+    masked (the prior is close to a point mass on the mask)."""
+    m, mask = 60, 59
+    emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(1))
+    kernel = K.SemanticKNN(emb, k=10, schedule=SCHED, exclude=[mask], teleport_to="mask", mask_id=mask,
+                           cache=False, progress=False)
+    split = kernel.teleport_split()
+    assert split.column(0.5)[mask] == 1.0 and split.inner.time_dependent
+    v = torch.eye(m, 3, dtype=torch.float64)
+    for transpose in (False, True):
+        for s, t in [(0.1, 0.95), (0.0, 1.0)]:
+            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
+            series = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series")
+            assert (series - exact).abs().sum(0).max() < 2e-7
+    e_mask = torch.zeros(m, 1, dtype=torch.float64)
+    e_mask[mask] = 1.0
+    assert torch.allclose(transition(kernel, SCHED, e_mask, 0.0, 1.0), e_mask, atol=1e-12)
+    at_one = transition(kernel, SCHED, torch.eye(m, m - 1, dtype=torch.float64), 0.0, 1.0)
+    assert float(at_one[mask].min()) > 0.98
+    with pytest.raises(ValueError, match="teleport_to"):
+        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", cache=False, progress=False)
+    with pytest.raises(ValueError, match="excluded"):
+        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", mask_id=mask, cache=False, progress=False)
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_teleport_split_is_exact_for_a_fixed_inner_kernel(transpose):
     """A time-homogeneous kernel mixed with time-varying uniform and mask parts: one

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.compare import ENTRIES, Interrupted, compare
+from ..engine.compare import ENTRIES, STANDARD, Interrupted, compare
 from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
 from ..engine.evaluate import EvalSettings
 from ..engine.records import TrainResult
@@ -104,7 +104,8 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default="demo", help="preset or YAML every method starts from (default demo)")
     p.add_argument("--corpus", default=None, help="train every method on this corpus (data.corpus; default: "
                    "the base preset's, the embedded Shakespeare for demo)")
-    p.add_argument("--methods", nargs="+", choices=list(ENTRIES), default=list(ENTRIES))
+    p.add_argument("--methods", nargs="+", choices=list(ENTRIES), default=list(STANDARD),
+                   help=f"entries to train and evaluate (default: {' '.join(STANDARD)})")
     add_eval_options(p, EvalSettings(steps=128, sequences=16, sample_steps=(32,), num_samples=4))
     p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
     add_device_option(p)

@@ -42,7 +42,17 @@ ENTRIES: dict[str, list[str]] = {
     "jump-mask": ["method=jump", "process.kernel=mask"],
     "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
+    # Structured kernels through the same snapshot training (issue 15): the paper's kernel with its
+    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid.
+    "gdds-semantic-absorb": ["method=gdds", "process.kernel=semantic-absorb"],
+    "gdds-semantic-b0": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.0}"],
+    "gdds-semantic-b1": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 1.0}"],
+    "gdds-semantic-mid0.3": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.3}"],
+    "gdds-semantic-mid0.8": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.8}"],
+    "gdds-hybrid": ["method=gdds", "process.kernel=hybrid", "process.kernel_args={uniform_weight: 0.2}"],
 }
+STANDARD = ("gdds-semantic", "gdds-mask", "gdds-uniform", "mdlm", "udlm", "gidd", "jump-mask", "campbell-mask", "ar")
+"""What ``gdds compare`` trains unless told (``--methods``): one entry per method and classic process."""
 OWN_AR_JUDGE = "ar"  # judge name meaning the comparison's own autoregressive run
 
 

@@ -60,8 +60,16 @@ def _semantic(v: Vocabulary, schedule: Schedule, embeddings: Tensor | None, prog
     return SemanticKNN(embeddings, schedule=schedule, exclude=list(v.special_ids), progress=progress, **args)
 
 
+def _semantic_absorb(v: Vocabulary, schedule: Schedule, embeddings: Tensor | None, progress: bool,
+                     **args: Any) -> Kernel:
+    """The semantic-then-absorb kernel: the paper's kernel whose teleport lands on the mask."""
+    return _semantic(v, schedule, embeddings, progress, teleport_to="mask", mask_id=v.mask_id, **args)
+
+
 KERNELS: Registry[KernelRecipe] = Registry("kernel")
 KERNELS.register("semantic", KernelRecipe("kNN", _semantic, needs_embeddings=True))
+KERNELS.register("semantic-absorb", KernelRecipe("kNN early, absorbing mask late", _semantic_absorb,
+                                                 needs_embeddings=True))
 KERNELS.register("mask", KernelRecipe("absorbing", _mask))
 KERNELS.register("uniform", KernelRecipe("over non-special tokens", _uniform))
 KERNELS.register("hybrid", KernelRecipe("mask/uniform mixture", _hybrid))

@@ -37,8 +37,10 @@ from torch import Tensor
 
 from ..categorical import inverse_cdf
 from ..schedules import LogLinear, Schedule
+from .absorbing import Absorbing
 from .base import Arrivals, Kernel, SparseColumns, check_vectors
 from .knn import cached_knn_graph, knn_graph
+from .mask import Mask
 from .mixture import Mixture
 from .uniform import Uniform
 
@@ -206,7 +208,10 @@ class SemanticKNN(Mixture):
 
     ``teleport`` is ``"sigmoid"`` (the paper's) or ``"schedule"`` (tied to the noise level);
     ``neighbours``, when given, replaces ``eps`` by the value that gives the median token that
-    many effective neighbours (module docstring).
+    many effective neighbours (module docstring). ``teleport_to="mask"`` (with ``mask_id``, an
+    excluded id) makes it the semantic-then-absorb kernel: the teleport lands on the mask, which
+    never leaves (:class:`gdds.kernels.absorbing.Absorbing`), so neighbour jumps come early and
+    masking at the end.
     """
 
     def __init__(
@@ -224,6 +229,8 @@ class SemanticKNN(Mixture):
         midpoint: float = 0.6,
         teleport: str = "sigmoid",
         neighbours: float | None = None,
+        teleport_to: str = "uniform",
+        mask_id: int | None = None,
         schedule: Schedule | None = None,
         exclude: Sequence[int] | Tensor | None = None,
         cache: bool = True,
@@ -236,6 +243,9 @@ class SemanticKNN(Mixture):
             raise ValueError(f"lambda_min must be in [0, 1], got {lambda_min}")
         if teleport not in TELEPORTS:
             raise ValueError(f"teleport must be one of {', '.join(TELEPORTS)}, got {teleport!r}")
+        if teleport_to not in ("uniform", "mask") or (teleport_to == "mask") != (mask_id is not None):
+            raise ValueError(f"teleport_to must be 'uniform' (no mask_id) or 'mask' (with the mask_id), got "
+                             f"{teleport_to!r} with mask_id={mask_id!r}")
         if cache:
             nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress, exclude)
         else:
@@ -246,14 +256,21 @@ class SemanticKNN(Mixture):
                              gamma=gamma, b=b, lambda_min=lambda_min, slope=slope, midpoint=midpoint)
         if teleport != "sigmoid" or neighbours is not None:  # (the paper's settings keep their old identity)
             self.settings.update(teleport=teleport, neighbours=neighbours)
+        if teleport_to == "mask":
+            self.settings.update(teleport_to=teleport_to, mask_id=mask_id)
         self.lambda_min, self.slope, self.midpoint = float(lambda_min), float(slope), float(midpoint)
         self.teleport_curve = teleport
         self.schedule = schedule if schedule is not None else LogLinear(1e-3)
         logA = log_affinity(nbr, dist, eps, bandwidth_k, bandwidth, gamma)
         self.knn = TemperedKNN(nbr, logA, self.schedule, b)
-        teleport = Uniform(nbr.shape[0], exclude)
-        self.n_excluded = 0 if teleport.support is None else teleport.m - teleport.support.numel()
-        super().__init__([self.knn, teleport], [self._stay, self.teleport])
+        uniform = Uniform(nbr.shape[0], exclude)
+        self.n_excluded = 0 if uniform.support is None else uniform.m - uniform.support.numel()
+        if mask_id is None:
+            super().__init__([self.knn, uniform], [self._stay, self.teleport])
+        else:
+            if uniform.support is None or mask_id in uniform.support.tolist():
+                raise ValueError(f"the mask {mask_id} must be among the excluded ids (never a neighbour)")
+            super().__init__([Absorbing(self.knn, mask_id), Mask(nbr.shape[0], mask_id)], [self._stay, self.teleport])
 
     def teleport(self, t: Tensor) -> Tensor:
         """Teleport weight ``w(t)``: ``lambda_min`` at ``t=0``, exactly 1 at ``t=1``."""
