@@ -74,3 +74,44 @@ def test_an_override_after_zero_shot_is_refused_before_any_work(tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(tmp_path), "--base", "tiny", "--zero-shot", "kjv", "train.progress=false"])
     assert "looks like an override" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_seeds_and_cross_method_differences_are_paired_on_blocks(tmp_path):
+    """Two seeds of two methods on the mask process: runs OUT/<method> and OUT/<method>-seed1, every
+    bound on the same blocks with the same draws, and each method's difference from the reference
+    paired per seed. Same process, same draws: the paired standard error is far below the unpaired
+    one (the blocks' variation and the shared noise cancel)."""
+    from gdds.engine.compare import compare
+    from gdds.engine.evaluate import EvalSettings
+
+    settings = EvalSettings(steps=8, sequences=6, sample_steps=(2,), num_samples=1, profile_steps=0)
+    result = compare(tmp_path, ["gdds-mask", "mdlm"], settings, "tiny", SHARED, seeds=[0, 1])
+    assert sorted(result.rows) == ["gdds-mask", "gdds-mask-seed1", "mdlm", "mdlm-seed1"]
+    assert json.loads((tmp_path / "mdlm-seed1" / "config.yaml").read_text().split("\n", 1)[0].split(": ")[1]) == 1
+    heads = {n: r.report.likelihood.model for n, r in result.rows.items()}
+    assert len({tuple(h.per_sequence.blocks) for h in heads.values()}) == 1
+    d = result.differences["mdlm"]
+    assert result.reference == "gdds-mask" and list(result.differences) == ["mdlm"] and d.seeds == [0, 1]
+    for k, name in enumerate(["mdlm", "mdlm-seed1"]):
+        a, b = heads[name], heads[name.replace("mdlm", "gdds-mask")]
+        assert abs(d.per_seed[k] - (a.nats_per_token - b.nats_per_token)) < 1e-9  # same blocks: a ratio of sums
+        assert d.per_seed_se[k] < 0.5 * (a.standard_error ** 2 + b.standard_error ** 2) ** 0.5
+    assert d.se_seeds is not None and d.verdict in ("lower", "higher", "not significant")
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["differences"]["mdlm"]["per_seed"] == d.per_seed and saved["seeds"] == [0, 1]
+
+
+def test_a_difference_is_significant_only_beyond_two_standard_errors_on_every_seed():
+    from gdds.engine.paired import SeededDifference
+
+    def diff(per_seed, se_mc=0.01):
+        spread = None if len(per_seed) < 2 else float(__import__("statistics").stdev(per_seed)) / len(per_seed) ** 0.5
+        return SeededDifference("a", "b", list(range(len(per_seed))), per_seed, [se_mc] * len(per_seed),
+                                sum(per_seed) / len(per_seed), se_mc, spread)
+
+    assert diff([-0.30]).verdict == "lower" and diff([0.30]).verdict == "higher"
+    assert diff([-0.015]).verdict == "not significant"  # 1.5 Monte-Carlo standard errors
+    assert diff([-0.30, -0.28, -0.32]).verdict == "lower"
+    assert diff([-0.50, 0.05, -0.40]).verdict == "not significant"  # one seed on the other side
+    assert diff([-0.9, -0.1, -0.05]).standard_error > 0.2  # the seeds' spread dominates
+    assert diff([-0.9, -0.1, -0.05]).verdict == "not significant"

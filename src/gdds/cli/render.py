@@ -185,7 +185,7 @@ def compare_markdown(result: Comparison) -> str:
         rep = row.report
         snap, cont, sample = rep.snapshot_ce, rep.continuous_bound, rep.samples[-1]
         gp = sample.generative_perplexity
-        cells = [name, " ".join(result.entries[name]), f"{rep.parameters / 1e6:.2f}M",
+        cells = [name, " ".join(result.entries[row.method]), f"{rep.parameters / 1e6:.2f}M",
                  f"{row.train_tokens_per_s:.0f}", _headline(rep), *_baseline_cells(rep),
                  f"{cont.nats_per_token:.3f} ± {cont.standard_error:.3f}" if cont else
                  "diverges" if rep.t_sweep else "—",
@@ -201,7 +201,23 @@ def compare_markdown(result: Comparison) -> str:
               "an exact NLL. The no-training baseline is the bound of the Bayes-unigram denoiser under each method's "
               "own process on the same blocks and draws (the unigram model's exact NLL for ar); the paired difference "
               "is model minus baseline with its standard error."]
+    if result.differences:
+        lines += ["", *differences_markdown(result)]
     return "\n".join(lines) + "\n"
+
+
+def differences_markdown(result: Comparison) -> list[str]:
+    """Each entry's bound minus the reference's, paired on the same blocks, per seed and on average."""
+    seeds = result.seeds
+    head = ["method", *[f"seed {k}" for k in seeds], "mean", "standard error (Monte-Carlo / seeds)", "verdict"]
+    lines = [f"Bound minus `{result.reference}`'s bound, paired on the same {result.settings.sequences} blocks "
+             "(nats/token; negative: better than the reference):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in result.differences.items():
+        spread = "—" if d.se_seeds is None else f"{d.se_seeds:.3f}"
+        lines.append("| " + " | ".join([name, *[f"{v:+.3f} ± {se:.3f}" for v, se in zip(d.per_seed, d.per_seed_se)],
+                                        f"{d.mean:+.3f}", f"{d.se_monte_carlo:.3f} / {spread}", d.verdict]) + " |")
+    return lines
 
 
 def write_comparison(result: Comparison, out: Path) -> list[Path]:

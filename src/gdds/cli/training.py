@@ -108,6 +108,12 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
                    help=f"entries to train and evaluate (default: {' '.join(STANDARD)})")
     add_eval_options(p, EvalSettings(steps=128, sequences=16, sample_steps=(32,), num_samples=4))
     p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="train every method with each of these seeds (default: the base preset's seed); runs "
+                        "OUT/<method> for the preset's seed, OUT/<method>-seed<k> for the others")
+    p.add_argument("--reference", default=None, metavar="METHOD",
+                   help="pair every method's bound with this one's on the same blocks (default gdds-mask when "
+                        "compared)")
     add_device_option(p)
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
     p.set_defaults(run=run_compare, parser=p)
@@ -119,7 +125,8 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
-                         log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True))
+                         log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
+                         seeds=args.seeds, reference=args.reference)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     except Interrupted as exc:

@@ -29,6 +29,7 @@ from . import checkpoint as ck
 from .build import load_run
 from .config import Config, load_config
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
+from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport
 from .train import train
 
@@ -67,34 +68,55 @@ def entry_config(base: str, name: str, overrides: Sequence[str] = ()) -> Config:
     return load_config(base, [*overrides, *ENTRIES[name]])
 
 
+def run_name(name: str, seed: int, base_seed: int) -> str:
+    """The folder of entry ``name`` trained with ``seed``: ``name`` for the base preset's seed,
+    ``name-seed<k>`` for the others."""
+    return name if seed == base_seed else f"{name}-seed{seed}"
+
+
 @dataclass
 class ComparisonRow:
-    """One entry's evaluation, training time in this call, logged training throughput and tokens."""
+    """One run's evaluation (entry ``method`` trained with ``seed``), training time in this call,
+    logged training throughput and tokens."""
 
+    method: str
+    seed: int
     report: EvalReport
     train_seconds_this_call: float
     train_tokens_per_s: float
     tokens: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"report": self.report.to_dict(), "train_seconds_this_call": self.train_seconds_this_call,
+        return {"method": self.method, "seed": self.seed, "report": self.report.to_dict(),
+                "train_seconds_this_call": self.train_seconds_this_call,
                 "train_tokens_per_s": self.train_tokens_per_s, "tokens": self.tokens}
 
 
 @dataclass
 class Comparison:
-    """The result of :func:`compare` (``compare.json``)."""
+    """The result of :func:`compare` (``compare.json``): ``rows`` by run folder name, and each
+    entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.paired`)."""
 
     base: str
     overrides: list[str]
     entries: dict[str, list[str]]
     settings: EvalSettings
     rows: dict[str, ComparisonRow]
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    reference: str | None = None
+    differences: dict[str, SeededDifference] = dataclasses.field(default_factory=dict)
+
+    def runs_of(self, method: str) -> list[ComparisonRow]:
+        """The rows of entry ``method``, one per seed, in seed order."""
+        return sorted((r for r in self.rows.values() if r.method == method), key=lambda r: r.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "overrides": self.overrides, "methods": self.entries,
                 "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
-                "judge": self.settings.judge, "rows": {n: r.to_dict() for n, r in self.rows.items()}}
+                "judge": self.settings.judge, "seeds": self.seeds, "reference": self.reference,
+                "settings": self.settings.to_dict(),
+                "differences": {n: d.to_dict() for n, d in self.differences.items()},
+                "rows": {n: r.to_dict() for n, r in self.rows.items()}}
 
 
 def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
@@ -138,23 +160,39 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
 
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
             overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
-            device: str = "auto") -> Comparison:
-    """Train and evaluate ``entries`` into ``out/<entry>`` on ``device`` (``auto``: a GPU when there
-    is one); write ``out/compare.json`` and return it."""
+            device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None) -> Comparison:
+    """Train and evaluate ``entries`` (each with every training seed of ``seeds``, default the base
+    preset's) into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a GPU when there is one);
+    pair each entry's bound with ``reference``'s (default ``gdds-mask`` when compared); write
+    ``out/compare.json`` and return it. Every run is bounded on the same blocks with the same draws,
+    so entries on the same process share their noise too."""
     out = Path(out)
+    if reference is None and "gdds-mask" in entries:
+        reference = "gdds-mask"
+    if reference is not None and reference not in entries:
+        raise ValueError(f"the reference {reference!r} must be one of the compared methods")
     trained_on = [] if device == "auto" else [f"train.device={device}"]
-    configs = {name: entry_config(base, name, [*overrides, *trained_on]) for name in entries}
-    train_s = {name: _trained(cfg, out / name, log) for name, cfg in configs.items()}
+    base_seed = load_config(base, list(overrides)).seed
+    seeds = [base_seed] if seeds is None else list(dict.fromkeys(seeds))
+    configs = {(name, seed): entry_config(base, name, [*overrides, *trained_on, f"seed={seed}"])
+               for name in entries for seed in seeds}
+    folder = {key: out / run_name(*key, base_seed) for key in configs}
+    train_s = {key: _trained(cfg, folder[key], log) for key, cfg in configs.items()}
     if settings.judge == OWN_AR_JUDGE:
-        if "ar" not in configs:
+        if "ar" not in entries:
             raise ValueError("--judge ar needs the ar method in the comparison")
-        settings = dataclasses.replace(settings, judge=str(out / "ar"))
+        settings = dataclasses.replace(settings, judge=str(folder["ar", seeds[0]]))
     rows = {}
-    for name, cfg in configs.items():  # same blocks for every method, each with its own draws
-        report = _evaluated(out / name, dataclasses.replace(settings, stream=list(ENTRIES).index(name)),
-                            cfg.train.max_steps, log, device)
-        rows[name] = ComparisonRow(report, train_s[name], _throughput(out / name),
-                                   cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
-    result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows)
+    for (name, seed), cfg in configs.items():  # same blocks and draws for every run
+        report = _evaluated(folder[name, seed], settings, cfg.train.max_steps, log, device)
+        rows[folder[name, seed].name] = ComparisonRow(
+            name, seed, report, train_s[name, seed], _throughput(folder[name, seed]),
+            cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
+    result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference)
+    if reference is not None:
+        ref = result.runs_of(reference)
+        result.differences = {name: seeded_difference(name, reference, seeds, [
+            (a.report.likelihood.model, b.report.likelihood.model) for a, b in zip(result.runs_of(name), ref)])
+            for name in entries if name != reference}
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result

@@ -23,7 +23,7 @@ from ..baseline import bayes_unigram, unigram_law, unigram_nll
 from ..data import TOKENIZERS, Blocks, tokenize_documents
 from ..data.recipes import resolve_corpus
 from ..data.sources import CorpusError
-from ..likelihood import bound_terms, continuous_bound, nll_bound, summarize, term_probs
+from ..likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from ..sampling import time_grid
 from .build import LoadedRun
@@ -31,7 +31,16 @@ from .config import ConfigError
 from .corpus import pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
 from .paper_metric import paper_metric
-from .reports import EvalReport, KLProfile, Likelihood, NLLReport, PairedDifference, SampleReport, SnapshotReport
+from .reports import (
+    EvalReport,
+    KLProfile,
+    Likelihood,
+    NLLReport,
+    PairedDifference,
+    PerSequence,
+    SampleReport,
+    SnapshotReport,
+)
 
 CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
 SWEEP_STEPS = (32, 128, 512)  # T of the bounds shown where the continuous-time bound diverges
@@ -159,10 +168,11 @@ def _characters(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray) -> int | No
 
 
 def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, exact: bool,
-            steps: int | None) -> NLLReport:
+            steps: int | None, rows: np.ndarray) -> NLLReport:
     s = summarize(est, tokens, steps)
     return NLLReport(metric, s.nats_per_token, s.standard_error, s.tokens, len(est), exact=exact, steps=s.steps,
-                     bits_per_character=None if characters is None else s.bits_per_character(characters))
+                     bits_per_character=None if characters is None else s.bits_per_character(characters),
+                     per_sequence=PerSequence(rows.tolist(), est.double().tolist(), tokens.tolist()))
 
 
 @torch.no_grad()
@@ -175,7 +185,7 @@ def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, 
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
         _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
     return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
-                   _characters(loaded, blocks, rows), exact, None if exact else steps)
+                   _characters(loaded, blocks, rows), exact, None if exact else steps, rows)
 
 
 @torch.no_grad()
@@ -195,10 +205,10 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
     tokens, characters = _tokens(blocks, rows), _characters(loaded, blocks, rows)
     pi = unigram_law(loaded.run.data.unigram_counts())
     unigram = _per_sequence(blocks, rows, batch, lambda x0, keep: unigram_nll(pi, x0, keep))
-    unigram_report = _report(UNIGRAM_METRIC, unigram, tokens, characters, True, None)
+    unigram_report = _report(UNIGRAM_METRIC, unigram, tokens, characters, True, None, rows)
     if exact:
         model_est, base_est = _exact_nll(loaded, blocks, rows, batch), unigram
-        model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None), unigram_report
+        model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None, rows), unigram_report
     else:
         baseline_denoiser = bayes_unigram(loaded.run.process, pi)
         op: dict[str, Any] = {"all_terms": all_terms}
@@ -210,9 +220,10 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
         base_est = _bound_estimates(loaded, baseline_denoiser, blocks, rows, steps, seed, batch, stream, **op)
         terms = ", all terms" if all_terms else ", importance-sampled term" if "term_probs" in op else ""
-        model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps)
-        baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps)
-    d = summarize(model_est - base_est, tokens)
+        model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps, rows)
+        baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps,
+                           rows)
+    d = paired_difference(model_est, base_est, tokens)
     return Likelihood(model, baseline, unigram_report,
                       PairedDifference(d.nats_per_token, d.standard_error, len(rows), baseline.metric))
 

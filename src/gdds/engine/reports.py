@@ -12,6 +12,20 @@ from typing import Any
 
 
 @dataclass
+class PerSequence:
+    """The per-sequence values behind a figure: the validation ``blocks`` (row ids), each one's
+    estimate in ``nats`` and its ``tokens``. Two figures on the same blocks can be paired
+    (:func:`gdds.engine.paired.difference`)."""
+
+    blocks: list[int]
+    nats: list[float]
+    tokens: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class NLLReport:
     """Negative log-likelihood per token over ``sequences`` sequences: an upper bound (the
     ``steps``-step bound, or the continuous-time bound estimated with ``samples_of_t`` draws
@@ -27,6 +41,7 @@ class NLLReport:
     steps: int | None = None
     samples_of_t: int | None = None
     bits_per_character: float | None = None
+    per_sequence: PerSequence | None = None
 
     @property
     def perplexity(self) -> float:
@@ -45,6 +60,8 @@ class NLLReport:
             out["steps"] = self.steps
         if self.bits_per_character is not None:
             out[f"bits_per_character{kind}"] = self.bits_per_character
+        if self.per_sequence is not None:
+            out["per_sequence"] = self.per_sequence.to_dict()
         return out
 
     @classmethod
@@ -52,7 +69,8 @@ class NLLReport:
         exact = "perplexity" in d
         kind = "" if exact else "_upper_bound"
         return cls(d["metric"], d["nats_per_token"], d["standard_error"], d["tokens"], d["sequences"], exact,
-                   d.get("steps"), d.get("samples_of_t"), d.get(f"bits_per_character{kind}"))
+                   d.get("steps"), d.get("samples_of_t"), d.get(f"bits_per_character{kind}"),
+                   PerSequence(**d["per_sequence"]) if "per_sequence" in d else None)
 
 
 @dataclass
