@@ -23,8 +23,8 @@ def test_methods_share_everything_but_the_method():
 
 def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     args = ["compare", "--out", str(tmp_path), "--base", "tiny", "--methods", "mdlm", "ar", "--steps", "4",
-            "--sequences", "2", "--sample-steps", "2", "--num-samples", "2", "--judge", "ar", "--corpus",
-            "shakespeare", *SHARED]
+            "--sequences", "2", "--sample-steps", "2", "--num-samples", "2", "--judge", "ar", "--sample-top-p", "1",
+            "0.3", "--corpus", "shakespeare", *SHARED]
     assert main(args) == 0
     result = json.loads((tmp_path / "compare.json").read_text())
     assert result["overrides"][-1] == "data.corpus=shakespeare"
@@ -39,8 +39,14 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert mdlm["valid"]["paired_difference"]["nats_per_token"] > 0
     assert ar["valid"]["baseline"] == ar["valid"]["unigram"]
     assert all("generative_perplexity" in r["samples"][-1] for r in (mdlm, ar))
+    # The nucleus sweep: one sample row per top_p; a narrower nucleus lowers the samples' entropy.
+    assert [r["top_p"] for r in ar["samples"]] == [1.0, 0.3]
+    assert ar["samples"][1]["unigram_entropy"] < ar["samples"][0]["unigram_entropy"]
+    assert result["target_entropy"] == ar["data_entropy"]["unigram_entropy"] > 0
+    (judge,) = result["generative_perplexity_at_target_entropy"]["ar"]
+    assert judge.startswith(str(tmp_path / "ar"))
     table = (tmp_path / "compare.md").read_text()
-    assert "| mdlm | method=elbo process.kernel=mask |" in table and "(exact)" in table
+    assert "| mdlm | method=elbo process.kernel=mask seed=0 |" in table and "(exact)" in table
     assert (tmp_path / "compare.png").stat().st_size > 0
     capsys.readouterr()
     assert main(args) == 0  # a second call reuses the finished runs and their evaluations

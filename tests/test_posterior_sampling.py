@@ -8,9 +8,10 @@ from scipy.linalg import expm
 
 import gdds
 from gdds import kernels as K
+from gdds.categorical import nucleus
 from gdds.likelihood import continuous_bound, masked_continuous_bound, nll_bound, stratified_terms, summarize
 from gdds.posterior import reverse_step_probs, true_posterior
-from gdds.sampling import nucleus, sample, time_grid
+from gdds.sampling import sample, time_grid
 from helpers import empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
 
 SCHED = gdds.LogLinear(1e-3)
@@ -209,6 +210,25 @@ def test_time_grids_and_nucleus():
     assert np.allclose(gaps, gaps[0])
     p = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64)
     assert torch.allclose(nucleus(p, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]], dtype=torch.float64))
+    assert torch.allclose(nucleus(2 * p, 0.7), nucleus(p, 0.7))  # a restricted law is renormalised first
+
+
+@pytest.mark.parametrize("kernel", [K.Mask(6, 5), K.Uniform(6)], ids=["mask", "uniform"])
+def test_nucleus_sampling_keeps_to_the_clean_tokens_that_can_have_produced_x_t(kernel):
+    """A narrow nucleus of a denoiser that puts most mass on token 0: under the mask kernel an
+    unmasked token can only have come from itself, so the nucleus is taken among the reachable tokens
+    (before, it kept only token 0 and the step failed: no mass on any reachable token). A step
+    from x_t then keeps every unmasked token and draws the others from the nucleus."""
+    proc = gdds.ForwardProcess(SCHED, kernel)
+    logp = torch.tensor([0.9, 0.04, 0.03, 0.02, 0.01, 1e-9], dtype=torch.float64).log()
+
+    def den(xt, t):
+        return logp.expand(*xt.shape, -1).clone()
+
+    x = sample(proc, den, 64, 4, steps=8, top_p=0.5, generator=torch.Generator().manual_seed(0))
+    if kernel.column_constant and isinstance(kernel, K.Mask):
+        assert bool((x == 0).all())  # every masked position is filled from the nucleus {0}
+    assert x.max() < 6
 
 
 def test_reuse_of_unchanged_outputs_is_exact_for_time_free_denoisers(monkeypatch):

@@ -30,3 +30,15 @@ def one_hot_columns(tokens: Tensor, m: int) -> Tensor:
     v = torch.zeros(m, tokens.numel(), dtype=torch.float64, device=tokens.device)
     v[tokens, torch.arange(tokens.numel(), device=tokens.device)] = 1.0
     return v
+
+
+def nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest set of tokens with mass >= ``top_p`` per row, renormalised (rows need not
+    sum to 1: a law restricted to a subset is renormalised too)."""
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-300)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = (sorted_p.cumsum(-1) - sorted_p) < top_p
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
+    return kept / kept.sum(-1, keepdim=True).clamp_min(1e-300)

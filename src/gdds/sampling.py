@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .categorical import gumbel_max, inverse_cdf
+from .categorical import gumbel_max, inverse_cdf, nucleus
 from .devices import check_generator
-from .posterior import CHUNK_FLOATS, reverse_step_probs
+from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -67,16 +67,6 @@ def _device(process: ForwardProcess, generator: torch.Generator | None, device: 
     device = process.device if device is None else torch.device(device)
     check_generator(generator, device)
     return device
-
-
-def nucleus(probs: Tensor, top_p: float) -> Tensor:
-    """Keep the smallest set of tokens with mass >= ``top_p`` per row, renormalised."""
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    keep = (sorted_p.cumsum(-1) - sorted_p) < top_p
-    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
-    return kept / kept.sum(-1, keepdim=True)
 
 
 @torch.no_grad()
@@ -135,8 +125,9 @@ def sample(
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
             mu = torch.softmax(logits[idx].double(), dim=-1)
-            if top_p < 1:
-                mu = nucleus(mu, top_p)
+            if top_p < 1:  # the nucleus among the clean tokens that can have produced x_t
+                reach = forward_likelihood(process, flat[idx][None], torch.tensor([t]), **op)[0] > 0
+                mu = nucleus(mu * reach.to(mu.device), top_p)
             probs = reverse_step_probs(process, mu, flat[idx], s, t, **op).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)

@@ -39,6 +39,11 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
     p.add_argument("--sample-steps", type=int, nargs="+", default=list(defaults.sample_steps),
                    help="step counts to sample with")
     p.add_argument("--num-samples", type=int, default=defaults.num_samples)
+    p.add_argument("--sample-top-p", type=float, nargs="+", default=list(defaults.top_p), metavar="P",
+                   help="nucleus settings to sample with (1: the model's own law; a sweep such as 1 0.95 0.9 0.8 "
+                        "traces generative perplexity against entropy)")
+    p.add_argument("--more-judges", nargs="*", default=list(defaults.more_judges), metavar="JUDGE",
+                   help="other judges scoring the same samples (e.g. smollm2)")
     p.add_argument("--zero-shot", nargs="*", default=list(defaults.zero_shot), metavar="CORPUS",
                    help="e.g. kjv wikipedia (end the list with -- before overrides)")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -65,7 +70,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
                             tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
                             args.profile_steps, args.profile_sequences, paper_metric=args.paper_metric,
                             paper_metric_grid=args.paper_metric_grid, all_terms=args.all_terms,
-                            importance_terms=args.importance_terms)
+                            importance_terms=args.importance_terms, top_p=tuple(args.sample_top_p),
+                            more_judges=tuple(args.more_judges))
     except ValueError as exc:
         args.parser.error(str(exc))
 

@@ -10,8 +10,8 @@ from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, de
 from ..engine.evaluate import EvalSettings
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train
+from .compare_report import compare_markdown, write_comparison
 from .evaluation import add_device_option, add_eval_options, eval_settings
-from .render import compare_markdown, write_comparison
 
 
 def _config_help() -> str:

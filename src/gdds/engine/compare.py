@@ -16,7 +16,9 @@ interrupted one is resumed, so a long comparison can be continued.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +32,7 @@ from .build import load_run
 from .config import Config, load_config
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
-from .reports import EvalReport
+from .reports import EvalReport, SampleReport
 from .train import train
 
 ENTRIES: dict[str, list[str]] = {
@@ -66,6 +68,18 @@ def entry_config(base: str, name: str, overrides: Sequence[str] = ()) -> Config:
     if name not in ENTRIES:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(ENTRIES)}")
     return load_config(base, [*overrides, *ENTRIES[name]])
+
+
+def at_entropy(samples: Sequence[SampleReport], target: float, judge: int = 0) -> float | None:
+    """Generative perplexity (judge ``judge``: 0 the main one) at unigram entropy ``target``, linear
+    in log-perplexity between the two samples of a nucleus sweep around it; ``None`` when the sweep
+    does not reach ``target`` (no extrapolation)."""
+    points = sorted((r.unigram_entropy, math.log(r.judged()[judge]["perplexity"])) for r in samples
+                    if len(r.judged()) > judge)
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= target <= x1:
+            return math.exp(y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0))
+    return None
 
 
 def run_name(name: str, seed: int, base_seed: int) -> str:
@@ -106,6 +120,24 @@ class Comparison:
     reference: str | None = None
     differences: dict[str, SeededDifference] = dataclasses.field(default_factory=dict)
 
+    @property
+    def target_entropy(self) -> float | None:
+        """The unigram entropy of real validation text at the samples' size: where methods are compared."""
+        return next((r.report.data_entropy for r in self.rows.values() if r.report.data_entropy is not None), None)
+
+    def judges(self) -> list[str]:
+        """The judges' names, the main one first."""
+        first = next(iter(self.rows.values())).report.own_law_samples()
+        return [record["judge"] for record in first.judged()]
+
+    def equal_entropy(self, run: str) -> list[float | None]:
+        """Each judge's generative perplexity of ``run``'s nucleus sweep at :attr:`target_entropy`
+        (:func:`at_entropy`; ``None`` where the sweep does not reach it)."""
+        rep, target = self.rows[run].report, self.target_entropy
+        steps = rep.own_law_samples().steps
+        sweep = [r for r in rep.samples if r.steps == steps]
+        return [None if target is None else at_entropy(sweep, target, j) for j in range(len(self.judges()))]
+
     def runs_of(self, method: str) -> list[ComparisonRow]:
         """The rows of entry ``method``, one per seed, in seed order."""
         return sorted((r for r in self.rows.values() if r.method == method), key=lambda r: r.seed)
@@ -116,6 +148,9 @@ class Comparison:
                 "judge": self.settings.judge, "seeds": self.seeds, "reference": self.reference,
                 "settings": self.settings.to_dict(),
                 "differences": {n: d.to_dict() for n, d in self.differences.items()},
+                "target_entropy": self.target_entropy,
+                "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
+                                                             for n in self.rows},
                 "rows": {n: r.to_dict() for n, r in self.rows.items()}}
 
 
@@ -178,10 +213,12 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
                for name in entries for seed in seeds}
     folder = {key: out / run_name(*key, base_seed) for key in configs}
     train_s = {key: _trained(cfg, folder[key], log) for key, cfg in configs.items()}
-    if settings.judge == OWN_AR_JUDGE:
+    if OWN_AR_JUDGE in (settings.judge, *settings.more_judges):
         if "ar" not in entries:
-            raise ValueError("--judge ar needs the ar method in the comparison")
-        settings = dataclasses.replace(settings, judge=str(folder["ar", seeds[0]]))
+            raise ValueError("the judge 'ar' needs the ar method in the comparison")
+        own = str(folder["ar", seeds[0]])
+        settings = dataclasses.replace(settings, judge=own if settings.judge == OWN_AR_JUDGE else settings.judge,
+                                       more_judges=[own if j == OWN_AR_JUDGE else j for j in settings.more_judges])
     rows = {}
     for (name, seed), cfg in configs.items():  # same blocks and draws for every run
         report = _evaluated(folder[name, seed], settings, cfg.train.max_steps, log, device)

@@ -53,9 +53,11 @@ UNIGRAM_METRIC = "exact NLL of the unigram model (add-one counts of the training
 @dataclass(frozen=True)
 class EvalSettings:
     """What ``gdds eval`` and ``gdds compare`` measure: the bound's ``steps`` (T) on the first
-    ``sequences`` validation blocks, ``num_samples`` samples at each of ``sample_steps``
+    ``sequences`` validation blocks, ``num_samples`` samples at each of ``sample_steps`` and each
+    nucleus ``top_p`` (1: the model's own law; a sweep traces generative perplexity against entropy)
     (``sample_length`` tokens, default the training length), the ``judge`` of generative
-    perplexity, ``zero_shot`` corpora, and the ``seed`` of every draw."""
+    perplexity (and ``more_judges`` scoring the same samples), ``zero_shot`` corpora, and the
+    ``seed`` of every draw."""
 
     steps: int = 64
     sequences: int = 32
@@ -72,10 +74,14 @@ class EvalSettings:
     all_terms: bool = False  # the valid bound with all T terms per sequence (T network calls each), not one drawn
     importance_terms: bool = False  # draw the bound's term from the baseline's profile (importance sampling)
     paper_metric_grid: int | None = None  # snap its t to a grid of T steps
+    top_p: tuple[float, ...] = (1.0,)
+    more_judges: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sample_steps", tuple(self.sample_steps))
-        object.__setattr__(self, "zero_shot", tuple(self.zero_shot))
+        for name in ("sample_steps", "zero_shot", "top_p", "more_judges"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.top_p or not all(0 < p <= 1 for p in self.top_p):
+            raise ValueError(f"every nucleus top_p must lie in (0, 1]; got {list(self.top_p)}")
         if self.steps < 1 or self.sequences < 2 or not self.sample_steps or min(self.sample_steps) < 1 \
                 or self.num_samples < 1:
             raise ValueError("the bound's steps, the sample steps and the number of samples must be >= 1 and "
@@ -294,6 +300,28 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     return ids, [tok.decode(row.tolist()) for row in ids]
 
 
+def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None]) -> list[SampleReport]:
+    """``s.num_samples`` samples at every ``(sample_steps, top_p)`` (ancestral sampling has no step
+    count), their entropies, and each judge's generative perplexity of them."""
+    method = loaded.method
+    dtype = torch.bfloat16 if loaded.half else torch.float32  # on a GPU in bf16 (a perplexity is not a bound)
+    judges = [Judge.load(spec, device=loaded.device, dtype=dtype) for spec in [s.judge, *s.more_judges] if spec]
+    rows = []
+    for k in [None] if method.exact_likelihood else s.sample_steps:
+        for top_p in s.top_p:
+            log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps")
+                + ("" if top_p == 1 else f", nucleus top_p = {top_p}"))
+            ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream),
+                                  s.sample_length, **({} if top_p == 1 else {"top_p": top_p}))
+            row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids),
+                               per_sample_entropy(ids), texts, top_p=top_p)
+            if judges:
+                row.generative_perplexity = judges[0].perplexity(texts)
+                row.more_judges = [judge.perplexity(texts) for judge in judges[1:]]
+            rows.append(row)
+    return rows
+
+
 def zero_shot_blocks(loaded: LoadedRun, corpus: str) -> Blocks:
     """Blocks of another corpus's held-out documents (:meth:`gdds.data.sources.Corpus.held_out`: a
     named corpus's test split, e.g. PTB's or LAMBADA's; all of an embedded corpus or local files)
@@ -339,17 +367,10 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
             f"{s.profile_sequences} sequences")
         report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed,
                                        s.stream)
-    judge = None
-    if s.judge is not None:  # on the run's device; in bf16 on a GPU (its perplexity is not a bound)
-        judge = Judge.load(s.judge, device=loaded.device, dtype=torch.bfloat16 if loaded.half else torch.float32)
-    for k in [None] if exact else s.sample_steps:  # ancestral sampling has no step count
-        log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps"))
-        ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream), s.sample_length)
-        row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids), per_sample_entropy(ids),
-                           texts)
-        if judge is not None:
-            row.generative_perplexity = judge.perplexity(texts)
-        report.samples.append(row)
+    report.samples = sample_reports(loaded, s, log)
+    real = loaded.run.valid.batch(eval_rows(loaded.run.valid, s.num_samples, s.seed))
+    pad = loaded.run.data.tokenizer.pad_id
+    report.data_entropy = unigram_entropy(real[:, :s.sample_length or real.shape[1]], None if pad is None else [pad])
     for name in s.zero_shot:
         log(f"zero-shot bound on {name}, beside the no-training baseline")
         report.zero_shot[name] = likelihood_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps,

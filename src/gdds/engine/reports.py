@@ -157,9 +157,10 @@ class SnapshotReport:
 
 @dataclass
 class SampleReport:
-    """Samples from one sampler setting (``steps``: ``None`` for ancestral sampling), their
-    entropies (nats, exact for the samples given) and, with a judge, their generative
-    perplexity (the judge's record)."""
+    """Samples from one sampler setting (``steps``: ``None`` for ancestral sampling; nucleus
+    ``top_p``, 1 for the model's own law), their entropies (nats, exact for the samples given)
+    and, with a judge, their generative perplexity (the judge's record; ``more_judges``: the other
+    judges' records of the same samples)."""
 
     steps: int | None
     sampler: str
@@ -168,19 +169,27 @@ class SampleReport:
     per_sample_entropy: float
     texts: list[str]
     generative_perplexity: dict[str, Any] | None = None
+    top_p: float = 1.0
+    more_judges: list[dict[str, Any]] = field(default_factory=list)
+
+    def judged(self) -> list[dict[str, Any]]:
+        """Every judge's record of these samples, the main judge first."""
+        return ([] if self.generative_perplexity is None else [self.generative_perplexity]) + self.more_judges
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"steps": self.steps, "sampler": self.sampler, "precision": self.precision,
+        out = {"steps": self.steps, "sampler": self.sampler, "precision": self.precision, "top_p": self.top_p,
                "unigram_entropy": self.unigram_entropy, "per_sample_entropy": self.per_sample_entropy,
                "texts": self.texts}
         if self.generative_perplexity is not None:
             out["generative_perplexity"] = self.generative_perplexity
+        if self.more_judges:
+            out["more_judges"] = self.more_judges
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleReport:
         return cls(d["steps"], d["sampler"], d["precision"], d["unigram_entropy"], d["per_sample_entropy"],
-                   d["texts"], d.get("generative_perplexity"))
+                   d["texts"], d.get("generative_perplexity"), d.get("top_p", 1.0), d.get("more_judges", []))
 
 
 PAPER_METRIC = ("paper metric: unweighted denoising CE with the true jump mask carried into the model's output "
@@ -227,6 +236,12 @@ class EvalReport:
     kl_profile: KLProfile | None = None
     t_sweep: list[NLLReport] = field(default_factory=list)
     paper_metric: PaperMetric | None = None
+    data_entropy: float | None = None  # unigram entropy of as many validation blocks as samples (same length)
+
+    def own_law_samples(self) -> SampleReport:
+        """The samples of the model's own law (``top_p = 1``) at the largest sampling setting evaluated."""
+        own = [r for r in self.samples if r.top_p == 1]
+        return own[-1] if own else self.samples[-1]
 
     def valid(self) -> dict[str, Any]:
         """The ``valid`` section of ``eval.json``: ``nll`` (exact) or ``bound``, then ``baseline``,
@@ -250,6 +265,9 @@ class EvalReport:
                "zero_shot": {name: r.to_dict() for name, r in self.zero_shot.items()}}
         if self.kl_profile is not None:
             out["kl_profile"] = self.kl_profile.to_dict()
+        if self.data_entropy is not None:
+            out["data_entropy"] = {"unigram_entropy": self.data_entropy,
+                                   "what": "unigram entropy of as many validation blocks as samples, same length"}
         return out
 
     @classmethod
@@ -262,4 +280,5 @@ class EvalReport:
                    {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()},
                    KLProfile.from_dict(d["kl_profile"]) if "kl_profile" in d else None,
                    [NLLReport.from_dict(r) for r in v.get("t_sweep", {}).get("bounds", [])],
-                   PaperMetric.from_dict(v["paper_metric"]) if "paper_metric" in v else None)
+                   PaperMetric.from_dict(v["paper_metric"]) if "paper_metric" in v else None,
+                   d["data_entropy"]["unigram_entropy"] if "data_entropy" in d else None)

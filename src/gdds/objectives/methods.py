@@ -267,12 +267,14 @@ class Autoregressive(Method):
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
                  prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
-        """Exact ancestral samples (``steps`` does not apply; no sampler options)."""
+        """Exact ancestral samples (``steps`` does not apply); the one sampler option is ``top_p``
+        (nucleus sampling of each conditional)."""
+        top_p = sampler_options.pop("top_p", 1.0)
         if sampler_options:
             raise ValueError(f"an autoregressive model samples exactly; {sorted(sampler_options)} do not apply")
         device = next(model.parameters()).device
         given = torch.tensor([list(prompt)] * num, dtype=torch.long, device=device) if prompt else None
-        return model.generate(num, length, generator, prompt=given)
+        return model.generate(num, length, generator, prompt=given, top_p=top_p)
 
     def preview(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
                 device: torch.device) -> Tensor | None:
