@@ -121,3 +121,46 @@ def test_a_difference_is_significant_only_beyond_two_standard_errors_on_every_se
     assert diff([-0.50, 0.05, -0.40]).verdict == "not significant"  # one seed on the other side
     assert diff([-0.9, -0.1, -0.05]).standard_error > 0.2  # the seeds' spread dominates
     assert diff([-0.9, -0.1, -0.05]).verdict == "not significant"
+
+
+@pytest.mark.parametrize("name", ["decisive-cpu", "decisive-gpu"])
+def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
+    """Every option of a shipped preset is one of gdds compare's, every method and override builds a
+    configuration, and its evaluation settings are valid (no training here)."""
+    import argparse
+
+    from gdds.cli.main import build_parser
+    from gdds.cli.training import apply_preset
+    from gdds.engine.compare import compare_preset_names, read_compare_preset
+
+    assert name in compare_preset_names()
+    preset = read_compare_preset(name)
+    parser = build_parser()
+    args = parser.parse_args(["compare", "--out", "x", "--preset", name])
+    apply_preset(args, args.parser)
+    assert isinstance(args, argparse.Namespace) and args.methods == preset["methods"]
+    for method in args.methods:
+        cfg = entry_config(args.base, method, args.overrides)
+        assert cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len >= 3_700_000  # issue 15's budget
+    assert set(args.seeded or ()) <= set(args.methods) and args.reference in args.methods
+    from gdds.cli.evaluation import eval_settings
+
+    settings = eval_settings(args)
+    assert settings.all_terms and settings.paper_metric and len(settings.top_p) >= 3
+
+
+def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsys):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: tiny\nmethods: [mdlm]\nsteps: 4\nsequences: 2\nsample_steps: [2]\nnum_samples: 1\n"
+                      f"profile_steps: 0\noverrides: {json.dumps(SHARED)}\n")
+    out = tmp_path / "out"
+    assert main(["compare", "--out", str(out), "--preset", str(preset), "--train-only"]) == 0
+    assert (out / "mdlm" / "checkpoints").is_dir() and not (out / "compare.json").exists()
+    assert main(["compare", "--out", str(out), "--preset", str(preset), "--sequences", "3"]) == 0
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["sequences"] == 3 and saved["bound_steps"] == 4 and list(saved["rows"]) == ["mdlm"]
+    assert "not retrained" in capsys.readouterr().err
+    preset.write_text("base: tiny\nmethod: [mdlm]\n")
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", str(out), "--preset", str(preset)])
+    assert "unknown options ['method']" in capsys.readouterr().err

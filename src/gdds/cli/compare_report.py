@@ -99,8 +99,9 @@ def differences_markdown(result: Comparison) -> list[str]:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, d in result.differences.items():
         spread = "—" if d.se_seeds is None else f"{d.se_seeds:.3f}"
-        lines.append("| " + " | ".join([name, *[f"{v:+.3f} ± {se:.3f}" for v, se in zip(d.per_seed, d.per_seed_se)],
-                                        f"{d.mean:+.3f}", f"{d.se_monte_carlo:.3f} / {spread}", d.verdict]) + " |")
+        by_seed = {k: f"{v:+.3f} ± {se:.3f}" for k, v, se in zip(d.seeds, d.per_seed, d.per_seed_se)}
+        lines.append("| " + " | ".join([name, *[by_seed.get(k, "—") for k in result.seeds], f"{d.mean:+.3f}",
+                                        f"{d.se_monte_carlo:.3f} / {spread}", d.verdict]) + " |")
     return lines
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.compare import ENTRIES, STANDARD, Interrupted, compare
+from ..engine.compare import ENTRIES, STANDARD, Interrupted, compare, compare_preset_names, read_compare_preset
 from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
 from ..engine.evaluate import EvalSettings
 from ..engine.records import TrainResult
@@ -111,27 +111,53 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="train every method with each of these seeds (default: the base preset's seed); runs "
                         "OUT/<method> for the preset's seed, OUT/<method>-seed<k> for the others")
+    p.add_argument("--seeded", nargs="+", default=None, metavar="METHOD",
+                   help="only these methods get every seed of --seeds (the others the first one)")
     p.add_argument("--reference", default=None, metavar="METHOD",
                    help="pair every method's bound with this one's on the same blocks (default gdds-mask when "
                         "compared)")
+    p.add_argument("--preset", default=None, metavar="NAME_OR_YAML",
+                   help=f"a comparison preset: these options in a file ({', '.join(compare_preset_names())}); "
+                        "options given on the command line win, its overrides come before yours")
+    p.add_argument("--train-only", action="store_true", help="train (or resume) every run, evaluate nothing")
     add_device_option(p)
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="overrides shared by every method")
     p.set_defaults(run=run_compare, parser=p)
 
 
+def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill the options left at their defaults from ``--preset`` (:func:`read_compare_preset`); the
+    preset's ``overrides`` go before the command line's."""
+    preset = read_compare_preset(args.preset)
+    unknown = sorted(set(preset) - set(vars(args)) - {"overrides"} | ({"preset", "out"} & set(preset)))
+    if unknown:
+        raise ConfigError(f"comparison preset {args.preset}: unknown options {unknown}; it may set "
+                          f"{', '.join(sorted(set(vars(args)) - {'run', 'parser', 'preset', 'out'}))}")
+    for key, value in preset.items():
+        if key == "overrides":
+            args.overrides = [*value, *args.overrides]
+        elif getattr(args, key) == parser.get_default(key):
+            setattr(args, key, value)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    settings = eval_settings(args)
     try:
+        if args.preset is not None:
+            apply_preset(args, parser)
+        settings = eval_settings(args)
         overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
-                         seeds=args.seeds, reference=args.reference)
+                         seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     except Interrupted as exc:
         print(f"gdds compare: {exc}", file=sys.stderr)
         return 130
+    if result is None:
+        print(f"gdds compare: every run in {args.out} is trained (--train-only: nothing evaluated)")
+        return 0
     write_comparison(result, args.out)
     print(compare_markdown(result))
     print(f"wrote {args.out / 'compare.json'}, {args.out / 'compare.md'}")

@@ -23,13 +23,16 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..files import write_text_atomically
 from . import checkpoint as ck
 from .build import load_run
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
@@ -57,6 +60,32 @@ ENTRIES: dict[str, list[str]] = {
 STANDARD = ("gdds-semantic", "gdds-mask", "gdds-uniform", "mdlm", "udlm", "gidd", "jump-mask", "campbell-mask", "ar")
 """What ``gdds compare`` trains unless told (``--methods``): one entry per method and classic process."""
 OWN_AR_JUDGE = "ar"  # judge name meaning the comparison's own autoregressive run
+
+
+COMPARE_PRESETS = "gdds.engine.configs.compare"
+
+
+def compare_preset_names() -> list[str]:
+    """The comparison presets shipped in ``gdds/engine/configs/compare`` (``gdds compare --preset``)."""
+    return sorted(p.name[:-5] for p in resources.files(COMPARE_PRESETS).iterdir() if p.name.endswith(".yaml"))
+
+
+def read_compare_preset(name_or_path: str) -> dict[str, Any]:
+    """A comparison preset: ``gdds compare``'s options as a YAML mapping (option names with ``_``,
+    e.g. ``sample_steps``; ``overrides`` is a list of ``key=value``), by name or from a file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"comparison preset {path} does not exist")
+        text = path.read_text()
+    elif name_or_path in compare_preset_names():
+        text = resources.files(COMPARE_PRESETS).joinpath(f"{name_or_path}.yaml").read_text()
+    else:
+        raise ConfigError(f"no comparison preset named {name_or_path!r}; presets: {', '.join(compare_preset_names())}")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name_or_path}: a comparison preset must be a YAML mapping of gdds compare's options")
+    return data
 
 
 class Interrupted(RuntimeError):
@@ -195,24 +224,33 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
 
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
             overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
-            device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None) -> Comparison:
-    """Train and evaluate ``entries`` (each with every training seed of ``seeds``, default the base
-    preset's) into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a GPU when there is one);
-    pair each entry's bound with ``reference``'s (default ``gdds-mask`` when compared); write
-    ``out/compare.json`` and return it. Every run is bounded on the same blocks with the same draws,
-    so entries on the same process share their noise too."""
+            device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None,
+            seeded: Sequence[str] | None = None, train_only: bool = False) -> Comparison | None:
+    """Train and evaluate ``entries`` into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a
+    GPU when there is one): the entries of ``seeded`` (default all) with every training seed of
+    ``seeds`` (default the base preset's), the others with the first. Pair each entry's bound with
+    ``reference``'s (default ``gdds-mask`` when compared) on every seed both have; write
+    ``out/compare.json`` and return it (``train_only``: train, evaluate nothing, return ``None``).
+    Every run is bounded on the same blocks with the same draws, so entries on the same process share
+    their noise too."""
     out = Path(out)
     if reference is None and "gdds-mask" in entries:
         reference = "gdds-mask"
     if reference is not None and reference not in entries:
         raise ValueError(f"the reference {reference!r} must be one of the compared methods")
+    unknown = set(seeded or ()) - set(entries)
+    if unknown:
+        raise ValueError(f"seeded methods {sorted(unknown)} are not among the compared methods")
     trained_on = [] if device == "auto" else [f"train.device={device}"]
     base_seed = load_config(base, list(overrides)).seed
     seeds = [base_seed] if seeds is None else list(dict.fromkeys(seeds))
+    seeds_of = {name: seeds if seeded is None or name in seeded else seeds[:1] for name in entries}
     configs = {(name, seed): entry_config(base, name, [*overrides, *trained_on, f"seed={seed}"])
-               for name in entries for seed in seeds}
+               for name in entries for seed in seeds_of[name]}
     folder = {key: out / run_name(*key, base_seed) for key in configs}
     train_s = {key: _trained(cfg, folder[key], log) for key, cfg in configs.items()}
+    if train_only:
+        return None
     if OWN_AR_JUDGE in (settings.judge, *settings.more_judges):
         if "ar" not in entries:
             raise ValueError("the judge 'ar' needs the ar method in the comparison")
@@ -227,9 +265,14 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
             cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference)
     if reference is not None:
-        ref = result.runs_of(reference)
-        result.differences = {name: seeded_difference(name, reference, seeds, [
-            (a.report.likelihood.model, b.report.likelihood.model) for a, b in zip(result.runs_of(name), ref)])
-            for name in entries if name != reference}
+        result.differences = {name: _against(result, name, reference) for name in entries if name != reference}
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def _against(result: Comparison, name: str, reference: str) -> SeededDifference:
+    """``name``'s bound minus ``reference``'s, on every seed both were trained with."""
+    ref = {r.seed: r for r in result.runs_of(reference)}
+    runs = [r for r in result.runs_of(name) if r.seed in ref]
+    return seeded_difference(name, reference, [r.seed for r in runs], [
+        (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs])

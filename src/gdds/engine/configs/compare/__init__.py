@@ -1,0 +1,1 @@
+"""Comparison presets of ``gdds compare --preset`` (YAML files of its options)."""
