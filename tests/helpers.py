@@ -78,6 +78,7 @@ def kernel_zoo(m: int = 7):
                                               gamma=0.5, schedule=sched, cache=False, progress=False)),
         ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), k=3, bandwidth_k=2, exclude=[1],
                                                  schedule=sched, cache=False, progress=False)),
+        ("absorbing-sparse", K.Absorbing(K.Sparse(sparse), 2)),
         ("tempered-knn", K.TemperedKNN((torch.arange(m)[:, None] + torch.arange(1, 4)) % m,
                                         -0.5 * torch.arange(3.0).expand(m, 3), sched, b=0.3)),
     ]

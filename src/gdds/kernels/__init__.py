@@ -1,6 +1,7 @@
 """Jump kernels ``F_t`` (column-stochastic; column ``x`` is the law of a jump from ``x``;
 ``docs/math.md`` section 3). :data:`KERNELS` is the registry of the kernels a configuration
 can name; the others (dense, sparse, mixtures) are built from matrices in code."""
+from .absorbing import Absorbing
 from .base import Kernel, TeleportSplit, check_column_stochastic, require_column_constant
 from .dense import Dense
 from .knn import cached_knn_graph, knn_graph
@@ -13,6 +14,7 @@ from .uniform import Uniform
 
 __all__ = [
     "KERNELS",
+    "Absorbing",
     "Dense",
     "Hybrid",
     "Kernel",
