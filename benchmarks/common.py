@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
-import gdds
+from gdds.engine.provenance import machine_info, versions  # noqa: F401 (re-exported to the benchmarks)
 from gdds.files import write_atomically
 
 T = TypeVar("T")
@@ -29,42 +26,6 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
-
-
-def cpu_model() -> str | None:
-    """The CPU model name from ``/proc/cpuinfo`` (Linux), else None."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def machine_info(cuda_used: bool) -> dict[str, Any]:
-    """Platform, CPU, thread count and (when used) the CUDA device name."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_available": len(affinity(0)) if affinity else None,
-        "torch_num_threads": torch.get_num_threads(),
-        "cuda_device": torch.cuda.get_device_name(0) if cuda_used else None,
-    }
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages the figures depend on."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gdds": gdds.__version__,
-    }
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -28,6 +28,8 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads((tmp_path / "compare.json").read_text())
     assert result["overrides"][-1] == "data.corpus=shakespeare"
+    prov = result["provenance"]  # where and how it was measured
+    assert prov["command"].startswith("gdds compare --out") and "commit" in prov and prov["machine"]["cpu_count"]
     assert list(result["rows"]) == ["mdlm", "ar"] and result["judge"] == str(tmp_path / "ar")
     mdlm, ar = (result["rows"][n]["report"] for n in ("mdlm", "ar"))
     assert mdlm["valid"]["bound"]["steps"] == 4 and "nll" in ar["valid"]

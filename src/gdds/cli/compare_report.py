@@ -121,6 +121,15 @@ def entropy_markdown(result: Comparison) -> list[str]:
     return lines
 
 
+def provenance_line(prov: dict[str, Any]) -> str:
+    """Date, commit, machine, torch version and the exact command of a comparison."""
+    machine = prov.get("machine", {})
+    where = f"{machine.get('cpu_model')} ({machine.get('cpus_available')} CPUs"
+    where += f", {machine['cuda_device']})" if machine.get("cuda_device") else ")"
+    return (f"Measured {prov.get('date')} at commit {prov.get('commit')} on {where}, torch "
+            f"{prov.get('versions', {}).get('torch')}: `{prov.get('command')}`")
+
+
 def compare_markdown(result: Comparison) -> str:
     """The tables of ``compare.md`` and their legend."""
     judge = f"; judge: {result.settings.judge}" if result.settings.judge else ""
@@ -137,6 +146,8 @@ def compare_markdown(result: Comparison) -> str:
              "output): not a likelihood."]
     if result.differences:
         lines += ["", *differences_markdown(result)]
+    if result.provenance:
+        lines += ["", provenance_line(result.provenance)]
     table = entropy_markdown(result)
     if table:
         lines += ["", *table]

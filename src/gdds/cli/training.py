@@ -8,6 +8,7 @@ from pathlib import Path
 from ..engine.compare import ENTRIES, STANDARD, Interrupted, compare, compare_preset_names, read_compare_preset
 from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
 from ..engine.evaluate import EvalSettings
+from ..engine.provenance import provenance
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train
 from .compare_report import compare_markdown, write_comparison
@@ -149,7 +150,8 @@ def run_compare(args: argparse.Namespace) -> int:
         overrides = [*args.overrides, *([f"data.corpus={args.corpus}"] if args.corpus else [])]
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
-                         seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only)
+                         seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only,
+                         provenance=provenance(args.command_line, cuda_used=args.device.startswith("cuda")))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     except Interrupted as exc:

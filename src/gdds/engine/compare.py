@@ -148,6 +148,7 @@ class Comparison:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     reference: str | None = None
     differences: dict[str, SeededDifference] = dataclasses.field(default_factory=dict)
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # command, commit, date, machine
 
     @property
     def target_entropy(self) -> float | None:
@@ -175,7 +176,7 @@ class Comparison:
         return {"base": self.base, "overrides": self.overrides, "methods": self.entries,
                 "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
                 "judge": self.settings.judge, "seeds": self.seeds, "reference": self.reference,
-                "settings": self.settings.to_dict(),
+                "settings": self.settings.to_dict(), "provenance": self.provenance,
                 "differences": {n: d.to_dict() for n, d in self.differences.items()},
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
@@ -225,12 +226,14 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
             overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
             device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None,
-            seeded: Sequence[str] | None = None, train_only: bool = False) -> Comparison | None:
+            seeded: Sequence[str] | None = None, train_only: bool = False,
+            provenance: dict[str, Any] | None = None) -> Comparison | None:
     """Train and evaluate ``entries`` into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a
     GPU when there is one): the entries of ``seeded`` (default all) with every training seed of
     ``seeds`` (default the base preset's), the others with the first. Pair each entry's bound with
     ``reference``'s (default ``gdds-mask`` when compared) on every seed both have; write
-    ``out/compare.json`` and return it (``train_only``: train, evaluate nothing, return ``None``).
+    ``out/compare.json`` (with ``provenance``: :func:`gdds.engine.provenance.provenance`) and return it
+    (``train_only``: train, evaluate nothing, return ``None``).
     Every run is bounded on the same blocks with the same draws, so entries on the same process share
     their noise too."""
     out = Path(out)
@@ -263,7 +266,8 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
         rows[folder[name, seed].name] = ComparisonRow(
             name, seed, report, train_s[name, seed], _throughput(folder[name, seed]),
             cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
-    result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference)
+    result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference,
+                        provenance=dict(provenance or {}))
     if reference is not None:
         result.differences = {name: _against(result, name, reference) for name in entries if name != reference}
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
