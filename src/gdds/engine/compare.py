@@ -241,9 +241,9 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
         reference = "gdds-mask"
     if reference is not None and reference not in entries:
         raise ValueError(f"the reference {reference!r} must be one of the compared methods")
-    unknown = set(seeded or ()) - set(entries)
+    unknown = set(seeded or ()) - set(ENTRIES)  # (seeded methods not compared this time are left out)
     if unknown:
-        raise ValueError(f"seeded methods {sorted(unknown)} are not among the compared methods")
+        raise ValueError(f"unknown seeded methods {sorted(unknown)}; choose from {', '.join(ENTRIES)}")
     trained_on = [] if device == "auto" else [f"train.device={device}"]
     base_seed = load_config(base, list(overrides)).seed
     seeds = [base_seed] if seeds is None else list(dict.fromkeys(seeds))
