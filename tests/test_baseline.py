@@ -39,7 +39,8 @@ def test_forward_likelihood_is_the_exact_marginal(name):
     q = forward_likelihood(process, xt, t)
     for b in range(3):
         marginal = process.marginal(torch.arange(M)[None], float(t[b]), method="dense")[0]  # [y, x]
-        torch.testing.assert_close(q[b], marginal[:, xt[b]].T, atol=1e-9, rtol=0)
+        # (the semantic kernel's default operator is its teleport-split series: about 1e-7, docs/math.md)
+        torch.testing.assert_close(q[b], marginal[:, xt[b]].T, atol=1e-6 if name == "semantic" else 1e-9, rtol=0)
 
 
 def iid(pi: torch.Tensor, batch: int, length: int, seed: int) -> torch.Tensor:

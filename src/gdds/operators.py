@@ -28,7 +28,9 @@ Methods: ``"series"`` (above), ``"dense"`` (matrix exponential, or an adaptive
 ODE solve for time-dependent kernels; small ``m``), ``"closed"`` (column-constant
 kernels ``F_t = pi_t 1^T``: ``P v = e^{-D} v + c (1^T v)`` with
 ``c = int_{Ls}^{Lt} e^{-(Lt - u)} pi(Lambda^{-1}(u)) du`` by Gauss-Legendre
-quadrature), ``"auto"`` (closed, else dense for ``m <= 512``, else series).
+quadrature), ``"auto"`` (closed; else dense for ``m <= 512`` unless the kernel is time-dependent
+with a teleport split, whose series is tested against the ODE above and costs a few sparse products
+where the ODE costs hundreds of dense right-hand sides; else series).
 """
 from __future__ import annotations
 
@@ -235,7 +237,8 @@ def transition(
     v = check_vectors(v, kernel.m)
     ls, lt = float(schedule.Lambda(s_)), float(schedule.Lambda(t_))
     if method == "auto":
-        method = "closed" if kernel.column_constant else "dense" if kernel.m <= DENSE_AUTO_LIMIT else "series"
+        method = "closed" if kernel.column_constant else "dense" if kernel.m <= DENSE_AUTO_LIMIT and not (
+            kernel.time_dependent and kernel.teleport_split() is not None) else "series"
     bound = 0.0
     if method == "closed":
         keep, c = closed_form(kernel, schedule, s_, t_)
