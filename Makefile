@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench compare install clean
+.PHONY: demo test test-slow lint bench compare decisive install clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ bench: $(STAMP)
 compare: $(STAMP)
 	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
 		--num-samples 4 --judge ar --zero-shot kjv -- train.progress=false
+
+# Does a semantic kernel help? The decisive comparison (hours on 2 CPU cores; resumable: the same
+# command continues), then its table, JSON and figure copied to docs/results/ with their provenance.
+decisive: $(STAMP)
+	$(VENV)/bin/gdds compare --preset decisive-cpu --out results/decisive
+	mkdir -p docs/results
+	cp results/decisive/compare.json docs/results/decisive.json
+	cp results/decisive/compare.md docs/results/decisive.md
+	cp results/decisive/compare.png docs/results/decisive.png
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
