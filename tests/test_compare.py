@@ -166,3 +166,22 @@ def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--preset", str(preset)])
     assert "unknown options ['method']" in capsys.readouterr().err
+
+
+def test_generative_perplexity_is_read_at_equal_entropy_without_extrapolation():
+    """Linear in log-perplexity between the two sweep points around the target entropy; nothing
+    outside the sweep; the other judges' records are read the same way."""
+    import math
+
+    from gdds.engine.compare import at_entropy
+    from gdds.engine.reports import SampleReport
+
+    def row(entropy, ppl, other):
+        return SampleReport(32, "exact", "float64", entropy, entropy, [], {"judge": "a", "perplexity": ppl},
+                            more_judges=[{"judge": "b", "perplexity": other}])
+
+    sweep = [row(3.0, 20.0, 40.0), row(2.0, 5.0, 10.0), row(2.5, 10.0, 20.0)]  # any order
+    assert at_entropy(sweep, 2.5) == pytest.approx(10.0)
+    assert at_entropy(sweep, 2.75) == pytest.approx(math.sqrt(10.0 * 20.0))
+    assert at_entropy(sweep, 2.25, judge=1) == pytest.approx(math.sqrt(10.0 * 20.0))
+    assert at_entropy(sweep, 3.5) is None and at_entropy(sweep, 1.0) is None
