@@ -239,7 +239,7 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     out = Path(out)
     if reference is None and "gdds-mask" in entries:
         reference = "gdds-mask"
-    if reference is not None and reference not in entries:
+    if reference is not None and reference not in entries and not train_only:
         raise ValueError(f"the reference {reference!r} must be one of the compared methods")
     unknown = set(seeded or ()) - set(ENTRIES)  # (seeded methods not compared this time are left out)
     if unknown:
