@@ -12,7 +12,7 @@ from ..engine.compare import Comparison
 from ..engine.paired import SIGNIFICANCE
 from ..engine.reports import EvalReport
 from ..files import write_text_atomically
-from .render import _figure, _save_png
+from .render import new_figure, save_png
 
 
 def compare_figure(result: Comparison) -> Any:
@@ -20,7 +20,7 @@ def compare_figure(result: Comparison) -> Any:
     entropy of the samples over the nucleus sweep (one line per method, its first seed's run), with
     the entropy of real text marked."""
     judges = result.judges()
-    fig = _figure(5.5 + 4.5 * len(judges), 4)
+    fig = new_figure(5.5 + 4.5 * len(judges), 4)
     ax = fig.add_subplot(1, 1 + len(judges), 1)
     heads = [row.report.likelihood.model for row in result.rows.values()]
     ax.bar(list(result.rows), [h.nats_per_token for h in heads], yerr=[h.standard_error for h in heads], capsize=3)
@@ -158,4 +158,4 @@ def write_comparison(result: Comparison, out: Path) -> list[Path]:
     """``compare.md`` and ``compare.png`` next to the ``compare.json`` the engine wrote."""
     out = Path(out)
     return [write_text_atomically(out / "compare.md", compare_markdown(result)),
-            _save_png(compare_figure(result), out / "compare.png")]
+            save_png(compare_figure(result), out / "compare.png")]

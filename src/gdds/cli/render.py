@@ -12,7 +12,7 @@ from ..engine.reports import EvalReport, KLProfile, Likelihood, NLLReport, Sampl
 from ..files import write_atomically, write_text_atomically
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     """A matplotlib figure on the Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -22,7 +22,7 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save_png(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     return write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
 
 
@@ -102,7 +102,7 @@ def profile_markdown(profile: KLProfile) -> list[str]:
 
 def profile_figure(profile: KLProfile) -> Any:
     """The terms of the bound against ``t``: model and baseline."""
-    fig = _figure(6, 3.5)
+    fig = new_figure(6, 3.5)
     ax = fig.add_subplot()
     ax.plot(profile.times, profile.model[1:], "o-", label="model")
     ax.plot(profile.times, profile.baseline[1:], "s--", label="no-training baseline (Bayes-unigram)")
@@ -121,10 +121,10 @@ def write_eval(report: EvalReport, out: Path) -> list[Path]:
     paths = [write_text_atomically(out / "eval.json", json.dumps(report.to_dict(), indent=1)),
              write_text_atomically(out / "eval.md", eval_markdown(report))]
     if report.kl_profile is not None:
-        paths.append(_save_png(profile_figure(report.kl_profile), out / "kl_profile.png"))
+        paths.append(save_png(profile_figure(report.kl_profile), out / "kl_profile.png"))
     rows = [r for r in report.samples if r.generative_perplexity is not None]
     if rows:
-        fig = _figure(5, 4)
+        fig = new_figure(5, 4)
         ax = fig.add_subplot()
         xs = [r.unigram_entropy for r in rows]
         ys = [r.generative_perplexity["perplexity"] for r in rows]
@@ -133,7 +133,7 @@ def write_eval(report: EvalReport, out: Path) -> list[Path]:
             ax.annotate(sample_tag(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("unigram entropy of samples (nats)")
         ax.set_ylabel(f"generative perplexity ({rows[0].generative_perplexity['judge']})")
-        paths.append(_save_png(fig, out / "gen_ppl_vs_entropy.png"))
+        paths.append(save_png(fig, out / "gen_ppl_vs_entropy.png"))
     return paths
 
 
