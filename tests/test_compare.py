@@ -125,7 +125,7 @@ def test_a_difference_is_significant_only_beyond_two_standard_errors_on_every_se
     assert diff([-0.9, -0.1, -0.05]).verdict == "not significant"
 
 
-@pytest.mark.parametrize("name", ["decisive-cpu", "decisive-gpu"])
+@pytest.mark.parametrize("name", ["decisive-cpu", "decisive-gpu", "embeddings-wordpiece"])
 def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
     """Every option of a shipped preset is one of gdds compare's, every method and override builds a
     configuration, and its evaluation settings are valid (no training here)."""
@@ -148,7 +148,9 @@ def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
     from gdds.cli.evaluation import eval_settings
 
     settings = eval_settings(args)
-    assert settings.all_terms and settings.paper_metric and len(settings.top_p) >= 3
+    assert settings.paper_metric
+    if name.startswith("decisive"):  # every term of every bound, and generative perplexity at equal entropy
+        assert settings.all_terms and len(settings.top_p) >= 3 and settings.more_judges
 
 
 def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsys):

@@ -20,8 +20,8 @@ from helpers import DEVICE, MICRO_TRAIN
 
 # The semantic kernels need embeddings of the character vocabulary: co-occurrence ones.
 EMBEDDINGS = ["process.embeddings=cooccurrence", "process.embedding_dim=8"]
-# One entry per (method, kernel): entries that differ only in kernel_args run the same code.
-DISTINCT = {tuple(o for o in overrides if not o.startswith("process.kernel_args")): name
+# One entry per (method, kernel): entries that differ only in kernel_args or embeddings run the same code.
+DISTINCT = {tuple(o for o in overrides if not o.startswith(("process.kernel_args", "process.embeddings"))): name
             for name, overrides in reversed(ENTRIES.items())}
 # A method on a process whose reverse exit rates are unknown: it trains, but cannot generate.
 CASES = {**{name: overrides for name, overrides in ENTRIES.items() if name in DISTINCT.values()},

@@ -56,6 +56,9 @@ ENTRIES: dict[str, list[str]] = {
     "gdds-semantic-mid0.3": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.3}"],
     "gdds-semantic-mid0.8": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.8}"],
     "gdds-hybrid": ["method=gdds", "process.kernel=hybrid", "process.kernel_args={uniform_weight: 0.2}"],
+    # The paper's kernel on MiniLM's word embeddings or on corpus co-occurrence ones (WordPiece bases).
+    "gdds-semantic-minilm": ["method=gdds", "process.kernel=semantic", "process.embeddings=minilm"],
+    "gdds-semantic-cooc": ["method=gdds", "process.kernel=semantic", "process.embeddings=cooccurrence"],
 }
 STANDARD = ("gdds-semantic", "gdds-mask", "gdds-uniform", "mdlm", "udlm", "gidd", "jump-mask", "campbell-mask", "ar")
 """What ``gdds compare`` trains unless told (``--methods``): one entry per method and classic process."""
