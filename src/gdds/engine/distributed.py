@@ -2,6 +2,7 @@
 and the few collectives the training loop needs. A single process needs none of it."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -82,5 +83,8 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Destroy the process group after collecting what still holds it (a DDP reducer freed later would
+    run the gloo group's destructor with the GIL held, which can deadlock with its own thread)."""
     if info.world > 1 and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
