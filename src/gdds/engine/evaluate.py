@@ -69,7 +69,6 @@ class EvalSettings:
     sample_length: int | None = None
     profile_steps: int = 16
     profile_sequences: int = 2
-    stream: int = 0  # which draws (not which blocks): gdds compare gives each method its own
     paper_metric: bool = False  # also the paper's reported figure (gdds.engine.paper_metric; not a likelihood)
     all_terms: bool = False  # the valid bound with all T terms per sequence (T network calls each), not one drawn
     importance_terms: bool = False  # draw the bound's term from the baseline's profile (importance sampling)
@@ -106,15 +105,15 @@ ESTIMATOR_SEEDS = {"blocks": 0, "bound": 1, "snapshot": 2, "continuous": 3, "sam
 PILOT_SEQUENCES = 8
 
 
-def estimator_seed(seed: int, estimator: str, stream: int = 0) -> int:
-    """Each estimator draws its own randomness: a seed per ``(seed, estimator, stream)``
-    (``gdds compare`` gives each method its own stream; the blocks depend on ``seed`` only)."""
-    return 1000 * seed + 100 * stream + ESTIMATOR_SEEDS[estimator]
+def estimator_seed(seed: int, estimator: str) -> int:
+    """Each estimator draws its own randomness: a seed per ``(seed, estimator)``. Every model evaluated
+    with the same ``seed`` gets the same blocks and draws (``gdds compare`` pairs them on that)."""
+    return 1000 * seed + ESTIMATOR_SEEDS[estimator]
 
 
-def estimator_generator(loaded: LoadedRun, seed: int, estimator: str, stream: int = 0) -> torch.Generator:
+def estimator_generator(loaded: LoadedRun, seed: int, estimator: str) -> torch.Generator:
     """The estimator's own generator (:func:`estimator_seed`), on the run's device."""
-    return torch.Generator(device=loaded.device).manual_seed(estimator_seed(seed, estimator, stream))
+    return torch.Generator(device=loaded.device).manual_seed(estimator_seed(seed, estimator))
 
 
 def eval_rows(blocks: Blocks, sequences: int, seed: int) -> np.ndarray:
@@ -147,10 +146,10 @@ def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
 
 
 def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.ndarray, steps: int, seed: int,
-                     batch: int = 8, stream: int = 0, **op: Any) -> Tensor:
-    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` and
-    ``stream`` only, so two denoisers bounded alike share blocks, term indices and ``x_t``."""
-    gen = estimator_generator(loaded, seed, "bound", stream)
+                     batch: int = 8, **op: Any) -> Tensor:
+    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` only, so two
+    denoisers bounded alike share blocks, term indices and ``x_t``."""
+    gen = estimator_generator(loaded, seed, "bound")
     return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
         loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op), f"{steps}-step bound")
 
@@ -183,20 +182,20 @@ def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, ex
 
 @torch.no_grad()
 def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                 batch: int = 8, stream: int = 0, **op: Any) -> NLLReport:
+                 batch: int = 8, **op: Any) -> NLLReport:
     """The ``steps``-step bound on ``sequences`` blocks drawn across the split: nats/token ± SE,
     perplexity (upper bounds). For a method with an exact likelihood (autoregressive): its
     exact NLL (``steps`` unused; the standard error is then over sequences only)."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
-        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
+        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
     return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
                    _characters(loaded, blocks, rows), exact, None if exact else steps, rows)
 
 
 @torch.no_grad()
 def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                      batch: int = 8, stream: int = 0, all_terms: bool = False,
+                      batch: int = 8, all_terms: bool = False,
                       importance_terms: bool = False) -> Likelihood:
     """The model's figure (:func:`bound_report`) beside the baseline that needs no training, on
     the same blocks and the same draws, and their paired difference. The baseline is the
@@ -221,10 +220,10 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         if importance_terms and not all_terms:
             pilot = bound_terms(loaded.run.process, baseline_denoiser, blocks.batch(rows[:PILOT_SEQUENCES]), steps,
                                 keep=blocks.mask(rows[:PILOT_SEQUENCES]),
-                                generator=estimator_generator(loaded, seed, "pilot", stream))
+                                generator=estimator_generator(loaded, seed, "pilot"))
             op["term_probs"] = term_probs(pilot)
-        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, stream, **op)
-        base_est = _bound_estimates(loaded, baseline_denoiser, blocks, rows, steps, seed, batch, stream, **op)
+        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
+        base_est = _bound_estimates(loaded, baseline_denoiser, blocks, rows, steps, seed, batch, **op)
         terms = ", all terms" if all_terms else ", importance-sampled term" if "term_probs" in op else ""
         model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps, rows)
         baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps,
@@ -235,8 +234,7 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
 
 
 @torch.no_grad()
-def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-               stream: int = 0) -> KLProfile:
+def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0) -> KLProfile:
     """Every term of the ``steps``-step bound (:func:`gdds.likelihood.bound_terms`), per token,
     for the model and the Bayes-unigram baseline on the same ``sequences`` blocks and draws."""
     rows = eval_rows(blocks, sequences, seed)
@@ -245,7 +243,7 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
     process = loaded.run.process
 
     def per_token(denoiser: Any) -> list[float]:
-        gen = estimator_generator(loaded, seed, "profile", stream)
+        gen = estimator_generator(loaded, seed, "profile")
         return (bound_terms(process, denoiser, x0, steps, generator=gen, keep=keep).sum(0) / tokens).tolist()
 
     times = time_grid(process, steps)[::-1][1:]
@@ -255,12 +253,12 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
 
 @torch.no_grad()
 def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
-                      batch: int = 8, stream: int = 0) -> NLLReport:
+                      batch: int = 8) -> NLLReport:
     """The continuous-time bound (:func:`gdds.likelihood.continuous_bound`, column-constant
     kernels: MDLM's and UDLM's bound) on ``sequences`` blocks drawn across the split, with its own
     draws. It bounds the NLL of the reverse CTMC that the ``T``-step chain tends to as ``T``
     grows, not of a sampler with finitely many steps."""
-    gen = estimator_generator(loaded, seed, "continuous", stream)
+    gen = estimator_generator(loaded, seed, "continuous")
     rows = eval_rows(blocks, sequences, seed)
     est = _per_sequence(blocks, rows, batch, lambda x0, keep: continuous_bound(
         loaded.run.process, loaded.denoiser(), x0, samples=CONTINUOUS_SAMPLES, generator=gen, keep=keep))
@@ -271,10 +269,10 @@ def continuous_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: i
 
 @torch.no_grad()
 def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int = 0,
-                    batch: int = 16, stream: int = 0) -> SnapshotReport:
+                    batch: int = 16) -> SnapshotReport:
     """Mean snapshot CE of the model's denoiser on ``sequences`` blocks drawn across the split,
     with its own draws. Not a likelihood."""
-    gen = estimator_generator(loaded, seed, "snapshot", stream)
+    gen = estimator_generator(loaded, seed, "snapshot")
     rows = eval_rows(blocks, sequences, seed)
     total, count = 0.0, 0
     for a in range(0, len(rows), batch):
@@ -311,7 +309,7 @@ def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None
         for top_p in s.top_p:
             log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps")
                 + ("" if top_p == 1 else f", nucleus top_p = {top_p}"))
-            ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples", s.stream),
+            ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples"),
                                   s.sample_length, **({} if top_p == 1 else {"top_p": top_p}))
             row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids),
                                per_sample_entropy(ids), texts, top_p=top_p)
@@ -345,28 +343,26 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
                         sum(p.numel() for p in loaded.run.model.parameters()))
     log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
         else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
-    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed, stream=s.stream,
+    report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed,
                                           all_terms=s.all_terms, importance_terms=s.importance_terms)
     if not exact:
-        report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed, stream=s.stream)
+        report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
         if s.paper_metric:
             log("the paper's reported metric (true jump mask carried into the output; not a likelihood)")
             report.paper_metric = paper_metric(loaded, loaded.run.valid, eval_rows(loaded.run.valid, s.sequences,
-                                               s.seed), estimator_generator(loaded, s.seed, "paper", s.stream),
+                                               s.seed), estimator_generator(loaded, s.seed, "paper"),
                                                s.paper_metric_grid)
         if method.continuous_bound_applies and method.continuous_bound_finite:
             log(f"continuous-time bound of {s.sequences} validation sequences")
-            report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed,
-                                                        stream=s.stream)
+            report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)
         elif method.continuous_bound_applies:
             log(f"the continuous-time bound diverges: T-step bounds at T = {SWEEP_STEPS} instead")
-            report.t_sweep = [bound_report(loaded, loaded.run.valid, s.sequences, T, s.seed, stream=s.stream)
+            report.t_sweep = [bound_report(loaded, loaded.run.valid, s.sequences, T, s.seed)
                               for T in SWEEP_STEPS]
     if not exact and s.profile_steps and s.profile_sequences:
         log(f"profile of the {s.profile_steps}-step bound's terms over t, model and baseline, "
             f"{s.profile_sequences} sequences")
-        report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed,
-                                       s.stream)
+        report.kl_profile = kl_profile(loaded, loaded.run.valid, s.profile_sequences, s.profile_steps, s.seed)
     report.samples = sample_reports(loaded, s, log)
     real = loaded.run.valid.batch(eval_rows(loaded.run.valid, s.num_samples, s.seed))
     pad = loaded.run.data.tokenizer.pad_id
@@ -374,5 +370,5 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     for name in s.zero_shot:
         log(f"zero-shot bound on {name}, beside the no-training baseline")
         report.zero_shot[name] = likelihood_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps,
-                                                   s.seed, stream=s.stream)
+                                                   s.seed)
     return report
