@@ -112,10 +112,9 @@ def test_seeds_and_cross_method_differences_are_paired_on_blocks(tmp_path):
 def test_a_difference_is_significant_only_beyond_two_standard_errors_on_every_seed():
     from gdds.engine.paired import SeededDifference
 
-    def diff(per_seed, se_mc=0.01):
-        spread = None if len(per_seed) < 2 else float(__import__("statistics").stdev(per_seed)) / len(per_seed) ** 0.5
-        return SeededDifference("a", "b", list(range(len(per_seed))), per_seed, [se_mc] * len(per_seed),
-                                sum(per_seed) / len(per_seed), se_mc, spread)
+    def diff(per_seed, se_mc=0.01):  # per-seed Monte-Carlo SEs giving a mean's Monte-Carlo SE of se_mc
+        return SeededDifference("a", "b", list(range(len(per_seed))), per_seed, [se_mc * len(per_seed) ** 0.5] *
+                                len(per_seed))
 
     assert diff([-0.30]).verdict == "lower" and diff([0.30]).verdict == "higher"
     assert diff([-0.015]).verdict == "not significant"  # 1.5 Monte-Carlo standard errors

@@ -23,16 +23,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..files import write_text_atomically
 from . import checkpoint as ck
 from .build import load_run
-from .config import Config, ConfigError, load_config
+from .config import Config, load_config, preset_names, read_yaml
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
@@ -70,25 +67,13 @@ COMPARE_PRESETS = "gdds.engine.configs.compare"
 
 def compare_preset_names() -> list[str]:
     """The comparison presets shipped in ``gdds/engine/configs/compare`` (``gdds compare --preset``)."""
-    return sorted(p.name[:-5] for p in resources.files(COMPARE_PRESETS).iterdir() if p.name.endswith(".yaml"))
+    return preset_names(COMPARE_PRESETS)
 
 
 def read_compare_preset(name_or_path: str) -> dict[str, Any]:
     """A comparison preset: ``gdds compare``'s options as a YAML mapping (option names with ``_``,
     e.g. ``sample_steps``; ``overrides`` is a list of ``key=value``), by name or from a file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"comparison preset {path} does not exist")
-        text = path.read_text()
-    elif name_or_path in compare_preset_names():
-        text = resources.files(COMPARE_PRESETS).joinpath(f"{name_or_path}.yaml").read_text()
-    else:
-        raise ConfigError(f"no comparison preset named {name_or_path!r}; presets: {', '.join(compare_preset_names())}")
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name_or_path}: a comparison preset must be a YAML mapping of gdds compare's options")
-    return data
+    return read_yaml(name_or_path, COMPARE_PRESETS, "comparison preset")
 
 
 class Interrupted(RuntimeError):
@@ -150,7 +135,6 @@ class Comparison:
     rows: dict[str, ComparisonRow]
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     reference: str | None = None
-    differences: dict[str, SeededDifference] = dataclasses.field(default_factory=dict)
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # command, commit, date, machine
 
     @property
@@ -170,6 +154,20 @@ class Comparison:
         steps = rep.own_law_samples().steps
         sweep = [r for r in rep.samples if r.steps == steps]
         return [None if target is None else at_entropy(sweep, target, j) for j in range(len(self.judges()))]
+
+    @property
+    def differences(self) -> dict[str, SeededDifference]:
+        """Each entry's bound minus the reference's, on every seed both were trained with."""
+        if self.reference is None:
+            return {}
+        ref = {r.seed: r for r in self.runs_of(self.reference)}
+        out = {}
+        for name in self.entries:
+            runs = [r for r in self.runs_of(name) if r.seed in ref] if name != self.reference else []
+            if runs:
+                out[name] = seeded_difference(name, self.reference, [r.seed for r in runs], [
+                    (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs])
+        return out
 
     def runs_of(self, method: str) -> list[ComparisonRow]:
         """The rows of entry ``method``, one per seed, in seed order."""
@@ -271,15 +269,6 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
             cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference,
                         provenance=dict(provenance or {}))
-    if reference is not None:
-        result.differences = {name: _against(result, name, reference) for name in entries if name != reference}
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result
 
-
-def _against(result: Comparison, name: str, reference: str) -> SeededDifference:
-    """``name``'s bound minus ``reference``'s, on every seed both were trained with."""
-    ref = {r.seed: r for r in result.runs_of(reference)}
-    runs = [r for r in result.runs_of(name) if r.seed in ref]
-    return seeded_difference(name, reference, [r.seed for r in runs], [
-        (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs])

@@ -308,24 +308,26 @@ def _checked(cls: type, section: str, name: str, value: Any) -> Any:
     return float(value) if kind is float else value
 
 
-def preset_names() -> list[str]:
-    """Names of the YAML presets shipped inside the package."""
-    return sorted(p.name[:-5] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+def preset_names(package: str = PRESETS_PACKAGE) -> list[str]:
+    """Names of the YAML presets shipped inside ``package`` (default: the run presets)."""
+    return sorted(p.name[:-5] for p in resources.files(package).iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(name_or_path: str) -> dict[str, Any]:
+def read_yaml(name_or_path: str, package: str = PRESETS_PACKAGE, what: str = "configuration") -> dict[str, Any]:
+    """A YAML mapping from a file, or the preset ``name_or_path`` shipped in ``package``; ``what`` names
+    it in errors."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"configuration file {path} does not exist")
+            raise ConfigError(f"{what} file {path} does not exist")
         text = path.read_text()
     else:
-        if name_or_path not in preset_names():
-            raise ConfigError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names())}")
-        text = resources.files(PRESETS_PACKAGE).joinpath(f"{name_or_path}.yaml").read_text()
+        if name_or_path not in preset_names(package):
+            raise ConfigError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names(package))}")
+        text = resources.files(package).joinpath(f"{name_or_path}.yaml").read_text()
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{name_or_path}: a configuration must be a YAML mapping")
+        raise ConfigError(f"{name_or_path}: a {what} must be a YAML mapping")
     return data
 
 
@@ -359,7 +361,7 @@ def _key_type(key: str) -> Any:
 
 def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     """A preset name (``tiny``, ``demo``, ...) or a YAML path, with overrides applied."""
-    return Config.from_dict(apply_overrides(_read_yaml(name_or_path), overrides))
+    return Config.from_dict(apply_overrides(read_yaml(name_or_path), overrides))
 
 
 def save_config(cfg: Config) -> str:

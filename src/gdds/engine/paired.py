@@ -54,9 +54,20 @@ class SeededDifference:
     seeds: list[int]
     per_seed: list[float]
     per_seed_se: list[float]
-    mean: float
-    se_monte_carlo: float
-    se_seeds: float | None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.per_seed)
+
+    @property
+    def se_monte_carlo(self) -> float:
+        """The standard error of :attr:`mean` from the evaluations' draws and blocks alone."""
+        return math.sqrt(sum(se * se for se in self.per_seed_se)) / len(self.per_seed_se)
+
+    @property
+    def se_seeds(self) -> float | None:
+        """The standard error of :attr:`mean` from the spread across seeds (``None`` with one seed)."""
+        return statistics.stdev(self.per_seed) / math.sqrt(len(self.per_seed)) if len(self.per_seed) >= 2 else None
 
     @property
     def standard_error(self) -> float:
@@ -73,7 +84,8 @@ class SeededDifference:
         return "lower" if self.mean < 0 else "higher"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "standard_error": self.standard_error, "verdict": self.verdict,
+        return {**asdict(self), "mean": self.mean, "se_monte_carlo": self.se_monte_carlo, "se_seeds": self.se_seeds,
+                "standard_error": self.standard_error, "verdict": self.verdict,
                 "significance": f"|mean| > {SIGNIFICANCE:g} standard errors and every seed on the same side"}
 
 
@@ -81,7 +93,4 @@ def seeded_difference(method: str, reference: str, seeds: Sequence[int], pairs: 
                       ) -> SeededDifference:
     """The :class:`SeededDifference` of ``(method's figure, reference's figure)`` for each seed."""
     diffs = [difference(a, b) for a, b in pairs]
-    values, ses = [d for d, _ in diffs], [se for _, se in diffs]
-    mc = math.sqrt(sum(se * se for se in ses)) / len(ses)
-    spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else None
-    return SeededDifference(method, reference, list(seeds), values, ses, statistics.fmean(values), mc, spread)
+    return SeededDifference(method, reference, list(seeds), [d for d, _ in diffs], [se for _, se in diffs])
