@@ -214,7 +214,8 @@ def test_time_grids_and_nucleus():
     assert torch.allclose(nucleus(2 * p, 0.7), nucleus(p, 0.7))  # a restricted law is renormalised first
 
 
-@pytest.mark.parametrize("kernel", [K.Mask(6, 5), K.Uniform(6)], ids=["mask", "uniform"])
+@pytest.mark.parametrize("kernel", [K.Mask(6, 5), K.Uniform(6), K.Dense(random_stochastic(6, 3, sparsity=0.5))],
+                         ids=["mask", "uniform", "dense"])
 def test_nucleus_sampling_keeps_to_the_clean_tokens_that_can_have_produced_x_t(kernel):
     """A narrow nucleus of a denoiser that puts most mass on token 0: under the mask kernel an
     unmasked token can only have come from itself, so the nucleus is taken among the reachable tokens

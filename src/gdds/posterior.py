@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .categorical import one_hot_columns
+from .categorical import nucleus, one_hot_columns
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
@@ -44,11 +44,14 @@ def _unreachable() -> ValueError:
     return ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
 
 
-def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
+def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, top_p: float = 1.0,
+                       **op: Any) -> Tensor:
     """``p_theta(x_s = . | x_t)`` for positions ``xt [n]`` with clean-token laws
     ``mu [n, m]`` (probabilities, rows summing to 1); returns ``[n, m]`` float64.
     ``op`` is passed to :func:`gdds.operators.transition` (method, tol, step); for
-    column-constant kernels the closed form is used unless ``op`` names another method."""
+    column-constant kernels the closed form is used unless ``op`` names another method.
+    ``top_p < 1`` (sampling only: the step is then no longer the model's) keeps the nucleus of ``mu``
+    among the clean tokens that can have produced ``x_t``, after ``mu`` is restricted to them."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"a reverse step needs 0 <= s < t <= 1; got s={s}, t={t}")
     mu, xt = mu.to(process.device), xt.to(process.device)
@@ -56,7 +59,7 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     if xt.shape != (n,) or m != process.m:
         raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
     if process.kernel.column_constant and op.get("method", "auto") in ("auto", "closed"):
-        return _column_constant_step(process, mu, xt, s, t)
+        return _column_constant_step(process, mu, xt, s, t, top_p)
     where, r, g = _per_token(process, xt, s, t, **op)
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
     chunk = max(1, CHUNK_FLOATS // m)
@@ -64,6 +67,7 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
         idx = slice(a, min(n, a + chunk))
         rr = r[:, where[idx]]
         mm = mu[idx].to(torch.float64).T * (rr > 0)
+        mm = mm if top_p >= 1 else nucleus(mm.T, top_p).T
         total = mm.sum(0, keepdim=True)
         if (total <= 0).any():
             raise _unreachable()
@@ -76,7 +80,8 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     return out / out.sum(-1, keepdim=True)
 
 
-def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
+def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float,
+                          top_p: float = 1.0) -> Tensor:
     """The same step in closed form for ``F_t = pi_t 1^T`` (mask, uniform, hybrids), where
     ``P_{a->b} = k_ab I + c_ab 1^T``: ``r = k_0t e_x + c_0t[x] 1``, ``g = k_st e_x + c_st[x] 1``,
     ``w = k_0s rho + c_0s (1^T rho)`` with ``rho = mu / r``; ``O(m)`` per position."""
@@ -86,6 +91,7 @@ def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: fl
     stays = ops[0][1][xt] <= 0
     if (mu[stays, xt[stays]] <= 0).any():
         raise _unreachable()
+    mu = mu if top_p >= 1 else nucleus(mu, top_p)  # (a moving state can come from any clean token)
     if not stays.any():
         return _moving_rows(mu, xt, *ops)
     out = torch.zeros(mu.shape, dtype=torch.float64, device=mu.device)

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .categorical import gumbel_max, inverse_cdf, nucleus
+from .categorical import gumbel_max, inverse_cdf
 from .devices import check_generator
-from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
+from .posterior import CHUNK_FLOATS, reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -92,7 +92,8 @@ def sample(
     ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
     (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
     step (prefix prompts, infilling). ``top_p < 1`` applies nucleus filtering to
-    ``mu`` (the result is then no longer the model's chain). ``reuse_unchanged``
+    ``mu`` among the clean tokens that can have produced ``x_t`` (:func:`gdds.posterior.reverse_step_probs`;
+    the result is then no longer the model's chain). ``reuse_unchanged``
     reuses the denoiser's output while no token changed (as cached masked samplers
     do): exact for denoisers that ignore ``t``, an approximation otherwise. ``op``
     goes to the transition operators (e.g. ``step``, ``tol`` for time-dependent
@@ -125,10 +126,7 @@ def sample(
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
             mu = torch.softmax(logits[idx].double(), dim=-1)
-            if top_p < 1:  # the nucleus among the clean tokens that can have produced x_t
-                reach = forward_likelihood(process, flat[idx][None], torch.tensor([t]), **op)[0] > 0
-                mu = nucleus(mu * reach.to(mu.device), top_p)
-            probs = reverse_step_probs(process, mu, flat[idx], s, t, **op).to(device)
+            probs = reverse_step_probs(process, mu, flat[idx], s, t, top_p=top_p, **op).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)
