@@ -3,6 +3,7 @@ runs are reused, not retrained."""
 import json
 
 import pytest
+import yaml
 
 from gdds.cli import main
 from gdds.engine.compare import ENTRIES, entry_config
@@ -95,7 +96,7 @@ def test_seeds_and_cross_method_differences_are_paired_on_blocks(tmp_path):
     settings = EvalSettings(steps=8, sequences=6, sample_steps=(2,), num_samples=1, profile_steps=0)
     result = compare(tmp_path, ["gdds-mask", "mdlm"], settings, "tiny", SHARED, seeds=[0, 1])
     assert sorted(result.rows) == ["gdds-mask", "gdds-mask-seed1", "mdlm", "mdlm-seed1"]
-    assert json.loads((tmp_path / "mdlm-seed1" / "config.yaml").read_text().split("\n", 1)[0].split(": ")[1]) == 1
+    assert yaml.safe_load((tmp_path / "mdlm-seed1" / "config.yaml").read_text())["seed"] == 1
     heads = {n: r.report.likelihood.model for n, r in result.rows.items()}
     assert len({tuple(h.per_sequence.blocks) for h in heads.values()}) == 1
     d = result.differences["mdlm"]

@@ -29,10 +29,7 @@ def compare_figure(result: Comparison) -> Any:
     for j, judge in enumerate(judges):
         panel = fig.add_subplot(1, 1 + len(judges), 2 + j)
         for name in result.entries:
-            rep = result.runs_of(name)[0].report
-            steps = rep.own_law_samples().steps
-            sweep = sorted((r for r in rep.samples if r.steps == steps and len(r.judged()) > j),
-                           key=lambda r: r.unigram_entropy)
+            sweep = [r for r in result.runs_of(name)[0].report.nucleus_sweep() if len(r.judged()) > j]
             panel.plot([r.unigram_entropy for r in sweep], [r.judged()[j]["perplexity"] for r in sweep], "o-",
                        label=name, markersize=3)
         if result.target_entropy is not None:

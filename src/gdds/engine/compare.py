@@ -150,9 +150,7 @@ class Comparison:
     def equal_entropy(self, run: str) -> list[float | None]:
         """Each judge's generative perplexity of ``run``'s nucleus sweep at :attr:`target_entropy`
         (:func:`at_entropy`; ``None`` where the sweep does not reach it)."""
-        rep, target = self.rows[run].report, self.target_entropy
-        steps = rep.own_law_samples().steps
-        sweep = [r for r in rep.samples if r.steps == steps]
+        sweep, target = self.rows[run].report.nucleus_sweep(), self.target_entropy
         return [None if target is None else at_entropy(sweep, target, j) for j in range(len(self.judges()))]
 
     @property

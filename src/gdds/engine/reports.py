@@ -243,6 +243,11 @@ class EvalReport:
         own = [r for r in self.samples if r.top_p == 1]
         return own[-1] if own else self.samples[-1]
 
+    def nucleus_sweep(self) -> list[SampleReport]:
+        """The samples at :meth:`own_law_samples`'s step count, one per nucleus setting, by entropy."""
+        steps = self.own_law_samples().steps
+        return sorted((r for r in self.samples if r.steps == steps), key=lambda r: r.unigram_entropy)
+
     def valid(self) -> dict[str, Any]:
         """The ``valid`` section of ``eval.json``: ``nll`` (exact) or ``bound``, then ``baseline``,
         ``unigram``, ``paired_difference``, and ``snapshot_ce``, ``continuous_bound`` if measured."""
