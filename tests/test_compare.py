@@ -1,11 +1,13 @@
 """`gdds compare`: every method trained on one footing and evaluated the same way; finished
 runs are reused, not retrained."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from gdds.cli import main
+from gdds.cli.compare_report import judge_label
 from gdds.engine.compare import ENTRIES, entry_config
 from helpers import MICRO_TRAIN
 
@@ -50,6 +52,8 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert judge.startswith(str(tmp_path / "ar"))
     table = (tmp_path / "compare.md").read_text()
     assert "| mdlm | method=elbo process.kernel=mask seed=0 |" in table and "(exact)" in table
+    # Column heads name the judge briefly; the legend gives its full identifier (with the hash).
+    assert "gen. perplexity, ar (T = 2)" in table and f"ar = `{Path(judge).name}`" in table and "@sha256:" in judge
     assert (tmp_path / "compare.png").stat().st_size > 0
     capsys.readouterr()
     assert main(args) == 0  # a second call reuses the finished runs and their evaluations
@@ -168,6 +172,14 @@ def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["compare", "--out", str(out), "--preset", str(preset)])
     assert "unknown options ['method']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("identifier, label", [
+    ("results/decisive/ar@sha256:94457a3ea41e5c47", "ar"),
+    ("smollm2:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:525467a8d340a2bb", "smollm2"),
+    ("/tmp/run", "run")])
+def test_judges_get_short_labels(identifier, label):
+    assert judge_label(identifier) == label
 
 
 def test_generative_perplexity_is_read_at_equal_entropy_without_extrapolation():

@@ -229,7 +229,11 @@ def transition(
     tail mass of the series (0 for the dense and closed methods, whose error is
     solver/quadrature round-off; it excludes the piecewise-freezing error, which the
     tests measure). ``step`` is the longest frozen piece in Lambda: default 0.1, or
-    0.5 for kernels with a teleport split (module docstring).
+    0.5 for kernels with a teleport split (module docstring). A time-dependent series is
+    Richardson-extrapolated from ``count`` and ``2 count`` pieces; for ``v >= 0`` an entry the
+    extrapolation pushes below zero (both values tiny, e.g. 1e-50 through a far kNN neighbour's
+    weight) keeps the finer value, so probabilities stay probabilities (a log of ``r`` or a KL
+    never meets a negative number).
     """
     s_, t_ = float(as_time(s, "s")), float(as_time(t, "t"))
     if s_ > t_:
@@ -259,6 +263,8 @@ def transition(
             coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
             fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, tol)
             out, bound = (4 * fine - coarse) / 3, (4 * b2 + b1) / 3
+            if bool((v >= 0).all()):  # P v >= 0; the extrapolation can undershoot zero where both are tiny
+                out = torch.where(out >= 0, out, fine)
         else:
             out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
     else:

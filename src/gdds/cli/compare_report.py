@@ -15,6 +15,13 @@ from ..files import write_text_atomically
 from .render import new_figure, save_png
 
 
+def judge_label(judge: str) -> str:
+    """A judge's short name for column heads and axes (``results/x/ar@sha256:94..`` -> ``ar``,
+    ``smollm2:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:52..`` -> ``smollm2``); the legend of
+    ``compare.md`` gives the full identifiers."""
+    return Path(judge).name.split("@")[0].split(":")[0]
+
+
 def compare_figure(result: Comparison) -> Any:
     """Bound per run (± standard error); per judge, generative perplexity against the unigram
     entropy of the samples over the nucleus sweep (one line per method, its first seed's run), with
@@ -36,7 +43,7 @@ def compare_figure(result: Comparison) -> Any:
             panel.axvline(result.target_entropy, color="grey", linestyle=":", label="real text")
         panel.set_yscale("log")
         panel.set_xlabel("unigram entropy of samples (nats)")
-        panel.set_ylabel(f"generative perplexity ({Path(judge).name})")
+        panel.set_ylabel(f"generative perplexity (judge: {judge_label(judge)})")
         panel.legend(fontsize=6)
     fig.tight_layout()
     return fig
@@ -70,7 +77,7 @@ def runs_markdown(result: Comparison) -> list[str]:
             "model - baseline (paired)", "continuous-time bound (nats/token)",
             "paper metric (not a likelihood)", "bound - paper metric", "snapshot CE (not a likelihood)",
             f"sample unigram entropy (T = {last})",
-            *[f"gen. perplexity, {Path(j).name} (T = {last})" for j in judges], *[f"zero-shot {z}" for z in zero]]
+            *[f"gen. perplexity, {judge_label(j)} (T = {last})" for j in judges], *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result.rows.items():
         rep = row.report
@@ -111,7 +118,7 @@ def entropy_markdown(result: Comparison) -> list[str]:
              f"blocks as samples), read off each run's nucleus sweep (top_p "
              f"{', '.join(map(str, result.settings.top_p))}; linear in log-perplexity between the two settings "
              "around it; — : the sweep does not reach it):", "",
-             "| run | " + " | ".join(Path(j).name for j in judges) + " |", "|---|" + "---|" * len(judges)]
+             "| run | " + " | ".join(judge_label(j) for j in judges) + " |", "|---|" + "---|" * len(judges)]
     for name in result.rows:
         values = result.equal_entropy(name)
         lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in values) + " |")
@@ -129,7 +136,8 @@ def provenance_line(prov: dict[str, Any]) -> str:
 
 def compare_markdown(result: Comparison) -> str:
     """The tables of ``compare.md`` and their legend."""
-    judge = f"; judge: {result.settings.judge}" if result.settings.judge else ""
+    judges = "; ".join(f"{judge_label(j)} = `{Path(j).name}`" for j in result.judges())
+    judge = f"; judges (with their checkpoint's hash): {judges}" if judges else ""
     lines = [*runs_markdown(result), "",
              f"Base preset `{result.base}` with overrides {result.overrides or 'none'}; "
              f"{result.settings.sequences} validation blocks per bound, the same blocks and draws for every "
