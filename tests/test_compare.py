@@ -53,6 +53,8 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     table = (tmp_path / "compare.md").read_text()
     assert "| mdlm | method=elbo process.kernel=mask seed=0 |" in table and "(exact)" in table
     # Column heads name the judge briefly; the legend gives its full identifier (with the hash).
+    common = result["common_entropy"]
+    assert common is None or f"at {common:.3f} (common)" in table
     assert "gen. perplexity, ar (T = 2)" in table and f"ar = `{Path(judge).name}`" in table and "@sha256:" in judge
     assert (tmp_path / "compare.png").stat().st_size > 0
     capsys.readouterr()
@@ -199,3 +201,20 @@ def test_generative_perplexity_is_read_at_equal_entropy_without_extrapolation():
     assert at_entropy(sweep, 2.75) == pytest.approx(math.sqrt(10.0 * 20.0))
     assert at_entropy(sweep, 2.25, judge=1) == pytest.approx(math.sqrt(10.0 * 20.0))
     assert at_entropy(sweep, 3.5) is None and at_entropy(sweep, 1.0) is None
+
+
+def test_the_common_entropy_is_the_highest_level_every_sweep_reaches():
+    """A nucleus only lowers entropy: runs are compared where all their sweeps overlap, at the
+    highest such level, and nowhere when two sweeps do not overlap."""
+    from types import SimpleNamespace
+
+    from gdds.engine.compare import Comparison
+
+    def comparison(*sweeps):
+        rows = {f"r{i}": SimpleNamespace(report=SimpleNamespace(nucleus_sweep=lambda s=s: [
+            SimpleNamespace(unigram_entropy=e) for e in s])) for i, s in enumerate(sweeps)}
+        return Comparison("demo", [], {}, None, rows)
+
+    assert comparison([3.1, 2.6, 2.9], [3.3, 2.8]).common_entropy == 3.1
+    assert comparison([3.1, 2.9], [2.8, 2.5]).common_entropy is None
+    assert comparison([3.1], [2.5, 3.2]).common_entropy == 3.1

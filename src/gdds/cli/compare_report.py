@@ -110,17 +110,23 @@ def differences_markdown(result: Comparison) -> list[str]:
 
 
 def entropy_markdown(result: Comparison) -> list[str]:
-    """Generative perplexity at the entropy of real text, per run and judge (from the nucleus sweep)."""
-    judges, target = result.judges(), result.target_entropy
+    """Generative perplexity at equal entropy, per run and judge, read off the nucleus sweeps: at the
+    entropy of real text and at the highest entropy every sweep reaches."""
+    judges, target, common = result.judges(), result.target_entropy, result.common_entropy
     if not judges or target is None or len(result.settings.top_p) < 2:
         return []
-    lines = [f"Generative perplexity at the unigram entropy of real validation text ({target:.3f} nats, as many "
-             f"blocks as samples), read off each run's nucleus sweep (top_p "
+    levels = [(target, "real text"), *([(common, "common")] if common is not None else [])]
+    lines = [f"Generative perplexity at equal unigram entropy, read off each run's nucleus sweep (top_p "
              f"{', '.join(map(str, result.settings.top_p))}; linear in log-perplexity between the two settings "
-             "around it; — : the sweep does not reach it):", "",
-             "| run | " + " | ".join(judge_label(j) for j in judges) + " |", "|---|" + "---|" * len(judges)]
+             f"around it; — : the sweep does not reach it): at the entropy of real validation text ({target:.3f} "
+             "nats, as many blocks as samples) and, since a nucleus only lowers entropy, at the highest entropy "
+             "every run's sweep reaches (common: "
+             + ("none, the sweeps do not overlap" if common is None else f"{common:.3f} nats") + "):", "",
+             "| run | " + " | ".join(f"{judge_label(j)} at {level:.3f} ({what})" for level, what in levels
+                                     for j in judges) + " |",
+             "|---|" + "---|" * (len(judges) * len(levels))]
     for name in result.rows:
-        values = result.equal_entropy(name)
+        values = [v for level, _ in levels for v in result.equal_entropy(name, level)]
         lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{v:.1f}" for v in values) + " |")
     return lines
 

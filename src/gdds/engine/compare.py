@@ -147,10 +147,23 @@ class Comparison:
         first = next(iter(self.rows.values())).report.own_law_samples()
         return [record["judge"] for record in first.judged()]
 
-    def equal_entropy(self, run: str) -> list[float | None]:
-        """Each judge's generative perplexity of ``run``'s nucleus sweep at :attr:`target_entropy`
-        (:func:`at_entropy`; ``None`` where the sweep does not reach it)."""
-        sweep, target = self.rows[run].report.nucleus_sweep(), self.target_entropy
+    @property
+    def common_entropy(self) -> float | None:
+        """The highest unigram entropy that every run's nucleus sweep reaches (a nucleus only lowers
+        entropy, so a sweep starting below :attr:`target_entropy` never reaches it); ``None`` when
+        the sweeps do not overlap."""
+        sweeps = [[r.unigram_entropy for r in row.report.nucleus_sweep()] for row in self.rows.values()]
+        if not all(sweeps):
+            return None
+        level = min(max(s) for s in sweeps)
+        return level if level >= max(min(s) for s in sweeps) else None
+
+    def equal_entropy(self, run: str, target: float | None = None) -> list[float | None]:
+        """Each judge's generative perplexity of ``run``'s nucleus sweep at entropy ``target``
+        (default :attr:`target_entropy`; :func:`at_entropy`; ``None`` where the sweep does not
+        reach it)."""
+        sweep = self.rows[run].report.nucleus_sweep()
+        target = self.target_entropy if target is None else target
         return [None if target is None else at_entropy(sweep, target, j) for j in range(len(self.judges()))]
 
     @property
@@ -180,6 +193,10 @@ class Comparison:
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
                                                              for n in self.rows},
+                "common_entropy": self.common_entropy,
+                "generative_perplexity_at_common_entropy": {
+                    n: dict(zip(self.judges(), self.equal_entropy(n, self.common_entropy)))
+                    for n in self.rows} if self.common_entropy is not None else None,
                 "rows": {n: r.to_dict() for n, r in self.rows.items()}}
 
 
