@@ -25,14 +25,15 @@ def judge_label(judge: str) -> str:
 def compare_figure(result: Comparison) -> Any:
     """Bound per run (± standard error); per judge, generative perplexity against the unigram
     entropy of the samples over the nucleus sweep (one line per method, its first seed's run), with
-    the entropy of real text marked."""
+    the entropy of real text and the common entropy (:attr:`Comparison.common_entropy`) marked."""
     judges = result.judges()
-    fig = new_figure(5.5 + 4.5 * len(judges), 4)
+    fig = new_figure(5.5 + 4.5 * len(judges), max(4.0, 1.0 + 0.25 * len(result.rows)))
     ax = fig.add_subplot(1, 1 + len(judges), 1)
     heads = [row.report.likelihood.model for row in result.rows.values()]
-    ax.bar(list(result.rows), [h.nats_per_token for h in heads], yerr=[h.standard_error for h in heads], capsize=3)
-    ax.set_ylabel(f"valid NLL bound, T = {result.settings.steps} (nats/token; ar: exact)")
-    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    ax.barh(list(result.rows), [h.nats_per_token for h in heads], xerr=[h.standard_error for h in heads], capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"valid NLL bound, T = {result.settings.steps}\n(nats/token; ar: exact NLL)")
+    ax.tick_params(axis="y", labelsize=7)
     for j, judge in enumerate(judges):
         panel = fig.add_subplot(1, 1 + len(judges), 2 + j)
         for name in result.entries:
@@ -41,6 +42,9 @@ def compare_figure(result: Comparison) -> Any:
                        label=name, markersize=3)
         if result.target_entropy is not None:
             panel.axvline(result.target_entropy, color="grey", linestyle=":", label="real text")
+        if result.common_entropy is not None:
+            panel.axvline(result.common_entropy, color="black", linestyle="--", linewidth=0.8,
+                          label="reached by every run")
         panel.set_yscale("log")
         panel.set_xlabel("unigram entropy of samples (nats)")
         panel.set_ylabel(f"generative perplexity (judge: {judge_label(judge)})")
