@@ -185,6 +185,7 @@ class Comparison:
         return sorted((r for r in self.rows.values() if r.method == method), key=lambda r: r.seed)
 
     def to_dict(self) -> dict[str, Any]:
+        common = self.common_entropy
         return {"base": self.base, "overrides": self.overrides, "methods": self.entries,
                 "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
                 "judge": self.settings.judge, "seeds": self.seeds, "reference": self.reference,
@@ -193,10 +194,9 @@ class Comparison:
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
                                                              for n in self.rows},
-                "common_entropy": self.common_entropy,
-                "generative_perplexity_at_common_entropy": {
-                    n: dict(zip(self.judges(), self.equal_entropy(n, self.common_entropy)))
-                    for n in self.rows} if self.common_entropy is not None else None,
+                "common_entropy": common,
+                "generative_perplexity_at_common_entropy": None if common is None else {
+                    n: dict(zip(self.judges(), self.equal_entropy(n, common))) for n in self.rows},
                 "rows": {n: r.to_dict() for n, r in self.rows.items()}}
 
 

@@ -319,7 +319,6 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     determinism = torch.are_deterministic_algorithms_enabled()
     if cfg.train.deterministic:
         deterministic_mode(device)
-    trainer = None
     try:
         if not resume and info.main and ck.list_checkpoints(run_dir):
             raise ConfigError(f"{run_dir} already holds a run with checkpoints; resume it with "
