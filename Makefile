@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench compare decisive install clean
+.PHONY: demo test test-slow lint bench compare decisive embeddings install clean
 
 install: $(STAMP)
 
@@ -48,14 +48,16 @@ compare: $(STAMP)
 	$(VENV)/bin/gdds compare --out results/compare --base demo --steps 128 --sequences 16 --sample-steps 32 \
 		--num-samples 4 --judge ar --zero-shot kjv -- train.progress=false
 
-# Does a semantic kernel help? The decisive comparison (hours on 2 CPU cores; resumable: the same
-# command continues), then its table, JSON and figure copied to docs/results/ with their provenance.
-decisive: $(STAMP)
-	$(VENV)/bin/gdds compare --preset decisive-cpu --out results/decisive
+# Does a semantic kernel help? The committed comparisons (hours on 2 CPU cores each; resumable: the
+# same command continues): `decisive` (kernels and baselines, character level) and `embeddings`
+# (MiniLM against co-occurrence embeddings, WordPiece level). Each runs its preset, then copies its
+# table, JSON and figure (with their provenance) to docs/results/.
+PRESET_decisive   := decisive-cpu
+PRESET_embeddings := embeddings-wordpiece
+decisive embeddings: $(STAMP)
+	$(VENV)/bin/gdds compare --preset $(PRESET_$@) --out results/$@
 	mkdir -p docs/results
-	cp results/decisive/compare.json docs/results/decisive.json
-	cp results/decisive/compare.md docs/results/decisive.md
-	cp results/decisive/compare.png docs/results/decisive.png
+	for ext in json md png; do cp results/$@/compare.$$ext docs/results/$@.$$ext; done
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
