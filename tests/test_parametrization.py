@@ -1,7 +1,7 @@
 """The forward-likelihood parametrization (gdds.objectives.parametrization): it copies at low
 noise for every kernel, it is the exact Bayes posterior for column-constant kernels, its
 one-jump surrogate is close to exact at low noise, and for the mask kernel it is the same
-model as the mean parametrization."""
+model as the mean parametrization. Exactness for the other kernels: tests/test_forward_likelihood.py."""
 import pytest
 import torch
 
@@ -9,7 +9,7 @@ import gdds
 from gdds import kernels as K
 from gdds.likelihood import nll_bound
 from gdds.objectives import METHODS
-from gdds.objectives.parametrization import forward_logits
+from gdds.objectives.parametrization import forward_logits, surrogate_logits
 from gdds.posterior import forward_likelihood
 from helpers import kernel_zoo
 
@@ -62,7 +62,7 @@ def test_the_one_jump_surrogate_is_close_to_exact_at_low_noise(name):
     xt = torch.randint(0, M, (2, 6), generator=torch.Generator().manual_seed(5))
     for t, tol in ((0.002, 0.01), (0.02, 0.06)):
         times = torch.full((2,), t)
-        mu = torch.softmax(forward_logits(process, torch.zeros(2, 6, M), xt, times).double(), -1)
+        mu = torch.softmax(surrogate_logits(process, torch.zeros(2, 6, M), xt, times).double(), -1)
         q = forward_likelihood(process, xt, times)
         assert float((mu - q / q.sum(-1, keepdim=True)).abs().max()) < tol, (name, t)
 
@@ -130,21 +130,23 @@ def test_a_model_that_does_not_copy_has_a_bound_growing_with_T_and_the_parametri
     assert METHODS.get("gdds")(process).continuous_bound_finite is True
 
 
+@pytest.mark.parametrize("parametrization", ["forward", "forward-surrogate"])
 @pytest.mark.parametrize("name,kernel", ZOO, ids=[n for n, _ in ZOO])
-def test_the_training_loss_is_the_cross_entropy_of_the_parametrized_mu(name, kernel):
-    """The sparse training loss (never materialising the parametrized logits) equals the
-    cross-entropy of the dense parametrized logits, value and gradient."""
-    from gdds.objectives.parametrization import forward_cross_entropy
+def test_the_training_loss_is_the_cross_entropy_of_the_parametrized_mu(name, kernel, parametrization):
+    """The training loss (for column-constant kernels and the surrogate, sparse: never materialising
+    the parametrized logits) equals the cross-entropy of the parametrized logits, value and gradient."""
+    from gdds.objectives.parametrization import PARAMETRIZATIONS
     from gdds.objectives.snapshot import snapshot_cross_entropy
 
+    form = PARAMETRIZATIONS.get(parametrization)
     process = process_of(kernel)
     x0 = torch.randint(0, M - 1, (3, 5), generator=torch.Generator().manual_seed(12))
     t = torch.tensor([0.01, 0.4, 0.9])
     xt = process.noise(x0, t, generator=torch.Generator().manual_seed(13))
     dense = random_logits((3, 5, M), 14).requires_grad_()
     sparse = dense.detach().clone().requires_grad_()
-    a = snapshot_cross_entropy(forward_logits(process, dense, xt, t), x0)
-    b = forward_cross_entropy(process, sparse, xt, t, x0)
+    a = snapshot_cross_entropy(form.logits(process, dense, xt, t), x0)
+    b = form.cross_entropy(process, sparse, xt, t, x0)
     assert torch.equal(torch.isfinite(a), torch.isfinite(b))
     finite = torch.isfinite(a)
     torch.testing.assert_close(a[finite], b[finite], atol=1e-5, rtol=1e-5)

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .posterior import forward_likelihood
 from .process import ForwardProcess
-from .sampling import Denoiser
+from .sampling import LikelihoodWeighted
 
 
 def unigram_law(counts: Tensor, smoothing: float = 1.0) -> Tensor:
@@ -39,16 +38,17 @@ def unigram_nll(pi: Tensor, x0: Tensor, keep: Tensor | None = None) -> Tensor:
     return (nll if keep is None else torch.where(keep, nll, 0.0)).sum(-1)
 
 
-def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> Denoiser:
-    """The Bayes-unigram denoiser of ``process`` and the clean-token law ``pi [m]``: log-probs
-    ``log pi(y) + log q_t(x_t | y)`` (unnormalised; ``-inf`` where ``x_t`` cannot come from
-    ``y``), with the exact ``q_t`` of :func:`gdds.posterior.forward_likelihood` (operator
-    settings ``op``)."""
+def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> LikelihoodWeighted:
+    """The Bayes-unigram denoiser of ``process`` and the clean-token law ``pi [m]``: the forward-likelihood
+    parametrization (:class:`gdds.sampling.LikelihoodWeighted`) of a network that says ``log pi`` everywhere,
+    so ``mu ∝ pi(y) q_t(x_t | y)`` with the exact ``q_t`` (operator settings ``op``). Called, it gives
+    those log-probs (unnormalised; ``-inf`` where ``x_t`` cannot come from ``y``); in the sampler and
+    the bound the reverse step weights ``pi`` by the ``q_t(x_t | .)`` it computes anyway."""
     if pi.shape != (process.m,):
         raise ValueError(f"pi must have shape [m] = [{process.m}], got {tuple(pi.shape)}")
     log_pi = pi.to(torch.float64).log()
 
-    def call(xt: Tensor, t: Tensor) -> Tensor:
-        return log_pi.to(process.device) + forward_likelihood(process, xt, t, **op).log()
+    def network(xt: Tensor, t: Tensor) -> Tensor:
+        return log_pi.to(xt.device).expand(*xt.shape, process.m)
 
-    return call
+    return LikelihoodWeighted(process, network, **op)

@@ -35,14 +35,15 @@ from .devices import check_generator
 from .kernels.mask import Mask
 from .posterior import CHUNK_FLOATS, reverse_step_probs, true_posterior
 from .process import ForwardProcess
-from .sampling import Denoiser, reference_prior, time_grid
+from .sampling import Denoiser, clean_logits, reference_prior, time_grid
 
 
-def _mu(denoiser: Denoiser, xt: Tensor, t: float) -> Tensor:
-    """The denoiser's law of the clean token per position, ``[B * L, m]`` float64 on ``xt``'s device
-    (whatever device the denoiser answers on)."""
-    logits = denoiser(xt, torch.full((xt.shape[0],), t, device=xt.device))
-    return torch.softmax(logits.to(xt.device, torch.float64), dim=-1).reshape(xt.numel(), -1)
+def _law(denoiser: Denoiser, xt: Tensor, t: float) -> tuple[Tensor, bool]:
+    """What the reverse step reads from the denoiser per position, ``[B * L, m]`` float64 on ``xt``'s
+    device (whatever device the denoiser answers on), and whether it is weights to be weighted by
+    ``q_t(x_t | .)`` (:func:`gdds.sampling.clean_logits`)."""
+    logits, weighted = clean_logits(denoiser, xt, torch.full((xt.shape[0],), t, device=xt.device))
+    return torch.softmax(logits.double(), dim=-1), weighted
 
 
 def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
@@ -52,14 +53,18 @@ def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
 
 
 def _posterior_and_step(
-    process: ForwardProcess, mu: Tensor, x0: Tensor, xt: Tensor, s: float, t: float, op: dict
+    process: ForwardProcess, law: tuple[Tensor, bool], x0: Tensor, xt: Tensor, s: float, t: float, op: dict
 ) -> tuple[Tensor, Tensor]:
     """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and the model's step
-    ``p_theta(x_s | x_t)`` (operators ``op``); one pass over the operators when ``op``
-    is the default (the true posterior is the step of the denoiser ``mu = e_{x0}``)."""
+    ``p_theta(x_s | x_t)`` (operators ``op``) for the denoiser's ``law`` (:func:`_law`); one pass over
+    the operators when ``op`` is the default (the true posterior is the step of the denoiser
+    ``mu = e_{x0}``, which is also the weights ``e_{x0}``)."""
+    mu, weighted = law
     if op:
-        return true_posterior(process, x0, xt, s, t), reverse_step_probs(process, mu, xt, s, t, **op)
-    both = reverse_step_probs(process, torch.cat([mu, one_hot_columns(x0, process.m).T]), torch.cat([xt, xt]), s, t)
+        return true_posterior(process, x0, xt, s, t), reverse_step_probs(process, mu, xt, s, t, weighted=weighted,
+                                                                          **op)
+    both = reverse_step_probs(process, torch.cat([mu, one_hot_columns(x0, process.m).T]), torch.cat([xt, xt]), s, t,
+                              weighted=weighted)
     return both[mu.shape[0]:], both[:mu.shape[0]]
 
 
@@ -173,7 +178,7 @@ def _term(process: ForwardProcess, denoiser: Denoiser, x: Tensor, keep: Tensor |
           generator: torch.Generator | None, op: dict) -> Tensor:
     """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t``: ``[b]``."""
     xt = _noised(process, x, keep, t, generator)
-    q, p = _posterior_and_step(process, _mu(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
+    q, p = _posterior_and_step(process, _law(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
     return _scored(_kl_rows(q, p).reshape(x.shape), keep)
 
 
@@ -181,7 +186,8 @@ def _reconstruction(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, kee
                     generator: torch.Generator | None, op: dict) -> Tensor:
     """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}``: ``[B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
-    p0 = reverse_step_probs(process, _mu(denoiser, x1, t1), x1.reshape(-1), 0.0, t1, **op)
+    mu, weighted = _law(denoiser, x1, t1)
+    p0 = reverse_step_probs(process, mu, x1.reshape(-1), 0.0, t1, weighted=weighted, **op)
     return _scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
 
 

@@ -45,13 +45,19 @@ def _unreachable() -> ValueError:
 
 
 def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, top_p: float = 1.0,
-                       **op: Any) -> Tensor:
+                       weighted: bool = False, **op: Any) -> Tensor:
     """``p_theta(x_s = . | x_t)`` for positions ``xt [n]`` with clean-token laws
     ``mu [n, m]`` (probabilities, rows summing to 1); returns ``[n, m]`` float64.
     ``op`` is passed to :func:`gdds.operators.transition` (method, tol, step); for
     column-constant kernels the closed form is used unless ``op`` names another method.
     ``top_p < 1`` (sampling only: the step is then no longer the model's) keeps the nucleus of ``mu``
-    among the clean tokens that can have produced ``x_t``, after ``mu`` is restricted to them."""
+    among the clean tokens that can have produced ``x_t``, after ``mu`` is restricted to them.
+
+    ``weighted=True`` reads the rows of ``mu`` as weights ``rho`` of the forward-likelihood
+    parametrization: the clean-token law is ``mu(y) = rho(y) q_t(x_t | y) / Z`` with the exact
+    ``q_t(x_t | .) = r`` that the step computes anyway (``docs/math.md`` section 6). Then
+    ``mu / r = rho / Z`` and the step is ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so
+    origins with a vanishing ``q_t`` (1e-150 through a far neighbour) cannot blow the step up."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"a reverse step needs 0 <= s < t <= 1; got s={s}, t={t}")
     mu, xt = mu.to(process.device), xt.to(process.device)
@@ -59,6 +65,8 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     if xt.shape != (n,) or m != process.m:
         raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
     if process.kernel.column_constant and op.get("method", "auto") in ("auto", "closed"):
+        if weighted:  # q_t(x_t | .) is known in closed form here: mu itself costs O(m)
+            mu = _closed_weighting(process, mu, xt, t)
         return _column_constant_step(process, mu, xt, s, t, top_p)
     where, r, g = _per_token(process, xt, s, t, **op)
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
@@ -67,17 +75,38 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
         idx = slice(a, min(n, a + chunk))
         rr = r[:, where[idx]]
         mm = mu[idx].to(torch.float64).T * (rr > 0)
-        mm = mm if top_p >= 1 else nucleus(mm.T, top_p).T
-        total = mm.sum(0, keepdim=True)
-        if (total <= 0).any():
-            raise _unreachable()
-        ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
+        if weighted:
+            ratio = mm / (mm * rr).sum(0, keepdim=True)  # rho / Z
+            if top_p < 1:  # the nucleus is taken of mu = rho r / Z, and mu / r = rho / Z on it
+                ratio = ratio * (nucleus((ratio * rr).T, top_p).T > 0)
+                ratio = ratio / (ratio * rr).sum(0, keepdim=True)
+            if not bool(torch.isfinite(ratio).all()):
+                raise _unreachable()
+        else:
+            mm = mm if top_p >= 1 else nucleus(mm.T, top_p).T
+            total = mm.sum(0, keepdim=True)
+            if (total <= 0).any():
+                raise _unreachable()
+            ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
         out[idx] = (g[:, where[idx]] * w).T
     # The step sums to 1 up to operator error; renormalise so that the sampler's draw and
     # the bound's scoring use the same distribution even with loose operator settings.
     out.clamp_min_(0.0)
     return out / out.sum(-1, keepdim=True)
+
+
+def _closed_weighting(process: ForwardProcess, rho: Tensor, xt: Tensor, t: float) -> Tensor:
+    """``mu = rho * q_t(x_t | .) / Z`` of the forward-likelihood parametrization for a column-constant
+    kernel, ``q_t(x | y) = keep [x = y] + c[x]`` (``reverse_step_probs(weighted=True)``)."""
+    keep, c = process.closed_transition(0.0, t)
+    rows = torch.arange(xt.numel(), device=rho.device)
+    mu = rho.to(torch.float64) * c[xt][:, None]
+    mu[rows, xt] += keep * rho[rows, xt]
+    total = mu.sum(-1, keepdim=True)
+    if (total <= 0).any():
+        raise _unreachable()
+    return mu / total
 
 
 def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float,

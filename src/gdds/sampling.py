@@ -23,11 +23,37 @@ from tqdm.auto import tqdm
 
 from .categorical import gumbel_max, inverse_cdf
 from .devices import check_generator
-from .posterior import CHUNK_FLOATS, reverse_step_probs
+from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """A denoiser: ``(x_t [B, L] long, t [B]) -> logits or log-probabilities [B, L, m]`` of the clean token."""
+
+
+class LikelihoodWeighted:
+    """The forward-likelihood parametrization as a denoiser (``docs/math.md`` section 6): the clean-token
+    law is ``mu(y | x_t, t) ∝ softmax(network(x_t, t))(y) q_t(x_t | y)`` with the **exact** forward
+    likelihood. Called, it returns ``log mu`` (unnormalised; ``-inf`` where ``x_t`` cannot come from
+    ``y``) through :func:`gdds.posterior.forward_likelihood`; :func:`sample` and
+    :func:`gdds.nll_bound` instead read the network's weights (:func:`clean_law`) and let the reverse
+    step weight them by the ``q_t(x_t | .)`` it computes anyway, so the chain sampled and bounded is
+    this model, at no extra operator cost."""
+
+    def __init__(self, process: ForwardProcess, network: Denoiser, **op: Any):
+        self.process, self.network, self.op = process, network, op
+
+    def __call__(self, xt: Tensor, t: Tensor) -> Tensor:
+        log_rho = torch.log_softmax(self.network(xt, t).to(self.process.device, torch.float64), dim=-1)
+        return log_rho + forward_likelihood(self.process, xt, t, **self.op).log()
+
+
+def clean_logits(denoiser: Denoiser, xt: Tensor, t: Tensor) -> tuple[Tensor, bool]:
+    """What the reverse step reads from ``denoiser`` at ``(x_t [B, L], t [B])``: logits ``[B * L, m]``
+    on ``xt``'s device, and whether their softmax is the weights of :class:`LikelihoodWeighted` (to be
+    weighted by ``q_t(x_t | .)``: ``reverse_step_probs(weighted=True)``) or ``mu`` itself."""
+    weighted = isinstance(denoiser, LikelihoodWeighted)
+    logits = (denoiser.network if weighted else denoiser)(xt, t)
+    return logits.to(xt.device).reshape(xt.numel(), -1), weighted
 
 
 def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[float]:
@@ -115,18 +141,18 @@ def sample(
         x = torch.where(free, x, fixed.to(device))
     grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
-    logits, seen = None, None
+    logits, seen, weighted = None, None, False
     for t, s in tqdm(list(itertools.pairwise(grid)), desc="exact reverse chain", unit="step", leave=False,
                      disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
-            logits = denoiser(x, torch.full((num,), t, device=device)).to(device).reshape(num * length, -1)
+            logits, weighted = clean_logits(denoiser, x, torch.full((num,), t, device=device))
             seen = x.clone()
         flat = x.reshape(-1)
         nxt = torch.empty_like(flat)
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
-            mu = torch.softmax(logits[idx].double(), dim=-1)
-            probs = reverse_step_probs(process, mu, flat[idx], s, t, top_p=top_p, **op).to(device)
+            law = torch.softmax(logits[idx].double(), dim=-1)
+            probs = reverse_step_probs(process, law, flat[idx], s, t, top_p=top_p, weighted=weighted, **op).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)

@@ -127,9 +127,7 @@ class Method:
         """The trained network as a denoiser ``(x_t, t) -> logits or log-probs`` of the clean
         token, for :func:`gdds.sample` and :func:`gdds.nll_bound`; :class:`NotGenerative` when
         the model has none."""
-        if self.parametrization == "mean":
-            return model
-        return lambda xt, t: self.mu_logits(model(xt, t), xt, t)
+        return self._output.denoiser(self.process, model)
 
     @property
     def continuous_bound_applies(self) -> bool:
@@ -172,7 +170,7 @@ class Snapshot(Method):
     """The snapshot objective of GDDS (paper section 4.3): any kernel."""
 
     name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
-    parametrizations = ("mean", "forward")
+    parametrizations = ("mean", "forward-surrogate", "forward")
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
         xt, t = snapshot_inputs(self.process, x0, self.t_min, generator)
