@@ -157,3 +157,19 @@ def test_the_surrogate_is_an_option_and_is_not_the_exact_model():
     assert tv(same[0].reshape(-1, M), same[1].reshape(-1, M)) < 1e-6
     assert METHODS.get("gdds")(process).parametrization == "forward"
     assert isinstance(METHODS.get("gdds")(process).denoiser(lambda x, tt: f), LikelihoodWeighted)
+
+
+def test_a_loaded_run_keeps_the_likelihood_weighted_denoiser(tmp_path):
+    """Evaluation reaches the model through LoadedRun.denoiser(): for the forward parametrization it must
+    stay likelihood-weighted (else every reverse step would recompute q_t and divide by it)."""
+    from gdds.engine.build import load_run
+    from helpers import micro_run
+
+    loaded = load_run(micro_run(tmp_path, "process.kernel=uniform", "train.max_steps=1"), device="cpu")
+    denoiser = loaded.denoiser()
+    assert loaded.method.parametrization == "forward" and isinstance(denoiser, LikelihoodWeighted)
+    xt = torch.randint(0, loaded.run.process.m, (2, 5))
+    t = torch.tensor([0.3, 0.8])
+    expected = torch.log_softmax(loaded.run.model(xt, t.float()).double(), -1) + forward_likelihood(
+        loaded.run.process, xt, t).log()
+    torch.testing.assert_close(denoiser(xt, t), expected, rtol=0, atol=1e-5)

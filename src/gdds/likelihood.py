@@ -24,6 +24,8 @@ prior term, estimated by Monte-Carlo over ``t``; the ``T``-step bound converges 
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,7 @@ from torch import Tensor
 from .categorical import one_hot_columns
 from .devices import check_generator
 from .kernels.mask import Mask
-from .posterior import CHUNK_FLOATS, reverse_step_probs, true_posterior
+from .posterior import CHUNK_FLOATS, posterior_and_steps, true_posterior
 from .process import ForwardProcess
 from .sampling import Denoiser, clean_logits, reference_prior, time_grid
 
@@ -52,20 +54,14 @@ def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
     return terms.sum(-1).clamp_min(0.0)
 
 
-def _posterior_and_step(
-    process: ForwardProcess, law: tuple[Tensor, bool], x0: Tensor, xt: Tensor, s: float, t: float, op: dict
-) -> tuple[Tensor, Tensor]:
-    """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and the model's step
-    ``p_theta(x_s | x_t)`` (operators ``op``) for the denoiser's ``law`` (:func:`_law`); one pass over
-    the operators when ``op`` is the default (the true posterior is the step of the denoiser
-    ``mu = e_{x0}``, which is also the weights ``e_{x0}``)."""
-    mu, weighted = law
+def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]], x0: Tensor, xt: Tensor, s: float,
+                         t: float, op: dict) -> tuple[Tensor, list[Tensor]]:
+    """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and each model's step
+    ``p_theta(x_s | x_t)`` (operators ``op``) for the denoisers' ``laws`` (:func:`_law`); one pass over the
+    operators, shared by all, when ``op`` is the default (:func:`gdds.posterior.posterior_and_steps`)."""
     if op:
-        return true_posterior(process, x0, xt, s, t), reverse_step_probs(process, mu, xt, s, t, weighted=weighted,
-                                                                          **op)
-    both = reverse_step_probs(process, torch.cat([mu, one_hot_columns(x0, process.m).T]), torch.cat([xt, xt]), s, t,
-                              weighted=weighted)
-    return both[mu.shape[0]:], both[:mu.shape[0]]
+        return true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, **op)[1]
+    return posterior_and_steps(process, laws, x0, xt, s, t)
 
 
 def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
@@ -75,11 +71,31 @@ def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
 
 def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None,
              keep: Tensor | None = None) -> Tensor:
-    """``KL(q_1(.|x0) || p_1)`` summed over positions (where ``keep``): ``[B]`` nats (exact)."""
+    """``KL(q_1(.|x0) || p_1)`` summed over positions (where ``keep``): ``[B]`` nats (exact). The term of
+    each clean token is computed once per process (for the default ``p_1``) and remembered: it needs
+    ``P_{0->1} e_y``, the longest operator of the bound."""
     x0, keep = _on_process(process, x0, keep)
-    p1 = reference_prior(process, reference).to(x0.device)
-    q1 = process.marginal(x0, 1.0).reshape(x0.numel(), -1)
-    return _scored(_kl_rows(q1, p1.expand_as(q1)).reshape(x0.shape), keep)
+    return _scored(_prior_terms(process, x0.unique(), reference)[x0], keep)
+
+
+_PRIOR_TERMS: weakref.WeakKeyDictionary[ForwardProcess, Tensor] = weakref.WeakKeyDictionary()
+
+
+def _prior_terms(process: ForwardProcess, tokens: Tensor, reference: Tensor | None) -> Tensor:
+    """``[m]`` float64 on the process's device: ``KL(q_1(.|y) || p_1)`` at least for every ``y`` of
+    ``tokens`` (the others NaN, or remembered from earlier calls when ``reference`` is the default)."""
+    p1 = reference_prior(process, reference).to(tokens.device)
+    known = _PRIOR_TERMS.get(process) if reference is None else None
+    if known is None:
+        known = torch.full((process.m,), math.nan, dtype=torch.float64, device=tokens.device)
+    known = known.to(tokens.device)
+    new = tokens[torch.isnan(known[tokens])]
+    if new.numel():
+        q1 = process.transition(one_hot_columns(new, process.m), 0.0, 1.0).T
+        known[new] = _kl_rows(q1, p1.expand_as(q1))
+    if reference is None:
+        _PRIOR_TERMS[process] = known
+    return known
 
 
 def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None,
@@ -112,7 +128,7 @@ def term_probs(pilot: Tensor, floor: float = 0.05) -> Tensor:
 @torch.no_grad()
 def nll_bound(
     process: ForwardProcess,
-    denoiser: Denoiser,
+    denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
     steps: int = 128,
     spacing: str = "t",
@@ -124,7 +140,10 @@ def nll_bound(
     **op: Any,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
-    ``[B]`` float64 nats. Valid for any kernel and any ``steps`` (module docstring).
+    ``[B]`` float64 nats. Valid for any kernel and any ``steps`` (module docstring). Given a list of
+    denoisers, ``[D, B]``: each is bounded on the same draws (term indices and ``x_t``), and what
+    their reverse steps share (the true posterior, ``r``, ``g``) is computed once, so pairing a model
+    with its no-training baseline costs less than two bounds.
 
     The one drawn term ``k`` is uniform on ``{2..T}`` and weighted by ``T - 1``, or, with
     ``term_probs`` (``[T - 1]`` positive, e.g. :func:`term_probs` of a pilot), drawn from that law
@@ -137,13 +156,25 @@ def nll_bound(
     positions that count: the others (padding) are held at their clean token in every ``x_t``
     (as fixed positions of the sampler) and add nothing, which bounds ``-log p`` of the kept
     tokens given the others."""
+    dens, single = _denoisers(denoiser)
     if all_terms:
-        return bound_terms(process, denoiser, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
+        out = bound_terms(process, dens, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
+        return out[0] if single else out
     if term_probs is not None and (term_probs.shape != (max(steps - 1, 0),) or not bool((term_probs > 0).all())):
         raise ValueError(f"term_probs must be [steps - 1] = [{steps - 1}] positive probabilities (a zero would "
                          "leave a term out and bias the bound)")
-    return _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(
-        process, denoiser, x, k, steps, spacing, reference, generator, op, term_probs))
+    out = _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(
+        process, dens, x, k, steps, spacing, reference, generator, op, term_probs))
+    return out[0] if single else out
+
+
+def _denoisers(denoiser: Denoiser | Sequence[Denoiser]) -> tuple[list[Denoiser], bool]:
+    """The denoisers to bound together, and whether a single one was given (not in a list)."""
+    if isinstance(denoiser, (list, tuple)):
+        if not denoiser:
+            raise ValueError("give at least one denoiser to bound")
+        return list(denoiser), False
+    return [denoiser], True
 
 
 def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None,
@@ -165,7 +196,7 @@ def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, generat
         raise ValueError(f"keep must have the shape of x0 {tuple(x0.shape)}, got {tuple(keep.shape)}")
     group = max(1, CHUNK_FLOATS // max(1, x0.shape[1] * process.m))
     return torch.cat([fn(x0[a:a + group], None if keep is None else keep[a:a + group])
-                      for a in range(0, x0.shape[0], group)])
+                      for a in range(0, x0.shape[0], group)], dim=1)
 
 
 def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
@@ -174,43 +205,45 @@ def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
     return xt if keep is None else torch.where(keep, xt, x)
 
 
-def _term(process: ForwardProcess, denoiser: Denoiser, x: Tensor, keep: Tensor | None, s: float, t: float,
+def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor | None, s: float, t: float,
           generator: torch.Generator | None, op: dict) -> Tensor:
-    """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t``: ``[b]``."""
+    """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t`` shared by
+    the denoisers ``dens``: ``[D, b]``."""
     xt = _noised(process, x, keep, t, generator)
-    q, p = _posterior_and_step(process, _law(denoiser, xt, t), x.reshape(-1), xt.reshape(-1), s, t, op)
-    return _scored(_kl_rows(q, p).reshape(x.shape), keep)
+    q, steps = _posterior_and_steps(process, [_law(d, xt, t) for d in dens], x.reshape(-1), xt.reshape(-1), s, t, op)
+    return torch.stack([_scored(_kl_rows(q, p).reshape(x.shape), keep) for p in steps])
 
 
-def _reconstruction(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep: Tensor | None, t1: float,
+def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, t1: float,
                     generator: torch.Generator | None, op: dict) -> Tensor:
-    """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}``: ``[B]``."""
+    """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}`` shared by the denoisers
+    ``dens``: ``[D, B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
-    mu, weighted = _law(denoiser, x1, t1)
-    p0 = reverse_step_probs(process, mu, x1.reshape(-1), 0.0, t1, weighted=weighted, **op)
-    return _scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
+    _, steps = posterior_and_steps(process, [_law(d, x1, t1) for d in dens], None, x1.reshape(-1), 0.0, t1, **op)
+    return torch.stack([_scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
+                        for p0 in steps])
 
 
-def _sampled_bound(process: ForwardProcess, denoiser: Denoiser, x0: Tensor, keep: Tensor | None, steps: int,
+def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, steps: int,
                    spacing: str, reference: Tensor | None, generator: torch.Generator | None, op: dict,
                    probs: Tensor | None = None) -> Tensor:
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
-    total = prior_kl(process, x0, reference, keep)
+    total = prior_kl(process, x0, reference, keep).expand(len(dens), -1).clone()
     if steps >= 2:  # one term per sequence, k ~ U{2..T} (or probs), weighted by 1 / P(k)
         ks = stratified_terms(x0.shape[0], steps, generator, x0.device, probs)
         q = None if probs is None else (probs / probs.sum()).double().tolist()
         for k in ks.unique().tolist():
             rows = ks == k
             weight = steps - 1 if q is None else 1.0 / q[k - 2]
-            total[rows] += weight * _term(process, denoiser, x0[rows], None if keep is None else keep[rows],
-                                          grid[k - 1], grid[k], generator, op)
-    return total + _reconstruction(process, denoiser, x0, keep, grid[1], generator, op)
+            total[:, rows] += weight * _term(process, dens, x0[rows], None if keep is None else keep[rows],
+                                             grid[k - 1], grid[k], generator, op)
+    return total + _reconstruction(process, dens, x0, keep, grid[1], generator, op)
 
 
 @torch.no_grad()
 def bound_terms(
     process: ForwardProcess,
-    denoiser: Denoiser,
+    denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
     steps: int = 128,
     spacing: str = "t",
@@ -222,18 +255,21 @@ def bound_terms(
     """Every term of the ``steps``-step bound, per sequence: ``[B, steps + 1]`` float64 nats,
     column 0 the prior KL, column ``k`` the term of the step ending at ``t_k`` (``k = 1``: the
     reconstruction ``-log p_theta(x0 | x_{t_1})``), each with a fresh ``x_t``. Their sum is an
-    estimate of the bound with all terms; the columns show where a model pays."""
+    estimate of the bound with all terms; the columns show where a model pays. Given a list of
+    denoisers, ``[D, B, steps + 1]`` on shared draws (as :func:`nll_bound`)."""
+    dens, single = _denoisers(denoiser)
 
     def terms(x: Tensor, kept: Tensor | None) -> Tensor:
         grid = time_grid(process, steps, spacing)[::-1]
-        out = torch.zeros(x.shape[0], steps + 1, dtype=torch.float64, device=x.device)
-        out[:, 0] = prior_kl(process, x, reference, kept)
+        out = torch.zeros(len(dens), x.shape[0], steps + 1, dtype=torch.float64, device=x.device)
+        out[:, :, 0] = prior_kl(process, x, reference, kept)
         for k in range(2, steps + 1):
-            out[:, k] = _term(process, denoiser, x, kept, grid[k - 1], grid[k], generator, op)
-        out[:, 1] = _reconstruction(process, denoiser, x, kept, grid[1], generator, op)
+            out[:, :, k] = _term(process, dens, x, kept, grid[k - 1], grid[k], generator, op)
+        out[:, :, 1] = _reconstruction(process, dens, x, kept, grid[1], generator, op)
         return out
 
-    return _in_groups(process, x0, keep, generator, terms)
+    out = _in_groups(process, x0, keep, generator, terms)
+    return out[0] if single else out
 
 
 @torch.no_grad()

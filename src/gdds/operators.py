@@ -37,16 +37,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.special import gammaln, pdtrc
 from torch import Tensor
 
-from .kernels.base import Kernel, TeleportSplit, check_vectors, require_column_constant
+from .kernels.base import FLUSH, Kernel, TeleportSplit, check_vectors, require_column_constant
 from .schedules import Schedule, as_time
 
 DENSE_AUTO_LIMIT = 512
+DEFAULT_BLOCK: int | None = None  # columns per pass of the series' products (benchmarks/operators.py)
 DEFAULT_STEP, DEFAULT_SPLIT_STEP = 0.1, 0.5  # longest frozen piece in Lambda (module docstring)
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(32)
 _G8_NODES, _G8_WEIGHTS = np.polynomial.legendre.leggauss(8)
@@ -66,30 +68,61 @@ def poisson_series(delta: float, tol: float = 1e-12) -> tuple[Tensor, float]:
     return torch.exp(logp), float(tails[N])
 
 
-def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tensor, t: float) -> Tensor:
+@dataclass(frozen=True)
+class Products:
+    """How the series multiplies by the kernel: in float32 (``mixed``, for kernels with
+    :attr:`~gdds.kernels.Kernel.float32_apply`; the sums stay float64) and ``block`` columns at a time
+    (``None``: all at once). Neither changes the arithmetic of a column; both are measured in
+    ``benchmarks/operators.py``, the float64 path kept as the reference."""
+
+    mixed: bool = False
+    block: int | None = None
+
+
+def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tensor, t: float,
+               how: Products = Products()) -> Tensor:
     """``sum_n weights[n] F^n v``; ``weights`` is ``[N+1]`` or per column ``[N+1, n]``."""
     weights = weights.to(v.device)
-    out = weights[0] * v
-    cur = v
+    if how.block is not None and v.shape[1] > how.block:
+        return torch.cat([_power_sum(step, v[:, a:a + how.block], weights if weights.dim() == 1 else
+                                     weights[:, a:a + how.block], t, Products(how.mixed)) for a in
+                          range(0, v.shape[1], how.block)], dim=1)
+    if not how.mixed:
+        out, cur = weights[0] * v, v
+        for w in weights[1:]:
+            cur = step(cur, t)
+            out = out + w * cur
+        return out
+    # float32 products of each column scaled to a largest entry of 1 (exact: the series is linear), so that
+    # no entry overflows (mu / r can reach 1e160); entries below FLUSH of the column's largest are dropped
+    # (subnormal float32 arithmetic is about 100 times slower)
+    scale = v.abs().amax(0, keepdim=True).clamp_min(1e-300)
+    cur, total = _flushed((v / scale).float()), torch.zeros_like(v)
     for w in weights[1:]:
-        cur = step(cur, t)
-        out = out + w * cur
-    return out
+        cur = _flushed(step(cur, t))
+        total = total + w * cur.double()
+    return weights[0] * v + scale * total
 
 
-def _series(kernel: Kernel, v: Tensor, delta: float, t: float, transpose: bool, tol: float) -> tuple[Tensor, float]:
+def _flushed(v: Tensor) -> Tensor:
+    return v.masked_fill_(v.abs() < FLUSH, 0.0)
+
+
+def _series(kernel: Kernel, v: Tensor, delta: float, t: float, transpose: bool, tol: float,
+            how: Products) -> tuple[Tensor, float]:
     weights, tail = poisson_series(delta, tol)
-    return _power_sum(kernel.apply_T if transpose else kernel.apply, v, weights, t), tail
+    return _power_sum(kernel.apply_T if transpose else kernel.apply, v, weights, t, how), tail
 
 
 def _frozen_series(
-    kernel: Kernel, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float
+    kernel: Kernel, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float,
+    how: Products,
 ) -> tuple[Tensor, float]:
     """Series over ``count`` equal frozen pieces (one piece for a time-homogeneous kernel)."""
     pieces = _segments(schedule, ls, lt, count) if kernel.time_dependent else [(lt - ls, 0.0)]
     bound = 0.0
     for delta, tau in reversed(pieces) if transpose else pieces:
-        v, tail = _series(kernel, v, delta, tau, transpose, tol)
+        v, tail = _series(kernel, v, delta, tau, transpose, tol, how)
         bound += tail
     return v, bound
 
@@ -133,7 +166,8 @@ def _piece_weights(split: TeleportSplit, schedule: Schedule, a: float, b: float,
 
 
 def _split_series(
-    split: TeleportSplit, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float
+    split: TeleportSplit, schedule: Schedule, v: Tensor, ls: float, lt: float, count: int, transpose: bool, tol: float,
+    how: Products,
 ) -> tuple[Tensor, float]:
     """``P v`` for ``F_t = (1 - w) K_t + w pi_t 1^T`` over ``count`` pieces with ``K`` frozen.
 
@@ -155,13 +189,13 @@ def _split_series(
         n = rest.shape[1] + 1
         weights = torch.cat([poisson[:, None].expand(-1, n), W[:, None]], 1)
         cur = torch.cat([rest, c, split.column(tau).to(v)[:, None]], 1)
-        out = _power_sum(split.inner.apply, cur, weights, tau)
+        out = _power_sum(split.inner.apply, cur, weights, tau, how)
         rest, c = keep * out[:, :-2], keep * out[:, -2:-1] + out[:, -1:]
     if not transpose:
         return rest + c @ v.sum(0, keepdim=True), bound
     out = v
     for (poisson, _, keep, _), tau, _ in reversed(pieces):
-        out = keep * _power_sum(split.inner.apply_T, out, poisson, tau)
+        out = keep * _power_sum(split.inner.apply_T, out, poisson, tau, how)
     return out + c.T @ v, bound
 
 
@@ -222,6 +256,8 @@ def transition(
     step: float | None = None,
     richardson: bool = True,
     return_bound: bool = False,
+    precision: str = "mixed",
+    block: int | None = DEFAULT_BLOCK,
 ) -> Tensor | tuple[Tensor, float]:
     """``P_{s->t} v`` (or ``P_{s->t}^T v``) for ``v`` of shape ``[m, n]``, ``0 <= s <= t <= 1``.
 
@@ -234,6 +270,13 @@ def transition(
     extrapolation pushes below zero (both values tiny, e.g. 1e-50 through a far kNN neighbour's
     weight) keeps the finer value, so probabilities stay probabilities (a log of ``r`` or a KL
     never meets a negative number).
+
+    ``precision``: ``"mixed"`` (the default) multiplies by the kernel in float32 where the kernel
+    allows it (:attr:`~gdds.kernels.Kernel.float32_apply`: the semantic kernel's kNN part) and sums
+    the series in float64; all entries are non-negative, so the result keeps about float32's relative
+    precision (``tests/test_operators_fast.py`` bounds its distance to the float64 path); ``"float64"``
+    is the reference. ``block``: columns multiplied at a time (``None``: all), so that the dense block
+    stays in cache while the sparse matrix streams (the same arithmetic per column).
     """
     s_, t_ = float(as_time(s, "s")), float(as_time(t, "t"))
     if s_ > t_:
@@ -251,22 +294,26 @@ def transition(
     elif method == "dense":
         out = _dense(kernel, schedule, v, ls, lt, transpose)
     elif method == "series":
+        if precision not in ("mixed", "float64"):
+            raise ValueError(f"precision must be 'mixed' or 'float64'; got {precision!r}")
         split = kernel.teleport_split()
         if split is None:
-            frozen, varying = _frozen_series, kernel.time_dependent
+            frozen, varying, products = _frozen_series, kernel.time_dependent, kernel.float32_apply
         else:
             frozen, varying, kernel = _split_series, split.inner.time_dependent, split
+            products = kernel.inner.float32_apply
+        how = Products(precision == "mixed" and products, block)
         if step is None:
             step = DEFAULT_STEP if split is None else DEFAULT_SPLIT_STEP
         count = max(1, math.ceil((lt - ls) / step - 1e-12)) if varying else 1
         if varying and richardson:
-            coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
-            fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, tol)
+            coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, tol, how)
+            fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, tol, how)
             out, bound = (4 * fine - coarse) / 3, (4 * b2 + b1) / 3
             if bool((v >= 0).all()):  # P v >= 0; the extrapolation can undershoot zero where both are tiny
                 out = torch.where(out >= 0, out, fine)
         else:
-            out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, tol)
+            out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, tol, how)
     else:
         raise ValueError(f"method must be 'auto', 'closed', 'dense' or 'series'; got {method!r}")
     return (out, bound) if return_bound else out

@@ -19,6 +19,7 @@ makes every step ``O(m)`` per position. Every function works on the process's de
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from .categorical import nucleus, one_hot_columns
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
+GUARD = 1e-5  # largest |sum_z p(z) - 1| of a step before its float32 products are redone in float64
 
 
 def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,17 +60,38 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     ``q_t(x_t | .) = r`` that the step computes anyway (``docs/math.md`` section 6). Then
     ``mu / r = rho / Z`` and the step is ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so
     origins with a vanishing ``q_t`` (1e-150 through a far neighbour) cannot blow the step up."""
+    _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, top_p, **op)
+    return step
+
+
+def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bool]], x0: Tensor | None, xt: Tensor,
+                        s: float, t: float, top_p: float = 1.0, **op: Any) -> tuple[Tensor | None, list[Tensor]]:
+    """The true posterior ``q(x_s | x_t, x0)`` (``None`` without ``x0 [n]``) and the reverse step of each
+    ``(mu, weighted)`` of ``laws`` (as :func:`reverse_step_probs`) at positions ``xt [n]``, sharing what
+    they have in common: ``r`` and ``g`` once per distinct ``x_t``, ``P_{0->s} e_{x0}`` once per distinct
+    ``x0`` (the likelihood bound scores several denoisers on the same draws this way)."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"a reverse step needs 0 <= s < t <= 1; got s={s}, t={t}")
-    mu, xt = mu.to(process.device), xt.to(process.device)
-    n, m = mu.shape
-    if xt.shape != (n,) or m != process.m:
-        raise ValueError(f"mu must be [n, m] = [{xt.numel()}, {process.m}] for xt [n]; got {tuple(mu.shape)}")
+    xt = xt.to(process.device)
+    n, m = xt.numel(), process.m
+    for mu, _ in laws:
+        if xt.shape != (n,) or tuple(mu.shape) != (n, m):
+            raise ValueError(f"mu must be [n, m] = [{n}, {m}] for xt [n]; got {tuple(mu.shape)}")
+    laws = [(mu.to(process.device), weighted) for mu, weighted in laws]
     if process.kernel.column_constant and op.get("method", "auto") in ("auto", "closed"):
-        if weighted:  # q_t(x_t | .) is known in closed form here: mu itself costs O(m)
-            mu = _closed_weighting(process, mu, xt, t)
-        return _column_constant_step(process, mu, xt, s, t, top_p)
+        steps = [_column_constant_step(process, _closed_weighting(process, mu, xt, t) if weighted else mu, xt, s, t,
+                                       top_p) for mu, weighted in laws]
+        return (None if x0 is None else _column_constant_step(process, one_hot_columns(x0.to(xt.device), m).T, xt, s,
+                                                              t)), steps
     where, r, g = _per_token(process, xt, s, t, **op)
+    steps = [_generic_step(process, mu, weighted, where, r, g, s, top_p, op) for mu, weighted in laws]
+    return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
+
+
+def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor, g: Tensor, s: float,
+                  top_p: float, op: dict) -> Tensor:
+    """The step ``g * P_{0->s}(mu / r)`` (or ``g * P_{0->s} rho / (rho . r)``) in chunks of positions."""
+    n, m = mu.shape
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
     chunk = max(1, CHUNK_FLOATS // m)
     for a in range(0, n, chunk):
@@ -89,9 +112,37 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
                 raise _unreachable()
             ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
-        out[idx] = (g[:, where[idx]] * w).T
-    # The step sums to 1 up to operator error; renormalise so that the sampler's draw and
-    # the bound's scoring use the same distribution even with loose operator settings.
+        step = g[:, where[idx]] * w
+        # sum_z g[z] w[z] = r . ratio = 1 exactly; float32 products that lost a column's mass (a ratio
+        # spanning more than float32's range) break the identity: those columns are redone in float64
+        lost = ((step.sum(0) - 1).abs() > GUARD).nonzero().reshape(-1)
+        if lost.numel() and s > 0 and op.get("precision", "mixed") == "mixed":
+            step[:, lost] = g[:, where[idx]][:, lost] * process.transition(ratio[:, lost], 0.0, s,
+                                                                          **{**op, "precision": "float64"})
+        out[idx] = step.T
+    return _normalised(out)
+
+
+def _generic_posterior(process: ForwardProcess, x0: Tensor, where: Tensor, r: Tensor, g: Tensor, s: float,
+                       op: dict) -> Tensor:
+    """``q(x_s = z | x_t, x0) = g[z] (P_{0->s} e_{x0})[z] / r[x0]``, one operator column per distinct ``x0``."""
+    origins, which = torch.unique(x0, return_inverse=True)
+    cols = one_hot_columns(origins, process.m)
+    forward = process.transition(cols, 0.0, s, **op) if s > 0 else cols
+    n = x0.numel()
+    out = torch.empty(n, process.m, dtype=torch.float64, device=x0.device)
+    chunk = max(1, CHUNK_FLOATS // process.m)
+    for a in range(0, n, chunk):
+        idx = slice(a, min(n, a + chunk))
+        out[idx] = (g[:, where[idx]] * forward[:, which[idx]]).T
+    if bool((out.sum(-1) <= 0).any()):
+        raise ValueError("x_t cannot be reached from x0: the true posterior is undefined")
+    return _normalised(out)
+
+
+def _normalised(out: Tensor) -> Tensor:
+    """Rows clamped at 0 and renormalised: a step sums to 1 up to operator error, and the sampler's draw
+    and the bound's scoring then use the same distribution even with loose operator settings."""
     out.clamp_min_(0.0)
     return out / out.sum(-1, keepdim=True)
 
@@ -154,26 +205,39 @@ def _moving_rows(mu: Tensor, xt: Tensor, p0t: tuple[float, Tensor], pst: tuple[f
 
 def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
     """``q(x_s = . | x_t, x0)`` for positions ``x0, xt [n]``; returns ``[n, m]`` float64."""
-    mu = one_hot_columns(x0.to(process.device), process.m).T
-    return reverse_step_probs(process, mu, xt, s, t, **op)
+    return posterior_and_steps(process, [], x0, xt, s, t, **op)[0]
 
 
 def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any) -> Tensor:
     """``q_t(x_t^i | y)`` for every clean token ``y``, per position: ``[B, L, m]`` float64 for
     ``xt [B, L]`` and times ``t [B]`` (the column ``r = P_{0->t}^T e_{x_t}`` of the reverse
     step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
-    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise."""
+    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise, in one sweep
+    from the latest time down to 0: the columns of a sequence join at its ``t`` and every column
+    goes through ``P_{t_(i+1)->t_(i)}^T`` between consecutive times (``P_{0->t}^T = P_{0->s}^T
+    P_{s->t}^T``), so the operators' set-up is paid once per batch, not once per sequence."""
     xt = xt.to(process.device)
     B, L = xt.shape
     out = torch.empty(B, L, process.m, dtype=torch.float64, device=xt.device)
-    rows = torch.arange(L, device=xt.device)
-    for b, tb in enumerate(t.double().cpu().tolist()):
-        if process.column_constant:
+    times = t.double().cpu().tolist()
+    if process.column_constant:
+        rows = torch.arange(L, device=xt.device)
+        for b, tb in enumerate(times):
             keep, c = process.closed_transition(0.0, tb)
             out[b] = c[xt[b]][:, None].expand(L, process.m)
             out[b, rows, xt[b]] += keep
-        else:
-            uniq, where = torch.unique(xt[b], return_inverse=True)
-            r = process.transition(one_hot_columns(uniq, process.m), 0.0, tb, transpose=True, **op)
-            out[b] = r.T[where]
+        return out
+    columns = torch.zeros(process.m, 0, dtype=torch.float64, device=xt.device)
+    parts, later = [], None
+    for b in sorted(range(B), key=lambda i: -times[i]):
+        if later is not None and times[b] < later:
+            columns = process.transition(columns, times[b], later, transpose=True, **op)
+        uniq, where = torch.unique(xt[b], return_inverse=True)
+        parts.append((b, columns.shape[1] + where))
+        columns = torch.cat([columns, one_hot_columns(uniq, process.m)], dim=1)
+        later = times[b]
+    if later > 0:
+        columns = process.transition(columns, 0.0, later, transpose=True, **op)
+    for b, index in parts:
+        out[b] = columns.T[index]
     return out

@@ -27,7 +27,7 @@ from ..models import DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import Denoiser
+from ..sampling import Denoiser, LikelihoodWeighted
 from ..schedules import SCHEDULES, Schedule
 from . import checkpoint as ck
 from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig, load_config
@@ -203,14 +203,21 @@ class LoadedRun:
     def denoiser(self) -> Denoiser:
         """The model as a denoiser ``(x_t, t) -> float32 logits`` on the run's device, under bf16
         autocast on a GPU (the sampler and the bound take the softmax in float64, and both use this
-        same function); :class:`gdds.objectives.NotGenerative` for a model that has none."""
+        same function); :class:`gdds.objectives.NotGenerative` for a model that has none. The
+        forward-likelihood parametrization stays a :class:`~gdds.sampling.LikelihoodWeighted` around
+        the network, so that the reverse step weights it by the ``q_t`` it computes anyway."""
         net = self.method.denoiser(self.run.model)
 
-        def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
-                return net(xt.to(self.device), t.to(self.device, torch.float32)).float()
+        def on_device(fn: Denoiser) -> Denoiser:
+            def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
+                    return fn(xt.to(self.device), t.to(self.device, torch.float32)).float()
 
-        return call
+            return call
+
+        if isinstance(net, LikelihoodWeighted):
+            return LikelihoodWeighted(net.process, on_device(net.network), **net.op)
+        return on_device(net)
 
 
 def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",

@@ -134,9 +134,9 @@ def _per_sequence(blocks: Blocks, rows: np.ndarray, batch: int, estimate: Estima
     out = []
     for a in range(0, len(rows), batch):
         out.append(estimate(blocks.batch(rows[a:a + batch]), blocks.mask(rows[a:a + batch])))
-        bar.update(len(out[-1]))
+        bar.update(out[-1].shape[-1])
     bar.close()
-    return torch.cat(out)
+    return torch.cat(out, dim=-1)
 
 
 def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
@@ -222,8 +222,8 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
                                 keep=blocks.mask(rows[:PILOT_SEQUENCES]),
                                 generator=estimator_generator(loaded, seed, "pilot"))
             op["term_probs"] = term_probs(pilot)
-        model_est = _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
-        base_est = _bound_estimates(loaded, baseline_denoiser, blocks, rows, steps, seed, batch, **op)
+        model_est, base_est = _bound_estimates(loaded, [loaded.denoiser(), baseline_denoiser], blocks, rows, steps,
+                                               seed, batch, **op)
         terms = ", all terms" if all_terms else ", importance-sampled term" if "term_probs" in op else ""
         model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps, rows)
         baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps,
@@ -242,13 +242,10 @@ def kl_profile(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, se
     pi = unigram_law(loaded.run.data.unigram_counts())
     process = loaded.run.process
 
-    def per_token(denoiser: Any) -> list[float]:
-        gen = estimator_generator(loaded, seed, "profile")
-        return (bound_terms(process, denoiser, x0, steps, generator=gen, keep=keep).sum(0) / tokens).tolist()
-
-    times = time_grid(process, steps)[::-1][1:]
-    return KLProfile(steps, times, per_token(loaded.denoiser()), per_token(bayes_unigram(process, pi)), len(rows),
-                     tokens)
+    gen = estimator_generator(loaded, seed, "profile")
+    model, baseline = (bound_terms(process, [loaded.denoiser(), bayes_unigram(process, pi)], x0, steps, generator=gen,
+                                   keep=keep).sum(1) / tokens).tolist()
+    return KLProfile(steps, time_grid(process, steps)[::-1][1:], model, baseline, len(rows), tokens)
 
 
 @torch.no_grad()

@@ -27,12 +27,13 @@ class Absorbing(Kernel):
         self.state = int(state)
         self.m = inner.m
         self.time_dependent = inner.time_dependent
+        self.float32_apply = inner.float32_apply
 
     def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         return torch.where(x == self.state, x, self.inner.jump(x, t, generator))
 
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
-        v = check_vectors(v, self.m)
+        v = check_vectors(v, self.m, self.float32_apply)
         kept = v[self.state].clone()
         rest = v.clone()
         rest[self.state] = 0.0
@@ -41,7 +42,7 @@ class Absorbing(Kernel):
         return out
 
     def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
-        v = check_vectors(v, self.m)
+        v = check_vectors(v, self.m, self.float32_apply)
         out = self.inner.apply_T(v, t)
         out[self.state] = v[self.state]
         return out

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..categorical import one_hot_columns
 
 DENSE_LIMIT = 4096  # largest vocabulary for which a dense m x m matrix may be built
+FLUSH = 1e-30  # float32 products drop smaller entries: subnormal arithmetic is 100x slower (operators.Products)
 
 
 def check_column_stochastic(F: Tensor, tol: float = 1e-6, what: str = "kernel") -> None:
@@ -58,11 +59,12 @@ def require_column_constant(kernel: Kernel, needs: str, instead: str) -> None:
                          f"form); got {kernel!r}: {instead}")
 
 
-def check_vectors(v: Tensor, m: int) -> Tensor:
-    """Validate a batch of vectors ``[m, n]`` and return it as float64."""
+def check_vectors(v: Tensor, m: int, float32: bool = False) -> Tensor:
+    """Validate a batch of vectors ``[m, n]`` and return it as float64 (float32 vectors stay float32 when
+    ``float32``: a kernel with :attr:`Kernel.float32_apply`)."""
     if v.dim() != 2 or v.shape[0] != m:
         raise ValueError(f"vectors must have shape [m, n] with m = {m}; got {tuple(v.shape)}")
-    return v.to(torch.float64)
+    return v if float32 and v.dtype == torch.float32 else v.to(torch.float64)
 
 
 def exclusion_mask(m: int, exclude: Sequence[int] | Tensor | None) -> Tensor | None:
@@ -115,6 +117,7 @@ class Kernel:
     time_dependent: bool = False
     column_constant: bool = False
     absorbing: bool = False  # every jump lands on one token that never leaves (the mask)
+    float32_apply: bool = False  # apply / apply_T answer float32 vectors in float32 (mixed-precision operators)
 
     def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """One jump from each token of ``x`` (``[n]`` long) at times ``t`` (``[n]`` float64).
@@ -233,13 +236,20 @@ class SparseColumns:
         counts = torch.bincount(rows, minlength=self.m)
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
-    def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
-        """``F`` (or ``F^T``) as a float64 CSR tensor for edge values ``values``."""
-        values = values.to(torch.float64)
+    def matrix(self, values: Tensor, transpose: bool = False, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``F`` (or ``F^T``) as a CSR tensor of ``dtype`` for edge values ``values``."""
+        values = values.to(dtype)
         ptr, cols, order = (self.src_ptr, self.dst, self.by_src) if transpose else (self.dst_ptr, self.src, self.by_dst)
         with warnings.catch_warnings():  # "sparse CSR support is in beta" is noise here
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(ptr, cols[order], values[order], (self.m, self.m), check_invariants=False)
+
+    def refill(self, matrix: Tensor, values: Tensor, transpose: bool = False) -> Tensor:
+        """``matrix`` (made by :meth:`matrix` with the same ``transpose``) with its entries replaced, in
+        place, by new edge values: no new structure, one gather."""
+        torch.index_select(values.to(matrix.dtype), 0, self.by_src if transpose else self.by_dst,
+                           out=matrix.values())
+        return matrix
 
     def incoming(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The edges that land on each token of ``x [n]``: ``(pos [E], edge [E])``, the

@@ -38,7 +38,7 @@ from torch import Tensor
 from ..categorical import inverse_cdf
 from ..schedules import LogLinear, Schedule
 from .absorbing import Absorbing
-from .base import Arrivals, Kernel, SparseColumns, check_vectors
+from .base import FLUSH, Arrivals, Kernel, SparseColumns, check_vectors
 from .knn import cached_knn_graph, knn_graph
 from .mask import Mask
 from .mixture import Mixture
@@ -49,6 +49,8 @@ TELEPORTS = ("sigmoid", "schedule")  # the teleport weight's curve (module docst
 
 DEFAULT_K = 64  # neighbours per token (the paper's)
 DEFAULT_BANDWIDTH_K = 7  # the Gaussian bandwidth is the distance to this neighbour
+DENSE_PRODUCTS = 1024  # up to this vocabulary the frozen kNN matrix is multiplied as a dense one
+VALUES_BYTES = 2**28  # memory for the edge values of recent frozen times (TemperedKNN._edge_values)
 
 class TemperedKNN(Kernel):
     """Jumps along a fixed kNN graph with log-affinities ``log_affinity [m, k]``,
@@ -67,8 +69,10 @@ class TemperedKNN(Kernel):
         self.schedule = schedule
         self.b = float(b)
         self.time_dependent = self.b != 0.0
+        self.float32_apply = self.m > DENSE_PRODUCTS  # (float32 pays for sparse products only: operators.py)
         self._edges: SparseColumns | None = None  # built on first apply / apply_T
-        self._cache: dict[bool, tuple[float, Tensor]] = {}  # direction -> (frozen time, CSR matrix)
+        self._cache: dict[tuple[bool, torch.dtype], tuple[float, Tensor]] = {}  # -> (frozen time, CSR matrix)
+        self._values: dict[tuple[float, torch.dtype], Tensor] = {}  # recent edge values, oldest first
         self._dense: tuple[float, Tensor] | None = None  # (frozen time, dense matrix): ODE solvers ask often
 
     def exponent(self, t: Tensor) -> Tensor:
@@ -130,22 +134,49 @@ class TemperedKNN(Kernel):
             self._dense = (key, F)
         return self._dense[1].clone()
 
-    def _matrix(self, t: float, transpose: bool) -> Tensor:
-        """The frozen ``F_t`` (or ``F_t^T``) as CSR; the last one of each direction is kept."""
+    def _matrix(self, t: float, transpose: bool, dtype: torch.dtype) -> Tensor:
+        """The frozen ``F_t`` (or ``F_t^T``) in ``dtype``, as CSR (dense up to ``DENSE_PRODUCTS`` tokens);
+        one is kept per direction and dtype, its entries refilled in place for a new time."""
         key = float(t) if self.time_dependent else 0.0
-        cached = self._cache.get(transpose)
+        cached = self._cache.get((transpose, dtype))
         if cached is None or cached[0] != key:
-            cached = self._cache[transpose] = (key, self._graph().matrix(self.probs(key).reshape(-1), transpose))
+            values = self._edge_values(key, dtype)
+            if self.m <= DENSE_PRODUCTS:  # a dense product is faster than a sparse one at this size
+                F = self._graph().matrix(values, transpose, dtype).to_dense()
+            elif cached is None:
+                F = self._graph().matrix(values, transpose, dtype)
+            else:
+                F = self._graph().refill(cached[1], values, transpose)
+            cached = self._cache[(transpose, dtype)] = (key, F)
         return cached[1]
 
+    def _edge_values(self, key: float, dtype: torch.dtype) -> Tensor:
+        """``probs(key)`` flattened, in ``dtype`` (float32: computed in float32, entries below ``FLUSH``
+        set to 0, since subnormal arithmetic is 100x slower); the last few are remembered, so that the
+        two directions of a frozen piece share them."""
+        hit = self._values.pop((key, dtype), None)
+        if hit is None:
+            if dtype == torch.float64:
+                hit = self.probs(key).reshape(-1)
+            else:
+                a = self.exponent(torch.tensor(key, dtype=torch.float64)) if self.time_dependent else 1.0
+                hit = torch.softmax(self.log_affinity * float(a), dim=1).reshape(-1).to(dtype)
+                hit = hit.masked_fill_(hit < FLUSH, 0.0)
+        self._values[(key, dtype)] = hit
+        while len(self._values) > max(2, VALUES_BYTES // max(1, hit.numel() * hit.element_size())):
+            self._values.pop(next(iter(self._values)))
+        return hit
+
     def apply(self, v: Tensor, t: float = 0.0) -> Tensor:
-        return self._matrix(t, False) @ check_vectors(v, self.m).contiguous()
+        v = check_vectors(v, self.m, float32=True).contiguous()
+        return self._matrix(t, False, v.dtype) @ v
 
     def apply_T(self, v: Tensor, t: float = 0.0) -> Tensor:
-        return self._matrix(t, True) @ check_vectors(v, self.m).contiguous()
+        v = check_vectors(v, self.m, float32=True).contiguous()
+        return self._matrix(t, True, v.dtype) @ v
 
     def to(self, device: torch.device | str) -> TemperedKNN:
-        self._cache, self._dense = {}, None
+        self._cache, self._dense, self._values = {}, None, {}
         return super().to(device)
 
 

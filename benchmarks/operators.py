@@ -1,0 +1,207 @@
+"""Cost of the exact operators for the paper's kernel at real vocabularies (issue 23, part 2).
+
+What it measures, on 2 CPU cores, for the semantic kNN kernel (SIK) at the paper's settings (``k = 64``,
+``eps = 0.01``, local bandwidth, tempering ``b`` (0.2 unless ``--b``), sigmoid teleport) on random
+embeddings (``d = 64``) at ``m = 12,590`` (the WordPiece runs' compact vocabulary) and ``m = 50,257``
+(GPT-2), under ``LogLinear(1e-3)``, with a stand-in denoiser (fixed random logits), for a batch of
+``B`` sequences of ``L`` tokens (8 x 128; ``--quick``: fewer, see ``QUICK``):
+
+- ``step``: one exact sampler step from ``t = 1`` to ``s = 1 - 1/T`` (``T = 128``), every position.
+  *Reference*: the float64 path of a7bf748 (``reverse_step_probs(mu)``, ``mu`` the softmax of the
+  logits). *New*: the forward parametrization's step (``reverse_step_probs(weighted=True)``: the step
+  weights the network's law by the ``q_t`` it computes) with the default operators (float32 products of
+  the kNN part summed in float64, ``gdds.operators.Products``).
+- ``term``: the bound term ``KL(q(x_s | x_t, x0) || p(x_s | x_t))`` of that step for the model *and*
+  the Bayes-unigram baseline, as every evaluation computes them. *Reference*: a7bf748's algorithm in
+  float64 (each denoiser alone; the true posterior through one operator column per position; the
+  baseline's ``q_t`` by a separate operator pass). *New*: both denoisers on shared draws
+  (``gdds.posterior.posterior_and_steps``: ``r``, ``g`` and the true posterior once, one column per
+  distinct clean token).
+- ``accuracy``: the new path against the float64 path *of the same model* (weighted steps and
+  terms computed with ``precision="float64"``): the largest total-variation distance between steps
+  (``max_tv``, target 1e-6) and the largest change of a term per token (target 1e-4 nats).
+- ``training``: the exact forward likelihood's cost per training step (``forward_cross_entropy`` of
+  16 sequences x 128 tokens; ``--quick`` times fewer sequences and scales) beside the one-jump
+  surrogate's, at ``m = 89`` (the decisive comparison's characters), 12,590 and 50,257.
+- ``prior``: the exact prior term ``KL(q_1(. | x0) || p_1)`` of the batch, first call and repeated
+  (the per-token terms are remembered per process).
+
+The last line printed is one JSON object, ``{"results": [{"m", "speedup_term_t1", "speedup_step_t1",
+"max_tv"}, ...]}``; everything goes to ``DIR/operators.json`` (default ``results/bench``) with the
+machine, versions and settings. Run it alone (two CPU-heavy jobs on 2 cores distort each other)::
+
+    python benchmarks/operators.py [--out DIR] [--quick] [--b 0.2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import gdds
+from common import machine_info, versions, write_json
+from gdds.categorical import one_hot_columns
+from gdds.kernels import SemanticKNN
+from gdds.likelihood import prior_kl
+from gdds.objectives.parametrization import forward_cross_entropy, surrogate_cross_entropy
+from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step_probs
+from gdds.sampling import reference_prior
+
+SEED, T, LOGIT_SCALE = 0, 128, 2.0
+REFERENCE = {"precision": "float64"}
+
+
+@dataclass(frozen=True)
+class Size:
+    """A vocabulary and the batch measured there (training: ``train_B`` sequences, scaled to 16)."""
+
+    m: int
+    B: int
+    L: int
+    train_B: int
+
+
+FULL = (Size(12_590, 8, 128, 16), Size(50_257, 8, 128, 16))
+QUICK = (Size(12_590, 1, 64, 2), Size(50_257, 1, 16, 1))
+TRAIN_SMALL = Size(89, 0, 0, 16)
+
+
+def process_of(m: int, b: float, cache: Path) -> gdds.ForwardProcess:
+    """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``)."""
+    sched = gdds.LogLinear(1e-3)
+    emb = torch.randn(m, 64 if m > 1000 else 16, generator=torch.Generator().manual_seed(SEED))
+    kernel = SemanticKNN(emb, k=min(64, m - 2), b=b, schedule=sched, cache_dir=cache, progress=False)
+    return gdds.ForwardProcess(sched, kernel)
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def kl_rows(q: Tensor, p: Tensor) -> Tensor:
+    return torch.where(q > 0, q * (q.clamp_min(1e-300).log() - p.clamp_min(1e-300).log()), 0.0).sum(-1)
+
+
+def reference_term(process: gdds.ForwardProcess, mu: Tensor, pi: Tensor, x0: Tensor, xt: Tensor, s: float,
+                   t: float) -> tuple[Tensor, Tensor]:
+    """a7bf748's bound term in float64: the model's step and the true posterior from one operator pass over
+    ``[mu; e_{x0}]`` (a column per position), then the baseline alone, its ``q_t`` by a separate pass."""
+    onehot = one_hot_columns(x0, process.m).T
+    both = reverse_step_probs(process, torch.cat([mu, onehot]), torch.cat([xt, xt]), s, t, **REFERENCE)
+    q, p = both[mu.shape[0]:], both[:mu.shape[0]]
+    like = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), **REFERENCE)[0]
+    base = pi * like
+    both = reverse_step_probs(process, torch.cat([base / base.sum(-1, keepdim=True), onehot]), torch.cat([xt, xt]),
+                              s, t, **REFERENCE)
+    return kl_rows(q, p), kl_rows(both[mu.shape[0]:], both[:mu.shape[0]])
+
+
+def new_term(process: gdds.ForwardProcess, rho: Tensor, pi: Tensor, x0: Tensor, xt: Tensor, s: float, t: float,
+             **op: Any) -> tuple[tuple[Tensor, Tensor], list[Tensor]]:
+    """Model and baseline (likelihood-weighted) on shared draws: ``(KLs, steps)``."""
+    q, steps = posterior_and_steps(process, [(rho, True), (pi.expand_as(rho), True)], x0, xt, s, t, **op)
+    return (kl_rows(q, steps[0]), kl_rows(q, steps[1])), steps
+
+
+def tv(a: Tensor, b: Tensor) -> float:
+    return float(0.5 * (a - b).abs().sum(-1).max())
+
+
+def measure_size(size: Size, b: float, cache: Path) -> dict[str, Any]:
+    """Step, term, accuracy and prior rows at one vocabulary."""
+    process, build = timed(lambda: process_of(size.m, b, cache))
+    g = torch.Generator().manual_seed(SEED + 1)
+    n = size.B * size.L
+    x0 = torch.randint(0, size.m, (size.B, size.L), generator=g)
+    s, t = 1 - 1 / T, 1.0
+    xt = process.noise(x0, t, generator=g).reshape(-1)
+    logits = LOGIT_SCALE * torch.randn(n, size.m, generator=g, dtype=torch.float64)
+    rho = torch.softmax(logits, -1)
+    pi = torch.softmax(torch.randn(size.m, generator=g, dtype=torch.float64), 0)
+    x0 = x0.reshape(-1)
+    _, ref_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, **REFERENCE))
+    new_step, new_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True))
+    exact_step = reverse_step_probs(process, rho, xt, s, t, weighted=True, **REFERENCE)
+    ref_terms, ref_term_s = timed(lambda: reference_term(process, rho, pi, x0, xt, s, t))
+    (new_terms, new_steps), new_term_s = timed(lambda: new_term(process, rho, pi, x0, xt, s, t))
+    exact_terms, exact_steps = new_term(process, rho, pi, x0, xt, s, t, **REFERENCE)
+    max_tv = max([tv(new_step, exact_step)] + [tv(a, b) for a, b in zip(new_steps, exact_steps)])
+    term_change = max(float((a - b).abs().sum()) / n for a, b in zip(new_terms, exact_terms))
+    batch = x0.reshape(size.B, size.L)
+    reference_prior_kl = timed(lambda: _marginal_prior(process, batch))[1]
+    first = timed(lambda: prior_kl(process, batch))[1]
+    again = timed(lambda: prior_kl(process, batch))[1]
+    return {
+        "m": size.m, "B": size.B, "L": size.L, "b": b, "graph_build_s": build, "s": s, "t": t,
+        "step": {"reference_s": ref_step_s, "new_s": new_step_s, "speedup": ref_step_s / new_step_s},
+        "term": {"reference_s": ref_term_s, "new_s": new_term_s, "speedup": ref_term_s / new_term_s,
+                 "reference_nats_per_token": [float(k.sum()) / n for k in ref_terms],
+                 "new_nats_per_token": [float(k.sum()) / n for k in new_terms]},
+        "accuracy": {"max_tv": max_tv, "max_term_change_nats_per_token": term_change,
+                     "against": "the same (likelihood-weighted) model with precision='float64'"},
+        "prior": {"reference_s": reference_prior_kl, "first_s": first, "repeated_s": again},
+    }
+
+
+def _marginal_prior(process: gdds.ForwardProcess, x0: Tensor) -> Tensor:
+    """a7bf748's prior term: the marginal ``q_1(. | x0)`` of every sequence, in float64."""
+    p1 = reference_prior(process)
+    q1 = process.marginal(x0, 1.0, **REFERENCE)
+    return kl_rows(q1, p1.expand_as(q1)).sum(-1)
+
+
+def measure_training(size: Size, b: float, cache: Path) -> dict[str, Any]:
+    """Seconds per training step (16 sequences of 128 tokens) of the exact and the surrogate forward CE."""
+    process = process_of(size.m, b, cache)
+    g = torch.Generator().manual_seed(SEED + 2)
+    x0 = torch.randint(0, size.m, (size.train_B, 128), generator=g)
+    times = (torch.arange(size.train_B, dtype=torch.float64) + torch.rand(1, generator=g, dtype=torch.float64)) \
+        / size.train_B
+    xt = process.noise(x0, times, generator=g)
+    logits = LOGIT_SCALE * torch.randn(size.train_B, 128, size.m, generator=g)
+    scale = 16 / size.train_B
+    exact = timed(lambda: forward_cross_entropy(process, logits, xt, times, x0))[1] * scale
+    surrogate = timed(lambda: surrogate_cross_entropy(process, logits, xt, times, x0))[1] * scale
+    return {"m": size.m, "b": b, "sequences_timed": size.train_B, "exact_s_per_step": exact,
+            "surrogate_s_per_step": surrogate, "step": "16 sequences x 128 tokens, stratified t"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--b", type=float, default=0.2, help="tempering exponent of the kNN part")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    rows, training = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        for size in sizes:
+            print(f"[m={size.m}] step, term, accuracy, prior ...", flush=True)
+            rows.append(measure_size(size, args.b, cache))
+            print(json.dumps({k: rows[-1][k] for k in ("step", "term", "accuracy", "prior")}), flush=True)
+        for size in (TRAIN_SMALL, *sizes):
+            print(f"[m={size.m}] training ...", flush=True)
+            training.append(measure_training(size, args.b, cache))
+            print(json.dumps(training[-1]), flush=True)
+    results = [{"m": r["m"], "speedup_term_t1": r["term"]["speedup"], "speedup_step_t1": r["step"]["speedup"],
+                "max_tv": r["accuracy"]["max_tv"]} for r in rows]
+    write_json({"benchmark": "operators", "mode": "quick" if args.quick else "full",
+                "machine": machine_info(cuda_used=False), "versions": versions(),
+                "settings": {"b": args.b, "T": T, "sizes": [asdict(s) for s in sizes], "seed": SEED,
+                             "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
+                "rows": rows, "training": training, "results": results}, args.out / "operators.json")
+    print(json.dumps({"results": results}))
+
+
+if __name__ == "__main__":
+    main()
