@@ -52,7 +52,8 @@ ENTRIES: dict[str, list[str]] = {
     "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
     # Structured kernels through the same snapshot training (issue 15): the paper's kernel with its
-    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid.
+    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid. b0 is
+    # the reference's shipped configuration (gdds's default b = 0.2 is its code's fallback; docs/library.md).
     "gdds-semantic-absorb": ["method=gdds", "process.kernel=semantic-absorb"],
     "gdds-semantic-b0": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.0}"],
     "gdds-semantic-b1": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 1.0}"],
