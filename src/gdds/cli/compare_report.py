@@ -123,8 +123,8 @@ def differences_markdown(result: Comparison) -> list[str]:
              "and draws (nats/token; negative: lower than the reference). Each seed's difference is shown with "
              "its standard error from the blocks alone. The mean is over the judged seeds "
              f"({', '.join(map(str, judged))}"
-             + (f"; seed {', '.join(map(str, left_out))} selected the structured variant and is not judged"
-                if left_out else "") +
+             + (f"; seed {', '.join(map(str, left_out))} is left out: the seed a variant is selected on would "
+                "favour it" if left_out else "") +
              ") of the per-block differences; its standard error combines the spread across blocks of the "
              "seed-averaged differences with the spread across seeds (which double-counts their interaction, so "
              "it is slightly conservative), with Welch-Satterthwaite degrees of freedom. How the verdict is "
