@@ -106,6 +106,8 @@ def test_seeded_difference_pairs_reports_on_the_same_blocks():
     d = seeded_difference("a", "b", [0, 1], [(report([5.0, 9.0]), report([4.0, 6.0])),
                                              (report([6.0, 7.0]), report([5.0, 8.0]))])
     assert d.per_block == [[1.0, 3.0], [1.0, -1.0]] and d.per_seed == pytest.approx([4 / 30, 0.0])
+    with pytest.raises(ValueError, match="one pair of figures per seed"):
+        seeded_difference("a", "b", [0, 1], [(report([5.0, 9.0]), report([4.0, 6.0]))])
     with pytest.raises(ValueError, match="same blocks"):
         seeded_difference("a", "b", [0, 1], [(report([1.0, 2.0]), report([1.0, 2.0])),
                                              (report([1.0, 2.0], blocks=(3, 6)), report([1.0, 2.0], blocks=(3, 6)))])

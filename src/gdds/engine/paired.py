@@ -174,6 +174,8 @@ def seeded_difference(method: str, reference: str, seeds: Sequence[int], pairs: 
     """The :class:`SeededDifference` of ``(method's figure, reference's figure)`` for each seed of
     ``seeds`` (``judged``: the seeds the verdict uses, default all). Every figure must hold the same
     blocks with the same token counts."""
+    if not pairs or len(pairs) != len(seeds):
+        raise ValueError(f"need one pair of figures per seed; got {len(pairs)} pairs for seeds {list(seeds)}")
     first = _values(pairs[0][1])
     rows = []
     for a, b in pairs:
