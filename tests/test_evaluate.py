@@ -11,6 +11,7 @@ from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import load_config
 from gdds.engine.evaluate import bound_report, eval_rows
 from gdds.engine.train import train
+from gdds.likelihood import summarize
 from helpers import MICRO_TRAIN
 
 MICRO = [*MICRO_TRAIN, "train.log_every=10", "process.kernel=mask"]
@@ -61,7 +62,17 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     report = json.loads((tmp_path / "eval.json").read_text())
     valid = report["valid"]
     assert valid["snapshot_ce"]["metric"] == "snapshot CE (not a likelihood)"
-    assert valid["bound"]["steps"] == 4 and valid["bound"]["standard_error"] > 0
+    # The figure and its standard error are the ratio of sums and the delta-method SE of the saved
+    # per-sequence bounds, and the same as the engine computes on the same blocks and draws.
+    bound = valid["bound"]
+    s = summarize(torch.tensor(bound["per_sequence"]["nats"], dtype=torch.float64),
+                  torch.tensor(bound["per_sequence"]["tokens"]))
+    assert bound["steps"] == 4 and bound["tokens"] == s.tokens and bound["sequences"] == 4
+    assert bound["nats_per_token"] == pytest.approx(s.nats_per_token, rel=1e-12)
+    assert bound["standard_error"] == pytest.approx(s.standard_error, rel=1e-12) and s.standard_error > 0
+    loaded = load_run(run)
+    again = bound_report(loaded, loaded.run.valid, sequences=4, steps=4)
+    assert (again.nats_per_token, again.standard_error) == (bound["nats_per_token"], bound["standard_error"])
     assert [r["steps"] for r in report["samples"]] == [2, 4]
     # Every bound stands beside the no-training baseline on the same blocks and draws.
     for section in (valid, report["zero_shot"]["kjv"]):
@@ -69,7 +80,15 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
         assert set(base) == set(bound) and (base["steps"], base["tokens"]) == (bound["steps"], bound["tokens"])
         assert "Bayes-unigram" in base["metric"] and "perplexity" in section["unigram"]  # the unigram NLL is exact
         assert diff["nats_per_token"] == pytest.approx(bound["nats_per_token"] - base["nats_per_token"], abs=1e-9)
-        assert diff["standard_error"] > 0 and diff["sequences"] == 4
+        # Paired: the SE of the per-sequence differences on the same blocks, not the two SEs combined.
+        model, baseline = bound["per_sequence"], base["per_sequence"]
+        assert model["blocks"] == baseline["blocks"] and model["tokens"] == baseline["tokens"]
+        assert diff["sequences"] == 4
+        paired = summarize(torch.tensor(model["nats"], dtype=torch.float64)
+                           - torch.tensor(baseline["nats"], dtype=torch.float64), torch.tensor(model["tokens"]))
+        assert diff["standard_error"] == pytest.approx(paired.standard_error, rel=1e-12)
+        assert diff["standard_error"] != pytest.approx(math.hypot(bound["standard_error"], base["standard_error"]),
+                                                       rel=1e-3)
     # The profile of the bound's terms over t: the prior term does not depend on the denoiser.
     profile = report["kl_profile"]
     assert profile["steps"] == 4 and len(profile["times"]) == 4 and len(profile["model"]) == 5

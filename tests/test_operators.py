@@ -7,7 +7,7 @@ import torch
 
 import gdds
 from gdds import kernels as K
-from gdds.operators import poisson_series, transition
+from gdds.operators import DEFAULT_SPLIT_STEP, poisson_series, transition
 from helpers import mixing_weight, random_stochastic, time_dependent_dense
 
 SCHED = gdds.LogLinear(1e-3)
@@ -126,17 +126,30 @@ def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
 
 def test_operators_keep_probabilities_non_negative():
     """A semantic-then-absorb kernel whose Gaussian weights reach 1e-50 (eps = 0.01, far kNN
-    neighbours): the Richardson-extrapolated series once gave entries of -1e-47 there, so the
-    log of ``r = P^T e_x`` was nan and a bound term infinite. Applied to non-negative vectors
-    the operators now return non-negative vectors, and stay as close to the ODE as before."""
+    neighbours): the Richardson extrapolation ``(4 fine - coarse) / 3`` of the series undershoots
+    zero there (-1e-47 at t = 0.6, checked here so the case is exercised), which made the log of
+    ``r = P^T e_x`` nan and a bound term infinite. Applied to non-negative vectors the operators
+    return, at those entries, the finer series' value: a positive probability within a factor 2 of
+    the exact (ODE) one, so every entry the exact operator gives as positive stays positive (zeroing
+    them would be non-negative too, and wrong); and they stay as close to the ODE as before."""
     m = 89
     emb = torch.randn(m, 4, generator=torch.Generator().manual_seed(0))
     kernel = K.SemanticKNN(emb, k=17, eps=0.01, b=0.2, schedule=SCHED, exclude=[m - 3, m - 2, m - 1],
                            teleport_to="mask", mask_id=m - 1, cache=False, progress=False)
     eye = torch.eye(m, dtype=torch.float64)
+    undershoots = 0
     for transpose, t in itertools.product((False, True), (0.3, 0.6, 0.9)):
         series = transition(kernel, SCHED, eye, 0.0, t, transpose=transpose)
-        assert float(series.min()) >= 0.0
+        dense = transition(kernel, SCHED, eye, 0.0, t, transpose=transpose, method="dense")
+        coarse, fine = (transition(kernel, SCHED, eye, 0.0, t, transpose=transpose, richardson=False, step=step)
+                        for step in (DEFAULT_SPLIT_STEP, DEFAULT_SPLIT_STEP / 2))
+        below = (4 * fine - coarse) / 3 < 0
+        undershoots += int(below.sum())
+        assert float(series.min()) >= 0.0 and torch.equal(series > 0, dense > 0)
+        assert torch.equal(series[below], fine[below]) and bool((series[below] > 0).all())
+        ratio = series[below] / dense[below]
+        assert bool(((ratio > 0.5) & (ratio < 2)).all()), ratio
+    assert undershoots > 0
     exact = transition(kernel, SCHED, eye[:, :4], 0.0, 0.6, method="dense")
     assert (transition(kernel, SCHED, eye[:, :4], 0.0, 0.6) - exact).abs().sum(0).max() < 1e-6
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.compare import Comparison
-from ..engine.paired import SIGNIFICANCE
+from ..engine.paired import ALPHA, LEVEL, MIN_SEEDS
 from ..engine.reports import EvalReport
 from ..files import write_text_atomically
 from .render import new_figure, save_png
@@ -71,6 +71,15 @@ def _paper_cells(report: EvalReport) -> list[str]:
     return [f"{pm.nats_per_token:.3f}", f"{bound.nats_per_token - pm.nats_per_token:+.3f}"]
 
 
+def _absent_paper_metric(result: Comparison) -> str:
+    """Why runs have no paper metric (— in its column), one sentence per reason."""
+    why: dict[str, list[str]] = {}
+    for name, row in result.rows.items():
+        if row.report.paper_metric_absent is not None:
+            why.setdefault(row.report.paper_metric_absent, []).append(name)
+    return " ".join(f"No paper metric for {', '.join(names)}: {reason}." for reason, names in why.items())
+
+
 def runs_markdown(result: Comparison) -> list[str]:
     """One row per run: bound (exact NLL for ar), baseline, paper metric, snapshot CE, samples, zero-shot."""
     zero = sorted({z for r in result.rows.values() for z in r.report.zero_shot})
@@ -97,20 +106,57 @@ def runs_markdown(result: Comparison) -> list[str]:
     return lines
 
 
+def p_text(p: float) -> str:
+    """A p-value for a table (``< 0.001`` below that)."""
+    return "< 0.001" if p < 1e-3 else f"{p:.3f}"
+
+
 def differences_markdown(result: Comparison) -> list[str]:
-    """Each entry's bound minus the reference's, paired on the same blocks, per seed and on average."""
-    head = ["method", *[f"seed {k}" for k in result.seeds], "mean", "standard error (Monte-Carlo / seeds)",
+    """Each entry's bound minus the reference's, paired on the same blocks, per seed and over the
+    judged seeds (:mod:`gdds.engine.paired`), and how the verdict is decided, in words."""
+    judged, level = result.judged, f"{LEVEL:.0%}"
+    left_out = [k for k in result.seeds if k not in judged]
+    head = ["method", *[f"seed {k}" + ("" if k in judged else " (not judged)") for k in result.seeds],
+            "mean over judged seeds", "SE: blocks / seeds / combined", "df", "p (two-sided)", f"{level} interval",
             "verdict"]
     lines = [f"Bound minus `{result.reference}`'s bound, paired on the same {result.settings.sequences} blocks "
-             f"(nats/token; negative: better than the reference; significant: |mean| > {SIGNIFICANCE:g} standard "
-             "errors, the larger of the two, and every seed on the same side):", "",
+             "and draws (nats/token; negative: lower than the reference). Each seed's difference is shown with "
+             "its standard error from the blocks alone. The mean is over the judged seeds "
+             f"({', '.join(map(str, judged))}"
+             + (f"; seed {', '.join(map(str, left_out))} is left out: the seed a variant is selected on would "
+                "favour it" if left_out else "") +
+             ") of the per-block differences; its standard error combines the spread across blocks of the "
+             "seed-averaged differences with the spread across seeds (which double-counts their interaction, so "
+             "it is slightly conservative), with Welch-Satterthwaite degrees of freedom. How the verdict is "
+             f"decided: \"lower\" or \"higher\" only with at least {MIN_SEEDS} judged training seeds and a "
+             f"two-sided Student-t p-value below {ALPHA:g}; otherwise \"not significant\", with the reason (with "
+             "one seed the training noise, which moves a difference between seeds, is unknown whatever the "
+             "evaluation's own error).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, d in result.differences.items():
-        spread = "—" if d.se_seeds is None else f"{d.se_seeds:.3f}"
         by_seed = {k: f"{v:+.3f} ± {se:.3f}" for k, v, se in zip(d.seeds, d.per_seed, d.per_seed_se)}
-        lines.append("| " + " | ".join([name, *[by_seed.get(k, "—") for k in result.seeds], f"{d.mean:+.3f}",
-                                        f"{d.se_monte_carlo:.3f} / {spread}", d.verdict]) + " |")
+        test = d.test
+        stats = ["—"] * 5 if test is None else [
+            f"{test.mean:+.3f}",
+            f"{test.se_blocks:.3f} / {'—' if test.se_seeds is None else f'{test.se_seeds:.3f}'} / "
+            f"{test.standard_error:.3f}", f"{test.df:.1f}", p_text(test.p_value),
+            f"[{test.interval[0]:+.3f}, {test.interval[1]:+.3f}]"]
+        lines.append("| " + " | ".join([name, *[by_seed.get(k, "—") for k in result.seeds], *stats,
+                                        f"{d.verdict} ({d.reason})"]) + " |")
     return lines
+
+
+def evaluations_line(result: Comparison) -> str:
+    """Which evaluations were computed now, reused, or computed again because the saved one was
+    made by other code (:func:`gdds.engine.compare._evaluated`)."""
+    how = {kind: [n for n, r in result.rows.items() if r.evaluation == kind]
+           for kind in ("computed", "reused", "recomputed")}
+    parts = [f"{len(how['computed'])} computed in this call", f"{len(how['reused'])} reused (same settings, same "
+             "code)"]
+    if how["recomputed"]:
+        parts.append(f"{len(how['recomputed'])} computed again because the saved evaluation was made by other "
+                     f"code ({', '.join(how['recomputed'])})")
+    return "Evaluations: " + "; ".join(parts) + "."
 
 
 def entropy_markdown(result: Comparison) -> list[str]:
@@ -154,11 +200,16 @@ def compare_markdown(result: Comparison) -> str:
              f"run{judge}. "
              "Bounds are upper bounds on the NLL of the sampled chain (± Monte-Carlo standard error); the "
              "continuous-time bound (column-constant kernels) bounds the NLL of the reverse CTMC that chain tends to "
-             "as T grows; the autoregressive row is an exact NLL. The no-training baseline is the bound of the "
+             "as T grows; the autoregressive row is an exact NLL. An exact NLL below upper bounds shows only that "
+             "the autoregressive model's NLL is below those bounds: a diffusion model's true NLL is at most its "
+             "bound and may be lower, so it does not show that the autoregressive model has the better likelihood. "
+             "The no-training baseline is the bound of the "
              "Bayes-unigram denoiser under each method's own process on the same blocks and draws (the unigram "
              "model's exact NLL for ar); the paired difference is model minus baseline with its standard error. The "
-             "paper metric is the reference implementation's validation figure (true jump mask carried into the "
-             "output): not a likelihood."]
+             "paper metric is the reference implementation's validation figure for the run's algorithm, at "
+             "t ~ U(1e-3, 1) as it draws it: for GDDS runs the cross-entropy with the true jump mask carried into "
+             "the output, for mdlm MDLM's ELBO-weighted masked cross-entropy; not a likelihood. "
+             + _absent_paper_metric(result), evaluations_line(result)]
     if result.differences:
         lines += ["", *differences_markdown(result)]
     if result.provenance:

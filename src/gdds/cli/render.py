@@ -65,6 +65,8 @@ def eval_markdown(report: EvalReport) -> str:
         pm = report.paper_metric
         lines.append(f"| valid {pm.metric} | {pm.nats_per_token:.4f} nats/token (perplexity {pm.perplexity:.2f}; "
                      f"{pm.denoising_nats_per_token:.4f} per jumped position) |")
+    elif report.paper_metric_absent is not None:
+        lines.append(f"| valid paper metric | not computed: {report.paper_metric_absent} |")
     if report.snapshot_ce is not None:
         lines.append(f"| valid {report.snapshot_ce.metric} | {report.snapshot_ce.nats_per_token:.4f} nats/token |")
         if report.continuous_bound is not None:

@@ -114,6 +114,9 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
                         "OUT/<method> for the preset's seed, OUT/<method>-seed<k> for the others")
     p.add_argument("--seeded", nargs="+", default=None, metavar="METHOD",
                    help="only these methods get every seed of --seeds (the others the first one)")
+    p.add_argument("--judged-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="the seeds the verdicts use (default every seed of --seeds): leave out the seed a "
+                        "variant was selected on, so it is judged on fresh seeds")
     p.add_argument("--reference", default=None, metavar="METHOD",
                    help="pair every method's bound with this one's on the same blocks (default gdds-mask when "
                         "compared)")
@@ -151,6 +154,7 @@ def run_compare(args: argparse.Namespace) -> int:
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
                          seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only,
+                         judged_seeds=args.judged_seeds,
                          provenance=provenance(args.command_line, cuda_used=args.device.startswith("cuda")))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))

@@ -11,7 +11,12 @@ perplexity under one judge, and zero-shot bounds. ``judge="ar"`` uses the compar
 autoregressive run as the judge.
 
 A run folder that already holds a finished run is evaluated, not retrained, and an
-interrupted one is resumed, so a long comparison can be continued.
+interrupted one is resumed, so a long comparison can be continued. A finished evaluation is reused
+only when it was made with the same settings by the same code (:func:`gdds.version.code_fingerprint`);
+one made by other code is computed again, and the report says which were.
+
+Verdicts (:mod:`gdds.engine.paired`) use the ``judged_seeds`` only (default every seed): the seed a
+structured variant was selected on is left out of its verdict, and so of every verdict.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_text_atomically
+from ..version import code_fingerprint
 from . import checkpoint as ck
 from .build import load_run
 from .config import Config, load_config, preset_names, read_yaml
@@ -46,7 +52,8 @@ ENTRIES: dict[str, list[str]] = {
     "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
     # Structured kernels through the same snapshot training (issue 15): the paper's kernel with its
-    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid.
+    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid. b0 is
+    # the reference's shipped configuration (gdds's default b = 0.2 is its code's fallback; docs/library.md).
     "gdds-semantic-absorb": ["method=gdds", "process.kernel=semantic-absorb"],
     "gdds-semantic-b0": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.0}"],
     "gdds-semantic-b1": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 1.0}"],
@@ -108,7 +115,8 @@ def run_name(name: str, seed: int, base_seed: int) -> str:
 @dataclass
 class ComparisonRow:
     """One run's evaluation (entry ``method`` trained with ``seed``), training time in this call,
-    logged training throughput and tokens."""
+    logged training throughput and tokens, and whether the evaluation was ``computed`` now,
+    ``reused`` or ``recomputed`` (a saved one was made by other code: :data:`EVALUATIONS`)."""
 
     method: str
     seed: int
@@ -116,17 +124,19 @@ class ComparisonRow:
     train_seconds_this_call: float
     train_tokens_per_s: float
     tokens: int
+    evaluation: str = "computed"
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "seed": self.seed, "report": self.report.to_dict(),
                 "train_seconds_this_call": self.train_seconds_this_call,
-                "train_tokens_per_s": self.train_tokens_per_s, "tokens": self.tokens}
+                "train_tokens_per_s": self.train_tokens_per_s, "tokens": self.tokens, "evaluation": self.evaluation}
 
 
 @dataclass
 class Comparison:
     """The result of :func:`compare` (``compare.json``): ``rows`` by run folder name, and each
-    entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.paired`)."""
+    entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.paired`),
+    judged on ``judged_seeds`` (``None``: every seed)."""
 
     base: str
     overrides: list[str]
@@ -136,6 +146,12 @@ class Comparison:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     reference: str | None = None
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # command, commit, date, machine
+    judged_seeds: list[int] | None = None
+
+    @property
+    def judged(self) -> list[int]:
+        """The seeds the verdicts use."""
+        return list(self.seeds if self.judged_seeds is None else self.judged_seeds)
 
     @property
     def target_entropy(self) -> float | None:
@@ -168,7 +184,8 @@ class Comparison:
 
     @property
     def differences(self) -> dict[str, SeededDifference]:
-        """Each entry's bound minus the reference's, on every seed both were trained with."""
+        """Each entry's bound minus the reference's, on every seed both were trained with; the
+        verdicts use the :attr:`judged` seeds only."""
         if self.reference is None:
             return {}
         ref = {r.seed: r for r in self.runs_of(self.reference)}
@@ -177,7 +194,7 @@ class Comparison:
             runs = [r for r in self.runs_of(name) if r.seed in ref] if name != self.reference else []
             if runs:
                 out[name] = seeded_difference(name, self.reference, [r.seed for r in runs], [
-                    (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs])
+                    (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs], self.judged)
         return out
 
     def runs_of(self, method: str) -> list[ComparisonRow]:
@@ -188,8 +205,9 @@ class Comparison:
         common = self.common_entropy
         return {"base": self.base, "overrides": self.overrides, "methods": self.entries,
                 "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
-                "judge": self.settings.judge, "seeds": self.seeds, "reference": self.reference,
-                "settings": self.settings.to_dict(), "provenance": self.provenance,
+                "judge": self.settings.judge, "seeds": self.seeds, "judged_seeds": self.judged,
+                "reference": self.reference, "settings": self.settings.to_dict(), "provenance": self.provenance,
+                "code_fingerprint": code_fingerprint(),
                 "differences": {n: d.to_dict() for n, d in self.differences.items()},
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
@@ -222,32 +240,46 @@ def _throughput(run_dir: Path) -> float:
     return float(statistics.median(rates)) if rates else float("nan")
 
 
+EVALUATIONS = ("computed", "reused", "recomputed")  # how a row's evaluation was obtained (ComparisonRow)
+
+
 def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[[str], None],
-               device: str = "auto") -> EvalReport:
-    """The evaluation report of ``run_dir``, reused from ``compare_eval.json`` when it was
-    made with the same settings on the same finished run, else computed and saved."""
+               device: str = "auto") -> tuple[EvalReport, str]:
+    """The evaluation report of ``run_dir`` and how it was obtained (:data:`EVALUATIONS`): reused
+    from ``compare_eval.json`` when it was made with the same settings on the same finished run by
+    the same code (:func:`gdds.version.code_fingerprint`), else computed and saved; an evaluation
+    made by other code is ``recomputed``."""
     cache = run_dir / "compare_eval.json"
-    key = {**settings.to_dict(), "continuous_samples": CONTINUOUS_SAMPLES, "step": steps}
+    code = code_fingerprint()
+    key = {**settings.to_dict(), "continuous_samples": CONTINUOUS_SAMPLES, "step": steps, "code": code}
+    how = "computed"
     if cache.exists():
         saved = json.loads(cache.read_text())
+        old = dict(saved.get("key", {}))
+        made_by = old.pop("code", None)
         if saved.get("key") == key:
-            log(f"{run_dir.name}: evaluation with these settings found, not repeated")
-            return EvalReport.from_dict(saved["report"])
+            log(f"{run_dir.name}: evaluation with these settings and this code found, not repeated")
+            return EvalReport.from_dict(saved["report"]), "reused"
+        if old == {k: v for k, v in key.items() if k != "code"}:
+            how = "recomputed"
+            log(f"{run_dir.name}: the saved evaluation was made by other code (fingerprint {made_by or 'unknown'}, "
+                f"now {code}): evaluating again")
     log(f"{run_dir.name}: evaluating")
     report = evaluate(load_run(run_dir, device=device), settings, log=log)
     write_text_atomically(cache, json.dumps({"key": key, "report": report.to_dict()}, indent=1))
-    return report
+    return report, how
 
 
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
             overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
             device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None,
             seeded: Sequence[str] | None = None, train_only: bool = False,
-            provenance: dict[str, Any] | None = None) -> Comparison | None:
+            provenance: dict[str, Any] | None = None, judged_seeds: Sequence[int] | None = None) -> Comparison | None:
     """Train and evaluate ``entries`` into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a
     GPU when there is one): the entries of ``seeded`` (default all) with every training seed of
     ``seeds`` (default the base preset's), the others with the first. Pair each entry's bound with
-    ``reference``'s (default ``gdds-mask`` when compared) on every seed both have; write
+    ``reference``'s (default ``gdds-mask`` when compared) on every seed both have, with verdicts on
+    ``judged_seeds`` only (default all of ``seeds``; leave out the seed a variant was selected on); write
     ``out/compare.json`` (with ``provenance``: :func:`gdds.engine.provenance.provenance`) and return it
     (``train_only``: train, evaluate nothing, return ``None``).
     Every run is bounded on the same blocks with the same draws, so entries on the same process share
@@ -263,6 +295,8 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     trained_on = [] if device == "auto" else [f"train.device={device}"]
     base_seed = load_config(base, list(overrides)).seed
     seeds = [base_seed] if seeds is None else list(dict.fromkeys(seeds))
+    if judged_seeds is not None and (not judged_seeds or set(judged_seeds) - set(seeds)):
+        raise ValueError(f"the judged seeds {list(judged_seeds)} must be some of the trained seeds {seeds}")
     seeds_of = {name: seeds if seeded is None or name in seeded else seeds[:1] for name in entries}
     configs = {(name, seed): entry_config(base, name, [*overrides, *trained_on, f"seed={seed}"])
                for name in entries for seed in seeds_of[name]}
@@ -278,12 +312,13 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
                                        more_judges=[own if j == OWN_AR_JUDGE else j for j in settings.more_judges])
     rows = {}
     for (name, seed), cfg in configs.items():  # same blocks and draws for every run
-        report = _evaluated(folder[name, seed], settings, cfg.train.max_steps, log, device)
+        report, how = _evaluated(folder[name, seed], settings, cfg.train.max_steps, log, device)
         rows[folder[name, seed].name] = ComparisonRow(
             name, seed, report, train_s[name, seed], _throughput(folder[name, seed]),
-            cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len)
+            cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len, how)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference,
-                        provenance=dict(provenance or {}))
+                        provenance=dict(provenance or {}),
+                        judged_seeds=None if judged_seeds is None else list(dict.fromkeys(judged_seeds)))
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result
 

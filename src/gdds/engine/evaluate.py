@@ -30,7 +30,7 @@ from .build import LoadedRun
 from .config import ConfigError
 from .corpus import pack_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
-from .paper_metric import paper_metric
+from .paper_metric import NoReferenceFigure, paper_metric, reference_figure
 from .reports import (
     EvalReport,
     KLProfile,
@@ -345,10 +345,15 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     if not exact:
         report.snapshot_ce = snapshot_report(loaded, loaded.run.valid, s.sequences, s.seed)
         if s.paper_metric:
-            log("the paper's reported metric (true jump mask carried into the output; not a likelihood)")
-            report.paper_metric = paper_metric(loaded, loaded.run.valid, eval_rows(loaded.run.valid, s.sequences,
-                                               s.seed), estimator_generator(loaded, s.seed, "paper"),
-                                               s.paper_metric_grid)
+            try:
+                figure = reference_figure(loaded)
+                log(f"the paper's reported metric, the reference's {figure} figure (not a likelihood)")
+                report.paper_metric = paper_metric(loaded, loaded.run.valid, eval_rows(
+                    loaded.run.valid, s.sequences, s.seed), estimator_generator(loaded, s.seed, "paper"),
+                    s.paper_metric_grid)
+            except NoReferenceFigure as exc:
+                log(f"no paper metric: {exc}")
+                report.paper_metric_absent = str(exc)
         if method.continuous_bound_applies and method.continuous_bound_finite:
             log(f"continuous-time bound of {s.sequences} validation sequences")
             report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)

@@ -1,18 +1,32 @@
 """The paper's reported metric, reproduced and labelled (SPEC section 2): what the reference
-implementation reports as validation perplexity for a GDDS model. It is **not a likelihood**:
+implementation (github.com/ozekri/gdds) reports as validation perplexity. It is **not a likelihood**.
+The reference computes it differently per algorithm; gdds reproduces two:
 
-- draw ``t ~ U(0, 1)`` per sequence (optionally snapped to a grid ``k / T``), noise
-  ``x_t ~ q_t(. | x0)`` by uniformization and keep the jump mask ``J = (N_t > 0)``;
-- carry ``J`` into the model's output: at positions that did not jump the output is replaced by a
-  point mass on ``x_t`` (which equals ``x0`` there), so they cost nothing. The model will not have
-  ``J`` at sampling time: this is forward-process information leaking into the figure;
-- ``nats_per_token`` = the sum over jumped positions of ``-log p_theta(x0 | x_t)`` divided by the
-  number of **all** (non-padding) positions, ``perplexity = exp(nats_per_token)``; the "denoising"
-  figure divides the same sum by the number of jumped positions. No ELBO weight, no reverse-chain
-  terms.
+- **GDDS** (``method: gdds``, any kernel; the reference's ``algorithms/gdds.py``, ``nll`` and
+  ``nll_per_token``): noise ``x_t ~ q_t(. | x0)`` by uniformization and keep the jump mask
+  ``J = (N_t > 0)``; carry ``J`` into the model's output: at positions that did not jump the output
+  is replaced by a point mass on ``x_t`` (which equals ``x0`` there), so they cost nothing. The
+  model will not have ``J`` at sampling time: this is forward-process information leaking into the
+  figure. ``nats_per_token`` = the sum over jumped positions of ``-log p_theta(x0 | x_t)`` divided
+  by the number of **all** (non-padding) positions, ``perplexity = exp(nats_per_token)``; the
+  "denoising" figure divides the same sum by the number of jumped positions. No ELBO weight, no
+  reverse-chain terms.
+- **MDLM** (``method: elbo`` on the mask kernel; the reference's ``algorithms/mdlm.py``,
+  ``_metric_loss_unweighted`` = ``nll_per_token(low_var=False)``): MDLM's ELBO-weighted loss,
+  ``-alpha'(t) / (1 - alpha(t))`` times the cross-entropy of ``x0`` at the masked positions (the
+  model's output with the mask token excluded, unmasked positions copied), summed and divided by
+  all positions; the "denoising" figure is the unweighted cross-entropy per masked position
+  (``low_var=True``). It is a one-draw estimate of MDLM's continuous-time bound (``docs/math.md``
+  section 8) without its prior term and without ``t < 1e-3``: close to a bound, not one.
 
-``gdds eval --paper-metric`` writes it to ``eval.json`` as ``valid.paper_metric``, printed beside
-the valid bound of the same model.
+For the other methods the reference computes other figures (or has no such algorithm): none is
+reported, and :class:`NoReferenceFigure` says why.
+
+Time is drawn as the reference draws it for every algorithm: ``t ~ U(1e-3, 1)`` per sequence
+(``algorithms/base.py``, ``_sample_t``: ``t = (1 - eps) u + eps`` with ``training.sampling_eps:
+1e-3`` in ``configs/config.yaml``), optionally snapped to a grid of ``T`` steps (``ceil(t T) / T``,
+the reference's ``floor(t T) / T + 1 / T``). ``gdds eval --paper-metric`` writes it to
+``eval.json`` as ``valid.paper_metric``, printed beside the valid bound of the same model.
 """
 from __future__ import annotations
 
@@ -22,8 +36,29 @@ import numpy as np
 import torch
 
 from ..data import Blocks
+from ..kernels import Mask
 from .build import LoadedRun
-from .reports import PAPER_METRIC, PaperMetric
+from .reports import MDLM_PAPER_METRIC, PAPER_METRIC, PaperMetric
+
+REFERENCE_T_MIN = 1e-3  # the reference's training.sampling_eps: its metric's t ~ U(1e-3, 1)
+
+
+class NoReferenceFigure(ValueError):
+    """The reference implementation computes no figure for this model that gdds reproduces."""
+
+
+def reference_figure(loaded: LoadedRun) -> str:
+    """Which of the reference's validation figures applies to ``loaded``: ``gdds`` or ``mdlm``
+    (module docstring); :class:`NoReferenceFigure` otherwise."""
+    process, method = loaded.run.process, loaded.method.name
+    if process is None:
+        raise NoReferenceFigure("no forward process (an autoregressive model): no paper metric")
+    if method == "gdds":
+        return "gdds"
+    if method == "elbo" and isinstance(process.kernel, Mask):
+        return "mdlm"
+    raise NoReferenceFigure(f"the reference's validation figure for method {method} on this process is not "
+                            "reproduced (gdds reproduces its GDDS figure and its MDLM one)")
 
 
 def masked_ce(logits: torch.Tensor, x0: torch.Tensor, jumped: torch.Tensor) -> torch.Tensor:
@@ -32,25 +67,41 @@ def masked_ce(logits: torch.Tensor, x0: torch.Tensor, jumped: torch.Tensor) -> t
     return torch.where(jumped, -logp, 0.0)
 
 
+def reference_times(n: int, generator: torch.Generator, device: torch.device, grid: int | None = None
+                    ) -> torch.Tensor:
+    """``n`` times ``t ~ U(1e-3, 1)`` as the reference draws them (``grid``: snapped to ``ceil(t T) / T``)."""
+    t = REFERENCE_T_MIN + (1 - REFERENCE_T_MIN) * torch.rand(n, dtype=torch.float64, device=device,
+                                                             generator=generator)
+    return t if grid is None else torch.ceil(t * grid).clamp(1, grid) / grid
+
+
 @torch.no_grad()
 def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator: torch.Generator,
                  grid: int | None = None, batch: int = 8) -> PaperMetric:
-    """The paper's figure on the blocks ``rows`` (``grid``: snap ``t`` to ``ceil(t T) / T``)."""
+    """The reference's figure for ``loaded`` (:func:`reference_figure`) on the blocks ``rows``
+    (``grid``: snap ``t`` to ``ceil(t T) / T``)."""
+    figure = reference_figure(loaded)
     process, denoiser = loaded.run.process, loaded.denoiser()
-    if process is None:
-        raise ValueError("the paper metric needs a forward process; an autoregressive model has none")
-    total, tokens, jumped = 0.0, 0, 0
+    total, plain, tokens, jumped = 0.0, 0.0, 0, 0
     for a in range(0, len(rows), batch):
         x0 = blocks.batch(rows[a:a + batch]).to(process.device)
         keep = blocks.mask(rows[a:a + batch])
         keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep.to(process.device)
-        t = torch.rand(x0.shape[0], dtype=torch.float64, device=process.device, generator=generator)
-        if grid is not None:
-            t = torch.ceil(t * grid).clamp(1, grid) / grid
+        t = reference_times(x0.shape[0], generator, process.device, grid)
         xt, info = process.sample(x0, t, return_info=True, generator=generator)
         hit = (info.jumps > 0) & keep
-        total += float(masked_ce(denoiser(xt, t.float()), x0, hit).sum())
+        logits = denoiser(xt, t.float())
+        weight = torch.ones_like(t)
+        if figure == "mdlm":  # MDLM's output excludes the mask token; its loss weight is -alpha'/(1 - alpha)
+            logits = logits.double().index_fill(-1, torch.tensor([process.kernel.mask_id], device=logits.device),
+                                                -math.inf)
+            alpha = process.schedule.alpha(t)
+            weight = process.schedule.beta(t) * alpha / (1 - alpha)
+        cost = masked_ce(logits, x0, hit)
+        total += float((weight[:, None] * cost).sum())
+        plain += float(cost.sum())
         tokens += int(keep.sum())
         jumped += int(hit.sum())
     nats = total / tokens
-    return PaperMetric(PAPER_METRIC, nats, math.exp(nats), total / max(jumped, 1), tokens, jumped, len(rows), grid)
+    label = PAPER_METRIC if figure == "gdds" else MDLM_PAPER_METRIC
+    return PaperMetric(label, nats, math.exp(nats), plain / max(jumped, 1), tokens, jumped, len(rows), grid)

@@ -193,13 +193,17 @@ class SampleReport:
 
 
 PAPER_METRIC = ("paper metric: unweighted denoising CE with the true jump mask carried into the model's output "
-                "(reference implementation's validation perplexity; not a likelihood)")
+                "(reference implementation's validation perplexity for GDDS; not a likelihood)")
+MDLM_PAPER_METRIC = ("paper metric for MDLM: MDLM's ELBO-weighted masked CE at one t ~ U(1e-3, 1) per sequence "
+                     "(reference implementation's validation perplexity for MDLM; its continuous-time bound without "
+                     "the prior term and t < 1e-3, one draw: not a bound)")
 
 
 @dataclass(frozen=True)
 class PaperMetric:
-    """The paper's reported figure on ``sequences`` blocks (:mod:`gdds.engine.paper_metric`): not a
-    likelihood; ``denoising_nats_per_token`` divides by the jumped positions only."""
+    """The paper's reported figure on ``sequences`` blocks (:mod:`gdds.engine.paper_metric`; ``metric``
+    says which of the reference's figures): not a likelihood; ``denoising_nats_per_token`` is the
+    figure per jumped position (unweighted)."""
 
     metric: str
     nats_per_token: float
@@ -222,7 +226,8 @@ class PaperMetric:
 class EvalReport:
     """Everything ``gdds eval`` measures on one checkpoint. ``likelihood`` is the bound of the
     sampled chain (or the exact NLL of an autoregressive model) beside its no-training
-    baseline; ``snapshot_ce`` and ``continuous_bound`` are there when they apply."""
+    baseline; ``snapshot_ce`` and ``continuous_bound`` are there when they apply; ``paper_metric`` when
+    asked for and reproduced for the method, else ``paper_metric_absent`` says why."""
 
     checkpoint: str
     weights: str
@@ -237,6 +242,7 @@ class EvalReport:
     t_sweep: list[NLLReport] = field(default_factory=list)
     paper_metric: PaperMetric | None = None
     data_entropy: float | None = None  # unigram entropy of as many validation blocks as samples (same length)
+    paper_metric_absent: str | None = None
 
     def own_law_samples(self) -> SampleReport:
         """The samples of the model's own law (``top_p = 1``) at the largest sampling setting evaluated."""
@@ -258,6 +264,8 @@ class EvalReport:
             out["continuous_bound"] = self.continuous_bound.to_dict()
         if self.paper_metric is not None:
             out["paper_metric"] = self.paper_metric.to_dict()
+        elif self.paper_metric_absent is not None:
+            out["paper_metric"] = {"not_computed": self.paper_metric_absent}
         if self.t_sweep:
             out["t_sweep"] = {"continuous_time_bound": "diverges (the model does not copy tokens that did not move)",
                               "bounds": [r.to_dict() for r in self.t_sweep]}
@@ -278,6 +286,7 @@ class EvalReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalReport:
         v = d["valid"]
+        pm = v.get("paper_metric", {})
         return cls(d["checkpoint"], d["weights"], d["method"], d["parameters"], Likelihood.from_dict(v),
                    SnapshotReport.from_dict(v["snapshot_ce"]) if "snapshot_ce" in v else None,
                    NLLReport.from_dict(v["continuous_bound"]) if "continuous_bound" in v else None,
@@ -285,5 +294,5 @@ class EvalReport:
                    {name: Likelihood.from_dict(r) for name, r in d["zero_shot"].items()},
                    KLProfile.from_dict(d["kl_profile"]) if "kl_profile" in d else None,
                    [NLLReport.from_dict(r) for r in v.get("t_sweep", {}).get("bounds", [])],
-                   PaperMetric.from_dict(v["paper_metric"]) if "paper_metric" in v else None,
-                   d["data_entropy"]["unigram_entropy"] if "data_entropy" in d else None)
+                   PaperMetric.from_dict(pm) if pm and "not_computed" not in pm else None,
+                   d["data_entropy"]["unigram_entropy"] if "data_entropy" in d else None, pm.get("not_computed"))
