@@ -61,7 +61,8 @@ def kernel_zoo(m: int = 7):
     built by its recipe: ``(name, kernel)``."""
     sched = gdds.LogLinear(1e-3)
     sparse = random_stochastic(m, 3, sparsity=0.6).to_sparse()
-    knn = K.SemanticKNN(small_embeddings(m), k=4, bandwidth_k=3, schedule=sched, cache=False, progress=False)
+    knn = K.SemanticKNN(small_embeddings(m), k=4, bandwidth_k=3, b=0.2, schedule=sched, cache=False,
+                        progress=False)  # (tempered: the time-dependent kNN path; the others have b = 0)
     zoo = [
         ("dense", K.Dense(random_stochastic(m, 1))),
         ("dense-t", time_dependent_dense(m, 10)[2]),

@@ -85,7 +85,7 @@ def test_semantic_kernel_series_matches_ode():
     """The teleport split (only the kNN part frozen): < 2e-7 in L1 at the default
     step 0.5 and fourth order under Richardson (< 1e-9 at step 0.1)."""
     emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=12, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, k=12, b=0.2, schedule=SCHED, cache=False, progress=False)
     assert kernel.teleport_split().inner is kernel.knn
     v = torch.eye(120, 3, dtype=torch.float64)
     for transpose in (False, True):
@@ -97,13 +97,28 @@ def test_semantic_kernel_series_matches_ode():
             assert (fine - exact).abs().sum(0).max() < 1e-9
 
 
+def test_without_tempering_the_series_is_one_exact_poisson_series():
+    """b = 0 (the default, the reference's configuration): the kNN step does not depend on time, the
+    series needs no frozen pieces and matches the ODE to its tolerance (< 1e-10 in L1) with the
+    paper's eps, whatever the interval."""
+    emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
+    kernel = K.SemanticKNN(emb, k=12, schedule=SCHED, cache=False, progress=False)
+    assert not kernel.knn.time_dependent and kernel.knn.b == 0.0
+    v = torch.eye(120, 3, dtype=torch.float64)
+    for transpose in (False, True):
+        for s, t in [(0.1, 0.95), (0.0, 1.0)]:
+            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
+            series = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series")
+            assert (series - exact).abs().sum(0).max() < 1e-10
+
+
 def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
     """The semantic-then-absorb kernel (teleport onto an absorbing mask): its operators match the
     ODE like the paper's kernel, a masked token never leaves, and at t = 1 almost every token is
     masked (the prior is close to a point mass on the mask)."""
     m, mask = 60, 59
     emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(1))
-    kernel = K.SemanticKNN(emb, k=10, schedule=SCHED, exclude=[mask], teleport_to="mask", mask_id=mask,
+    kernel = K.SemanticKNN(emb, k=10, b=0.2, schedule=SCHED, exclude=[mask], teleport_to="mask", mask_id=mask,
                            cache=False, progress=False)
     split = kernel.teleport_split()
     assert split.column(0.5)[mask] == 1.0 and split.inner.time_dependent
@@ -206,7 +221,7 @@ def test_adjoint_and_semigroup(device):
 def test_probability_is_conserved_at_large_vocabulary(device):
     """Series path on a sparse semantic kernel (m = 3000, too large for dense), on the test device."""
     emb = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=16, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, k=16, b=0.2, schedule=SCHED, cache=False, progress=False)
     proc = gdds.ForwardProcess(SCHED, kernel).to(device)
     q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64, device=device), 0.0, 0.7, return_bound=True)
     assert q.shape == (3000, 5) and (q >= -1e-15).all() and q.device.type == device.type

@@ -129,10 +129,13 @@ def test_teleport_schedule():
 
 
 def test_paper_defaults():
+    """The reference configuration's settings (configs/forward_process/sik_knn.yaml of its code), b = 0
+    included: the kNN step does not depend on time."""
     emb = torch.randn(100, 4, generator=torch.Generator().manual_seed(6))
     kern = K.SemanticKNN(emb, cache=False, progress=False)
     assert kern.settings == dict(k=64, metric="gaussian", eps=0.01, bandwidth_k=7, bandwidth=None, gamma=0.0,
-                                 b=0.2, lambda_min=0.01, slope=10.0, midpoint=0.6)
+                                 b=0.0, lambda_min=0.01, slope=10.0, midpoint=0.6)
+    assert not kern.knn.time_dependent
     assert kern.knn.neighbours.shape == (100, 64)
     assert not (kern.knn.neighbours == torch.arange(100)[:, None]).any()
 

@@ -146,6 +146,14 @@ def differences_markdown(result: Comparison) -> list[str]:
     return lines
 
 
+def selection_line(selection: dict[str, Any]) -> str:
+    """How the variant trained with every seed was chosen (:func:`gdds.engine.compare.compare`'s ``select``)."""
+    diffs = ", ".join(f"`{n}` {d:+.3f}" for n, d in sorted(selection["differences"].items(), key=lambda kv: kv[1]))
+    return (f"Selection: on seed {selection['seed']}, the candidate whose bound is lowest against "
+            f"`{selection['reference']}`'s (paired, nats/token: {diffs}) was chosen, `{selection['chosen']}`, and "
+            "trained with every seed; its verdict uses the judged seeds only.")
+
+
 def evaluations_line(result: Comparison) -> str:
     """Which evaluations were computed now, reused, or computed again because the saved one was
     made by other code (:func:`gdds.engine.compare._evaluated`)."""
@@ -212,6 +220,8 @@ def compare_markdown(result: Comparison) -> str:
              + _absent_paper_metric(result), evaluations_line(result)]
     if result.differences:
         lines += ["", *differences_markdown(result)]
+    if result.selection:
+        lines += ["", selection_line(result.selection)]
     if result.provenance:
         lines += ["", provenance_line(result.provenance)]
     table = entropy_markdown(result)

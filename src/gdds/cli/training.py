@@ -117,6 +117,10 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--judged-seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="the seeds the verdicts use (default every seed of --seeds): leave out the seed a "
                         "variant was selected on, so it is judged on fresh seeds")
+    p.add_argument("--select", nargs="+", default=(), metavar="METHOD",
+                   help="candidates: the one whose bound is lowest against the reference's on the first seed is "
+                        "then trained with every seed too (choose it on one seed, judge it on the others with "
+                        "--judged-seeds)")
     p.add_argument("--reference", default=None, metavar="METHOD",
                    help="pair every method's bound with this one's on the same blocks (default gdds-mask when "
                         "compared)")
@@ -154,7 +158,7 @@ def run_compare(args: argparse.Namespace) -> int:
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
                          seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only,
-                         judged_seeds=args.judged_seeds,
+                         judged_seeds=args.judged_seeds, select=args.select,
                          provenance=provenance(args.command_line, cuda_used=args.device.startswith("cuda")))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))

@@ -33,6 +33,7 @@ from . import checkpoint as ck
 from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig, load_config
 from .corpus import Data, build_data, cooccurrence
 from .distributed import resolve_device
+from .legacy import EXACT_MARK, as_saved, upgraded
 
 
 def build_schedule(pc: ProcessConfig) -> Schedule:
@@ -139,15 +140,16 @@ class Run:
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or evaluated with this set-up."""
+        exact = EXACT_MARK if self.method.parametrization == "forward" else {}
         return {"method": self.cfg.method, "tokenizer": self.data.tokenizer.identity(),
                 "data": self.cfg.to_dict()["data"], "process": self.kernel_identity,
-                "model": self.model.config.to_dict(), "parametrization": self.method.parametrization}
+                "model": self.model.config.to_dict(), "parametrization": self.method.parametrization, **exact}
 
     def matches(self, saved: dict[str, Any]) -> bool:
         """Whether a checkpoint's stored identity is this set-up's. Fields added since the
         checkpoint was written count with the value they had then (method gdds, model fields
-        at their defaults, the mean parametrization)."""
-        saved = {"method": "gdds", "parametrization": "mean", **saved}
+        at their defaults, the mean parametrization, and the defaults of :mod:`gdds.engine.legacy`)."""
+        saved = {"method": "gdds", "parametrization": "mean", **upgraded(saved)}
         saved["data"] = {**dataclasses.asdict(DataConfig()), **saved.get("data", {})}
         try:
             saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
@@ -226,10 +228,10 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
     ``step-*`` folder) and load its weights (``ema`` when the run kept an EMA, else ``raw``)."""
     folder = ck.latest_checkpoint(Path(run_dir)) if checkpoint is None else Path(checkpoint)
     ck.verify_checkpoint(folder)
-    cfg = load_config(str(folder / "config.yaml"))
+    saved = ck.read_json(folder / "run.json")
+    cfg = as_saved(load_config(str(folder / "config.yaml")), saved)
     dev = resolve_device(device)
     run = build_run(cfg, dev, progress=False)
-    saved = ck.read_json(folder / "run.json")
     if not run.matches(saved):
         raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds "
                                  f"(tokenizer, data, process or model); stored {saved}")

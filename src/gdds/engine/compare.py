@@ -52,10 +52,15 @@ ENTRIES: dict[str, list[str]] = {
     "campbell-mask": ["method=campbell", "process.kernel=mask"],
     "ar": ["method=ar"],
     # Structured kernels through the same snapshot training (issue 15): the paper's kernel with its
-    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid. b0 is
-    # the reference's shipped configuration (gdds's default b = 0.2 is its code's fallback; docs/library.md).
+    # tempering b and teleport midpoint varied, semantic-then-absorb, and a mask/uniform hybrid. The
+    # default b = 0 is the reference's configuration; 0.2 its code's fallback and gdds's default before
+    # issue 23 (docs/library.md).
     "gdds-semantic-absorb": ["method=gdds", "process.kernel=semantic-absorb"],
-    "gdds-semantic-b0": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.0}"],
+    "gdds-semantic-b0.2": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.2}"],
+    # The same with the one-jump surrogate of q_t in the forward parametrization (issue 23's ablation: what
+    # the approximation cost the results published before it).
+    "gdds-semantic-b0.2-surrogate": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 0.2}",
+                                     "model.parametrization=forward-surrogate"],
     "gdds-semantic-b1": ["method=gdds", "process.kernel=semantic", "process.kernel_args={b: 1.0}"],
     "gdds-semantic-mid0.3": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.3}"],
     "gdds-semantic-mid0.8": ["method=gdds", "process.kernel=semantic", "process.kernel_args={midpoint: 0.8}"],
@@ -147,6 +152,7 @@ class Comparison:
     reference: str | None = None
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # command, commit, date, machine
     judged_seeds: list[int] | None = None
+    selection: dict[str, Any] | None = None  # {seed, among, differences, chosen}: _select
 
     @property
     def judged(self) -> list[int]:
@@ -207,7 +213,7 @@ class Comparison:
                 "bound_steps": self.settings.steps, "sequences": self.settings.sequences,
                 "judge": self.settings.judge, "seeds": self.seeds, "judged_seeds": self.judged,
                 "reference": self.reference, "settings": self.settings.to_dict(), "provenance": self.provenance,
-                "code_fingerprint": code_fingerprint(),
+                "code_fingerprint": code_fingerprint(), "selection": self.selection,
                 "differences": {n: d.to_dict() for n, d in self.differences.items()},
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
@@ -270,21 +276,42 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
     return report, how
 
 
+def _select(among: Sequence[str], reference: str, seed: int, folder: dict[tuple[str, int], Path],
+            settings: EvalSettings, steps: dict[str, int], log: Callable[[str], None], device: str) -> dict[str, Any]:
+    """The entry of ``among`` whose bound is lowest against ``reference``'s on the selection ``seed``
+    (paired on blocks: :func:`gdds.engine.paired.seeded_difference`), with every candidate's difference."""
+    def report(name: str) -> EvalReport:
+        return _evaluated(folder[name, seed], settings, steps[name], log, device)[0]
+
+    ref = report(reference).likelihood.model
+    diffs = {name: seeded_difference(name, reference, [seed], [(report(name).likelihood.model, ref)]).per_seed[0]
+             for name in among}
+    chosen = min(diffs, key=diffs.__getitem__)
+    log(f"selection on seed {seed}: {chosen} (bound minus {reference}'s: "
+        + ", ".join(f"{n} {d:+.3f}" for n, d in diffs.items()) + ")")
+    return {"seed": seed, "among": list(among), "reference": reference, "differences": diffs, "chosen": chosen}
+
+
 def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str = "demo",
             overrides: Sequence[str] = (), log: Callable[[str], None] = lambda message: None,
             device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None,
             seeded: Sequence[str] | None = None, train_only: bool = False,
-            provenance: dict[str, Any] | None = None, judged_seeds: Sequence[int] | None = None) -> Comparison | None:
+            provenance: dict[str, Any] | None = None, judged_seeds: Sequence[int] | None = None,
+            select: Sequence[str] = ()) -> Comparison | None:
     """Train and evaluate ``entries`` into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a
     GPU when there is one): the entries of ``seeded`` (default all) with every training seed of
     ``seeds`` (default the base preset's), the others with the first. Pair each entry's bound with
     ``reference``'s (default ``gdds-mask`` when compared) on every seed both have, with verdicts on
     ``judged_seeds`` only (default all of ``seeds``; leave out the seed a variant was selected on); write
     ``out/compare.json`` (with ``provenance``: :func:`gdds.engine.provenance.provenance`) and return it
-    (``train_only``: train, evaluate nothing, return ``None``).
+    (``train_only``: train, evaluate nothing but what the selection needs, return ``None``). ``select``:
+    candidates; after the first seed is trained, the one whose bound is lowest against ``reference``'s
+    on that seed (:func:`_select`) is trained with every seed too, so a variant is chosen on one seed
+    and judged on the others (``judged_seeds``) by a rule fixed in advance.
     Every run is bounded on the same blocks with the same draws, so entries on the same process share
     their noise too."""
     out = Path(out)
+    code_fingerprint()  # read the sources now: a comparison runs for hours, and they may be edited meanwhile
     if reference is None and "gdds-mask" in entries:
         reference = "gdds-mask"
     if reference is not None and reference not in entries and not train_only:
@@ -292,24 +319,38 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     unknown = set(seeded or ()) - set(ENTRIES)  # (seeded methods not compared this time are left out)
     if unknown:
         raise ValueError(f"unknown seeded methods {sorted(unknown)}; choose from {', '.join(ENTRIES)}")
+    if select and (reference is None or set(select) - set(entries)):
+        raise ValueError(f"the selection candidates {list(select)} must be compared methods, with a reference")
     trained_on = [] if device == "auto" else [f"train.device={device}"]
     base_seed = load_config(base, list(overrides)).seed
     seeds = [base_seed] if seeds is None else list(dict.fromkeys(seeds))
     if judged_seeds is not None and (not judged_seeds or set(judged_seeds) - set(seeds)):
         raise ValueError(f"the judged seeds {list(judged_seeds)} must be some of the trained seeds {seeds}")
     seeds_of = {name: seeds if seeded is None or name in seeded else seeds[:1] for name in entries}
-    configs = {(name, seed): entry_config(base, name, [*overrides, *trained_on, f"seed={seed}"])
-               for name in entries for seed in seeds_of[name]}
+
+    def configs_of(names: Sequence[str]) -> dict[tuple[str, int], Config]:
+        return {(name, seed): entry_config(base, name, [*overrides, *trained_on, f"seed={seed}"])
+                for name in names for seed in seeds_of[name]}
+
+    configs = configs_of(entries)
     folder = {key: out / run_name(*key, base_seed) for key in configs}
-    train_s = {key: _trained(cfg, folder[key], log) for key, cfg in configs.items()}
-    if train_only:
-        return None
+    train_s = {key: _trained(cfg, folder[key], log) for key, cfg in configs.items() if key[1] == seeds[0]}
     if OWN_AR_JUDGE in (settings.judge, *settings.more_judges):
         if "ar" not in entries:
             raise ValueError("the judge 'ar' needs the ar method in the comparison")
         own = str(folder["ar", seeds[0]])
         settings = dataclasses.replace(settings, judge=own if settings.judge == OWN_AR_JUDGE else settings.judge,
                                        more_judges=[own if j == OWN_AR_JUDGE else j for j in settings.more_judges])
+    selection = None
+    if select:
+        selection = _select(select, reference, seeds[0], folder, settings,
+                            {name: configs[name, seeds[0]].train.max_steps for name in entries}, log, device)
+        seeds_of[selection["chosen"]] = seeds
+        configs = configs_of(entries)
+        folder = {key: out / run_name(*key, base_seed) for key in configs}
+    train_s.update({key: _trained(cfg, folder[key], log) for key, cfg in configs.items() if key not in train_s})
+    if train_only:
+        return None
     rows = {}
     for (name, seed), cfg in configs.items():  # same blocks and draws for every run
         report, how = _evaluated(folder[name, seed], settings, cfg.train.max_steps, log, device)
@@ -318,7 +359,8 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
             cfg.train.max_steps * cfg.train.batch_size * cfg.data.seq_len, how)
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference,
                         provenance=dict(provenance or {}),
-                        judged_seeds=None if judged_seeds is None else list(dict.fromkeys(judged_seeds)))
+                        judged_seeds=None if judged_seeds is None else list(dict.fromkeys(judged_seeds)),
+                        selection=selection)
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result
 

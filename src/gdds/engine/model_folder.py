@@ -33,6 +33,7 @@ from .build import LoadedRun, Run, assemble, kernel_embeddings, load_run
 from .config import Config, ConfigError
 from .corpus import Data, build_data
 from .distributed import resolve_device
+from .legacy import as_saved
 from .model_card import model_card
 
 FORMAT = "gdds-model-v1"
@@ -97,7 +98,7 @@ def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = 
     meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{folder / CONFIG_FILE} is not a gdds model folder of format {FORMAT}")
-    cfg = Config.from_dict(meta["config"])
+    cfg = as_saved(Config.from_dict(meta["config"]), meta["identity"])
     tok = load_tokenizer(folder / GDDS_TOKENIZER)
     counts = ck.load_tensors(folder / COUNTS_FILE)["train_counts"].numpy()
     data = Data(tok, {}, {}, {"train": counts}, None, {"model_folder": str(folder)})
@@ -110,7 +111,7 @@ def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = 
     embeddings = ck.load_tensors(kernel_file)["embeddings"] if kernel_file.is_file() else None
     dev = resolve_device(device)
     run: Run = assemble(cfg, data, dev, progress=False, embeddings=embeddings)
-    if run.identity() != meta["identity"]:
+    if not run.matches(meta["identity"]):
         raise ck.CheckpointError(f"{folder} rebuilds another set-up than it was exported with (tokenizer, "
                                  f"process or model differ; gdds {meta.get('gdds_version')} wrote it)")
     ck.load_module(run.model, ck.load_tensors(folder / WEIGHTS_FILE), f"{folder}/{WEIGHTS_FILE}")

@@ -43,6 +43,7 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
+from .legacy import as_saved
 from .logs import RunLog
 from .parallel import OPTIMIZER_FOLDER, STRATEGIES
 from .records import TrainResult, Validation
@@ -295,7 +296,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
     """The configuration stored in the run's latest checkpoint, with the overrides that
     a resumed run may change (``train.max_steps``, intervals, device, precision)."""
     folder = ck.latest_checkpoint(run_dir)
-    base = load_config(str(folder / "config.yaml"))
+    base = as_saved(load_config(str(folder / "config.yaml")), ck.read_json(folder / "run.json"))
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key not in RESUMABLE_KEYS:

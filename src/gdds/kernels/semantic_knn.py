@@ -49,6 +49,7 @@ TELEPORTS = ("sigmoid", "schedule")  # the teleport weight's curve (module docst
 
 DEFAULT_K = 64  # neighbours per token (the paper's)
 DEFAULT_BANDWIDTH_K = 7  # the Gaussian bandwidth is the distance to this neighbour
+DEFAULT_B = 0.0  # tempering: the reference's configuration (docs/library.md; 0.2 before issue 23)
 DENSE_PRODUCTS = 1024  # up to this vocabulary the frozen kNN matrix is multiplied as a dense one
 VALUES_BYTES = 2**28  # memory for the edge values of recent frozen times (TemperedKNN._edge_values)
 
@@ -56,7 +57,7 @@ class TemperedKNN(Kernel):
     """Jumps along a fixed kNN graph with log-affinities ``log_affinity [m, k]``,
     tempered by the exponent ``alpha(t) ** b`` of ``schedule``."""
 
-    def __init__(self, neighbours: Tensor, log_affinity: Tensor, schedule: Schedule, b: float = 0.2):
+    def __init__(self, neighbours: Tensor, log_affinity: Tensor, schedule: Schedule, b: float = DEFAULT_B):
         if neighbours.shape != log_affinity.shape or neighbours.dim() != 2:
             raise ValueError("neighbours and log_affinity must both be [m, k]")
         self.m, _k = neighbours.shape
@@ -226,11 +227,13 @@ def calibrate_eps(neighbours: Tensor, distances: Tensor, target: float, bandwidt
 
 
 class SemanticKNN(Mixture):
-    """The semantic-informed kernel. Defaults are the paper's settings: ``k=64``,
-    Gaussian metric, local bandwidth from the 7th neighbour, ``eps=0.01``,
-    ``gamma=0``, tempering ``b=0.2``, teleport ``lambda_min=0.01``, slope 10,
-    midpoint 0.6. ``schedule`` provides ``alpha(t)`` for the tempering: pass the
-    process's schedule (default ``LogLinear(1e-3)``).
+    """The semantic-informed kernel. Defaults are the settings of the paper's reference configuration
+    (``configs/forward_process/sik_knn.yaml`` of its code; the paper's text states none of them):
+    ``k=64``, Gaussian metric, local bandwidth from the 7th neighbour, ``eps=0.01``, ``gamma=0``,
+    no tempering (``b=0``: the kNN step does not depend on time, so the transition operators are one
+    exact Poisson series; its code falls back to 0.2 where a configuration omits it, gdds' default
+    before issue 23), teleport ``lambda_min=0.01``, slope 10, midpoint 0.6. ``schedule`` provides
+    ``alpha(t)`` for the tempering: pass the process's schedule (default ``LogLinear(1e-3)``).
 
     The kNN graph is cached under ``cache_dir`` (default :func:`gdds.files.cache_dir`)
     keyed by a hash of the embeddings, ``k``, the metric and ``exclude``;
@@ -254,7 +257,7 @@ class SemanticKNN(Mixture):
         bandwidth_k: int = DEFAULT_BANDWIDTH_K,
         bandwidth: float | None = None,
         gamma: float = 0.0,
-        b: float = 0.2,
+        b: float = DEFAULT_B,
         lambda_min: float = 0.01,
         slope: float = 10.0,
         midpoint: float = 0.6,
