@@ -45,6 +45,18 @@ def test_float32_products_stay_within_1e_6_of_float64(b, transpose):
         assert float((fast - exact).abs().sum(0).max()) < 1e-6
 
 
+def test_float32_products_scale_columns_beyond_float32_range():
+    """A ratio mu / r can reach 1e160 (float32 ends at 3e38): each column is scaled to a largest entry of 1
+    before its float32 products, so huge and tiny columns keep float32's relative precision."""
+    process = semantic()
+    v = torch.rand(80, 4, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    v = v * torch.tensor([1e160, 1.0, 1e-60, 1e-200], dtype=torch.float64)
+    for transpose in (False, True):
+        fast = process.transition(v, 0.1, 0.8, transpose=transpose)
+        exact = process.transition(v, 0.1, 0.8, transpose=transpose, **REFERENCE)
+        assert float(((fast - exact).abs() / exact).max()) < 1e-5
+
+
 def test_column_blocks_change_no_column():
     process = semantic()
     v = torch.rand(80, 40, generator=torch.Generator().manual_seed(13), dtype=torch.float64)

@@ -35,10 +35,13 @@ GUARD = 1e-5  # largest |sum_z p(z) - 1| of a step before its float32 products a
 def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: Any) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
     ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``;
-    ``r = P_{0->s}^T g``)."""
+    ``r = P_{0->s}^T g``). Always with float64 products: ``r`` decides which clean tokens can
+    have produced ``x_t``, and a float32 product would call unreachable those whose ``q_t`` is below
+    1e-30 of the largest, where a ``mu`` given apart from ``r`` may still put mass."""
     uniq, where = torch.unique(xt, return_inverse=True)
-    g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, **op)
-    r = process.transition(g, 0.0, s, transpose=True, **op) if s > 0 else g
+    exact = {**op, "precision": "float64"}
+    g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, **exact)
+    r = process.transition(g, 0.0, s, transpose=True, **exact) if s > 0 else g
     return where, r, g
 
 

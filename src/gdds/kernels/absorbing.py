@@ -27,7 +27,10 @@ class Absorbing(Kernel):
         self.state = int(state)
         self.m = inner.m
         self.time_dependent = inner.time_dependent
-        self.float32_apply = inner.float32_apply
+
+    @property
+    def float32_apply(self) -> bool:  # (the inner kernel's products decide)
+        return self.inner.float32_apply
 
     def jump(self, x: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         return torch.where(x == self.state, x, self.inner.jump(x, t, generator))
