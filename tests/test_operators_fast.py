@@ -108,3 +108,33 @@ def test_precision_is_named_or_refused():
     assert not semantic(float32=False).kernel.knn.float32_apply
     assert K.SemanticKNN(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)), k=8, cache=False,
                          progress=False).knn.float32_apply  # above DENSE_PRODUCTS: sparse products
+
+
+def test_rows_at_many_times_share_one_series():
+    """transposed_from_zero (b = 0): P_{0->t_j}^T v_j for columns at different times from one Poisson
+    series equals one transition per time (both exact); a split whose K or pi depends on time is
+    refused, and a mixture whose teleport column moves with time is not homogeneous."""
+    from gdds.operators import transition, transposed_from_zero
+
+    process = semantic(b=0.0, float32=False)
+    split = process.kernel.teleport_split()
+    assert split.homogeneous and not semantic(b=0.2).kernel.teleport_split().homogeneous
+    v = torch.rand(80, 6, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    times = torch.tensor([0.0, 0.05, 0.3, 0.3, 0.8, 1.0], dtype=torch.float64)
+    together = transposed_from_zero(split, SCHED, v, times)
+    for j, t in enumerate(times.tolist()):
+        alone = transition(process.kernel, SCHED, v[:, j:j + 1], 0.0, t, transpose=True, **REFERENCE)
+        torch.testing.assert_close(together[:, j:j + 1], alone, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="do not depend on time"):
+        transposed_from_zero(semantic(b=0.2).kernel.teleport_split(), SCHED, v, times)
+    knn = K.SemanticKNN(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), k=16, cache=False,
+                        progress=False).knn
+    moving = K.Mixture([knn, K.Mask(80, 79), K.Uniform(80)],
+                       [0.5, lambda t: 0.5 * torch.as_tensor(t, dtype=torch.float64), lambda t: 0.5 - 0.5 * t])
+    assert moving.teleport_split().column_varies and not moving.teleport_split().homogeneous
+    # Its pi is frozen per piece and refined, as a moving K is (2.3e-6 in L1 measured; before issue 23 a
+    # time-homogeneous K meant one piece, pi frozen at its midpoint: 0.072).
+    eye = torch.eye(80, 3, dtype=torch.float64)
+    for transpose in (False, True):
+        exact = transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose, method="dense")
+        assert float((transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose) - exact).abs().sum(0).max()) < 1e-5

@@ -199,6 +199,32 @@ def _split_series(
     return out + c.T @ v, bound
 
 
+def transposed_from_zero(split: TeleportSplit, schedule: Schedule, v: Tensor, times: Tensor, tol: float = 1e-12,
+                         precision: str = "mixed", block: int | None = DEFAULT_BLOCK) -> Tensor:
+    """``P_{0->t_j}^T v_j`` for every column ``j`` of ``v [m, n]`` at its own time ``times[j]``, for a
+    :attr:`~gdds.kernels.base.TeleportSplit.homogeneous` split (the semantic kernel at ``b = 0``). Then
+    ``P_{0->t}^T = e^{-W(t)} sum_n Poisson(n; Lambda'(t)) (K^T)^n + 1 c_t^T`` with
+    ``c_t = sum_n W_n(t) K^n pi`` (:func:`_piece_weights` over the one piece ``[0, Lambda(t)]``, exact):
+    the powers ``(K^T)^n v`` are shared by every time, each column only weighs them differently, so a
+    batch of sequences at different times costs one series (the training step's forward likelihood)."""
+    if not split.homogeneous:
+        raise ValueError("transposed_from_zero needs a teleport split whose K and pi do not depend on time")
+    v = check_vectors(v, split.inner.m)
+    distinct, which = torch.unique(times.to(torch.float64).cpu(), return_inverse=True)
+    pieces = [_piece_weights(split, schedule, 0.0, float(schedule.Lambda(float(t))), tol) for t in distinct]
+    depth = max(max(p.numel(), w.numel()) for p, w, _, _ in pieces)
+    poisson, teleport = torch.zeros(depth, len(pieces), dtype=torch.float64), torch.zeros(depth, len(pieces),
+                                                                                         dtype=torch.float64)
+    for i, (p, w, keep, _) in enumerate(pieces):
+        poisson[:p.numel(), i], teleport[:w.numel(), i] = keep * p, w
+    how = Products(precision == "mixed" and split.inner.float32_apply, block)
+    which = which.to(v.device)
+    out = _power_sum(split.inner.apply_T, v, poisson.to(v.device)[:, which], 0.0, how)
+    pi = split.column(0.0).to(v)[:, None].expand(-1, len(pieces))
+    c = _power_sum(split.inner.apply, pi, teleport.to(v.device), 0.0, how)  # [m, distinct times]
+    return out + (c[:, which] * v).sum(0, keepdim=True)
+
+
 def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> Tensor:
     """``c = int_{ls}^{lt} e^{-(lt - u)} pi(Lambda^{-1}(u)) du`` (composite Gauss-Legendre)."""
     if not kernel.time_dependent:
@@ -300,7 +326,7 @@ def transition(
         if split is None:
             frozen, varying, products = _frozen_series, kernel.time_dependent, kernel.float32_apply
         else:
-            frozen, varying, kernel = _split_series, split.inner.time_dependent, split
+            frozen, varying, kernel = _split_series, not split.homogeneous, split
             products = kernel.inner.float32_apply
         how = Products(precision == "mixed" and products, block)
         if step is None:

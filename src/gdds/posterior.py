@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .categorical import nucleus, one_hot_columns
+from .operators import transposed_from_zero
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
@@ -215,10 +216,12 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any
     """``q_t(x_t^i | y)`` for every clean token ``y``, per position: ``[B, L, m]`` float64 for
     ``xt [B, L]`` and times ``t [B]`` (the column ``r = P_{0->t}^T e_{x_t}`` of the reverse
     step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
-    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise, in one sweep
-    from the latest time down to 0: the columns of a sequence join at its ``t`` and every column
-    goes through ``P_{t_(i+1)->t_(i)}^T`` between consecutive times (``P_{0->t}^T = P_{0->s}^T
-    P_{s->t}^T``), so the operators' set-up is paid once per batch, not once per sequence."""
+    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise: for a split whose
+    ``K`` does not depend on time (the semantic kernel at ``b = 0``) one Poisson series for every
+    sequence's time (:func:`gdds.operators.transposed_from_zero`); else one sweep from the latest time
+    down to 0, where the columns of a sequence join at its ``t`` and every column goes through
+    ``P_{t_(i+1)->t_(i)}^T`` between consecutive times (``P_{0->t}^T = P_{0->s}^T P_{s->t}^T``), so
+    the operators' set-up is paid once per batch, not once per sequence."""
     xt = xt.to(process.device)
     B, L = xt.shape
     out = torch.empty(B, L, process.m, dtype=torch.float64, device=xt.device)
@@ -229,6 +232,18 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any
             keep, c = process.closed_transition(0.0, tb)
             out[b] = c[xt[b]][:, None].expand(L, process.m)
             out[b, rows, xt[b]] += keep
+        return out
+    split = process.kernel.teleport_split()
+    if split is not None and split.homogeneous and op.get("method", "auto") in ("auto", "series"):
+        pairs = [torch.unique(xt[b], return_inverse=True) for b in range(B)]
+        cols = one_hot_columns(torch.cat([uniq for uniq, _ in pairs]), process.m)
+        when = torch.cat([torch.full((uniq.numel(),), tb, dtype=torch.float64) for (uniq, _), tb in zip(pairs, times)])
+        rows = transposed_from_zero(split, process.schedule, cols, when, **{k: v for k, v in op.items()
+                                                                            if k in ("tol", "precision", "block")}).T
+        first = 0
+        for b, (uniq, where) in enumerate(pairs):
+            out[b] = rows[first + where]
+            first += uniq.numel()
         return out
     columns = torch.zeros(process.m, 0, dtype=torch.float64, device=xt.device)
     parts, later = [], None

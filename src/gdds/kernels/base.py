@@ -103,11 +103,18 @@ class Arrivals:
 class TeleportSplit:
     """A kernel written as ``F_t = (1 - w(t)) K_t + w(t) pi_t 1^T`` with teleport weight
     ``w``: ``inner`` is ``K``, ``weight`` maps times ``[n]`` (float64) to ``w [n]``,
-    ``column(t)`` is ``pi_t`` (``[m]`` float64)."""
+    ``column(t)`` is ``pi_t`` (``[m]`` float64), ``column_varies`` whether ``pi_t`` depends on time."""
 
     inner: Kernel
     weight: Callable[[Tensor], Tensor]
     column: Callable[[float], Tensor]
+    column_varies: bool = True
+
+    @property
+    def homogeneous(self) -> bool:
+        """Whether ``K`` and ``pi`` do not depend on time (only ``w`` does): then every transition is one
+        exact Poisson series in ``K`` (:func:`gdds.operators.transposed_from_zero`)."""
+        return not (self.inner.time_dependent or self.column_varies)
 
 
 class Kernel:

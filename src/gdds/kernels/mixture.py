@@ -103,7 +103,12 @@ class Mixture(Kernel):
 
     def teleport_split(self) -> TeleportSplit | None:
         """Exactly one component that is not column-constant is ``K``; the others
-        together are the rank-one part ``w(t) pi_t 1^T``."""
+        together are the rank-one part ``w(t) pi_t 1^T`` (built once)."""
+        if "_split" not in vars(self):
+            self._split = self._teleport_split()
+        return self._split
+
+    def _teleport_split(self) -> TeleportSplit | None:
         constant = [i for i, k in enumerate(self.kernels) if k.column_constant]
         if not constant or len(constant) != len(self.kernels) - 1:
             return None
@@ -119,7 +124,8 @@ class Mixture(Kernel):
             pis = [self.kernels[i].pi(t).to(self.device) for i in constant]
             return sum(wi * p for wi, p in zip((w / w.sum()).tolist(), pis))
 
-        return TeleportSplit(inner, weight, column)
+        columns = torch.stack([column(float(t)) for t in _PROBE])
+        return TeleportSplit(inner, weight, column, bool((columns - columns[0]).abs().max() > 1e-12))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kernels!r})"
