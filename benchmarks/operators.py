@@ -4,7 +4,8 @@ What it measures, on 2 CPU cores, for the semantic kNN kernel (SIK) at the paper
 ``eps = 0.01``, local bandwidth, tempering ``b`` (0.2 unless ``--b``), sigmoid teleport) on random
 embeddings (``d = 64``) at ``m = 12,590`` (the WordPiece runs' compact vocabulary) and ``m = 50,257``
 (GPT-2), under ``LogLinear(1e-3)``, with a stand-in denoiser (fixed random logits), for a batch of
-``B`` sequences of ``L`` tokens (8 x 128; ``--quick``: fewer, see ``QUICK``):
+``B`` sequences of ``L`` tokens (8 x 128; ``--quick``: fewer, see ``QUICK``) whose clean tokens are
+drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct token is shared):
 
 - ``step``: one exact sampler step from ``t = 1`` to ``s = 1 - 1/T`` (``T = 128``), every position.
   *Reference*: the float64 path of a7bf748 (``reverse_step_probs(mu)``, ``mu`` the softmax of the
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -86,6 +88,12 @@ def process_of(m: int, b: float, cache: Path) -> gdds.ForwardProcess:
     return gdds.ForwardProcess(sched, kernel)
 
 
+def text_like(m: int, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+    """Clean tokens drawn as text's are, roughly: ``p(rank) ~ rank^-1.1``."""
+    weights = torch.arange(1, m + 1, dtype=torch.float64) ** -1.1
+    return torch.multinomial(weights, math.prod(shape), replacement=True, generator=g).view(shape)
+
+
 def timed(fn: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
@@ -126,7 +134,7 @@ def measure_size(size: Size, b: float, cache: Path) -> dict[str, Any]:
     process, build = timed(lambda: process_of(size.m, b, cache))
     g = torch.Generator().manual_seed(SEED + 1)
     n = size.B * size.L
-    x0 = torch.randint(0, size.m, (size.B, size.L), generator=g)
+    x0 = text_like(size.m, (size.B, size.L), g)
     s, t = 1 - 1 / T, 1.0
     xt = process.noise(x0, t, generator=g).reshape(-1)
     logits = LOGIT_SCALE * torch.randn(n, size.m, generator=g, dtype=torch.float64)
@@ -168,7 +176,7 @@ def measure_training(size: Size, b: float, cache: Path) -> dict[str, Any]:
     """Seconds per training step (16 sequences of 128 tokens) of the exact and the surrogate forward CE."""
     process = process_of(size.m, b, cache)
     g = torch.Generator().manual_seed(SEED + 2)
-    x0 = torch.randint(0, size.m, (size.train_B, 128), generator=g)
+    x0 = text_like(size.m, (size.train_B, 128), g)
     times = (torch.arange(size.train_B, dtype=torch.float64) + torch.rand(1, generator=g, dtype=torch.float64)) \
         / size.train_B
     xt = process.noise(x0, times, generator=g)
@@ -185,7 +193,7 @@ def measure_all_terms(m: int, b: float, blocks: int, cache: Path) -> dict[str, A
     baseline, bounded together as ``gdds eval`` does, on ``blocks`` sequences of 128 tokens."""
     process = process_of(m, b, cache)
     g = torch.Generator().manual_seed(SEED + 3)
-    x0 = torch.randint(0, m, (blocks, 128), generator=g)
+    x0 = text_like(m, (blocks, 128), g)
     bank = LOGIT_SCALE * torch.randn(blocks, 128, m, generator=g)
     pi = torch.softmax(torch.randn(m, generator=g, dtype=torch.float64), 0)
     model = LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])

@@ -12,7 +12,7 @@ import gdds
 from gdds import kernels as K
 from gdds.likelihood import nll_bound
 from gdds.objectives.parametrization import surrogate_logits
-from gdds.posterior import reverse_step_probs
+from gdds.posterior import forward_likelihood, reverse_step_probs
 from helpers import tv
 
 SCHED = gdds.LogLinear(1e-3)
@@ -99,6 +99,25 @@ def test_the_guard_redoes_steps_whose_float32_products_lost_mass():
         fast, exact = (reverse_step_probs(process, mu, xt.reshape(-1), t - 1 / 128, t, **op)
                        for op in ({}, REFERENCE))
         assert tv(fast, exact) < 1e-6
+
+
+def test_the_guard_redoes_weighted_steps_whose_float32_r_lost_their_mass():
+    """A likelihood-weighted step takes r = P_{0->t}^T e_{x_t} from float32 products, for its mass
+    rho . r alone. A rho that puts its mass only on origins whose q_t(x_t | y) is below 1e-30 of the
+    largest (semantic-then-absorb at t = 0.3: down to 3e-54) loses all of it there; the guard redoes those
+    columns in float64 (without it: an error, as if no origin could reach x_t)."""
+    process = semantic(60, absorb=True, b=0.0)
+    t = 0.3
+    xt = torch.arange(59)
+    r = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), **REFERENCE)[0]
+    relative = r / r.amax(-1, keepdim=True)
+    far = (relative > 0) & (relative < 1e-32)
+    rows = far.any(-1).nonzero().reshape(-1)
+    assert rows.numel() >= 8
+    rho = far[rows].double() / far[rows].sum(-1, keepdim=True)
+    fast, exact = (reverse_step_probs(process, rho, xt[rows], t - 1 / 128, t, weighted=True, **op)
+                   for op in ({}, REFERENCE))
+    assert tv(fast, exact) < 1e-6
 
 
 def test_precision_is_named_or_refused():

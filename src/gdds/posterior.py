@@ -33,16 +33,19 @@ CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
 GUARD = 1e-5  # largest |sum_z p(z) - 1| of a step before its float32 products are redone in float64
 
 
-def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, **op: Any) -> tuple[Tensor, Tensor, Tensor]:
+def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, exact_r: bool, **op: Any
+               ) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
     ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``;
-    ``r = P_{0->s}^T g``). Always with float64 products: ``r`` decides which clean tokens can
-    have produced ``x_t``, and a float32 product would call unreachable those whose ``q_t`` is below
-    1e-30 of the largest, where a ``mu`` given apart from ``r`` may still put mass."""
+    ``r = P_{0->s}^T g``). ``g`` always with float64 products, ``r`` too when ``exact_r``: where ``r``
+    decides which clean tokens can have produced ``x_t`` (a step that divides by it, a nucleus of
+    ``mu``), a float32 product would call unreachable those whose ``q_t`` is below 1e-30 of the
+    largest, where a ``mu`` given apart from ``r`` may still put mass. A likelihood-weighted step uses
+    ``r`` only for its mass ``rho . r``, which the guard of :func:`_generic_step` checks."""
     uniq, where = torch.unique(xt, return_inverse=True)
     exact = {**op, "precision": "float64"}
     g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, **exact)
-    r = process.transition(g, 0.0, s, transpose=True, **exact) if s > 0 else g
+    r = process.transition(g, 0.0, s, transpose=True, **(exact if exact_r else op)) if s > 0 else g
     return where, r, g
 
 
@@ -87,7 +90,8 @@ def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bo
                                        top_p) for mu, weighted in laws]
         return (None if x0 is None else _column_constant_step(process, one_hot_columns(x0.to(xt.device), m).T, xt, s,
                                                               t)), steps
-    where, r, g = _per_token(process, xt, s, t, **op)
+    exact_r = top_p < 1 or not all(weighted for _, weighted in laws)
+    where, r, g = _per_token(process, xt, s, t, exact_r, **op)
     steps = [_generic_step(process, mu, weighted, where, r, g, s, top_p, op) for mu, weighted in laws]
     return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
 
@@ -101,15 +105,14 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
     for a in range(0, n, chunk):
         idx = slice(a, min(n, a + chunk))
         rr = r[:, where[idx]]
-        mm = mu[idx].to(torch.float64).T * (rr > 0)
-        if weighted:
-            ratio = mm / (mm * rr).sum(0, keepdim=True)  # rho / Z
-            if top_p < 1:  # the nucleus is taken of mu = rho r / Z, and mu / r = rho / Z on it
-                ratio = ratio * (nucleus((ratio * rr).T, top_p).T > 0)
-                ratio = ratio / (ratio * rr).sum(0, keepdim=True)
-            if not bool(torch.isfinite(ratio).all()):
-                raise _unreachable()
+        mm = mu[idx].to(torch.float64).T
+        if weighted:  # an origin that cannot reach x_t adds g . P_{0->s} e_y = r[y] = 0 to the step itself
+            if top_p < 1:  # the nucleus is taken of mu = rho r / Z (r exact here), and mu / r = rho / Z on it
+                mm = mm * (nucleus((mm * rr).T, top_p).T > 0)
+            mass = (mm * rr).sum(0, keepdim=True)  # rho . r = sum_z g[z] (P_{0->s} rho)[z]
+            ratio = mm / torch.where(mass > 0, mass, 1.0)  # rho / Z
         else:
+            mm = mm * (rr > 0)
             mm = mm if top_p >= 1 else nucleus(mm.T, top_p).T
             total = mm.sum(0, keepdim=True)
             if (total <= 0).any():
@@ -118,11 +121,14 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
         w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
         step = g[:, where[idx]] * w
         # sum_z g[z] w[z] = r . ratio = 1 exactly; float32 products that lost a column's mass (a ratio
-        # spanning more than float32's range) break the identity: those columns are redone in float64
+        # spanning more than float32's range), or a float32 r whose mass rho . r they lost, break the
+        # identity: those columns are redone in float64 (and the step renormalised)
         lost = ((step.sum(0) - 1).abs() > GUARD).nonzero().reshape(-1)
         if lost.numel() and s > 0 and op.get("precision", "mixed") == "mixed":
             step[:, lost] = g[:, where[idx]][:, lost] * process.transition(ratio[:, lost], 0.0, s,
                                                                           **{**op, "precision": "float64"})
+        if not bool((step.sum(0) > 0).all()):
+            raise _unreachable()
         out[idx] = step.T
     return _normalised(out)
 
