@@ -91,7 +91,7 @@ def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tens
         out, cur = weights[0] * v, v
         for w in weights[1:]:
             cur = step(cur, t)
-            out.addcmul_(cur, w.expand(out.shape[1:]))  # in place: the sums are memory-bound
+            out.addcmul_(cur, w)  # in place (w a scalar or one weight per column): the sums are memory-bound
         return out
     # float32 products of each column scaled to a largest entry of 1 (exact: the series is linear), so that
     # no entry overflows (mu / r can reach 1e160); entries below FLUSH of the column's largest are dropped
@@ -100,7 +100,7 @@ def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tens
     cur, total = _flushed((v / scale).float()), torch.zeros_like(v)
     for w in weights[1:]:
         cur = _flushed(step(cur, t))
-        total.addcmul_(cur, w.expand(total.shape[1:]))  # float32 terms summed in float64, in place
+        total.addcmul_(cur, w)  # float32 terms summed in float64, in place
     return weights[0] * v + scale * total
 
 
