@@ -1,14 +1,17 @@
 """Files: atomic writes and the cache folder, the one module of the library that touches the disk.
 
 :func:`write_atomically` gives readers the old file or the complete new one, never a
-half-written one (write to a temporary file next to the target, then rename).
+half-written one (write to a temporary file next to the target, then rename);
+:func:`replace_folder` does the same for a whole folder (a model folder).
 :func:`cache_dir` is where caches live (kNN graphs, token arrays): ``$GDDS_CACHE_DIR`` when
 set, else the user's cache folder. Nothing here imports another gdds module.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -40,6 +43,15 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     return write_atomically(path, lambda fh: fh.write(data))
 
 
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 4 MiB pieces (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def cache_dir(*parts: str) -> Path:
     """``$GDDS_CACHE_DIR`` if set, else the user's cache folder for ``gdds``; ``parts`` name a
     sub-folder (not created here)."""
@@ -49,3 +61,99 @@ def cache_dir(*parts: str) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("gdds")).joinpath(*parts)
+
+
+# renameat2(2) flag that swaps two existing paths in one step (Linux 3.15+; ext4, xfs, btrfs, tmpfs).
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` atomically (``renameat2`` with ``RENAME_EXCHANGE``); ``False`` where
+    the C library or the file system cannot, so the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def _siblings(target: Path, kind: str) -> list[Path]:
+    """The hidden ``.NAME.<kind>-*`` folders that :func:`replace_folder` makes next to ``target``."""
+    prefix = f".{target.name}.{kind}-"
+    return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix)) if target.parent.is_dir() else []
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder (or a file, or a link, which is not followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def interrupted_replace(target: str | Path) -> Path | None:
+    """When ``target`` is missing because a :func:`replace_folder` was killed between its two renames
+    (the fallback without ``renameat2``), the ``.NAME.old-*`` folder that holds ``target``'s previous,
+    complete content; else ``None``."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        return None
+    old = _siblings(target, "old")
+    return old[-1] if old else None
+
+
+def recover_folder(target: str | Path) -> None:
+    """Clean what a killed :func:`replace_folder` of ``target`` left: a ``.NAME.old-*`` folder is renamed
+    back when ``target`` is missing (it is the previous complete folder: see :func:`interrupted_replace`),
+    then every ``.NAME.tmp-*`` (a half-built or swapped-out folder) and ``.NAME.old-*`` is deleted."""
+    target = Path(target)
+    old = interrupted_replace(target)
+    if old is not None:
+        if len(_siblings(target, "old")) > 1:
+            raise FileExistsError(f"{target} is missing and several {target.parent}/.{target.name}.old-* folders "
+                                  f"hold earlier versions of it; rename the one to keep to {target}")
+        os.rename(old, target)
+    for leftover in _siblings(target, "tmp") + _siblings(target, "old"):
+        _remove(leftover)
+
+
+def replace_folder(target: str | Path, build: Callable[[Path], object]) -> Path:
+    """Make ``target`` the folder that ``build(staging)`` writes, so that at every instant ``target`` is
+    either its previous complete content or the new complete one (``gdds export --overwrite``,
+    ``Model.save_pretrained``; a kill at any point loses nothing).
+
+    ``build`` fills a hidden ``.NAME.tmp-*`` folder next to ``target``; the two are then swapped in one
+    step (``renameat2(RENAME_EXCHANGE)``) and the old content, now under the hidden name, is deleted.
+    Where the swap is not supported, ``target`` is renamed aside to ``.NAME.old-*``, the new folder
+    renamed in, and the old one deleted: a kill between the two renames leaves ``target`` missing and
+    its previous content whole in ``.NAME.old-*``, which :func:`recover_folder` (run first here) puts
+    back. Leftovers of earlier killed replaces are deleted first.
+    """
+    target = Path(target)
+    recover_folder(target)
+    staging = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    staging.mkdir(parents=True)
+    try:
+        build(staging)
+        if not target.exists():
+            os.rename(staging, target)
+        elif not _exchange(staging, target):
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            os.rename(target, old)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                os.rename(old, target)
+                raise
+            _remove(old)
+    finally:
+        if staging.exists() or staging.is_symlink():
+            _remove(staging)
+    return target

@@ -216,10 +216,20 @@ TOKENIZERS.register("gpt2", TokenizerEntry(lambda docs, size: GPT2Tokenizer()))
 TOKENIZERS.register("bpe", TokenizerEntry(lambda docs, size: BPETokenizer.train(docs, 4096 if size is None else size),
                                           trained=True, sized=True))
 
+def _own_file(folder: Path, name: object) -> Path:
+    """``folder / name`` for a file name read from ``folder``'s ``gdds_tokenizer.json``: a plain name (no
+    folder part, not absolute, no ``..``), so that a saved tokenizer reads only its own files, whatever
+    its JSON says (a model folder from elsewhere, ``engine/model_folder.py``)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise ValueError(f"{folder / META_FILE} names the file {name!r}, which is not a file of {folder}; a saved "
+                         "tokenizer reads only its own files: it was edited or damaged, save it again")
+    return folder / name
+
+
 # How a stored tokenizer is read back, by the ``kind`` written in its ``gdds_tokenizer.json``.
 _LOADERS: dict[str, Callable[[Path, dict[str, Any]], TextTokenizer]] = {
     CharTokenizer.kind: lambda folder, meta: CharTokenizer(meta["chars"]),
-    BPETokenizer.kind: lambda folder, meta: BPETokenizer((folder / meta["file"]).read_text(encoding="utf-8")),
+    BPETokenizer.kind: lambda folder, meta: BPETokenizer(_own_file(folder, meta["file"]).read_text(encoding="utf-8")),
     WordPieceTokenizer.kind: lambda folder, meta: WordPieceTokenizer(),
     GPT2Tokenizer.kind: lambda folder, meta: GPT2Tokenizer(),
     CompactTokenizer.kind: lambda folder, meta: CompactTokenizer(

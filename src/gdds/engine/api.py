@@ -14,7 +14,6 @@ model), labelled.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import numpy as np
 import torch
 
 from ..data import PaddedSentences, TextTokenizer, TokenArray
+from ..files import interrupted_replace
 from ..likelihood import nll_bound
 from ..process import ForwardProcess
 from ..sampling import Denoiser, sample
 from .build import LoadedRun
-from .config import ConfigError
 from .evaluate import BOUND_METRIC
 from .model_folder import export_model, is_model_folder, open_model
 
@@ -72,7 +71,8 @@ class Model:
     def load(cls, path: str | Path, device: str = "auto") -> Model:
         """A model folder, a run folder (its latest checkpoint) or a model in the local Hub cache."""
         folder = Path(path).expanduser()
-        return cls(open_model(folder if folder.exists() else _hub_path(str(path)), device, with_data=False))
+        local = folder.exists() or interrupted_replace(folder) is not None
+        return cls(open_model(folder if local else _hub_path(str(path)), device, with_data=False))
 
     @property
     def tokenizer(self) -> TextTokenizer:
@@ -92,16 +92,12 @@ class Model:
         return self.loaded.cfg.data.seq_len
 
     def save_pretrained(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write this model's folder: a copy of the model folder it was loaded from, or the export of the
-        run folder it was loaded from (:func:`export_model`)."""
-        source, folder = self.loaded.checkpoint, Path(folder)
-        if not is_model_folder(source):  # a run's checkpoint: RUN_DIR/checkpoints/step-N
-            return export_model(source.parent.parent, folder, self.loaded.weights, overwrite)
-        if folder.exists() and (not overwrite or folder.resolve() == source.resolve()):
-            raise ConfigError(f"{folder} exists (or is where this model was loaded from); choose another folder")
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(source, folder)
-        return folder
+        """Write this model's folder (:func:`export_model`: a verified copy of the model folder it was
+        loaded from, or the export of the run folder it was loaded from); an existing ``folder`` is
+        replaced, atomically, only with ``overwrite``."""
+        source = self.loaded.checkpoint  # a model folder, or a run's checkpoint RUN_DIR/checkpoints/step-N
+        origin = source if is_model_folder(source) else source.parent.parent
+        return export_model(origin, folder, self.loaded.weights, overwrite)
 
     def _fixed(self, num: int, length: int, prompt: str | None, infill: str | None, blank: str,
                blank_tokens: int) -> torch.Tensor | None:

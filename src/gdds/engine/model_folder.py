@@ -14,32 +14,53 @@ repository, and loaded back without the corpus it was trained on.
     unigram.safetensors    the training split's token counts (the no-training baseline of gdds eval)
     README.md              a model card: evaluation table, training data and compute, how to load
 
-:func:`load_model_folder` rebuilds the process, the method and the network from these files alone.
+``config.json`` also records the size and SHA-256 of the other files. The folder is replaced
+atomically (:func:`gdds.files.replace_folder`: a kill leaves the old folder or the new one, whole).
+:func:`load_model_folder` checks the files first (:mod:`gdds.engine.model_files`: hashes, nothing read
+from outside the folder, the weights' shapes against the declared network before allocating it), then
+rebuilds the process, the method and the network from these files alone.
 """
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data import CompactTokenizer, load_tokenizer
+import torch
+
+from ..data import CompactTokenizer, TextTokenizer, load_tokenizer
+from ..files import interrupted_replace, recover_folder, replace_folder
 from ..kernels import KERNELS
+from ..objectives import METHODS
 from ..version import __version__
 from . import checkpoint as ck
-from .build import LoadedRun, Run, assemble, kernel_embeddings, load_run
+from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, load_run
 from .config import Config, ConfigError
 from .corpus import Data, build_data
 from .distributed import resolve_device
 from .legacy import as_saved
 from .model_card import model_card
-
-FORMAT = "gdds-model-v1"
-CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_JSON = "config.json", "model.safetensors", "tokenizer.json"
-GDDS_TOKENIZER, COMPACT_FILE, CARD_FILE = "gdds_tokenizer", "compact_vocab.json", "README.md"
-KERNEL_FILE, COUNTS_FILE = "kernel.safetensors", "unigram.safetensors"
+from .model_files import (
+    AGAIN,
+    CARD_FILE,
+    COMPACT_FILE,
+    CONFIG_FILE,
+    COUNTS_FILE,
+    FORMAT,
+    GDDS_TOKENIZER,
+    KERNEL_FILE,
+    TOKENIZER_JSON,
+    WEIGHTS_FILE,
+    ModelFolderError,
+    check_network_fits,
+    file_records,
+    own_file,
+    read_config,
+    read_tensors,
+    verify_files,
+)
 
 
 def is_model_folder(path: Path | str) -> bool:
@@ -60,67 +81,131 @@ def _config_record(loaded: LoadedRun, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _writer(loaded: LoadedRun, run_dir: Path) -> Callable[[Path], None]:
+    """What writes the model folder of ``loaded`` into an empty folder (``config.json`` last, with the
+    hashes of the others)."""
+    run, tok, pc = loaded.run, loaded.run.data.tokenizer, loaded.cfg.process
+
+    def write(folder: Path) -> None:
+        base = tok.base if isinstance(tok, CompactTokenizer) else tok
+        base.hf_tokenizer().save(str(folder / TOKENIZER_JSON))
+        tok.save(folder / GDDS_TOKENIZER)
+        if isinstance(tok, CompactTokenizer):
+            tok.vocab.save(folder / COMPACT_FILE)
+        ck.save_tensors(folder / WEIGHTS_FILE, ck.module_tensors(run.model))
+        ck.save_tensors(folder / COUNTS_FILE, {"train_counts": run.data.unigram_counts()})
+        if run.process is not None and KERNELS.get(pc.kernel).needs_embeddings:
+            ck.save_tensors(folder / KERNEL_FILE, {"embeddings": kernel_embeddings(pc, run.data).contiguous()})
+        (folder / CARD_FILE).write_text(model_card(loaded, run_dir))
+        record = {**_config_record(loaded, run_dir), "files": file_records(folder)}
+        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
+
+    return write
+
+
 def export_model(run_dir: Path | str, out_dir: Path | str, weights: str = "ema", overwrite: bool = False) -> Path:
-    """Write the model folder of ``run_dir``'s latest checkpoint to ``out_dir`` (atomically: built
-    next to it, then renamed; an existing ``out_dir`` is replaced only with ``overwrite``)."""
+    """Write the model folder of ``run_dir``'s latest checkpoint to ``out_dir``; when ``run_dir`` is itself a
+    model folder, a verified copy of it. An existing ``out_dir`` is replaced only with ``overwrite``, and
+    atomically (:func:`gdds.files.replace_folder`, which also cleans what a killed export left)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    recover_folder(out_dir)
+    source_is_model = is_model_folder(run_dir)
+    if source_is_model and out_dir.exists() and out_dir.resolve() == run_dir.resolve():
+        raise ConfigError(f"{out_dir} is the model folder being exported; choose another folder")
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"{out_dir} exists; choose another folder or pass --overwrite")
+    if source_is_model:
+        return _copy_model_folder(run_dir, out_dir, weights)
     loaded = load_run(run_dir, weights=weights, device="cpu")
-    run, tok, pc = loaded.run, loaded.run.data.tokenizer, loaded.cfg.process
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(4)}"
-    staging.mkdir(parents=True)
+    return replace_folder(out_dir, _writer(loaded, run_dir))
+
+
+def _copy_model_folder(source: Path, out_dir: Path, weights: str) -> Path:
+    """``source``, a model folder, copied to ``out_dir`` once its files are verified."""
+    meta = read_config(source)
+    verify_files(source, meta)
+    if weights == "raw" and meta["weights"] != "raw":
+        raise ConfigError(f"{source} is a model folder holding {meta['weights']} weights only; for the raw "
+                          "weights export the run folder it came from with --weights raw")
+    return replace_folder(out_dir, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True))
+
+
+def _tokenizer(folder: Path, meta: dict[str, Any]) -> TextTokenizer:
+    """The folder's tokenizer, which must be the one the model was trained with."""
+    path = own_file(folder, GDDS_TOKENIZER)
     try:
-        base = tok.base if isinstance(tok, CompactTokenizer) else tok
-        base.hf_tokenizer().save(str(staging / TOKENIZER_JSON))
-        tok.save(staging / GDDS_TOKENIZER)
-        if isinstance(tok, CompactTokenizer):
-            tok.vocab.save(staging / COMPACT_FILE)
-        ck.save_tensors(staging / WEIGHTS_FILE, ck.module_tensors(run.model))
-        ck.save_tensors(staging / COUNTS_FILE, {"train_counts": run.data.unigram_counts()})
-        if run.process is not None and KERNELS.get(pc.kernel).needs_embeddings:
-            ck.save_tensors(staging / KERNEL_FILE, {"embeddings": kernel_embeddings(pc, run.data).contiguous()})
-        (staging / CONFIG_FILE).write_text(json.dumps(_config_record(loaded, run_dir), indent=1))
-        (staging / CARD_FILE).write_text(model_card(loaded, run_dir))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+        tok = load_tokenizer(path)
+    except KeyError as exc:
+        raise ModelFolderError(f"{path}: a saved tokenizer lacks the field {exc}; {AGAIN}") from exc
+    except ValueError as exc:
+        raise ModelFolderError(str(exc)) from exc
+    if tok.identity() != meta["identity"].get("tokenizer"):
+        raise ModelFolderError(f"{path} is not the tokenizer this model was trained with (config.json records "
+                               f"another); {AGAIN}")
+    return tok
+
+
+def _tensor(folder: Path, name: str, key: str) -> torch.Tensor:
+    """The tensor ``key`` of the folder's file ``name``."""
+    path = own_file(folder, name)
+    if not path.is_file():
+        raise ModelFolderError(f"{path} is missing; {AGAIN}")
+    tensors = read_tensors(path)
+    if key not in tensors:
+        raise ModelFolderError(f"{path} holds no tensor {key!r}; {AGAIN}")
+    return tensors[key]
 
 
 def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = False) -> LoadedRun:
     """The model of a model folder, on ``device``, in eval mode. Without ``with_data`` nothing of the
     corpus is needed (sampling, scoring text); with it the configuration's corpus is built as for a
-    run (``gdds eval``), and its tokenizer must be the folder's."""
+    run (``gdds eval``), and its tokenizer must be the folder's. Nothing outside the folder is read:
+    a kernel's embeddings come from ``kernel.safetensors``, never from ``process.embeddings``."""
     folder = Path(path)
-    meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{folder / CONFIG_FILE} is not a gdds model folder of format {FORMAT}")
-    cfg = as_saved(Config.from_dict(meta["config"]), meta["identity"])
-    tok = load_tokenizer(folder / GDDS_TOKENIZER)
-    counts = ck.load_tensors(folder / COUNTS_FILE)["train_counts"].numpy()
+    meta = read_config(folder)
+    verify_files(folder, meta)
+    try:
+        cfg = as_saved(Config.from_dict(meta["config"]), meta["identity"])
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: {exc}; {AGAIN}") from exc
+    tok = _tokenizer(folder, meta)
+    method = METHODS.get(cfg.method)
+    try:
+        with torch.device("meta"):  # the declared network, without allocating it
+            network = build_model(cfg.model, tok.vocab_size, cfg.data.seq_len, method)
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: {exc}; {AGAIN}") from exc
+    check_network_fits(own_file(folder, WEIGHTS_FILE), network)
+    counts = _tensor(folder, COUNTS_FILE, "train_counts").numpy()
     data = Data(tok, {}, {}, {"train": counts}, None, {"model_folder": str(folder)})
     if with_data:
         data = build_data(cfg.data)
         if data.tokenizer.identity() != tok.identity():
             raise ConfigError(f"data.corpus={cfg.data.corpus} gives another tokenizer than the model folder's; "
                               "evaluate the model on the corpus it was trained on")
-    kernel_file = folder / KERNEL_FILE
-    embeddings = ck.load_tensors(kernel_file)["embeddings"] if kernel_file.is_file() else None
+    embeddings = None
+    if method.noised and KERNELS.get(cfg.process.kernel).needs_embeddings:
+        embeddings = _tensor(folder, KERNEL_FILE, "embeddings")
     dev = resolve_device(device)
     run: Run = assemble(cfg, data, dev, progress=False, embeddings=embeddings)
     if not run.matches(meta["identity"]):
-        raise ck.CheckpointError(f"{folder} rebuilds another set-up than it was exported with (tokenizer, "
-                                 f"process or model differ; gdds {meta.get('gdds_version')} wrote it)")
-    ck.load_module(run.model, ck.load_tensors(folder / WEIGHTS_FILE), f"{folder}/{WEIGHTS_FILE}")
+        raise ModelFolderError(f"{folder} rebuilds another set-up than it was exported with (tokenizer, "
+                               f"process or model differ; gdds {meta.get('gdds_version')} wrote it)")
+    ck.load_module(run.model, read_tensors(folder / WEIGHTS_FILE), f"{folder}/{WEIGHTS_FILE}")
     run.model.to(dev).eval()
     return LoadedRun(cfg, run, folder, meta["weights"], dev)
 
 
 def open_model(path: Path | str, device: str = "auto", weights: str = "ema", with_data: bool = True) -> LoadedRun:
     """A run folder (:func:`gdds.engine.build.load_run`) or a model folder (:func:`load_model_folder`)."""
+    old = interrupted_replace(path)
+    if old is not None:
+        raise ModelFolderError(f"{path} is missing: replacing it (gdds export --overwrite or save_pretrained) was "
+                               f"killed, and its previous content is whole in {old}; rename it back (mv {old} "
+                               f"{path}) or run the export again")
     if is_model_folder(path):
         return load_model_folder(path, device, with_data)
+    if (Path(path) / CONFIG_FILE).is_file():
+        raise ModelFolderError(f"{Path(path) / WEIGHTS_FILE} is missing: {path} has a {CONFIG_FILE} but no weights, an "
+                               f"incomplete model folder; {AGAIN}")
     return load_run(Path(path), weights=weights, device=device)
