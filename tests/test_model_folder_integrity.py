@@ -61,8 +61,9 @@ def folders(tmp_path_factory):
     return run, export_model(run, root / "old", weights="raw"), export_model(run, root / "new")
 
 
-def contents(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def contents(folder: Path) -> dict[str, str]:
+    """Every file of ``folder``: its SHA-256 by relative name."""
+    return {str(p.relative_to(folder)): files.sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def copy(folder: Path, to: Path) -> Path:

@@ -104,13 +104,15 @@ def run_nll_gap(args: argparse.Namespace) -> int:
 def add_export(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="write a trained run as a self-contained model folder (Hugging Face Hub layout)",
-        description="Write RUN_DIR's latest checkpoint as a model folder in OUT_DIR: config.json, model.safetensors, "
-        "tokenizer.json (for tokenizers / transformers), the kernel's embeddings, a README.md model card with the "
-        "evaluation gdds eval wrote. It loads without the corpus: gdds.load(OUT_DIR), gdds sample OUT_DIR.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        description="Write RUN_DIR's latest checkpoint as a model folder in OUT_DIR: config.json (with the SHA-256 "
+        "of every other file), model.safetensors, tokenizer.json (for tokenizers / transformers), the kernel's "
+        "embeddings, a README.md model card with the evaluation gdds eval wrote. It loads without the corpus: "
+        "gdds.load(OUT_DIR), gdds sample OUT_DIR. RUN_DIR may also be a model folder: it is checked and copied.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder, or a model folder to copy")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR if it exists (atomically: a kill leaves the old folder or the new one)")
     p.set_defaults(run=run_export, parser=p)
 
 

@@ -103,7 +103,8 @@ def file_records(folder: Path) -> dict[str, dict[str, Any]]:
 def verify_files(folder: Path, meta: dict[str, Any]) -> None:
     """Check that what a load reads stays inside ``folder`` and, when ``meta`` records hashes, that every
     recorded file is the one exported and nothing gdds reads was added."""
-    for name in _read_paths(folder):
+    read = _read_paths(folder)
+    for name in read:
         own_file(folder, name)
     records = meta.get("files")
     if records is None:
@@ -121,7 +122,7 @@ def verify_files(folder: Path, meta: dict[str, Any]) -> None:
             raise ModelFolderError(f"{path} is not the file this model was exported with ({size:,} bytes, sha256 "
                                    f"{digest[:12]}; config.json records {record}): it was replaced, edited or "
                                    f"damaged; {AGAIN}")
-    added = [n for n in _read_paths(folder) if (folder / n).is_file() and n not in records]
+    added = [n for n in read if (folder / n).is_file() and n not in records]
     if added:
         raise ModelFolderError(f"{folder / added[0]} is not among the files config.json records: it was added after "
                                f"the export; remove it, or {AGAIN}")

@@ -22,9 +22,9 @@ rebuilds the process, the method and the network from these files alone.
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import torch
 from ..data import CompactTokenizer, TextTokenizer, load_tokenizer
 from ..files import interrupted_replace, recover_folder, replace_folder
 from ..kernels import KERNELS
-from ..objectives import METHODS
+from ..objectives import METHODS, Method
 from ..version import __version__
 from . import checkpoint as ck
 from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, load_run
@@ -81,26 +81,22 @@ def _config_record(loaded: LoadedRun, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _writer(loaded: LoadedRun, run_dir: Path) -> Callable[[Path], None]:
-    """What writes the model folder of ``loaded`` into an empty folder (``config.json`` last, with the
-    hashes of the others)."""
+def _write(loaded: LoadedRun, run_dir: Path, folder: Path) -> None:
+    """Write the model folder of ``loaded`` into the empty ``folder`` (``config.json`` last, with the hashes
+    of the others)."""
     run, tok, pc = loaded.run, loaded.run.data.tokenizer, loaded.cfg.process
-
-    def write(folder: Path) -> None:
-        base = tok.base if isinstance(tok, CompactTokenizer) else tok
-        base.hf_tokenizer().save(str(folder / TOKENIZER_JSON))
-        tok.save(folder / GDDS_TOKENIZER)
-        if isinstance(tok, CompactTokenizer):
-            tok.vocab.save(folder / COMPACT_FILE)
-        ck.save_tensors(folder / WEIGHTS_FILE, ck.module_tensors(run.model))
-        ck.save_tensors(folder / COUNTS_FILE, {"train_counts": run.data.unigram_counts()})
-        if run.process is not None and KERNELS.get(pc.kernel).needs_embeddings:
-            ck.save_tensors(folder / KERNEL_FILE, {"embeddings": kernel_embeddings(pc, run.data).contiguous()})
-        (folder / CARD_FILE).write_text(model_card(loaded, run_dir))
-        record = {**_config_record(loaded, run_dir), "files": file_records(folder)}
-        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
-
-    return write
+    base = tok.base if isinstance(tok, CompactTokenizer) else tok
+    base.hf_tokenizer().save(str(folder / TOKENIZER_JSON))
+    tok.save(folder / GDDS_TOKENIZER)
+    if isinstance(tok, CompactTokenizer):
+        tok.vocab.save(folder / COMPACT_FILE)
+    ck.save_tensors(folder / WEIGHTS_FILE, ck.module_tensors(run.model))
+    ck.save_tensors(folder / COUNTS_FILE, {"train_counts": run.data.unigram_counts()})
+    if run.process is not None and KERNELS.get(pc.kernel).needs_embeddings:
+        ck.save_tensors(folder / KERNEL_FILE, {"embeddings": kernel_embeddings(pc, run.data).contiguous()})
+    (folder / CARD_FILE).write_text(model_card(loaded, run_dir))
+    record = {**_config_record(loaded, run_dir), "files": file_records(folder)}
+    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
 
 
 def export_model(run_dir: Path | str, out_dir: Path | str, weights: str = "ema", overwrite: bool = False) -> Path:
@@ -117,7 +113,7 @@ def export_model(run_dir: Path | str, out_dir: Path | str, weights: str = "ema",
     if source_is_model:
         return _copy_model_folder(run_dir, out_dir, weights)
     loaded = load_run(run_dir, weights=weights, device="cpu")
-    return replace_folder(out_dir, _writer(loaded, run_dir))
+    return replace_folder(out_dir, functools.partial(_write, loaded, run_dir))
 
 
 def _copy_model_folder(source: Path, out_dir: Path, weights: str) -> Path:
@@ -156,6 +152,16 @@ def _tensor(folder: Path, name: str, key: str) -> torch.Tensor:
     return tensors[key]
 
 
+def _check_weights(folder: Path, cfg: Config, vocab_size: int, method: type[Method]) -> None:
+    """Refuse weights that are not the network ``config.json`` declares, before it is allocated."""
+    try:
+        with torch.device("meta"):  # the declared network, without memory
+            network = build_model(cfg.model, vocab_size, cfg.data.seq_len, method)
+    except ConfigError as exc:
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: {exc}; {AGAIN}") from exc
+    check_network_fits(own_file(folder, WEIGHTS_FILE), network)
+
+
 def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = False) -> LoadedRun:
     """The model of a model folder, on ``device``, in eval mode. Without ``with_data`` nothing of the
     corpus is needed (sampling, scoring text); with it the configuration's corpus is built as for a
@@ -170,12 +176,7 @@ def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = 
         raise ModelFolderError(f"{folder / CONFIG_FILE}: {exc}; {AGAIN}") from exc
     tok = _tokenizer(folder, meta)
     method = METHODS.get(cfg.method)
-    try:
-        with torch.device("meta"):  # the declared network, without allocating it
-            network = build_model(cfg.model, tok.vocab_size, cfg.data.seq_len, method)
-    except ConfigError as exc:
-        raise ModelFolderError(f"{folder / CONFIG_FILE}: {exc}; {AGAIN}") from exc
-    check_network_fits(own_file(folder, WEIGHTS_FILE), network)
+    _check_weights(folder, cfg, tok.vocab_size, method)
     counts = _tensor(folder, COUNTS_FILE, "train_counts").numpy()
     data = Data(tok, {}, {}, {"train": counts}, None, {"model_folder": str(folder)})
     if with_data:
