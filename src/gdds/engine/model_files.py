@@ -119,8 +119,10 @@ def verify_files(folder: Path, meta: dict[str, Any]) -> None:
             raise ModelFolderError(f"{path} is missing from the model folder; {AGAIN}")
         size, digest = path.stat().st_size, sha256_file(path)
         if not isinstance(record, dict) or (size, digest) != (record.get("bytes"), record.get("sha256")):
+            recorded = (f"{record.get('bytes')} bytes, sha256 {str(record.get('sha256'))[:12]}"
+                        if isinstance(record, dict) else repr(record))
             raise ModelFolderError(f"{path} is not the file this model was exported with ({size:,} bytes, sha256 "
-                                   f"{digest[:12]}; config.json records {record}): it was replaced, edited or "
+                                   f"{digest[:12]}; config.json records {recorded}): it was replaced, edited or "
                                    f"damaged; {AGAIN}")
     added = [n for n in read if (folder / n).is_file() and n not in records]
     if added:

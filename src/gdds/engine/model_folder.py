@@ -134,7 +134,7 @@ def _tokenizer(folder: Path, meta: dict[str, Any]) -> TextTokenizer:
     except KeyError as exc:
         raise ModelFolderError(f"{path}: a saved tokenizer lacks the field {exc}; {AGAIN}") from exc
     except ValueError as exc:
-        raise ModelFolderError(str(exc)) from exc
+        raise ModelFolderError(f"{exc}; {AGAIN}") from exc
     if tok.identity() != meta["identity"].get("tokenizer"):
         raise ModelFolderError(f"{path} is not the tokenizer this model was trained with (config.json records "
                                f"another); {AGAIN}")
@@ -186,6 +186,9 @@ def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = 
                               "evaluate the model on the corpus it was trained on")
     embeddings = None
     if method.noised and KERNELS.get(cfg.process.kernel).needs_embeddings:
+        if not (folder / KERNEL_FILE).is_file():
+            raise ModelFolderError(f"{folder / KERNEL_FILE} is missing: the {cfg.process.kernel} kernel's embeddings "
+                                   f"are read from it and nowhere else (never from process.embeddings); {AGAIN}")
         embeddings = _tensor(folder, KERNEL_FILE, "embeddings")
     dev = resolve_device(device)
     run: Run = assemble(cfg, data, dev, progress=False, embeddings=embeddings)
