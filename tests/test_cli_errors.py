@@ -53,3 +53,47 @@ def test_unexpected_errors_name_their_type_and_debug_shows_the_traceback(tmp_pat
     monkeypatch.setenv("GDDS_DEBUG", "1")
     with pytest.raises(KeyError):
         main(["export", "run", str(tmp_path / "out")])
+
+
+def exit_status(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_bad_values_are_refused_before_any_compute(tmp_path, capsys, monkeypatch):
+    """A bad training value exits 2 naming its key before the data is read; a YAML syntax error names
+    the file and line in one line; sampling and output options are checked before a model is loaded
+    or anything is computed (the commands' compute is replaced by a failure to prove it)."""
+    import gdds.cli.evaluation as evaluation
+    import gdds.cli.tools as tools
+    import gdds.cli.training as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed before the bad input was refused")
+
+    for module, name in [(training, "train"), (evaluation, "open_model"), (tools, "noise_demo")]:
+        monkeypatch.setattr(module, name, never)
+    (tmp_path / "syn.yaml").write_text("train:\n  lr: [0.1\n")
+    (tmp_path / "file").write_text("")
+    out, folder = str(tmp_path / "r"), str(tmp_path)
+    cases = [
+        (["train", "--config", "tiny", "--out", out, "train.grad_clip=-1"], "train.grad_clip must be in (0, inf]"),
+        (["train", "--config", "tiny", "--out", out, "seed=-1"], "seed must be in [0, 4294967295]; got -1"),
+        (["train", "--config", str(tmp_path / "syn.yaml"), "--out", out], "syn.yaml: invalid YAML at line 3"),
+        (["sample", "RUN", "--top-p", "2"], "argument --top-p: the nucleus top-p must lie in (0, 1]; got 2"),
+        (["sample", "RUN", "--top-p", "0"], "--top-p"),
+        (["eval", "RUN", "--sample-top-p", "1", "1.5"], "--sample-top-p"),
+        (["sample", "RUN", "--out", folder], f"--out {folder} is a folder"),
+        (["sample", "RUN", "--out", f"{folder}/file/s.json"], "cannot write to"),
+        (["sample", "RUN", "--steps", "100000000"], "--steps in [1, 100,000]"),
+        (["eval", "RUN", "--out", f"{folder}/file/eval"], f"cannot write to {folder}/file/eval (Not a directory)"),
+        (["noise", "--out", f"{folder}/file/noise"], "cannot write to"),
+    ]
+    for argv, message in cases:
+        assert exit_status(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "report it" not in err, (argv, err)
+        assert len(err.strip().splitlines()[-1]) > 20 and err.strip().splitlines()[-1].startswith("gdds")
+    assert not (tmp_path / "r").exists()

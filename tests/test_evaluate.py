@@ -9,7 +9,7 @@ from gdds.cli import main
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import load_config
-from gdds.engine.evaluate import bound_report, eval_rows
+from gdds.engine.evaluate import EvalSettings, bound_report, eval_rows, evaluate
 from gdds.engine.train import train
 from gdds.likelihood import summarize
 from helpers import MICRO_TRAIN
@@ -117,3 +117,58 @@ def test_the_continuous_bound_is_shown_only_where_it_is_finite(tmp_path):
         else:
             assert "t_sweep" not in valid and valid["continuous_bound"]["samples_of_t"] > 0
         assert "kl_profile" not in report
+
+
+def test_sample_and_eval_refuse_what_the_model_cannot_do_before_computing(run, tmp_path, capsys, monkeypatch):
+    """--num beyond the memory and --sample-length beyond the model's length are refused once the
+    model is open, before the sampler or the bound runs (they are replaced by a failure here)."""
+    import gdds.cli.evaluation as cli
+    import gdds.engine.evaluate as engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("computed before the bad input was refused")
+
+    monkeypatch.setattr(cli, "generate", never)
+    monkeypatch.setattr(engine, "likelihood_report", never)
+    with pytest.raises(SystemExit) as info:
+        main(["sample", str(run), "--num", "100000000"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--num 100000000: sampling 100000000 sequences of 32 tokens" in err
+    assert "GiB" in err and "use --num" in err
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(run), "--sample-length", "100000", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--sample-length) 100000 exceeds the model's 32 tokens" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_logs_the_number_of_sequences_it_bounds(run, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    import gdds.engine.evaluate as engine
+
+    monkeypatch.setattr(engine, "likelihood_report", stop)
+    loaded, messages = load_run(run), []
+    with pytest.raises(Stop):
+        evaluate(loaded, EvalSettings(sequences=100000), log=messages.append)
+    n = len(loaded.run.valid)
+    assert messages == [f"bounding {n} validation sequences (all the split has; 100000 asked) with T = 64, "
+                        "beside the no-training baseline"]
+
+
+def test_a_model_folder_samples_with_a_cache_folder_it_cannot_write(tmp_path, monkeypatch, capsys):
+    """R5: the kNN graph of a semantic model folder is kept in memory when the cache cannot take it
+    (a cache folder under a file: nothing can be written there, even as root)."""
+    cfg = load_config("tiny", [*MICRO_TRAIN, "process.kernel=semantic", "process.embeddings=cooccurrence",
+                               "process.kernel_args={k: 8}", "train.max_steps=2", "train.eval_every=2"])
+    train(cfg, tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "model")]) == 0
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("GDDS_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with pytest.warns(UserWarning, match="could not cache the kNN graph"):
+        assert main(["sample", str(tmp_path / "model"), "--num", "1", "--steps", "2"]) == 0
+    assert "1 samples from" in capsys.readouterr().out

@@ -1,5 +1,7 @@
 """Semantic kNN kernel: exact graph, cache, affinities, teleport schedule."""
+import errno
 import math
+import os
 
 import pytest
 import torch
@@ -88,6 +90,25 @@ def test_unreadable_cache_is_reported(tmp_path):
     (tmp_path / f"knn-{knn_module.graph_key(emb, 5, 'gaussian')}.pt").write_bytes(b"not a graph")
     with pytest.raises(RuntimeError, match="unreadable"):
         K.cached_knn_graph(emb, 5, cache_dir=tmp_path, progress=False)
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_warning(tmp_path, monkeypatch):
+    """R5 of the reliability report: a read-only cache folder made the kernel (so a model folder)
+    unusable; the graph is now returned all the same, with a warning."""
+    emb = torch.randn(30, 4, generator=torch.Generator().manual_seed(3))
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:  # root writes through permissions: fail the write as a read-only file system does
+        def read_only(path, write):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        monkeypatch.setattr(gdds.files, "write_atomically", read_only)
+    with pytest.warns(UserWarning, match=r"could not cache the kNN graph in .*read-only \((Read-only file system|"
+                                         r"Permission denied)\); it is kept in memory"):
+        nbr, dist = K.cached_knn_graph(emb, 5, cache_dir=folder, progress=False)
+    expected = K.knn_graph(emb, 5, progress=False)
+    assert torch.equal(nbr, expected[0]) and torch.equal(dist, expected[1]) and not list(folder.iterdir())
 
 
 def test_affinity_and_tempering_formulas():

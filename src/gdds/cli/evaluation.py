@@ -5,16 +5,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..engine.build import LoadedRun
+from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
 from ..engine.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
-from ..files import write_text_atomically
+from ..files import check_writable, write_text_atomically
 from .render import eval_markdown, write_eval
+
+# `gdds sample --steps` above this is refused: each step is a network call on every sequence, and the
+# time grid is held in memory (the paper samples with at most a few thousand).
+MAX_SAMPLE_STEPS = 100_000
+
+
+def unit_interval(what: str, note: str = "") -> Callable[[str], float]:
+    """An argparse type: a number in ``(0, 1]``; ``what`` (and ``note``) name it in the error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0 < value <= 1:  # also rejects NaN
+            raise argparse.ArgumentTypeError(f"{what} must lie in (0, 1]{f' ({note})' if note else ''}; got {text}")
+        return value
+
+    return parse
+
+
+def output_folder(args: argparse.Namespace, folder: Path) -> Path:
+    """``folder`` (of ``--out``) once :func:`gdds.files.check_writable` finds it can be written, before
+    any compute; a usage error naming it otherwise."""
+    try:
+        check_writable(folder)
+    except OSError as exc:
+        args.parser.error(f"cannot write to {folder} ({exc.strerror or exc}); choose another folder with --out")
+    return folder
+
+
+def check_memory(args: argparse.Namespace, loaded: LoadedRun, length: int) -> None:
+    """A usage error naming ``--num`` when sampling ``args.num`` sequences at once cannot fit in the
+    device's memory. The estimate counts only what a reverse step surely holds per token: the
+    float32 logits (and their normalised copy), the network's activations (about 32 floats of its
+    width) and the token ids, so it errs low; above it, torch would fail with an allocation error."""
+    net = loaded.run.model.config
+    per_sequence = length * (8 * net.padded_vocab + 128 * net.width + 32)
+    if loaded.device.type == "cuda":
+        total = torch.cuda.get_device_properties(loaded.device).total_memory
+    else:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if args.num * per_sequence > total:
+        args.parser.error(f"--num {args.num}: sampling {args.num} sequences of {length} tokens at once needs about "
+                          f"{args.num * per_sequence / 2**30:,.0f} GiB, more than the {total / 2**30:,.0f} GiB of "
+                          f"{loaded.device.type}; use --num {max(1, total // per_sequence):,} or fewer, and another "
+                          "--seed for more")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
@@ -39,7 +89,8 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
     p.add_argument("--sample-steps", type=int, nargs="+", default=list(defaults.sample_steps),
                    help="step counts to sample with")
     p.add_argument("--num-samples", type=int, default=defaults.num_samples)
-    p.add_argument("--sample-top-p", type=float, nargs="+", default=list(defaults.top_p), metavar="P",
+    p.add_argument("--sample-top-p", type=unit_interval("each nucleus top-p"), nargs="+", default=list(defaults.top_p),
+                   metavar="P",
                    help="nucleus settings to sample with (1: the model's own law; a sweep such as 1 0.95 0.9 0.8 "
                         "traces generative perplexity against entropy)")
     p.add_argument("--more-judges", nargs="*", default=list(defaults.more_judges), metavar="JUDGE",
@@ -84,27 +135,34 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
                               "renoise sampler instead (no likelihood applies to its samples).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
-    p.add_argument("--steps", type=int, default=64, help="reverse steps T (default 64)")
+    p.add_argument("--steps", type=int, default=64, help=f"reverse steps T (default 64, at most {MAX_SAMPLE_STEPS:,})")
     p.add_argument("--spacing", choices=("t", "lambda"), default="t", help="time grid uniform in t or in Lambda")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus filtering of mu (changes the model)")
+    p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=1.0,
+                   help="nucleus filtering of mu, in (0, 1] (below 1 changes the model)")
     p.add_argument("--gumbel", action="store_true", help="Gumbel-max on float32 instead of float64 inverse CDF")
     p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
     p.add_argument("--approximate", action="store_true", help="use the APPROXIMATE renoise sampler")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="also write the samples to this JSON file")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples to this JSON file")
     add_device_option(p)
     p.set_defaults(run=run_sample, parser=p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
-    if args.num < 1 or args.steps < 1:
-        parser.error("--num and --steps must be at least 1")
+    if args.num < 1 or not 1 <= args.steps <= MAX_SAMPLE_STEPS:
+        parser.error(f"--num must be at least 1 and --steps in [1, {MAX_SAMPLE_STEPS:,}]; got --num {args.num}, "
+                     f"--steps {args.steps}")
+    if args.out is not None and args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; give the JSON file to write, e.g. {args.out / 'samples.json'}")
+    if args.out is not None:
+        output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
     method, length = loaded.method, loaded.cfg.data.seq_len
     prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
     if len(prompt) >= length:
         parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+    check_memory(args, loaded, length)
     if method.exact_likelihood:
         if args.approximate or args.top_p < 1 or args.gumbel:
             parser.error("an autoregressive run samples exactly; --approximate, --top-p and --gumbel do not apply")
@@ -147,9 +205,14 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     settings = eval_settings(args)
-    report = evaluate(open_model(args.run_dir, device=str(device_of(args))), settings,
-                      log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
-    paths = write_eval(report, args.out or args.run_dir / "eval")
+    out = output_folder(args, args.out or args.run_dir / "eval")
+    loaded = open_model(args.run_dir, device=str(device_of(args)))
+    try:  # a setting that does not fit the model (--sample-length, --zero-shot) is a usage error
+        report = evaluate(loaded, settings,
+                          log=lambda message: print(f"gdds eval: {message}", file=sys.stderr, flush=True))
+    except ConfigError as exc:
+        args.parser.error(str(exc))
+    paths = write_eval(report, out)
     print(eval_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -13,20 +13,9 @@ from ..engine.model_folder import export_model
 from ..files import write_text_atomically
 from ..kernels import KERNELS
 from ..nll_gap import EXAMPLE_KERNELS, decompose, example_problem, predictor_pairs
-from .evaluation import add_device_option, device_of
+from .evaluation import add_device_option, device_of, output_folder, unit_interval
 from .noise_demo import DEFAULT_KERNELS, DEFAULT_TIMES, noise_demo, render_text, save_figure, save_text
 from .render import nll_gap_markdown
-
-
-def _unit_time(text: str) -> float:
-    """argparse type: a time in ``(0, 1]``."""
-    try:
-        t = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < t <= 1:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"times must lie in (0, 1] (0 = data, 1 = fully noised); got {text}")
-    return t
 
 
 def add_noise(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +28,8 @@ def add_noise(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("sentence", nargs="?", default=None,
                    help="the sentence to noise (default: a line of Shakespeare chosen by --seed)")
-    p.add_argument("--t", dest="times", type=_unit_time, nargs="+", default=list(DEFAULT_TIMES), metavar="T",
+    p.add_argument("--t", dest="times", type=unit_interval("times", "0 = data, 1 = fully noised"), nargs="+",
+                   default=list(DEFAULT_TIMES), metavar="T",
                    help="times in (0, 1] (default: 0.1 0.2 ... 0.9)")
     p.add_argument("--kernels", nargs="+", choices=KERNELS.names(), default=list(DEFAULT_KERNELS), metavar="NAME",
                    help=f"kernels to show, from {{{', '.join(KERNELS.names())}}} (default: "
@@ -58,6 +48,7 @@ def run_noise(args: argparse.Namespace) -> int:
         parser.error("the sentence is empty; give some text, or leave it out for a line of Shakespeare")
     if len(set(args.kernels)) != len(args.kernels) or len(set(args.times)) != len(args.times):
         parser.error("--t and --kernels values must not repeat")
+    output_folder(args, args.out)
     try:
         demo = noise_demo(args.sentence, times=args.times, kernels=args.kernels, seed=args.seed,
                           device=device_of(args))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def _config_help() -> str:
         for part in key.split("."):
             node = node[part]  # type: ignore[index]
         section, _, name = key.rpartition(".")
-        allowed = choices(SECTIONS[section] if section else Config, name)
-        lines.append(f"  {key} = {node!r}" + (f"  (one of: {', '.join(map(str, allowed))})" if allowed else ""))
+        cls = SECTIONS[section] if section else Config
+        allowed = choices(cls, name)
+        limits = next(f.metadata.get("range") for f in dataclasses.fields(cls) if f.name == name)
+        lines.append(f"  {key} = {node!r}" + (f"  (one of: {', '.join(map(str, allowed))})" if allowed else "")
+                     + (f"  ({limits})" if limits else ""))
         lines.append(f"      {about[key]}")
     return "\n".join(lines)
 

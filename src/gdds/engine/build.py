@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +27,22 @@ from ..objectives import METHODS, Method
 from ..process import ForwardProcess
 from ..registry import Registry
 from ..sampling import Denoiser, LikelihoodWeighted
-from ..schedules import SCHEDULES, Schedule
+from ..schedules import Schedule
 from . import checkpoint as ck
-from .config import Config, ConfigError, DataConfig, ModelConfig, ProcessConfig, load_config
+from .config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    ProcessConfig,
+    build_schedule,
+    load_config,
+    network_config,
+)
+from .config_checks import argument_error
 from .corpus import Data, build_data, cooccurrence
 from .distributed import resolve_device
 from .legacy import EXACT_MARK, as_saved, upgraded
-
-
-def build_schedule(pc: ProcessConfig) -> Schedule:
-    cls = SCHEDULES.get(pc.schedule)
-    try:
-        return cls(**pc.schedule_args)
-    except TypeError as exc:
-        accepted = list(inspect.signature(cls).parameters)
-        raise ConfigError(f"process.schedule_args {pc.schedule_args} do not fit {cls.__name__}; "
-                          f"it accepts {accepted}") from exc
 
 
 def _full_ids(tok: TextTokenizer) -> np.ndarray | None:
@@ -99,6 +98,11 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
         kernel = recipe.build(vocabulary, schedule, emb, progress, **args)
     except TypeError as exc:
         raise ConfigError(f"process.kernel_args {args} do not fit the {pc.kernel} kernel: {exc}") from exc
+    except ValueError as exc:
+        named = argument_error("process.kernel_args", args, exc)
+        if named is None:
+            raise
+        raise named from exc
     identity["repr"] = repr(kernel)
     return kernel, identity
 
@@ -106,13 +110,7 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
 def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: type[Method]) -> nn.Module:
     """The network of ``method`` (:attr:`Method.network`: the DiT denoiser, the causal LM on
     the same blocks, the two-stream network) at the configured size."""
-    names = ("layers", "width", "heads", "cond_width", "dropout", "tie_weights", "vocab_multiple")
-    overrides = {k: getattr(mc, k) for k in names if getattr(mc, k) is not None}
-    try:
-        config = DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=method.causal, **overrides)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from exc
-    return method.network(config)
+    return method.network(network_config(mc, vocab_size, max_len, method.causal))
 
 
 @dataclass

@@ -15,6 +15,7 @@ import difflib
 import functools
 import inspect
 import itertools
+import math
 import sys
 import types
 import typing
@@ -29,9 +30,11 @@ import yaml
 from ..data.dataset import PACKINGS
 from ..data.tokenizers import TOKENIZERS
 from ..kernels.registry import KERNELS
+from ..models import DiTConfig
 from ..objectives.methods import METHODS
 from ..objectives.parametrization import AUTO, PARAMETRIZATIONS
-from ..schedules import SCHEDULES
+from ..schedules import SCHEDULES, Schedule
+from .config_checks import MAX_SEED, MAX_SEQ_LEN, ConfigError, argument_error, check_ranges, parse_yaml, ranged
 from .parallel import STRATEGIES
 
 MethodName = Literal[METHODS.names()]
@@ -45,10 +48,6 @@ PRESETS_PACKAGE = "gdds.engine.configs"
 LOG_SINKS = ("jsonl", "tensorboard", "wandb")  # the names of gdds.engine.logs.LOGGERS (checked there by a test)
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says what to change."""
-
-
 @dataclass
 class DataConfig:
     """``data.*``: the corpus, its tokenizer and split, and how documents become blocks."""
@@ -59,19 +58,19 @@ class DataConfig:
     """The corpus's options (data_files, builder, valid_docs, path, split, ...; docs/data.md)."""
     tokenizer: TokenizerName = "wordpiece"
     """How text becomes ids."""
-    bpe_vocab_size: int = 4096
+    bpe_vocab_size: int = ranged(4096, 260)  # 256 bytes + 4 specials (gdds.data.trained)
     """Vocabulary size of tokenizer=bpe (trained on the training split)."""
     compact_vocab: bool = True
     """Keep only the ids seen in the training split (plus specials) as model outputs."""
-    seq_len: int = 128
+    seq_len: int = ranged(128, 3, MAX_SEQ_LEN)
     """Tokens per block: the model's length."""
     packing: PackingName = "wrap"
     """wrap: [BOS] doc [EOS] streams cut into blocks; pad: one document per block, padded."""
-    valid_fraction: float = 0.05
+    valid_fraction: float = ranged(0.05, 0, 1, open_low=True, open_high=True)
     """Validation share of the hash split (embedded corpora and local files; recipes have their own)."""
-    test_fraction: float = 0.05
+    test_fraction: float = ranged(0.05, 0, 1, open_high=True)
     """Test share of the hash split."""
-    split_seed: int = 0
+    split_seed: int = ranged(0, 0, MAX_SEED)
     """Seed of the hash split."""
 
 
@@ -89,11 +88,11 @@ class ProcessConfig:
     """The kernel's parameters (semantic: k, eps, b, teleport, ...; hybrid: uniform_weight)."""
     embeddings: str = "minilm"
     """Semantic kernel: minilm, cooccurrence, an embedding file or a run folder."""
-    embedding_dim: int = 64
+    embedding_dim: int = ranged(64, 1)
     """Dimension of the cooccurrence embeddings."""
-    embedding_tokens: int = 50_000_000
+    embedding_tokens: int = ranged(50_000_000, 1)
     """Cooccurrence embeddings are computed from the first N training tokens."""
-    t_min: float = 1e-3
+    t_min: float = ranged(1e-3, 0, 1, open_high=True)
     """Training times are drawn from U[t_min, 1]."""
 
 
@@ -103,19 +102,19 @@ class ModelConfig:
 
     preset: str = "tiny"
     """Network size preset (tiny, small, medium); the keys below override it when set."""
-    layers: int | None = None
+    layers: int | None = ranged(None, 1)
     """Transformer blocks (null: the preset's)."""
-    width: int | None = None
+    width: int | None = ranged(None, 1)
     """Hidden width (null: the preset's)."""
-    heads: int | None = None
+    heads: int | None = ranged(None, 1)
     """Attention heads (null: the preset's)."""
-    cond_width: int | None = None
+    cond_width: int | None = ranged(None, 1)
     """Width of the time conditioning (null: the preset's)."""
-    dropout: float | None = None
+    dropout: float | None = ranged(None, 0, 1, open_high=True)
     """Dropout rate (null: the preset's)."""
     tie_weights: bool | None = None
     """Share the input embedding and the output layer (null: the preset's)."""
-    vocab_multiple: int | None = None
+    vocab_multiple: int | None = ranged(None, 1)
     """Pad the output layer to a multiple of this (128 on GPUs); the extra logits are never read."""
     parametrization: ParametrizationName = AUTO
     """How the output becomes mu (gdds.objectives.parametrization); auto: forward for non-absorbing kernels."""
@@ -125,39 +124,39 @@ class ModelConfig:
 class TrainConfig:
     """``train.*``: optimisation, intervals, precision and device."""
 
-    max_steps: int = 1000
+    max_steps: int = ranged(1000, 1)
     """Optimizer steps of the run."""
-    batch_size: int = 32
+    batch_size: int = ranged(32, 1)
     """Global batch: blocks per optimizer step, all processes together."""
-    grad_accum: int = 1
+    grad_accum: int = ranged(1, 1)
     """Micro-batches per step (batch_size must be a multiple)."""
-    lr: float = 3e-4
+    lr: float = ranged(3e-4, 0, open_low=True)
     """Peak learning rate (AdamW)."""
-    min_lr: float = 3e-5
+    min_lr: float = ranged(3e-5, 0)
     """Final learning rate of the cosine schedule."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     """Learning rate after the linear warmup."""
-    warmup_steps: int = 100
+    warmup_steps: int = ranged(100, 0)
     """Steps of linear warmup."""
-    weight_decay: float = 0.0
+    weight_decay: float = ranged(0.0, 0)
     """AdamW weight decay."""
-    beta1: float = 0.9
+    beta1: float = ranged(0.9, 0, 1, open_high=True)
     """AdamW beta1."""
-    beta2: float = 0.98
+    beta2: float = ranged(0.98, 0, 1, open_high=True)
     """AdamW beta2."""
-    grad_clip: float = 1.0
-    """Clip the gradient norm to this."""
-    ema_decay: float = 0.999
+    grad_clip: float = ranged(1.0, 0, math.inf, open_low=True)
+    """Clip the gradient norm to this (.inf: no clipping)."""
+    ema_decay: float = ranged(0.999, 0, 1, open_high=True)
     """Decay of the weights' exponential moving average (0 disables it)."""
-    ckpt_every: int = 500
+    ckpt_every: int = ranged(500, 1)
     """Steps between checkpoints."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = ranged(2, 1)
     """Checkpoints kept (the oldest are removed)."""
-    eval_every: int = 250
+    eval_every: int = ranged(250, 1)
     """Steps between validations (snapshot CE, not a likelihood)."""
-    eval_batches: int = 8
+    eval_batches: int = ranged(8, 1)
     """Validation batches per validation."""
-    log_every: int = 10
+    log_every: int = ranged(10, 1)
     """Steps between log records (and plain progress lines when the bar is off)."""
     log: list = field(default_factory=lambda: ["jsonl", "tensorboard"])
     """Where records go: jsonl (log.jsonl), tensorboard (when installed), wandb (when installed; offline)."""
@@ -173,7 +172,7 @@ class TrainConfig:
     """Activation checkpointing of every block: less memory, one more forward."""
     strategy: StrategyName = "ddp"
     """Several processes: ddp (the whole model on each) or fsdp (FSDP2, sharded)."""
-    noise_groups: int = 1
+    noise_groups: int = ranged(1, 1)
     """Noise each micro-batch in this many groups, each with its own seed; each process draws only its own."""
     progress: bool = True
     """A progress bar (off: a plain line every log_every steps)."""
@@ -183,7 +182,7 @@ class TrainConfig:
 class Config:
     """A whole run: the seed, the training method and one section per part."""
 
-    seed: int = 0
+    seed: int = ranged(0, 0, MAX_SEED)
     """Seed of the initialisation, the data order and the noise."""
     method: MethodName = "gdds"
     """gdds: the snapshot objective; elbo: continuous-time ELBO (MDLM, UDLM, GIDD); jump, campbell: path-wise; ar."""
@@ -214,25 +213,51 @@ class Config:
 
     def validate(self) -> None:
         """Check the ranges that the field types alone do not express (types and choices are
-        checked field by field on the way in)."""
-        positive = {"data.seq_len": self.data.seq_len, "train.max_steps": self.train.max_steps,
-                    "process.embedding_tokens": self.process.embedding_tokens,
-                    "train.batch_size": self.train.batch_size, "train.grad_accum": self.train.grad_accum,
-                    "train.ckpt_every": self.train.ckpt_every, "train.eval_every": self.train.eval_every,
-                    "train.log_every": self.train.log_every, "train.keep_checkpoints": self.train.keep_checkpoints}
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{key} must be at least 1; got {value}")
-        if self.train.batch_size % self.train.grad_accum:
-            raise ConfigError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
-                              f"train.grad_accum ({self.train.grad_accum})")
-        if not 0 <= self.process.t_min < 1:
-            raise ConfigError(f"process.t_min must be in [0, 1); got {self.process.t_min}")
-        unknown = [name for name in self.train.log if name not in LOG_SINKS]
+        checked field by field on the way in): each numeric key's :class:`Range`, the keys that
+        depend on each other, the schedule and the network's shape, so that a bad value fails
+        here, naming its key, and not after the data is tokenised or training has begun."""
+        check_ranges(self)
+        tc, dc = self.train, self.data
+        if tc.batch_size % tc.grad_accum:
+            raise ConfigError(f"train.batch_size ({tc.batch_size}) must be a multiple of "
+                              f"train.grad_accum ({tc.grad_accum})")
+        if tc.lr_schedule == "cosine" and tc.min_lr > tc.lr:
+            raise ConfigError(f"train.min_lr ({tc.min_lr}) must not exceed train.lr ({tc.lr}): the cosine "
+                              "schedule decays from train.lr to train.min_lr")
+        if dc.valid_fraction + dc.test_fraction >= 1:
+            raise ConfigError(f"data.valid_fraction + data.test_fraction must be below 1 (the rest is the "
+                              f"training split); got {dc.valid_fraction} + {dc.test_fraction}")
+        unknown = [name for name in tc.log if name not in LOG_SINKS]
         if unknown:
             raise ConfigError(f"train.log has {unknown}; its entries are {', '.join(LOG_SINKS)}")
-        if not 0 <= self.train.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA); got {self.train.ema_decay}")
+        build_schedule(self.process)
+        network_config(self.model, vocab_size=2, max_len=dc.seq_len, causal=False)
+
+
+def build_schedule(pc: ProcessConfig) -> Schedule:
+    """The schedule of ``process.schedule`` with ``process.schedule_args`` (errors name the key)."""
+    cls = SCHEDULES.get(pc.schedule)
+    try:
+        return cls(**pc.schedule_args)
+    except TypeError as exc:
+        accepted = list(inspect.signature(cls).parameters)
+        raise ConfigError(f"process.schedule_args {pc.schedule_args} do not fit {cls.__name__}; "
+                          f"it accepts {accepted}") from exc
+    except ValueError as exc:
+        raise argument_error("process.schedule_args", pc.schedule_args, exc) or \
+            ConfigError(f"process.schedule_args {pc.schedule_args}: {exc}") from exc
+
+
+def network_config(mc: ModelConfig, vocab_size: int, max_len: int, causal: bool) -> DiTConfig:
+    """The network's :class:`~gdds.models.DiTConfig`: ``model.preset`` with the ``model.*`` keys
+    that are set (errors as :class:`ConfigError`, naming the key when the message names one)."""
+    names = ("layers", "width", "heads", "cond_width", "dropout", "tie_weights", "vocab_multiple")
+    overrides = {k: getattr(mc, k) for k in names if getattr(mc, k) is not None}
+    try:
+        return DiTConfig.preset(mc.preset, vocab_size, max_len=max_len, causal=causal, **overrides)
+    except ValueError as exc:
+        raise argument_error("model", {"preset": mc.preset, **overrides}, exc) or ConfigError(f"model: {exc}") \
+            from exc
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "process": ProcessConfig, "model": ModelConfig,
@@ -320,12 +345,12 @@ def read_yaml(name_or_path: str, package: str = PRESETS_PACKAGE, what: str = "co
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"{what} file {path} does not exist")
-        text = path.read_text()
+        text: str | bytes = path.read_bytes()
     else:
         if name_or_path not in preset_names(package):
             raise ConfigError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names(package))}")
         text = resources.files(package).joinpath(f"{name_or_path}.yaml").read_text()
-    data = yaml.safe_load(text) or {}
+    data = parse_yaml(text, name_or_path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a {what} must be a YAML mapping")
     return data
@@ -343,7 +368,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         inside_dict = any(key.startswith(k + ".") for k in dict_keys)
         if key not in keys and not inside_dict:
             raise _unknown(key)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw, f"override {item!r}") if raw.strip() else None
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

@@ -25,7 +25,7 @@ from ..data.recipes import resolve_corpus
 from ..data.sources import Corpus, CorpusError, digest
 from ..data.store import TokenizerRecipe, TokenStore
 from ..data.stream import StreamedBlocks
-from ..files import cache_dir, write_atomically
+from ..files import cache_dir, write_cache
 from .config import ConfigError, DataConfig, ProcessConfig
 
 
@@ -135,7 +135,7 @@ def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks
     try:
         return PACKINGS.get(dc.packing)(array, tok, dc.seq_len)
     except ValueError as exc:
-        raise ConfigError(f"data.packing={dc.packing}: {exc}") from exc
+        raise ConfigError(f"data.packing={dc.packing}, data.seq_len={dc.seq_len}: {exc}") from exc
 
 
 def budget_tokens(array: TokenArray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +151,8 @@ def budget_tokens(array: TokenArray, budget: int) -> tuple[np.ndarray, np.ndarra
 
 def cooccurrence(pc: ProcessConfig, data: Data) -> torch.Tensor:
     """Co-occurrence embeddings of the model's ids from the first ``process.embedding_tokens``
-    tokens of the training split, cached in ``cache_dir("embeddings")`` (written atomically) under
-    the store, the tokenizer, the budget and the dimension."""
+    tokens of the training split, cached in ``cache_dir("embeddings")`` (written atomically; a cache
+    that cannot be written is a warning) under the store, the tokenizer, the budget and the dimension."""
     key = digest({"store": data.store.key, "tokenizer": data.tokenizer.identity(), "dim": pc.embedding_dim,
                   "budget": pc.embedding_tokens, "format": "cooccurrence-v1"})[:32]
     path = cache_dir("embeddings") / f"{key}.npy"
@@ -160,5 +160,5 @@ def cooccurrence(pc: ProcessConfig, data: Data) -> torch.Tensor:
         return torch.from_numpy(np.load(path))
     ids, offsets = budget_tokens(data.arrays["train"], pc.embedding_tokens)
     emb = E.cooccurrence_embeddings(ids, data.tokenizer.vocab_size, dim=pc.embedding_dim, offsets=offsets)
-    write_atomically(path, lambda fh: np.save(fh, emb.numpy()))
+    write_cache(path, lambda fh: np.save(fh, emb.numpy()), "co-occurrence embeddings")
     return emb

@@ -331,15 +331,23 @@ def zero_shot_blocks(loaded: LoadedRun, corpus: str) -> Blocks:
 
 def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], None] = lambda message: None
              ) -> EvalReport:
-    """Everything ``gdds eval`` reports; ``log`` receives progress messages."""
+    """Everything ``gdds eval`` reports; ``log`` receives progress messages. Settings that do not fit
+    the model fail first, before any compute."""
     method, s = loaded.method, settings
     exact = method.exact_likelihood
     if not exact:
         loaded.denoiser()  # fails early for a model that cannot generate
+    longest = loaded.run.model.config.max_len
+    if s.sample_length is not None and s.sample_length > longest:
+        raise ConfigError(f"the sample length (--sample-length) {s.sample_length} exceeds the model's {longest} "
+                          "tokens (the data.seq_len it was trained with): its network has no positions beyond")
+    sequences = min(s.sequences, len(loaded.run.valid))  # what eval_rows draws
+    counted = f"{sequences} validation sequences" + (
+        f" (all the split has; {s.sequences} asked)" if sequences < s.sequences else "")
     report = EvalReport(str(loaded.checkpoint), loaded.weights, loaded.cfg.method,
                         sum(p.numel() for p in loaded.run.model.parameters()))
-    log(f"exact NLL of {s.sequences} validation sequences, beside the unigram model" if exact
-        else f"bounding {s.sequences} validation sequences with T = {s.steps}, beside the no-training baseline")
+    log(f"exact NLL of {counted}, beside the unigram model" if exact
+        else f"bounding {counted} with T = {s.steps}, beside the no-training baseline")
     report.likelihood = likelihood_report(loaded, loaded.run.valid, s.sequences, s.steps, s.seed,
                                           all_terms=s.all_terms, importance_terms=s.importance_terms)
     if not exact:
@@ -355,7 +363,7 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
                 log(f"no paper metric: {exc}")
                 report.paper_metric_absent = str(exc)
         if method.continuous_bound_applies and method.continuous_bound_finite:
-            log(f"continuous-time bound of {s.sequences} validation sequences")
+            log(f"continuous-time bound of {sequences} validation sequences")
             report.continuous_bound = continuous_report(loaded, loaded.run.valid, s.sequences, s.seed)
         elif method.continuous_bound_applies:
             log(f"the continuous-time bound diverges: T-step bounds at T = {SWEEP_STEPS} instead")

@@ -114,7 +114,8 @@ def cached_knn_graph(
 ) -> tuple[Tensor, Tensor]:
     """:func:`knn_graph` (built on ``device``), loaded from ``cache_dir`` when present, else built and
     saved there atomically (temporary file + rename). An unreadable cache file is
-    an error (delete it to rebuild), never silently replaced."""
+    an error (delete it to rebuild), never silently replaced; a cache folder that cannot be written
+    (read-only, full) is a warning, and the graph is returned all the same."""
     folder = Path(cache_dir) if cache_dir is not None else files.cache_dir()
     path = folder / f"knn-{graph_key(embeddings, k, metric, exclude)}.pt"
     if path.exists():
@@ -125,5 +126,5 @@ def cached_knn_graph(
             raise RuntimeError(f"kNN cache file {path} is unreadable ({exc}); delete it to rebuild") from exc
     nbr, dist = knn_graph(embeddings, k, metric, progress, exclude, device)
     data = {"neighbours": nbr.to(torch.int32), "distances": dist}
-    files.write_atomically(path, lambda fh: torch.save(data, fh))
+    files.write_cache(path, lambda fh: torch.save(data, fh), "kNN graph")
     return nbr, dist
