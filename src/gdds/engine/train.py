@@ -330,7 +330,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
             write_text_atomically(run_dir / "data.json", json.dumps(trainer.run.data.notes, indent=1))
         if resume:
             if info.main:
-                ck.latest_checkpoint(run_dir, clean=True)  # removes what a killed checkpoint left
+                ck.clean(run_dir)  # removes what a killed checkpoint left
             barrier(info)
             trainer.load(ck.latest_checkpoint(run_dir))
         try:
