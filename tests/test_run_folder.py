@@ -15,6 +15,7 @@ import pytest
 
 from gdds.cli import main
 from gdds.engine import train as train_module
+from gdds.engine.checkpoint import CheckpointError
 from gdds.engine.compare import _throughput
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.logs import Jsonl, read_log
@@ -95,7 +96,7 @@ def test_a_second_process_is_refused_and_a_killed_runs_lock_does_not_block(tmp_p
     assert _throughput(run) > 0
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_again_with_its_config(tmp_path, args, capsys):
+def test_a_run_killed_before_its_first_checkpoint_starts_again_with_its_config(tmp_path, args, monkeypatch, capsys):
     """`--resume` on it says to start again with --config; that start is accepted, removes what the
     killed run left (a half-written checkpoint, a temporary file) and starts a fresh log."""
     run = tmp_path / "run"
@@ -109,6 +110,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_with_its_config(t
     fix = f"--config {run}/config.yaml --out {run}"
     assert main(["train", "--resume", str(run)]) == 1
     assert f"{run} is a run with no checkpoint yet" in capsys.readouterr().err
+    with monkeypatch.context() as patch, pytest.raises(CheckpointError, match="no checkpoint yet"):
+        patch.setattr(train_module, "build_run", _no_compute)  # the library call stops before any compute
+        train(load_config("tiny", args), run, resume=True)
     assert main(["eval", str(run)]) == 1
     err = capsys.readouterr().err
     assert "no checkpoint yet" in err and fix in err and "to resume from" not in err

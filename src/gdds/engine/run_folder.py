@@ -56,9 +56,11 @@ def own(run_dir: Path, resume: bool) -> FileLock:
     """Take ``run_dir`` for this process: its lock, then (a new run) the checks of
     :func:`check_new_run` and that it holds no checkpoint; then remove what a killed process left."""
     run_dir = Path(run_dir)
+    if resume and not ck.list_checkpoints(run_dir):
+        ck.latest_checkpoint(run_dir)  # raises the error that says what the folder is and what to do
     if not resume:
         check_new_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(run_dir / LOCK)
     except LockHeld as held:
