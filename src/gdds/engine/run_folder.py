@@ -88,7 +88,7 @@ def claim(run_dir: Path, resume: bool, dist: DistInfo) -> FileLock | None:
     if dist.main:
         try:
             lock = own(run_dir, resume)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, ck.CheckpointError, OSError) as exc:
             failure = exc
     failure = gather_objects(failure, dist)[0]
     if failure is not None:
