@@ -21,6 +21,7 @@ from gdds.engine.config import ConfigError, load_config
 from gdds.engine.logs import Jsonl, read_log
 from gdds.engine.run_folder import RunBusy
 from gdds.engine.train import train
+from gdds.files import FileLock
 from helpers import MICRO_TRAIN, local_corpus
 
 # `gdds train ARGS...` that stops inside step argv[2] (before its records and checkpoint): it writes
@@ -166,3 +167,20 @@ def test_the_log_drops_what_a_resume_redoes_and_a_torn_line(tmp_path, args):
     Jsonl(tmp_path, cfg, 0).close()  # a fresh start in the folder of a run stopped before its first checkpoint
     assert (tmp_path / "log.jsonl").read_text() == ""
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_every_process_of_a_multi_process_run_stops_on_a_busy_folder(tmp_path, args):
+    """Under torchrun only rank 0 takes the lock; its refusal reaches the other ranks, which stop too
+    instead of waiting for it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with FileLock(run / ".lock"):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "gdds", "train", "--config",
+                               "tiny", "--out", str(run), *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert done.stderr.count(f"{run} is being trained by pid {os.getpid()}") == 2, done.stderr[-3000:]
