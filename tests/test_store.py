@@ -22,6 +22,7 @@ from gdds.data.stream import StreamedBlocks
 from gdds.engine import corpus as engine_corpus
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.train import train
+from gdds.files import FileLock
 from helpers import MICRO_TRAIN
 
 WORKS = [doc[:6000] for doc in shakespeare_documents()[:16]]
@@ -133,13 +134,12 @@ def test_a_sigkilled_prepare_leaves_nothing_trusted_and_resumes(tmp_path):
 
 def test_waiting_for_another_builder_and_stale_locks(tmp_path):
     corpus, recipe = hash_corpus(), TokenizerRecipe("char")
-    with pytest.raises(TimeoutError, match="remove its .lock"):
+    with pytest.raises(TimeoutError, match="run `gdds prepare` again"):
         open_store(corpus, recipe, root=tmp_path, build=False, wait_seconds=0.1)
     folder = next(tmp_path.iterdir())
-    (folder / ".lock").write_text("another-host 1")  # a live builder elsewhere: wait for it
-    with pytest.raises(TimeoutError):
+    with FileLock(folder / ".lock"), pytest.raises(TimeoutError):  # a live builder: wait for it
         open_store(corpus, recipe, root=tmp_path, wait_seconds=0.1, progress=False)
-    (folder / ".lock").write_text(f"{socket.gethostname()} 999999999")  # a dead process here: take over
+    (folder / ".lock").write_text(f"{socket.gethostname()} 999999999")  # a dead builder's lock: take over
     store = open_store(corpus, recipe, root=tmp_path, progress=False, workers=1)
     assert (folder / MANIFEST).is_file() and not (folder / ".lock").exists()
     assert open_store(corpus, recipe, root=tmp_path, build=False).manifest == store.manifest

@@ -4,6 +4,8 @@
 half-written one (write to a temporary file next to the target, then rename);
 :func:`replace_folder` does the same for a whole folder (a model folder).
 :func:`write_cache` is the same for a cache file, whose failure is only a warning.
+:class:`FileLock` makes one process the owner of a folder (a run, a token store) for as long as it
+lives.
 :func:`cache_dir` is where caches live (kNN graphs, token arrays): ``$GDDS_CACHE_DIR`` when
 set, else the user's cache folder. :func:`check_writable` checks an output folder before a
 command computes what goes in it. Nothing here imports another gdds module.
@@ -15,6 +17,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -188,3 +191,66 @@ def replace_folder(target: str | Path, build: Callable[[Path], object]) -> Path:
         if staging.exists() or staging.is_symlink():
             _remove(staging)
     return target
+
+
+class LockHeld(OSError):
+    """Another live process holds the lock at ``path``; ``host`` and ``pid`` are what it wrote
+    (empty and 0 when it had not written them yet)."""
+
+    def __init__(self, path: Path, host: str, pid: int) -> None:
+        super().__init__(f"{path} is held by pid {pid} on {host}")
+        self.path, self.host, self.pid = path, host, pid
+
+
+class FileLock:
+    """An exclusive ``flock`` on the file ``path`` (created if absent), held by this process until
+    :meth:`release` or its death: the kernel lets go of a dead process's locks, so a killed owner
+    never leaves a lock held (a pid written in a file can outlive its process or be reused).
+    ``path`` holds ``host pid`` of the owner, for messages; a held lock raises :class:`LockHeld`."""
+
+    def __init__(self, path: str | Path) -> None:
+        import fcntl  # POSIX only: imported here so that the rest of the module loads everywhere
+
+        self.path = Path(path)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise LockHeld(self.path, *lock_owner(self.path)) from None
+            try:  # the previous owner may have removed the file after we opened it: lock the one at path
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        self.fd: int | None = fd
+
+    def release(self, remove: bool = False) -> None:
+        """Let go of the lock (``remove``: delete the file first, for a lock that marks work under
+        way); a second call does nothing."""
+        if self.fd is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_owner(path: str | Path) -> tuple[str, int]:
+    """``(host, pid)`` written in the lock file ``path`` (``("", 0)`` when unreadable or not yet written)."""
+    try:
+        host, _, pid = Path(path).read_text(encoding="utf-8").partition(" ")
+    except (OSError, UnicodeDecodeError):
+        return "", 0
+    return host, int(pid) if pid.strip().isdigit() else 0

@@ -47,7 +47,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--config", metavar="NAME_OR_YAML", help="preset name or YAML file for a new run")
     group.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--out", type=Path, metavar="RUN_DIR", help="folder of a new run (required with --config)")
+    p.add_argument("--out", type=Path, metavar="RUN_DIR", help="folder of a new run (required with --config): "
+                   "missing, empty, or a run stopped before its first checkpoint")
     p.add_argument("--samples", type=int, default=0, metavar="N",
                    help="after training, print N sequences (diffusion: from the APPROXIMATE renoise sampler; "
                         "ar: exact ancestral samples)")

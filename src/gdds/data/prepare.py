@@ -7,15 +7,15 @@ tokenizer backends (``tokenizers``, ``tiktoken``) release the GIL while they enc
 need no ``if __name__ == "__main__"`` guard in the caller's script (processes started by
 ``spawn`` do). Batches are written in corpus order, whatever order they finish in.
 
-A lock file (``.lock``: host and process id) makes one process the builder of a store folder;
-a lock left by a dead process on the same host is taken over, one from another host is waited on.
+A lock (:class:`gdds.files.FileLock` on ``.lock``, which names the builder's host and process id)
+makes one process the builder of a store folder; the lock of a killed builder is not held, so the
+next build takes it over.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..files import write_atomically, write_text_atomically
+from ..files import FileLock, LockHeld, write_atomically, write_text_atomically
 from .sources import Corpus, CorpusError
 from .store import (
     BATCH_CHARS,
@@ -235,34 +235,13 @@ def _finish(folder: Path, corpus: Corpus, splits: list[str], tok: TextTokenizer)
     return manifest
 
 
-def _alive(pid: int) -> bool:
+def _take_lock(folder: Path) -> FileLock | None:
+    """The store's lock (``.lock``) when this process became its builder; ``None`` while another
+    live process builds it (a lock of a killed builder is not held, so it is taken over)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
-
-
-def _take_lock(folder: Path) -> bool:
-    """Whether this process became the store's builder (``.lock`` holds ``host pid``); a lock of a
-    dead process on this host is taken over."""
-    lock = folder / ".lock"
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            host, _, pid = lock.read_text(encoding="utf-8").partition(" ") if lock.exists() else ("", "", "")
-            if host == socket.gethostname() and pid.strip().isdigit() and not _alive(int(pid)):
-                lock.unlink(missing_ok=True)
-                continue
-            return False
-        with os.fdopen(fd, "w") as fh:
-            fh.write(me)
-        return True
-    return False
+        return FileLock(folder / ".lock")
+    except LockHeld:
+        return None
 
 
 def _wait(folder: Path, seconds: float) -> TokenStore:
@@ -270,7 +249,8 @@ def _wait(folder: Path, seconds: float) -> TokenStore:
     while not (folder / MANIFEST).is_file():
         if time.monotonic() > deadline:
             raise TimeoutError(f"no complete token store appeared in {folder} within {seconds:.0f} s; if no "
-                               "process is preparing it, remove its .lock file and run `gdds prepare` again")
+                               "process is preparing it, run `gdds prepare` again (it takes over a killed "
+                               "builder's .lock)")
         time.sleep(_WAIT_SECONDS)
     return read_store(folder)
 
@@ -291,7 +271,11 @@ def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | No
     if build:
         corpus.check()
     folder.mkdir(parents=True, exist_ok=True)
-    if not build or not _take_lock(folder):
+    lock = _take_lock(folder) if build else None
+    if lock is not None and (folder / MANIFEST).is_file():  # the builder before us has just finished
+        lock.release()
+        lock = None
+    if lock is None:
         return _wait(folder, wait_seconds)
     try:
         tok = _tokenizer(folder, corpus, recipe)
@@ -302,5 +286,5 @@ def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | No
             _build_split(folder, corpus, split, tok, workers, shard_tokens, progress, limit)
         manifest = _finish(folder, corpus, splits, tok)
     finally:
-        (folder / ".lock").unlink(missing_ok=True)
+        lock.release(remove=True)
     return TokenStore(folder, manifest, tok)

@@ -9,11 +9,13 @@ Layout of a run folder::
 A checkpoint is assembled in a hidden temporary folder and renamed into place
 only when complete; ``manifest.json`` (written last) holds the size and SHA-256
 of every file and is verified on load. A run killed mid-checkpoint therefore
-leaves ``last`` pointing at the previous intact checkpoint. :func:`checkpoint_embeddings`
-reads a model's token embedding back, for the semantic kernel.
+leaves ``last`` pointing at the previous intact checkpoint; an old checkpoint is renamed
+away before it is deleted; the next start of the run removes the leftovers (:func:`clean`).
+:func:`checkpoint_embeddings` reads a model's token embedding back, for the semantic kernel.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +23,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
@@ -30,6 +32,7 @@ from ..data.embedding_files import PathLike, _as_matrix, _describe, _Shape
 from ..files import write_atomically
 
 MANIFEST = "manifest.json"
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-size limit, a quota
 STEP_PREFIX = "step-"
 
 
@@ -63,23 +66,33 @@ def save_checkpoint(
     """Write a checkpoint for ``step``: ``writers[name](path)`` writes file/folder ``name``.
 
     The folder is built under a temporary name, verified by its manifest, renamed
-    into place, and ``last`` is repointed; then only the newest ``keep`` are kept.
+    into place, and ``last`` is repointed; then only the newest ``keep`` are kept. A folder
+    that goes (an older checkpoint, or one of the same step that ``last`` never reached) is
+    renamed to ``.trash-*`` before it is deleted, so no ``step-*`` folder is ever half-deleted.
+    A write that fails (a full disk, a file-size limit) raises :class:`CheckpointError` and
+    leaves the previous checkpoint as it was.
     """
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step:08d}"
     tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    replaced = None
     try:
+        tmp.mkdir()
         for name, write in writers.items():
             write(tmp / name)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         text = json.dumps({"step": step, "files": manifest}, indent=1)
         write_atomically(tmp / MANIFEST, lambda fh: fh.write(text.encode()))
-        if final.exists():
-            shutil.rmtree(final)
+        replaced = _set_aside(final) if final.exists() else None
         os.replace(tmp, final)
+    except OSError as exc:
+        previous = f"the previous checkpoint {(root / 'last').resolve().name} is intact" \
+            if (root / "last").exists() else "no checkpoint was written before it"
+        fix = "free disk space (or raise the file-size limit)" if exc.errno in _NO_ROOM else "fix that"
+        raise CheckpointError(f"could not write checkpoint {final} ({exc.strerror or exc}); {previous}: {fix}, "
+                              f"then continue with `gdds train --resume {Path(run_dir)}`") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -87,8 +100,31 @@ def save_checkpoint(
     os.symlink(final.name, link)
     os.replace(link, root / "last")
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old)
+        shutil.rmtree(_set_aside(old))
+    if replaced is not None:
+        shutil.rmtree(replaced)
     return final
+
+
+def _set_aside(folder: Path) -> Path:
+    """Rename ``folder`` to a ``.trash-*`` name beside it (one atomic step), to be deleted."""
+    trash = folder.with_name(f".trash-{folder.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, trash)
+    return trash
+
+
+def clean(run_dir: Path) -> None:
+    """Remove what a killed process left in ``checkpoints/`` (a half-written ``.tmp-*`` checkpoint, a
+    ``.trash-*`` folder half-deleted, a ``.last-*`` link): called by the process that owns the run
+    (:func:`gdds.engine.run_folder.own`), never by a reader of a run that may be training."""
+    root = checkpoint_root(run_dir)
+    for stale in root.glob(".*") if root.is_dir() else ():
+        if not stale.name.startswith((".tmp-", ".trash-", ".last-")):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
 
 
 def verify_checkpoint(folder: Path) -> dict[str, Any]:
@@ -115,22 +151,22 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def latest_checkpoint(run_dir: Path, clean: bool = False) -> Path:
-    """The verified checkpoint that ``last`` points to (else the newest ``step-*``).
-
-    ``clean=True`` (resuming the run) also removes temporary folders left by a run
-    killed mid-checkpoint; readers of a run that may still be training leave them."""
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The verified checkpoint that ``last`` points to (else the newest ``step-*``)."""
     root = checkpoint_root(run_dir)
-    if not root.is_dir():
+    started = any((Path(run_dir) / name).exists() for name in (".lock", "data.json"))
+    if not root.is_dir() and not started:
         raise CheckpointError(f"{run_dir} is not a run folder (it has no checkpoints/ folder) nor a model folder "
                               "(no config.json + model.safetensors); check the path")
-    for stale in root.glob(".tmp-*") if clean else ():
-        shutil.rmtree(stale)
     last = root / "last"
     if not last.exists():
         found = list_checkpoints(run_dir)
         if not found:
-            raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+            config = Path(run_dir) / "config.yaml"
+            raise CheckpointError(
+                f"{run_dir} is a run with no checkpoint yet (it stopped, or is still training, before its first "
+                f"one; train.ckpt_every sets when that comes); to train it from the start, run `gdds train "
+                f"--config {config if config.is_file() else 'CONFIG'} --out {run_dir}`")
         last = found[-1]
     folder = last.resolve()
     verify_checkpoint(folder)
@@ -178,7 +214,18 @@ def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    write_atomically(path, lambda fh: torch.save(obj, fh))
+    """``torch.save`` to ``path``, atomically; a failed write (a full disk, a file-size limit) raises
+    its ``OSError`` (torch reports it as a ``RuntimeError`` whose context is that error)."""
+
+    def write(fh: BinaryIO) -> None:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
+            raise
+
+    write_atomically(path, write)
 
 
 def load_torch(path: Path) -> Any:

@@ -37,6 +37,7 @@ from . import checkpoint as ck
 from .build import load_run
 from .config import Config, load_config, preset_names, read_yaml
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
+from .logs import read_log
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
 from .train import train
@@ -241,8 +242,7 @@ def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
 
 def _throughput(run_dir: Path) -> float:
     """Median training throughput (tokens/s) over the run's logged steps."""
-    rates = [r["tokens_per_s"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
-             if r.get("kind") == "train" and "tokens_per_s" in r]
+    rates = [r["tokens_per_s"] for r in read_log(run_dir) if r.get("kind") == "train" and "tokens_per_s" in r]
     return float(statistics.median(rates)) if rates else float("nan")
 
 

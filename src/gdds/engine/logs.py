@@ -3,7 +3,9 @@
 when ``tensorboard`` is installed; skipped otherwise), ``wandb`` (Weights & Biases when installed and
 asked for; offline unless ``WANDB_MODE`` says otherwise, files under ``RUN_DIR/wandb``). Each record
 is a dict with ``kind`` (``train`` or ``eval``), ``step`` and numbers; a loss is named by the label
-the record carries (e.g. ``snapshot CE (not a likelihood)``), never as a bare "loss"."""
+the record carries (e.g. ``snapshot CE (not a likelihood)``), never as a bare "loss". A run that
+starts again (resumed, or restarted before its first checkpoint) drops the records it will redo;
+:func:`read_log` reads ``log.jsonl``."""
 from __future__ import annotations
 
 import json
@@ -12,8 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..files import write_text_atomically
 from ..registry import Registry
 from .config import Config, ConfigError
+
+LOG_FILE = "log.jsonl"
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -26,27 +31,60 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class Jsonl:
-    """One JSON object per line in ``RUN_DIR/log.jsonl`` (appended: a resumed run continues it)."""
+def _parsed(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
-    def __init__(self, run_dir: Path, cfg: Config) -> None:
-        self.file = (run_dir / "log.jsonl").open("a")
+
+def _text(run_dir: Path) -> str:
+    path = Path(run_dir) / LOG_FILE
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``RUN_DIR/log.jsonl`` in order, skipping a line that does not parse (the torn
+    last line of a run killed mid-write, in a log that the run's next start has not repaired yet)."""
+    return [record for record in map(_parsed, _text(run_dir).splitlines()) if record is not None]
+
+
+def _later(record: dict[str, Any], step: int) -> bool:
+    return isinstance(record.get("step"), int) and record["step"] > step
+
+
+class Jsonl:
+    """One JSON object per line in ``RUN_DIR/log.jsonl``. A run that starts at ``step`` (0, or the
+    checkpoint it resumes from) first cuts the log to the records up to that step, dropping what the
+    resume redoes and a torn last line, so that each step is logged once, in order; each record is then
+    appended in one write of its whole line."""
+
+    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
+        path, text = Path(run_dir) / LOG_FILE, _text(run_dir)
+        lines = text.splitlines()
+        kept = [line for line in lines if (record := _parsed(line)) is not None and not _later(record, step)]
+        if len(kept) < len(lines) or (text and not text.endswith("\n")):
+            write_text_atomically(path, "".join(line + "\n" for line in kept))
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        data = (json.dumps(record) + "\n").encode()
+        while data:  # one write of the whole line (a regular file takes it whole unless the disk is full)
+            data = data[os.write(self.fd, data):]
 
     def close(self) -> None:
-        self.file.close()
+        os.close(self.fd)
 
 
 class TensorBoard:
-    """Scalars under ``RUN_DIR/tensorboard``."""
+    """Scalars under ``RUN_DIR/tensorboard``; events after ``step`` (the start of this run) that an
+    earlier, killed run wrote are purged, as in ``log.jsonl``."""
 
-    def __init__(self, run_dir: Path, cfg: Config) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.board = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         for name, value in scalars(record).items():
@@ -60,7 +98,7 @@ class TensorBoard:
 class Wandb:
     """A Weights & Biases run named after the run folder (resumed with it), offline by default."""
 
-    def __init__(self, run_dir: Path, cfg: Config) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
         try:
             import wandb
         except ImportError as err:
@@ -78,7 +116,7 @@ class Wandb:
 
 
 Sink = Jsonl | TensorBoard | Wandb
-LOGGERS: Registry[Callable[[Path, Config], Sink]] = Registry("logger")
+LOGGERS: Registry[Callable[[Path, Config, int], Sink]] = Registry("logger")
 LOGGERS.register("jsonl", Jsonl)
 LOGGERS.register("tensorboard", TensorBoard)
 LOGGERS.register("wandb", Wandb)
@@ -96,15 +134,15 @@ def plain_line(record: dict[str, Any], max_steps: int) -> str:
 
 
 class RunLog:
-    """The sinks of ``train.log`` for the run in ``run_dir``, and a plain line per record on stdout
-    when the progress bar is off."""
+    """The sinks of ``train.log`` for the run in ``run_dir`` that starts at ``step``, and a plain line
+    per record on stdout when the progress bar is off."""
 
-    def __init__(self, run_dir: Path, cfg: Config) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
         self.plain = None if cfg.train.progress else cfg.train.max_steps
         self.sinks: list[Sink] = []
         for name in cfg.train.log:
             try:
-                self.sinks.append(LOGGERS.get(name)(Path(run_dir), cfg))
+                self.sinks.append(LOGGERS.get(name)(Path(run_dir), cfg, step))
             except ImportError:
                 if name not in OPTIONAL:
                     raise

@@ -47,6 +47,7 @@ from .legacy import as_saved
 from .logs import RunLog
 from .parallel import OPTIMIZER_FOLDER, STRATEGIES
 from .records import TrainResult, Validation
+from .run_folder import claim
 from .steps import (
     EMA,
     StopRequest,
@@ -320,18 +321,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     determinism = torch.are_deterministic_algorithms_enabled()
     if cfg.train.deterministic:
         deterministic_mode(device)
+    lock = None
     try:
-        if not resume and info.main and ck.list_checkpoints(run_dir):
-            raise ConfigError(f"{run_dir} already holds a run with checkpoints; resume it with "
-                              f"`gdds train --resume {run_dir}` or choose a new --out folder")
-        barrier(info)
+        lock = claim(run_dir, resume, info)  # one process trains a run at a time; before any compute
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
         if info.main:  # what the data turned out to be: documents, tokens, vocabulary, unknown tokens
             write_text_atomically(run_dir / "data.json", json.dumps(trainer.run.data.notes, indent=1))
         if resume:
-            if info.main:
-                ck.latest_checkpoint(run_dir, clean=True)  # removes what a killed checkpoint left
-            barrier(info)
             trainer.load(ck.latest_checkpoint(run_dir))
         try:
             result = _loop(trainer)
@@ -353,13 +349,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         torch.use_deterministic_algorithms(determinism)
         trainer = None  # its DDP reducer must let go of the process group before the group goes (shutdown)
         shutdown(info)
+        if lock is not None:
+            lock.release()
 
 
 def _loop(tr: Trainer) -> TrainResult:
     tc, main = tr.cfg.train, tr.dist.main
-    if main:
-        tr.run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(tr.run_dir, tr.cfg) if main else None
+    log = RunLog(tr.run_dir, tr.cfg, tr.step) if main else None
     if main:
         write_text_atomically(tr.run_dir / "config.yaml", save_config(tr.cfg))
     bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress),
