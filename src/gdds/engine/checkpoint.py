@@ -16,7 +16,6 @@ away before it is deleted; the next start of the run removes the leftovers (:fun
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..data.embedding_files import PathLike, _as_matrix, _describe, _Shape
-from ..files import write_atomically
+from ..files import sha256_file, write_atomically
 
 MANIFEST = "manifest.json"
 _NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-size limit, a quota
@@ -38,14 +37,6 @@ STEP_PREFIX = "step-"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or does not match the run."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -82,7 +73,7 @@ def save_checkpoint(
         for name, write in writers.items():
             write(tmp / name)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
         text = json.dumps({"step": step, "files": manifest}, indent=1)
         write_atomically(tmp / MANIFEST, lambda fh: fh.write(text.encode()))
         replaced = _set_aside(final) if final.exists() else None
@@ -143,7 +134,7 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
         f = folder / name
         if not f.is_file():
             raise CheckpointError(f"checkpoint {folder} is missing {name}")
-        if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+        if f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
             raise CheckpointError(
                 f"checkpoint {folder}: {name} is truncated or corrupt ({f.stat().st_size} bytes, "
                 f"expected {meta['bytes']}); resume from an earlier checkpoint or delete this one"
