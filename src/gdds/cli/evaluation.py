@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import UnknownTextError
 from ..engine.distributed import resolve_device
 from ..engine.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
@@ -102,7 +103,10 @@ def run_sample(args: argparse.Namespace) -> int:
         parser.error("--num and --steps must be at least 1")
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
     method, length = loaded.method, loaded.cfg.data.seq_len
-    prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
+    try:
+        prompt = loaded.run.data.tokenizer.encode_exact(args.prompt, "the prompt") if args.prompt else []
+    except UnknownTextError as exc:
+        parser.error(str(exc))
     if len(prompt) >= length:
         parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
     if method.exact_likelihood:

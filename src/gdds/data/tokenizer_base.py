@@ -22,6 +22,19 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 META_FILE = "gdds_tokenizer.json"
+_LISTED = 8  # unknown characters or words named in an UnknownTextError
+
+
+class UnknownTextError(ValueError):
+    """Text that a tokenizer cannot represent: characters or pieces outside its vocabulary, which it
+    would turn into its unknown token (or refuse). A model can neither score such text nor be
+    conditioned on it, so :meth:`TextTokenizer.encode_exact` refuses it rather than alter it."""
+
+
+def listed(items: list[str]) -> str:
+    """The first few of ``items``, each quoted and cut to 24 characters (for messages)."""
+    shown = [repr(x if len(x) <= 24 else x[:24] + "...") for x in items[:_LISTED]]
+    return ", ".join(shown) + (", ..." if len(items) > _LISTED else "")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -59,6 +72,36 @@ class TextTokenizer(ABC):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``[encode(t) for t in texts]``, parallel where the backend allows."""
         return [self.encode(t) for t in texts]
+
+    def encode_exact(self, text: str, what: str = "the text") -> list[int]:
+        """``encode(text)`` when the vocabulary represents all of ``text``; else
+        :class:`UnknownTextError` naming what it cannot (``what`` names the text in the message).
+        For callers that must not alter the text: a score of it, a prompt fixed in a sample."""
+        ids = self._represented(text)
+        if ids is not None:
+            return ids
+        raise UnknownTextError(f"{what} has {self._unknown(text)}: remove or replace them (a model can neither "
+                               "score nor continue text that its vocabulary cannot represent)")
+
+    def _unknown(self, text: str) -> str:
+        """What of ``text`` the vocabulary cannot represent, for :meth:`encode_exact`'s message: the
+        characters that are unknown on their own, else the words (WordPiece turns a word of more than
+        100 characters into ``[UNK]``)."""
+        chars = [c for c in dict.fromkeys(text) if self._represented(c) is None]
+        if chars:
+            unknown = set(chars)
+            count = sum(c in unknown for c in text)
+            return f"{count} character(s) outside the {self.name} vocabulary ({len(chars)} distinct: {listed(chars)})"
+        words = [w for w in dict.fromkeys(text.split()) if self._represented(w) is None]
+        return f"{len(words)} word(s) that the {self.name} vocabulary cannot represent ({listed(words)})"
+
+    def _represented(self, text: str) -> list[int] | None:
+        """The ids of ``text``, or ``None`` when its encoding holds the unknown token or is refused."""
+        try:
+            ids = self.encode(text)
+        except UnknownTextError:
+            return None
+        return None if self.unk_id is not None and self.unk_id in ids else ids
 
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
