@@ -1,8 +1,8 @@
 """The token store: a corpus tokenised once into memory-mapped shards, read by every run after.
 
 Layout of a store folder (``cache_dir("stores") / <key>``, the key a digest of the corpus's
-cheap fingerprint, the tokenizer's recipe or identity and the format version; never a hash of
-the text)::
+cheap fingerprint (:func:`gdds.data.sources.file_stats`: names, sizes, dates and a sampled hash of
+each file), the tokenizer's recipe or identity and the format version)::
 
     tokenizer/                   the base tokenizer (trained ones are trained here, once)
     train-00000.tokens           raw little-endian ids (uint16 when the vocabulary fits, else uint32)
@@ -10,7 +10,8 @@ the text)::
     train-00000.counts.npy       how often each id occurs in the shard (int64 [vocab])
     train-00000.json             the shard's record, written last: a shard without it is not trusted
     ...                          the same for every stored split
-    manifest.json                written last of all: the store is complete
+    manifest.json                written last of all: the store is complete (its ``content`` is a
+                                 digest of every split's offsets and counts)
 
 Every file is written atomically (:func:`gdds.files.write_atomically`), so a killed ``prepare``
 leaves complete shards and temporary files only; the next build (:mod:`gdds.data.prepare`) keeps
@@ -142,7 +143,10 @@ class TokenStore:
 
     @property
     def key(self) -> str:
-        return self.folder.name
+        """The folder's name, and the digest of what it holds (so that caches made from a store, e.g.
+        co-occurrence embeddings, are not reused after ``gdds prepare --rebuild`` changed it)."""
+        content = self.manifest.get("content")
+        return f"{self.folder.name}-{content[:16]}" if content else self.folder.name
 
     def splits(self) -> tuple[str, ...]:
         """The stored splits (of a streaming split, only its first documents: :meth:`streamed`)."""
@@ -157,22 +161,33 @@ class TokenStore:
             raise CorpusError(f"the token store {self.folder} has no {split!r} split; it has {list(self.splits())}")
         return self.manifest["splits"][split]
 
+    def _current(self, value: Any) -> Any:
+        """``value`` (mapped or read from the folder), once the folder's manifest is checked to be still the
+        one this store was opened with. Checked after reading, so what was read belongs to this store: a
+        store replaced since it was opened (``gdds prepare --rebuild`` swaps in a new folder) is an error,
+        never a mix of the two."""
+        path = self.folder / MANIFEST
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != self.manifest:
+            raise CorpusError(f"the token store {self.folder} was replaced (gdds prepare --rebuild) after it was "
+                              "opened; run again to use the new one")
+        return value
+
     def tokens(self, split: str, lookup: np.ndarray | None = None) -> ShardedTokens:
         """The ids of ``split``, memory-mapped, optionally through ``lookup``."""
         dtype = np.dtype(self.manifest["dtype"])
         shards = [np.memmap(self.folder / f"{s['name']}.tokens", dtype=dtype, mode="r", shape=(s["tokens"],))
                   if s["tokens"] else np.zeros(0, dtype=dtype) for s in self._check(split)["shards"]]
-        return ShardedTokens(shards, lookup)
+        return self._current(ShardedTokens(shards, lookup))
 
     def offsets(self, split: str) -> np.ndarray:
         """Document boundaries of ``split`` (int64 ``[docs + 1]``, memory-mapped)."""
         self._check(split)
-        return np.load(self.folder / f"{split}.offsets.npy", mmap_mode="r")
+        return self._current(np.load(self.folder / f"{split}.offsets.npy", mmap_mode="r"))
 
     def counts(self, split: str) -> np.ndarray:
         """How often each base id occurs in ``split`` (int64 ``[vocab]``)."""
         self._check(split)
-        return np.load(self.folder / f"{split}.counts.npy")
+        return self._current(np.load(self.folder / f"{split}.counts.npy"))
 
 
 def read_store(folder: Path) -> TokenStore:
