@@ -338,8 +338,17 @@ def bad_corpora(tmp_path):
     (two / "b.txt").write_text("another document")
     (latin / "a.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (tmp_path / "short.txt").write_text("a b c " * 10)
+    mixed, control = write_corpus(tmp_path / "mixed_nul", WORKS[:4]), write_corpus(tmp_path / "control", WORKS[:4])
+    (mixed / "zz.txt").write_text("some text" + "\x00" * 40 + "more")  # valid UTF-8, yet binary
+    (control / "zz.txt").write_text("ab\x01\x02\x1b\x7f" * 50)
+    (tmp_path / "long_nul.txt").write_text("word " * 300_000 + "\x00" + "word " * 1000)
     hf_cache = str(tmp_path / "hf")
     return [
+        ([f"data.corpus={mixed}"], f"{mixed / 'zz.txt'} holds NUL characters (the first at character 9): it is "
+         "binary data or not in the corpus's encoding (UTF-16?); remove it from the corpus"),
+        ([f"data.corpus={control}"], f"{control / 'zz.txt'} is mostly control characters, not text: remove it"),
+        ([f"data.corpus={tmp_path / 'long_nul.txt'}", "data.corpus_args={split: chars}"],
+         "long_nul.txt holds NUL characters (the first at character 1,500,000)"),
         ([f"data.corpus={empty}"], "has no text"),
         ([f"data.corpus={two}"], "corpus_args.split=paragraph"),
         ([f"data.corpus={latin}"], "encoding"),
@@ -349,6 +358,14 @@ def bad_corpora(tmp_path):
         (["data.corpus=hf:text"], "data_files"),
         (["data.corpus=text8", f"data.corpus_args={{path: {tmp_path / 'short.txt'}}}"], "fewer than train_chars"),
     ]
+
+
+def test_a_few_stray_control_characters_are_text(tmp_path):
+    folder = write_corpus(tmp_path / "corpus", WORKS[:4])
+    (folder / "zz.txt").write_text("\x1b[1mbold\x1b[0m text\x0c with a form feed " * 20)
+    corpus = LocalCorpus(folder)
+    corpus.check()
+    assert sum(1 for _ in corpus.held_out()) == 5
 
 
 def test_bad_corpora_fail_early_with_the_fix(tmp_path, capsys):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,26 @@ from .splits import SPLITS, split_documents
 
 class CorpusError(ValueError):
     """A corpus that cannot be read as configured; the message says what to fix."""
+
+
+# Control characters, but not tab, newline, vertical tab, form feed and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+CONTROL_SHARE = 0.1  # a text with this share of control characters or more is binary data
+
+
+def check_text(text: str, where: Path | str, at: int = 0) -> None:
+    """Refuse text that is not text (:class:`CorpusError` naming ``where`` and what to do): any NUL
+    character (binary data, or UTF-16 read as UTF-8: NUL never occurs in text), or control characters
+    (other than whitespace) making up :data:`CONTROL_SHARE` of it or more. A few stray control
+    characters are kept. ``at``: the position of ``text`` in the file, for the message."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise CorpusError(f"{where} holds NUL characters (the first at character {at + nul:,}): it is binary "
+                          "data or not in the corpus's encoding (UTF-16?); remove it from the corpus (or narrow "
+                          "corpus_args.glob) or convert it to text (corpus_args.encoding)")
+    if _CONTROL.search(text) and len(_CONTROL.findall(text)) >= CONTROL_SHARE * len(text):
+        raise CorpusError(f"{where} is mostly control characters, not text: remove it from the corpus (or narrow "
+                          "corpus_args.glob) or fix the file")
 
 
 class Corpus(ABC):
