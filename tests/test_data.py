@@ -195,6 +195,31 @@ def test_text_outside_the_vocabulary_is_named_never_altered(tokenizers):
     assert gpt2.encode_exact("日本語 ☃") == gpt2.encode("日本語 ☃")  # byte-level: nothing is unknown
 
 
+AWKWARD = ["don't", "it's", "we'll", "3.14", "1,000", "naïve", "café", "日本語", "🦜", "<|endoftext|>", "a", "I",
+           "--", "...", "(x)", "\u0301e", "e\u0301", "WORD", "x" * 30, "'s", "''"]
+
+
+@pytest.mark.parametrize("name", ["char", "gpt2", "bpe", "wordpiece", "compact"])
+def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monkeypatch):
+    """encode_pieces (how the token store encodes a long document) cuts only where the ids cannot change:
+    anywhere for characters, at a single space between non-space characters for the subword tokenizers."""
+    from gdds.data import tokenizer_base
+
+    gpt2 = tokenizers["gpt2"]
+    tok = tokenizers.get(name) or CompactTokenizer(gpt2, CompactVocab(np.arange(gpt2.vocab_size), gpt2.vocab_size))
+    monkeypatch.setattr(tokenizer_base, "PIECE_CHARS", 7)
+    rng = random.Random(name)
+    for _ in range(5):
+        text = "".join(rng.choice(AWKWARD) + rng.choice([" ", " ", " ", "  ", "\n", " \n ", "\t", ", ", ""])
+                       for _ in range(400))
+        pieces = list(tok.encode_pieces(text))
+        assert [i for ids in pieces for i in ids] == tok.encode(text)
+        assert len(pieces) > 50  # it did cut, many times
+    assert list(tokenizers["char"].encode_pieces("x" * 20)) == [tokenizers["char"].encode("x" * 7)] * 2 + [
+        tokenizers["char"].encode("x" * 6)]
+    assert len(list(gpt2.encode_pieces("x" * 20))) == 1  # no safe cut: encoded whole
+
+
 # ------------------------------------------------------------------------------- splits
 
 def test_split_is_a_deterministic_partition():

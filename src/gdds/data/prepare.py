@@ -103,7 +103,7 @@ class _ShardWriter:
         if self.fh is None:
             self._open()
         assert self.fh is not None
-        self.fh.write(ids.tobytes())
+        self.fh.write(ids)  # the array's buffer, not a copy
         self.lengths.append(ids.size)
         self.tokens += ids.size
         self.uncounted.append(ids)
@@ -114,10 +114,13 @@ class _ShardWriter:
             self.commit()
 
     def _count(self) -> None:
-        """Add the ids written since the last count to the shard's counts (in one bincount: one per
-        document would cost a vocabulary-sized array per sentence)."""
+        """Add the ids written since the last count to the shard's counts, a million at a time (one
+        bincount per document would cost a vocabulary-sized array per sentence; one over a long
+        document, 8 bytes per token)."""
         if self.uncounted:
-            self.counts += np.bincount(np.concatenate(self.uncounted), minlength=self.vocab_size)
+            ids = self.uncounted[0] if len(self.uncounted) == 1 else np.concatenate(self.uncounted)
+            for start in range(0, ids.size, 1 << 20):
+                self.counts += np.bincount(ids[start:start + (1 << 20)], minlength=self.vocab_size)
         self.uncounted, self.pending = [], 0
 
     def commit(self) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..files import cache_dir
 from .sources import Corpus, CorpusError, digest
-from .tokenizer_base import TextTokenizer
+from .tokenizer_base import PIECE_CHARS, TextTokenizer
 
 FORMAT = "gdds-store-v1"
 MANIFEST = "manifest.json"
@@ -45,17 +45,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def encoder(tok: TextTokenizer) -> Callable[[list[str]], list[np.ndarray]]:
-    """``texts -> [ids]`` in the store's dtype (:func:`token_dtype`), every id checked to be in the vocabulary."""
+    """``texts -> [ids]`` in the store's dtype (:func:`token_dtype`), every id checked to be in the vocabulary.
+    Texts up to :data:`PIECE_CHARS` go to the tokenizer's batch encoder together; a longer one is encoded
+    piece by piece (:meth:`TextTokenizer.encode_pieces`), each piece stored in the dtype at once, so that
+    memory stays a few bytes per character whatever the length of a document."""
     dtype = token_dtype(tok.vocab_size)
 
+    def stored(ids: list[int]) -> np.ndarray:
+        array = np.asarray(ids, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
+            raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
+        return array.astype(dtype)
+
     def encode(texts: list[str]) -> list[np.ndarray]:
-        out = []
-        for ids in tok.encode_batch(texts):
-            array = np.asarray(ids, dtype=np.int64)
-            if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
-                raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
-            out.append(array.astype(dtype))
-        return out
+        short = iter(tok.encode_batch([t for t in texts if len(t) <= PIECE_CHARS]))
+        return [stored(next(short)) if len(t) <= PIECE_CHARS
+                else np.concatenate([stored(ids) for ids in tok.encode_pieces(t)]) for t in texts]
 
     return encode
 

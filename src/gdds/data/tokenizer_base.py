@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 META_FILE = "gdds_tokenizer.json"
+PIECE_CHARS = 1 << 20  # a longer text is encoded piece by piece (TextTokenizer.encode_pieces)
+# A single space between two non-space characters: every pre-tokenizer here starts a piece at it (GPT-2's
+# pattern and the byte-level BPE's put a space only at the start of a piece or in a run of spaces;
+# BERT's splits at every space), so the text on either side encodes to the same ids alone as in the whole.
+_SPACE_CUT = re.compile(r"(?<=\S) (?=\S)")
 _LISTED = 8  # unknown characters or words named in an UnknownTextError
 
 
@@ -64,6 +70,9 @@ class TextTokenizer(ABC):
     pad_id: int | None
     mask_id: int
     unk_id: int | None = None
+    # Where a text may be cut into pieces that encode apart to the ids of the whole: "anywhere" (one token
+    # per character), "space" (at a single space between non-space characters, _SPACE_CUT) or "never".
+    cut: ClassVar[str] = "never"
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -72,6 +81,26 @@ class TextTokenizer(ABC):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``[encode(t) for t in texts]``, parallel where the backend allows."""
         return [self.encode(t) for t in texts]
+
+    def encode_pieces(self, text: str) -> Iterator[list[int]]:
+        """The ids of ``text`` a piece of about :data:`PIECE_CHARS` characters at a time, cut where
+        :meth:`_cut_at` allows (concatenated, they are ``encode(text)``): a long document is never held as
+        one Python list of ints (about 8 bytes per token more than the text itself)."""
+        start = 0
+        while len(text) - start > PIECE_CHARS:
+            stop = self._cut_at(text, start + PIECE_CHARS)
+            if stop is None:
+                break
+            yield self.encode(text[start:stop])
+            start = stop
+        yield self.encode(text[start:])
+
+    def _cut_at(self, text: str, near: int) -> int | None:
+        """The first position from ``near`` on where :attr:`cut` allows cutting ``text``, or ``None``."""
+        if self.cut == "anywhere":
+            return near
+        found = _SPACE_CUT.search(text, near) if self.cut == "space" else None
+        return None if found is None else found.start()
 
     def encode_exact(self, text: str, what: str = "the text") -> list[int]:
         """``encode(text)`` when the vocabulary represents all of ``text``; else

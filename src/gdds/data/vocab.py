@@ -184,6 +184,9 @@ class CompactTokenizer(TextTokenizer):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self._map(ids) for ids in self.base.encode_batch(texts)]
 
+    def _cut_at(self, text: str, near: int) -> int | None:
+        return self.base._cut_at(text, near)
+
     def _unknown(self, text: str) -> str:
         """The base's unknown characters, else the base tokens outside the compact vocabulary (never
         seen in the text it was fitted on)."""
