@@ -210,7 +210,8 @@ def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monk
     monkeypatch.setattr(tokenizer_base, "PIECE_CHARS", 7)
     rng = random.Random(name)
     for _ in range(5):
-        text = "".join(rng.choice(AWKWARD) + rng.choice([" ", " ", " ", "  ", "\n", " \n ", "\t", ", ", ""])
+        text = "".join(rng.choice(AWKWARD) + rng.choice([" ", " ", " ", "  ", "   ", "\n", " \n ", "\t", " \t  ",
+                                                           ", ", ""])
                        for _ in range(400))
         pieces = list(tok.encode_pieces(text))
         assert [i for ids in pieces for i in ids] == tok.encode(text)
