@@ -218,6 +218,40 @@ def test_a_large_file_is_hashed_by_sampled_blocks_and_rebuild_covers_the_rest(tm
         old.tokens("train")  # mapping the new shards under the old manifest: an error, never a misread
 
 
+PEAK = """
+import sys
+from gdds.data.prepare import open_store
+from gdds.data.recipes import resolve_corpus
+from gdds.data.store import TokenizerRecipe
+
+def kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
+
+corpus = resolve_corpus(sys.argv[1], {"split": "chars"}, 0.05, 0.05, 0)
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # the peak resident size (VmHWM) starts again from the current one
+before = kib("VmRSS")
+store = open_store(corpus, TokenizerRecipe("char"), root=sys.argv[2], workers=1, progress=False)
+print(store.manifest["splits"]["train"]["docs"], (kib("VmHWM") - before) * 1024)
+"""
+
+
+def test_a_long_line_is_tokenised_in_a_few_bytes_per_character(tmp_path):
+    """R6: one 12 MB line without a space (one document per split) under the character tokenizer grew the
+    peak memory by 18x the text (a Python list of ints, then int64); in pieces it stays under 8x."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure a peak")
+    path = tmp_path / "line.txt"
+    rng = np.random.default_rng(0)
+    path.write_bytes(rng.integers(ord("a"), ord("k"), 12_000_000, dtype=np.uint8).tobytes())
+    done = subprocess.run([sys.executable, "-c", PEAK, str(path), str(tmp_path / "stores")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    docs, grew = (int(x) for x in done.stdout.split())
+    print(f"peak memory grew by {grew / path.stat().st_size:.1f}x the text")
+    assert docs == 1 and grew < 8 * path.stat().st_size
+
+
 def test_a_run_on_a_prepared_corpus_reads_no_text(tmp_path, monkeypatch):
     folder = tmp_path / "corpus"
     folder.mkdir()

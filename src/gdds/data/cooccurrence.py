@@ -14,13 +14,14 @@ from torch import Tensor
 from ._filler import _filler_rows, _filler_scale
 
 _DENSE_SVD_MAX = 1500  # active tokens up to which the "auto" solver uses a dense SVD
-_CHUNK_TOKENS = 1 << 20  # cooccurrence_counts: tokens whose pairs are built at a time
+_CHUNK_TOKENS = 1 << 18  # cooccurrence_counts: tokens whose pairs are built at a time
 
 
 def _documents(
     tokens: np.ndarray | Tensor | Sequence[np.ndarray], vocab_size: int, offsets: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(ids [n], offsets [n_docs + 1])``; ids as int32 (or int64 for huge vocabularies)."""
+    """Validated ``(ids [n], offsets [n_docs + 1])``; ids in their own integer dtype (never copied: a
+    co-occurrence budget of 50M tokens is 200-400 MB of ids)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
     if isinstance(tokens, Tensor):
@@ -45,7 +46,6 @@ def _documents(
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(f"token ids must lie in [0, {vocab_size}); found ids in "
                          f"[{int(ids.min())}, {int(ids.max())}]")
-    ids = ids.astype(np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64, copy=False)
     offsets = np.asarray(offsets)
     if offsets.ndim != 1 or offsets.size < 2 or offsets.dtype.kind not in "iu":
         raise ValueError(f"offsets must be a 1-D integer array [n_docs + 1], got shape {offsets.shape} "
@@ -78,7 +78,8 @@ def cooccurrence_counts(
     without ``offsets`` the array is one document). The work is vectorised over the pairs whose
     first token lies in one ``chunk`` of tokens at a time (a sparse build per chunk, no Python loop
     over tokens), so memory beyond the ids and the counts stays about ``chunk * window * 50`` bytes
-    (~250 MB) whatever the number of tokens.
+    (~60 MB) whatever the number of tokens. The chunks' counts are summed as a binary counter does
+    (two sums of the same size merge), so each count is copied ``O(log chunks)`` times, not once per chunk.
     """
     import scipy.sparse as sp
 
@@ -88,7 +89,7 @@ def cooccurrence_counts(
         raise ValueError(f"weighting must be 'harmonic' or 'flat', got {weighting!r}")
     ids, offsets = _documents(tokens, vocab_size, offsets)
     shape = (vocab_size, vocab_size)
-    C = sp.csr_matrix(shape, dtype=np.float64)
+    sums: list[tuple[int, sp.csr_matrix]] = []  # (chunks summed, their counts), fewer chunks last
     for start in range(0, ids.size, chunk):
         # Tokens start .. end - 1: the chunk's first tokens and the window after them. A pair (i, i + d)
         # is inside one document exactly when token i + d sits at position >= d of its document.
@@ -107,8 +108,13 @@ def cooccurrence_counts(
             cols.append(part[d:d + n][inside])
             weights.append(np.full(rows[-1].size, 1.0 / d if weighting == "harmonic" else 1.0))
         if rows:
-            C = C + sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                                  shape=shape)
+            counted = (1, sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                                        shape=shape))
+            while sums and sums[-1][0] == counted[0]:
+                n, earlier = sums.pop()
+                counted = (2 * n, earlier + counted[1])
+            sums.append(counted)
+    C = sum((m for _, m in sums), sp.csr_matrix(shape, dtype=np.float64))
     C = (C + C.T).tocsr()
     C.sum_duplicates()
     return C

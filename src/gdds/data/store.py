@@ -178,10 +178,15 @@ class TokenStore:
         return value
 
     def tokens(self, split: str, lookup: np.ndarray | None = None) -> ShardedTokens:
-        """The ids of ``split``, memory-mapped, optionally through ``lookup``."""
+        """The ids of ``split``, memory-mapped, optionally through ``lookup`` (held in the store's dtype
+        when its values fit, as a compact vocabulary's do, else in int32 (-1 for ids it lacks): ids
+        read through it take 2 or 4 bytes each, not 8)."""
         dtype = np.dtype(self.manifest["dtype"])
         shards = [np.memmap(self.folder / f"{s['name']}.tokens", dtype=dtype, mode="r", shape=(s["tokens"],))
                   if s["tokens"] else np.zeros(0, dtype=dtype) for s in self._check(split)["shards"]]
+        if lookup is not None and lookup.size:
+            fits = lookup.min() >= 0 and lookup.max() <= np.iinfo(dtype).max
+            lookup = lookup.astype(dtype if fits else np.int32)
         return self._current(ShardedTokens(shards, lookup))
 
     def offsets(self, split: str) -> np.ndarray:
