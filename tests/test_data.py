@@ -203,12 +203,13 @@ AWKWARD = ["don't", "it's", "we'll", "3.14", "1,000", "naïve", "café", "日本
 def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monkeypatch):
     """encode_pieces (how the token store encodes a long document) cuts only where the ids cannot change:
     anywhere for characters, at a single space between non-space characters for the subword tokenizers."""
-    from gdds.data import tokenizer_base
+    from gdds.data import store, tokenizer_base
 
     gpt2 = tokenizers["gpt2"]
     tok = tokenizers.get(name) or CompactTokenizer(gpt2, CompactVocab(np.arange(gpt2.vocab_size), gpt2.vocab_size))
     monkeypatch.setattr(tokenizer_base, "PIECE_CHARS", 7)
     rng = random.Random(name)
+    texts = []
     for _ in range(5):
         text = "".join(rng.choice(AWKWARD) + rng.choice([" ", " ", " ", "  ", "   ", "\n", " \n ", "\t", " \t  ",
                                                            ", ", ""])
@@ -216,6 +217,9 @@ def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monk
         pieces = list(tok.encode_pieces(text))
         assert [i for ids in pieces for i in ids] == tok.encode(text)
         assert len(pieces) > 50  # it did cut, many times
+        texts += [text, text[:5]]
+    monkeypatch.setattr(store, "PIECE_CHARS", 7)  # the store's encoder: short texts batched, long ones in pieces
+    assert [a.tolist() for a in store.encoder(tok)(texts)] == [tok.encode(t) for t in texts]
     assert list(tokenizers["char"].encode_pieces("x" * 20)) == [tokenizers["char"].encode("x" * 7)] * 2 + [
         tokenizers["char"].encode("x" * 6)]
     assert len(list(gpt2.encode_pieces("x" * 20))) == 1  # no safe cut: encoded whole
