@@ -16,6 +16,7 @@ from gdds.data import (
     CompactVocab,
     PackedBlocks,
     PaddedSentences,
+    UnknownTextError,
     build_tokenizer,
     load_corpus,
     load_tokenizer,
@@ -165,6 +166,63 @@ def test_compact_unk_fallback(tokenizers):
     compact = CompactTokenizer(tok, vocab, unk=True)
     ids = compact.encode("To be galaxy")
     assert ids[-1] == compact.unk_id and compact.decode(ids) == "to be [UNK]"
+
+
+def test_text_outside_the_vocabulary_is_named_never_altered(tokenizers):
+    """encode_exact (what a score or a prompt uses) refuses text that would become <unk> / [UNK] or that a
+    compact vocabulary lacks, naming how much and what; represented text encodes as encode does."""
+    char = tokenizers["char"]
+    assert char.encode_exact("To be") == char.encode("To be")
+    assert char.unk_id in char.encode("日本語 ☃ x")  # what a score would silently have used
+    with pytest.raises(UnknownTextError, match=r"the prompt has 4 character\(s\) outside the char vocabulary \(3 "
+                       r"distinct: '語', '☃', 'Ω'\): remove or replace them"):
+        char.encode_exact("日本語 ☃ Ω ☃", "the prompt")
+    wordpiece = tokenizers["wordpiece"]
+    with pytest.raises(UnknownTextError, match="1 character.* '☃'"):
+        wordpiece.encode_exact("a ☃ snowman")
+    with pytest.raises(UnknownTextError, match="1 word.*'xxxx"):  # WordPiece's [UNK] for a word over 100 chars
+        wordpiece.encode_exact("x" * 150)
+    compact = CompactTokenizer(wordpiece, CompactVocab.fit([np.asarray(wordpiece.encode(DOCS[0]))],
+                                                           wordpiece.special_ids(), wordpiece.vocab_size), unk=True)
+    with pytest.raises(UnknownTextError, match="1 token.*never seen .*'galaxy'"):
+        compact.encode_exact("To be galaxy")
+    gpt2 = tokenizers["gpt2"]
+    compact = CompactTokenizer(gpt2, CompactVocab.fit([np.asarray(gpt2.encode(DOCS[0]))], gpt2.special_ids(),
+                                                      gpt2.vocab_size))
+    assert compact.encode_exact("To be") == compact.encode("To be")
+    with pytest.raises(UnknownTextError, match="1 token.*gpt2\\+compact.*' galaxy'"):
+        compact.encode_exact("To be galaxy")
+    assert gpt2.encode_exact("日本語 ☃") == gpt2.encode("日本語 ☃")  # byte-level: nothing is unknown
+
+
+AWKWARD = ["don't", "it's", "we'll", "3.14", "1,000", "naïve", "café", "日本語", "🦜", "<|endoftext|>", "a", "I",
+           "--", "...", "(x)", "\u0301e", "e\u0301", "WORD", "x" * 30, "'s", "''"]
+
+
+@pytest.mark.parametrize("name", ["char", "gpt2", "bpe", "wordpiece", "compact"])
+def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monkeypatch):
+    """encode_pieces (how the token store encodes a long document) cuts only where the ids cannot change:
+    anywhere for characters, at a single space between non-space characters for the subword tokenizers."""
+    from gdds.data import store, tokenizer_base
+
+    gpt2 = tokenizers["gpt2"]
+    tok = tokenizers.get(name) or CompactTokenizer(gpt2, CompactVocab(np.arange(gpt2.vocab_size), gpt2.vocab_size))
+    monkeypatch.setattr(tokenizer_base, "PIECE_CHARS", 7)
+    rng = random.Random(name)
+    texts = []
+    for _ in range(5):
+        text = "".join(rng.choice(AWKWARD) + rng.choice([" ", " ", " ", "  ", "   ", "\n", " \n ", "\t", " \t  ",
+                                                           ", ", ""])
+                       for _ in range(400))
+        pieces = list(tok.encode_pieces(text))
+        assert [i for ids in pieces for i in ids] == tok.encode(text)
+        assert len(pieces) > 50  # it did cut, many times
+        texts += [text, text[:5]]
+    monkeypatch.setattr(store, "PIECE_CHARS", 7)  # the store's encoder: short texts batched, long ones in pieces
+    assert [a.tolist() for a in store.encoder(tok)(texts)] == [tok.encode(t) for t in texts]
+    assert list(tokenizers["char"].encode_pieces("x" * 20)) == [tokenizers["char"].encode("x" * 7)] * 2 + [
+        tokenizers["char"].encode("x" * 6)]
+    assert len(list(gpt2.encode_pieces("x" * 20))) == 1  # no safe cut: encoded whole
 
 
 # ------------------------------------------------------------------------------- splits

@@ -39,7 +39,7 @@ def test_data_benchmark_dry_run(tmp_path):
         assert sum(s["docs"] for s in prepare["splits"].values()) == corpus["files"]  # one document per file
         assert prepare["corpus_files_opened"] == corpus["files"]  # the audit hook sees the text being read
         assert start["tokens"] == prepare["tokens"]  # the run start maps the store prepare built
-        assert start["corpus_files_opened"] == 0  # ... and reads no raw text
+        assert start["corpus_files_opened"] == corpus["files"]  # ... and opens each file once, for its hash
         for phase in (prepare, start, batches):
             assert phase["peak_rss_mib"] > 0
         assert prepare["peak_rss_mib"] >= prepare["rss_before_mib"] and start["wall_s"] > 0

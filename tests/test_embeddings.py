@@ -1,4 +1,6 @@
 """Embeddings for the semantic kernel: co-occurrence (PPMI + SVD), user files, checkpoints."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -89,20 +91,20 @@ def test_synonyms_never_cooccur_in_the_corpus(corpus):
 
 
 def test_counts_match_brute_force():
+    """Also in chunks of 4 and 1 tokens: pairs across the chunks' edges count once, as in one piece."""
     rng = np.random.default_rng(3)
     lengths = [0, 1, 7, 2, 0, 12, 5, 1, 9]
     docs = [rng.integers(0, 6, size=n) for n in lengths]
-    for weighting in ("harmonic", "flat"):
-        for window in (1, 3, 20):
-            C = cooccurrence_counts(docs, 8, window=window, weighting=weighting).toarray()
-            ref = np.zeros((8, 8))
-            for doc in docs:
-                for i in range(len(doc)):
-                    for j in range(i + 1, min(len(doc), i + window + 1)):
-                        w = 1.0 / (j - i) if weighting == "harmonic" else 1.0
-                        ref[doc[i], doc[j]] += w
-                        ref[doc[j], doc[i]] += w
-            np.testing.assert_allclose(C, ref, rtol=1e-12)
+    for weighting, window, chunk in itertools.product(("harmonic", "flat"), (1, 3, 20), (1 << 20, 4, 1)):
+        C = cooccurrence_counts(docs, 8, window=window, weighting=weighting, chunk=chunk).toarray()
+        ref = np.zeros((8, 8))
+        for doc in docs:
+            for i in range(len(doc)):
+                for j in range(i + 1, min(len(doc), i + window + 1)):
+                    w = 1.0 / (j - i) if weighting == "harmonic" else 1.0
+                    ref[doc[i], doc[j]] += w
+                    ref[doc[j], doc[i]] += w
+        np.testing.assert_allclose(C, ref, rtol=1e-12)
 
 
 def test_ppmi_matches_formula():

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
+import gdds
 from gdds.cli import main
+from gdds.data import UnknownTextError
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import load_config
@@ -54,6 +56,28 @@ def test_sample_cli(run, capsys, tmp_path):
     assert "APPROXIMATE" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["sample", str(run), "--steps", "0"])
+
+
+def test_text_outside_the_vocabulary_is_never_scored_nor_prompted(run, capsys):
+    """No number for text that was not scored: out-of-vocabulary characters are refused by name by
+    nll_bound, Model.sample and `gdds sample --prompt` (before, they became <unk> and a 'bound' was printed)."""
+    model = gdds.load(run)
+    assert model.nll_bound("KING HENRY", steps=4, draws=2).tokens == len("KING HENRY") + 2
+    with pytest.raises(UnknownTextError, match=r"text 1 \(from 0\) has 6 character\(s\) outside the char "
+                       r"vocabulary \(3 distinct: '日', '本', '語'\)"):
+        model.nll_bound(["KING", "日本語日本語"], steps=4, draws=2)
+    for empty in ([], (), [3]):
+        with pytest.raises(ValueError, match="a non-empty list of texts"):
+            model.nll_bound(empty, steps=4, draws=2)
+    with pytest.raises(UnknownTextError, match="the prompt has 1 character.*'☃'"):
+        model.sample(num=1, steps=2, prompt="KING ☃")
+    with pytest.raises(UnknownTextError, match="the template has 1 character.*'☃'"):
+        model.sample(num=1, steps=2, infill="KING ___ ☃")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", str(run), "--num", "1", "--steps", "2", "--prompt", "日本語 ☃"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "<unk>" not in err
+    assert "the prompt has 4 character(s) outside the char vocabulary (4 distinct: '日', '本', '語', '☃')" in err
 
 
 def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):

@@ -2,6 +2,7 @@
 the stored ids equal a direct tokenisation, a killed build resumes to the same store, a prepared
 corpus is never read again, and a streamed split stops and resumes exactly."""
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -12,12 +13,12 @@ import pytest
 import torch
 
 from gdds.cli import main
-from gdds.data import build_tokenizer, prepare, shakespeare_documents, tokenize_documents
+from gdds.data import build_tokenizer, prepare, shakespeare_documents, sources, tokenize_documents
 from gdds.data.local import LocalCorpus
 from gdds.data.prepare import open_store
 from gdds.data.recipes import resolve_corpus
-from gdds.data.sources import HashSplitCorpus
-from gdds.data.store import MANIFEST, TokenizerRecipe, read_store
+from gdds.data.sources import CorpusError, HashSplitCorpus
+from gdds.data.store import MANIFEST, TokenizerRecipe, read_store, store_key
 from gdds.data.stream import StreamedBlocks
 from gdds.engine import corpus as engine_corpus
 from gdds.engine.config import ConfigError, load_config
@@ -91,6 +92,7 @@ def test_a_killed_build_resumes_to_the_same_store(tmp_path, monkeypatch):
 KILLED_PREPARE = """
 import os, signal, sys
 from gdds.data import prepare
+from gdds.data import sources
 from gdds.data.local import LocalCorpus
 from gdds.data.store import TokenizerRecipe
 added = {"n": 0}
@@ -143,6 +145,111 @@ def test_waiting_for_another_builder_and_stale_locks(tmp_path):
     store = open_store(corpus, recipe, root=tmp_path, progress=False, workers=1)
     assert (folder / MANIFEST).is_file() and not (folder / ".lock").exists()
     assert open_store(corpus, recipe, root=tmp_path, build=False).manifest == store.manifest
+
+
+def write_corpus(folder, docs=WORKS):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(docs):
+        (folder / f"w{i:02d}.txt").write_text(doc)
+    return folder
+
+
+def edit_keeping_size_and_date(path, at, old, new):
+    """Replace the bytes at offset ``at`` (which must be ``old``) by ``new`` of the same length, then put the
+    file's dates back: what cp -p, rsync -a, touch -r or two writes in one second leave."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    assert data[at:at + len(old)] == old and len(old) == len(new)
+    data[at:at + len(old)] = new
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_an_edit_keeping_size_and_date_gets_a_new_store(tmp_path):
+    """The attack's recipe (every 'e' of a file replaced by '~', same size, date restored) used the old store;
+    the key's content hash now gives another one, whose tokenizer has '~'."""
+    folder = write_corpus(tmp_path / "corpus")
+    recipe = TokenizerRecipe("char")
+    before = open_store(LocalCorpus(folder), recipe, root=tmp_path / "stores", progress=False, workers=1)
+    assert "~" not in before.tokenizer.chars
+    path = folder / "w00.txt"
+    st = path.stat()
+    path.write_text(path.read_text().replace("e", "~"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after = open_store(LocalCorpus(folder), recipe, root=tmp_path / "stores", progress=False, workers=1)
+    assert after.folder != before.folder and "~" in after.tokenizer.chars
+
+
+def test_a_large_file_is_hashed_by_sampled_blocks_and_rebuild_covers_the_rest(tmp_path, capsys):
+    """Above 1 MiB a file is hashed by 16 blocks of 64 KiB (head and tail included): an edit in a block
+    changes the key, one between blocks does not, and `gdds prepare --rebuild` tokenises afresh, swapping
+    the new store in while a reader of the old one keeps reading it."""
+    folder = write_corpus(tmp_path / "corpus", [doc[:600] for doc in WORKS[:8]])
+    big = folder / "big.txt"
+    big.write_text("".join(WORKS) * 40)  # about 3.8 MB
+    size = big.stat().st_size
+    assert size > sources.WHOLE_FILE_BYTES
+    key = lambda: store_key(LocalCorpus(folder), TokenizerRecipe("char"))  # noqa: E731
+    first = key()
+    edit_keeping_size_and_date(big, size - 10, big.read_bytes()[size - 10:size - 9], b"#")  # the tail block
+    second = key()
+    assert second != first
+    gap = sources.BLOCK_BYTES + 1000  # between the first and the second sampled block
+    assert (size - sources.BLOCK_BYTES) / (sources.SAMPLED_BLOCKS - 1) > gap + 10
+    old = open_store(LocalCorpus(folder), TokenizerRecipe("char"), root=tmp_path / "stores", progress=False,
+                     workers=1)
+    held = old.tokens("train")
+    old_ids = held[0:len(held)].copy()
+    edit_keeping_size_and_date(big, gap, big.read_bytes()[gap:gap + 1], b"@")
+    assert key() == second  # missed: what --rebuild is for
+    root = tmp_path / "stores"
+    (root / f".{second}.rebuild-{socket.gethostname()}-999999999").mkdir()  # a killed rebuild's leftover
+    env = {**os.environ, "GDDS_CACHE_DIR": str(tmp_path)}
+    args = ["prepare", "tiny", f"data.corpus={folder}", "data.tokenizer=char", "--workers", "1", "--rebuild"]
+    done = subprocess.run([sys.executable, "-m", "gdds", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "rebuilt in" in done.stdout, done.stderr
+    assert [p.name for p in root.iterdir()] == [second]  # the old folder and the leftover removed
+    new = read_store(root / second)
+    assert "@" in new.tokenizer.chars and "@" not in old.tokenizer.chars and new.key != old.key
+    assert np.array_equal(held[0:len(held)], old_ids)  # the old store's mapped shards are still readable
+    with pytest.raises(CorpusError, match="was replaced .* after it was opened"):
+        old.tokens("train")  # mapping the new shards under the old manifest: an error, never a misread
+
+
+PEAK = """
+import sys
+from gdds.data.prepare import open_store
+from gdds.data.recipes import resolve_corpus
+from gdds.data.store import TokenizerRecipe
+
+def kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
+
+corpus = resolve_corpus(sys.argv[1], {"split": "chars"}, 0.05, 0.05, 0)
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # the peak resident size (VmHWM) starts again from the current one
+before = kib("VmRSS")
+store = open_store(corpus, TokenizerRecipe("char"), root=sys.argv[2], workers=1, progress=False)
+print(store.manifest["splits"]["train"]["docs"], (kib("VmHWM") - before) * 1024)
+"""
+
+
+def test_a_long_line_is_tokenised_in_a_few_bytes_per_character(tmp_path):
+    """R6: one 12 MB line without a space (one document per split) under the character tokenizer grew the
+    peak memory by 18x the text (a Python list of ints, then int64); in pieces it stays under 8x."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure a peak")
+    path = tmp_path / "line.txt"
+    rng = np.random.default_rng(0)
+    path.write_bytes(rng.integers(ord("a"), ord("k"), 12_000_000, dtype=np.uint8).tobytes())
+    done = subprocess.run([sys.executable, "-c", PEAK, str(path), str(tmp_path / "stores")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    docs, grew = (int(x) for x in done.stdout.split())
+    print(f"peak memory grew by {grew / path.stat().st_size:.1f}x the text")
+    assert docs == 1 and grew < 8 * path.stat().st_size
 
 
 def test_a_run_on_a_prepared_corpus_reads_no_text(tmp_path, monkeypatch):
@@ -265,8 +372,17 @@ def bad_corpora(tmp_path):
     (two / "b.txt").write_text("another document")
     (latin / "a.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (tmp_path / "short.txt").write_text("a b c " * 10)
+    mixed, control = write_corpus(tmp_path / "mixed_nul", WORKS[:4]), write_corpus(tmp_path / "control", WORKS[:4])
+    (mixed / "zz.txt").write_text("some text" + "\x00" * 40 + "more")  # valid UTF-8, yet binary
+    (control / "zz.txt").write_text("ab\x01\x02\x1b\x7f" * 50)
+    (tmp_path / "long_nul.txt").write_text("word " * 300_000 + "\x00" + "word " * 1000)
     hf_cache = str(tmp_path / "hf")
     return [
+        ([f"data.corpus={mixed}"], f"{mixed / 'zz.txt'} holds NUL characters (the first at character 9): it is "
+         "binary data or not in the corpus's encoding (UTF-16?); remove it from the corpus"),
+        ([f"data.corpus={control}"], f"{control / 'zz.txt'} is mostly control characters, not text: remove it"),
+        ([f"data.corpus={tmp_path / 'long_nul.txt'}", "data.corpus_args={split: chars}"],
+         "long_nul.txt holds NUL characters (the first at character 1,500,000)"),
         ([f"data.corpus={empty}"], "has no text"),
         ([f"data.corpus={two}"], "corpus_args.split=paragraph"),
         ([f"data.corpus={latin}"], "encoding"),
@@ -276,6 +392,14 @@ def bad_corpora(tmp_path):
         (["data.corpus=hf:text"], "data_files"),
         (["data.corpus=text8", f"data.corpus_args={{path: {tmp_path / 'short.txt'}}}"], "fewer than train_chars"),
     ]
+
+
+def test_a_few_stray_control_characters_are_text(tmp_path):
+    folder = write_corpus(tmp_path / "corpus", WORKS[:4])
+    (folder / "zz.txt").write_text("\x1b[1mbold\x1b[0m text\x0c with a form feed " * 20)
+    corpus = LocalCorpus(folder)
+    corpus.check()
+    assert sum(1 for _ in corpus.held_out()) == 5
 
 
 def test_bad_corpora_fail_early_with_the_fix(tmp_path, capsys):

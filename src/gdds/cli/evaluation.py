@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import UnknownTextError
 from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
@@ -159,7 +160,10 @@ def run_sample(args: argparse.Namespace) -> int:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
     method, length = loaded.method, loaded.cfg.data.seq_len
-    prompt = loaded.run.data.tokenizer.encode(args.prompt) if args.prompt else []
+    try:
+        prompt = loaded.run.data.tokenizer.encode_exact(args.prompt, "the prompt") if args.prompt else []
+    except UnknownTextError as exc:
+        parser.error(str(exc))
     if len(prompt) >= length:
         parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
     check_memory(args, loaded, length)

@@ -20,7 +20,7 @@ from .prepare import open_store
 from .recipes import CORPORA, resolve_corpus
 from .sources import Corpus, CorpusError
 from .store import TokenizerRecipe, TokenStore
-from .tokenizer_base import TextTokenizer
+from .tokenizer_base import TextTokenizer, UnknownTextError
 from .tokenizers import (
     GPT2_VOCAB_SIZE,
     TOKENIZERS,
@@ -60,6 +60,7 @@ __all__ = [
     "TokenArray",
     "TokenStore",
     "TokenizerRecipe",
+    "UnknownTextError",
     "WordPieceTokenizer",
     "build_tokenizer",
     "cooccurrence_embeddings",

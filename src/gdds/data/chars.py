@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .hf_corpus import HFSource, text_column
-from .sources import Corpus, CorpusError, file_stats
+from .sources import Corpus, CorpusError, check_text, file_stats
 
 _PIECE = 1 << 20  # characters read at a time from a file
 
@@ -66,7 +66,10 @@ class CharRangeCorpus(Corpus):
             return
         try:
             with open(str(self.path), encoding=self.encoding, newline="") as fh:
+                at = 0
                 while piece := fh.read(_PIECE):
+                    check_text(piece, self.path, at)
+                    at += len(piece)
                     yield piece
         except UnicodeDecodeError as err:
             raise CorpusError(f"{self.path} is not valid {self.encoding} text ({err}): pass corpus_args.encoding") \

@@ -14,12 +14,14 @@ from torch import Tensor
 from ._filler import _filler_rows, _filler_scale
 
 _DENSE_SVD_MAX = 1500  # active tokens up to which the "auto" solver uses a dense SVD
+_CHUNK_TOKENS = 1 << 18  # cooccurrence_counts: tokens whose pairs are built at a time
 
 
 def _documents(
     tokens: np.ndarray | Tensor | Sequence[np.ndarray], vocab_size: int, offsets: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(ids [n], offsets [n_docs + 1])``; ids as int32 (or int64 for huge vocabularies)."""
+    """Validated ``(ids [n], offsets [n_docs + 1])``; ids in their own integer dtype (never copied: a
+    co-occurrence budget of 50M tokens is 200-400 MB of ids)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 2:
         raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
     if isinstance(tokens, Tensor):
@@ -44,7 +46,6 @@ def _documents(
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(f"token ids must lie in [0, {vocab_size}); found ids in "
                          f"[{int(ids.min())}, {int(ids.max())}]")
-    ids = ids.astype(np.int32 if vocab_size <= np.iinfo(np.int32).max else np.int64, copy=False)
     offsets = np.asarray(offsets)
     if offsets.ndim != 1 or offsets.size < 2 or offsets.dtype.kind not in "iu":
         raise ValueError(f"offsets must be a 1-D integer array [n_docs + 1], got shape {offsets.shape} "
@@ -62,6 +63,7 @@ def cooccurrence_counts(
     window: int = 5,
     offsets: np.ndarray | None = None,
     weighting: str = "harmonic",
+    chunk: int = _CHUNK_TOKENS,
 ):
     """Symmetric co-occurrence counts as a ``scipy.sparse.csr_matrix`` ``[vocab_size, vocab_size]``
     (float64).
@@ -73,8 +75,11 @@ def cooccurrence_counts(
 
     Documents are a list of 1-D id arrays (or the rows of a 2-D array), or one concatenated
     1-D array with ``offsets [n_docs + 1]`` (document ``j`` is ``tokens[offsets[j]:offsets[j+1]]``;
-    without ``offsets`` the array is one document). The work is vectorised per distance ``d``:
-    ``window`` sparse builds over all tokens, no Python loop over tokens.
+    without ``offsets`` the array is one document). The work is vectorised over the pairs whose
+    first token lies in one ``chunk`` of tokens at a time (a sparse build per chunk, no Python loop
+    over tokens), so memory beyond the ids and the counts stays about ``chunk * window * 50`` bytes
+    (~60 MB) whatever the number of tokens. The chunks' counts are summed as a binary counter does
+    (two sums of the same size merge), so each count is copied ``O(log chunks)`` times, not once per chunk.
     """
     import scipy.sparse as sp
 
@@ -83,19 +88,33 @@ def cooccurrence_counts(
     if weighting not in ("harmonic", "flat"):
         raise ValueError(f"weighting must be 'harmonic' or 'flat', got {weighting!r}")
     ids, offsets = _documents(tokens, vocab_size, offsets)
-    lengths = np.diff(offsets)
-    # Position of every token inside its document: a pair (i, i + d) is inside one document
-    # exactly when token i + d sits at position >= d of its document.
-    index_type = np.int32 if ids.size < np.iinfo(np.int32).max else np.int64
-    pos = np.arange(ids.size, dtype=index_type) - np.repeat(offsets[:-1].astype(index_type), lengths)
     shape = (vocab_size, vocab_size)
-    C = sp.csr_matrix(shape, dtype=np.float64)
-    for d in range(1, min(window, max(int(lengths.max(initial=0)) - 1, 0)) + 1):
-        inside = pos[d:] >= d
-        rows, cols = ids[:-d][inside], ids[d:][inside]
-        w = 1.0 / d if weighting == "harmonic" else 1.0
-        C = C + sp.csr_matrix((np.full(rows.size, w), (rows, cols)), shape=shape)
-        del inside, rows, cols
+    sums: list[tuple[int, sp.csr_matrix]] = []  # (chunks summed, their counts), fewer chunks last
+    for start in range(0, ids.size, chunk):
+        # Tokens start .. end - 1: the chunk's first tokens and the window after them. A pair (i, i + d)
+        # is inside one document exactly when token i + d sits at position >= d of its document.
+        end = min(start + chunk + window, ids.size)
+        where = np.arange(start, end, dtype=np.int64)
+        pos = where - offsets[np.searchsorted(offsets, where, side="right") - 1]
+        part = ids[start:end]
+        first = min(chunk, ids.size - start)  # pairs whose first token is one of these
+        rows, cols, weights = [], [], []
+        for d in range(1, window + 1):
+            n = min(first, part.size - d)
+            if n <= 0:
+                break
+            inside = pos[d:d + n] >= d
+            rows.append(part[:n][inside])
+            cols.append(part[d:d + n][inside])
+            weights.append(np.full(rows[-1].size, 1.0 / d if weighting == "harmonic" else 1.0))
+        if rows:
+            counted = (1, sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                                        shape=shape))
+            while sums and sums[-1][0] == counted[0]:
+                n, earlier = sums.pop()
+                counted = (2 * n, earlier + counted[1])
+            sums.append(counted)
+    C = sum((m for _, m in sums), sp.csr_matrix(shape, dtype=np.float64))
     C = (C + C.T).tocsr()
     C.sum_duplicates()
     return C
@@ -188,7 +207,8 @@ def cooccurrence_embeddings(
     real rows: finite and distinct, as the semantic kernel's kNN graph needs, and far from
     the real rows under the Gaussian metric.
 
-    Memory is ``O(n_tokens + nnz(C))``; 5M WordPiece tokens of Shakespeare take a few seconds.
+    Memory is ``O(n_tokens + nnz(C))`` plus the pairs of one chunk of tokens (:func:`cooccurrence_counts`);
+    5M WordPiece tokens of Shakespeare take a few seconds.
     """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"dim must be an integer >= 1, got {dim!r}")

@@ -31,6 +31,7 @@ from typing import Any
 
 from .assets import shakespeare_dir
 from .hf import hf_documents
+from .sources import check_text
 from .splits import split_documents
 
 __all__ = [
@@ -213,13 +214,15 @@ def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
 
 def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> list[str]:
     """The documents of one file: the whole text (``split="file"``) or each block of lines separated
-    by blank lines (``split="paragraph"``)."""
+    by blank lines (``split="paragraph"``). A file that is not text (NUL or mostly control characters)
+    is a :class:`~gdds.data.sources.CorpusError` (:func:`~gdds.data.sources.check_text`)."""
     if split not in ("file", "paragraph"):
         raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
     try:
         text = file.read_text(encoding=encoding)
     except UnicodeDecodeError as err:
         raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
+    check_text(text, file)
     return re.split(r"\n\s*\n", text) if split == "paragraph" else [text]
 
 

@@ -107,7 +107,7 @@ def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer,
     def write_tokens(fh: BinaryIO) -> None:
         for start in range(0, len(docs), _CHUNK_DOCS):
             for array in encode(list(docs[start:start + _CHUNK_DOCS])):
-                fh.write(array.tobytes())
+                fh.write(array)
                 lengths.append(array.size)
 
     write_atomically(tokens_path, write_tokens)

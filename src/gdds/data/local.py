@@ -39,6 +39,8 @@ class LocalCorpus(Corpus):
         for file in local_files(self.path, self.glob):
             try:
                 docs = file_documents(file, self.mode, self.encoding)
+            except CorpusError:
+                raise
             except ValueError as err:
                 raise CorpusError(f"{err} (corpus_args.encoding)") from err
             for doc in docs:

@@ -10,12 +10,20 @@ need no ``if __name__ == "__main__"`` guard in the caller's script (processes st
 A lock (:class:`gdds.files.FileLock` on ``.lock``, which names the builder's host and process id)
 makes one process the builder of a store folder; the lock of a killed builder is not held, so the
 next build takes it over.
+
+A rebuild (``gdds prepare --rebuild``) builds a fresh store beside the old one and swaps it in with
+two renames under the old folder's lock, then deletes the old folder: a run that opened the old
+store keeps reading its files (they stay mapped), and a run that starts afterwards opens the new one.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import json
 import os
+import shutil
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..files import FileLock, LockHeld, write_atomically, write_text_atomically
+from ..files import FileLock, LockHeld, lock_owner, write_atomically, write_text_atomically
 from .sources import Corpus, CorpusError
 from .store import (
     BATCH_CHARS,
@@ -96,7 +104,7 @@ class _ShardWriter:
         if self.fh is None:
             self._open()
         assert self.fh is not None
-        self.fh.write(ids.tobytes())
+        self.fh.write(ids)  # the array's buffer, not a copy
         self.lengths.append(ids.size)
         self.tokens += ids.size
         self.uncounted.append(ids)
@@ -107,10 +115,13 @@ class _ShardWriter:
             self.commit()
 
     def _count(self) -> None:
-        """Add the ids written since the last count to the shard's counts (in one bincount: one per
-        document would cost a vocabulary-sized array per sentence)."""
+        """Add the ids written since the last count to the shard's counts, a million at a time (one
+        bincount per document would cost a vocabulary-sized array per sentence; one over a long
+        document, 8 bytes per token)."""
         if self.uncounted:
-            self.counts += np.bincount(np.concatenate(self.uncounted), minlength=self.vocab_size)
+            ids = self.uncounted[0] if len(self.uncounted) == 1 else np.concatenate(self.uncounted)
+            for start in range(0, ids.size, 1 << 20):
+                self.counts += np.bincount(ids[start:start + (1 << 20)], minlength=self.vocab_size)
         self.uncounted, self.pending = [], 0
 
     def commit(self) -> None:
@@ -212,6 +223,7 @@ def _build_split(folder: Path, corpus: Corpus, split: str, tok: TextTokenizer, w
 def _finish(folder: Path, corpus: Corpus, splits: list[str], tok: TextTokenizer) -> dict[str, Any]:
     """Per-split offsets and counts from the shards, then the manifest."""
     entries = {}
+    content = hashlib.sha256()  # of every split's offsets and counts: a rebuild of other text changes it
     for split in splits:
         shards = _complete_shards(folder, split)
         tokens = sum(s["tokens"] for s in shards)
@@ -224,12 +236,14 @@ def _finish(folder: Path, corpus: Corpus, splits: list[str], tok: TextTokenizer)
             shift += s["tokens"]
             counts += np.load(folder / f"{s['name']}.counts.npy")
         offsets = np.concatenate(parts)
+        content.update(split.encode() + offsets.tobytes() + counts.tobytes())
         write_atomically(folder / f"{split}.offsets.npy", lambda fh, a=offsets: np.save(fh, a))
         write_atomically(folder / f"{split}.counts.npy", lambda fh, a=counts: np.save(fh, a))
         entries[split] = {"docs": int(offsets.size - 1), "tokens": int(tokens),
                           "shards": [{"name": s["name"], "tokens": s["tokens"], "docs": s["docs"]} for s in shards]}
     manifest = {"format": FORMAT, "corpus": corpus.fingerprint(), "corpus_name": corpus.name,
                 "tokenizer": tok.identity(), "dtype": token_dtype(tok.vocab_size).str, "splits": entries,
+                "content": content.hexdigest(),
                 "streaming": {s: {"head_docs": entries[s]["docs"]} for s in sorted(corpus.streaming)}}
     write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -255,17 +269,98 @@ def _wait(folder: Path, seconds: float) -> TokenStore:
     return read_store(folder)
 
 
+def _lock_when_free(folder: Path, seconds: float) -> FileLock:
+    """Take ``folder``'s builder lock, waiting while a live process holds it."""
+    deadline = time.monotonic() + seconds
+    while (lock := _take_lock(folder)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{folder} stayed locked by another builder (pid {lock_owner(folder / '.lock')[1]}) "
+                               f"for {seconds:.0f} s; wait for it to finish, then run `gdds prepare --rebuild` again")
+        time.sleep(_WAIT_SECONDS)
+    return lock
+
+
+def _beside(folder: Path, kind: str) -> Path:
+    return folder.with_name(f".{folder.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (the owner of a rebuild's staging folder)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the staging and old folders that killed rebuilds of ``folder`` left on this host."""
+    for path in folder.parent.glob(f".{folder.name}.*-*"):
+        host, _, pid = path.name.split(".", 2)[-1].partition("-")[2].rpartition("-")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _rebuild(folder: Path, corpus: Corpus, build: Callable[[Path], TokenStore], wait_seconds: float) -> TokenStore:
+    """Build the store afresh in a staging folder beside ``folder`` (nothing of the old store is reused),
+    then swap it in under ``folder``'s lock (waiting for a live builder of ``folder`` to finish)."""
+    corpus.check()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder)
+    staging, old = _beside(folder, "rebuild"), _beside(folder, "old")
+    staging.mkdir()
+    try:
+        store = build(staging)
+        folder.mkdir(exist_ok=True)
+        lock = _lock_when_free(folder, wait_seconds)
+        try:
+            os.rename(folder, old)
+        except OSError:
+            lock.release(remove=True)
+            raise
+        try:
+            os.rename(staging, folder)
+        except OSError as err:
+            raise OSError(f"another process created {folder} while --rebuild replaced it ({err}); run "
+                          "`gdds prepare --rebuild` again") from err
+        finally:
+            lock.release()  # its file is now in the old folder, deleted below
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return TokenStore(folder, store.manifest, store.tokenizer)
+
+
+def _build(folder: Path, corpus: Corpus, recipe: TokenizerRecipe, workers: int | None, progress: bool,
+           shard_tokens: int, head_docs: int) -> TokenStore:
+    """Build (or finish building) the store in ``folder``, whose lock this process holds."""
+    tok = _tokenizer(folder, corpus, recipe)
+    splits = list(corpus.splits())
+    workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    for split in splits:
+        limit = head_docs if split in corpus.streaming else None
+        _build_split(folder, corpus, split, tok, workers, shard_tokens, progress, limit)
+    return TokenStore(folder, _finish(folder, corpus, splits, tok), tok)
+
+
 def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | None = None, build: bool = True,
                workers: int | None = None, progress: bool = True, shard_tokens: int = SHARD_TOKENS,
-               wait_seconds: float = 86_400.0, head_docs: int = 10_000) -> TokenStore:
+               wait_seconds: float = 86_400.0, head_docs: int = 10_000, rebuild: bool = False) -> TokenStore:
     """The store of ``corpus`` under ``recipe``: opened when complete; else built when ``build``
     and no live process holds its lock (resuming after the shards a killed build left); else
     waited for (``TimeoutError`` after ``wait_seconds``): under torchrun only local rank 0 builds.
+    ``rebuild``: build it afresh even when complete, and swap it in (the module docstring).
     ``workers``: tokenising threads (default: the CPU count; 1 tokenises in the calling thread).
     A streaming split (:attr:`Corpus.streaming`) is read on the fly by training; the store keeps its
     first ``head_docs`` documents only (the manifest's ``streaming`` says so), for the statistics a
     run needs before it starts (unigram counts, co-occurrence embeddings)."""
     folder = stores_root(root) / store_key(corpus, recipe)
+    build_in = functools.partial(_build, corpus=corpus, recipe=recipe, workers=workers, progress=progress,
+                                 shard_tokens=shard_tokens, head_docs=head_docs)
+    if rebuild:
+        return _rebuild(folder, corpus, build_in, wait_seconds)
     if (folder / MANIFEST).is_file():
         return read_store(folder)
     if build:
@@ -278,13 +373,6 @@ def open_store(corpus: Corpus, recipe: TokenizerRecipe, *, root: Path | str | No
     if lock is None:
         return _wait(folder, wait_seconds)
     try:
-        tok = _tokenizer(folder, corpus, recipe)
-        splits = list(corpus.splits())
-        workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-        for split in splits:
-            limit = head_docs if split in corpus.streaming else None
-            _build_split(folder, corpus, split, tok, workers, shard_tokens, progress, limit)
-        manifest = _finish(folder, corpus, splits, tok)
+        return build_in(folder)
     finally:
         lock.release(remove=True)
-    return TokenStore(folder, manifest, tok)

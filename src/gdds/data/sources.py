@@ -1,6 +1,6 @@
 """A corpus as the token store reads it: named splits of documents in a fixed order, and a
-fingerprint that is cheap to compute (file sizes and dates, a package's version, a dataset's
-own fingerprint; never a hash of all the text).
+fingerprint that is cheap to compute (file names, sizes, dates and a sampled hash of each file's
+content, :func:`file_stats`; a package's version; a dataset's own fingerprint).
 
 Three kinds of :class:`Corpus`:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,26 @@ from .splits import SPLITS, split_documents
 
 class CorpusError(ValueError):
     """A corpus that cannot be read as configured; the message says what to fix."""
+
+
+# Control characters, but not tab, newline, vertical tab, form feed and carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+CONTROL_SHARE = 0.1  # a text with this share of control characters or more is binary data
+
+
+def check_text(text: str, where: Path | str, at: int = 0) -> None:
+    """Refuse text that is not text (:class:`CorpusError` naming ``where`` and what to do): any NUL
+    character (binary data, or UTF-16 read as UTF-8: NUL never occurs in text), or control characters
+    (other than whitespace) making up :data:`CONTROL_SHARE` of it or more. A few stray control
+    characters are kept. ``at``: the position of ``text`` in the file, for the message."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise CorpusError(f"{where} holds NUL characters (the first at character {at + nul:,}): it is binary "
+                          "data or not in the corpus's encoding (UTF-16?); remove it from the corpus (or narrow "
+                          "corpus_args.glob) or convert it to text (corpus_args.encoding)")
+    if _CONTROL.search(text) and len(_CONTROL.findall(text)) >= CONTROL_SHARE * len(text):
+        raise CorpusError(f"{where} is mostly control characters, not text: remove it from the corpus (or narrow "
+                          "corpus_args.glob) or fix the file")
 
 
 class Corpus(ABC):
@@ -53,7 +74,7 @@ class Corpus(ABC):
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
-        """A JSON record that changes when the data changes, computed without reading the text."""
+        """A JSON record that changes when the data changes, computed without reading all the text."""
 
     def check(self) -> None:
         """Raise :class:`CorpusError` (or ``FileNotFoundError``/``ImportError``) naming the fix
@@ -75,12 +96,36 @@ class Corpus(ABC):
         return split
 
 
+WHOLE_FILE_BYTES = 1 << 20  # files up to this size are hashed whole
+SAMPLED_BLOCKS, BLOCK_BYTES = 16, 1 << 16  # larger ones: 16 blocks of 64 KiB, from the first byte to the last
+
+
+def content_digest(path: Path, size: int) -> str:
+    """sha256 of a file's content, reading at most 1 MiB: the whole file up to 1 MiB, else
+    :data:`SAMPLED_BLOCKS` blocks of 64 KiB at evenly spaced offsets, the first at the start and the last
+    ending at the end. An edit that keeps a file's size and date (``cp -p``, ``rsync -a``, ``touch -r``,
+    two writes in one second) changes it whenever the file is small or the edit reaches a sampled block;
+    ``gdds prepare --rebuild`` covers the rest."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= WHOLE_FILE_BYTES:
+            h.update(fh.read())
+        else:
+            step = (size - BLOCK_BYTES) / (SAMPLED_BLOCKS - 1)
+            for i in range(SAMPLED_BLOCKS):
+                fh.seek(round(i * step))
+                h.update(fh.read(BLOCK_BYTES))
+    return h.hexdigest()
+
+
 def file_stats(paths: list[Path], root: Path | None = None) -> list[list[Any]]:
-    """``[name, size, mtime_ns]`` of each file: the fingerprint of local files."""
+    """``[name, size, mtime_ns, content digest]`` of each file (:func:`content_digest`): the
+    fingerprint of local files."""
     out = []
     for p in paths:
         st = p.stat()
-        out.append([str(p.relative_to(root)) if root else str(p.resolve()), st.st_size, st.st_mtime_ns])
+        name = str(p.relative_to(root)) if root else str(p.resolve())
+        out.append([name, st.st_size, st.st_mtime_ns, content_digest(p, st.st_size)])
     return out
 
 
@@ -138,7 +183,7 @@ class HashSplitCorpus(Corpus):
 
 
 def local_fingerprint(path: Path, glob: str) -> Callable[[], dict[str, Any]]:
-    """The fingerprint of a local file or folder: relative names, sizes and dates of its files."""
+    """The fingerprint of a local file or folder: :func:`file_stats` of its files, by relative name."""
     def fingerprint() -> dict[str, Any]:
         files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
         return {"path": str(path.resolve()), "glob": glob, "files": file_stats(files, path if path.is_dir() else None)}

@@ -1,8 +1,8 @@
 """The token store: a corpus tokenised once into memory-mapped shards, read by every run after.
 
 Layout of a store folder (``cache_dir("stores") / <key>``, the key a digest of the corpus's
-cheap fingerprint, the tokenizer's recipe or identity and the format version; never a hash of
-the text)::
+cheap fingerprint (:func:`gdds.data.sources.file_stats`: names, sizes, dates and a sampled hash of
+each file), the tokenizer's recipe or identity and the format version)::
 
     tokenizer/                   the base tokenizer (trained ones are trained here, once)
     train-00000.tokens           raw little-endian ids (uint16 when the vocabulary fits, else uint32)
@@ -10,7 +10,8 @@ the text)::
     train-00000.counts.npy       how often each id occurs in the shard (int64 [vocab])
     train-00000.json             the shard's record, written last: a shard without it is not trusted
     ...                          the same for every stored split
-    manifest.json                written last of all: the store is complete
+    manifest.json                written last of all: the store is complete (its ``content`` is a
+                                 digest of every split's offsets and counts)
 
 Every file is written atomically (:func:`gdds.files.write_atomically`), so a killed ``prepare``
 leaves complete shards and temporary files only; the next build (:mod:`gdds.data.prepare`) keeps
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..files import cache_dir
 from .sources import Corpus, CorpusError, digest
-from .tokenizer_base import TextTokenizer
+from .tokenizer_base import PIECE_CHARS, TextTokenizer
 
 FORMAT = "gdds-store-v1"
 MANIFEST = "manifest.json"
@@ -44,17 +45,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def encoder(tok: TextTokenizer) -> Callable[[list[str]], list[np.ndarray]]:
-    """``texts -> [ids]`` in the store's dtype (:func:`token_dtype`), every id checked to be in the vocabulary."""
+    """``texts -> [ids]`` in the store's dtype (:func:`token_dtype`), every id checked to be in the vocabulary.
+    Texts up to :data:`PIECE_CHARS` go to the tokenizer's batch encoder together; a longer one is encoded
+    piece by piece (:meth:`TextTokenizer.encode_pieces`), each piece stored in the dtype at once, so that
+    memory stays a few bytes per character whatever the length of a document."""
     dtype = token_dtype(tok.vocab_size)
 
+    def stored(ids: list[int]) -> np.ndarray:
+        array = np.asarray(ids, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
+            raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
+        return array.astype(dtype)
+
     def encode(texts: list[str]) -> list[np.ndarray]:
-        out = []
-        for ids in tok.encode_batch(texts):
-            array = np.asarray(ids, dtype=np.int64)
-            if array.size and (array.min() < 0 or array.max() >= tok.vocab_size):
-                raise ValueError(f"{tok.name} produced ids outside [0, {tok.vocab_size})")
-            out.append(array.astype(dtype))
-        return out
+        short = iter(tok.encode_batch([t for t in texts if len(t) <= PIECE_CHARS]))
+        return [stored(next(short)) if len(t) <= PIECE_CHARS
+                else np.concatenate([stored(ids) for ids in tok.encode_pieces(t)]) for t in texts]
 
     return encode
 
@@ -142,7 +148,10 @@ class TokenStore:
 
     @property
     def key(self) -> str:
-        return self.folder.name
+        """The folder's name, and the digest of what it holds (so that caches made from a store, e.g.
+        co-occurrence embeddings, are not reused after ``gdds prepare --rebuild`` changed it)."""
+        content = self.manifest.get("content")
+        return f"{self.folder.name}-{content[:16]}" if content else self.folder.name
 
     def splits(self) -> tuple[str, ...]:
         """The stored splits (of a streaming split, only its first documents: :meth:`streamed`)."""
@@ -157,22 +166,38 @@ class TokenStore:
             raise CorpusError(f"the token store {self.folder} has no {split!r} split; it has {list(self.splits())}")
         return self.manifest["splits"][split]
 
+    def _current(self, value: Any) -> Any:
+        """``value`` (mapped or read from the folder), once the folder's manifest is checked to be still the
+        one this store was opened with. Checked after reading, so what was read belongs to this store: a
+        store replaced since it was opened (``gdds prepare --rebuild`` swaps in a new folder) is an error,
+        never a mix of the two."""
+        path = self.folder / MANIFEST
+        if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != self.manifest:
+            raise CorpusError(f"the token store {self.folder} was replaced (gdds prepare --rebuild) after it was "
+                              "opened; run again to use the new one")
+        return value
+
     def tokens(self, split: str, lookup: np.ndarray | None = None) -> ShardedTokens:
-        """The ids of ``split``, memory-mapped, optionally through ``lookup``."""
+        """The ids of ``split``, memory-mapped, optionally through ``lookup`` (held in the store's dtype
+        when its values fit, as a compact vocabulary's do, else in int32 (-1 for ids it lacks): ids
+        read through it take 2 or 4 bytes each, not 8)."""
         dtype = np.dtype(self.manifest["dtype"])
         shards = [np.memmap(self.folder / f"{s['name']}.tokens", dtype=dtype, mode="r", shape=(s["tokens"],))
                   if s["tokens"] else np.zeros(0, dtype=dtype) for s in self._check(split)["shards"]]
-        return ShardedTokens(shards, lookup)
+        if lookup is not None and lookup.size:
+            fits = lookup.min() >= 0 and lookup.max() <= np.iinfo(dtype).max
+            lookup = lookup.astype(dtype if fits else np.int32)
+        return self._current(ShardedTokens(shards, lookup))
 
     def offsets(self, split: str) -> np.ndarray:
         """Document boundaries of ``split`` (int64 ``[docs + 1]``, memory-mapped)."""
         self._check(split)
-        return np.load(self.folder / f"{split}.offsets.npy", mmap_mode="r")
+        return self._current(np.load(self.folder / f"{split}.offsets.npy", mmap_mode="r"))
 
     def counts(self, split: str) -> np.ndarray:
         """How often each base id occurs in ``split`` (int64 ``[vocab]``)."""
         self._check(split)
-        return np.load(self.folder / f"{split}.counts.npy")
+        return self._current(np.load(self.folder / f"{split}.counts.npy"))
 
 
 def read_store(folder: Path) -> TokenStore:

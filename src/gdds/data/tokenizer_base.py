@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +23,24 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 META_FILE = "gdds_tokenizer.json"
+PIECE_CHARS = 1 << 20  # a longer text is encoded piece by piece (TextTokenizer.encode_pieces)
+# A single space between two non-space characters: every pre-tokenizer here starts a piece at it (GPT-2's
+# pattern and the byte-level BPE's put a space only at the start of a piece or in a run of spaces;
+# BERT's splits at every space), so the text on either side encodes to the same ids alone as in the whole.
+_SPACE_CUT = re.compile(r"(?<=\S) (?=\S)")
+_LISTED = 8  # unknown characters or words named in an UnknownTextError
+
+
+class UnknownTextError(ValueError):
+    """Text that a tokenizer cannot represent: characters or pieces outside its vocabulary, which it
+    would turn into its unknown token (or refuse). A model can neither score such text nor be
+    conditioned on it, so :meth:`TextTokenizer.encode_exact` refuses it rather than alter it."""
+
+
+def listed(items: list[str]) -> str:
+    """The first few of ``items``, each quoted and cut to 24 characters (for messages)."""
+    shown = [repr(x if len(x) <= 24 else x[:24] + "...") for x in items[:_LISTED]]
+    return ", ".join(shown) + (", ..." if len(items) > _LISTED else "")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -51,6 +70,9 @@ class TextTokenizer(ABC):
     pad_id: int | None
     mask_id: int
     unk_id: int | None = None
+    # Where a text may be cut into pieces that encode apart to the ids of the whole: "anywhere" (one token
+    # per character), "space" (at a single space between non-space characters, _SPACE_CUT) or "never".
+    cut: ClassVar[str] = "never"
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -59,6 +81,56 @@ class TextTokenizer(ABC):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``[encode(t) for t in texts]``, parallel where the backend allows."""
         return [self.encode(t) for t in texts]
+
+    def encode_pieces(self, text: str) -> Iterator[list[int]]:
+        """The ids of ``text`` a piece of about :data:`PIECE_CHARS` characters at a time, cut where
+        :meth:`_cut_at` allows (concatenated, they are ``encode(text)``): a long document is never held as
+        one Python list of ints (about 8 bytes per token more than the text itself)."""
+        start = 0
+        while len(text) - start > PIECE_CHARS:
+            stop = self._cut_at(text, start + PIECE_CHARS)
+            if stop is None:
+                break
+            yield self.encode(text[start:stop])
+            start = stop
+        yield self.encode(text[start:])
+
+    def _cut_at(self, text: str, near: int) -> int | None:
+        """The first position from ``near`` on where :attr:`cut` allows cutting ``text``, or ``None``."""
+        if self.cut == "anywhere":
+            return near
+        found = _SPACE_CUT.search(text, near) if self.cut == "space" else None
+        return None if found is None else found.start()
+
+    def encode_exact(self, text: str, what: str = "the text") -> list[int]:
+        """``encode(text)`` when the vocabulary represents all of ``text``; else
+        :class:`UnknownTextError` naming what it cannot (``what`` names the text in the message).
+        For callers that must not alter the text: a score of it, a prompt fixed in a sample."""
+        ids = self._represented(text)
+        if ids is not None:
+            return ids
+        raise UnknownTextError(f"{what} has {self._unknown(text)}: remove or replace them (a model can neither "
+                               "score nor continue text that its vocabulary cannot represent)")
+
+    def _unknown(self, text: str) -> str:
+        """What of ``text`` the vocabulary cannot represent, for :meth:`encode_exact`'s message: the
+        characters that are unknown on their own, else the words (WordPiece turns a word of more than
+        100 characters into ``[UNK]``)."""
+        chars = [c for c in dict.fromkeys(text) if self._represented(c) is None]
+        if chars:
+            unknown = set(chars)
+            count = sum(c in unknown for c in text)
+            return f"{count} character(s) outside the {self.name} vocabulary ({len(chars)} distinct: {listed(chars)})"
+        words = [w for w in dict.fromkeys(text.split()) if self._represented(w) is None]
+        return f"{len(words)} word(s) that the {self.name} vocabulary cannot represent ({listed(words)})"
+
+    def _represented(self, text: str) -> list[int] | None:
+        """The ids of ``text``, or ``None`` when its encoding holds the unknown token or is refused."""
+        try:
+            ids = self.encode(text)
+        except UnknownTextError:
+            return None
+        return None if self.unk_id is not None and self.unk_id in ids else ids
 
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:

@@ -95,6 +95,7 @@ class WordPieceTokenizer(TextTokenizer):
     101 is BOS, ``[SEP]`` = 102 EOS, ``[PAD]`` = 0, ``[MASK]`` = 103, ``[UNK]`` = 100."""
 
     kind = "wordpiece"
+    cut = "space"
 
     def __init__(self) -> None:
         self._tok = wordpiece()
@@ -160,6 +161,7 @@ class GPT2Tokenizer(AppendedSpecials):
     is encoded as plain text."""
 
     kind = "gpt2"
+    cut = "space"
 
     def __init__(self) -> None:
         self._enc, self._sha256 = _gpt2_encoding()

@@ -24,6 +24,7 @@ class CharTokenizer(AppendedSpecials):
     list (so held-out text with a rare character still encodes)."""
 
     kind = "char"
+    cut = "anywhere"
 
     def __init__(self, chars: Iterable[str]) -> None:
         self.chars = list(chars)
@@ -79,6 +80,7 @@ class BPETokenizer(AppendedSpecials):
     ``<pad>``."""
 
     kind = "bpe"
+    cut = "space"
 
     def __init__(self, serialized: str) -> None:
         """From the ``tokenizers`` JSON of a trained byte-level BPE."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .tokenizer_base import TextTokenizer, sha256_bytes, write_json
+from .tokenizer_base import TextTokenizer, UnknownTextError, listed, sha256_bytes, write_json
 
 Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
 
@@ -140,7 +140,7 @@ class CompactTokenizer(TextTokenizer):
     """``base`` in compact ids: encode = ``vocab.to_compact(base.encode(text))``, and
     the special ids are the compact images of the base's.
 
-    A token outside the compact vocabulary raises ``ValueError`` naming it, unless
+    A token outside the compact vocabulary raises :class:`UnknownTextError` naming it, unless
     ``unk=True``: then it becomes the base's unk token (which must be kept; WordPiece
     ``[UNK]``, the character tokenizer's ``<unk>``; GPT-2 and the byte-level BPE have
     none: fit the vocabulary on every split instead).
@@ -173,8 +173,9 @@ class CompactTokenizer(TextTokenizer):
             out[out < 0] = self.unk_id
         elif (out < 0).any():
             token = int(ids[out < 0][0])
-            raise ValueError(f"token {self.base.pieces([token])[0]!r} (id {token}) is not in the compact vocabulary "
-                             f"of {self.name}; fit it on more text or build the CompactTokenizer with unk=True")
+            raise UnknownTextError(f"token {self.base.pieces([token])[0]!r} (id {token}) is not in the compact "
+                                   f"vocabulary of {self.name}; fit it on more text or build the CompactTokenizer "
+                                   "with unk=True")
         return out.tolist()
 
     def encode(self, text: str) -> list[int]:
@@ -182,6 +183,20 @@ class CompactTokenizer(TextTokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self._map(ids) for ids in self.base.encode_batch(texts)]
+
+    def _cut_at(self, text: str, near: int) -> int | None:
+        return self.base._cut_at(text, near)
+
+    def _unknown(self, text: str) -> str:
+        """The base's unknown characters, else the base tokens outside the compact vocabulary (never
+        seen in the text it was fitted on)."""
+        if self.base._represented(text) is None:
+            return self.base._unknown(text)
+        full = np.asarray(self.base.encode(text), dtype=np.int64)
+        missing = full[self.vocab.lookup(full) < 0]
+        pieces = list(dict.fromkeys(self.base.pieces(missing.tolist())))
+        return (f"{missing.size} token(s) outside the {self.name} vocabulary, never seen in the text it was fitted on "
+                f"({len(pieces)} distinct: {listed(pieces)})")
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.base.decode(self.vocab.full_ids[self._check_ids(ids)].tolist())

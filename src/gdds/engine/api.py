@@ -9,7 +9,9 @@ each blank becomes ``blank_tokens`` free positions, everything else is fixed). `
 each text as ``[BOS] text [EOS]`` (a text longer than the model's length in pieces of ``L - 2``
 tokens, each between BOS and EOS), padding excluded: the ``steps``-step bound, averaged over
 independent draws, with the standard error of that average (the exact NLL for an autoregressive
-model), labelled.
+model), labelled. Text the vocabulary cannot represent (characters the model never saw) is neither
+scored nor used as a prompt: :class:`gdds.data.UnknownTextError` names it, since a figure for text
+turned into ``<unk>`` would not be a bound on that text.
 """
 from __future__ import annotations
 
@@ -108,9 +110,9 @@ class Model:
                 raise ValueError(f"the infilling template has no blank {blank!r}")
             ids: list[int] = []
             for i, piece in enumerate(infill.split(blank)):
-                ids += ([-1] * blank_tokens if i else []) + (self.tokenizer.encode(piece) if piece else [])
+                ids += ([-1] * blank_tokens if i else []) + self.tokenizer.encode_exact(piece, "the template")
         elif prompt:
-            ids = self.tokenizer.encode(prompt)
+            ids = self.tokenizer.encode_exact(prompt, "the prompt")
         else:
             return None
         if len(ids) > length:
@@ -145,10 +147,12 @@ class Model:
         if draws < 2:
             raise ValueError("draws must be at least 2 (a standard error needs two)")
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("nll_bound needs a text or a non-empty list of texts (str)")
         tok, length, loaded = self.tokenizer, self.length, self.loaded
         pieces = []
-        for text in texts:
-            ids = tok.encode(text)
+        for i, text in enumerate(texts):
+            ids = tok.encode_exact(text, "the text" if len(texts) == 1 else f"text {i} (from 0)")
             if not ids:
                 raise ValueError("an empty text has nothing to score")
             pieces += [ids[a:a + length - 2] for a in range(0, len(ids), length - 2)]

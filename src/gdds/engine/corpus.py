@@ -61,17 +61,18 @@ def corpus_of(dc: DataConfig) -> Corpus:
 
 
 def store_of(dc: DataConfig, root: Path | None = None, progress: bool = False, workers: int | None = None,
-             build: bool | None = None, corpus: Corpus | None = None) -> TokenStore:
+             build: bool | None = None, corpus: Corpus | None = None, rebuild: bool = False) -> TokenStore:
     """The token store of ``data.*`` (``corpus``: its :func:`corpus_of`, when already made), built
-    on first use. Under torchrun only local rank 0 builds (``build=None``); the others wait for it
-    and map it."""
+    on first use (afresh with ``rebuild``). Under torchrun only local rank 0 builds (``build=None``);
+    the others wait for it and map it."""
     corpus = corpus_of(dc) if corpus is None else corpus
     entry = TOKENIZERS.get(dc.tokenizer)
     recipe = TokenizerRecipe(dc.tokenizer, dc.bpe_vocab_size if entry.sized else None)
     if build is None:
         build = int(os.environ.get("LOCAL_RANK", "0")) == 0
     try:
-        return open_store(corpus, recipe, root=root, build=build, progress=progress, workers=workers)
+        return open_store(corpus, recipe, root=root, build=build, progress=progress, workers=workers,
+                          rebuild=rebuild)
     except (CorpusError, FileNotFoundError) as exc:
         raise ConfigError(f"data.corpus={dc.corpus}: {exc}") from exc
 
