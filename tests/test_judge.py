@@ -196,7 +196,7 @@ def test_unknown_hub_name_is_an_offline_error(no_network, tmp_path):
     with pytest.raises(FileNotFoundError, match="offline"):
         Judge.load(str(tmp_path / "missing-folder"))
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+    with pytest.raises(CheckpointError, match="no checkpoint yet"):
         Judge.load(str(tmp_path / "run"))
 
 

@@ -177,8 +177,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def check_network_fits(path: Path, network: nn.Module) -> None:
     """Refuse weights ``path`` that are not ``network`` (built on the ``meta`` device from ``config.json``,
-    so nothing is allocated): every parameter and persistent buffer with its shape, and the tables it
-    computes (positions: ``data.seq_len`` rows) no larger than the weights or 1 GiB."""
+    so nothing is allocated): every parameter and persistent buffer with its shape. The tables it computes
+    (positions) are bounded by the configuration's own check of ``data.seq_len`` (``engine/config.py``)."""
     held = tensor_shapes(path)
     state = network.state_dict(keep_vars=True)
     expected: dict[str, tuple[int, ...]] = {}
@@ -197,7 +197,3 @@ def check_network_fits(path: Path, network: nn.Module) -> None:
             f"{config} declares a network of {declared:,} numbers that {path.name} does not hold (missing "
             f"{missing[:3]}, unexpected {unexpected[:3]}, (name, held, declared) {wrong[:3]}): config.json was "
             f"edited or belongs to another model; {AGAIN}")
-    tables = sum(b.numel() * b.element_size() for name, b in network.named_buffers() if name not in state)
-    if tables > max(path.stat().st_size, 1 << 30):
-        raise ModelFolderError(f"{config} declares position tables of {tables:,} bytes (data.seq_len "
-                               f"{network.config.max_len:,}), more than its weights; config.json was edited; {AGAIN}")
