@@ -10,8 +10,8 @@ from gdds.cli import main
 from gdds.data import UnknownTextError
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
-from gdds.engine.config import load_config
-from gdds.engine.evaluate import EvalSettings, bound_report, eval_rows, evaluate
+from gdds.engine.config import ConfigError, load_config
+from gdds.engine.evaluate import EvalSettings, bound_report, eval_rows, evaluate, generate
 from gdds.engine.train import train
 from gdds.likelihood import summarize
 from helpers import MICRO_TRAIN
@@ -45,7 +45,7 @@ def test_bound_falls_as_training_proceeds(run):
         bounds[1].nats_per_token * blocks.numel() / characters / math.log(2), rel=1e-12)
 
 
-def test_sample_cli(run, capsys, tmp_path):
+def test_sample_cli(run, capsys, tmp_path, monkeypatch):
     assert main(["sample", str(run), "--num", "2", "--steps", "4", "--prompt", "KING", "--out",
                  str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
@@ -56,6 +56,22 @@ def test_sample_cli(run, capsys, tmp_path):
     assert "APPROXIMATE" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["sample", str(run), "--steps", "0"])
+    import gdds.cli.evaluation as cli
+
+    shapes = []
+    monkeypatch.setattr(cli, "generate", lambda *a, **k: shapes.append(tuple((out := generate(*a, **k))[0].shape))
+                        or out)
+    assert main(["sample", str(run), "--num", "2", "--steps", "3", "--length", "9"]) == 0
+    assert shapes == [(2, 9)]
+    model = gdds.load(run)
+    assert len(model.sample(num=1, length=5, steps=2)) == 1
+    for bad in ("0", "100000"):  # the network has positions for data.seq_len = 32 tokens only
+        with pytest.raises(SystemExit) as info:
+            main(["sample", str(run), "--length", bad])
+        assert info.value.code == 2 and f"--length must be in [1, 32]; got {bad}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"length must be in \[1, 32\]; got 100000: the model was trained with "
+                       "data.seq_len=32"):
+        model.sample(length=100000)
 
 
 def test_text_outside_the_vocabulary_is_never_scored_nor_prompted(run, capsys):
@@ -162,7 +178,7 @@ def test_sample_and_eval_refuse_what_the_model_cannot_do_before_computing(run, t
     with pytest.raises(SystemExit) as info:
         main(["eval", str(run), "--sample-length", "100000", "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "--sample-length) 100000 exceeds the model's 32 tokens" in err
+    assert info.value.code == 2 and "--sample-length must be in [1, 32]; got 100000" in err
     assert not (tmp_path / "e").exists()
 
 

@@ -137,6 +137,8 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
     p.add_argument("--steps", type=int, default=64, help=f"reverse steps T (default 64, at most {MAX_SAMPLE_STEPS:,})")
+    p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
+                   "length, data.seq_len)")
     p.add_argument("--spacing", choices=("t", "lambda"), default="t", help="time grid uniform in t or in Lambda")
     p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=1.0,
                    help="nucleus filtering of mu, in (0, 1] (below 1 changes the model)")
@@ -159,7 +161,11 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
-    method, length = loaded.method, loaded.cfg.data.seq_len
+    method = loaded.method
+    try:
+        length = loaded.sample_length(args.length, "--length")
+    except ConfigError as exc:
+        parser.error(str(exc))
     try:
         prompt = loaded.run.data.tokenizer.encode_exact(args.prompt, "the prompt") if args.prompt else []
     except UnknownTextError as exc:
@@ -170,7 +176,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if method.exact_likelihood:
         if args.approximate or args.top_p < 1 or args.gumbel:
             parser.error("an autoregressive run samples exactly; --approximate, --top-p and --gumbel do not apply")
-        ids, texts = generate(loaded, args.num, args.steps, args.seed, prompt=prompt)
+        ids, texts = generate(loaded, args.num, args.steps, args.seed, length, prompt=prompt)
         label = method.preview_sampler
     elif args.approximate:
         loaded.denoiser()  # refuses a model that cannot generate
@@ -179,7 +185,7 @@ def run_sample(args: argparse.Namespace) -> int:
         texts = [loaded.run.data.tokenizer.decode(r.tolist()) for r in ids]
         label = method.preview_sampler
     else:
-        ids, texts = generate(loaded, args.num, args.steps, args.seed, prompt=prompt, spacing=args.spacing,
+        ids, texts = generate(loaded, args.num, args.steps, args.seed, length, prompt=prompt, spacing=args.spacing,
                               top_p=args.top_p, gumbel=args.gumbel)
         label = f"{method.sampler}, {args.steps} steps ({args.spacing} grid)"
     print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")

@@ -208,7 +208,11 @@ def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
         raise FileNotFoundError(f"no corpus file or folder at {path}; check the path")
     files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
     if not files:
-        raise FileNotFoundError(f"the folder {path} has no file matching {glob!r}; pass glob= to choose the files")
+        present = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+        seen = f"it holds {', '.join(present[:5])}{' ...' if len(present) > 5 else ''}" if present else "it is empty"
+        raise FileNotFoundError(
+            f"the folder {path} has no file matching {glob!r} ({seen}; the pattern is case-sensitive); choose the "
+            "files with corpus_args.glob, on the command line e.g. 'data.corpus_args={glob: \"**/*.md\"}'")
     return files
 
 

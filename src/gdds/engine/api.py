@@ -126,7 +126,7 @@ class Model:
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0) -> list[str]:
         """``num`` texts of ``length`` tokens (default the model's) from the exact reverse chain in
         ``steps`` steps (an autoregressive model: exact ancestral samples), seeded by ``seed``."""
-        length = self.length if length is None else length
+        length = self.loaded.sample_length(length, "length")
         fixed = self._fixed(num, length, prompt, infill, blank, blank_tokens)
         gen = torch.Generator(device=self.loaded.device).manual_seed(seed)
         method = self.loaded.method

@@ -195,6 +195,18 @@ class LoadedRun:
     def method(self) -> Method:
         return self.run.method
 
+    def sample_length(self, length: int | None, option: str) -> int:
+        """``length`` (default: the training length) when the network has positions for it; else a
+        :class:`ConfigError` naming ``option`` (``--length``, ``--sample-length``, ``length``)."""
+        longest = self.run.model.config.max_len
+        if length is None:
+            return longest
+        if not 1 <= length <= longest:
+            raise ConfigError(f"{option} must be in [1, {longest}]; got {length}: the model was trained with "
+                              f"data.seq_len={longest}, and its network has no positions beyond (for longer texts, "
+                              "train a model with a larger data.seq_len)")
+        return length
+
     @property
     def half(self) -> bool:
         """Whether networks run in bf16 here (on a GPU: the denoiser under autocast, the judge)."""

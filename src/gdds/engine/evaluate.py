@@ -337,10 +337,7 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     exact = method.exact_likelihood
     if not exact:
         loaded.denoiser()  # fails early for a model that cannot generate
-    longest = loaded.run.model.config.max_len
-    if s.sample_length is not None and s.sample_length > longest:
-        raise ConfigError(f"the sample length (--sample-length) {s.sample_length} exceeds the model's {longest} "
-                          "tokens (the data.seq_len it was trained with): its network has no positions beyond")
+    loaded.sample_length(s.sample_length, "--sample-length")
     sequences = min(s.sequences, len(loaded.run.valid))  # what eval_rows draws
     counted = f"{sequences} validation sequences" + (
         f" (all the split has; {s.sequences} asked)" if sequences < s.sequences else "")
