@@ -28,3 +28,13 @@ def test_readme_python_blocks_run(tmp_path):
     assert xt.shape == (32, 128) and (xt != namespace["x0"]).any()
     assert q.shape == (1, 3, 5) and abs(float(q.sum(-1).max()) - 1) < 1e-9
     assert nll.shape == (4,) and bool((nll > 0).all())
+
+
+def test_the_readme_repeats_make_demos_evaluation():
+    """The README's `gdds eval results/demo-model ...` claims to repeat the evaluation `make demo`
+    ran: it must carry the Makefile's settings (issue 24: it once bounded with T = 64, not 128)."""
+    makefile = (README.parent / "Makefile").read_text().replace("\\\n", " ")
+    demo = re.search(r"gdds eval results/demo ([^\n]*)", makefile).group(1).split()
+    shown = re.search(r"`gdds eval results/demo-model ([^`]*)`", README.read_text()).group(1).split()
+    out = shown.index("--out")
+    assert shown[:out] + shown[out + 2:] == demo
