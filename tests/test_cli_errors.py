@@ -1,5 +1,7 @@
 """Every command's bad input ends in one clear line and a non-zero exit, never a traceback; ``--debug``
 (or GDDS_DEBUG=1) shows the traceback instead."""
+import sys
+
 import pytest
 
 from gdds.cli import main
@@ -97,3 +99,24 @@ def test_bad_values_are_refused_before_any_compute(tmp_path, capsys, monkeypatch
         assert message in err and "report it" not in err, (argv, err)
         assert len(err.strip().splitlines()[-1]) > 20 and err.strip().splitlines()[-1].startswith("gdds")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_warning_prints_as_one_gdds_line(monkeypatch, capsys):
+    """A warning during a command (e.g. a cache folder that cannot be written) prints as one
+    `gdds: warning: ...` line, without Python's file, line number and source line."""
+    import warnings
+
+    import gdds.cli.evaluation as cli_eval
+
+    def warn(args):
+        warnings.warn("could not cache the kNN graph in /ro (Read-only file system);\n kept in memory", stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli_eval, "run_sample", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", lambda message, category, filename, lineno, file=None, line=None:
+                            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line)))
+        assert main(["sample", "anything"]) == 0
+    assert capsys.readouterr().err == ("gdds: warning: could not cache the kNN graph in /ro (Read-only file system); "
+                                       "kept in memory\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..engine.checkpoint import CheckpointError
@@ -41,11 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning as the command line prints it: ``gdds: warning: ...`` on one line (no source line)."""
+    return f"gdds: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gdds`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
     args.command_line = " ".join(["gdds", *(sys.argv[1:] if argv is None else argv)])
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    shown = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -62,3 +72,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "report it if it looks like a bug in gdds)")
         print(f"gdds: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = shown
