@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (SPEC section 8; README "Running on a GPU"). Run from the repository
+# The one prepared GPU check (SPEC section 8; docs/training.md, "Running on a GPU"). Run from the repository
 # root on a machine with one CUDA GPU, no network and its own python3 with PyTorch:
 #
 #   benchmarks/gpu_suite.sh             # the CUDA test run, then benchmarks/gpu.py: at most 9 minutes on one H200
