@@ -244,3 +244,36 @@ def test_smollm2_offline_judge(smollm2):
         assert real["perplexity"] < fake["perplexity"]
     both = judge.perplexity(SHAKESPEARE, batch_size=2)
     assert math.isfinite(both["perplexity"]) and both["tokens"] > 10
+
+
+class _Payload:
+    """Pickles as a call that creates ``marker``: a loader that ran pickles would leave it behind."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return type(self.marker).touch, (self.marker,)
+
+
+def test_a_pickle_that_is_more_than_weights_is_refused_by_name_and_never_runs(tmp_path):
+    """A judge folder whose pytorch_model.bin and a run whose state.pt are hostile pickles: refused with
+    one message naming what to do (the CLI prints it without the bug-report suffix), and nothing runs."""
+    import pickle
+
+    from gdds.cli.main import EXPECTED
+    from gdds.engine.checkpoint import load_torch
+
+    folder = tmp_path / "evil_judge"
+    _save_tiny_gpt2(folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-judge")))
+    with pytest.raises(ValueError, match="its weights file is a pickle holding Python objects") as info:
+        Judge.load(str(folder))
+    assert isinstance(info.value, EXPECTED)
+    state = tmp_path / "state.pt"
+    state.write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-state")))
+    with pytest.raises(CheckpointError, match=f"{state} is not a state gdds saved: it holds Python objects"):
+        load_torch(state)
+    assert not (tmp_path / "PWNED-judge").exists() and not (tmp_path / "PWNED-state").exists()

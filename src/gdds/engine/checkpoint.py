@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import shutil
 import uuid
 from collections.abc import Callable
@@ -220,7 +221,15 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path) -> Any:
-    return torch.load(path, weights_only=True, map_location="cpu")
+    """``torch.load`` of a file gdds wrote (``state.pt``) with ``weights_only``: a pickle that holds anything
+    but tensors and plain containers is refused, never run, with a :class:`CheckpointError` naming it."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} is not a state gdds saved: it holds Python objects that a weights-only load refuses (nothing "
+            f"of it ran; {' '.join(str(exc).split())[:160]}...); copy the run again, or start it afresh with "
+            "gdds train --config") from exc
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ import hashlib
 import importlib
 import math
 import os
+import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,12 @@ class Judge:
                 files = _folder_files(snapshot)
             source = spec
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        except pickle.UnpicklingError as exc:  # a .bin whose pickle is more than weights: refused, never run
+            raise ValueError(f"judge {spec!r}: its weights file is a pickle holding Python objects that a "
+                             "weights-only load refuses (nothing of it ran); use a judge saved as .safetensors"
+                             ) from exc
         model.to(device)
         max_length = _window(spec, max_length, _model_context(model, tokenizer))
         if spec.lower() == SMOLLM2:
