@@ -1,6 +1,6 @@
 """The rules of the reliability replay (benchmarks/replay.py) classify commands' results as their docstring
-says, and its process and open-watch machinery sees what it must; the replay itself (benchmarks/reliability.py,
-minutes) is not run here."""
+says, its process and open-watch machinery sees what it must, and the script (benchmarks/reliability.py and its
+reliability_*.py modules) runs its child-process phases; the replay itself (minutes) is not run here."""
 import os
 import resource
 import sys
@@ -73,3 +73,14 @@ def test_the_open_watch_sees_an_open_by_another_process(tmp_path):
         watch = OpenWatch([watched])
         Process(["cat", str(path)], dict(os.environ)).wait()
         assert watch.opened() == seen
+
+
+def test_the_script_runs_a_phase_in_a_child_process():
+    """The rows re-run ``benchmarks/reliability.py --phase``: its modules import together, and a Python call's
+    exception ends in one line as the CLI shows it."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
+    done = Process(Case("inputs", "x", phase="python", spec="print(6 * 7)").argv(script), dict(os.environ)).wait()
+    assert done.rc == 0 and done.stdout == "42\n", done.stderr
+    failed = Process(Case("inputs", "x", phase="python", spec="1 / 0").argv(script), dict(os.environ)).wait()
+    assert failed.rc == 1 and message(failed.stderr) == (
+        "gdds: error: ZeroDivisionError: division by zero (report it if it looks like a bug in gdds)"), failed.stderr
