@@ -268,12 +268,12 @@ def test_a_pickle_that_is_more_than_weights_is_refused_by_name_and_never_runs(tm
     _save_tiny_gpt2(folder)
     for weights in folder.glob("*.safetensors"):
         weights.unlink()
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-judge")))
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-judge"), protocol=2))
     with pytest.raises(ValueError, match="its weights file is a pickle holding Python objects") as info:
         Judge.load(str(folder))
     assert isinstance(info.value, EXPECTED)
     state = tmp_path / "state.pt"
-    state.write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-state")))
+    state.write_bytes(pickle.dumps(_Payload(tmp_path / "PWNED-state"), protocol=2))
     with pytest.raises(CheckpointError, match=f"{state} is not a state gdds saved: it holds Python objects"):
         load_torch(state)
     assert not (tmp_path / "PWNED-judge").exists() and not (tmp_path / "PWNED-state").exists()
