@@ -6,6 +6,7 @@ import torch
 
 import gdds
 from gdds import kernels as K
+from gdds.data import TokenArray
 
 
 def all_subclasses(cls: type) -> set[type]:
@@ -125,3 +126,11 @@ def micro_run(folder, *overrides: str, works: int = 6):
     corpus = local_corpus(folder / "corpus", works)
     train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", *overrides]), folder / "run")
     return folder / "run"
+
+
+def token_array(docs: list[str], tok) -> TokenArray:
+    """``docs`` under ``tok``, each encoded on its own, as an in-memory :class:`gdds.data.TokenArray`:
+    a reference that owes nothing to the token store."""
+    ids = [np.asarray(tok.encode(doc), dtype=np.int64) for doc in docs]
+    offsets = np.concatenate([[0], np.cumsum([a.size for a in ids])]).astype(np.int64)
+    return TokenArray(np.concatenate(ids), offsets, "direct")

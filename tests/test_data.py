@@ -1,5 +1,6 @@
-"""Data pipeline: corpora and their split, tokenizers and the compact vocabulary, the
-token cache and the two packings (wrap / pad)."""
+"""Data pipeline: the embedded corpora, local and Hugging Face corpora read through
+resolve_corpus, the document split, tokenizers and the compact vocabulary, the store's token
+dtype and the two packings (wrap / pad)."""
 import json
 import random
 import unicodedata
@@ -18,12 +19,17 @@ from gdds.data import (
     PaddedSentences,
     UnknownTextError,
     build_tokenizer,
-    load_corpus,
+    kjv_documents,
     load_tokenizer,
+    resolve_corpus,
+    shakespeare_documents,
     split_documents,
     token_dtype,
-    tokenize_documents,
+    wikipedia_documents,
 )
+from gdds.data.sources import CorpusError
+from gdds.data.store import encoder
+from helpers import token_array
 
 TEXT = "Hello world! It's a café,  naïve —\n\nthe 3rd line:\tdone. <mask> <|endoftext|> 日本"
 DOCS = [
@@ -228,7 +234,7 @@ def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monk
 # ------------------------------------------------------------------------------- splits
 
 def test_split_is_a_deterministic_partition():
-    docs = load_corpus("shakespeare") + [f"document number {i}" for i in range(200)]
+    docs = shakespeare_documents() + [f"document number {i}" for i in range(200)]
     split = split_documents(docs, valid=0.1, test=0.1, seed=3)
     sets = {k: set(v) for k, v in split.items()}
     assert all(sets.values())
@@ -256,40 +262,20 @@ def test_split_duplicates_and_small_corpora():
         split_documents(DOCS, valid=0.5, test=0.5)
 
 
-# ------------------------------------------------------------------------------- token cache
+# ------------------------------------------------------------------------------- token dtype
 
-def test_token_cache_hits_and_keys(tokenizers, tmp_path, monkeypatch):
-    tok = tokenizers["char"]
-    first = tokenize_documents(DOCS, tok, cache_dir=tmp_path)
-    assert isinstance(first.tokens, np.memmap) and first.tokens.dtype == np.uint16
-    assert len(first) == len(DOCS) and first.offsets.dtype == np.int64
-    assert [first.document(i).tolist() for i in range(len(DOCS))] == [tok.encode(d) for d in DOCS]
-
-    def boom(*_):
-        raise AssertionError("the cache was not used")
-
-    monkeypatch.setattr(tok, "encode", boom)
-    monkeypatch.setattr(tok, "encode_batch", boom)
-    second = tokenize_documents(DOCS, tok, cache_dir=tmp_path)
-    assert second.key == first.key and np.array_equal(second.tokens, first.tokens)
-    monkeypatch.undo()
-
-    changed = tokenize_documents(DOCS[:-1] + [DOCS[-1] + "!"], tok, cache_dir=tmp_path)
-    assert changed.key != first.key and len(list(tmp_path.glob("*.tokens"))) == 2
-
-
-def test_token_dtype_rules(tmp_path):
+def test_token_dtype_rules():
     assert token_dtype(30522) == np.uint16 and token_dtype(2**16) == np.uint16 and token_dtype(2**16 + 1) == np.uint32
     wide = CharTokenizer([chr(0x10000 + i) for i in range(70000)])  # vocab 70,005
-    array = tokenize_documents([chr(0x10000 + 69999) * 3], wide, cache_dir=tmp_path)
-    assert array.tokens.dtype == np.uint32 and array.tokens.tolist() == [69999] * 3
+    [ids] = encoder(wide)([chr(0x10000 + 69999) * 3])  # what the token store writes
+    assert ids.dtype == np.uint32 and ids.tolist() == [69999] * 3
 
 
 # ------------------------------------------------------------------------------- packing
 
-def test_wrap_blocks_reconstruct_the_stream(tokenizers, tmp_path):
+def test_wrap_blocks_reconstruct_the_stream(tokenizers):
     tok = tokenizers["char"]
-    array = tokenize_documents(DOCS, tok, cache_dir=tmp_path)
+    array = token_array(DOCS, tok)
     stream = [i for d in DOCS for i in [tok.bos_id, *tok.encode(d), tok.eos_id]]
     blocks = PackedBlocks(array, 16, tok.bos_id, tok.eos_id)
     assert len(blocks) == len(stream) // 16
@@ -305,10 +291,10 @@ def test_wrap_blocks_reconstruct_the_stream(tokenizers, tmp_path):
         blocks.batch(np.array([len(blocks)]))
 
 
-def test_pad_blocks(tokenizers, tmp_path):
+def test_pad_blocks(tokenizers):
     tok = tokenizers["gpt2"]
     docs = ["Hello world", "To be, or not to be, that is the question"]
-    array = tokenize_documents(docs, tok, cache_dir=tmp_path)
+    array = token_array(docs, tok)
     blocks = PaddedSentences(array, 8, tok.bos_id, tok.eos_id, tok.pad_id)
     assert len(blocks) == 2 and blocks.n_truncated == 1
     batch = blocks.batch(np.array([0, 1]))
@@ -319,21 +305,26 @@ def test_pad_blocks(tokenizers, tmp_path):
 
 # ------------------------------------------------------------------------------- corpora
 
-def test_named_corpora():
-    shakespeare = load_corpus("shakespeare")
+def test_embedded_corpora():
+    shakespeare = shakespeare_documents()
     assert len(shakespeare) == 42 and sum(map(len, shakespeare)) > 4_500_000
     assert any("To be, or not to be,--that is the question" in d for d in shakespeare)
     assert all(not d.startswith(("PERSONS", "Dramatis", "DRAMATIS")) and not d.endswith("THE END") for d in shakespeare)
-    kjv = load_corpus("kjv")
+    kjv = kjv_documents()
     assert len(kjv) == 66 and kjv[0].startswith("In the beginning God created the heaven and the earth.")
     assert "darkness was upon the face of the deep" in kjv[0] and kjv[-1].endswith("Amen.")
 
 
 def test_wikipedia_sample():
     pytest.importorskip("gensim")
-    wiki = load_corpus("wikipedia")
+    wiki = wikipedia_documents()
     assert len(wiki) == 106 and sum(map(len, wiki)) > 2_500_000
     assert wiki[0].startswith("Anarchism is a political philosophy") and "'''" not in wiki[0]
+
+
+def held_out(name, **args):
+    """Every document of a corpus a run did not train on, in its order (what zero-shot reads)."""
+    return list(resolve_corpus(str(name), args).held_out())
 
 
 def test_local_file_and_folder(tmp_path):
@@ -343,16 +334,16 @@ def test_local_file_and_folder(tmp_path):
     (tmp_path / "sub" / "c.txt").write_text("nested")
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "notes.md").write_text("not text")
-    assert load_corpus(str(tmp_path)) == ["first file", "second file\n\n\nwith two paragraphs", "nested"]
-    assert load_corpus(tmp_path, glob="*.md") == ["not text"]
-    assert load_corpus(str(tmp_path / "b.txt"), split="paragraph") == ["second file", "with two paragraphs"]
+    assert held_out(tmp_path) == ["first file", "second file\n\n\nwith two paragraphs", "nested"]
+    assert held_out(tmp_path, glob="*.md") == ["not text"]
+    assert held_out(tmp_path / "b.txt", split="paragraph") == ["second file", "with two paragraphs"]
     with pytest.raises(FileNotFoundError, match="no corpus file or folder"):
-        load_corpus(str(tmp_path / "missing.txt"))
+        held_out(tmp_path / "missing.txt")
     with pytest.raises(FileNotFoundError, match=r"no file matching '\*.csv' \(it holds a.txt, b.txt, empty.txt, "
                        r"notes.md, sub/c.txt; .*data.corpus_args=\{glob: "):
-        load_corpus(tmp_path, glob="*.csv")
-    with pytest.raises(TypeError, match="does not take \\['sep'\\]"):
-        load_corpus(str(tmp_path), sep="\n")
+        held_out(tmp_path, glob="*.csv")
+    with pytest.raises(CorpusError, match="does not take \\['sep'\\]"):
+        held_out(tmp_path, sep="\n")
 
 
 def test_hf_path_on_local_files(tmp_path):
@@ -360,18 +351,20 @@ def test_hf_path_on_local_files(tmp_path):
     import datasets.config
 
     offline_before = datasets.config.HF_HUB_OFFLINE
+    cache = str(tmp_path / "hf")
     (tmp_path / "train.txt").write_text("first sentence\n\nsecond sentence\n")
     (tmp_path / "more.txt").write_text("third sentence\n")
     files = [str(tmp_path / "train.txt"), str(tmp_path / "more.txt")]
-    docs = load_corpus("hf:text", data_files=files, cache_dir=str(tmp_path / "hf"))
-    assert docs == ["first sentence", "second sentence", "third sentence"]
+    text = resolve_corpus("hf:text", {"data_files": files, "cache_dir": cache})
+    assert text.splits() == ("train",) and list(text.documents("train")) == [
+        "first sentence", "second sentence", "third sentence"]
     (tmp_path / "rows.jsonl").write_text('{"sentence": "a b", "n": 1}\n{"sentence": "c d", "n": 2}\n')
-    assert load_corpus("hf:json", data_files=str(tmp_path / "rows.jsonl"), cache_dir=str(tmp_path / "hf")) == [
-        "a b", "c d"]
-    with pytest.raises(ValueError, match="no column 'body'"):
-        load_corpus("hf:json", data_files=str(tmp_path / "rows.jsonl"), cache_dir=str(tmp_path / "hf"), field="body")
+    rows = {"data_files": str(tmp_path / "rows.jsonl"), "cache_dir": cache}
+    assert list(resolve_corpus("hf:json", rows).documents("train")) == ["a b", "c d"]  # the only string column
+    with pytest.raises(CorpusError, match="no column 'body'"):
+        resolve_corpus("hf:json", {**rows, "field": "body"}).check()
     with pytest.raises(FileNotFoundError, match="not in the local datasets cache"):
-        load_corpus("hf:wikitext:wikitext-103-raw-v1", cache_dir=str(tmp_path / "hf"))
+        resolve_corpus("hf:wikitext:wikitext-103-raw-v1", {"cache_dir": cache}).splits()
     assert offline_before == datasets.config.HF_HUB_OFFLINE
 
 
@@ -380,10 +373,9 @@ def test_hf_path_on_local_files(tmp_path):
 @pytest.mark.parametrize(
     "call,error,match",
     [
-        (lambda: load_corpus("shakespear"), ValueError, "unknown corpus 'shakespear'"),
-        (lambda: load_corpus("hf:"), ValueError, "hf:<name>"),
-        (lambda: load_corpus("kjv", split="paragraph"), TypeError, "load_corpus\\('kjv'\\) does not take"),
-        (lambda: load_corpus("data/missing.txt"), FileNotFoundError, "no corpus file or folder"),
+        (lambda: resolve_corpus("shakespear"), CorpusError, "unknown corpus 'shakespear'"),
+        (lambda: resolve_corpus("hf:"), CorpusError, "hf:<name>"),
+        (lambda: resolve_corpus("data/missing.txt"), FileNotFoundError, "no corpus file or folder"),
         (lambda: build_tokenizer("sentencepiece"), ValueError, "unknown tokenizer 'sentencepiece'"),
         (lambda: build_tokenizer("char"), ValueError, "pass train_docs"),
         (lambda: build_tokenizer("gpt2", vocab_size=1000), ValueError, "vocab_size applies to 'bpe' only"),
@@ -391,7 +383,6 @@ def test_hf_path_on_local_files(tmp_path):
         (lambda: CharTokenizer(["ab"]), ValueError, "single characters"),
         (lambda: load_tokenizer("/nonexistent/tok"), FileNotFoundError, "no saved tokenizer"),
         (lambda: CompactVocab([3, 2], 5), ValueError, "strictly increasing"),
-        (lambda: tokenize_documents([], CharTokenizer("ab")), ValueError, "no documents"),
     ],
 )
 def test_bad_inputs(call, error, match):
@@ -399,9 +390,9 @@ def test_bad_inputs(call, error, match):
         call()
 
 
-def test_bad_packing(tmp_path):
+def test_bad_packing():
     tok = CharTokenizer("abc")
-    array = tokenize_documents(["abc", "cab"], tok, cache_dir=tmp_path)
+    array = token_array(["abc", "cab"], tok)
     with pytest.raises(ValueError, match="seq_len must be an integer >= 3"):
         PackedBlocks(array, 2, tok.bos_id, tok.eos_id)
     with pytest.raises(ValueError, match="fewer than one block of seq_len = 100"):
@@ -415,9 +406,9 @@ def test_bad_packing(tmp_path):
 
 
 @pytest.mark.parametrize("name", PACKINGS.names())
-def test_every_packing_makes_blocks_of_the_sequence_length(tmp_path, name):
+def test_every_packing_makes_blocks_of_the_sequence_length(name):
     tok = CharTokenizer("abc")
-    array = tokenize_documents(["abcabc", "cab", "bcabcabca"], tok, cache_dir=tmp_path)
+    array = token_array(["abcabc", "cab", "bcabcabca"], tok)
     blocks = PACKINGS.get(name)(array, tok, 5)
     rows = blocks.batch(list(range(len(blocks))))
     assert len(blocks) >= 1 and rows.shape == (len(blocks), 5) and rows.min() >= 0 and rows.max() < tok.vocab_size

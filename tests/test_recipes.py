@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gdds.data import hf_corpus
-from gdds.data.corpora import load_corpus
+from gdds.data.corpora import shakespeare_documents
 from gdds.data.detokenizers import lm1b_detokenize, ptb_detokenize, wikitext_detokenize
 from gdds.data.local import LocalCorpus
 from gdds.data.recipes import CORPORA, CharRangeCorpus, resolve_corpus
@@ -54,10 +54,10 @@ def test_the_registry_holds_every_recipe_with_plain_json_options():
     assert zero_shot == {"ptb", "lambada", "ag_news", "pubmed", "arxiv", "wikitext2", "lm1b"}
 
 
-def test_shakespeare_is_the_hash_split_of_load_corpus():
+def test_shakespeare_is_the_hash_split_of_its_works():
     corpus = resolve_corpus("shakespeare", {}, valid=0.1, test=0.1, seed=3)
     assert isinstance(corpus, HashSplitCorpus)
-    every = load_corpus("shakespeare")
+    every = shakespeare_documents()
     split = split_documents(every, 0.1, 0.1, 3)
     for name in ("train", "valid", "test"):
         assert docs(corpus, name) == [every[i] for i in split[name]] and docs(corpus, name)

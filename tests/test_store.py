@@ -1,6 +1,7 @@
 """The token store (gdds.data.store, gdds.data.prepare) and runs built from it (gdds.engine.corpus):
 the stored ids equal a direct tokenisation, a killed build resumes to the same store, a prepared
-corpus is never read again, and a streamed split stops and resumes exactly."""
+corpus is never read again, a zero-shot corpus's held-out documents get a store of their own, and a
+streamed split stops and resumes exactly."""
 import json
 import os
 import signal
@@ -13,18 +14,26 @@ import pytest
 import torch
 
 from gdds.cli import main
-from gdds.data import build_tokenizer, prepare, shakespeare_documents, sources, tokenize_documents
+from gdds.data import (
+    CompactTokenizer,
+    CompactVocab,
+    PackedBlocks,
+    build_tokenizer,
+    prepare,
+    shakespeare_documents,
+    sources,
+)
 from gdds.data.local import LocalCorpus
 from gdds.data.prepare import open_store
 from gdds.data.recipes import resolve_corpus
-from gdds.data.sources import CorpusError, HashSplitCorpus
+from gdds.data.sources import HELD_OUT, CorpusError, HashSplitCorpus
 from gdds.data.store import MANIFEST, TokenizerRecipe, read_store, store_key
 from gdds.data.stream import StreamedBlocks
 from gdds.engine import corpus as engine_corpus
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.train import train
 from gdds.files import FileLock
-from helpers import MICRO_TRAIN
+from helpers import MICRO_TRAIN, token_array
 
 WORKS = [doc[:6000] for doc in shakespeare_documents()[:16]]
 
@@ -45,7 +54,7 @@ def test_store_holds_what_direct_tokenisation_gives(tmp_path, workers):
                        shard_tokens=700)
     tok = build_tokenizer("gpt2")
     for split in ("train", "valid", "test"):
-        ref = tokenize_documents(list(corpus.documents(split)), tok, tmp_path / "ref")
+        ref = token_array(list(corpus.documents(split)), tok)
         assert len(store.manifest["splits"][split]["shards"]) >= (2 if split == "train" else 1)
         assert np.array_equal(all_ids(store, split), np.asarray(ref.tokens))
         assert np.array_equal(store.offsets(split), ref.offsets)
@@ -277,6 +286,36 @@ def test_a_run_on_a_prepared_corpus_reads_no_text(tmp_path, monkeypatch):
     assert offsets[-1] == ids.size <= 5000 and np.isin(offsets[1:-1], again.arrays["train"].offsets).all()
 
 
+
+def test_zero_shot_reads_the_held_out_documents_from_a_store_of_their_own(tmp_path, monkeypatch):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, doc in enumerate(WORKS[:6]):
+        (folder / f"w{i:02d}.txt").write_text(doc)
+    dc = load_config("tiny", ["data.tokenizer=gpt2", "data.seq_len=32", "data.packing=wrap"]).data
+    gpt2 = build_tokenizer("gpt2")
+    seen = np.unique(np.concatenate([token_array(WORKS[:6], gpt2).tokens, gpt2.special_ids()]))
+    compact = CompactTokenizer(gpt2, CompactVocab(seen, gpt2.vocab_size))  # a run's tokenizer is often compact
+    built = []
+    for tok in (gpt2, compact):
+        blocks = engine_corpus.zero_shot_blocks(str(folder), tok, dc, root=tmp_path / "stores")
+        direct = PackedBlocks(token_array(WORKS[:6], tok), 32, tok.bos_id, tok.eos_id)  # every file, in order
+        assert len(blocks) == len(direct) and torch.equal(blocks.batch(range(len(blocks))),
+                                                          direct.batch(range(len(direct))))
+        built.append(blocks)
+    stores = sorted((tmp_path / "stores").iterdir())
+    assert len(stores) == 2  # one per tokenizer
+    assert all(read_store(path).splits() == (HELD_OUT,) for path in stores)
+
+    def no_text(*args, **kwargs):
+        raise AssertionError("raw text was read")
+
+    monkeypatch.setattr(LocalCorpus, "_all", no_text)
+    again = engine_corpus.zero_shot_blocks(str(folder), compact, dc, root=tmp_path / "stores")
+    assert torch.equal(again.batch([0, 5]), built[1].batch([0, 5]))
+    with pytest.raises(ConfigError, match="zero-shot corpus nowhere/x.txt: no corpus file or folder"):
+        engine_corpus.zero_shot_blocks("nowhere/x.txt", gpt2, dc, root=tmp_path / "stores")
+
 def test_missing_split_and_bad_corpus_are_config_errors(tmp_path):
     rows = tmp_path / "owt.jsonl"
     rows.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(12)))
@@ -315,10 +354,7 @@ def fineweb_rows(tmp_path, n=60):
 def test_streamed_blocks_equal_stored_wrap_blocks_and_seek(tmp_path):
     corpus = resolve_corpus("fineweb", fineweb_rows(tmp_path))
     tok = build_tokenizer("gpt2")
-    from gdds.data.dataset import PackedBlocks
-
-    stored = PackedBlocks(tokenize_documents(list(corpus.documents("train")), tok, tmp_path / "t"), 24,
-                          tok.bos_id, tok.eos_id)
+    stored = PackedBlocks(token_array(list(corpus.documents("train")), tok), 24, tok.bos_id, tok.eos_id)
     stream = StreamedBlocks(corpus, "train", tok, 24)
     first = stream.batch(np.arange(0, 5))
     position = stream.position()

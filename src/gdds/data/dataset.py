@@ -1,11 +1,5 @@
-"""Documents -> a cached, memory-mapped token array -> fixed-length training blocks.
-
-:func:`tokenize_documents` encodes the documents once and caches the result under a
-sha256 key of (tokenizer identity, document contents): the tokens of all documents,
-concatenated, in a raw little-endian file ``<key>.tokens`` (uint16 when the vocabulary
-has at most 65,536 ids, else uint32) memory-mapped on reading, and the document
-boundaries in ``<key>.offsets.npy``. Both files are written atomically, tokens first,
-so a present offsets file means a complete entry.
+"""A split's tokens (:class:`TokenArray`, read from the token store :mod:`gdds.data.store`) ->
+fixed-length training blocks.
 
 Two packings, both deterministic (the training loop owns shuffling), registered by their
 configuration names in :data:`PACKINGS`: :class:`PackedBlocks` ("wrap", OpenWebText style)
@@ -13,25 +7,16 @@ and :class:`PaddedSentences` ("pad", LM1B style).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from ..files import cache_dir as default_cache_dir
-from ..files import write_atomically
 from ..registry import Registry
-from .store import ShardedTokens, encoder, token_dtype
+from .store import ShardedTokens
 from .tokenizer_base import TextTokenizer
-
-_FORMAT = "gdds-tokens-v1"
-_CHUNK_DOCS = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,66 +44,6 @@ class TokenArray:
     def document(self, i: int) -> np.ndarray:
         """Tokens of document ``i``."""
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
-
-
-def cache_key(docs: Sequence[str], tokenizer: TextTokenizer) -> str:
-    """sha256 of the format version, the tokenizer identity and the documents."""
-    h = hashlib.sha256(_FORMAT.encode())
-    h.update(json.dumps(tokenizer.identity(), sort_keys=True).encode())
-    for doc in docs:
-        data = doc.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
-
-
-def _load(tokens_path: Path, offsets_path: Path, dtype: np.dtype, key: str) -> TokenArray | None:
-    """The cached entry, or None when it is missing or inconsistent."""
-    if not (tokens_path.is_file() and offsets_path.is_file()):
-        return None
-    offsets = np.load(offsets_path)
-    n = int(offsets[-1])
-    if tokens_path.stat().st_size != n * dtype.itemsize:
-        return None
-    tokens = np.memmap(tokens_path, dtype=dtype.newbyteorder("<"), mode="r", shape=(n,))
-    return TokenArray(tokens, offsets, key)
-
-
-def tokenize_documents(docs: Sequence[str], tokenizer: TextTokenizer,
-                       cache_dir: Path | str | None = None) -> TokenArray:
-    """Token ids of ``docs`` (no special tokens), concatenated and memory-mapped, read
-    from the cache in ``cache_dir`` (default :func:`gdds.files.cache_dir` ``/ "tokens"``)
-    or computed and stored there. Documents are encoded in batches of 1024, so memory
-    stays bounded by a batch, not the corpus."""
-    if not docs:
-        raise ValueError("no documents to tokenize; load a corpus with load_corpus() first")
-    if cache_dir is None:
-        cache_dir = default_cache_dir("tokens")
-    key = cache_key(docs, tokenizer)
-    dtype = token_dtype(tokenizer.vocab_size)
-    tokens_path, offsets_path = Path(cache_dir) / f"{key}.tokens", Path(cache_dir) / f"{key}.offsets.npy"
-    cached = _load(tokens_path, offsets_path, dtype, key)
-    if cached is not None:
-        return cached
-    lengths: list[int] = []
-
-    encode = encoder(tokenizer)
-
-    def write_tokens(fh: BinaryIO) -> None:
-        for start in range(0, len(docs), _CHUNK_DOCS):
-            for array in encode(list(docs[start:start + _CHUNK_DOCS])):
-                fh.write(array)
-                lengths.append(array.size)
-
-    write_atomically(tokens_path, write_tokens)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    if offsets[-1] == 0:
-        tokens_path.unlink()
-        raise ValueError(f"the documents give no tokens under {tokenizer.name}; check the corpus")
-    write_atomically(offsets_path, lambda fh: np.save(fh, offsets))
-    loaded = _load(tokens_path, offsets_path, dtype, key)
-    assert loaded is not None  # just written
-    return loaded
 
 
 def _check_seq_len(seq_len: int) -> int:

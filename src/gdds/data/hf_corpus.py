@@ -1,10 +1,12 @@
 """Hugging Face datasets as :class:`~gdds.data.sources.Corpus` objects: :class:`HFSource` (the rows of a
 dataset of the local ``datasets`` cache, or of local files read by a packaged builder, never the Hub)
 and :class:`HFCorpus` (our splits as row ranges of its splits, with a detokeniser), used by the
-recipes of :mod:`gdds.data.recipes` and by ``hf:<name>[:<config>]``.
+recipes of :mod:`gdds.data.recipes` and by ``hf:<name>[:<config>]``. Every load runs with the Hub
+switched off (:func:`offline`): nothing is downloaded at run time.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import itertools
@@ -13,13 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from .detokenizers import DETOKENIZER_VERSION, DETOKENIZERS, group_articles
-from .hf import _offline, _text_field
 from .sources import Corpus, CorpusError, file_stats, package_fingerprint
 
 _EXTENSIONS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
 _BATCH = 1024
 Part = tuple[str, int, "int | None"]  # (the dataset's split, first row, end row) with slice semantics
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Hub access switched off for ``datasets`` and ``huggingface_hub`` (both read their
+    offline flag at call time), restored afterwards."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
+             huggingface_hub.constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE = saved[:2]
+        huggingface_hub.constants.HF_HUB_OFFLINE = saved[2]
 
 
 def _data_files(data_files: Any, primary: str) -> dict[str, list[str]]:
@@ -53,7 +72,7 @@ def _infer_builder(files: dict[str, list[str]]) -> str:
 
 class HFSource:
     """The rows of a Hugging Face dataset from the local cache, or of local files read by a packaged
-    builder (``files``). Loads through :func:`gdds.data.hf._offline`: nothing is ever downloaded."""
+    builder (``files``). Loads through :func:`offline`: nothing is ever downloaded."""
 
     def __init__(self, dataset: str, config: str | None = None, data_files: Any = None, builder: str | None = None,
                  cache_dir: str | None = None, options: dict[str, Any] | None = None, streaming: bool = False,
@@ -87,7 +106,7 @@ class HFSource:
                 raise ImportError("Hugging Face corpora need the package datasets: pip install gdds[hf]") from err
             path, config = (self.builder, None) if self.files else (self.dataset, self.config)
             extra = {"data_files": self.files} if self.files else {}
-            with _offline():
+            with offline():
                 try:
                     self._loaded[split] = datasets.load_dataset(path, config, split=split, cache_dir=self.cache_dir,
                                                                 streaming=self.streaming, **extra, **self.options)
@@ -127,11 +146,18 @@ def text_column(ds: Any, field: str | None, where: str) -> str:
     if features is None:  # a streamed dataset whose files carry no schema: the first batch has one
         first = next(iter(ds.with_format("arrow").iter(batch_size=1)), None)
         features = {} if first is None else {name: first.schema.field(name).type for name in first.column_names}
+    columns = list(features)
     strings = [n for n, f in features.items() if str(getattr(f, "dtype", f)) in ("string", "large_string")]
-    try:
-        return _text_field(list(features), strings, field, where)
-    except ValueError as err:
-        raise CorpusError(f"{err} (corpus_args.field)") from err
+    if field is not None:
+        if field not in columns:
+            raise CorpusError(f"{where} has no column {field!r}; its columns are {columns} (corpus_args.field)")
+        return field
+    if "text" in columns:
+        return "text"
+    if len(strings) == 1:
+        return strings[0]
+    raise CorpusError(f"{where} has no 'text' column and not exactly one string column ({columns}): "
+                      "name it with corpus_args.field")
 
 
 def texts(ds: Any, field: str, skip: int = 0) -> Iterator[list[str]]:

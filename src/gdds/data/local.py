@@ -7,15 +7,45 @@ file in memory at a time.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .corpora import file_documents, local_files
-from .sources import Corpus, CorpusError, local_fingerprint
+from .sources import Corpus, CorpusError, check_text, local_fingerprint
 from .splits import SPLITS, document_key, split_keys
+
+
+def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
+    """The files of a local corpus: ``path`` itself, or the files of the folder ``path`` matching
+    ``glob`` (recursive by default), sorted by path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no corpus file or folder at {path}; check the path")
+    files = sorted(p for p in path.glob(glob) if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        present = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+        seen = f"it holds {', '.join(present[:5])}{' ...' if len(present) > 5 else ''}" if present else "it is empty"
+        raise FileNotFoundError(
+            f"the folder {path} has no file matching {glob!r} ({seen}; the pattern is case-sensitive); choose the "
+            "files with corpus_args.glob, on the command line e.g. 'data.corpus_args={glob: \"**/*.md\"}'")
+    return files
+
+
+def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> list[str]:
+    """The documents of one file: the whole text (``split="file"``) or each block of lines separated
+    by blank lines (``split="paragraph"``). A file that is not text (NUL or mostly control characters)
+    is a :class:`~gdds.data.sources.CorpusError` (:func:`~gdds.data.sources.check_text`)."""
+    if split not in ("file", "paragraph"):
+        raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
+    try:
+        text = file.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file} is not valid {encoding} text ({err}); pass encoding= to read it") from err
+    check_text(text, file)
+    return re.split(r"\n\s*\n", text) if split == "paragraph" else [text]
 
 
 class LocalCorpus(Corpus):

