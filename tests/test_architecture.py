@@ -1,14 +1,18 @@
 """The layers of ARCHITECTURE.md, enforced: what each layer may import (checked twice: the
 modules a fresh interpreter loads, and every import statement in the source, functions
-included), no import cycle, no file I/O in the math layer outside its cache module, and no
-module over 400 lines."""
+included), no import cycle, no file I/O in the math layer outside its cache module, no
+module over 400 lines; and ARCHITECTURE.md names every module (under its layer) and every registry."""
 import ast
+import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from gdds.registry import Registry
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "gdds"
@@ -32,7 +36,7 @@ ALLOWED = {
     "math": {"leaf"},
     "inference": {"leaf", "math"},
     "api": {"leaf", "math", "inference"},
-    "models": {"math:gdds.categorical"},  # the categorical draw only: no kernels, no processes
+    "models": {"leaf", "math:gdds.categorical"},  # of the math, the categorical draw only: no kernels, no processes
     "data": {"leaf"},
     "objectives": {"leaf", "math", "inference", "models"},
     "composition": {"leaf", "math", "data"},
@@ -180,7 +184,7 @@ def test_import_gdds_schedules_loads_no_application_layer():
     ("gdds.process", {"leaf", "math"}),
     ("gdds.likelihood", {"leaf", "math", "inference"}),
     ("gdds.nll_gap", {"leaf", "math", "inference"}),
-    ("gdds.models", {"models", "math:gdds.categorical"}),
+    ("gdds.models", {"models", "leaf", "math:gdds.categorical"}),
     ("gdds.data", {"data", "leaf"}),
     ("gdds.objectives", {"objectives", "models", "leaf", "math", "inference"}),
     ("gdds.minilm", {"composition", "data", "leaf", "math"}),
@@ -205,3 +209,79 @@ def test_no_module_over_400_lines():
 def test_the_layer_table_covers_every_module():
     assert all(layer(name) in ALLOWED for name in modules())
     assert layer("gdds.kernels.knn") == "math" and layer("gdds.engine.train") == "engine" and layer("gdds") == "api"
+
+
+ARCHITECTURE = SRC.parent / "ARCHITECTURE.md"
+ROW = re.compile(r"^\| `([^`|]+)` \| ([^|]*\S[^|]*) \|$")
+
+
+def section(title: str) -> str:
+    """The text of ARCHITECTURE.md's ``## title`` section, up to the next ``## `` heading."""
+    text = ARCHITECTURE.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def documented_modules() -> dict[str, str]:
+    """``path under src/gdds -> layer`` of each row of the module tables ("Modules": one table
+    per ``### layer``); a row is a path in backquotes and a non-empty gloss."""
+    rows, current = {}, None
+    for line in section("Modules").splitlines():
+        if line.startswith("### "):
+            current = line[4:].strip()
+        elif (row := ROW.match(line)) and current is not None:
+            assert row.group(1) not in rows, f"{row.group(1)} has two lines"
+            rows[row.group(1)] = current
+    return rows
+
+
+def module_path(path: Path) -> str:
+    """The path ARCHITECTURE.md names a module by: relative to ``src/gdds``, a package by its folder."""
+    relative = path.relative_to(PACKAGE)
+    if path.name == "__init__.py" and relative.parent != Path():
+        return f"{relative.parent.as_posix()}/"
+    return relative.as_posix()
+
+
+def test_architecture_md_names_every_module_once_under_its_layer():
+    """Every module of src/gdds (a package by its folder) has a line under its layer's heading, and
+    every line names a module that exists: the plan of the house cannot drift from the house."""
+    rows = documented_modules()
+    actual = {module_path(path): layer(module_name(path)) for path in PACKAGE.rglob("*.py")}
+    missing = sorted(set(actual) - set(rows))
+    stale = sorted(set(rows) - set(actual))
+    misplaced = sorted(f"{p}: under {rows[p]}, in layer {actual[p]}" for p in set(rows) & set(actual)
+                       if rows[p] != actual[p])
+    assert not missing and not stale and not misplaced, (
+        f"modules without a line in ARCHITECTURE.md: {missing}; lines naming no module: {stale}; "
+        f"lines under another layer: {misplaced}")
+
+
+def registries() -> dict[str, object]:
+    """Every ``NAME = Registry(...)`` of src/gdds at module level, as ``module.NAME -> the object``."""
+    found = {}
+    for name, path in modules().items():
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            if targets and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "Registry":
+                for target in targets:
+                    found[f"{name}.{target.id}"] = getattr(importlib.import_module(name), target.id)
+    return found
+
+
+def test_every_registry_is_in_the_registry_table():
+    """The registry table ("One owner per concept") lists every ``Registry`` of src/gdds by a name
+    that imports to that very object, and lists nothing else."""
+    named = {}
+    for line in section("One owner per concept").splitlines():
+        cells = line.split("|")
+        if line.startswith("|") and len(cells) > 3 and (match := re.fullmatch(r" `(gdds(?:\.\w+)+)` ", cells[2])):
+            module, _, attribute = match.group(1).rpartition(".")
+            named[match.group(1)] = getattr(importlib.import_module(module), attribute)
+    found = registries()
+    assert len(found) >= 12 and all(isinstance(entry, Registry) for entry in named.values()), named
+    missing = sorted(name for name, entry in found.items() if not any(entry is listed for listed in named.values()))
+    assert not missing, f"registries missing from ARCHITECTURE.md's registry table: {missing}"
+    assert len({id(entry) for entry in named.values()}) == len(named) == len(found), named

@@ -99,7 +99,7 @@ REJECTED = [
     (["model.layers=0"], "model.layers"), (["model.width=-1"], "model.width"), (["model.heads=0"], "model.heads"),
     (["model.cond_width=0"], "model.cond_width"), (["model.dropout=1"], "model.dropout"),
     (["model.vocab_multiple=0"], "model.vocab_multiple"), (["model.heads=7"], "model.heads: "),
-    (["model.preset=huge"], "model.preset: unknown DiT preset"),
+    (["model.preset=huge"], "model.preset must be one of tiny, small, medium"),
 ]
 
 

@@ -159,12 +159,12 @@ def test_the_log_drops_what_a_resume_redoes_and_a_torn_line(tmp_path, args):
     text = "".join(json.dumps(r) + "\n" for r in records) + '{"kind": "train", "loss": 1.2, "ste'
     (tmp_path / "log.jsonl").write_text(text)
     assert read_log(tmp_path) == records and _throughput(tmp_path) == 35.0  # the torn line is skipped
-    log = Jsonl(tmp_path, cfg, 3)  # resuming from the checkpoint of step 3
+    log = Jsonl(tmp_path, cfg.to_dict(), 3)  # resuming from the checkpoint of step 3
     log.write({"kind": "train", "step": 4})
     log.close()
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 1, 2, 2, 3, 3, 4]
-    Jsonl(tmp_path, cfg, 0).close()  # a fresh start in the folder of a run stopped before its first checkpoint
+    Jsonl(tmp_path, cfg.to_dict(), 0).close()  # a fresh start in the folder of a run stopped before its checkpoint
     assert (tmp_path / "log.jsonl").read_text() == ""
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 

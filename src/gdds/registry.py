@@ -1,6 +1,7 @@
 """Registries: the one list of names for each concept (schedules, kernels, methods, tokenizers,
-packings). Configuration choices, the command line and run assembly ask a registry instead of
-comparing strings, so adding an entry in one place makes it available everywhere."""
+corpora, network sizes, log sinks, ...: ARCHITECTURE.md's registry table lists them all).
+Configuration choices, the command line and run assembly ask a registry instead of comparing
+strings, so adding an entry in one place makes it available everywhere."""
 from __future__ import annotations
 
 import difflib

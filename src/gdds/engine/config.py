@@ -3,8 +3,10 @@ and ``dotted.key=value`` overrides (unknown keys are errors that list close matc
 
 Choice fields are ``Literal`` types whose values come from the registries that own the
 concepts (:data:`gdds.objectives.METHODS`, :data:`gdds.kernels.KERNELS`,
-:data:`gdds.SCHEDULES`, :data:`gdds.data.TOKENIZERS`, :data:`gdds.data.PACKINGS`), so a
-new entry there is a valid configuration value here with no other change.
+:data:`gdds.SCHEDULES`, :data:`gdds.data.TOKENIZERS`, :data:`gdds.data.PACKINGS`,
+:data:`gdds.models.PRESETS`, ...), and ``train.log``'s entries are checked against
+:data:`gdds.engine.logs.LOGGERS`, so a new entry there is a valid configuration value here with
+no other change.
 """
 from __future__ import annotations
 
@@ -30,11 +32,12 @@ import yaml
 from ..data.dataset import PACKINGS
 from ..data.tokenizers import TOKENIZERS
 from ..kernels.registry import KERNELS
-from ..models import DiTConfig
+from ..models import PRESETS, DiTConfig
 from ..objectives.methods import METHODS
 from ..objectives.parametrization import AUTO, PARAMETRIZATIONS
 from ..schedules import SCHEDULES, Schedule
 from .config_checks import MAX_SEED, MAX_SEQ_LEN, ConfigError, argument_error, check_ranges, parse_yaml, ranged
+from .logs import LOGGERS
 from .parallel import STRATEGIES
 
 MethodName = Literal[METHODS.names()]
@@ -44,8 +47,8 @@ ScheduleName = Literal[SCHEDULES.names()]
 KernelName = Literal[KERNELS.names()]
 ParametrizationName = Literal[(AUTO, *PARAMETRIZATIONS.names())]
 StrategyName = Literal[STRATEGIES.names()]
+PresetName = Literal[PRESETS.names()]
 PRESETS_PACKAGE = "gdds.engine.configs"
-LOG_SINKS = ("jsonl", "tensorboard", "wandb")  # the names of gdds.engine.logs.LOGGERS (checked there by a test)
 
 
 @dataclass
@@ -100,8 +103,8 @@ class ProcessConfig:
 class ModelConfig:
     """``model.*``: the network's size, a preset with optional overrides."""
 
-    preset: str = "tiny"
-    """Network size preset (tiny, small, medium); the keys below override it when set."""
+    preset: PresetName = "tiny"
+    """Network size (a name of gdds.models.PRESETS); the keys below override it when set."""
     layers: int | None = ranged(None, 1)
     """Transformer blocks (null: the preset's)."""
     width: int | None = ranged(None, 1)
@@ -159,7 +162,7 @@ class TrainConfig:
     log_every: int = ranged(10, 1)
     """Steps between log records (and plain progress lines when the bar is off)."""
     log: list = field(default_factory=lambda: ["jsonl", "tensorboard"])
-    """Where records go: jsonl (log.jsonl), tensorboard (when installed), wandb (when installed; offline)."""
+    """Where records go, names of gdds.engine.logs.LOGGERS: jsonl (log.jsonl), tensorboard, wandb (offline)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 on the CPU."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -227,9 +230,9 @@ class Config:
         if dc.valid_fraction + dc.test_fraction >= 1:
             raise ConfigError(f"data.valid_fraction + data.test_fraction must be below 1 (the rest is the "
                               f"training split); got {dc.valid_fraction} + {dc.test_fraction}")
-        unknown = [name for name in tc.log if name not in LOG_SINKS]
+        unknown = [name for name in tc.log if name not in LOGGERS]
         if unknown:
-            raise ConfigError(f"train.log has {unknown}; its entries are {', '.join(LOG_SINKS)}")
+            raise ConfigError(f"train.log has {unknown}; its entries are {', '.join(LOGGERS.names())}")
         build_schedule(self.process)
         network_config(self.model, vocab_size=2, max_len=dc.seq_len, causal=False)
 

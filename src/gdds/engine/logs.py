@@ -5,18 +5,22 @@ asked for; offline unless ``WANDB_MODE`` says otherwise, files under ``RUN_DIR/w
 is a dict with ``kind`` (``train`` or ``eval``), ``step`` and numbers; a loss is named by the label
 the record carries (e.g. ``snapshot CE (not a likelihood)``), never as a bare "loss". A run that
 starts again (resumed, or restarted before its first checkpoint) drops the records it will redo;
-:func:`read_log` reads ``log.jsonl``."""
+:func:`read_log` reads ``log.jsonl``.
+
+A sink is built from the run folder, the run's configuration as a plain dict and the step the run
+starts at. This module does not import :mod:`gdds.engine.config`, which checks ``train.log``
+against :data:`LOGGERS`."""
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..files import write_text_atomically
 from ..registry import Registry
-from .config import Config, ConfigError
+from .config_checks import ConfigError
 
 LOG_FILE = "log.jsonl"
 
@@ -60,7 +64,7 @@ class Jsonl:
     resume redoes and a torn last line, so that each step is logged once, in order; each record is then
     appended in one write of its whole line."""
 
-    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
+    def __init__(self, run_dir: Path, settings: dict[str, Any], step: int) -> None:
         path, text = Path(run_dir) / LOG_FILE, _text(run_dir)
         lines = text.splitlines()
         kept = [line for line in lines if (record := _parsed(line)) is not None and not _later(record, step)]
@@ -81,7 +85,7 @@ class TensorBoard:
     """Scalars under ``RUN_DIR/tensorboard``; events after ``step`` (the start of this run) that an
     earlier, killed run wrote are purged, as in ``log.jsonl``."""
 
-    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
+    def __init__(self, run_dir: Path, settings: dict[str, Any], step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.board = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step + 1)
@@ -98,7 +102,7 @@ class TensorBoard:
 class Wandb:
     """A Weights & Biases run named after the run folder (resumed with it), offline by default."""
 
-    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
+    def __init__(self, run_dir: Path, settings: dict[str, Any], step: int) -> None:
         try:
             import wandb
         except ImportError as err:
@@ -106,7 +110,7 @@ class Wandb:
                               "of train.log") from err
         os.environ.setdefault("WANDB_MODE", "offline")
         self.run = wandb.init(project="gdds", name=run_dir.name, id=f"gdds-{run_dir.resolve().name}",
-                              dir=str(run_dir), config=cfg.to_dict(), resume="allow")
+                              dir=str(run_dir), config=settings, resume="allow")
 
     def write(self, record: dict[str, Any]) -> None:
         self.run.log(scalars(record), step=record["step"])
@@ -116,7 +120,7 @@ class Wandb:
 
 
 Sink = Jsonl | TensorBoard | Wandb
-LOGGERS: Registry[Callable[[Path, Config, int], Sink]] = Registry("logger")
+LOGGERS: Registry[Callable[[Path, dict[str, Any], int], Sink]] = Registry("logger")
 LOGGERS.register("jsonl", Jsonl)
 LOGGERS.register("tensorboard", TensorBoard)
 LOGGERS.register("wandb", Wandb)
@@ -134,15 +138,17 @@ def plain_line(record: dict[str, Any], max_steps: int) -> str:
 
 
 class RunLog:
-    """The sinks of ``train.log`` for the run in ``run_dir`` that starts at ``step``, and a plain line
-    per record on stdout when the progress bar is off."""
+    """The sinks ``names`` (``train.log``) of the run in ``run_dir`` whose configuration is ``settings``
+    and that starts at ``step``, and a plain line per record on stdout when ``plain_steps`` (the run's
+    ``max_steps``, for the line) is given: the progress bar is off."""
 
-    def __init__(self, run_dir: Path, cfg: Config, step: int) -> None:
-        self.plain = None if cfg.train.progress else cfg.train.max_steps
+    def __init__(self, run_dir: Path, names: Sequence[str], settings: dict[str, Any], step: int,
+                 plain_steps: int | None = None) -> None:
+        self.plain = plain_steps
         self.sinks: list[Sink] = []
-        for name in cfg.train.log:
+        for name in names:
             try:
-                self.sinks.append(LOGGERS.get(name)(Path(run_dir), cfg, step))
+                self.sinks.append(LOGGERS.get(name)(Path(run_dir), settings, step))
             except ImportError:
                 if name not in OPTIONAL:
                     raise

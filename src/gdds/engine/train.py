@@ -355,7 +355,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
 
 def _loop(tr: Trainer) -> TrainResult:
     tc, main = tr.cfg.train, tr.dist.main
-    log = RunLog(tr.run_dir, tr.cfg, tr.step) if main else None
+    log = RunLog(tr.run_dir, tc.log, tr.cfg.to_dict(), tr.step, None if tc.progress else tc.max_steps) if main else None
     if main:
         write_text_atomically(tr.run_dir / "config.yaml", save_config(tr.cfg))
     bar = tqdm(total=tc.max_steps, initial=tr.step, disable=not (main and tc.progress),

@@ -1,7 +1,8 @@
 """Networks: the denoiser ``(x_t [B, L], t [B]) -> logits [B, L, m]`` (:class:`DiT`), the
 autoregressive baseline on the same blocks (:class:`CausalLM`) and the two-stream network of
-the Campbell estimator (:class:`TwoStream`). Models import nothing from the rest of gdds but
-:mod:`gdds.categorical` (no kernels, no processes, no data)."""
+the Campbell estimator (:class:`TwoStream`), and the named sizes (:data:`PRESETS`). Models import
+nothing from the rest of gdds but the leaf modules (:mod:`gdds.registry`) and :mod:`gdds.categorical`
+(no kernels, no processes, no data)."""
 from .causal import CausalLM
 from .config import PRESETS, DiTConfig
 from .dit import DiT

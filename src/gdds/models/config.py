@@ -1,5 +1,5 @@
 """Hyper-parameters of the transformer backbone shared by every network (:class:`DiTConfig`)
-and its named sizes (:data:`PRESETS`)."""
+and its named sizes (:data:`PRESETS`, the registry that ``model.preset`` names)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(layers=4, width=192, heads=4, cond_width=64),  # CPU demos and tests
-    "small": dict(layers=12, width=768, heads=12, cond_width=128),  # the paper's (and MDLM's) size
-    "medium": dict(layers=24, width=1024, heads=16, cond_width=128),
-}
+from ..registry import Registry
+
+# Each entry: the DiTConfig fields of a named size (the vocabulary and the rest come from the run).
+PRESETS: Registry[dict[str, int]] = Registry("DiT preset")
+PRESETS.register("tiny", dict(layers=4, width=192, heads=4, cond_width=64))  # CPU demos and tests
+PRESETS.register("small", dict(layers=12, width=768, heads=12, cond_width=128))  # the paper's (and MDLM's) size
+PRESETS.register("medium", dict(layers=24, width=1024, heads=16, cond_width=128))
 
 
 def _suggest(name: str, options) -> str:
@@ -99,8 +101,6 @@ class DiTConfig:
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, **overrides: Any) -> DiTConfig:
-        """A named size from ``PRESETS`` (``tiny``, ``small``, ``medium``) with optional field overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown DiT preset {name!r}{_suggest(name, PRESETS)}; "
-                             f"choose one of {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], "vocab_size": vocab_size, **overrides})
+        """A named size of :data:`PRESETS` (``tiny``, ``small``, ``medium``) with optional field
+        overrides; an unknown name is a ``ValueError`` that lists the names."""
+        return cls.from_dict({**PRESETS.get(name), "vocab_size": vocab_size, **overrides})
