@@ -51,13 +51,17 @@ def _full_ids(tok: TextTokenizer) -> np.ndarray | None:
     return tok.vocab.full_ids if isinstance(tok, CompactTokenizer) else None
 
 
-def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
-    tok = data.tokenizer
+def _require_wordpiece(tok: TextTokenizer) -> None:
+    """MiniLM's embeddings and its kernel's excluded ids are WordPiece's: refuse any other tokenizer."""
     base = tok.base if isinstance(tok, CompactTokenizer) else tok
     if not isinstance(base, WordPieceTokenizer):
         raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base.name}; "
                           "use process.embeddings=cooccurrence or a file")
-    return minilm_rows(_full_ids(tok))
+
+
+def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
+    _require_wordpiece(data.tokenizer)
+    return minilm_rows(_full_ids(data.tokenizer))
 
 
 # Named sources of ``process.embeddings``; any other value is the path of a file or a run folder.
@@ -94,8 +98,11 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
         emb = kernel_embeddings(pc, data) if embeddings is None else embeddings
         identity["embeddings"] = pc.embeddings
         identity["embeddings_sha256"] = hashlib.sha256(emb.float().contiguous().numpy().tobytes()).hexdigest()
+    on_minilm = pc.embeddings == "minilm" and recipe.needs_embeddings
+    if on_minilm:
+        _require_wordpiece(tok)
     try:
-        if pc.embeddings == "minilm" and recipe.needs_embeddings:
+        if on_minilm:
             kernel = minilm_kernel(schedule, full_ids=_full_ids(tok), kernel=pc.kernel, embeddings=emb,
                                    progress=progress, **args)
         else:
