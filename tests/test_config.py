@@ -143,6 +143,7 @@ def test_kernel_arguments_name_their_key():
     for kernel, args, key in [("semantic", "{k: 0}", "process.kernel_args.k: k must be in"),
                               ("semantic", "{k: -3, b: 0.2}", "process.kernel_args.k: k must be in"),
                               ("hybrid", "{uniform_weight: 2}", "process.kernel_args.uniform_weight: uniform_weight")]:
-        pc = load_config("tiny", [f"process.kernel={kernel}", f"process.kernel_args={args}"]).process
+        pc = load_config("tiny", [f"process.kernel={kernel}", f"process.kernel_args={args}",
+                                  "process.embeddings=cooccurrence"]).process  # not MiniLM's: 20 tokens
         with pytest.raises(ConfigError, match=key):
             build_kernel(pc, build_schedule(pc), data, progress=False, embeddings=emb)

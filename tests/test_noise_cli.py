@@ -31,12 +31,11 @@ LONG = (
 
 
 @pytest.fixture(scope="module")
-def semantic_kernel(tmp_path_factory):
-    """The MiniLM semantic kernel, its kNN graph built once into a private cache
-    that every semantic demo of this module then reads (the user's cache is untouched)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GDDS_CACHE_DIR", str(tmp_path_factory.mktemp("gdds-cache")))
-        yield minilm_kernel(progress=False)
+def semantic_kernel():
+    """The MiniLM semantic kernel, its kNN graph built once into the session's private cache
+    (``conftest.private_cache``), which every semantic demo of this module then reads, and
+    ``tests/test_minilm.py`` too."""
+    return minilm_kernel(progress=False)
 
 
 def test_shakespeare_lines_are_clean_dialogue():

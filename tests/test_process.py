@@ -175,3 +175,20 @@ def test_semantic_knn_law_at_moderate_vocabulary():
         exact = proc.marginal(x0[:1], t)[0]
         assert tv(empirical(xt.T.contiguous(), 40), exact) < 0.03
         assert math.isclose(float(exact.sum(-1)[0]), 1.0, abs_tol=1e-9)
+
+
+def test_what_the_engine_asks_the_process_about_its_kernel():
+    """``absorbing``, ``mask_id``, ``pi`` and ``arrivals`` answer for the kernel, so the engine and
+    the objectives need not reach into ``process.kernel``."""
+    sched = gdds.LogLinear(1e-3)
+    mask = gdds.ForwardProcess(sched, K.Mask(6, 5))
+    assert mask.absorbing and mask.mask_id == 5
+    assert torch.equal(mask.pi(0.4), torch.eye(6, dtype=torch.float64)[5])
+    for other in (K.Uniform(6, exclude=[5]), K.Hybrid(6, 5)):  # a hybrid holds the mask but is not absorbing
+        process = gdds.ForwardProcess(sched, other)
+        assert not process.absorbing and process.mask_id is None
+    assert torch.allclose(gdds.ForwardProcess(sched, K.Uniform(6, exclude=[5])).pi(0.3),
+                          torch.tensor([0.2] * 5 + [0.0], dtype=torch.float64))
+    x, t = torch.tensor([0, 3]), torch.tensor([0.2, 0.7], dtype=torch.float64)
+    arrivals = gdds.ForwardProcess(sched, K.Hybrid(6, 5, uniform_weight=0.5)).arrivals(x, t)
+    assert torch.allclose(arrivals.base, torch.full((2,), 1 / 12, dtype=torch.float64))  # half the uniform's 1/6

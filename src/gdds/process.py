@@ -26,7 +26,8 @@ from torch import Tensor
 
 from .categorical import one_hot_columns
 from .devices import check_generator
-from .kernels.base import Kernel, require_column_constant
+from .kernels.base import Arrivals, Kernel, require_column_constant
+from .kernels.mask import Mask
 from .operators import closed_form, transition
 from .schedules import Schedule, as_time
 
@@ -81,6 +82,27 @@ class ForwardProcess:
     def column_constant(self) -> bool:
         """Whether the kernel is ``F_t = pi_t 1^T`` (mask, uniform, hybrids): closed forms apply."""
         return self.kernel.column_constant
+
+    @property
+    def absorbing(self) -> bool:
+        """Whether every jump lands on one token that never leaves (the mask kernel,
+        :attr:`gdds.kernels.Kernel.absorbing`): only jumped positions need denoising."""
+        return self.kernel.absorbing
+
+    @property
+    def mask_id(self) -> int | None:
+        """The mask token of the mask kernel (:class:`gdds.kernels.Mask`), ``None`` under any other kernel."""
+        return self.kernel.mask_id if isinstance(self.kernel, Mask) else None
+
+    def pi(self, t: float) -> Tensor:
+        """Where a jump at time ``t`` lands, whatever the token: the column ``pi_t`` of a
+        column-constant kernel (``[m]`` float64; ``TypeError`` for other kernels)."""
+        return self.kernel.pi(t)
+
+    def arrivals(self, x: Tensor, t: Tensor) -> Arrivals:
+        """One jump's law from each token of ``x [n]`` at the times ``t [n]``
+        (:meth:`gdds.kernels.Kernel.arrivals`: a shared part and sparse extra arrivals)."""
+        return self.kernel.arrivals(x, t)
 
     def require_column_constant(self, needs: str, instead: str) -> None:
         """``ValueError`` unless the kernel is column-constant (see

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from ..data.corpora import shakespeare_line
-from ..data.embeddings import minilm_embeddings
-from ..data.tokenizers import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, decode_pieces, encode, wordpiece_special_ids
+from ..data.tokenizers import decode_pieces, encode
 from ..files import write_atomically
-from ..kernels import KERNELS, Kernel, Vocabulary
+from ..kernels import KERNELS, Kernel
+from ..minilm import minilm_kernel, minilm_vocabulary
 from ..process import ForwardProcess
 from ..schedules import LogLinear, Schedule
 
@@ -65,12 +65,12 @@ def title(name: str) -> str:
 
 
 def _kernel(name: str, schedule: Schedule, cache_dir: str | Path | None) -> Kernel:
-    """Kernel ``name`` of the registry on the WordPiece vocabulary (special tokens excluded)."""
+    """Kernel ``name`` of the registry on the WordPiece vocabulary, special tokens excluded (the
+    semantic ones by :func:`gdds.minilm.minilm_kernel`, the others on the same vocabulary)."""
     recipe = KERNELS.get(name)
-    vocabulary = Vocabulary(WORDPIECE_VOCAB_SIZE, WORDPIECE_MASK_ID, tuple(wordpiece_special_ids()))
-    embeddings = minilm_embeddings() if recipe.needs_embeddings else None
-    args = {"cache_dir": cache_dir} if recipe.needs_embeddings else {}
-    return recipe.build(vocabulary, schedule, embeddings, True, **args)
+    if recipe.needs_embeddings:
+        return minilm_kernel(schedule, kernel=name, cache_dir=cache_dir)
+    return recipe.build(minilm_vocabulary(), schedule, None, True)
 
 
 def _check(times: Sequence[float], kernels: Sequence[str]) -> tuple[tuple[float, ...], tuple[str, ...]]:

@@ -22,6 +22,7 @@ from torch import nn
 from ..data import Blocks, CompactTokenizer, TextTokenizer, WordPieceTokenizer
 from ..data import embeddings as E
 from ..kernels import KERNELS, Kernel, Vocabulary
+from ..minilm import minilm_kernel, minilm_rows
 from ..models import DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
@@ -50,14 +51,17 @@ def _full_ids(tok: TextTokenizer) -> np.ndarray | None:
     return tok.vocab.full_ids if isinstance(tok, CompactTokenizer) else None
 
 
-def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
-    tok = data.tokenizer
+def _require_wordpiece(tok: TextTokenizer) -> None:
+    """MiniLM's embeddings and its kernel's excluded ids are WordPiece's: refuse any other tokenizer."""
     base = tok.base if isinstance(tok, CompactTokenizer) else tok
     if not isinstance(base, WordPieceTokenizer):
         raise ConfigError(f"process.embeddings=minilm is aligned with the WordPiece vocabulary, not {base.name}; "
                           "use process.embeddings=cooccurrence or a file")
-    emb = E.minilm_embeddings()
-    return E.select_rows(emb, _full_ids(tok)) if _full_ids(tok) is not None else emb
+
+
+def _minilm(pc: ProcessConfig, data: Data) -> torch.Tensor:
+    _require_wordpiece(data.tokenizer)
+    return minilm_rows(_full_ids(data.tokenizer))
 
 
 # Named sources of ``process.embeddings``; any other value is the path of a file or a run folder.
@@ -83,7 +87,8 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
                  embeddings: torch.Tensor | None = None) -> tuple[Kernel, dict[str, Any]]:
     """The jump kernel of ``process.kernel`` (:data:`gdds.kernels.KERNELS`) on the model's
     vocabulary and an identity record for checkpoints. Special tokens are never a jump
-    destination of the uniform and semantic kernels."""
+    destination of the uniform and semantic kernels; on MiniLM's embeddings the semantic kernel is
+    :func:`gdds.minilm.minilm_kernel`'s, which also keeps jumps off the ``[unusedN]`` tokens."""
     tok = data.tokenizer
     recipe = KERNELS.get(pc.kernel)
     args = dict(pc.kernel_args)
@@ -93,9 +98,16 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
         emb = kernel_embeddings(pc, data) if embeddings is None else embeddings
         identity["embeddings"] = pc.embeddings
         identity["embeddings_sha256"] = hashlib.sha256(emb.float().contiguous().numpy().tobytes()).hexdigest()
-    vocabulary = Vocabulary(tok.vocab_size, tok.mask_id, tuple(tok.special_ids()))
+    on_minilm = pc.embeddings == "minilm" and recipe.needs_embeddings
+    if on_minilm:
+        _require_wordpiece(tok)
     try:
-        kernel = recipe.build(vocabulary, schedule, emb, progress, **args)
+        if on_minilm:
+            kernel = minilm_kernel(schedule, full_ids=_full_ids(tok), kernel=pc.kernel, embeddings=emb,
+                                   progress=progress, **args)
+        else:
+            vocabulary = Vocabulary(tok.vocab_size, tok.mask_id, tuple(tok.special_ids()))
+            kernel = recipe.build(vocabulary, schedule, emb, progress, **args)
     except TypeError as exc:
         raise ConfigError(f"process.kernel_args {args} do not fit the {pc.kernel} kernel: {exc}") from exc
     except ValueError as exc:

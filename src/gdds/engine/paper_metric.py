@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from ..data import Blocks
-from ..kernels import Mask
 from .build import LoadedRun
 from .reports import MDLM_PAPER_METRIC, PAPER_METRIC, PaperMetric
 
@@ -55,7 +54,7 @@ def reference_figure(loaded: LoadedRun) -> str:
         raise NoReferenceFigure("no forward process (an autoregressive model): no paper metric")
     if method == "gdds":
         return "gdds"
-    if method == "elbo" and isinstance(process.kernel, Mask):
+    if method == "elbo" and process.mask_id is not None:
         return "mdlm"
     raise NoReferenceFigure(f"the reference's validation figure for method {method} on this process is not "
                             "reproduced (gdds reproduces its GDDS figure and its MDLM one)")
@@ -93,7 +92,7 @@ def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator:
         logits = denoiser(xt, t.float())
         weight = torch.ones_like(t)
         if figure == "mdlm":  # MDLM's output excludes the mask token; its loss weight is -alpha'/(1 - alpha)
-            logits = logits.double().index_fill(-1, torch.tensor([process.kernel.mask_id], device=logits.device),
+            logits = logits.double().index_fill(-1, torch.tensor([process.mask_id], device=logits.device),
                                                 -math.inf)
             alpha = process.schedule.alpha(t)
             weight = process.schedule.beta(t) * alpha / (1 - alpha)

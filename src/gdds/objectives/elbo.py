@@ -33,13 +33,13 @@ ELBO_NEEDS, ELBO_INSTEAD = "the closed-form ELBO", "train it with the snapshot o
 
 def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``k [B]``, ``c [B, m]``, ``pi [B, m]`` and ``beta [B]`` (float64) at the times ``t [B]``."""
-    kernel, sched = process.kernel, process.schedule
+    sched = process.schedule
     ks, cs, pis = [], [], []
     for tb in t.double().cpu().tolist():
         k, c = process.closed_transition(0.0, tb)
         ks.append(k)
         cs.append(c)
-        pis.append(kernel.pi(tb))
+        pis.append(process.pi(tb))
     device = t.device
     return (torch.tensor(ks, dtype=torch.float64, device=device), torch.stack(cs).to(device),
             torch.stack(pis).to(device), sched.beta(t.double().cpu()).to(device))

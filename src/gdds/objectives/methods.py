@@ -93,7 +93,7 @@ class Method:
         self.process = process
         self.t_min = t_min
         if parametrization == AUTO:
-            absorbing = process is None or process.kernel.absorbing
+            absorbing = process is None or process.absorbing
             parametrization = self.parametrizations[0 if absorbing else -1]
         if parametrization not in self.parametrizations:
             raise ValueError(f"method {self.name} supports the parametrizations {', '.join(self.parametrizations)} "
@@ -140,7 +140,7 @@ class Method:
         (an absorbing kernel), or ``mu`` copies by construction (the forward parametrization).
         Otherwise copy errors cost about ``(1 - mu(x | x)) / t``, whose integral diverges, and the
         ``T``-step bound grows with ``T`` (``docs/math.md`` section 6)."""
-        return self.process is not None and (self.process.kernel.absorbing or self.parametrization == "forward")
+        return self.process is not None and (self.process.absorbing or self.parametrization == "forward")
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
                  prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:

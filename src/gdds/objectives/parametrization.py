@@ -76,7 +76,7 @@ def _one_jump(process: ForwardProcess, x: Tensor, t: Tensor, m: int) -> Bonus:
     is ``log1p(extra[y] / C)``, with ``C`` the part every origin shares and ``extra`` the
     arrivals from sparse neighbours and the no-jump term at ``y = x``."""
     alpha = process.schedule.alpha(t)
-    arrivals = process.kernel.arrivals(x, t)
+    arrivals = process.arrivals(x, t)
     shared = (1 - alpha) * ((1 - SURROGATE_FLOOR) * arrivals.base + SURROGATE_FLOOR / m)
     rows = torch.arange(x.numel(), device=x.device)
     keys = torch.cat([arrivals.pos * m + arrivals.src, rows * m + x])

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..kernels.mask import Mask
 from ..process import ForwardProcess
 from .elbo import per_time, reachable_columns
 
@@ -168,14 +167,14 @@ def jump_denoiser(process: ForwardProcess, logits_fn: Callable[[Tensor, Tensor],
                   ) -> Callable[[Tensor, Tensor], Tensor]:
     """A jump-state model of the mask process as a clean-token denoiser: ``J_theta(. | mask)``
     at masked positions, the token itself elsewhere (an unmasked token is clean)."""
-    kernel = process.kernel
-    if not isinstance(kernel, Mask):
+    mask_id = process.mask_id
+    if mask_id is None:
         raise ValueError(f"a jump-state model generates only where the true reverse exit rates are known "
-                         f"(the mask kernel); got {kernel!r}")
+                         f"(the mask kernel); got {process!r}")
 
     def call(xt: Tensor, t: Tensor) -> Tensor:
         logj = jump_log_probs(logits_fn(xt, t), xt)
         clean = torch.full_like(logj, -torch.inf).scatter(-1, xt[..., None], 0.0)
-        return torch.where((xt == kernel.mask_id)[..., None], logj, clean)
+        return torch.where((xt == mask_id)[..., None], logj, clean)
 
     return call
