@@ -32,17 +32,18 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee 
 status=0
 if [ "$DRY" = 1 ]; then
     say "dry run: the device tests on the CPU, then the benchmarks at tiny sizes"
-    TESTS=(tests/test_device.py -k "generator or outputs")
+    TESTS=(tests/engine/test_device.py -k "generator or outputs")
     BENCH=(--dry-run)
     TEST_LIMIT=120
 else
     export GDDS_TEST_DEVICE=cuda
     # The device-sensitive tests (the others do not touch a device, and some need data packages
     # too large to travel); the multi-process tests are left out: one GPU cannot host two NCCL ranks.
-    TESTS=(tests/test_device.py tests/test_kernels_contract.py tests/test_process.py tests/test_operators.py
-           tests/test_posterior_sampling.py tests/test_baseline.py tests/test_objectives.py
-           tests/test_parametrization.py tests/test_dit.py tests/test_method_contract.py tests/test_evaluate.py
-           tests/test_judge.py tests/test_train.py -m "not slow" -k "not two_process and not fsdp")
+    TESTS=(tests/engine/test_device.py tests/math/test_kernels_contract.py tests/math/test_process.py
+           tests/math/test_operators.py tests/inference/test_posterior_sampling.py tests/inference/test_baseline.py
+           tests/objectives/test_objectives.py tests/objectives/test_parametrization.py
+           tests/objectives/test_method_contract.py tests/models/test_dit.py tests/engine/test_evaluate.py
+           tests/engine/test_judge.py tests/engine/test_train.py -m "not slow" -k "not two_process and not fsdp")
     BENCH=()
     TEST_LIMIT=270
 fi

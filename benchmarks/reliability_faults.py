@@ -4,7 +4,7 @@ SIGKILL inside a training step, then ``--resume`` (log.jsonl must hold each step
 uninterrupted run's); SIGKILL half-way through the first checkpoint's ``state.pt``; a torn last line of
 log.jsonl; a second ``gdds train`` and a ``--resume`` while a run is paused inside a step; ``--out`` into a
 user's folder and into a model folder; ``gdds export --overwrite`` and ``save_pretrained(overwrite=True)``
-killed at each of their steps (as ``tests/test_model_folder_integrity.py`` does: the k-th rename, unlink, rmdir
+killed at each of their steps (as ``tests/engine/test_model_folder_integrity.py`` does: the k-th rename, unlink, rmdir
 or folder swap raises, in one process); output and cache folders that cannot be written (under a regular file:
 chmod does not stop root); an edit keeping a file's size and mtime; a file-size limit during a checkpoint and
 an export. The kills, pauses and overwrites are hooks of the child processes (``benchmarks/reliability_phases.py``).
@@ -203,7 +203,7 @@ def overwrite_case(rp: Replay, how: str, swap: str) -> Case:
                 parallel=False, phase="overwrite", spec={"root": str(rp.root), "how": how, "swap": swap},
                 display=f"{shown} (MODEL: the raw-weights model folder)",
                 how="in one process the k-th rename/replace/unlink/rmdir/folder swap raises, k = 1, 2, ... until it "
-                    "completes (as tests/test_model_folder_integrity.py); after each, MODEL is loaded",
+                    "completes (as tests/engine/test_model_folder_integrity.py); after each, MODEL is loaded",
                 checks=[("a whole, loadable old or new folder after every kill", overwrite_problems)])
 
 

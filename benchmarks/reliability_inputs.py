@@ -154,7 +154,7 @@ def long_line_cases(rp: Replay) -> list[Case]:
     """``gdds prepare`` of one line with ``split: chars`` (the ``tiny.yaml`` settings: character tokens,
     co-occurrence embeddings), half the long line then all of it: both work. The peak RSS of each is recorded
     in ``rp.long_line``; the check is on the memory each extra character costs, (peak at 8 MB - peak at 4 MB)
-    / 4 MB, which a tokenizer that streams keeps to a few bytes: at most 8 (the bound tests/test_store.py holds
+    / 4 MB, which a tokenizer that streams keeps to a few bytes: at most 8 (the bound tests/data/test_store.py holds
     the tokenizer to; the attack's 30 MB line grew the peak by about 49 bytes per character)."""
     def record(chars: int) -> Check:
         def check(result: Result) -> str | None:

@@ -38,7 +38,7 @@ class Killed(BaseException):
 @contextlib.contextmanager
 def killed_at(k: int) -> Iterator[None]:
     """From the ``k``-th rename, replace, unlink, rmdir or folder swap on, each such call raises :class:`Killed`
-    before acting (as ``tests/test_model_folder_integrity.py`` does)."""
+    before acting (as ``tests/engine/test_model_folder_integrity.py`` does)."""
     from gdds import files
 
     count = [0]

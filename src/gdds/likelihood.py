@@ -392,7 +392,7 @@ def paired_difference(a: Tensor, b: Tensor, tokens_per_sequence: Tensor) -> Boun
     the standard error of the per-sequence differences: what sequences and draws share cancels.
     Unbiased for the difference of the two expectations; the standard error is the delta-method one of
     :func:`summarize` (tested on a pair of denoisers with a known difference,
-    ``tests/test_paired_difference.py``)."""
+    ``tests/inference/test_paired_difference.py``)."""
     if a.shape != b.shape or a.shape != tokens_per_sequence.shape:
         raise ValueError(f"paired estimates need one value per sequence each; got shapes {tuple(a.shape)}, "
                          f"{tuple(b.shape)} and tokens {tuple(tokens_per_sequence.shape)}")

@@ -300,7 +300,7 @@ def transition(
     ``precision``: ``"mixed"`` (the default) multiplies by the kernel in float32 where the kernel
     allows it (:attr:`~gdds.kernels.Kernel.float32_apply`: the semantic kernel's kNN part) and sums
     the series in float64; all entries are non-negative, so the result keeps about float32's relative
-    precision (``tests/test_operators_fast.py`` bounds its distance to the float64 path); ``"float64"``
+    precision (``tests/math/test_operators_fast.py`` bounds its distance to the float64 path); ``"float64"``
     is the reference. ``block``: columns multiplied at a time (``None``: all), so that the dense block
     stays in cache while the sparse matrix streams (the same arithmetic per column).
     """

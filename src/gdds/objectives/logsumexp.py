@@ -6,7 +6,7 @@ for the backward pass) a float32 copy: 4 bytes per logit, 6.4 GiB at ``B L = 32k
 chunk, keeps only the logits themselves (in their own dtype) and the ``[N]`` result for the
 backward pass, and writes the gradient ``g softmax(z)`` chunk by chunk in the logits' dtype. The
 cross-entropy is then ``logsumexp - z[target]`` (:func:`cross_entropy_rows`), exact to float32
-round-off, the same value and gradient as the dense one (``tests/test_objectives.py``).
+round-off, the same value and gradient as the dense one (``tests/objectives/test_objectives.py``).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@
   (``keep [x = y] + c[x]``); for the others it is the row ``P_{0->t}^T e_{x_t}`` of the transition
   operators (:func:`gdds.posterior.forward_likelihood`: the Poisson tail is below 1e-12 and the
   freezing of a time-dependent kernel is measured at about 1e-7 in L1 against an ODE solve,
-  ``tests/test_forward_likelihood.py``). In sampling and the bound the denoiser is
+  ``tests/objectives/test_forward_likelihood.py``). In sampling and the bound the denoiser is
   :class:`gdds.sampling.LikelihoodWeighted`: the reverse step weights the network's law by the
   ``q_t(x_t | .)`` it computes anyway, so the chain is this model at no extra cost.
 - ``forward-surrogate`` (labelled an approximation; cheap at large vocabularies on a CPU, where the

@@ -8,7 +8,7 @@ from pathlib import Path
 from gdds.cli import main
 from helpers import micro_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # Pages whose python blocks continue the README's namespace, in the order they run.
 CONTINUED_IN = (ROOT / "docs" / "sampling.md",)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from replay import Case, OpenWatch, Process, Result, message, row, verdict
 
 USAGE = "usage: gdds train [-h] (--config NAME_OR_YAML | --resume RUN_DIR)\n                  [--out RUN_DIR]\n"
@@ -78,7 +78,7 @@ def test_the_open_watch_sees_an_open_by_another_process(tmp_path):
 def test_the_script_runs_a_phase_in_a_child_process():
     """The rows re-run ``benchmarks/reliability.py --phase``: its modules import together, and a Python call's
     exception ends in one line as the CLI shows it."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability.py"
     done = Process(Case("inputs", "x", phase="python", spec="print(6 * 7)").argv(script), dict(os.environ)).wait()
     assert done.rc == 0 and done.stdout == "42\n", done.stderr
     failed = Process(Case("inputs", "x", phase="python", spec="1 / 0").argv(script), dict(os.environ)).wait()

@@ -1,5 +1,5 @@
 """Methods are checked against their kernels (the contract every method passes is in
-test_method_contract.py)."""
+tests/objectives/test_method_contract.py)."""
 import json
 
 import pytest

@@ -1,7 +1,7 @@
 """The forward-likelihood parametrization (gdds.objectives.parametrization): it copies at low
 noise for every kernel, it is the exact Bayes posterior for column-constant kernels, its
 one-jump surrogate is close to exact at low noise, and for the mask kernel it is the same
-model as the mean parametrization. Exactness for the other kernels: tests/test_forward_likelihood.py."""
+model as the mean parametrization. Exactness for the other kernels: tests/objectives/test_forward_likelihood.py."""
 import pytest
 import torch
 

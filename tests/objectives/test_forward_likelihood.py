@@ -48,7 +48,7 @@ def noised(process, seed: int, t=(0.05, 0.3, 0.6, 0.95)):
 def test_the_forward_parametrization_is_the_exact_bayes_posterior(name):
     """With f = log pi the parametrized mu is pi(y) q_t(x_t | y) / Z for the exact q_t (an ODE solve):
     within 1e-5 in total variation at every position (measured 1.6e-6 for b = 0.2 with the series'
-    default pieces, 1e-7 with pieces half as long; the operators' own convergence: tests/test_operators.py)."""
+    default pieces, 1e-7 with pieces half as long; the operators' own convergence: tests/math/test_operators.py)."""
     process = PROCESSES[name]()
     _, xt, t = noised(process, 0)
     log_pi = torch.log_softmax(torch.randn(M, generator=torch.Generator().manual_seed(1), dtype=torch.float64), 0)

@@ -64,7 +64,7 @@ def test_a_compact_run_builds_the_library_kernel(compact, kernel):
 
 def test_a_full_vocabulary_run_builds_the_library_kernel():
     """``data.compact_vocab: false``: 999 ids excluded (the engine used to exclude 5), no
-    bracketed token among anyone's neighbours. The graph is the one ``tests/test_noise_cli.py``
+    bracketed token among anyone's neighbours. The graph is the one ``tests/cli/test_noise_cli.py``
     reads (same settings, the session's cache), so it is built once per test session."""
     pc = ProcessConfig(kernel="semantic", embeddings="minilm")
     schedule = build_schedule(pc)

@@ -8,7 +8,7 @@ import pytest
 
 from gdds.files import write_atomically
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_write_replaces_or_keeps(tmp_path):

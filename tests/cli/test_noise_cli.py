@@ -34,7 +34,7 @@ LONG = (
 def semantic_kernel():
     """The MiniLM semantic kernel, its kNN graph built once into the session's private cache
     (``conftest.private_cache``), which every semantic demo of this module then reads, and
-    ``tests/test_minilm.py`` too."""
+    ``tests/math/test_minilm.py`` too."""
     return minilm_kernel(progress=False)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from gdds.registry import Registry
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "gdds"
 MAX_LINES = 400
 
