@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+_TMP_SUFFIX = ".tmp"
+
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fh)`` on a temporary file next to ``path``, then rename it to ``path``.
@@ -33,7 +35,7 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
     try:
         with open(tmp, "xb") as fh:
             write(fh)
@@ -43,6 +45,15 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> P
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def temporary_target(name: str) -> str | None:
+    """The name of the file that :func:`write_atomically` was writing when it left the temporary file
+    ``name`` behind (killed mid-write), else ``None``: how an owner of a folder recognises its leftovers."""
+    if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+        return None
+    target, _, token = name[1:-len(_TMP_SUFFIX)].rpartition(".")
+    return target if target and len(token) == 12 and all(c in "0123456789abcdef" for c in token) else None
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

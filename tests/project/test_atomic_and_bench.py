@@ -52,3 +52,21 @@ def test_training_benchmark_per_method(tmp_path):
     rows = json.loads((tmp_path / "train_methods.json").read_text())["results"]
     assert [r["name"] for r in rows] == ["campbell-mask", "ar"] and [r["method"] for r in rows] == ["campbell", "ar"]
     assert all(r["tokens_per_s_median"] > 0 for r in rows) and rows[1]["noising_share_pass"] is None
+
+
+def test_a_killed_atomic_write_leaves_a_file_named_for_its_target(tmp_path, monkeypatch):
+    """What write_atomically leaves when killed mid-write is recognised (temporary_target), so that an
+    owner of the folder (a run's start) removes it; other names are not taken for one."""
+    import gdds.files as files
+
+    seen = []
+
+    def die(fh):
+        seen.append(Path(fh.name).name)
+        raise KeyboardInterrupt  # stands in for a kill after the temporary file was opened
+
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomically(tmp_path / "data.json", die)
+    assert files.temporary_target(seen[0]) == "data.json"
+    for other in ("data.json", ".data.json.tmp", ".data.json.zz0123456789.tmp", ".tmp-step-1", "x.0123456789ab.tmp"):
+        assert files.temporary_target(other) is None

@@ -12,18 +12,16 @@ do. Whoever owns the folder removes what a killed process left (:func:`gdds.engi
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from ..files import FileLock, LockHeld
+from ..files import FileLock, LockHeld, temporary_target
 from . import checkpoint as ck
 from .config import ConfigError
 from .distributed import DistInfo, gather_objects
 
 LOCK = ".lock"
 RUN_FILES = frozenset({LOCK, "config.yaml", "data.json", "log.jsonl", "checkpoints", "tensorboard", "wandb"})
-# what gdds.files.write_atomically leaves of a run's file when killed
-_TEMPORARY = re.compile(r"\.(config\.yaml|data\.json|log\.jsonl)\.[0-9a-f]+\.tmp")
+_WRITTEN = frozenset({"config.yaml", "data.json", "log.jsonl"})  # the run's files written atomically
 
 
 class RunBusy(OSError):
@@ -31,7 +29,7 @@ class RunBusy(OSError):
 
 
 def _own_file(name: str) -> bool:
-    return name in RUN_FILES or _TEMPORARY.fullmatch(name) is not None
+    return name in RUN_FILES or temporary_target(name) in _WRITTEN
 
 
 def check_new_run(run_dir: Path) -> None:
@@ -72,7 +70,7 @@ def own(run_dir: Path, resume: bool) -> FileLock:
             raise ConfigError(f"{run_dir} already holds a run with checkpoints; resume it with "
                               f"`gdds train --resume {run_dir}` or choose a new --out folder")
         for stale in run_dir.iterdir():
-            if _TEMPORARY.fullmatch(stale.name):
+            if temporary_target(stale.name) in _WRITTEN:
                 stale.unlink()
         ck.clean(run_dir)
     except BaseException:
