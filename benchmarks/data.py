@@ -16,7 +16,7 @@ Linux) is its own:
 2. ``run start``: ``gdds.engine.corpus.build_data`` on the built store (what a training run start
    does for data): wall time, peak RSS, and how many corpus files it opened (an audit hook on
    ``open``): each once, for the content hash of the store's key (at most 1 MiB of each file,
-   ``gdds.data.sources.content_digest``); the text is not read as documents nor tokenised again;
+   ``gdds.data.corpora.sources.content_digest``); the text is not read as documents nor tokenised again;
 3. ``batches``, in the run-start process: ``blocks.batch(rows)`` and ``blocks.mask(rows)`` of the
    train split with ``rows`` from ``gdds.engine.steps.batch_indices`` (B = 32, L = 1024), for about
    ``--batch-seconds``: tokens/s = B * L * steps / seconds; once with the rows of the first steps

@@ -63,7 +63,7 @@ def fault_cases(rp: Replay) -> list[Case]:
              parallel=False, before=lambda: torn_line(Path(shutil.copytree(ref, runs / "torn", symlinks=True))),
              phase="python", spec=(
                  "from pathlib import Path; from gdds.engine.logs import read_log; "
-                 "from gdds.engine.compare import _throughput; "
+                 "from gdds.engine.evaluation.compare import _throughput; "
                  f"run = Path({str(runs / 'torn')!r}); records = read_log(run); "
                  "assert [r['step'] for r in records if r['kind'] == 'train'] == list(range(1, 9)), records; "
                  "assert _throughput(run) > 0; print(len(records), 'records,', _throughput(run), 'tokens/s')")),

@@ -140,7 +140,7 @@ def security_cases(rp: Replay) -> list[Case]:
 
     def judge(what: str, name: str, expect: str) -> Case:
         return Case("security", what, phase="python",
-                    spec=f"from gdds.engine.judge import Judge; Judge.load({str(sec / name)!r})",
+                    spec=f"from gdds.engine.evaluation.judge import Judge; Judge.load({str(sec / name)!r})",
                     expect=expect, checks=[no_code_ran(sec / f"PWNED-{name}")])
 
     def outside_file(what: str, name: str, path: Path, names: tuple[str, ...]) -> Case:

@@ -368,7 +368,7 @@ def ordinary_tokens(setup: Setup) -> Tensor:
     """Ids that clean data may hold: not the mask id, nor (WordPiece) a bracketed special token."""
     banned = {setup.mask_id}
     if setup.vocab == "minilm":
-        from gdds.data.tokenizers import wordpiece_special_ids
+        from gdds.data.tokenizers.registry import wordpiece_special_ids
 
         banned |= set(wordpiece_special_ids())
     keep = torch.ones(setup.m, dtype=torch.bool)

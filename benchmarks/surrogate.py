@@ -27,9 +27,9 @@ import torch
 from common import machine_info, versions, write_json
 from gdds.baseline import bayes_unigram, unigram_law, unigram_nll
 from gdds.engine.build import build_run
-from gdds.engine.compare import ENTRIES
 from gdds.engine.config import load_config
-from gdds.engine.evaluate import eval_rows
+from gdds.engine.evaluation.compare import ENTRIES
+from gdds.engine.evaluation.evaluate import eval_rows
 from gdds.likelihood import nll_bound, paired_difference, summarize
 from gdds.objectives.parametrization import PARAMETRIZATIONS
 

@@ -30,9 +30,9 @@ import torch
 
 from common import machine_info, synchronize, timed, versions, write_json
 from gdds.engine.build import build_run
-from gdds.engine.compare import ENTRIES
 from gdds.engine.config import load_config
 from gdds.engine.distributed import DistInfo
+from gdds.engine.evaluation.compare import ENTRIES
 from gdds.engine.steps import batch_indices
 from gdds.engine.train import Trainer
 from gdds.objectives import snapshot_inputs

@@ -8,7 +8,7 @@ calls it on its vocabulary, compact or full, so both get the same excluded ids a
 
 **Which ids a jump never reaches.** Every bracketed WordPiece token: ``[PAD]``, ``[UNK]``,
 ``[CLS]``, ``[SEP]``, ``[MASK]`` and the 994 ``[unusedN]`` slots (999 ids,
-:func:`gdds.data.tokenizers.wordpiece_special_ids`). The tokenizer never emits ``[unusedN]``
+:func:`gdds.data.tokenizers.registry.wordpiece_special_ids`). The tokenizer never emits ``[unusedN]``
 from text, so a clean sequence never holds one, and their MiniLM embeddings were never trained
 (mean norm 0.46 against 1.09 for the other tokens), short vectors close to many tokens. With
 only the five named specials excluded, 28,872 of the 29,523 real tokens have an ``[unusedN]``
@@ -27,7 +27,7 @@ import numpy as np
 from torch import Tensor
 
 from .data.embeddings import minilm_embeddings, select_rows
-from .data.tokenizers import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, wordpiece_special_ids
+from .data.tokenizers.registry import WORDPIECE_MASK_ID, WORDPIECE_VOCAB_SIZE, wordpiece_special_ids
 from .kernels import KERNELS, Kernel, Vocabulary
 from .schedules import Schedule
 

@@ -27,8 +27,8 @@ from gdds.data import (
     token_dtype,
     wikipedia_documents,
 )
-from gdds.data.sources import CorpusError
-from gdds.data.store import encoder
+from gdds.data.corpora.sources import CorpusError
+from gdds.data.tokens.store import encoder
 from helpers import token_array
 
 TEXT = "Hello world! It's a café,  naïve —\n\nthe 3rd line:\tdone. <mask> <|endoftext|> 日本"
@@ -209,7 +209,8 @@ AWKWARD = ["don't", "it's", "we'll", "3.14", "1,000", "naïve", "café", "日本
 def test_a_long_text_encoded_in_pieces_gives_the_same_ids(tokenizers, name, monkeypatch):
     """encode_pieces (how the token store encodes a long document) cuts only where the ids cannot change:
     anywhere for characters, at a single space between non-space characters for the subword tokenizers."""
-    from gdds.data import store, tokenizer_base
+    from gdds.data.tokenizers import base as tokenizer_base
+    from gdds.data.tokens import store
 
     gpt2 = tokenizers["gpt2"]
     tok = tokenizers.get(name) or CompactTokenizer(gpt2, CompactVocab(np.arange(gpt2.vocab_size), gpt2.vocab_size))

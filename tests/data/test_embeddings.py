@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gdds.data._filler import _filler_rows
 from gdds.data.embeddings import (
     cooccurrence_counts,
     cooccurrence_embeddings,
@@ -14,6 +13,7 @@ from gdds.data.embeddings import (
     ppmi,
     select_rows,
 )
+from gdds.data.embeddings.filler import filler_rows
 from gdds.engine.checkpoint import CheckpointError, checkpoint_embeddings, save_checkpoint, save_tensors
 from gdds.kernels import SemanticKNN, knn_graph
 
@@ -190,8 +190,8 @@ def test_unseen_and_rare_tokens_get_distinct_finite_rows(corpus):
     # Filler directions depend only on (seed, dim, token id); their scale follows the corpus.
     assert torch.nn.functional.cosine_similarity(emb2[66], emb[66], dim=0) > 1 - 1e-6
     # Filler rows are stable per token id whatever else is missing.
-    one = _filler_rows(np.array([9]), 6, 1.0, seed=0)
-    two = _filler_rows(np.array([9, 2]), 6, 1.0, seed=0)
+    one = filler_rows(np.array([9]), 6, 1.0, seed=0)
+    two = filler_rows(np.array([9, 2]), 6, 1.0, seed=0)
     np.testing.assert_array_equal(one[0], two[0])
 
 

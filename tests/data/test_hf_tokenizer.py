@@ -6,7 +6,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from gdds.data import build_tokenizer, shakespeare_documents
-from gdds.data.byte_bpe import vocab_and_merges
+from gdds.data.tokenizers.byte_bpe import vocab_and_merges
 
 DOCS = shakespeare_documents()
 TEXT = DOCS[3][:40000] + " héllo wörld 日本語 🎉 \t tabs  \n\n  x  ÿ é   end  "

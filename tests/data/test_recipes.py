@@ -1,4 +1,4 @@
-"""Named corpus recipes (gdds.data.recipes): each recipe's split on a small local stand-in with the
+"""Named corpus recipes (gdds.data.corpora.recipes): each recipe's split on a small local stand-in with the
 layout of the real data, its detokeniser, cheap fingerprints, and the errors of resolve_corpus."""
 import json
 import os
@@ -8,13 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gdds.data import hf_corpus
-from gdds.data.corpora import shakespeare_documents
-from gdds.data.detokenizers import lm1b_detokenize, ptb_detokenize, wikitext_detokenize
-from gdds.data.local import LocalCorpus
-from gdds.data.recipes import CORPORA, CharRangeCorpus, resolve_corpus
-from gdds.data.sources import CorpusError, HashSplitCorpus
-from gdds.data.splits import split_documents
+from gdds.data.corpora import hf as hf_corpus
+from gdds.data.corpora.detokenizers import lm1b_detokenize, ptb_detokenize, wikitext_detokenize
+from gdds.data.corpora.embedded import shakespeare_documents
+from gdds.data.corpora.local import LocalCorpus
+from gdds.data.corpora.recipes import CORPORA, CharRangeCorpus, resolve_corpus
+from gdds.data.corpora.sources import CorpusError, HashSplitCorpus
+from gdds.data.corpora.splits import split_documents
 
 
 def write_jsonl(path, rows):

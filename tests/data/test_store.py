@@ -1,4 +1,4 @@
-"""The token store (gdds.data.store, gdds.data.prepare) and runs built from it (gdds.engine.corpus):
+"""The token store (gdds.data.tokens.store, gdds.data.tokens.prepare) and runs built from it (gdds.engine.corpus):
 the stored ids equal a direct tokenisation, a killed build resumes to the same store, a prepared
 corpus is never read again, a zero-shot corpus's held-out documents get a store of their own, and a
 streamed split stops and resumes exactly."""
@@ -19,16 +19,16 @@ from gdds.data import (
     CompactVocab,
     PackedBlocks,
     build_tokenizer,
-    prepare,
     shakespeare_documents,
-    sources,
 )
-from gdds.data.local import LocalCorpus
-from gdds.data.prepare import open_store
-from gdds.data.recipes import resolve_corpus
-from gdds.data.sources import HELD_OUT, CorpusError, HashSplitCorpus
-from gdds.data.store import MANIFEST, TokenizerRecipe, read_store, store_key
-from gdds.data.stream import StreamedBlocks
+from gdds.data.corpora import sources
+from gdds.data.corpora.local import LocalCorpus
+from gdds.data.corpora.recipes import resolve_corpus
+from gdds.data.corpora.sources import HELD_OUT, CorpusError, HashSplitCorpus
+from gdds.data.tokens import prepare
+from gdds.data.tokens.prepare import open_store
+from gdds.data.tokens.store import MANIFEST, TokenizerRecipe, read_store, store_key
+from gdds.data.tokens.stream import StreamedBlocks
 from gdds.engine import corpus as engine_corpus
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.train import train
@@ -100,10 +100,10 @@ def test_a_killed_build_resumes_to_the_same_store(tmp_path, monkeypatch):
 
 KILLED_PREPARE = """
 import os, signal, sys
-from gdds.data import prepare
-from gdds.data import sources
-from gdds.data.local import LocalCorpus
-from gdds.data.store import TokenizerRecipe
+from gdds.data.tokens import prepare
+from gdds.data.corpora import sources
+from gdds.data.corpora.local import LocalCorpus
+from gdds.data.tokens.store import TokenizerRecipe
 added = {"n": 0}
 add = prepare._ShardWriter.add
 def add_or_die(self, ids):
@@ -229,9 +229,9 @@ def test_a_large_file_is_hashed_by_sampled_blocks_and_rebuild_covers_the_rest(tm
 
 PEAK = """
 import sys
-from gdds.data.prepare import open_store
-from gdds.data.recipes import resolve_corpus
-from gdds.data.store import TokenizerRecipe
+from gdds.data.tokens.prepare import open_store
+from gdds.data.corpora.recipes import resolve_corpus
+from gdds.data.tokens.store import TokenizerRecipe
 
 def kib(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))

@@ -9,7 +9,7 @@ import torch
 from gdds.cli import main
 from gdds.engine.build import load_run
 from gdds.engine.config import ConfigError, load_config
-from gdds.engine.judge import Judge
+from gdds.engine.evaluation.judge import Judge
 from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 

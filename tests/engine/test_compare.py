@@ -9,7 +9,7 @@ import yaml
 
 from gdds.cli import main
 from gdds.cli.compare_report import compare_markdown, judge_label
-from gdds.engine.compare import ENTRIES, entry_config
+from gdds.engine.evaluation.compare import ENTRIES, entry_config
 from helpers import MICRO_TRAIN
 
 SHARED = [*MICRO_TRAIN, "train.max_steps=6", "train.eval_every=6"]
@@ -104,8 +104,8 @@ def test_seeds_and_cross_method_differences_are_paired_on_blocks(tmp_path, monke
     when the code that made it is the same."""
     import torch
 
-    from gdds.engine import compare as engine
-    from gdds.engine.evaluate import EvalSettings
+    from gdds.engine.evaluation import compare as engine
+    from gdds.engine.evaluation.evaluate import EvalSettings
     from gdds.likelihood import summarize
 
     settings = EvalSettings(steps=8, sequences=6, sample_steps=(2,), num_samples=1, profile_steps=0)
@@ -164,8 +164,8 @@ def test_a_variant_chosen_on_the_first_seed_is_trained_with_every_seed(tmp_path)
     """select: after seed 0, the candidate whose bound is lowest against the reference's on it (paired)
     is trained with every seed, the other is not; the choice and every candidate's difference are
     reported, and candidates must be compared methods."""
-    from gdds.engine import compare as engine
-    from gdds.engine.evaluate import EvalSettings
+    from gdds.engine.evaluation import compare as engine
+    from gdds.engine.evaluation.evaluate import EvalSettings
 
     settings = EvalSettings(steps=8, sequences=6, sample_steps=(2,), num_samples=1, profile_steps=0)
     result = engine.compare(tmp_path, ["gdds-mask", "mdlm", "gdds-uniform"], settings, "tiny", SHARED, seeds=[0, 1],
@@ -192,7 +192,7 @@ def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
 
     from gdds.cli.main import build_parser
     from gdds.cli.training import apply_preset
-    from gdds.engine.compare import compare_preset_names, read_compare_preset
+    from gdds.engine.evaluation.compare import compare_preset_names, read_compare_preset
 
     assert name in compare_preset_names()
     preset = read_compare_preset(name)
@@ -247,8 +247,8 @@ def test_generative_perplexity_is_read_at_equal_entropy_without_extrapolation():
     outside the sweep; the other judges' records are read the same way."""
     import math
 
-    from gdds.engine.compare import at_entropy
-    from gdds.engine.reports import SampleReport
+    from gdds.engine.evaluation.compare import at_entropy
+    from gdds.engine.evaluation.reports import SampleReport
 
     def row(entropy, ppl, other):
         return SampleReport(32, "exact", "float64", entropy, entropy, [], {"judge": "a", "perplexity": ppl},
@@ -266,7 +266,7 @@ def test_the_common_entropy_is_the_highest_level_every_sweep_reaches():
     highest such level, and nowhere when two sweeps do not overlap."""
     from types import SimpleNamespace
 
-    from gdds.engine.compare import Comparison
+    from gdds.engine.evaluation.compare import Comparison
 
     def comparison(*sweeps):
         rows = {f"r{i}": SimpleNamespace(report=SimpleNamespace(nucleus_sweep=lambda s=s: [

@@ -11,7 +11,7 @@ from gdds.data import UnknownTextError
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import ConfigError, load_config
-from gdds.engine.evaluate import EvalSettings, bound_report, eval_rows, evaluate, generate
+from gdds.engine.evaluation.evaluate import EvalSettings, bound_report, eval_rows, evaluate, generate
 from gdds.engine.train import train
 from gdds.likelihood import summarize
 from helpers import MICRO_TRAIN
@@ -163,7 +163,7 @@ def test_sample_and_eval_refuse_what_the_model_cannot_do_before_computing(run, t
     """--num beyond the memory and --sample-length beyond the model's length are refused once the
     model is open, before the sampler or the bound runs (they are replaced by a failure here)."""
     import gdds.cli.evaluation as cli
-    import gdds.engine.evaluate as engine
+    import gdds.engine.evaluation.evaluate as engine
 
     def never(*args, **kwargs):
         raise AssertionError("computed before the bad input was refused")
@@ -189,7 +189,7 @@ def test_eval_logs_the_number_of_sequences_it_bounds(run, monkeypatch):
     def stop(*args, **kwargs):
         raise Stop
 
-    import gdds.engine.evaluate as engine
+    import gdds.engine.evaluation.evaluate as engine
 
     monkeypatch.setattr(engine, "likelihood_report", stop)
     loaded, messages = load_run(run), []

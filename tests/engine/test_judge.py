@@ -9,9 +9,10 @@ import torch
 
 pytest.importorskip("transformers")
 
-from gdds.engine import judge as judge_mod
 from gdds.engine.checkpoint import CheckpointError
-from gdds.engine.judge import Judge, per_sample_entropy, unigram_entropy
+from gdds.engine.evaluation import judge as judge_mod
+from gdds.engine.evaluation.entropy import per_sample_entropy, unigram_entropy
+from gdds.engine.evaluation.judge import Judge
 
 WORDS = [
     'the', 'a', 'of', 'and', 'to', 'in', 'is', 'that', 'it', 'was', 'for', 'on', 'with', 'as', 'his', 'he', 'be',

@@ -19,7 +19,7 @@ import gdds
 from gdds import files
 from gdds.cli import main
 from gdds.data import CharTokenizer, load_tokenizer
-from gdds.data.trained import BPETokenizer
+from gdds.data.tokenizers.trained import BPETokenizer
 from gdds.engine.config import ConfigError
 from gdds.engine.model_files import ModelFolderError
 from gdds.engine.model_folder import export_model

@@ -11,7 +11,7 @@ from gdds.baseline import bayes_unigram, unigram_law, unigram_nll
 from gdds.data import shakespeare_lines
 from gdds.engine.build import load_run
 from gdds.engine.config import load_config
-from gdds.engine.evaluate import bound_report, eval_rows
+from gdds.engine.evaluation.evaluate import bound_report, eval_rows
 from gdds.engine.train import train
 from gdds.likelihood import nll_bound, summarize
 from helpers import MICRO_TRAIN

@@ -1,4 +1,4 @@
-"""The paper's reported metric (gdds.engine.paper_metric), as the reference implementation computes it:
+"""The paper's reported metric (gdds.engine.evaluation.paper_metric), as the reference implementation computes it:
 for GDDS the true jump mask carried into the output, unweighted CE over all positions and over jumped
 ones; for MDLM its ELBO-weighted masked CE; t ~ U(1e-3, 1); labelled as not a likelihood, beside the
 bound, and left out (with the reason) for the methods whose figure is not reproduced."""
@@ -14,7 +14,7 @@ import gdds
 from gdds import kernels as K
 from gdds.cli import main
 from gdds.data import PackedBlocks, TokenArray
-from gdds.engine.paper_metric import REFERENCE_T_MIN, NoReferenceFigure, masked_ce, paper_metric
+from gdds.engine.evaluation.paper_metric import REFERENCE_T_MIN, NoReferenceFigure, masked_ce, paper_metric
 from helpers import micro_run
 
 M = 12
@@ -63,7 +63,7 @@ def test_gdds_eval_writes_it_beside_the_bound(tmp_path, method, label):
     """The figure in eval.json is the one the engine computes on the evaluation's blocks, with its own
     seeded generator and the grid asked for: recomputed here from the saved run, it is the same."""
     from gdds.engine.build import load_run
-    from gdds.engine.evaluate import estimator_generator, eval_rows
+    from gdds.engine.evaluation.evaluate import estimator_generator, eval_rows
 
     micro_run(tmp_path, "process.kernel=mask", f"method={method}", "train.max_steps=2")
     assert main(["eval", str(tmp_path / "run"), "--steps", "4", "--sequences", "4", "--sample-steps", "2",
@@ -173,7 +173,7 @@ def test_gdds_eval_importance_samples_the_drawn_term(tmp_path):
     while weighting the drawn term by T - 1 (as for a uniform draw) misses by many."""
     from gdds.baseline import bayes_unigram, unigram_law
     from gdds.engine.build import load_run
-    from gdds.engine.evaluate import estimator_generator, eval_rows
+    from gdds.engine.evaluation.evaluate import estimator_generator, eval_rows
     from gdds.likelihood import bound_terms, nll_bound, summarize, term_probs
 
     micro_run(tmp_path, "process.kernel=mask", "process.schedule=cosine", "train.max_steps=2")
@@ -239,7 +239,7 @@ def test_mdlm_figure_is_unbiased_for_its_closed_form():
 @pytest.mark.parametrize("method, kernel", [("elbo", K.Uniform(M)), ("jump", K.Mask(M, M - 1)),
                                             ("campbell", K.Mask(M, M - 1))])
 def test_methods_whose_reference_figure_is_not_reproduced_get_none_with_the_reason(method, kernel):
-    from gdds.engine.reports import EvalReport, Likelihood, NLLReport, PairedDifference
+    from gdds.engine.evaluation.reports import EvalReport, Likelihood, NLLReport, PairedDifference
 
     loaded = fake(lambda xt, t: torch.zeros(*xt.shape, M), kernel, method=method)
     with pytest.raises(NoReferenceFigure, match=f"method {method} on this process is not reproduced"):

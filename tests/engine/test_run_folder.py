@@ -16,8 +16,8 @@ import pytest
 from gdds.cli import main
 from gdds.engine import train as train_module
 from gdds.engine.checkpoint import CheckpointError
-from gdds.engine.compare import _throughput
 from gdds.engine.config import ConfigError, load_config
+from gdds.engine.evaluation.compare import _throughput
 from gdds.engine.logs import Jsonl, read_log
 from gdds.engine.run_folder import RunBusy
 from gdds.engine.train import train

@@ -1,4 +1,4 @@
-"""Verdicts over training seeds (gdds.engine.paired, docs/math.md section 12): the mean of per-block
+"""Verdicts over training seeds (gdds.engine.evaluation.paired, docs/math.md section 12): the mean of per-block
 paired differences over seeds, its standard error from the blocks and from the seeds, a two-sided
 Student-t test with Welch-Satterthwaite degrees of freedom, and the rule that a verdict needs three
 judged seeds and p < 0.05; and the code fingerprint that keys saved evaluations."""
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gdds.engine.paired import SeededDifference, paired_test, seeded_difference
-from gdds.engine.reports import NLLReport, PerSequence
+from gdds.engine.evaluation.paired import SeededDifference, paired_test, seeded_difference
+from gdds.engine.evaluation.reports import NLLReport, PerSequence
 from gdds.version import code_fingerprint, source_fingerprint
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import latest_checkpoint
-from gdds.engine.compare import ENTRIES, entry_config
 from gdds.engine.config import load_config
 from gdds.engine.distributed import DistInfo
-from gdds.engine.evaluate import bound_report, generate
+from gdds.engine.evaluation.compare import ENTRIES, entry_config
+from gdds.engine.evaluation.evaluate import bound_report, generate
 from gdds.engine.train import Trainer, train
 from gdds.objectives import METHODS, NotGenerative
 from helpers import DEVICE, MICRO_TRAIN

@@ -2,15 +2,15 @@
 reference, paired on blocks and per seed; the paper's metric beside the bound; generative
 perplexity at the entropy of real text) and ``compare.png`` (bounds, and generative perplexity
 against entropy over the nucleus sweep, one panel per judge). The numbers come from
-:class:`gdds.engine.compare.Comparison`; nothing is computed here."""
+:class:`gdds.engine.evaluation.compare.Comparison`; nothing is computed here."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..engine.compare import Comparison
-from ..engine.paired import ALPHA, LEVEL, MIN_SEEDS
-from ..engine.reports import EvalReport
+from ..engine.evaluation.compare import Comparison
+from ..engine.evaluation.paired import ALPHA, LEVEL, MIN_SEEDS
+from ..engine.evaluation.reports import EvalReport
 from ..files import write_text_atomically
 from .render import new_figure, save_png
 
@@ -113,7 +113,7 @@ def p_text(p: float) -> str:
 
 def differences_markdown(result: Comparison) -> list[str]:
     """Each entry's bound minus the reference's, paired on the same blocks, per seed and over the
-    judged seeds (:mod:`gdds.engine.paired`), and how the verdict is decided, in words."""
+    judged seeds (:mod:`gdds.engine.evaluation.paired`), and how the verdict is decided, in words."""
     judged, level = result.judged, f"{LEVEL:.0%}"
     left_out = [k for k in result.seeds if k not in judged]
     head = ["method", *[f"seed {k}" + ("" if k in judged else " (not judged)") for k in result.seeds],
@@ -147,7 +147,8 @@ def differences_markdown(result: Comparison) -> list[str]:
 
 
 def selection_line(selection: dict[str, Any]) -> str:
-    """How the variant trained with every seed was chosen (:func:`gdds.engine.compare.compare`'s ``select``)."""
+    """How the variant trained with every seed was chosen (``select`` of
+    :func:`gdds.engine.evaluation.compare.compare`)."""
     diffs = ", ".join(f"`{n}` {d:+.3f}" for n, d in sorted(selection["differences"].items(), key=lambda kv: kv[1]))
     return (f"Selection: on seed {selection['seed']}, the candidate whose bound is lowest against "
             f"`{selection['reference']}`'s (paired, nats/token: {diffs}) was chosen, `{selection['chosen']}`, and "
@@ -156,7 +157,7 @@ def selection_line(selection: dict[str, Any]) -> str:
 
 def evaluations_line(result: Comparison) -> str:
     """Which evaluations were computed now, reused, or computed again because the saved one was
-    made by other code (:func:`gdds.engine.compare._evaluated`)."""
+    made by other code (:func:`gdds.engine.evaluation.compare._evaluated`)."""
     how = {kind: [n for n, r in result.rows.items() if r.evaluation == kind]
            for kind in ("computed", "reused", "recomputed")}
     parts = [f"{len(how['computed'])} computed in this call", f"{len(how['reused'])} reused (same settings, same "

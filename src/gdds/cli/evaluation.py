@@ -1,6 +1,6 @@
 """``gdds sample`` (generate from a trained run) and ``gdds eval`` (its honest evaluation); the
 evaluation options shared with ``gdds compare`` are added by :func:`add_eval_options` and read
-back as one :class:`~gdds.engine.evaluate.EvalSettings` by :func:`eval_settings`."""
+back as one :class:`~gdds.engine.evaluation.evaluate.EvalSettings` by :func:`eval_settings`."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ from ..data import UnknownTextError
 from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
-from ..engine.evaluate import EvalSettings, evaluate, generate
+from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
 from .render import eval_markdown, write_eval

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.corpora import shakespeare_line
-from ..data.tokenizers import decode_pieces, encode
+from ..data.corpora.embedded import shakespeare_line
+from ..data.tokenizers.registry import decode_pieces, encode
 from ..files import write_atomically
 from ..kernels import KERNELS, Kernel
 from ..minilm import minilm_kernel, minilm_vocabulary

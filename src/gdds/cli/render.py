@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.reports import EvalReport, KLProfile, Likelihood, NLLReport, SampleReport
+from ..engine.evaluation.reports import EvalReport, KLProfile, Likelihood, NLLReport, SampleReport
 from ..files import write_atomically, write_text_atomically
 
 

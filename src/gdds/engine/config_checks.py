@@ -15,7 +15,7 @@ import yaml
 # The longest block: the rotary tables and the attention of every layer grow with it (its square), so
 # a longer one is a typo rather than a run (the paper's is 1024).
 MAX_SEQ_LEN = 65_536
-MAX_SEED = 2**32 - 1  # seeds feed torch, numpy and 1000 * seed + k (gdds.engine.evaluate.estimator_seed)
+MAX_SEED = 2**32 - 1  # seeds feed torch, numpy and 1000 * seed + k (gdds.engine.evaluation.evaluate.estimator_seed)
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,5 @@
-"""From ``data.*`` to a run's data: the corpus (:func:`gdds.data.recipes.resolve_corpus`), its
-token store (built once by :func:`gdds.data.prepare.open_store`, memory-mapped after), the
+"""From ``data.*`` to a run's data: the corpus (:func:`gdds.data.corpora.recipes.resolve_corpus`), its
+token store (built once by :func:`gdds.data.tokens.prepare.open_store`, memory-mapped after), the
 compact vocabulary fitted from the store's counts, the blocks of every split, and the
 co-occurrence embeddings computed on a token budget and cached on disk; and the blocks of another
 corpus's held-out documents that a zero-shot evaluation reads (:func:`zero_shot_blocks`), from a
@@ -22,11 +22,11 @@ import torch
 
 from ..data import PACKINGS, TOKENIZERS, Blocks, CompactTokenizer, CompactVocab, TextTokenizer, TokenArray
 from ..data import embeddings as E
-from ..data.prepare import open_store
-from ..data.recipes import resolve_corpus
-from ..data.sources import HELD_OUT, Corpus, CorpusError, HeldOutCorpus, digest
-from ..data.store import TokenizerRecipe, TokenStore
-from ..data.stream import StreamedBlocks
+from ..data.corpora.recipes import resolve_corpus
+from ..data.corpora.sources import HELD_OUT, Corpus, CorpusError, HeldOutCorpus, digest
+from ..data.tokens.prepare import open_store
+from ..data.tokens.store import TokenizerRecipe, TokenStore
+from ..data.tokens.stream import StreamedBlocks
 from ..files import cache_dir, write_cache
 from .config import ConfigError, DataConfig, ProcessConfig
 
@@ -89,7 +89,7 @@ def _mapped_counts(counts: np.ndarray, lookup: np.ndarray | None, size: int) -> 
 
 def build_data(dc: DataConfig, root: Path | None = None, progress: bool = False) -> Data:
     """The run's data from its token store (see the module docstring). A streaming split (FineWeb)
-    becomes :class:`~gdds.data.stream.StreamedBlocks`; its stored head gives its counts."""
+    becomes :class:`~gdds.data.tokens.stream.StreamedBlocks`; its stored head gives its counts."""
     corpus = corpus_of(dc)
     store = store_of(dc, root, progress, corpus=corpus)
     base = store.tokenizer
@@ -143,10 +143,10 @@ def pack_blocks(array: TokenArray, tok: TextTokenizer, dc: DataConfig) -> Blocks
 
 
 def zero_shot_blocks(name: str, tokenizer: TextTokenizer, dc: DataConfig, root: Path | None = None) -> Blocks:
-    """Blocks of corpus ``name``'s held-out documents (:meth:`gdds.data.sources.Corpus.held_out`: a named
+    """Blocks of corpus ``name``'s held-out documents (:meth:`gdds.data.corpora.sources.Corpus.held_out`: a named
     corpus's test split, e.g. PTB's or LAMBADA's; all of an embedded corpus or of local files) under a
     run's ``tokenizer`` and packing. They are tokenised once into a token store of their own
-    (:class:`~gdds.data.sources.HeldOutCorpus`, keyed by the corpus's fingerprint and the tokenizer's
+    (:class:`~gdds.data.corpora.sources.HeldOutCorpus`, keyed by the corpus's fingerprint and the tokenizer's
     identity) and mapped from it after, as a run's training data is."""
     try:
         store = open_store(HeldOutCorpus(resolve_corpus(name)), TokenizerRecipe(tokenizer.name, given=tokenizer),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.distributed.fsdp import FSDPModule
 
-from ..data.stream import StreamedBlocks
+from ..data.tokens.stream import StreamedBlocks
 from .config import Config, ConfigError
 
 
@@ -111,7 +111,7 @@ def _permutation(n_blocks: int, seed: int, epoch: int) -> np.ndarray:
 
 def step_rows(blocks: Any, step: int, batch: int, seed: int) -> np.ndarray:
     """Block indices of global batch ``step``: :func:`batch_indices` for stored blocks; the next
-    ``batch`` blocks for a split read in order (:class:`gdds.data.stream.StreamedBlocks`)."""
+    ``batch`` blocks for a split read in order (:class:`gdds.data.tokens.stream.StreamedBlocks`)."""
     if isinstance(blocks, StreamedBlocks):
         return np.arange(step * batch, (step + 1) * batch, dtype=np.int64)
     return batch_indices(step, len(blocks), batch, seed)

@@ -27,7 +27,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from ..data.stream import StreamedBlocks
+from ..data.tokens.stream import StreamedBlocks
 from ..files import write_text_atomically
 from ..models.layers import Trunk
 from . import checkpoint as ck

@@ -1,4 +1,4 @@
-"""A split's tokens (:class:`TokenArray`, read from the token store :mod:`gdds.data.store`) ->
+"""A split's tokens (:class:`TokenArray`, read from the token store :mod:`gdds.data.tokens.store`) ->
 fixed-length training blocks.
 
 Two packings, both deterministic (the training loop owns shuffling), registered by their
@@ -14,15 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..registry import Registry
+from ...registry import Registry
+from ..tokenizers.base import TextTokenizer
 from .store import ShardedTokens
-from .tokenizer_base import TextTokenizer
 
 
 @dataclass(frozen=True, eq=False)
 class TokenArray:
     """Documents as one token stream: document ``i`` is ``tokens[offsets[i]:offsets[i+1]]``.
-    ``tokens`` is a memory-mapped array or a token store's :class:`~gdds.data.store.ShardedTokens`."""
+    ``tokens`` is a memory-mapped array or a token store's :class:`~gdds.data.tokens.store.ShardedTokens`."""
 
     tokens: np.ndarray | ShardedTokens
     offsets: np.ndarray

@@ -1,7 +1,7 @@
 """Corpus co-occurrence embeddings, for any tokenizer: counts -> PPMI -> truncated SVD.
 
 Works for any tokenizer; tokens without an embedding get filler rows
-(:func:`gdds.data._filler._filler_rows`). Overview of all embedding sources: :mod:`gdds.data.embeddings`.
+(:func:`gdds.data.embeddings.filler.filler_rows`). Overview of all embedding sources: :mod:`gdds.data.embeddings`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._filler import _filler_rows, _filler_scale
+from .filler import filler_rows, filler_scale
 
 _DENSE_SVD_MAX = 1500  # active tokens up to which the "auto" solver uses a dense SVD
 _CHUNK_TOKENS = 1 << 18  # cooccurrence_counts: tokens whose pairs are built at a time
@@ -203,7 +203,7 @@ def cooccurrence_embeddings(
 
     Tokens with no embedding from step 3 (never seen, below ``min_count``, or with an
     all-zero PPMI row) get a small deterministic random vector instead of zeros (see
-    :func:`_filler_rows`; seeded by ``seed``), with norm about 1% of the median norm of the
+    :func:`filler_rows`; seeded by ``seed``), with norm about 1% of the median norm of the
     real rows: finite and distinct, as the semantic kernel's kNN graph needs, and far from
     the real rows under the Gaussian metric.
 
@@ -241,5 +241,5 @@ def cooccurrence_embeddings(
     has_row[active[np.diff(sub.indptr) > 0]] = True
     has_row &= np.linalg.norm(out, axis=1) > 0
     missing = np.flatnonzero(~has_row)
-    out[missing] = _filler_rows(missing, dim, _filler_scale(out[has_row]), seed)
+    out[missing] = filler_rows(missing, dim, filler_scale(out[has_row]), seed)
     return torch.from_numpy(out)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .tokenizer_base import TextTokenizer, UnknownTextError, listed, sha256_bytes, write_json
+from .base import TextTokenizer, UnknownTextError, listed, sha256_bytes, write_json
 
 Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
 

@@ -1,4 +1,4 @@
-"""Judges for generative perplexity, and the unigram entropy of samples.
+"""Judges for generative perplexity.
 
 A *judge* is a causal language model that scores text a diffusion model generated:
 the generative perplexity of samples is ``exp`` of the judge's mean negative
@@ -13,15 +13,13 @@ log-likelihood per judge token. :meth:`Judge.load` accepts
   already in the local Hugging Face cache**: nothing is downloaded (``local_files_only=True``).
 
 - a gdds run folder (or one of its ``step-*`` checkpoints) trained with ``method: ar``:
-  our own autoregressive model, through the adapters of :mod:`gdds.engine.judge_ar`.
+  our own autoregressive model, through the adapters of :mod:`gdds.engine.evaluation.judge_ar`.
 
 The judge needs the optional dependency group ``pip install 'gdds[judge]'``
 (``transformers``, plus ``gguf`` and ``accelerate`` for GGUF files); the heavy imports
 happen inside the functions that need them.
 
-:func:`unigram_entropy` and :func:`per_sample_entropy` are plain descriptive statistics
-of generated token ids (a generator that repeats itself gets a low generative
-perplexity and a low entropy, so the two are reported together).
+The unigram entropies reported beside the perplexity are in :mod:`gdds.engine.evaluation.entropy`.
 """
 from __future__ import annotations
 
@@ -34,10 +32,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..data.assets import SMOLLM2_HINT, smollm2_gguf_path
+from ...data.assets import SMOLLM2_HINT, smollm2_gguf_path
 from .judge_ar import load_ar_judge
 
 SMOLLM2 = "smollm2"
@@ -156,8 +153,8 @@ class Judge:
         ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder, or a
         hub name present in the local Hugging Face cache (never downloaded: a name that is
         not cached raises :class:`FileNotFoundError`), or a gdds run folder trained with
-        ``method: ar`` (:mod:`gdds.engine.judge_ar`). ``max_length``: the window length in judge tokens (default and
-        maximum: the model's context); ``stride``: see the class docstring.
+        ``method: ar`` (:mod:`gdds.engine.evaluation.judge_ar`). ``max_length``: the window length in
+        judge tokens (default and maximum: the model's context); ``stride``: see the class docstring.
 
         ``prefix``: the token put before each text. ``"auto"`` (default): the tokenizer's
         BOS token, except that a chat-turn BOS (``<|im_start|>``, as SmolLM2-Instruct
@@ -333,56 +330,3 @@ def _prefix_id(tokenizer: Any, prefix: str | None) -> int | None:
     if tid is None:
         raise ValueError(f"prefix token {prefix!r} is not in the judge's vocabulary")
     return int(tid)
-
-
-# ---------------------------------------------------------------------- entropy
-def _samples(token_ids: Sequence[Sequence[int]] | torch.Tensor | np.ndarray,
-             ignore: Iterable[int] | None) -> list[np.ndarray]:
-    if isinstance(token_ids, torch.Tensor):
-        token_ids = token_ids.detach().cpu().numpy()
-    if isinstance(token_ids, np.ndarray):
-        if token_ids.ndim == 1:
-            token_ids = token_ids[None]
-        if token_ids.ndim != 2:
-            raise ValueError(f"token ids must be 1-D or 2-D (samples x length), got shape {token_ids.shape}")
-    rows = [np.asarray(row, dtype=np.int64).reshape(-1) for row in token_ids]
-    if ignore is not None:
-        drop = np.asarray(list(ignore), dtype=np.int64)
-        rows = [row[~np.isin(row, drop)] for row in rows]
-    return rows
-
-
-def _entropy(ids: np.ndarray) -> float:
-    _, counts = np.unique(ids, return_counts=True)
-    n = counts.sum()
-    p = counts / n
-    return float(-(p * np.log(p)).sum())
-
-
-def unigram_entropy(token_ids: Sequence[Sequence[int]] | torch.Tensor,
-                    ignore: Iterable[int] | None = None) -> float:
-    """Entropy (nats) of the empirical unigram distribution of the generated token ids,
-    pooled over all samples (a tensor: 1-D is one sample, 2-D is samples x length).
-
-    A descriptive statistic, exact for the samples given (no estimate of the model's
-    entropy): ``log k`` for tokens uniform over ``k`` ids, 0 for a single repeated id.
-    ``ignore``: ids left out before counting (e.g. padding).
-    """
-    rows = _samples(token_ids, ignore)
-    ids = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    if ids.size == 0:
-        raise ValueError("no tokens to compute a unigram entropy from")
-    return _entropy(ids)
-
-
-def per_sample_entropy(token_ids: Sequence[Sequence[int]] | torch.Tensor,
-                       ignore: Iterable[int] | None = None) -> float:
-    """Mean over samples of the entropy (nats) of each sample's own unigram distribution,
-    the figure MDLM and ReMDM report. Samples left empty (after ``ignore``) are skipped.
-
-    A descriptive statistic, exact for the samples given.
-    """
-    rows = [row for row in _samples(token_ids, ignore) if row.size]
-    if not rows:
-        raise ValueError("no tokens to compute a unigram entropy from")
-    return float(np.mean([_entropy(row) for row in rows]))

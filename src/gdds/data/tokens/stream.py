@@ -1,7 +1,7 @@
 """Blocks of a split read on the fly (a streaming corpus such as FineWeb: never stored whole).
 
 The split's documents, each as ``[BOS] doc [EOS]``, form one token stream cut into consecutive
-blocks of ``seq_len`` ("wrap" packing, as :class:`gdds.data.dataset.PackedBlocks`). The stream
+blocks of ``seq_len`` ("wrap" packing, as :class:`gdds.data.tokens.dataset.PackedBlocks`). The stream
 is read forward: training asks for blocks in order (:func:`gdds.engine.steps.step_rows`), and the
 reader's position (block, document, offset in the wrapped document) is saved with every
 checkpoint and restored by :meth:`StreamedBlocks.seek`, so a resumed run reads exactly the blocks
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sources import Corpus, CorpusError
-from .tokenizer_base import TextTokenizer
+from ..corpora.sources import Corpus, CorpusError
+from ..tokenizers.base import TextTokenizer
 
 _END = object()
 

@@ -4,7 +4,7 @@ comparison, with honest bounds).
 Each entry of :data:`ENTRIES` is a training method on a process, given as configuration
 overrides of one base preset, so every run uses the same data, tokenizer, backbone size,
 optimizer, number of steps and tokens. Each trained run is then evaluated by
-:func:`gdds.engine.evaluate.evaluate` with the same :class:`~gdds.engine.evaluate.EvalSettings`:
+:func:`gdds.engine.evaluation.evaluate.evaluate` with the same :class:`~gdds.engine.evaluation.evaluate.EvalSettings`:
 the ``T``-step NLL bound of the sampled chain (an autoregressive model's exact NLL), the
 snapshot CE where it applies (labelled), samples with their unigram entropy, generative
 perplexity under one judge, and zero-shot bounds. ``judge="ar"`` uses the comparison's own
@@ -15,7 +15,7 @@ interrupted one is resumed, so a long comparison can be continued. A finished ev
 only when it was made with the same settings by the same code (:func:`gdds.version.code_fingerprint`);
 one made by other code is computed again, and the report says which were.
 
-Verdicts (:mod:`gdds.engine.paired`) use the ``judged_seeds`` only (default every seed): the seed a
+Verdicts (:mod:`gdds.engine.evaluation.paired`) use the ``judged_seeds`` only (default every seed): the seed a
 structured variant was selected on is left out of its verdict, and so of every verdict.
 """
 from __future__ import annotations
@@ -31,16 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import write_text_atomically
-from ..version import code_fingerprint
-from . import checkpoint as ck
-from .build import load_run
-from .config import Config, load_config, preset_names, read_yaml
+from ...files import write_text_atomically
+from ...version import code_fingerprint
+from .. import checkpoint as ck
+from ..build import load_run
+from ..config import Config, load_config, preset_names, read_yaml
+from ..logs import read_log
+from ..train import train
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
-from .logs import read_log
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
-from .train import train
 
 ENTRIES: dict[str, list[str]] = {
     "gdds-semantic": ["method=gdds", "process.kernel=semantic"],
@@ -141,7 +141,7 @@ class ComparisonRow:
 @dataclass
 class Comparison:
     """The result of :func:`compare` (``compare.json``): ``rows`` by run folder name, and each
-    entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.paired`),
+    entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.evaluation.paired`),
     judged on ``judged_seeds`` (``None``: every seed)."""
 
     base: str
@@ -279,7 +279,7 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
 def _select(among: Sequence[str], reference: str, seed: int, folder: dict[tuple[str, int], Path],
             settings: EvalSettings, steps: dict[str, int], log: Callable[[str], None], device: str) -> dict[str, Any]:
     """The entry of ``among`` whose bound is lowest against ``reference``'s on the selection ``seed``
-    (paired on blocks: :func:`gdds.engine.paired.seeded_difference`), with every candidate's difference."""
+    (paired on blocks: :func:`gdds.engine.evaluation.paired.seeded_difference`), with every candidate's difference."""
     def report(name: str) -> EvalReport:
         return _evaluated(folder[name, seed], settings, steps[name], log, device)[0]
 

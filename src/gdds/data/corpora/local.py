@@ -1,6 +1,6 @@
 """A local file or folder of text as a corpus, read one file at a time.
 
-The split is the hash split of :func:`gdds.data.splits.split_documents` (90/5/5 by default, by a
+The split is the hash split of :func:`gdds.data.corpora.splits.split_documents` (90/5/5 by default, by a
 hash of each document's content), computed in one pass that keeps each document's key only (a
 float and a digest, about 170 bytes), never the text: preparing a corpus of any size holds one
 file in memory at a time.
@@ -37,7 +37,7 @@ def local_files(path: str | Path, glob: str = "**/*.txt") -> list[Path]:
 def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> list[str]:
     """The documents of one file: the whole text (``split="file"``) or each block of lines separated
     by blank lines (``split="paragraph"``). A file that is not text (NUL or mostly control characters)
-    is a :class:`~gdds.data.sources.CorpusError` (:func:`~gdds.data.sources.check_text`)."""
+    is a :class:`~gdds.data.corpora.sources.CorpusError` (:func:`~gdds.data.corpora.sources.check_text`)."""
     if split not in ("file", "paragraph"):
         raise ValueError(f"split must be 'file' or 'paragraph'; got {split!r}")
     try:
@@ -51,7 +51,7 @@ def file_documents(file: Path, split: str = "file", encoding: str = "utf-8") -> 
 class LocalCorpus(Corpus):
     """The documents of ``path`` (a file, or the files of a folder matching ``glob``): one per file
     (``split="file"``) or per paragraph (``"paragraph"``), split by hash (``valid``, ``test``, ``seed``).
-    (``split="chars"``, one file split by character ranges, is a :class:`~gdds.data.chars.CharRangeCorpus`.)"""
+    (``split="chars"``, one file split by character ranges, is a :class:`~gdds.data.corpora.chars.CharRangeCorpus`.)"""
 
     def __init__(self, path: Path, split: str = "file", glob: str = "**/*.txt", encoding: str = "utf-8",
                  valid: float = 0.05, test: float = 0.05, seed: int = 0) -> None:

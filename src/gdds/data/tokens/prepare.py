@@ -1,4 +1,4 @@
-"""Building a token store (:mod:`gdds.data.store`): tokenise a corpus's splits in parallel into
+"""Building a token store (:mod:`gdds.data.tokens.store`): tokenise a corpus's splits in parallel into
 atomic shards, resume after a killed build, and let one process build while the
 others wait (:func:`open_store`).
 
@@ -33,8 +33,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..files import FileLock, LockHeld, lock_owner, write_atomically, write_text_atomically
-from .sources import Corpus, CorpusError
+from ...files import FileLock, LockHeld, lock_owner, write_atomically, write_text_atomically
+from ..corpora.sources import Corpus, CorpusError
+from ..tokenizers.base import TextTokenizer
 from .store import (
     BATCH_CHARS,
     FORMAT,
@@ -49,7 +50,6 @@ from .store import (
     stores_root,
     token_dtype,
 )
-from .tokenizer_base import TextTokenizer
 
 _WAIT_SECONDS = 2.0
 
@@ -176,7 +176,7 @@ def _remove_from(folder: Path, split: str, first: int) -> None:
 
 
 def _tokenizer(folder: Path, corpus: Corpus, recipe: TokenizerRecipe) -> TextTokenizer:
-    from .tokenizers import TOKENIZERS, load_tokenizer
+    from ..tokenizers.registry import TOKENIZERS, load_tokenizer
 
     saved = folder / TOKENIZER_FOLDER
     if (saved / "gdds_tokenizer.json").is_file():

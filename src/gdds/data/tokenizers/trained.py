@@ -9,9 +9,9 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..files import write_atomically
+from ...files import write_atomically
+from .base import AppendedSpecials, sha256_bytes
 from .byte_bpe import byte_of_char
-from .tokenizer_base import AppendedSpecials, sha256_bytes
 
 BPE_FILE = "bpe.json"
 _SPECIALS = ("<mask>", "<bos>", "<eos>", "<pad>")

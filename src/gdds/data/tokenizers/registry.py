@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-from ..registry import Registry
-from .assets import MINILM_HINT, WHISPER_HINT, gpt2_path, wordpiece_path
+from ...registry import Registry
+from ..assets import MINILM_HINT, WHISPER_HINT, gpt2_path, wordpiece_path
+from .base import META_FILE, AppendedSpecials, TextTokenizer, sha256_bytes
 from .byte_bpe import vocab_and_merges
-from .tokenizer_base import META_FILE, AppendedSpecials, TextTokenizer, sha256_bytes
 from .trained import BPETokenizer, CharTokenizer
 from .vocab import CompactTokenizer, CompactVocab
 
@@ -183,7 +183,7 @@ class GPT2Tokenizer(AppendedSpecials):
         return self._enc.decode_single_token_bytes(i).decode("utf-8", "backslashreplace")
 
     def _hf_base(self) -> Tokenizer:
-        """GPT-2's ranks as a byte-level BPE (vocabulary and merges from :mod:`gdds.data.byte_bpe`),
+        """GPT-2's ranks as a byte-level BPE (vocabulary and merges from :mod:`gdds.data.tokenizers.byte_bpe`),
         split by the same pattern as tiktoken; ``<|endoftext|>`` = 50256."""
         vocab, merges = vocab_and_merges(_gpt2_ranks()[0])
         tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from ..registry import Registry
+from ...registry import Registry
 
 DETOKENIZER_VERSION = 1
 

@@ -35,8 +35,8 @@ import math
 import numpy as np
 import torch
 
-from ..data import Blocks
-from .build import LoadedRun
+from ...data import Blocks
+from ..build import LoadedRun
 from .reports import MDLM_PAPER_METRIC, PAPER_METRIC, PaperMetric
 
 REFERENCE_T_MIN = 1e-3  # the reference's training.sampling_eps: its metric's t ~ U(1e-3, 1)

@@ -6,11 +6,11 @@ Three kinds of :class:`Corpus` (and :class:`HeldOutCorpus`, the held-out documen
 which a zero-shot evaluation stores):
 
 - :class:`HashSplitCorpus`: our embedded corpora (Shakespeare, KJV, the Wikipedia sample), split
-  90/5/5 by a hash of each document (:func:`gdds.data.splits.split_documents`), and local files or
-  folders (:class:`gdds.data.local.LocalCorpus`: the same split, computed one file at a time);
-- the named recipes of :mod:`gdds.data.recipes` (OpenWebText, LM1B, text8, WikiText-103, ...),
+  90/5/5 by a hash of each document (:func:`gdds.data.corpora.splits.split_documents`), and local files or
+  folders (:class:`gdds.data.corpora.local.LocalCorpus`: the same split, computed one file at a time);
+- the named recipes of :mod:`gdds.data.corpora.recipes` (OpenWebText, LM1B, text8, WikiText-103, ...),
   each with the split the literature uses;
-- ``hf:<name>[:<config>]``, any Hugging Face dataset with its own splits (:mod:`gdds.data.hf_corpus`).
+- ``hf:<name>[:<config>]``, any Hugging Face dataset with its own splits (:mod:`gdds.data.corpora.hf`).
 
 :func:`resolve_corpus` turns ``data.corpus`` and ``data.corpus_args`` into one of them.
 """
@@ -106,7 +106,7 @@ HELD_OUT = "held_out"
 class HeldOutCorpus(Corpus):
     """The held-out documents of ``corpus`` (:meth:`Corpus.held_out`, in that order) as the one split
     :data:`HELD_OUT`: what a zero-shot evaluation tokenises into a token store
-    (:func:`gdds.data.prepare.open_store`, with the evaluated run's tokenizer given) and reads after.
+    (:func:`gdds.data.tokens.prepare.open_store`, with the evaluated run's tokenizer given) and reads after.
     Only the held-out documents are read: a zero-shot set's training split may be absent or large."""
 
     def __init__(self, corpus: Corpus) -> None:

@@ -4,7 +4,7 @@ from the model's own sampler with their entropy and a judge's generative perplex
 zero-shot bounds on other corpora (``docs/math.md`` section 8).
 
 One :class:`EvalSettings` holds the settings; the evaluators return report dataclasses
-(:mod:`gdds.engine.reports`). Writing them as JSON, markdown and figures is the command
+(:mod:`gdds.engine.evaluation.reports`). Writing them as JSON, markdown and figures is the command
 line's job (:mod:`gdds.cli.render`).
 """
 from __future__ import annotations
@@ -19,14 +19,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..baseline import bayes_unigram, unigram_law, unigram_nll
-from ..data import TOKENIZERS, Blocks
-from ..likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
-from ..objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
-from ..sampling import time_grid
-from .build import LoadedRun
-from .corpus import zero_shot_blocks
-from .judge import Judge, per_sample_entropy, unigram_entropy
+from ...baseline import bayes_unigram, unigram_law, unigram_nll
+from ...data import TOKENIZERS, Blocks
+from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
+from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
+from ...sampling import time_grid
+from ..build import LoadedRun
+from ..corpus import zero_shot_blocks
+from .entropy import per_sample_entropy, unigram_entropy
+from .judge import Judge
 from .paper_metric import NoReferenceFigure, paper_metric, reference_figure
 from .reports import (
     EvalReport,
@@ -66,7 +67,7 @@ class EvalSettings:
     sample_length: int | None = None
     profile_steps: int = 16
     profile_sequences: int = 2
-    paper_metric: bool = False  # also the paper's reported figure (gdds.engine.paper_metric; not a likelihood)
+    paper_metric: bool = False  # also the paper's figure (evaluation.paper_metric; not a likelihood)
     all_terms: bool = False  # the valid bound with all T terms per sequence (T network calls each), not one drawn
     importance_terms: bool = False  # draw the bound's term from the baseline's profile (importance sampling)
     paper_metric_grid: int | None = None  # snap its t to a grid of T steps

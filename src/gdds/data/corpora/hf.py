@@ -1,7 +1,7 @@
-"""Hugging Face datasets as :class:`~gdds.data.sources.Corpus` objects: :class:`HFSource` (the rows of a
+"""Hugging Face datasets as :class:`~gdds.data.corpora.sources.Corpus` objects: :class:`HFSource` (the rows of a
 dataset of the local ``datasets`` cache, or of local files read by a packaged builder, never the Hub)
 and :class:`HFCorpus` (our splits as row ranges of its splits, with a detokeniser), used by the
-recipes of :mod:`gdds.data.recipes` and by ``hf:<name>[:<config>]``. Every load runs with the Hub
+recipes of :mod:`gdds.data.corpora.recipes` and by ``hf:<name>[:<config>]``. Every load runs with the Hub
 switched off (:func:`offline`): nothing is downloaded at run time.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Our own autoregressive checkpoints as judges (``gdds eval --judge RUN_DIR``).
 
-:class:`gdds.engine.judge.Judge` scores text with a Hugging Face-style causal LM: a model
+:class:`gdds.engine.evaluation.judge.Judge` scores text with a Hugging Face-style causal LM: a model
 whose ``logits[:, i]`` predict token ``i + 1`` and a tokenizer called as
 ``tokenizer(text)["input_ids"]``. :class:`gdds.models.causal.CausalLM` predicts
 token ``i`` at position ``i`` after a learned start token, so the adapters here
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .build import load_run
-from .checkpoint import latest_checkpoint
+from ..build import load_run
+from ..checkpoint import latest_checkpoint
 
 START = "<start>"
 

@@ -17,7 +17,7 @@ format and lives with it (:func:`gdds.engine.checkpoint.checkpoint_embeddings`).
 Rows that a source cannot provide (tokens never seen in the corpus, tokens missing
 from a text file) get a small deterministic random vector instead of zeros: the kNN
 graph of :class:`gdds.kernels.SemanticKNN` needs finite, distinct rows, and its
-``cosine`` metric rejects all-zero rows. See :func:`_filler_rows` for the recipe.
+``cosine`` metric rejects all-zero rows. See :func:`gdds.data.embeddings.filler.filler_rows` for the recipe.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._filler import FILLER_SCALE
-from .assets import minilm_weights_path
+from ..assets import minilm_weights_path
 from .cooccurrence import cooccurrence_counts, cooccurrence_embeddings, ppmi
-from .embedding_files import PathLike, Vocab, load_embedding_file
+from .files import PathLike, Vocab, load_embedding_file
+from .filler import FILLER_SCALE
 
 __all__ = [
     "FILLER_SCALE",

@@ -1,7 +1,7 @@
 """The token store: a corpus tokenised once into memory-mapped shards, read by every run after.
 
 Layout of a store folder (``cache_dir("stores") / <key>``, the key a digest of the corpus's
-cheap fingerprint (:func:`gdds.data.sources.file_stats`: names, sizes, dates and a sampled hash of
+cheap fingerprint (:func:`gdds.data.corpora.sources.file_stats`: names, sizes, dates and a sampled hash of
 each file), the tokenizer's recipe or identity and the format version)::
 
     tokenizer/                   the base tokenizer (trained ones are trained here, once)
@@ -14,7 +14,7 @@ each file), the tokenizer's recipe or identity and the format version)::
                                  digest of every split's offsets and counts)
 
 Every file is written atomically (:func:`gdds.files.write_atomically`), so a killed ``prepare``
-leaves complete shards and temporary files only; the next build (:mod:`gdds.data.prepare`) keeps
+leaves complete shards and temporary files only; the next build (:mod:`gdds.data.tokens.prepare`) keeps
 the complete shards, resumes after them and removes the temporary files. This module reads a
 store; nothing here reads text.
 """
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..files import cache_dir
-from .sources import Corpus, CorpusError, digest
-from .tokenizer_base import PIECE_CHARS, TextTokenizer
+from ...files import cache_dir
+from ..corpora.sources import Corpus, CorpusError, digest
+from ..tokenizers.base import PIECE_CHARS, TextTokenizer
 
 FORMAT = "gdds-store-v1"
 MANIFEST = "manifest.json"
@@ -201,7 +201,7 @@ class TokenStore:
 
 
 def read_store(folder: Path) -> TokenStore:
-    from .tokenizers import load_tokenizer
+    from ..tokenizers.registry import load_tokenizer
 
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
