@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,12 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def command_line(script: str, argv: list[str] | None) -> list[str]:
+    """The command a report records: this interpreter, ``script`` and ``argv``, the arguments its
+    ``main(argv)`` was given (``sys.argv`` when run as a script; a test calls ``main`` in-process)."""
+    return [sys.executable, *sys.argv] if argv is None else [sys.executable, script, *argv]
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -31,7 +31,7 @@ Targets (from the issue), each reported with a pass/fail:
 Run from the repository root::
 
     python benchmarks/data.py [--sizes 0.2 2.0] [--out DIR] [--work DIR | --keep] [--workers N]
-    python benchmarks/data.py --dry-run   # 0.002 and 0.02 GB: seconds; the targets are reported, not asserted
+    python benchmarks/data.py --dry-run   # 0.001 and 0.01 GB: seconds; the targets are reported, not asserted
 
 Writes ``DIR/data.json`` (default ``results/bench``) atomically and prints a table; without
 ``--dry-run`` the exit status is 1 when a target fails. ``--work`` keeps the corpora and stores
@@ -58,14 +58,14 @@ from typing import Any
 
 import numpy as np
 
-from common import machine_info, number, timed, versions
+from common import command_line, machine_info, number, timed, versions
 from gdds.data import Blocks
 from gdds.engine.config import Config, load_config
 from gdds.engine.corpus import build_data, store_of
 from gdds.engine.steps import batch_indices
 from gdds.files import write_text_atomically
 
-DRY_SIZES = [0.002, 0.02]
+DRY_SIZES, DRY_BATCH_SECONDS = [0.001, 0.01], 0.1  # --dry-run: every phase of a full run, in seconds
 MIB = 1 << 20
 PRESET = "tiny"
 RSS_RATIO_TARGET, RSS_TARGET_MIB, START_TARGET_S, BATCH_TARGET = 1.3, 2048.0, 5.0, 5e6
@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenising threads of prepare")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus")
     parser.add_argument("--batch-seconds", type=float, default=2.0, help="seconds of batches per measurement")
-    parser.add_argument("--dry-run", action="store_true", help=f"sizes {DRY_SIZES} GB, 0.5 s of batches")
+    parser.add_argument("--dry-run", action="store_true",
+                        help=f"sizes {DRY_SIZES} GB, {DRY_BATCH_SECONDS} s of batches")
     parser.add_argument("--phase", choices=("prepare", "start"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = DRY_SIZES if args.dry_run else sorted(set(args.sizes))
     if sizes[0] <= 0 or args.workers < 1 or args.batch_seconds <= 0:
         parser.error("--sizes, --workers and --batch-seconds must be positive")
-    batch_seconds = 0.5 if args.dry_run else args.batch_seconds
+    batch_seconds = DRY_BATCH_SECONDS if args.dry_run else args.batch_seconds
     work = args.work or Path(tempfile.mkdtemp(prefix="gdds-bench-data-"))
     try:
         results = [measure(gb, work, args.workers, args.seed, batch_seconds) for gb in sizes]
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "data",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(__file__, argv),
         "mode": "dry-run" if args.dry_run else "full",
         "machine": {**machine_info(cuda_used=False), "ram_mib": ram_mib()},
         "versions": {**versions(), "tokenizers": version("tokenizers"), "tiktoken": version("tiktoken")},

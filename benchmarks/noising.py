@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 import gdds
-from common import machine_info, number, synchronize, timed, versions, write_json
+from common import command_line, machine_info, number, synchronize, timed, versions, write_json
 from gdds.data import minilm_embeddings
 from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform, cached_knn_graph
 
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "noising",
         "mode": "quick" if args.quick else "full",
         "created_utc": created,
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(__file__, argv),
         "machine": machine_info(cuda_used=sections["cuda"] is not None),
         "load_average_at_start": {"1min": load[0], "5min": load[1], "15min": load[2]} if load else None,
         "versions": versions(),

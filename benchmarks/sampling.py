@@ -47,333 +47,42 @@ Run from the repository root::
                                   [--profile] [--threads N]
 
 Results go to ``DIR/sampling.json`` (default ``results/bench``), written
-atomically; a summary table is printed to stdout.
+atomically; a summary table is printed to stdout. The sizes, operator settings,
+denoisers and kernels are in ``sampling_setup.py``; the timed measurements in
+``sampling_measures.py``.
 """
 from __future__ import annotations
 
 import argparse
-import cProfile
-import math
 import os
-import pstats
-import statistics
-import sys
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 import gdds
-from common import machine_info, timed, versions, write_json
+from common import command_line, machine_info, versions, write_json
 from gdds import likelihood
-from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform
-from gdds.minilm import minilm_kernel
-from gdds.models import DiT, DiTConfig
-from gdds.posterior import reverse_step_probs
-from gdds.sampling import sample, sample_renoise
-
-SEED = 0
-SCHEDULE_EPS = 1e-3
-LOGIT_SCALE = 2.0
-KERNELS = ("mask", "uniform", "semantic")
-DEFAULT_OPS: dict[str, Any] = {}
-CHEAP_OPS: dict[str, Any] = {"step": 1.0}
-OPS_LABELS = {
-    "default": "series; teleport part in closed form, kNN part frozen on pieces of step=0.5 in Lambda, "
-               "Richardson-extrapolated (4th order; ~1e-7 L1 against an ODE solve in the operator tests); "
-               "Poisson tail tol=1e-12",
-    "cheap": "series as the default with step=1.0 (~1e-5 L1 against the ODE); see operator_accuracy",
-    "closed": "closed form (column-constant kernel, O(m) per position; exact up to round-off)",
-}
-ACCURACY_TIMES = (0.5, 0.75)  # (s, t) of the reverse step compared; spans the teleport sigmoid's midpoint 0.6
-ACCURACY_POSITIONS = 4
-PROFILE_TOP = 15
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """Batch, length, steps (sampler) or T (bound), and repetitions of one measurement."""
-
-    B: int
-    L: int
-    steps: int
-    repeats: int
-    warmup: int
-
-
-@dataclass(frozen=True)
-class Setup:
-    """Vocabulary and the sizes of every measurement."""
-
-    vocab: str  # "minilm" (WordPiece + MiniLM embeddings, kNN built fresh) or "random" (standard normal)
-    m: int
-    mask_id: int
-    d: int | None  # embedding width for "random"
-    k: int
-    closed_sampler: Sizes  # mask and uniform kernels, and the DiT row
-    semantic_sampler: Sizes
-    closed_bound: Sizes  # steps = T of nll_bound
-    semantic_bound: Sizes
-    dit_preset: str
-
-
-FULL = Setup(
-    "minilm", m=30_522, mask_id=103, d=None, k=64,  # [MASK] = 103
-    closed_sampler=Sizes(B=4, L=64, steps=32, repeats=3, warmup=1),
-    semantic_sampler=Sizes(B=1, L=16, steps=4, repeats=1, warmup=0),
-    closed_bound=Sizes(B=4, L=64, steps=128, repeats=3, warmup=1),
-    semantic_bound=Sizes(B=1, L=16, steps=128, repeats=1, warmup=0),
-    dit_preset="tiny",
+from sampling_measures import measure_bound, measure_prior_kl, measure_sampler, operator_accuracy, profile_semantic
+from sampling_setup import (
+    CHEAP_OPS,
+    DEFAULT_OPS,
+    FULL,
+    KERNELS,
+    LOGIT_SCALE,
+    OPS_LABELS,
+    QUICK,
+    SCHEDULE_EPS,
+    SEED,
+    Setup,
+    build_kernel,
+    ordinary_tokens,
+    stand_in,
+    tiny_dit,
 )
-QUICK = Setup(
-    "random", m=600, mask_id=599, d=16, k=16,
-    closed_sampler=Sizes(B=2, L=16, steps=8, repeats=2, warmup=1),
-    semantic_sampler=Sizes(B=1, L=8, steps=2, repeats=1, warmup=0),
-    closed_bound=Sizes(B=2, L=16, steps=16, repeats=2, warmup=1),
-    semantic_bound=Sizes(B=1, L=8, steps=16, repeats=1, warmup=0),
-    dit_preset="tiny",
-)
-
-
-class Recorder:
-    """Wraps a denoiser; logs the first ``t`` and the wall-clock interval of each call."""
-
-    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]):
-        self.fn = fn
-        self.calls: list[tuple[float, float, float]] = []
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        start = time.perf_counter()
-        out = self.fn(x, t)
-        end = time.perf_counter()
-        self.calls.append((float(t.reshape(-1)[0]) if t.numel() else math.nan, start, end))
-        return out
-
-    def inside(self) -> float:
-        return sum(end - start for _, start, end in self.calls)
-
-
-def stand_in(B: int, L: int, m: int) -> Callable[[Tensor, Tensor], Tensor]:
-    """Denoiser returning fixed random logits ``[B', L', m]`` (a slice of one ``[B, L, m]`` bank)."""
-    bank = torch.randn(B, L, m, generator=torch.Generator().manual_seed(SEED + 1)) * LOGIT_SCALE
-
-    def denoiser(x: Tensor, t: Tensor) -> Tensor:
-        return bank[: x.shape[0], : x.shape[1]]
-
-    return denoiser
-
-
-def tiny_dit(m: int, L: int, preset: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """A freshly initialised DiT (eval mode) as a denoiser returning logits."""
-    torch.manual_seed(SEED)
-    model = DiT(DiTConfig.preset(preset, vocab_size=m, max_len=L)).eval()
-
-    def denoiser(x: Tensor, t: Tensor) -> Tensor:
-        return model(x, t)
-
-    denoiser.parameters = model.num_parameters()  # type: ignore[attr-defined]
-    return denoiser
-
-
-def sampler_run(call: Callable[[Recorder], Tensor], denoiser: Callable, steps: int) -> dict[str, Any]:
-    """One timed sampler call: wall time, time inside the denoiser, set-up time, per-step times."""
-    rec = Recorder(denoiser)
-    cpu = time.process_time()
-    start = time.perf_counter()
-    out = call(rec)
-    end = time.perf_counter()
-    cpu = time.process_time() - cpu
-    if len(rec.calls) != steps:
-        raise RuntimeError(f"expected {steps} denoiser calls, got {len(rec.calls)}")
-    if out.dtype != torch.long:
-        raise RuntimeError(f"sampler returned {out.dtype}, expected token ids")
-    starts = [s for _, s, _ in rec.calls]
-    return {
-        "wall_s": end - start,
-        "cpu_s": cpu,
-        "denoiser_s": rec.inside(),
-        "setup_s": starts[0] - start,
-        "per_step": [{"t": t, "s": b - a} for (t, _, _), a, b in zip(rec.calls, starts, starts[1:] + [end])],
-    }
-
-
-def measure_sampler(
-    name: str, proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes, ops: str, exact: bool
-) -> dict[str, Any]:
-    """steps/s and the share of wall time outside the denoiser, over ``repeats`` calls (median wall)."""
-    op = CHEAP_OPS if ops == "cheap" else DEFAULT_OPS
-
-    def call(rec: Recorder, seed: int) -> Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        if exact:
-            return sample(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **op)
-        return sample_renoise(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen)
-
-    for i in range(sizes.warmup):
-        sampler_run(lambda rec, i=i: call(rec, SEED + 100 + i), denoiser, sizes.steps)
-    runs = [sampler_run(lambda rec, i=i: call(rec, SEED + i), denoiser, sizes.steps) for i in range(sizes.repeats)]
-    walls = [r["wall_s"] for r in runs]
-    median = statistics.median(walls)
-    mid = min(runs, key=lambda r: abs(r["wall_s"] - median))
-    total_wall, total_inside = sum(walls), sum(r["denoiser_s"] for r in runs)
-    setup = statistics.median(r["setup_s"] for r in runs)
-    row = {
-        "name": name,
-        "sampler": "gdds.sampling.sample (exact reverse chain)" if exact
-        else "gdds.sampling.sample_renoise (APPROXIMATE: not the model's chain)",
-        "ops": ops if exact else "n/a (forward noising only)",
-        "ops_settings": op if exact else None,
-        "accuracy": OPS_LABELS[ops] if exact else "approximate sampler (forgets x_t); no likelihood attaches",
-        **asdict(sizes),
-        "wall_s_median": median,
-        "wall_s_all": walls,
-        "cpu_s_all": [r["cpu_s"] for r in runs],
-        "steps_per_s": sizes.steps / median,
-        "steps_per_s_excluding_setup": sizes.steps / max(median - setup, 1e-12),
-        "tokens_per_s": sizes.B * sizes.L / median,
-        "setup_s_median": setup,
-        "denoiser_s_total": total_inside,
-        "share_outside_denoiser": 1 - total_inside / total_wall,
-        "per_step_of_median_run": mid["per_step"],
-    }
-    return row
-
-
-def measure_bound(
-    name: str, estimator: str, fn: Callable[[Callable, Tensor, torch.Generator], Tensor],
-    denoiser: Callable, x0: Tensor, sizes: Sizes, ops: str, note: str = "",
-) -> dict[str, Any]:
-    """Seconds per sequence of one bound estimate (``[B]`` estimates per call), median over repeats."""
-
-    cpu: list[float] = []
-
-    def once(seed: int) -> tuple[float, Recorder, Tensor]:
-        rec = Recorder(denoiser)
-        gen = torch.Generator().manual_seed(seed)
-        start = time.process_time()
-        est, wall = timed(lambda: fn(rec, x0, gen))
-        cpu.append(time.process_time() - start)
-        return wall, rec, est
-
-    for i in range(sizes.warmup):
-        once(SEED + 100 + i)
-    runs = [once(SEED + i) for i in range(sizes.repeats)]
-    walls = [w for w, _, _ in runs]
-    median = statistics.median(walls)
-    B = x0.shape[0]
-    return {
-        "name": name,
-        "estimator": estimator,
-        "ops": ops,
-        "accuracy": OPS_LABELS[ops],
-        "note": note,
-        "B": B, "L": x0.shape[1], "T": sizes.steps if "nll_bound" in estimator else None,
-        "repeats": sizes.repeats, "warmup": sizes.warmup,
-        "wall_s_median": median,
-        "wall_s_all": walls,
-        "cpu_s_all": cpu[sizes.warmup:],
-        "s_per_sequence": median / B,
-        "share_outside_denoiser": 1 - sum(r.inside() for _, r, _ in runs) / sum(walls),
-        "denoiser_calls_t": [[t for t, _, _ in r.calls] for _, r, _ in runs],
-        "estimate_nats_per_token": [float(e.sum()) / x0.numel() for _, _, e in runs],
-    }
-
-
-def measure_prior_kl(name: str, proc: gdds.ForwardProcess, x0: Tensor) -> dict[str, Any]:
-    """The exact prior term ``KL(q_1(.|x0) || p_1)`` alone (part of every nll_bound call)."""
-    cpu = time.process_time()
-    value, wall = timed(lambda: likelihood.prior_kl(proc, x0))
-    cpu = time.process_time() - cpu
-    return {
-        "name": name, "estimator": "gdds.likelihood.prior_kl (prior term of nll_bound, always default operators)",
-        "ops": "default", "B": x0.shape[0], "L": x0.shape[1], "wall_s": wall, "cpu_s": cpu,
-        "s_per_sequence": wall / x0.shape[0],
-        "nats_per_token": float(value.sum()) / x0.numel(),
-    }
-
-
-def operator_accuracy(proc: gdds.ForwardProcess, m: int, allowed: Tensor) -> dict[str, Any]:
-    """L1 distance between one reverse step under the cheap and the default operator settings."""
-    gen = torch.Generator().manual_seed(SEED + 2)
-    n = ACCURACY_POSITIONS
-    xt = allowed[torch.randint(0, allowed.numel(), (n,), generator=gen)]
-    mu = torch.softmax(torch.randn(n, m, generator=gen, dtype=torch.float64) * LOGIT_SCALE, dim=-1)
-    s, t = ACCURACY_TIMES
-    ref, ref_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **DEFAULT_OPS))
-    cheap, cheap_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **CHEAP_OPS))
-    l1 = (cheap - ref).abs().sum(-1)
-    return {
-        "what": "L1 distance between p_theta(x_s | x_t) computed with the cheap and the default operator "
-                f"settings, {n} positions (random x_t, random mu), one reverse step s -> t",
-        "s": s, "t": t, "positions": n,
-        "l1_max": float(l1.max()), "l1_mean": float(l1.mean()),
-        "step_mass_default": [float(ref.sum(-1).min()), float(ref.sum(-1).max())],
-        "step_mass_cheap": [float(cheap.sum(-1).min()), float(cheap.sum(-1).max())],
-        "step_mass_note": "[min, max] over positions of sum_z p_theta(z | x_t); exact operators give 1",
-        "wall_s_default": ref_s, "wall_s_cheap": cheap_s,
-    }
-
-
-def profile_semantic(proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes) -> dict[str, Any]:
-    """cProfile of one exact sampler call on the semantic kernel with the cheap settings."""
-    prof = cProfile.Profile()
-    gen = torch.Generator().manual_seed(SEED)
-    start = time.perf_counter()
-    prof.enable()
-    sample(proc, denoiser, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **CHEAP_OPS)
-    prof.disable()
-    wall = time.perf_counter() - start
-    stats = pstats.Stats(prof)
-
-    def where(key: tuple[str, int, str]) -> str:
-        path, line, func = key
-        for marker in ("src/gdds/", "site-packages/"):
-            if marker in path:
-                path = path.split(marker, 1)[1]
-                break
-        return f"{path}:{line}({func})" if line else func
-
-    rows = [
-        {"function": where(key), "ncalls": nc, "tottime_s": tt, "cumtime_s": ct}
-        for key, (_, nc, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
-    ]
-    return {
-        "what": f"cProfile of one gdds.sampling.sample call, semantic kernel, ops={CHEAP_OPS}, "
-                f"B={sizes.B} L={sizes.L} S={sizes.steps}",
-        "wall_s": wall,
-        "top_by_tottime": sorted(rows, key=lambda r: -r["tottime_s"])[:PROFILE_TOP],
-        "top_by_cumtime": sorted(rows, key=lambda r: -r["cumtime_s"])[:PROFILE_TOP],
-    }
-
-
-def build_kernel(name: str, setup: Setup, schedule: gdds.Schedule, cache_dir: str) -> tuple[Kernel, float]:
-    """The kernel and its construction time (the semantic kNN graph is built cold in ``cache_dir``)."""
-    if name == "mask":
-        return timed(lambda: Mask(setup.m, setup.mask_id))
-    if name == "uniform":
-        return timed(lambda: Uniform(setup.m))
-    if setup.vocab == "minilm":
-        return timed(lambda: minilm_kernel(schedule=schedule, cache_dir=cache_dir, progress=False))
-    emb = torch.randn(setup.m, setup.d, generator=torch.Generator().manual_seed(SEED))
-    return timed(lambda: SemanticKNN(emb, k=setup.k, schedule=schedule, cache_dir=cache_dir, progress=False))
-
-
-def ordinary_tokens(setup: Setup) -> Tensor:
-    """Ids that clean data may hold: not the mask id, nor (WordPiece) a bracketed special token."""
-    banned = {setup.mask_id}
-    if setup.vocab == "minilm":
-        from gdds.data.tokenizers.registry import wordpiece_special_ids
-
-        banned |= set(wordpiece_special_ids())
-    keep = torch.ones(setup.m, dtype=torch.bool)
-    keep[sorted(banned)] = False
-    return keep.nonzero().reshape(-1)
 
 
 def run_kernel(name: str, setup: Setup, profile: bool) -> dict[str, Any]:
@@ -506,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "sampling",
         "mode": "quick" if args.quick else "full",
         "created_utc": created,
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(__file__, argv),
         "machine": machine_info(cuda_used=False),
         "load_average_at_start": {"1min": load[0], "5min": load[1], "15min": load[2]} if load else None,
         "versions": versions(),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from common import machine_info, synchronize, timed, versions, write_json
+from common import command_line, machine_info, synchronize, timed, versions, write_json
 from gdds.engine.build import build_run
 from gdds.engine.config import load_config
 from gdds.engine.distributed import DistInfo
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "train",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(__file__, argv),
         "machine": machine_info(cuda_used=bool(cuda)),
         "versions": versions(),
         "results": results,

@@ -206,6 +206,12 @@ def test_no_module_over_400_lines():
     assert not long, long
 
 
+def test_no_benchmark_script_over_400_lines():
+    scripts = sorted((SRC.parent / "benchmarks").glob("*.py"))
+    long = {path.name: n for path in scripts if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert len(scripts) > 10 and not long, long
+
+
 def test_the_layer_table_covers_every_module():
     assert all(layer(name) in ALLOWED for name in modules())
     assert layer("gdds.kernels.knn") == "math" and layer("gdds.engine.train") == "engine" and layer("gdds") == "api"

@@ -2,6 +2,7 @@
 script a GPU session runs once cannot rot in between."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,10 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path):
     assert report["train"]["graph_breaks"] == 0 and report["train"]["graphs"] == 1  # the network compiles whole
     assert report["determinism"] == {**report["determinism"], "works": True, "equal": True}
     assert (tmp_path / "tests.xml").is_file() and "passed" in (tmp_path / "tests.log").read_text()
+
+
+def test_the_full_run_names_only_test_files_that_exist():
+    """The dry run runs one test file; the full run's list (run only in a GPU session) must follow the
+    test files when they move."""
+    named = re.findall(r"tests/[\w/]+\.py", (ROOT / "benchmarks" / "gpu_suite.sh").read_text())
+    assert len(set(named)) > 10 and [p for p in named if not (ROOT / p).is_file()] == []

@@ -1,0 +1,155 @@
+"""The benchmark scripts run end to end in their quick settings and write their JSON report (machine,
+versions, settings) with figures consistent with each other and with the table they print.
+
+Each script's ``main(argv)`` runs in this process: a new interpreter would spend most of the test
+importing torch and gdds again. The data benchmark's phases still run in child processes, as in a full
+run (each measures its own peak RSS). ``benchmarks/gpu_suite.sh`` is run as a script in test_gpu_suite.py.
+"""
+import contextlib
+import importlib.util
+import io
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as the module ``benchmark_<name>`` (the scripts import their sibling
+    modules, e.g. ``common``, by name, so ``benchmarks/`` goes on the path)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name: str, *argv: str) -> tuple[Any, str]:
+    """``main(argv)`` of ``benchmarks/<name>.py`` in this process: its return value and what it printed.
+    torch's thread count is restored after it (``sampling.py --quick`` sets one thread)."""
+    threads, out = torch.get_num_threads(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            value = benchmark(name).main(list(argv))
+    finally:
+        torch.set_num_threads(threads)
+    return value, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def data_run(tmp_path_factory):
+    """One ``benchmarks/data.py --dry-run`` (two tiny synthetic corpora, every phase), shared by the
+    tests of its report: its work folder, report and printed table."""
+    out = tmp_path_factory.mktemp("data-benchmark")
+    work = out / "work"
+    status, printed = run("data", "--dry-run", "--out", str(out), "--work", str(work))
+    assert status == 0
+    return work, json.loads((out / "data.json").read_text()), printed
+
+
+def test_the_data_benchmark_records_its_machine_versions_and_settings(data_run):
+    work, report, _ = data_run
+    assert report["benchmark"] == "data" and report["mode"] == "dry-run" and report["targets_asserted"] is False
+    assert report["command"][1:] == [str(BENCHMARKS / "data.py"), "--dry-run", "--out", str(work.parent),
+                                     "--work", str(work)]
+    assert report["machine"]["cpu_count"] and report["machine"]["ram_mib"] > 0
+    assert all(report["versions"][k] for k in ("python", "torch", "numpy", "tokenizers", "tiktoken", "gdds"))
+    settings = report["settings"]
+    assert settings["data"]["tokenizer"] == "gpt2" and settings["data"]["seq_len"] == 1024
+    assert settings["batch_size"] == 32 and settings["workers"] >= 1
+    sizes = [r["size_gb"] for r in report["results"]]
+    assert sizes == settings["sizes_gb"] == sorted(sizes) and len(sizes) == 2
+    assert len(report["targets"]) == 4 and all(isinstance(t["pass"], bool) for t in report["targets"])
+
+
+def test_the_data_benchmark_phases_agree_with_the_corpus_and_with_each_other(data_run):
+    work, report, _ = data_run
+    for r in report["results"]:
+        corpus, prepare, start, batches = r["corpus"], r["prepare"], r["run_start"], r["batches"]
+        files = sorted((work / f"corpus-{r['size_gb']:g}GB").glob("*.txt"))
+        assert corpus["files"] == len(files) >= 3 and corpus["bytes"] == sum(f.stat().st_size for f in files)
+        assert abs(corpus["bytes"] / (r["size_gb"] * 1e9) - 1) < 0.02
+        assert prepare["tokens"] > 0 and prepare["tokens_per_s"] > 0 and prepare["text_mb_per_s"] > 0
+        assert prepare["tokens"] == sum(s["tokens"] for s in prepare["splits"].values())
+        assert set(prepare["splits"]) == {"train", "valid", "test"}
+        assert sum(s["docs"] for s in prepare["splits"].values()) == corpus["files"]  # one document per file
+        assert prepare["corpus_files_opened"] == corpus["files"]  # the audit hook sees the text being read
+        assert start["tokens"] == prepare["tokens"]  # the run start maps the store prepare built
+        assert start["corpus_files_opened"] == corpus["files"]  # ... and opens each file once, for its hash
+        for phase in (prepare, start, batches):
+            assert phase["peak_rss_mib"] > 0
+        assert prepare["peak_rss_mib"] >= prepare["rss_before_mib"] and start["wall_s"] > 0
+        assert batches["batch_size"] == 32 and batches["seq_len"] == 1024 and batches["train_blocks"] >= 32
+        assert batches["steps"] > 0 and batches["tokens_per_s"] > 0 and batches["with_indices"]["tokens_per_s"] > 0
+        assert batches["tokens_per_s"] == pytest.approx(32 * 1024 * batches["steps"] / batches["seconds"])
+
+
+def test_the_data_benchmark_scales_its_corpus_and_prints_its_figures(data_run):
+    _, report, printed = data_run
+    small, large = report["results"]
+    assert abs(large["corpus"]["bytes"] / small["corpus"]["bytes"] - 10) < 1  # 10x the text, within 10%
+    assert report["ratios"]["corpus_bytes"] == large["corpus"]["bytes"] / small["corpus"]["bytes"]
+    assert large["prepare"]["tokens"] > 5 * small["prepare"]["tokens"]
+    assert "prep peak MiB" in printed and printed.count("[dry run: not asserted]") == len(report["targets"])
+    for r in report["results"]:
+        assert f" {r['prepare']['tokens']:,} " in printed and f" {r['corpus']['files']} " in printed
+
+
+def test_the_sampling_benchmark_quick_mode(tmp_path):
+    _, printed = run("sampling", "--quick", "--profile", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "sampling.json").read_text())
+    assert report["mode"] == "quick" and report["versions"]["torch"] and report["machine"]["cpu_count"]
+    assert report["machine"]["torch_num_threads"] == 1 and report["settings"]["m"] == 600
+    kernels = report["kernels"]
+    assert set(kernels) == {"mask", "uniform", "semantic"}
+    for res in kernels.values():
+        for row in res["samplers"]:
+            assert row["steps_per_s"] > 0 and 0 <= row["share_outside_denoiser"] <= 1
+            assert row["steps_per_s"] == pytest.approx(row["steps"] / row["wall_s_median"])
+            assert len(row["per_step_of_median_run"]) == row["steps"]
+        for row in res["bounds"]:
+            assert row["s_per_sequence"] == pytest.approx(row["wall_s_median"] / row["B"]) and row["s_per_sequence"] > 0
+            assert all(v == v for v in row["estimate_nats_per_token"])  # not NaN
+    names = {row["name"] for row in kernels["semantic"]["samplers"]}
+    assert {"exact (cheap ops)", "exact (default ops)", "renoise"} <= names
+    assert any("DiT" in row["name"] for row in kernels["mask"]["samplers"])
+    assert any(row["name"] == "masked_continuous_bound" for row in kernels["mask"]["bounds"])
+    accuracy = kernels["semantic"]["operator_accuracy"]
+    assert accuracy["l1_max"] < 1e-3  # one reverse step with the cheap operators against the default ones
+    assert all(abs(mass - 1) < 1e-9 for mass in accuracy["step_mass_default"] + accuracy["step_mass_cheap"])
+    assert kernels["semantic"]["profile"]["top_by_tottime"]
+    assert "steps/s" in printed and "s/sequence" in printed
+    assert f"{kernels['uniform']['samplers'][0]['steps_per_s']:>9.3g}" in printed
+
+
+def test_the_noising_benchmark_quick_mode(tmp_path):
+    _, printed = run("noising", "--quick", "--device", "cpu", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "noising.json").read_text())
+    assert report["mode"] == "quick" and report["versions"]["torch"] and report["machine"]["cpu_count"]
+    noising = report["cpu"]["noising"]
+    assert set(noising) == {"semantic_knn", "mask_closed_form", "uniform_closed_form", "mask_uniformization"}
+    assert all(row["tokens_per_s_median"] > 0 for row in noising.values())
+    assert report["cuda"] is None and "tokens/s" in printed
+
+
+def test_the_training_benchmark_per_method(tmp_path):
+    """`benchmarks/train.py --methods`: one row per method of `gdds compare` on the demo preset (the
+    two-stream network and the autoregressive model included), here with a smaller network."""
+    small = ["model.layers=1", "model.width=32", "model.heads=2", "model.cond_width=16", "data.seq_len=32",
+             "train.batch_size=4"]
+    run("train", "--methods", "campbell-mask", "ar", "--steps", "1", "--repeats", "1", "--device", "cpu",
+        "--out", str(tmp_path), "--overrides", *small)
+    rows = json.loads((tmp_path / "train_methods.json").read_text())["results"]
+    assert [r["name"] for r in rows] == ["campbell-mask", "ar"] and [r["method"] for r in rows] == ["campbell", "ar"]
+    assert all(r["tokens_per_s_median"] > 0 for r in rows) and rows[1]["noising_share_pass"] is None
+    for r in rows:
+        assert r["preset"] == "demo" and r["settings"]["overrides"][:len(small)] == small
+        assert r["tokens_per_s_median"] == pytest.approx(4 * 32 / r["step_s_median"])
