@@ -19,7 +19,7 @@ import gdds
 from common import timed
 from gdds import likelihood
 from gdds.posterior import reverse_step_probs
-from gdds.sampling import sample, sample_renoise
+from gdds.sampling import SAMPLERS, sample
 from sampling_setup import (
     ACCURACY_POSITIONS,
     ACCURACY_TIMES,
@@ -78,12 +78,11 @@ def measure_sampler(
 ) -> dict[str, Any]:
     """steps/s and the share of wall time outside the denoiser, over ``repeats`` calls (median wall)."""
     op = CHEAP_OPS if ops == "cheap" else DEFAULT_OPS
+    entry = SAMPLERS.get("exact" if exact else "renoise")
 
     def call(rec: Recorder, seed: int) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
-        if exact:
-            return sample(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **op)
-        return sample_renoise(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen)
+        return entry.draw(proc, rec, sizes.B, sizes.L, steps=sizes.steps, generator=gen, **(op if exact else {}))
 
     for i in range(sizes.warmup):
         sampler_run(lambda rec, i=i: call(rec, SEED + 100 + i), denoiser, sizes.steps)
@@ -95,8 +94,7 @@ def measure_sampler(
     setup = statistics.median(r["setup_s"] for r in runs)
     row = {
         "name": name,
-        "sampler": "gdds.sampling.sample (exact reverse chain)" if exact
-        else "gdds.sampling.sample_renoise (APPROXIMATE: not the model's chain)",
+        "sampler": f"gdds.sampling.{entry.draw.__name__} ({entry.label})",
         "ops": ops if exact else "n/a (forward noising only)",
         "ops_settings": op if exact else None,
         "accuracy": OPS_LABELS[ops] if exact else "approximate sampler (forgets x_t); no likelihood attaches",

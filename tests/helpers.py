@@ -1,12 +1,16 @@
 """Shared test utilities: empirical laws, distances and small random kernels."""
+import itertools
 import os
 
 import numpy as np
 import torch
+from scipy.stats import chisquare
 
 import gdds
 from gdds import kernels as K
 from gdds.data import TokenArray
+from gdds.posterior import reverse_step_probs
+from gdds.sampling import reference_prior, time_grid
 
 
 def all_subclasses(cls: type) -> set[type]:
@@ -25,6 +29,32 @@ def empirical(samples: torch.Tensor, m: int) -> torch.Tensor:
 def tv(p: torch.Tensor, q: torch.Tensor) -> float:
     """Largest total-variation distance between matching rows of ``p`` and ``q``."""
     return float(0.5 * (p.double() - q.double()).abs().sum(-1).max())
+
+
+def context_free_chain_law(process, mu: torch.Tensor, steps: int, top_p: float = 1.0) -> torch.Tensor:
+    """The exact law ``[m]`` of one position's ``x_0`` under the reverse chain of ``steps`` uniform steps
+    from the uniform reference prior, for a denoiser that ignores context and time and answers
+    ``mu [m]`` (float64) everywhere: the prior pushed through ``reverse_step_probs`` of every state."""
+    law, states = reference_prior(process), torch.arange(process.m)
+    for t, s in itertools.pairwise(time_grid(process, steps)):
+        law = law @ reverse_step_probs(process, mu.expand(process.m, -1), states, s, t, top_p=top_p)
+    return law
+
+
+def assert_follows(samples: torch.Tensor, law: torch.Tensor, max_tv: float = 0.03, p_value: float = 1e-3) -> None:
+    """The tokens of ``samples`` follow ``law [m]``: total variation below ``max_tv``, no token of
+    probability 0, and a chi-square test at ``p_value`` over the cells expected 5 times or more (the
+    others merged into the first)."""
+    seen = empirical(samples.cpu().reshape(1, -1), law.numel())[0]
+    assert tv(seen, law) < max_tv, (seen, law)
+    assert bool((seen[law == 0] == 0).all())
+    expected, observed = law * samples.numel(), seen * samples.numel()
+    big = expected >= 5
+    if int(big.sum()) > 1:
+        exp_cells, obs_cells = expected[big].clone(), observed[big].clone()
+        exp_cells[0] += expected[~big].sum()
+        obs_cells[0] += observed[~big].sum()
+        assert chisquare(obs_cells.numpy(), exp_cells.numpy()).pvalue > p_value
 
 
 def random_stochastic(m: int, seed: int, sparsity: float = 0.0) -> torch.Tensor:

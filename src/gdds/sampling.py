@@ -9,13 +9,19 @@ float32 log-probabilities.
 :func:`sample_renoise` is a fast **approximate** sampler: predict ``x0_hat ~ mu``
 and re-noise it to ``s`` with the forward process. It is not the model's reverse
 chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
+
+:func:`sample_ancestral` draws from a causal language model's own conditionals, token by token
+(exact; it is not a denoiser sampler). :data:`SAMPLERS` names the three: the one list from which
+:meth:`gdds.objectives.Method.generate`, ``gdds sample --sampler`` and the labels of samples choose.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -23,8 +29,10 @@ from tqdm.auto import tqdm
 
 from .categorical import gumbel_max, inverse_cdf
 from .devices import check_generator
+from .operators import transition
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
+from .registry import Registry
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """A denoiser: ``(x_t [B, L] long, t [B]) -> logits or log-probabilities [B, L, m]`` of the clean token."""
@@ -95,6 +103,20 @@ def _device(process: ForwardProcess, generator: torch.Generator | None, device: 
     return device
 
 
+def _free(fixed: Tensor | None, num: int, length: int, device: torch.device) -> Tensor:
+    """Where ``fixed`` (``[num, length]``, ``-1`` = free) leaves the sampler free (everywhere if ``None``)."""
+    if fixed is None:
+        return torch.ones(num, length, dtype=torch.bool, device=device)
+    if fixed.shape != (num, length):
+        raise ValueError(f"fixed must have shape [num, length] = [{num}, {length}], got {tuple(fixed.shape)}")
+    return fixed.to(device) < 0
+
+
+def _clamped(x: Tensor, fixed: Tensor | None, free: Tensor) -> Tensor:
+    """``x`` with the fixed positions set to their tokens."""
+    return x if fixed is None else torch.where(free, x, fixed.to(x.device))
+
+
 @torch.no_grad()
 def sample(
     process: ForwardProcess,
@@ -133,16 +155,12 @@ def sample(
     device = _device(process, generator, device)
     prior = reference_prior(process, reference).to(device)
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
-    free = torch.ones(num, length, dtype=torch.bool, device=device)
-    if fixed is not None:
-        if fixed.shape != (num, length):
-            raise ValueError(f"fixed must have shape [num, length] = [{num}, {length}], got {tuple(fixed.shape)}")
-        free = fixed.to(device) < 0
-        x = torch.where(free, x, fixed.to(device))
+    free = _free(fixed, num, length, device)
+    x = _clamped(x, fixed, free)
     grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
     logits, seen, weighted = None, None, False
-    for t, s in tqdm(list(itertools.pairwise(grid)), desc="exact reverse chain", unit="step", leave=False,
+    for t, s in tqdm(list(itertools.pairwise(grid)), desc=SAMPLERS.get("exact").label, unit="step", leave=False,
                      disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits, weighted = clean_logits(denoiser, x, torch.full((num,), t, device=device))
@@ -168,16 +186,93 @@ def sample_renoise(
     steps: int = 64,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    fixed: Tensor | None = None,
 ) -> Tensor:
     """APPROXIMATE sampler (module docstring): ``num`` sequences of ``length`` tokens
-    from the prior ``p_1`` down a uniform grid of ``steps`` (on ``device``, as :func:`sample`)."""
+    from the prior ``p_1`` down a uniform grid of ``steps`` (on ``device``, as :func:`sample`);
+    ``fixed`` clamps positions as in :func:`sample`."""
     if num < 1 or length < 1 or steps < 1:
         raise ValueError(f"num, length and steps must be positive; got {num}, {length}, {steps}")
     prior = reference_prior(process).to(_device(process, generator, device))
     x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
-    grid = time_grid(process, steps)
-    for t, s in itertools.pairwise(grid):
+    free = _free(fixed, num, length, x.device)
+    for t, s in itertools.pairwise(time_grid(process, steps)):
+        x = _clamped(x, fixed, free)
         logits = denoiser(x, torch.full((num,), t, device=x.device)).to(x.device)
         x0_hat = inverse_cdf(torch.softmax(logits.double(), dim=-1), generator)
         x = process.noise(x0_hat, s, generator=generator) if s > 0 else x0_hat
-    return x
+    return _clamped(x, fixed, free)
+
+
+class CausalModel(Protocol):
+    """A left-to-right language model that draws from its own conditionals
+    (:meth:`gdds.models.CausalLM.generate`)."""
+
+    def generate(self, num: int, length: int, generator: torch.Generator | None = None,
+                 prompt: Tensor | None = None, top_p: float = 1.0) -> Tensor: ...
+
+
+def sample_ancestral(process: ForwardProcess | None, model: CausalModel, num: int, length: int,
+                     steps: int | None = None, generator: torch.Generator | None = None,
+                     fixed: Tensor | None = None, top_p: float = 1.0) -> Tensor:
+    """Exact ancestral samples of a causal ``model``: one token at a time from its conditionals (nucleus
+    filtered when ``top_p < 1``), continuing the prefix that ``fixed`` clamps (rows may differ).
+    ``process`` and ``steps`` do not apply (no forward process; one step per token): the signature is
+    that of every entry of :data:`SAMPLERS`. A fixed position after a free one (infilling) is refused."""
+    prompt = None
+    if fixed is not None:
+        free = _free(fixed, num, length, fixed.device)
+        given = int((~free).cumprod(dim=1).sum(dim=1).min())
+        if bool((~free[:, given:]).any()):
+            raise SamplerError("the ancestral sampler continues a prompt; it cannot fill blanks")
+        prompt = fixed[:, :given] if given else None
+    return model.generate(num, length, generator, prompt=prompt, top_p=top_p)
+
+
+class SamplerError(ValueError):
+    """A sampler a method cannot use, or an option the sampler does not accept; the message lists
+    what applies."""
+
+
+SUPPLIED = ("steps", "generator", "fixed")
+"""What every sampler receives from :meth:`gdds.objectives.Method.generate` after its four positional
+arguments ``(process, source, num, length)``; the rest of its keywords are its options."""
+
+OPERATOR_OPTIONS = tuple(name for name in list(inspect.signature(transition).parameters)[5:]
+                         if name not in ("transpose", "return_bound"))
+"""The transition operators' settings (:func:`gdds.operators.transition`) that a sampler taking
+``**op`` passes on: they define its chain, as in :func:`gdds.nll_bound`."""
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """An entry of :data:`SAMPLERS`: ``draw(process, source, num, length, steps=, generator=, fixed=,
+    **options)``, where ``source`` is the model as a denoiser (``denoises``) or the causal model
+    itself; ``label`` names it in reports, ``exact`` says whether it draws from the model's own law
+    (the chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
+    beyond those every sampler receives, read from ``draw``'s signature."""
+
+    label: str
+    exact: bool
+    draw: Callable[..., Tensor]
+    denoises: bool = True
+    options: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        params = list(inspect.signature(self.draw).parameters.values())[4:]
+        named = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in SUPPLIED)
+        operators = OPERATOR_OPTIONS if any(p.kind is p.VAR_KEYWORD for p in params) else ()
+        object.__setattr__(self, "options", named + operators)
+
+    def check(self, options: Iterable[str]) -> None:
+        """Refuse options ``draw`` does not accept: :class:`SamplerError` listing those it does."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise SamplerError(f"the {self.label} does not accept {', '.join(unknown)}; its options are "
+                               f"{', '.join(self.options) or 'none'}")
+
+
+SAMPLERS: Registry[Sampler] = Registry("sampler")
+SAMPLERS.register("exact", Sampler("exact reverse chain", True, sample))
+SAMPLERS.register("renoise", Sampler("APPROXIMATE renoise sampler", False, sample_renoise))
+SAMPLERS.register("ancestral", Sampler("exact ancestral sampler", True, sample_ancestral, denoises=False))

@@ -59,8 +59,11 @@ def test_ar_eval_and_sample_cli(ar_run, tmp_path, capsys):
     assert main(["sample", str(out), "--num", "2", "--prompt", "KING"]) == 0
     printed = capsys.readouterr().out
     assert "exact ancestral sampler" in printed and "[1] KING" in printed and "[2] KING" in printed
-    with pytest.raises(SystemExit):
-        main(["sample", str(out), "--approximate"])
+    assert main(["sample", str(out), "--num", "2", "--top-p", "0.5"]) == 0  # the ancestral sampler's option
+    for refused in (["--approximate"], ["--gumbel"]):
+        with pytest.raises(SystemExit):
+            main(["sample", str(out), *refused])
+    assert "method ar samples with ancestral; not 'renoise'" in capsys.readouterr().err
 
 
 @torch.no_grad()

@@ -52,8 +52,15 @@ def test_sample_cli(run, capsys, tmp_path, monkeypatch):
     assert "exact reverse chain, 4 steps" in out and "[2] KING" in out
     saved = json.loads((tmp_path / "s.json").read_text())
     assert len(saved["texts"]) == 2 and all(t.startswith("KING") for t in saved["texts"])
-    assert main(["sample", str(run), "--num", "1", "--steps", "3", "--approximate"]) == 0
-    assert "APPROXIMATE" in capsys.readouterr().out
+    assert main(["sample", str(run), "--num", "1", "--steps", "3", "--approximate", "--prompt", "KING"]) == 0
+    out = capsys.readouterr().out
+    assert "APPROXIMATE renoise sampler, 3 steps:" in out and "[1] KING" in out
+    assert main(["sample", str(run), "--num", "1", "--steps", "3", "--sampler", "exact", "--spacing", "lambda"]) == 0
+    assert "exact reverse chain, 3 steps (lambda grid)" in capsys.readouterr().out
+    for refused in (["--sampler", "renoise", "--top-p", "0.5"], ["--sampler", "ancestral"]):
+        with pytest.raises(SystemExit):
+            main(["sample", str(run), *refused])
+    assert "its options are device" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sample", str(run), "--steps", "0"])
     import gdds.cli.evaluation as cli

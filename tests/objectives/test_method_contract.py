@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from gdds.engine.build import load_run
 from gdds.engine.checkpoint import latest_checkpoint
@@ -84,10 +85,11 @@ def test_generates_and_is_bounded_or_refuses_with_the_documented_error(trained):
         with pytest.raises(NotGenerative):
             generate(loaded, 2, 2)
         return
-    ids, texts = generate(loaded, 2, 2)
     vocab = loaded.run.data.tokenizer.vocab_size
-    assert ids.shape == (2, cfg.data.seq_len) and int(ids.min()) >= 0 and int(ids.max()) < vocab
-    assert len(texts) == 2
+    for sampler in loaded.method.samplers:  # each through the one door, Method.generate
+        ids, texts = generate(loaded, 2, 2, prompt=[3, 1], sampler=sampler)
+        assert ids.shape == (2, cfg.data.seq_len) and int(ids.min()) >= 0 and int(ids.max()) < vocab
+        assert (ids[:, :2] == torch.tensor([3, 1])).all() and len(texts) == 2
     report = bound_report(loaded, loaded.run.valid, sequences=2, steps=2)
     assert math.isfinite(report.nats_per_token) and report.nats_per_token > 0
     assert report.exact == METHODS.get(cfg.method).exact_likelihood

@@ -19,6 +19,7 @@ from ..engine.distributed import resolve_device
 from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
+from ..sampling import SAMPLERS, SamplerError
 from .render import eval_markdown, write_eval
 
 # `gdds sample --steps` above this is refused: each step is a network call on every sequence, and the
@@ -129,22 +130,29 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
 
 
 def add_sample(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sample", help="generate text from a trained run with the model's reverse chain",
+    p = subparsers.add_parser("sample", help="generate text from a trained run with the model's own sampler",
                               description="Sample from the latest checkpoint of RUN_DIR (EMA weights), or from a "
-                              "model folder (gdds export), with the exact "
-                              "reverse chain p_theta(x_s | x_t) that `gdds eval` scores; --approximate uses the "
-                              "renoise sampler instead (no likelihood applies to its samples).")
+                              "model folder (gdds export), with a sampler of the library (--sampler): by default "
+                              "the model's own law, the exact reverse chain p_theta(x_s | x_t) that `gdds eval` "
+                              "scores (an autoregressive model: exact ancestral sampling); 'renoise' is the "
+                              "APPROXIMATE renoise sampler (no likelihood applies to its samples).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
+                   help="; ".join(f"{name}: the {entry.label}" for name, entry in SAMPLERS.items())
+                   + " (default: the method's first; a sampler refuses options it does not take)")
+    p.add_argument("--approximate", action="store_const", const="renoise", dest="sampler",
+                   help="shorthand for --sampler renoise")
     p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
     p.add_argument("--steps", type=int, default=64, help=f"reverse steps T (default 64, at most {MAX_SAMPLE_STEPS:,})")
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
                    "length, data.seq_len)")
-    p.add_argument("--spacing", choices=("t", "lambda"), default="t", help="time grid uniform in t or in Lambda")
-    p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=1.0,
-                   help="nucleus filtering of mu, in (0, 1] (below 1 changes the model)")
-    p.add_argument("--gumbel", action="store_true", help="Gumbel-max on float32 instead of float64 inverse CDF")
+    p.add_argument("--spacing", choices=("t", "lambda"), default=None,
+                   help="exact sampler: time grid uniform in t (default) or in Lambda")
+    p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=None,
+                   help="exact and ancestral samplers: nucleus filtering, in (0, 1] (below 1 changes the model)")
+    p.add_argument("--gumbel", action="store_const", const=True, default=None,
+                   help="exact sampler: Gumbel-max on float32 instead of float64 inverse CDF")
     p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
-    p.add_argument("--approximate", action="store_true", help="use the APPROXIMATE renoise sampler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples to this JSON file")
     add_device_option(p)
@@ -161,10 +169,12 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
-    method = loaded.method
+    options = {key: value for key in ("spacing", "top_p", "gumbel") if (value := getattr(args, key)) is not None}
     try:
+        sampler = loaded.method.sampler(args.sampler)
+        sampler.check(options)
         length = loaded.sample_length(args.length, "--length")
-    except ConfigError as exc:
+    except (SamplerError, ConfigError) as exc:
         parser.error(str(exc))
     try:
         prompt = loaded.run.data.tokenizer.encode_exact(args.prompt, "the prompt") if args.prompt else []
@@ -173,21 +183,9 @@ def run_sample(args: argparse.Namespace) -> int:
     if len(prompt) >= length:
         parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
     check_memory(args, loaded, length)
-    if method.exact_likelihood:
-        if args.approximate or args.top_p < 1 or args.gumbel:
-            parser.error("an autoregressive run samples exactly; --approximate, --top-p and --gumbel do not apply")
-        ids, texts = generate(loaded, args.num, args.steps, args.seed, length, prompt=prompt)
-        label = method.preview_sampler
-    elif args.approximate:
-        loaded.denoiser()  # refuses a model that cannot generate
-        gen = torch.Generator(device=loaded.device).manual_seed(args.seed)
-        ids = method.preview(loaded.run.model, args.num, length, args.steps, gen, loaded.device).cpu()
-        texts = [loaded.run.data.tokenizer.decode(r.tolist()) for r in ids]
-        label = method.preview_sampler
-    else:
-        ids, texts = generate(loaded, args.num, args.steps, args.seed, length, prompt=prompt, spacing=args.spacing,
-                              top_p=args.top_p, gumbel=args.gumbel)
-        label = f"{method.sampler}, {args.steps} steps ({args.spacing} grid)"
+    texts = generate(loaded, args.num, args.steps, args.seed, length, prompt, args.sampler, **options)[1]
+    label = sampler.label if not sampler.denoises else f"{sampler.label}, {args.steps} steps" + (
+        f" ({args.spacing or 't'} grid)" if "spacing" in sampler.options else "")
     print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")
     for i, text in enumerate(texts):
         print(f"[{i + 1}] {text}")

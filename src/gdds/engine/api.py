@@ -26,9 +26,9 @@ from ..data import PaddedSentences, TextTokenizer, TokenArray
 from ..files import interrupted_replace
 from ..likelihood import nll_bound
 from ..process import ForwardProcess
-from ..sampling import Denoiser, sample
+from ..sampling import Denoiser
 from .build import LoadedRun
-from .evaluation.evaluate import BOUND_METRIC
+from .evaluation.evaluate import BOUND_METRIC, generate
 from .model_folder import export_model, is_model_folder, open_model
 
 
@@ -101,43 +101,33 @@ class Model:
         origin = source if is_model_folder(source) else source.parent.parent
         return export_model(origin, folder, self.loaded.weights, overwrite)
 
-    def _fixed(self, num: int, length: int, prompt: str | None, infill: str | None, blank: str,
-               blank_tokens: int) -> torch.Tensor | None:
+    def _template(self, length: int, prompt: str | None, infill: str | None, blank: str,
+                  blank_tokens: int) -> list[int]:
+        """The ids fixed at the start of every sample, ``-1`` for each free position of a blank."""
         if prompt is not None and infill is not None:
             raise ValueError("give a prompt or an infilling template, not both")
+        ids: list[int] = []
         if infill is not None:
             if blank not in infill:
                 raise ValueError(f"the infilling template has no blank {blank!r}")
-            ids: list[int] = []
             for i, piece in enumerate(infill.split(blank)):
                 ids += ([-1] * blank_tokens if i else []) + self.tokenizer.encode_exact(piece, "the template")
         elif prompt:
             ids = self.tokenizer.encode_exact(prompt, "the prompt")
-        else:
-            return None
         if len(ids) > length:
             raise ValueError(f"the prompt or template takes {len(ids)} tokens; the length is {length}")
-        fixed = torch.full((num, length), -1, dtype=torch.long)
-        fixed[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return fixed
+        return ids
 
     @torch.no_grad()
     def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
-               infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0) -> list[str]:
-        """``num`` texts of ``length`` tokens (default the model's) from the exact reverse chain in
-        ``steps`` steps (an autoregressive model: exact ancestral samples), seeded by ``seed``."""
+               infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
+               sampler: str | None = None) -> list[str]:
+        """``num`` texts of ``length`` tokens (default the model's) from ``sampler`` (a name of
+        :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
+        steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``."""
         length = self.loaded.sample_length(length, "length")
-        fixed = self._fixed(num, length, prompt, infill, blank, blank_tokens)
-        gen = torch.Generator(device=self.loaded.device).manual_seed(seed)
-        method = self.loaded.method
-        if method.exact_likelihood:
-            if infill is not None:
-                raise ValueError("an autoregressive model continues a prompt; it cannot fill blanks")
-            prompt_ids = [] if fixed is None else [int(i) for i in fixed[0] if i >= 0]
-            ids = method.generate(self.loaded.run.model, num, length, steps, gen, prompt_ids)
-        else:
-            ids = sample(self.process, self.denoiser, num, length, steps=steps, fixed=fixed, generator=gen)
-        return [self.tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        template = self._template(length, prompt, infill, blank, blank_tokens)
+        return generate(self.loaded, num, steps, seed, length, template, sampler)[1]
 
     @torch.no_grad()
     def nll_bound(self, texts: str | list[str], steps: int = 128, draws: int = 4, seed: int = 0) -> Score:

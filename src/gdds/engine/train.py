@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..data.tokens.stream import StreamedBlocks
 from ..files import write_text_atomically
 from ..models.layers import Trunk
+from ..objectives import NotGenerative
 from . import checkpoint as ck
 from .build import Run, build_run
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
@@ -206,14 +207,14 @@ class Trainer:
 
     @torch.no_grad()
     def generate(self, num: int, steps: int = 64) -> list[str]:
-        """``num`` texts with EMA weights from the method's preview sampler
-        (:meth:`gdds.objectives.Method.preview`: the APPROXIMATE renoise sampler for diffusion,
-        exact ancestral sampling for ``ar``); none for a model that cannot generate."""
+        """``num`` texts with EMA weights from the method's ``preview_sampler`` (diffusion: the APPROXIMATE
+        renoise sampler; ``ar``: exact ancestral sampling); none for a model that cannot generate."""
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
         self.model.eval()
-        ctx = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
-        with ctx, torch.autocast(**self.autocast):
-            ids = self.method.preview(self.model, num, self.cfg.data.seq_len, steps, gen, self.device)
+        ctx, ids = self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(), None
+        with contextlib.suppress(NotGenerative), ctx, torch.autocast(**self.autocast):
+            ids = self.method.generate(self.model, num, self.cfg.data.seq_len, steps, gen,
+                                       sampler=self.method.preview_sampler)
         self.model.train()
         return [] if ids is None else [self.run.data.tokenizer.decode(row.tolist()) for row in ids.cpu()]
 
@@ -343,7 +344,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
         if info.main:
             result.checkpoint = str(ck.latest_checkpoint(run_dir))
             result.samples = texts
-            result.sampler = trainer.method.preview_sampler
+            result.sampler = trainer.method.sampler(trainer.method.preview_sampler).label
         return result
     finally:
         torch.use_deterministic_algorithms(determinism)

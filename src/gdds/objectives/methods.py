@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import Denoiser, sample, sample_renoise
+from ..sampling import SAMPLERS, Denoiser, Sampler, SamplerError
 from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
 from .parametrization import AUTO, PARAMETRIZATIONS
 from .pathwise import (
@@ -57,8 +57,6 @@ ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a 
 JUMP_LABEL = "path-wise jump-state loss, t in [t_min, 1], theta-free terms left out (a training loss, not a bound)"
 CAMPBELL_LABEL = ("Campbell estimate of the path-wise jump-state loss, jumps at t >= t_min, theta-free terms left "
                   "out (a training loss, not a bound)")
-RENOISE_LABEL = "APPROXIMATE renoise sampler"
-ANCESTRAL_LABEL = "exact ancestral sampler"
 
 
 class NotGenerative(ValueError):
@@ -71,8 +69,9 @@ class Method:
     ``metric`` (the validation number is ``valid_<metric>``) and ``label`` (what that number
     is), ``network`` and ``causal`` (the network class and whether its attention is causal),
     ``noised`` (trains on a forward process), ``exact_likelihood`` (reports an exact NLL, not
-    a bound), ``sampler`` and ``preview_sampler`` (the labels of :meth:`generate` and
-    :meth:`preview`), ``parametrizations`` (how its output may become ``mu``:
+    a bound), ``samplers`` (the names in :data:`gdds.sampling.SAMPLERS` that :meth:`generate`
+    may use, the default first) and ``preview_sampler`` (the one of the training loop's quick
+    samples), ``parametrizations`` (how its output may become ``mu``:
     :data:`gdds.objectives.parametrization.PARAMETRIZATIONS`; the first is the default for an
     absorbing kernel, the last for the others)."""
 
@@ -83,8 +82,8 @@ class Method:
     causal: ClassVar[bool] = False
     noised: ClassVar[bool] = True
     exact_likelihood: ClassVar[bool] = False
-    sampler: ClassVar[str] = "exact reverse chain"
-    preview_sampler: ClassVar[str] = RENOISE_LABEL
+    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise")
+    preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
 
     def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO):
@@ -142,28 +141,33 @@ class Method:
         ``T``-step bound grows with ``T`` (``docs/math.md`` section 6)."""
         return self.process is not None and (self.process.absorbing or self.parametrization == "forward")
 
+    def sampler(self, name: str | None = None) -> Sampler:
+        """The entry of :data:`gdds.sampling.SAMPLERS` named ``name`` (default: the method's first);
+        :class:`gdds.sampling.SamplerError` listing the method's samplers when it cannot use it."""
+        name = self.samplers[0] if name is None else name
+        if name not in self.samplers:
+            raise SamplerError(f"method {self.name} samples with {', '.join(self.samplers)}; not {name!r}")
+        return SAMPLERS.get(name)
+
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                 prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
-        """``num`` sequences of ``length`` tokens from the model's reverse chain in ``steps``
-        steps, starting with the tokens ``prompt`` (:func:`gdds.sample`; ``sampler_options``
-        are its keyword arguments)."""
+                 prompt: Sequence[int] = (), sampler: str | None = None, **options: Any) -> Tensor:
+        """``num`` sequences of ``length`` tokens from the sampler named ``sampler`` (:meth:`sampler`;
+        the default is the model's own law: its reverse chain in ``steps`` steps, or ancestral
+        sampling), starting with the tokens ``prompt`` (``-1`` marks a free position: infilling, for
+        the samplers that can). ``options`` are the sampler's (:attr:`gdds.sampling.Sampler.options`;
+        others raise :class:`gdds.sampling.SamplerError`); :class:`NotGenerative` for a model
+        that cannot be sampled."""
+        entry = self.sampler(sampler)
+        entry.check(options)
         fixed = None
         if prompt:
+            if len(prompt) > length:
+                raise ValueError(f"the prompt has {len(prompt)} tokens; the length is {length}")
             fixed = torch.full((num, length), -1, dtype=torch.long)
-            fixed[:, :len(prompt)] = torch.tensor(list(prompt))
-        return sample(self.process, self.denoiser(model), num, length, steps=steps, generator=generator,
-                      fixed=fixed, **sampler_options)
-
-    def preview(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                device: torch.device) -> Tensor | None:
-        """Quick samples to look at during training (:data:`preview_sampler` says which
-        sampler): the APPROXIMATE renoise sampler for diffusion models; ``None`` for a model
-        that cannot generate."""
-        try:
-            net = self.denoiser(model)
-        except NotGenerative:
-            return None
-        return sample_renoise(self.process, net, num, length, steps, generator, device)
+            fixed[:, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
+        source = self.denoiser(model) if entry.denoises else model
+        return entry.draw(self.process, source, num, length, steps=steps, generator=generator, fixed=fixed,
+                          **options)
 
 
 class Snapshot(Method):
@@ -253,8 +257,8 @@ class Autoregressive(Method):
     """Left-to-right language model on the same blocks: exact NLL, ancestral sampling."""
 
     name, metric, label = "ar", "nll", AR_LABEL
-    network, causal, noised, exact_likelihood, sampler = CausalLM, True, False, True, ANCESTRAL_LABEL
-    preview_sampler = f"{ANCESTRAL_LABEL} (autoregressive)"
+    network, causal, noised, exact_likelihood = CausalLM, True, False, True
+    samplers, preview_sampler = ("ancestral",), "ancestral"
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
         return (x0,)
@@ -262,21 +266,6 @@ class Autoregressive(Method):
     def denoiser(self, model: nn.Module) -> Denoiser:
         raise NotGenerative("an autoregressive model is not a denoiser: it is scored exactly and sampled "
                             "ancestrally")
-
-    def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                 prompt: Sequence[int] = (), **sampler_options: Any) -> Tensor:
-        """Exact ancestral samples (``steps`` does not apply); the one sampler option is ``top_p``
-        (nucleus sampling of each conditional)."""
-        top_p = sampler_options.pop("top_p", 1.0)
-        if sampler_options:
-            raise ValueError(f"an autoregressive model samples exactly; {sorted(sampler_options)} do not apply")
-        device = next(model.parameters()).device
-        given = torch.tensor([list(prompt)] * num, dtype=torch.long, device=device) if prompt else None
-        return model.generate(num, length, generator, prompt=given, top_p=top_p)
-
-    def preview(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                device: torch.device) -> Tensor | None:
-        return model.generate(num, length, generator)
 
 
 METHODS: Registry[type[Method]] = Registry("method")

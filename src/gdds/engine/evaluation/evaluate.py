@@ -280,15 +280,15 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
 
 
 def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int | None = None,
-             prompt: Sequence[int] = (), **sampler_options: Any) -> tuple[Tensor, list[str]]:
-    """``num`` sequences (``length`` tokens, default the training length) from the method's
-    sampler (:meth:`gdds.objectives.Method.generate`: the model's reverse chain, or exact
-    ancestral samples) starting with ``prompt``, and their decoded texts."""
+             prompt: Sequence[int] = (), sampler: str | None = None, **options: Any) -> tuple[Tensor, list[str]]:
+    """``num`` sequences (``length`` tokens, default the training length) from ``sampler`` (default the
+    method's: :meth:`gdds.objectives.Method.generate`, the one door) starting with ``prompt``, and
+    their decoded texts; a sampler that can show a bar over its steps shows it on a terminal."""
     length = loaded.cfg.data.seq_len if length is None else length
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
-    if not loaded.method.exact_likelihood:  # the reverse chain: a bar over its steps on a terminal
-        sampler_options = {"progress": None, **sampler_options}
-    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, **sampler_options).cpu()
+    if "progress" in loaded.method.sampler(sampler).options:
+        options = {"progress": None, **options}
+    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, **options).cpu()
     tok = loaded.run.data.tokenizer
     return ids, [tok.decode(row.tolist()) for row in ids]
 
@@ -296,17 +296,17 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
 def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None]) -> list[SampleReport]:
     """``s.num_samples`` samples at every ``(sample_steps, top_p)`` (ancestral sampling has no step
     count), their entropies, and each judge's generative perplexity of them."""
-    method = loaded.method
+    sampler = loaded.method.sampler()
     dtype = torch.bfloat16 if loaded.half else torch.float32  # on a GPU in bf16 (a perplexity is not a bound)
     judges = [Judge.load(spec, device=loaded.device, dtype=dtype) for spec in [s.judge, *s.more_judges] if spec]
     rows = []
-    for k in [None] if method.exact_likelihood else s.sample_steps:
+    for k in s.sample_steps if sampler.denoises else [None]:
         for top_p in s.top_p:
-            log(f"sampling {s.num_samples} sequences: {method.sampler}" + ("" if k is None else f", {k} steps")
+            log(f"sampling {s.num_samples} sequences: {sampler.label}" + ("" if k is None else f", {k} steps")
                 + ("" if top_p == 1 else f", nucleus top_p = {top_p}"))
             ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples"),
                                   s.sample_length, **({} if top_p == 1 else {"top_p": top_p}))
-            row = SampleReport(k, method.sampler, "float64 inverse CDF", unigram_entropy(ids),
+            row = SampleReport(k, sampler.label, "float64 inverse CDF", unigram_entropy(ids),
                                per_sample_entropy(ids), texts, top_p=top_p)
             if judges:
                 row.generative_perplexity = judges[0].perplexity(texts)
