@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ..models.layers import Trunk
 from ..registry import Registry
@@ -41,8 +34,16 @@ from .distributed import DistInfo, barrier
 OPTIMIZER_FOLDER = "optimizer"  # a sharded optimizer state inside a checkpoint
 
 
+def _is_dtensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a sharded ``DTensor``. The FSDP2 modules (``torch.distributed.tensor``,
+    ``.checkpoint``: about half a second) are imported only by the code that shards, so every ``gdds``
+    command and one-process run starts without them; a DTensor exists only once its module is loaded."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
-    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().cpu()
+    return (t.full_tensor() if _is_dtensor(t) else t).detach().cpu()
 
 
 class Replicated:
@@ -144,6 +145,9 @@ class Sharded(Replicated):
         if self.dist.main and staging.exists():
             shutil.rmtree(staging)
         barrier(self.dist)
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
         with _one_process_is_intended():
             dcp.save(get_optimizer_state_dict(model, opt), checkpoint_id=str(staging))
         barrier(self.dist)
@@ -155,10 +159,14 @@ class Sharded(Replicated):
         expected = set(model.state_dict())
         if set(tensors) != expected:
             raise ck.CheckpointError(f"{what} does not match the model: {sorted(expected ^ set(tensors))[:5]}")
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
         set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True))
 
     def load_like(self, full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        if isinstance(like, DTensor):
+        if _is_dtensor(like):
+            from torch.distributed.tensor import distribute_tensor
+
             return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)
         return full.to(like.device)
 
@@ -172,6 +180,9 @@ class Sharded(Replicated):
 def _load_sharded_optimizer(model: nn.Module, opt: torch.optim.Optimizer, folder: Path) -> None:
     """Load an optimizer state written by :meth:`Sharded.save_optimizer` into this process's model,
     however many processes wrote it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
     state = get_optimizer_state_dict(model, opt)
     with _one_process_is_intended():
         dcp.load(state, checkpoint_id=str(folder))
