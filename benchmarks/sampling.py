@@ -26,7 +26,7 @@ The semantic kernel's transition operators are time-dependent. Its rank-one
 teleport part is handled in closed form and only the kNN part is frozen, on
 pieces of ``step`` in ``Lambda`` with Richardson extrapolation (default
 ``step=0.5``, fourth order, about 1e-7 in L1 against an ODE solve). It is also
-measured with cheaper settings passed through ``**op`` (``step=1.0``, about 1e-5);
+measured with cheaper operator settings (``OperatorSettings(step=1.0)``, about 1e-5);
 ``operator_accuracy`` gives the L1 distance of one cheap reverse step to the
 default one. The semantic sizes are small (B=1, L=16, S=4) because its exact step
 is expensive on a CPU at this ``m``; mask and uniform use closed-form O(m) steps
@@ -71,7 +71,7 @@ from torch import Tensor
 
 import gdds
 from common import machine_info, timed, versions, write_json
-from gdds import likelihood
+from gdds import OperatorSettings, likelihood
 from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform
 from gdds.minilm import minilm_kernel
 from gdds.models import DiT, DiTConfig
@@ -82,8 +82,8 @@ SEED = 0
 SCHEDULE_EPS = 1e-3
 LOGIT_SCALE = 2.0
 KERNELS = ("mask", "uniform", "semantic")
-DEFAULT_OPS: dict[str, Any] = {}
-CHEAP_OPS: dict[str, Any] = {"step": 1.0}
+DEFAULT_OPS = OperatorSettings()
+CHEAP_OPS = OperatorSettings(step=1.0)
 OPS_LABELS = {
     "default": "series; teleport part in closed form, kNN part frozen on pieces of step=0.5 in Lambda, "
                "Richardson-extrapolated (4th order; ~1e-7 L1 against an ODE solve in the operator tests); "
@@ -212,7 +212,7 @@ def measure_sampler(
     def call(rec: Recorder, seed: int) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
         if exact:
-            return sample(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **op)
+            return sample(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, operators=op)
         return sample_renoise(proc, rec, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen)
 
     for i in range(sizes.warmup):
@@ -305,8 +305,8 @@ def operator_accuracy(proc: gdds.ForwardProcess, m: int, allowed: Tensor) -> dic
     xt = allowed[torch.randint(0, allowed.numel(), (n,), generator=gen)]
     mu = torch.softmax(torch.randn(n, m, generator=gen, dtype=torch.float64) * LOGIT_SCALE, dim=-1)
     s, t = ACCURACY_TIMES
-    ref, ref_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **DEFAULT_OPS))
-    cheap, cheap_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **CHEAP_OPS))
+    ref, ref_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, operators=DEFAULT_OPS))
+    cheap, cheap_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, operators=CHEAP_OPS))
     l1 = (cheap - ref).abs().sum(-1)
     return {
         "what": "L1 distance between p_theta(x_s | x_t) computed with the cheap and the default operator "
@@ -326,7 +326,7 @@ def profile_semantic(proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes
     gen = torch.Generator().manual_seed(SEED)
     start = time.perf_counter()
     prof.enable()
-    sample(proc, denoiser, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **CHEAP_OPS)
+    sample(proc, denoiser, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, operators=CHEAP_OPS)
     prof.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(prof)
@@ -344,7 +344,7 @@ def profile_semantic(proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes
         for key, (_, nc, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
     ]
     return {
-        "what": f"cProfile of one gdds.sampling.sample call, semantic kernel, ops={CHEAP_OPS}, "
+        "what": f"cProfile of one gdds.sampling.sample call, semantic kernel, ops=step {CHEAP_OPS.step}, "
                 f"B={sizes.B} L={sizes.L} S={sizes.steps}",
         "wall_s": wall,
         "top_by_tottime": sorted(rows, key=lambda r: -r["tottime_s"])[:PROFILE_TOP],
@@ -411,7 +411,7 @@ def run_kernel(name: str, setup: Setup, profile: bool) -> dict[str, Any]:
                 if ops == "cheap" else "")
         bounds.append(measure_bound(
             f"nll_bound ({ops} ops)", f"gdds.likelihood.nll_bound(steps={bsizes.steps})",
-            lambda rec, x, g, op=op: likelihood.nll_bound(proc, rec, x, steps=bsizes.steps, generator=g, **op),
+            lambda rec, x, g, op=op: likelihood.nll_bound(proc, rec, x, steps=bsizes.steps, generator=g, operators=op),
             den, x0, bsizes, ops, note))
         print(f"  [{name}] nll_bound ({ops}): {bounds[-1]['s_per_sequence']:.3g} s/sequence", flush=True)
     if name == "mask":
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
             **asdict(setup), "schedule": repr(gdds.LogLinear(SCHEDULE_EPS)), "seed": SEED, "device": "cpu",
             "denoiser": f"stand-in: precomputed float32 logits N(0, {LOGIT_SCALE:g}^2) [B, L, m], "
                         "timed separately (inside the denoiser)",
-            "cheap_ops": CHEAP_OPS, "ops_labels": OPS_LABELS,
+            "cheap_ops": {"step": CHEAP_OPS.step}, "ops_labels": OPS_LABELS,
             "steps_per_s": "S / median wall time of a whole sampler call (set-up included)",
             "share_outside_denoiser": "1 - (time inside denoiser calls) / (wall time), summed over repeats",
             "s_per_sequence": "median wall time of one estimator call / B",

@@ -5,7 +5,7 @@ import torch
 
 import gdds
 from gdds import kernels as K
-from gdds.operators import transition
+from gdds.operators import OperatorSettings, transition
 from helpers import random_stochastic
 
 SCHED = gdds.LogLinear()
@@ -85,9 +85,9 @@ def test_invalid_operator_inputs(proc):
     with pytest.raises(ValueError, match=r"shape \[m, n\]"):
         proc.transition(torch.rand(4, 2), 0.0, 0.5)
     with pytest.raises(ValueError, match="method"):
-        proc.transition(v, 0.0, 0.5, method="magic")
+        proc.transition(v, 0.0, 0.5, settings=OperatorSettings(method="magic"))
     with pytest.raises(ValueError, match="column-constant"):
-        transition(proc.kernel, SCHED, v, 0.0, 0.5, method="closed")
+        transition(proc.kernel, SCHED, v, 0.0, 0.5, settings=OperatorSettings(method="closed"))
     with pytest.raises(ValueError, match="method"):
         proc.noise(torch.zeros(1, 2, dtype=torch.long), 0.5, method="magic")
     with pytest.raises(ValueError, match="refusing"):
