@@ -55,7 +55,7 @@ from common import machine_info, versions, write_json
 from gdds import OperatorSettings
 from gdds.baseline import bayes_unigram
 from gdds.categorical import one_hot_columns
-from gdds.kernels import SemanticKNN
+from gdds.kernels import SemanticKNN, SemanticSettings
 from gdds.likelihood import nll_bound, prior_kl
 from gdds.objectives.parametrization import forward_cross_entropy, surrogate_cross_entropy
 from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step_probs
@@ -85,7 +85,7 @@ def process_of(m: int, b: float, cache: Path) -> gdds.ForwardProcess:
     """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``)."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(m, 64 if m > 1000 else 16, generator=torch.Generator().manual_seed(SEED))
-    kernel = SemanticKNN(emb, k=min(64, m - 2), b=b, schedule=sched, cache_dir=cache, progress=False)
+    kernel = SemanticKNN(emb, SemanticSettings(k=min(64, m - 2), b=b), schedule=sched, cache_dir=cache, progress=False)
     return gdds.ForwardProcess(sched, kernel)
 
 

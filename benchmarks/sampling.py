@@ -72,7 +72,7 @@ from torch import Tensor
 import gdds
 from common import machine_info, timed, versions, write_json
 from gdds import OperatorSettings, likelihood
-from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform
+from gdds.kernels import Kernel, Mask, SemanticKNN, SemanticSettings, Uniform
 from gdds.minilm import minilm_kernel
 from gdds.models import DiT, DiTConfig
 from gdds.posterior import reverse_step_probs
@@ -361,7 +361,8 @@ def build_kernel(name: str, setup: Setup, schedule: gdds.Schedule, cache_dir: st
     if setup.vocab == "minilm":
         return timed(lambda: minilm_kernel(schedule=schedule, cache_dir=cache_dir, progress=False))
     emb = torch.randn(setup.m, setup.d, generator=torch.Generator().manual_seed(SEED))
-    return timed(lambda: SemanticKNN(emb, k=setup.k, schedule=schedule, cache_dir=cache_dir, progress=False))
+    return timed(lambda: SemanticKNN(emb, SemanticSettings(k=setup.k), schedule=schedule, cache_dir=cache_dir,
+                                     progress=False))
 
 
 def ordinary_tokens(setup: Setup) -> Tensor:

@@ -19,8 +19,8 @@ SERIES = OperatorSettings(method="series")
 
 def semantic(m: int = M) -> K.SemanticKNN:
     """The paper's kernel at its sharp default eps = 0.01, with its time-dependent teleport."""
-    return K.SemanticKNN(small_embeddings(m, d=3, seed=11), k=4, bandwidth_k=3, eps=0.01, schedule=SCHED,
-                         cache=False, progress=False)
+    return K.SemanticKNN(small_embeddings(m, d=3, seed=11), K.SemanticSettings(k=4, bandwidth_k=3, eps=0.01),
+                         schedule=SCHED, cache=False, progress=False)
 
 
 KERNELS = {

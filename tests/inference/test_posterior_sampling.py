@@ -49,8 +49,9 @@ KERNELS = {
     "mask": lambda: K.Mask(6, 5),
     "uniform": lambda: K.Uniform(6),
     "hybrid-t": lambda: K.Hybrid(6, 5, lambda t: 0.5 * mixing_weight(t)),
-    "semantic": lambda: K.SemanticKNN(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), k=3, b=0.2,
-                                      bandwidth_k=2, eps=0.5, schedule=SCHED, cache=False, progress=False),
+    "semantic": lambda: K.SemanticKNN(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)),
+                                      K.SemanticSettings(k=3, b=0.2, bandwidth_k=2, eps=0.5), schedule=SCHED,
+                                      cache=False, progress=False),
 }
 
 

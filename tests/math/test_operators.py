@@ -88,7 +88,7 @@ def test_semantic_kernel_series_matches_ode():
     """The teleport split (only the kNN part frozen): < 2e-7 in L1 at the default
     step 0.5 and fourth order under Richardson (< 1e-9 at step 0.1)."""
     emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=12, b=0.2, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=12, b=0.2), schedule=SCHED, cache=False, progress=False)
     assert kernel.teleport_split().inner is kernel.knn
     v = torch.eye(120, 3, dtype=torch.float64)
     for transpose in (False, True):
@@ -105,7 +105,7 @@ def test_without_tempering_the_series_is_one_exact_poisson_series():
     series needs no frozen pieces and matches the ODE to its tolerance (< 1e-10 in L1) with the
     paper's eps, whatever the interval."""
     emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=12, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=12), schedule=SCHED, cache=False, progress=False)
     assert not kernel.knn.time_dependent and kernel.knn.b == 0.0
     v = torch.eye(120, 3, dtype=torch.float64)
     for transpose in (False, True):
@@ -121,8 +121,8 @@ def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
     masked (the prior is close to a point mass on the mask)."""
     m, mask = 60, 59
     emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(1))
-    kernel = K.SemanticKNN(emb, k=10, b=0.2, schedule=SCHED, exclude=[mask], teleport_to="mask", mask_id=mask,
-                           cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=10, b=0.2, teleport_to="mask"), schedule=SCHED, exclude=[mask],
+                           mask_id=mask, cache=False, progress=False)
     split = kernel.teleport_split()
     assert split.column(0.5)[mask] == 1.0 and split.inner.time_dependent
     v = torch.eye(m, 3, dtype=torch.float64)
@@ -137,9 +137,10 @@ def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
     at_one = transition(kernel, SCHED, torch.eye(m, m - 1, dtype=torch.float64), 0.0, 1.0)
     assert float(at_one[mask].min()) > 0.98
     with pytest.raises(ValueError, match="teleport_to"):
-        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", cache=False, progress=False)
+        K.SemanticKNN(emb, K.SemanticSettings(k=10, teleport_to="mask"), schedule=SCHED, cache=False, progress=False)
     with pytest.raises(ValueError, match="excluded"):
-        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", mask_id=mask, cache=False, progress=False)
+        K.SemanticKNN(emb, K.SemanticSettings(k=10, teleport_to="mask"), schedule=SCHED, mask_id=mask, cache=False,
+                      progress=False)
 
 
 def test_operators_keep_probabilities_non_negative():
@@ -152,8 +153,8 @@ def test_operators_keep_probabilities_non_negative():
     them would be non-negative too, and wrong); and they stay as close to the ODE as before."""
     m = 89
     emb = torch.randn(m, 4, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=17, eps=0.01, b=0.2, schedule=SCHED, exclude=[m - 3, m - 2, m - 1],
-                           teleport_to="mask", mask_id=m - 1, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=17, eps=0.01, b=0.2, teleport_to="mask"), schedule=SCHED,
+                           exclude=[m - 3, m - 2, m - 1], mask_id=m - 1, cache=False, progress=False)
     eye = torch.eye(m, dtype=torch.float64)
     undershoots = 0
     for transpose, t in itertools.product((False, True), (0.3, 0.6, 0.9)):
@@ -224,7 +225,7 @@ def test_adjoint_and_semigroup(device):
 def test_probability_is_conserved_at_large_vocabulary(device):
     """Series path on a sparse semantic kernel (m = 3000, too large for dense), on the test device."""
     emb = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=16, b=0.2, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=16, b=0.2), schedule=SCHED, cache=False, progress=False)
     proc = gdds.ForwardProcess(SCHED, kernel).to(device)
     q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64, device=device), 0.0, 0.7, return_bound=True)
     assert q.shape == (3000, 5) and (q >= -1e-15).all() and q.device.type == device.type

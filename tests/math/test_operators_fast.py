@@ -22,9 +22,9 @@ REFERENCE = OperatorSettings(precision="float64")
 
 def semantic(m: int = 80, b: float = 0.2, absorb: bool = False, float32: bool = True) -> gdds.ForwardProcess:
     emb = torch.randn(m, 8, generator=torch.Generator().manual_seed(11))
-    extra = dict(teleport_to="mask", mask_id=m - 1) if absorb else {}
-    kernel = K.SemanticKNN(emb, k=16, bandwidth_k=7, b=b, exclude=[m - 1], schedule=SCHED, cache=False,
-                           progress=False, **extra)
+    settings = K.SemanticSettings(k=16, bandwidth_k=7, b=b, teleport_to="mask" if absorb else "uniform")
+    kernel = K.SemanticKNN(emb, settings, mask_id=m - 1 if absorb else None, exclude=[m - 1], schedule=SCHED,
+                           cache=False, progress=False)
     kernel.knn.float32_apply = float32
     return gdds.ForwardProcess(SCHED, kernel)
 
@@ -126,8 +126,8 @@ def test_precision_is_named_or_refused():
     with pytest.raises(ValueError, match="precision must be 'mixed' or 'float64'"):
         OperatorSettings(precision="half")
     assert not semantic(float32=False).kernel.knn.float32_apply
-    assert K.SemanticKNN(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)), k=8, cache=False,
-                         progress=False).knn.float32_apply  # above DENSE_PRODUCTS: sparse products
+    assert K.SemanticKNN(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)), K.SemanticSettings(k=8),
+                         cache=False, progress=False).knn.float32_apply  # above DENSE_PRODUCTS: sparse products
 
 
 def test_rows_at_many_times_share_one_series():
@@ -147,8 +147,8 @@ def test_rows_at_many_times_share_one_series():
         torch.testing.assert_close(together[:, j:j + 1], alone, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="do not depend on time"):
         transposed_from_zero(semantic(b=0.2).kernel.teleport_split(), SCHED, v, times)
-    knn = K.SemanticKNN(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), k=16, cache=False,
-                        progress=False).knn
+    knn = K.SemanticKNN(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), K.SemanticSettings(k=16),
+                        cache=False, progress=False).knn
     moving = K.Mixture([knn, K.Mask(80, 79), K.Uniform(80)],
                        [0.5, lambda t: 0.5 * torch.as_tensor(t, dtype=torch.float64), lambda t: 0.5 - 0.5 * t])
     assert moving.teleport_split().column_varies and not moving.teleport_split().homogeneous

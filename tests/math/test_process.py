@@ -168,7 +168,8 @@ def test_semantic_knn_law_at_moderate_vocabulary():
     """SIK noising (time-dependent, sparse) against the ODE marginal on m = 40."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(40, 4, generator=torch.Generator().manual_seed(2))
-    kernel = K.SemanticKNN(emb, k=6, bandwidth_k=3, eps=0.5, b=0.2, schedule=sched, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=6, bandwidth_k=3, eps=0.5, b=0.2), schedule=sched, cache=False,
+                           progress=False)
     proc = gdds.ForwardProcess(sched, kernel)
     x0 = torch.tensor([[0, 7]]).repeat(DRAWS, 1)
     for t in (0.3, 0.9):

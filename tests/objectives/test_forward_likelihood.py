@@ -24,9 +24,9 @@ def semantic(b: float = 0.2, absorb: bool = False, m: int = M) -> gdds.ForwardPr
     """The paper's kernel (eps 0.01, local bandwidth, sigmoid teleport) on random embeddings; with
     ``absorb`` the semantic-then-absorb variant (the last id is the mask)."""
     emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(3))
-    extra = dict(teleport_to="mask", mask_id=m - 1) if absorb else {}
-    kernel = K.SemanticKNN(emb, k=8, bandwidth_k=7, b=b, exclude=[m - 1], schedule=SCHED, cache=False,
-                           progress=False, **extra)
+    settings = K.SemanticSettings(k=8, bandwidth_k=7, b=b, teleport_to="mask" if absorb else "uniform")
+    kernel = K.SemanticKNN(emb, settings, mask_id=m - 1 if absorb else None, exclude=[m - 1], schedule=SCHED,
+                           cache=False, progress=False)
     return gdds.ForwardProcess(SCHED, kernel)
 
 
