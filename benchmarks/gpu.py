@@ -40,7 +40,7 @@ import torch
 
 import gdds
 from common import machine_info, synchronize, versions, write_json
-from gdds.kernels import SemanticKNN, Uniform, cached_knn_graph
+from gdds.kernels import SemanticKNN, SemanticSettings, Uniform, cached_knn_graph
 
 REFERENCE = {"semantic_per_jump_tokens_per_s": 4.9e6, "uniform_closed_tokens_per_s": 909e6,
              "train_small_tokens_per_s": 168e3, "train_small_peak_gib": 41.7}
@@ -94,7 +94,7 @@ def semantic_process(sizes: Sizes, device: torch.device) -> gdds.ForwardProcess:
     emb = torch.randn(sizes.m, sizes.d, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="gdds-gpu-knn-") as cache:
         cached_knn_graph(emb, sizes.k, cache_dir=cache, progress=False, device=device)
-        kernel = SemanticKNN(emb, k=sizes.k, schedule=schedule, cache_dir=cache, progress=False)
+        kernel = SemanticKNN(emb, SemanticSettings(k=sizes.k), schedule=schedule, cache_dir=cache, progress=False)
     return gdds.ForwardProcess(schedule, kernel).to(device)
 
 

@@ -53,7 +53,7 @@ from torch import Tensor
 import gdds
 from common import command_line, machine_info, number, synchronize, timed, versions, write_json
 from gdds.data import minilm_embeddings
-from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform, cached_knn_graph
+from gdds.kernels import Kernel, Mask, SemanticKNN, SemanticSettings, Uniform, cached_knn_graph
 
 SEED = 0
 SCHEDULE_EPS = 1e-3
@@ -246,7 +246,8 @@ def run_section(setup: Setup, timing: Timing, judged: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gdds-bench-knn-") as cache_dir:
         graph = graph_timings(emb, setup, cache_dir)
         sik, graph["kernel_init_from_cache_s"] = timed(
-            lambda: SemanticKNN(emb, k=setup.k, schedule=schedule, cache_dir=cache_dir, progress=False)
+            lambda: SemanticKNN(emb, SemanticSettings(k=setup.k), schedule=schedule, cache_dir=cache_dir,
+                                progress=False)
         )
     kernels: dict[str, tuple[Kernel, str]] = {
         "semantic_knn": (sik, "auto"),

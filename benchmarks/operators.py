@@ -52,16 +52,17 @@ from torch import Tensor
 
 import gdds
 from common import machine_info, versions, write_json
+from gdds import OperatorSettings
 from gdds.baseline import bayes_unigram
 from gdds.categorical import one_hot_columns
-from gdds.kernels import SemanticKNN
+from gdds.kernels import SemanticKNN, SemanticSettings
 from gdds.likelihood import nll_bound, prior_kl
 from gdds.objectives.parametrization import forward_cross_entropy, surrogate_cross_entropy
 from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step_probs
 from gdds.sampling import LikelihoodWeighted, reference_prior
 
 SEED, T, LOGIT_SCALE = 0, 128, 2.0
-REFERENCE = {"precision": "float64"}
+REFERENCE = OperatorSettings(precision="float64")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def process_of(m: int, b: float, cache: Path) -> gdds.ForwardProcess:
     """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``)."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(m, 64 if m > 1000 else 16, generator=torch.Generator().manual_seed(SEED))
-    kernel = SemanticKNN(emb, k=min(64, m - 2), b=b, schedule=sched, cache_dir=cache, progress=False)
+    kernel = SemanticKNN(emb, SemanticSettings(k=min(64, m - 2), b=b), schedule=sched, cache_dir=cache, progress=False)
     return gdds.ForwardProcess(sched, kernel)
 
 
@@ -109,19 +110,20 @@ def reference_term(process: gdds.ForwardProcess, mu: Tensor, pi: Tensor, x0: Ten
     """a7bf748's bound term in float64: the model's step and the true posterior from one operator pass over
     ``[mu; e_{x0}]`` (a column per position), then the baseline alone, its ``q_t`` by a separate pass."""
     onehot = one_hot_columns(x0, process.m).T
-    both = reverse_step_probs(process, torch.cat([mu, onehot]), torch.cat([xt, xt]), s, t, **REFERENCE)
+    both = reverse_step_probs(process, torch.cat([mu, onehot]), torch.cat([xt, xt]), s, t, operators=REFERENCE)
     q, p = both[mu.shape[0]:], both[:mu.shape[0]]
-    like = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), **REFERENCE)[0]
+    like = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), operators=REFERENCE)[0]
     base = pi * like
     both = reverse_step_probs(process, torch.cat([base / base.sum(-1, keepdim=True), onehot]), torch.cat([xt, xt]),
-                              s, t, **REFERENCE)
+                              s, t, operators=REFERENCE)
     return kl_rows(q, p), kl_rows(both[mu.shape[0]:], both[:mu.shape[0]])
 
 
 def new_term(process: gdds.ForwardProcess, rho: Tensor, pi: Tensor, x0: Tensor, xt: Tensor, s: float, t: float,
-             **op: Any) -> tuple[tuple[Tensor, Tensor], list[Tensor]]:
+             operators: OperatorSettings | None = None) -> tuple[tuple[Tensor, Tensor], list[Tensor]]:
     """Model and baseline (likelihood-weighted) on shared draws: ``(KLs, steps)``."""
-    q, steps = posterior_and_steps(process, [(rho, True), (pi.expand_as(rho), True)], x0, xt, s, t, **op)
+    q, steps = posterior_and_steps(process, [(rho, True), (pi.expand_as(rho), True)], x0, xt, s, t,
+                                   operators=operators)
     return (kl_rows(q, steps[0]), kl_rows(q, steps[1])), steps
 
 
@@ -141,12 +143,12 @@ def measure_size(size: Size, b: float, cache: Path) -> dict[str, Any]:
     rho = torch.softmax(logits, -1)
     pi = torch.softmax(torch.randn(size.m, generator=g, dtype=torch.float64), 0)
     x0 = x0.reshape(-1)
-    _, ref_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, **REFERENCE))
+    _, ref_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, operators=REFERENCE))
     new_step, new_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True))
-    exact_step = reverse_step_probs(process, rho, xt, s, t, weighted=True, **REFERENCE)
+    exact_step = reverse_step_probs(process, rho, xt, s, t, weighted=True, operators=REFERENCE)
     ref_terms, ref_term_s = timed(lambda: reference_term(process, rho, pi, x0, xt, s, t))
     (new_terms, new_steps), new_term_s = timed(lambda: new_term(process, rho, pi, x0, xt, s, t))
-    exact_terms, exact_steps = new_term(process, rho, pi, x0, xt, s, t, **REFERENCE)
+    exact_terms, exact_steps = new_term(process, rho, pi, x0, xt, s, t, operators=REFERENCE)
     max_tv = max([tv(new_step, exact_step)] + [tv(a, b) for a, b in zip(new_steps, exact_steps)])
     term_change = max(float((a - b).abs().sum()) / n for a, b in zip(new_terms, exact_terms))
     batch = x0.reshape(size.B, size.L)
@@ -168,7 +170,7 @@ def measure_size(size: Size, b: float, cache: Path) -> dict[str, Any]:
 def _marginal_prior(process: gdds.ForwardProcess, x0: Tensor) -> Tensor:
     """a7bf748's prior term: the marginal ``q_1(. | x0)`` of every sequence, in float64."""
     p1 = reference_prior(process)
-    q1 = process.marginal(x0, 1.0, **REFERENCE)
+    q1 = process.marginal(x0, 1.0, REFERENCE)
     return kl_rows(q1, p1.expand_as(q1)).sum(-1)
 
 

@@ -26,7 +26,7 @@ The semantic kernel's transition operators are time-dependent. Its rank-one
 teleport part is handled in closed form and only the kNN part is frozen, on
 pieces of ``step`` in ``Lambda`` with Richardson extrapolation (default
 ``step=0.5``, fourth order, about 1e-7 in L1 against an ODE solve). It is also
-measured with cheaper settings passed through ``**op`` (``step=1.0``, about 1e-5);
+measured with cheaper operator settings (``OperatorSettings(step=1.0)``, about 1e-5);
 ``operator_accuracy`` gives the L1 distance of one cheap reverse step to the
 default one. The semantic sizes are small (B=1, L=16, S=4) because its exact step
 is expensive on a CPU at this ``m``; mask and uniform use closed-form O(m) steps
@@ -79,6 +79,7 @@ from sampling_setup import (
     SEED,
     Setup,
     build_kernel,
+    given,
     ordinary_tokens,
     stand_in,
     tiny_dit,
@@ -120,7 +121,8 @@ def run_kernel(name: str, setup: Setup, profile: bool) -> dict[str, Any]:
                 if ops == "cheap" else "")
         bounds.append(measure_bound(
             f"nll_bound ({ops} ops)", f"gdds.likelihood.nll_bound(steps={bsizes.steps})",
-            lambda rec, x, g, op=op: likelihood.nll_bound(proc, rec, x, steps=bsizes.steps, generator=g, **op),
+            lambda rec, x, g, op=op: likelihood.nll_bound(proc, rec, x, steps=bsizes.steps, generator=g,
+                                                          operators=op),
             den, x0, bsizes, ops, note))
         print(f"  [{name}] nll_bound ({ops}): {bounds[-1]['s_per_sequence']:.3g} s/sequence", flush=True)
     if name == "mask":
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             **asdict(setup), "schedule": repr(gdds.LogLinear(SCHEDULE_EPS)), "seed": SEED, "device": "cpu",
             "denoiser": f"stand-in: precomputed float32 logits N(0, {LOGIT_SCALE:g}^2) [B, L, m], "
                         "timed separately (inside the denoiser)",
-            "cheap_ops": CHEAP_OPS, "ops_labels": OPS_LABELS,
+            "cheap_ops": given(CHEAP_OPS), "ops_labels": OPS_LABELS,
             "steps_per_s": "S / median wall time of a whole sampler call (set-up included)",
             "share_outside_denoiser": "1 - (time inside denoiser calls) / (wall time), summed over repeats",
             "s_per_sequence": "median wall time of one estimator call / B",

@@ -30,6 +30,7 @@ from sampling_setup import (
     PROFILE_TOP,
     SEED,
     Sizes,
+    given,
 )
 
 
@@ -82,7 +83,8 @@ def measure_sampler(
 
     def call(rec: Recorder, seed: int) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
-        return entry.draw(proc, rec, sizes.B, sizes.L, steps=sizes.steps, generator=gen, **(op if exact else {}))
+        settings = {"operators": op} if exact else {}
+        return entry.draw(proc, rec, sizes.B, sizes.L, steps=sizes.steps, generator=gen, **settings)
 
     for i in range(sizes.warmup):
         sampler_run(lambda rec, i=i: call(rec, SEED + 100 + i), denoiser, sizes.steps)
@@ -96,7 +98,7 @@ def measure_sampler(
         "name": name,
         "sampler": f"gdds.sampling.{entry.draw.__name__} ({entry.label})",
         "ops": ops if exact else "n/a (forward noising only)",
-        "ops_settings": op if exact else None,
+        "ops_settings": given(op) if exact else None,
         "accuracy": OPS_LABELS[ops] if exact else "approximate sampler (forgets x_t); no likelihood attaches",
         **asdict(sizes),
         "wall_s_median": median,
@@ -173,8 +175,8 @@ def operator_accuracy(proc: gdds.ForwardProcess, m: int, allowed: Tensor) -> dic
     xt = allowed[torch.randint(0, allowed.numel(), (n,), generator=gen)]
     mu = torch.softmax(torch.randn(n, m, generator=gen, dtype=torch.float64) * LOGIT_SCALE, dim=-1)
     s, t = ACCURACY_TIMES
-    ref, ref_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **DEFAULT_OPS))
-    cheap, cheap_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, **CHEAP_OPS))
+    ref, ref_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, operators=DEFAULT_OPS))
+    cheap, cheap_s = timed(lambda: reverse_step_probs(proc, mu, xt, s, t, operators=CHEAP_OPS))
     l1 = (cheap - ref).abs().sum(-1)
     return {
         "what": "L1 distance between p_theta(x_s | x_t) computed with the cheap and the default operator "
@@ -194,7 +196,7 @@ def profile_semantic(proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes
     gen = torch.Generator().manual_seed(SEED)
     start = time.perf_counter()
     prof.enable()
-    sample(proc, denoiser, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, **CHEAP_OPS)
+    sample(proc, denoiser, num=sizes.B, length=sizes.L, steps=sizes.steps, generator=gen, operators=CHEAP_OPS)
     prof.disable()
     wall = time.perf_counter() - start
     stats = pstats.Stats(prof)
@@ -212,7 +214,7 @@ def profile_semantic(proc: gdds.ForwardProcess, denoiser: Callable, sizes: Sizes
         for key, (_, nc, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
     ]
     return {
-        "what": f"cProfile of one gdds.sampling.sample call, semantic kernel, ops={CHEAP_OPS}, "
+        "what": f"cProfile of one gdds.sampling.sample call, semantic kernel, ops={given(CHEAP_OPS)}, "
                 f"B={sizes.B} L={sizes.L} S={sizes.steps}",
         "wall_s": wall,
         "top_by_tottime": sorted(rows, key=lambda r: -r["tottime_s"])[:PROFILE_TOP],

@@ -4,7 +4,7 @@ and DiT denoisers, the kernels, and the ordinary tokens that clean data may hold
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -12,7 +12,8 @@ from torch import Tensor
 
 import gdds
 from common import timed
-from gdds.kernels import Kernel, Mask, SemanticKNN, Uniform
+from gdds import OperatorSettings
+from gdds.kernels import Kernel, Mask, SemanticKNN, SemanticSettings, Uniform
 from gdds.minilm import minilm_kernel
 from gdds.models import DiT, DiTConfig
 
@@ -20,8 +21,14 @@ SEED = 0
 SCHEDULE_EPS = 1e-3
 LOGIT_SCALE = 2.0
 KERNELS = ("mask", "uniform", "semantic")
-DEFAULT_OPS: dict[str, Any] = {}
-CHEAP_OPS: dict[str, Any] = {"step": 1.0}
+DEFAULT_OPS = OperatorSettings()
+CHEAP_OPS = OperatorSettings(step=1.0)
+
+
+def given(settings: OperatorSettings) -> dict[str, Any]:
+    """The operator settings that differ from the defaults, as the results record them."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if getattr(settings, f.name) != f.default}
+
 OPS_LABELS = {
     "default": "series; teleport part in closed form, kNN part frozen on pieces of step=0.5 in Lambda, "
                "Richardson-extrapolated (4th order; ~1e-7 L1 against an ODE solve in the operator tests); "
@@ -110,7 +117,8 @@ def build_kernel(name: str, setup: Setup, schedule: gdds.Schedule, cache_dir: st
     if setup.vocab == "minilm":
         return timed(lambda: minilm_kernel(schedule=schedule, cache_dir=cache_dir, progress=False))
     emb = torch.randn(setup.m, setup.d, generator=torch.Generator().manual_seed(SEED))
-    return timed(lambda: SemanticKNN(emb, k=setup.k, schedule=schedule, cache_dir=cache_dir, progress=False))
+    return timed(lambda: SemanticKNN(emb, SemanticSettings(k=setup.k), schedule=schedule, cache_dir=cache_dir,
+                                     progress=False))
 
 
 def ordinary_tokens(setup: Setup) -> Tensor:

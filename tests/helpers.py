@@ -92,8 +92,8 @@ def kernel_zoo(m: int = 7):
     built by its recipe: ``(name, kernel)``."""
     sched = gdds.LogLinear(1e-3)
     sparse = random_stochastic(m, 3, sparsity=0.6).to_sparse()
-    knn = K.SemanticKNN(small_embeddings(m), k=4, bandwidth_k=3, b=0.2, schedule=sched, cache=False,
-                        progress=False)  # (tempered: the time-dependent kNN path; the others have b = 0)
+    knn = K.SemanticKNN(small_embeddings(m), K.SemanticSettings(k=4, bandwidth_k=3, b=0.2), schedule=sched,
+                        cache=False, progress=False)  # (tempered: the time-dependent kNN path; the others have b = 0)
     zoo = [
         ("dense", K.Dense(random_stochastic(m, 1))),
         ("dense-t", time_dependent_dense(m, 10)[2]),
@@ -106,10 +106,11 @@ def kernel_zoo(m: int = 7):
         ("mixture-t", K.Mixture([K.Sparse(sparse), K.Dense(random_stochastic(m, 2))],
                                 [lambda t: 1 - mixing_weight(t), mixing_weight])),
         ("semantic-knn", knn),
-        ("semantic-knn-cosine", K.SemanticKNN(small_embeddings(m, seed=4), k=3, bandwidth_k=2, metric="cosine",
-                                              gamma=0.5, schedule=sched, cache=False, progress=False)),
-        ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), k=3, bandwidth_k=2, exclude=[1],
-                                                 schedule=sched, cache=False, progress=False)),
+        ("semantic-knn-cosine", K.SemanticKNN(small_embeddings(m, seed=4),
+                                              K.SemanticSettings(k=3, bandwidth_k=2, metric="cosine", gamma=0.5),
+                                              schedule=sched, cache=False, progress=False)),
+        ("semantic-knn-excluding", K.SemanticKNN(small_embeddings(m, seed=5), K.SemanticSettings(k=3, bandwidth_k=2),
+                                                 exclude=[1], schedule=sched, cache=False, progress=False)),
         ("absorbing-sparse", K.Absorbing(K.Sparse(sparse), 2)),
         ("tempered-knn", K.TemperedKNN((torch.arange(m)[:, None] + torch.arange(1, 4)) % m,
                                         -0.5 * torch.arange(3.0).expand(m, 3), sched, b=0.3)),

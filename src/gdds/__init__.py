@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import kernels
 from .likelihood import nll_bound
+from .operators import OperatorSettings
 from .process import ForwardProcess, NoisingInfo
 from .sampling import sample
 from .schedules import SCHEDULES, Cosine, Exponential, Geometric, Linear, LogLinear, Schedule
@@ -29,6 +30,7 @@ __all__ = [
     "Linear",
     "LogLinear",
     "NoisingInfo",
+    "OperatorSettings",
     "Schedule",
     "__version__",
     "kernels",

@@ -12,11 +12,10 @@ from context. :func:`unigram_nll` is the exact NLL of the unigram model itself.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from .operators import OperatorSettings
 from .process import ForwardProcess
 from .sampling import LikelihoodWeighted
 
@@ -38,10 +37,11 @@ def unigram_nll(pi: Tensor, x0: Tensor, keep: Tensor | None = None) -> Tensor:
     return (nll if keep is None else torch.where(keep, nll, 0.0)).sum(-1)
 
 
-def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> LikelihoodWeighted:
+def bayes_unigram(process: ForwardProcess, pi: Tensor, *, operators: OperatorSettings | None = None
+                  ) -> LikelihoodWeighted:
     """The Bayes-unigram denoiser of ``process`` and the clean-token law ``pi [m]``: the forward-likelihood
     parametrization (:class:`gdds.sampling.LikelihoodWeighted`) of a network that says ``log pi`` everywhere,
-    so ``mu ∝ pi(y) q_t(x_t | y)`` with the exact ``q_t`` (operator settings ``op``). Called, it gives
+    so ``mu ∝ pi(y) q_t(x_t | y)`` with the exact ``q_t`` (applied as ``operators`` say). Called, it gives
     those log-probs (unnormalised; ``-inf`` where ``x_t`` cannot come from ``y``); in the sampler and
     the bound the reverse step weights ``pi`` by the ``q_t(x_t | .)`` it computes anyway."""
     if pi.shape != (process.m,):
@@ -51,4 +51,4 @@ def bayes_unigram(process: ForwardProcess, pi: Tensor, **op: Any) -> LikelihoodW
     def network(xt: Tensor, t: Tensor) -> Tensor:
         return log_pi.to(xt.device).expand(*xt.shape, process.m)
 
-    return LikelihoodWeighted(process, network, **op)
+    return LikelihoodWeighted(process, network, operators=operators)

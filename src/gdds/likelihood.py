@@ -8,18 +8,17 @@ chain of :mod:`gdds.posterior` started from ``p_1 = P_{0->1} pi_ref``, and
                   + sum_{k=2}^{T} E KL(q(x_{t_{k-1}} | x_{t_k}, x0) || p_theta(x_{t_{k-1}} | x_{t_k}))
                   + E[-log p_theta(x0 | x_{t_1})]
 
-for any ``T``, grid and process. Every function works on the process's device
-(:mod:`gdds.devices`): inputs are moved there, generators must be there. :func:`nll_bound` returns one unbiased
-Monte-Carlo estimate per sequence (nats): the prior term exactly, one term
-``k ~ U{2..T}`` weighted by ``T - 1`` (or all of them with ``all_terms=True``), and
-the reconstruction term, each with a fresh ``x_t ~ q_t(.|x0)``. The ``k`` of a batch
-are stratified (a random permutation of ``B`` strata of ``{2..T}`` with one shared
-uniform shift): each is uniform, so each estimate stays unbiased, and the batch mean
-has a lower variance than with independent draws.
+for any ``T``, grid and process. Every function works on the process's device (:mod:`gdds.devices`):
+inputs are moved there, generators must be there. :func:`nll_bound` returns one unbiased Monte-Carlo
+estimate per sequence (nats): the prior term exactly, one term ``k ~ U{2..T}`` weighted by ``T - 1``
+(or all of them with ``all_terms=True``), and the reconstruction term, each with a fresh
+``x_t ~ q_t(.|x0)``. The ``k`` of a batch are stratified (a random permutation of ``B`` strata of
+``{2..T}`` with one shared uniform shift): each is uniform, so each estimate stays unbiased, and the
+batch mean has a lower variance than with independent draws.
 
-:func:`masked_continuous_bound` is MDLM's continuous-time bound for the mask
-kernel, ``int_0^1 (-alpha') / (1 - alpha) E[sum_{masked} -log mu(x0)] dt`` plus the
-prior term, estimated by Monte-Carlo over ``t``; the ``T``-step bound converges to it.
+:func:`masked_continuous_bound` is MDLM's continuous-time bound for the mask kernel,
+``int_0^1 (-alpha') / (1 - alpha) E[sum_{masked} -log mu(x0)] dt`` plus the prior term, estimated by
+Monte-Carlo over ``t``; the ``T``-step bound converges to it.
 """
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ from torch import Tensor
 from .categorical import one_hot_columns
 from .devices import check_generator
 from .kernels.mask import Mask
+from .operators import DEFAULTS, OperatorSettings
 from .posterior import CHUNK_FLOATS, posterior_and_steps, true_posterior
 from .process import ForwardProcess
 from .sampling import Denoiser, clean_logits, reference_prior, time_grid
@@ -55,13 +55,13 @@ def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
 
 
 def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]], x0: Tensor, xt: Tensor, s: float,
-                         t: float, op: dict) -> tuple[Tensor, list[Tensor]]:
+                         t: float, op: OperatorSettings | None) -> tuple[Tensor, list[Tensor]]:
     """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and each model's step
     ``p_theta(x_s | x_t)`` (operators ``op``) for the denoisers' ``laws`` (:func:`_law`); one pass over the
     operators, shared by all, when ``op`` is the default (:func:`gdds.posterior.posterior_and_steps`)."""
-    if op:
-        return true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, **op)[1]
-    return posterior_and_steps(process, laws, x0, xt, s, t)
+    if op in (None, DEFAULTS):
+        return posterior_and_steps(process, laws, x0, xt, s, t)
+    return true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, operators=op)[1]
 
 
 def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
@@ -131,13 +131,14 @@ def nll_bound(
     denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
     steps: int = 128,
+    *,
     spacing: str = "t",
     all_terms: bool = False,
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
     term_probs: Tensor | None = None,
-    **op: Any,
+    operators: OperatorSettings | None = None,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
     ``[B]`` float64 nats. Valid for any kernel and any ``steps`` (module docstring). Given a list of
@@ -150,21 +151,20 @@ def nll_bound(
     and weighted by ``1 / q_k`` (importance sampling: the same expectation, less variance when
     ``q`` follows the sizes of the terms).
 
-    ``op`` (operator settings such as ``step``, ``tol``, ``richardson``) defines the
-    model's reverse chain, exactly as in :func:`gdds.sampling.sample`; the true
-    posterior always uses the accurate defaults. ``keep`` (``[B, L]`` bool) marks the
-    positions that count: the others (padding) are held at their clean token in every ``x_t``
-    (as fixed positions of the sampler) and add nothing, which bounds ``-log p`` of the kept
-    tokens given the others."""
+    ``operators`` (:class:`gdds.OperatorSettings`) defines the model's reverse chain, exactly as in
+    :func:`gdds.sampling.sample`; the true posterior always uses the accurate defaults. ``keep``
+    (``[B, L]`` bool) marks the positions that count: the others (padding) are held at their clean
+    token in every ``x_t`` (as fixed positions of the sampler) and add nothing, which bounds
+    ``-log p`` of the kept tokens given the others."""
     dens, single = _denoisers(denoiser)
     if all_terms:
-        out = bound_terms(process, dens, x0, steps, spacing, reference, generator, keep, **op).sum(-1)
-        return out[0] if single else out
+        return bound_terms(process, denoiser, x0, steps, spacing=spacing, reference=reference, generator=generator,
+                           keep=keep, operators=operators).sum(-1)
     if term_probs is not None and (term_probs.shape != (max(steps - 1, 0),) or not bool((term_probs > 0).all())):
         raise ValueError(f"term_probs must be [steps - 1] = [{steps - 1}] positive probabilities (a zero would "
                          "leave a term out and bias the bound)")
     out = _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(
-        process, dens, x, k, steps, spacing, reference, generator, op, term_probs))
+        process, dens, x, k, steps, spacing, reference, generator, operators, term_probs))
     return out[0] if single else out
 
 
@@ -206,7 +206,7 @@ def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
 
 
 def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor | None, s: float, t: float,
-          generator: torch.Generator | None, op: dict) -> Tensor:
+          generator: torch.Generator | None, op: OperatorSettings | None) -> Tensor:
     """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t`` shared by
     the denoisers ``dens``: ``[D, b]``."""
     xt = _noised(process, x, keep, t, generator)
@@ -215,18 +215,18 @@ def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor
 
 
 def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, t1: float,
-                    generator: torch.Generator | None, op: dict) -> Tensor:
+                    generator: torch.Generator | None, op: OperatorSettings | None) -> Tensor:
     """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}`` shared by the denoisers
     ``dens``: ``[D, B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
-    _, steps = posterior_and_steps(process, [_law(d, x1, t1) for d in dens], None, x1.reshape(-1), 0.0, t1, **op)
+    _, steps = posterior_and_steps(process, [_law(d, x1, t1) for d in dens], None, x1.flatten(), 0.0, t1, operators=op)
     return torch.stack([_scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
                         for p0 in steps])
 
 
 def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, steps: int,
-                   spacing: str, reference: Tensor | None, generator: torch.Generator | None, op: dict,
-                   probs: Tensor | None = None) -> Tensor:
+                   spacing: str, reference: Tensor | None, generator: torch.Generator | None,
+                   op: OperatorSettings | None, probs: Tensor | None = None) -> Tensor:
     grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
     total = prior_kl(process, x0, reference, keep).expand(len(dens), -1).clone()
     if steps >= 2:  # one term per sequence, k ~ U{2..T} (or probs), weighted by 1 / P(k)
@@ -246,11 +246,12 @@ def bound_terms(
     denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
     steps: int = 128,
+    *,
     spacing: str = "t",
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
-    **op: Any,
+    operators: OperatorSettings | None = None,
 ) -> Tensor:
     """Every term of the ``steps``-step bound, per sequence: ``[B, steps + 1]`` float64 nats,
     column 0 the prior KL, column ``k`` the term of the step ending at ``t_k`` (``k = 1``: the
@@ -264,8 +265,8 @@ def bound_terms(
         out = torch.zeros(len(dens), x.shape[0], steps + 1, dtype=torch.float64, device=x.device)
         out[:, :, 0] = prior_kl(process, x, reference, kept)
         for k in range(2, steps + 1):
-            out[:, :, k] = _term(process, dens, x, kept, grid[k - 1], grid[k], generator, op)
-        out[:, :, 1] = _reconstruction(process, dens, x, kept, grid[1], generator, op)
+            out[:, :, k] = _term(process, dens, x, kept, grid[k - 1], grid[k], generator, operators)
+        out[:, :, 1] = _reconstruction(process, dens, x, kept, grid[1], generator, operators)
         return out
 
     out = _in_groups(process, x0, keep, generator, terms)
@@ -281,7 +282,7 @@ def continuous_bound(
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
-    **op: Any,
+    operators: OperatorSettings | None = None,
 ) -> Tensor:
     """The continuous-time bound of the reverse CTMC that the ``T``-step chain tends
     to (``[B]`` nats, one unbiased estimate per sequence from ``samples`` draws of t):
@@ -292,7 +293,7 @@ def continuous_bound(
     ``R(x -> z) = beta F_t[x, z] q_t(z|x0) / q_t(x|x0)`` and the model's
     ``R_theta(x -> z) = beta F_t[x, z] (P_{0->t} (mu / r))[z]``. For the mask kernel
     this is MDLM's bound, for the uniform kernel UDLM's; both cost ``O(m)`` per
-    position through the closed-form operators. ``keep``: as in :func:`nll_bound`."""
+    position through the closed-form operators. ``keep``, ``operators``: as in :func:`nll_bound`."""
     x0, keep = _on_process(process, x0, keep, generator)
     total = prior_kl(process, x0, reference, keep)
     m = process.m
@@ -309,10 +310,10 @@ def continuous_bound(
             ex, ey = one_hot_columns(ux, m), one_hot_columns(uy, m)
             a = process.kernel.apply_T(ex, t)[:, wx]  # F_t[x, z]
             q = process.transition(ey, 0.0, t)[:, wy]  # q_t(z | x0)
-            r = process.transition(ex, 0.0, t, transpose=True, **op)[:, wx]  # q_t(x | y)
+            r = process.transition(ex, 0.0, t, transpose=True, settings=operators)[:, wx]  # q_t(x | y)
             reach = r > 0
             mu_r = torch.where(reach, mu.T * reach / (mu.T * reach).sum(0, keepdim=True) / r.clamp_min(1e-300), 0.0)
-            w = process.transition(mu_r, 0.0, t, **op)
+            w = process.transition(mu_r, 0.0, t, settings=operators)
             rate = float(process.schedule.beta(t))
             pos = torch.arange(x.numel(), device=x.device)
             R = rate * a * q / q[x, pos]

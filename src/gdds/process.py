@@ -28,7 +28,7 @@ from .categorical import one_hot_columns
 from .devices import check_generator
 from .kernels.base import Arrivals, Kernel, require_column_constant
 from .kernels.mask import Mask
-from .operators import closed_form, transition
+from .operators import OperatorSettings, closed_form, transition
 from .schedules import Schedule, as_time
 
 
@@ -220,22 +220,23 @@ class ForwardProcess:
             return out, (jumps[inv], times[inv], states[inv], counts)
         return out, (counts, times[inv])
 
-    def marginal(self, x0: Tensor, t: float | Tensor, method: str = "auto", **kwargs) -> Tensor:
-        """Exact ``q_t(.|x0)`` as ``[B, L, m]`` float64 (see :func:`gdds.operators.transition`
-        for the methods; the default is exact up to solver round-off or the stated tail)."""
+    def marginal(self, x0: Tensor, t: float | Tensor, settings: OperatorSettings | None = None) -> Tensor:
+        """Exact ``q_t(.|x0)`` as ``[B, L, m]`` float64, the operators applied as ``settings`` say
+        (:class:`gdds.OperatorSettings`; the default is exact up to solver round-off or the stated tail)."""
         x0, tt = self._check(x0, t)
         B, L = x0.shape
         out = torch.empty(B, L, self.m, dtype=torch.float64, device=x0.device)
         for b in range(B):
             tokens, where = torch.unique(x0[b], return_inverse=True)
-            cols = self.transition(one_hot_columns(tokens, self.m), 0.0, float(tt[b]), method=method, **kwargs)
+            cols = self.transition(one_hot_columns(tokens, self.m), 0.0, float(tt[b]), settings=settings)
             out[b] = cols.T[where]
         return out
 
     def transition(self, v: Tensor, s: float, t: float, transpose: bool = False,
-                   **kwargs) -> Tensor | tuple[Tensor, float]:
+                   settings: OperatorSettings | None = None, *, return_bound: bool = False
+                   ) -> Tensor | tuple[Tensor, float]:
         """``P_{s->t} v`` or ``P_{s->t}^T v`` for ``v [m, n]``; see :func:`gdds.operators.transition`."""
-        return transition(self.kernel, self.schedule, v, s, t, transpose=transpose, **kwargs)
+        return transition(self.kernel, self.schedule, v, s, t, transpose, settings, return_bound=return_bound)
 
     def __repr__(self) -> str:
         return f"ForwardProcess({self.schedule!r}, {self.kernel!r})"

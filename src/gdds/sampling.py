@@ -21,7 +21,7 @@ import itertools
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .categorical import gumbel_max, inverse_cdf
 from .devices import check_generator
-from .operators import transition
+from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
 from .registry import Registry
@@ -45,14 +45,15 @@ class LikelihoodWeighted:
     ``y``) through :func:`gdds.posterior.forward_likelihood`; :func:`sample` and
     :func:`gdds.nll_bound` instead read the network's weights (:func:`clean_law`) and let the reverse
     step weight them by the ``q_t(x_t | .)`` it computes anyway, so the chain sampled and bounded is
-    this model, at no extra operator cost."""
+    this model, at no extra operator cost. ``operators``: how its forward likelihood is computed
+    (:class:`gdds.OperatorSettings`, default the accurate ones)."""
 
-    def __init__(self, process: ForwardProcess, network: Denoiser, **op: Any):
-        self.process, self.network, self.op = process, network, op
+    def __init__(self, process: ForwardProcess, network: Denoiser, *, operators: OperatorSettings | None = None):
+        self.process, self.network, self.operators = process, network, operators
 
     def __call__(self, xt: Tensor, t: Tensor) -> Tensor:
         log_rho = torch.log_softmax(self.network(xt, t).to(self.process.device, torch.float64), dim=-1)
-        return log_rho + forward_likelihood(self.process, xt, t, **self.op).log()
+        return log_rho + forward_likelihood(self.process, xt, t, operators=self.operators).log()
 
 
 def clean_logits(denoiser: Denoiser, xt: Tensor, t: Tensor) -> tuple[Tensor, bool]:
@@ -124,6 +125,7 @@ def sample(
     num: int,
     length: int,
     steps: int = 64,
+    *,
     spacing: str = "t",
     top_p: float = 1.0,
     gumbel: bool = False,
@@ -133,7 +135,7 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
     progress: bool | None = False,
-    **op: Any,
+    operators: OperatorSettings | None = None,
 ) -> Tensor:
     """``num`` sequences of ``length`` tokens from the model's reverse chain.
 
@@ -143,9 +145,9 @@ def sample(
     ``mu`` among the clean tokens that can have produced ``x_t`` (:func:`gdds.posterior.reverse_step_probs`;
     the result is then no longer the model's chain). ``reuse_unchanged``
     reuses the denoiser's output while no token changed (as cached masked samplers
-    do): exact for denoisers that ignore ``t``, an approximation otherwise. ``op``
-    goes to the transition operators (e.g. ``step``, ``tol`` for time-dependent
-    kernels) and defines the chain, exactly as in :func:`gdds.nll_bound`. ``progress``: a bar
+    do): exact for denoisers that ignore ``t``, an approximation otherwise. ``operators``
+    (:class:`gdds.OperatorSettings`, e.g. a longer ``step`` for time-dependent kernels) is how the
+    transition operators are applied and defines the chain, exactly as in :func:`gdds.nll_bound`. ``progress``: a bar
     over the steps on stderr (``None``: when stderr is a terminal). Positions
     are processed in chunks, so ``[num * length, m]`` float64 is never held. The chain runs on
     ``device`` (default: the process's, where ``generator`` must be too).
@@ -170,7 +172,8 @@ def sample(
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
             law = torch.softmax(logits[idx].double(), dim=-1)
-            probs = reverse_step_probs(process, law, flat[idx], s, t, top_p=top_p, weighted=weighted, **op).to(device)
+            probs = reverse_step_probs(process, law, flat[idx], s, t, top_p, weighted,
+                                       operators=operators).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
         x = torch.where(free, nxt.reshape(num, length), x)
@@ -238,12 +241,6 @@ SUPPLIED = ("steps", "generator", "fixed")
 """What every sampler receives from :meth:`gdds.objectives.Method.generate` after its four positional
 arguments ``(process, source, num, length)``; the rest of its keywords are its options."""
 
-OPERATOR_OPTIONS = tuple(name for name in list(inspect.signature(transition).parameters)[5:]
-                         if name not in ("transpose", "return_bound"))
-"""The transition operators' settings (:func:`gdds.operators.transition`) that a sampler taking
-``**op`` passes on: they define its chain, as in :func:`gdds.nll_bound`."""
-
-
 @dataclass(frozen=True)
 class Sampler:
     """An entry of :data:`SAMPLERS`: ``draw(process, source, num, length, steps=, generator=, fixed=,
@@ -260,9 +257,9 @@ class Sampler:
 
     def __post_init__(self) -> None:
         params = list(inspect.signature(self.draw).parameters.values())[4:]
-        named = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in SUPPLIED)
-        operators = OPERATOR_OPTIONS if any(p.kind is p.VAR_KEYWORD for p in params) else ()
-        object.__setattr__(self, "options", named + operators)
+        named = tuple(p.name for p in params
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in SUPPLIED)
+        object.__setattr__(self, "options", named)
 
     def check(self, options: Iterable[str]) -> None:
         """Refuse options ``draw`` does not accept: :class:`SamplerError` listing those it does."""

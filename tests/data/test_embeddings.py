@@ -15,7 +15,7 @@ from gdds.data.embeddings import (
 )
 from gdds.data.embeddings.filler import filler_rows
 from gdds.engine.checkpoint import CheckpointError, checkpoint_embeddings, save_checkpoint, save_tensors
-from gdds.kernels import SemanticKNN, knn_graph
+from gdds.kernels import SemanticKNN, SemanticSettings, knn_graph
 
 # ---------------------------------------------------------------------------------------------
 # A synthetic corpus with planted synonyms
@@ -182,7 +182,7 @@ def test_unseen_and_rare_tokens_get_distinct_finite_rows(corpus):
     seen_norm = emb[seen].norm(dim=1).median()
     assert unseen.norm(dim=1).max() < 0.05 * seen_norm
     # The semantic kernel accepts them with the cosine metric (it rejects all-zero rows).
-    SemanticKNN(emb, k=8, metric="cosine", cache=False, progress=False)
+    SemanticKNN(emb, SemanticSettings(k=8, metric="cosine"), cache=False, progress=False)
     # min_count: a token seen once is treated like an unseen one.
     rare = np.concatenate([corpus.reshape(-1), [66]])
     emb2 = cooccurrence_embeddings(rare, V, dim=16, min_count=2)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.baseline import bayes_unigram, unigram_law, unigram_nll
 from gdds.likelihood import nll_bound, summarize
@@ -13,12 +14,13 @@ from helpers import mixing_weight, random_stochastic, small_embeddings, time_dep
 
 M = 8
 SCHED = gdds.LogLinear(1e-3)
+SERIES = OperatorSettings(method="series")
 
 
 def semantic(m: int = M) -> K.SemanticKNN:
     """The paper's kernel at its sharp default eps = 0.01, with its time-dependent teleport."""
-    return K.SemanticKNN(small_embeddings(m, d=3, seed=11), k=4, bandwidth_k=3, eps=0.01, schedule=SCHED,
-                         cache=False, progress=False)
+    return K.SemanticKNN(small_embeddings(m, d=3, seed=11), K.SemanticSettings(k=4, bandwidth_k=3, eps=0.01),
+                         schedule=SCHED, cache=False, progress=False)
 
 
 KERNELS = {
@@ -38,7 +40,8 @@ def test_forward_likelihood_is_the_exact_marginal(name):
     t = torch.tensor([0.05, 0.5, 0.97])
     q = forward_likelihood(process, xt, t)
     for b in range(3):
-        marginal = process.marginal(torch.arange(M)[None], float(t[b]), method="dense")[0]  # [y, x]
+        dense = OperatorSettings(method="dense")
+        marginal = process.marginal(torch.arange(M)[None], float(t[b]), dense)[0]  # [y, x]
         # (the semantic kernel's default operator is its teleport-split series: about 1e-7, docs/math.md)
         torch.testing.assert_close(q[b], marginal[:, xt[b]].T, atol=1e-6 if name == "semantic" else 1e-9, rtol=0)
 
@@ -48,7 +51,7 @@ def iid(pi: torch.Tensor, batch: int, length: int, seed: int) -> torch.Tensor:
     return torch.multinomial(pi, batch * length, replacement=True, generator=g).reshape(batch, length)
 
 
-@pytest.mark.parametrize("name,op", [("mask", {}), ("uniform", {}), ("semantic", {"method": "series"})])
+@pytest.mark.parametrize("name,op", [("mask", None), ("uniform", None), ("semantic", SERIES)])
 def test_bayes_unigram_bound_equals_the_exact_nll_on_iid_text(name, op, device):
     """On i.i.d. text the Bayes-unigram denoiser is the exact denoiser, so its T-step bound
     (all terms, on the test device) equals the exact NLL up to the prior term's mismatch (p_1
@@ -61,8 +64,8 @@ def test_bayes_unigram_bound_equals_the_exact_nll_on_iid_text(name, op, device):
         pi = torch.cat([torch.rand(M - 1, dtype=torch.float64, generator=g) + 0.2, torch.zeros(1, dtype=torch.float64)])
         pi = pi / pi.sum()
     x0 = iid(pi, 48, 6, seed=2)
-    est = nll_bound(process, bayes_unigram(process, pi, **op), x0, steps=6, all_terms=True,
-                    generator=torch.Generator(device=device).manual_seed(3), **op).cpu()
+    est = nll_bound(process, bayes_unigram(process, pi, operators=op), x0, steps=6, all_terms=True,
+                    generator=torch.Generator(device=device).manual_seed(3), operators=op).cpu()
     exact = unigram_nll(pi, x0)
     diff = summarize(est - exact, torch.full((48,), 6))
     assert abs(diff.nats_per_token) < 3 * diff.standard_error + 0.01, diff

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.baseline import bayes_unigram
 from gdds.likelihood import bound_terms, nll_bound, prior_kl
@@ -63,7 +64,7 @@ def test_the_true_posterior_is_bayes_rule(name, kernel):
     process = gdds.ForwardProcess(SCHED, kernel)
     eye = torch.eye(7, dtype=torch.float64)
     s, t = 0.3, 0.55
-    P0s, Pst = (process.transition(eye, a, b, method="dense") for a, b in ((0.0, s), (s, t)))
+    P0s, Pst = (process.transition(eye, a, b, settings=OperatorSettings(method="dense")) for a, b in ((0.0, s), (s, t)))
     x0 = torch.randint(0, 6, (12,), generator=torch.Generator().manual_seed(8))
     xt = process.noise(x0[None], t, generator=torch.Generator().manual_seed(9))[0]
     joint = Pst[xt] * P0s[:, x0].T

@@ -7,6 +7,7 @@ import torch
 from scipy.linalg import expm
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.categorical import nucleus
 from gdds.likelihood import continuous_bound, masked_continuous_bound, nll_bound, stratified_terms, summarize
@@ -23,6 +24,7 @@ from helpers import (
 )
 
 SCHED = gdds.LogLinear(1e-3)
+DENSE, SERIES = OperatorSettings(method="dense"), OperatorSettings(method="series")
 PI = torch.tensor([0.35, 0.25, 0.2, 0.1, 0.06, 0.04], dtype=torch.float64)
 
 
@@ -32,7 +34,7 @@ def dense_P(process, a, b):
         F = process.kernel.dense(0.0).numpy()
         d = float(process.schedule.Lambda(b) - process.schedule.Lambda(a))
         return torch.from_numpy(expm(d * (F - np.eye(F.shape[0]))))
-    return process.transition(torch.eye(process.m, dtype=torch.float64), a, b, method="dense")
+    return process.transition(torch.eye(process.m, dtype=torch.float64), a, b, settings=DENSE)
 
 
 def bayes_step(process, mu, xt, s, t):
@@ -53,8 +55,9 @@ KERNELS = {
     "mask": lambda: K.Mask(6, 5),
     "uniform": lambda: K.Uniform(6),
     "hybrid-t": lambda: K.Hybrid(6, 5, lambda t: 0.5 * mixing_weight(t)),
-    "semantic": lambda: K.SemanticKNN(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), k=3, b=0.2,
-                                      bandwidth_k=2, eps=0.5, schedule=SCHED, cache=False, progress=False),
+    "semantic": lambda: K.SemanticKNN(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)),
+                                      K.SemanticSettings(k=3, b=0.2, bandwidth_k=2, eps=0.5), schedule=SCHED,
+                                      cache=False, progress=False),
 }
 
 
@@ -73,7 +76,7 @@ def test_reverse_step_is_the_bayes_posterior(name, device):
         assert torch.allclose(p.sum(-1), torch.ones(12, dtype=torch.float64), atol=1e-9)
         # (a time-dependent kernel with a teleport split takes the series by default: about 1e-7 in L1)
         assert torch.allclose(p, bayes_step(reference, mu, xt, s, t), atol=1e-6 if name == "semantic" else 1e-7)
-        series = reverse_step_probs(proc, mu, xt, s, t, method="series").cpu()
+        series = reverse_step_probs(proc, mu, xt, s, t, operators=SERIES).cpu()
         assert torch.allclose(series, p, atol=1e-6)
 
 
@@ -102,11 +105,11 @@ def test_closed_form_step_equals_the_generic_operator_path(kernel):
     xt = torch.tensor([5, 0, 1, 5, 2] * 4)
     for s, t in [(0.0, 0.3), (0.2, 0.9), (0.7, 1.0)]:
         closed = reverse_step_probs(proc, mu, xt, s, t)
-        assert torch.allclose(closed, reverse_step_probs(proc, mu, xt, s, t, method="series"), atol=1e-11)
+        assert torch.allclose(closed, reverse_step_probs(proc, mu, xt, s, t, operators=SERIES), atol=1e-11)
         assert torch.allclose(closed.sum(-1), torch.ones(20, dtype=torch.float64))
         x0 = torch.where(xt == 5, 3, xt)
         q = true_posterior(proc, x0, xt, s, t)
-        assert torch.allclose(q, true_posterior(proc, x0, xt, s, t, method="series"), atol=1e-11)
+        assert torch.allclose(q, true_posterior(proc, x0, xt, s, t, operators=SERIES), atol=1e-11)
 
 
 def exact_denoiser(proc, pi):
@@ -290,18 +293,18 @@ def test_stratified_terms_are_uniform_per_sequence_and_spread_over_the_batch():
 
 def test_bound_in_groups_of_sequences_equals_the_bound_per_group(monkeypatch):
     """Large batches are bounded in groups (memory); each group draws its noise in turn,
-    so the result equals separate calls sharing one generator, with or without ``op``."""
+    so the result equals separate calls sharing one generator, with the default operators or others."""
     proc = gdds.ForwardProcess(SCHED, K.Dense(random_stochastic(6, 7)))
     den = exact_denoiser(proc, PI)
     x0 = torch.multinomial(PI, 12, replacement=True, generator=torch.Generator().manual_seed(3)).reshape(4, 3)
     import gdds.likelihood as Lk
 
-    for op in ({}, {"method": "series"}):
+    for op in (None, SERIES):
         g = torch.Generator().manual_seed(5)
-        parts = torch.cat([nll_bound(proc, den, x0[a:a + 2], steps=4, generator=g, **op) for a in (0, 2)])
+        parts = torch.cat([nll_bound(proc, den, x0[a:a + 2], steps=4, generator=g, operators=op) for a in (0, 2)])
         with monkeypatch.context() as mp:
             mp.setattr(Lk, "CHUNK_FLOATS", 2 * 3 * 6)  # two sequences of 3 positions at m = 6
-            grouped = nll_bound(proc, den, x0, steps=4, generator=torch.Generator().manual_seed(5), **op)
+            grouped = nll_bound(proc, den, x0, steps=4, generator=torch.Generator().manual_seed(5), operators=op)
         assert torch.allclose(parts, grouped, atol=1e-9)
 
 

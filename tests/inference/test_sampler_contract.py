@@ -104,4 +104,4 @@ def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")
-    SAMPLERS.get("exact").check({"tol", "step", "spacing"})  # operator settings define the chain: accepted
+    SAMPLERS.get("exact").check({"operators", "spacing"})  # operator settings define the chain: accepted

@@ -5,7 +5,7 @@ import torch
 
 import gdds
 from gdds import kernels as K
-from gdds.operators import transition
+from gdds.operators import OperatorSettings, transition
 from helpers import random_stochastic
 
 SCHED = gdds.LogLinear()
@@ -34,19 +34,23 @@ def bad_columns():
         (lambda: K.Uniform(1), "at least 2"),
         (lambda: K.Uniform(3, exclude=[0, 1, 2]), "no token"),
         (lambda: K.Uniform(3, exclude=[3]), "excluded token ids"),
-        (lambda: K.SemanticKNN(torch.randn(10, 3), k=8, exclude=[0, 1], cache=False), "excluded ids do not count"),
+        (lambda: K.SemanticKNN(torch.randn(10, 3), K.SemanticSettings(k=8), exclude=[0, 1], cache=False),
+         "excluded ids do not count"),
         (lambda: K.Hybrid(5, 0, 1.5), r"\[0, 1\]"),
         (lambda: K.Mixture([K.Uniform(4), K.Mask(4, 0)], [0.5, 0.6]), "sum to 1"),
         (lambda: K.Mixture([K.Uniform(4), K.Mask(5, 0)], [0.5, 0.5]), "vocabulary size"),
         (lambda: K.Mixture([K.Uniform(4)], [0.5, 0.5]), "one weight per kernel"),
         (lambda: K.Mixture([K.Uniform(4), K.Mask(4, 0)], [1.5, -0.5]), "non-negative"),
-        (lambda: K.SemanticKNN(torch.randn(10, 3), k=10, cache=False), r"k must be in \[1, m - 1\]"),
-        (lambda: K.SemanticKNN(torch.full((10, 3), float("nan")), k=3, cache=False), "NaN"),
-        (lambda: K.SemanticKNN(torch.randn(10), k=3, cache=False), r"\[m, d\]"),
-        (lambda: K.SemanticKNN(torch.randn(10, 3), k=3, metric="manhattan", cache=False), "metric"),
-        (lambda: K.SemanticKNN(torch.randn(10, 3), k=3, bandwidth_k=5, cache=False), "bandwidth_k"),
-        (lambda: K.SemanticKNN(torch.randn(10, 3), k=3, eps=0.0, cache=False), "eps"),
-        (lambda: K.SemanticKNN(torch.zeros(10, 3), k=3, metric="cosine", cache=False), "all-zero"),
+        (lambda: K.SemanticKNN(torch.randn(10, 3), K.SemanticSettings(k=10), cache=False),
+         r"k must be in \[1, m - 1\]"),
+        (lambda: K.SemanticKNN(torch.full((10, 3), float("nan")), K.SemanticSettings(k=3, bandwidth_k=3),
+                               cache=False), "NaN"),
+        (lambda: K.SemanticKNN(torch.randn(10), K.SemanticSettings(k=3, bandwidth_k=3), cache=False), r"\[m, d\]"),
+        (lambda: K.SemanticKNN(torch.randn(10, 3), K.SemanticSettings(k=3, metric="manhattan"), cache=False), "metric"),
+        (lambda: K.SemanticKNN(torch.randn(10, 3), K.SemanticSettings(k=3, bandwidth_k=5), cache=False), "bandwidth_k"),
+        (lambda: K.SemanticKNN(torch.randn(10, 3), K.SemanticSettings(k=3, eps=0.0), cache=False), "eps"),
+        (lambda: K.SemanticKNN(torch.zeros(10, 3), K.SemanticSettings(k=3, bandwidth_k=3, metric="cosine"),
+                               cache=False), "all-zero"),
     ],
 )
 def test_invalid_kernels(make, match):
@@ -85,9 +89,9 @@ def test_invalid_operator_inputs(proc):
     with pytest.raises(ValueError, match=r"shape \[m, n\]"):
         proc.transition(torch.rand(4, 2), 0.0, 0.5)
     with pytest.raises(ValueError, match="method"):
-        proc.transition(v, 0.0, 0.5, method="magic")
+        proc.transition(v, 0.0, 0.5, settings=OperatorSettings(method="magic"))
     with pytest.raises(ValueError, match="column-constant"):
-        transition(proc.kernel, SCHED, v, 0.0, 0.5, method="closed")
+        transition(proc.kernel, SCHED, v, 0.0, 0.5, settings=OperatorSettings(method="closed"))
     with pytest.raises(ValueError, match="method"):
         proc.noise(torch.zeros(1, 2, dtype=torch.long), 0.5, method="magic")
     with pytest.raises(ValueError, match="refusing"):
@@ -99,7 +103,7 @@ def test_process_type_checks_and_schedule_mismatch_warning():
         gdds.ForwardProcess("loglinear", K.Uniform(4))
     with pytest.raises(TypeError, match="kernel"):
         gdds.ForwardProcess(SCHED, torch.eye(4))
-    kern = K.SemanticKNN(torch.randn(12, 3), k=4, bandwidth_k=3, schedule=gdds.LogLinear(1e-3), cache=False,
-                         progress=False)
+    kern = K.SemanticKNN(torch.randn(12, 3), K.SemanticSettings(k=4, bandwidth_k=3), schedule=gdds.LogLinear(1e-3),
+                         cache=False, progress=False)
     with pytest.warns(UserWarning, match="same schedule"):
         gdds.ForwardProcess(gdds.Cosine(), kern)

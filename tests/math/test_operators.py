@@ -7,10 +7,12 @@ import torch
 
 import gdds
 from gdds import kernels as K
-from gdds.operators import DEFAULT_SPLIT_STEP, poisson_series, transition
+from gdds.operators import DEFAULT_SPLIT_STEP, OperatorSettings, poisson_series, transition
 from helpers import mixing_weight, random_stochastic, time_dependent_dense
 
 SCHED = gdds.LogLinear(1e-3)
+DENSE, SERIES, CLOSED = (OperatorSettings(method=m) for m in ("dense", "series", "closed"))
+FINE = OperatorSettings(method="series", step=0.1)
 
 
 def vectors(m, n=4, seed=0):
@@ -25,9 +27,9 @@ def test_series_equals_closed_form(kernel, transpose, device):
     try:
         kernel.to(device)
         for s, t in [(0.0, 0.3), (0.2, 0.9), (0.0, 1.0), (0.5, 0.5)]:
-            series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series",
+            series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=SERIES,
                                        return_bound=True)
-            closed = transition(kernel, SCHED, v, s, t, transpose=transpose, method="closed")
+            closed = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=CLOSED)
             assert bound <= 1e-12 and series.device.type == closed.device.type == device.type
             assert (series - closed).abs().max() < 1e-10
     finally:
@@ -39,9 +41,9 @@ def test_series_equals_expm_for_dense(transpose):
     kernel = K.Dense(random_stochastic(9, 2))
     v = vectors(9)
     for tol in (1e-6, 1e-12):
-        series, bound = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="series",
-                                   tol=tol, return_bound=True)
-        dense = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, method="dense")
+        series, bound = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose,
+                                   settings=OperatorSettings(method="series", tol=tol), return_bound=True)
+        dense = transition(kernel, SCHED, v, 0.1, 0.95, transpose=transpose, settings=DENSE)
         # Stated bound: L1 error <= tail * |v|_1 for P v, sup error <= tail * max|v| for P^T v.
         err = (series - dense).abs()
         if transpose:
@@ -55,8 +57,8 @@ def test_time_dependent_closed_form_equals_ode():
     kernel = K.Hybrid(12, 0, lambda t: 0.8 * mixing_weight(t))
     v = vectors(12)
     for transpose in (False, True):
-        closed = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, method="closed")
-        ode = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, method="dense")
+        closed = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, settings=CLOSED)
+        ode = transition(kernel, SCHED, v, 0.1, 0.97, transpose=transpose, settings=DENSE)
         assert (closed - ode).abs().max() < 1e-9
 
 
@@ -65,10 +67,11 @@ def test_piecewise_freezing_error_orders():
     (< 1e-3 at h = 0.05), ~h^4 with Richardson extrapolation (< 1e-6 at h = 0.1)."""
     _, _, kernel = time_dependent_dense(8, 5)
     v = vectors(8)
-    exact = transition(kernel, SCHED, v, 0.0, 1.0, method="dense")
+    exact = transition(kernel, SCHED, v, 0.0, 1.0, settings=DENSE)
 
     def err(h, richardson):
-        approx = transition(kernel, SCHED, v, 0.0, 1.0, method="series", step=h, richardson=richardson)
+        approx = transition(kernel, SCHED, v, 0.0, 1.0,
+                            settings=OperatorSettings(method="series", step=h, richardson=richardson))
         return (approx - exact).abs().max().item()
 
     plain = [err(h, False) for h in (0.2, 0.1, 0.05)]
@@ -85,14 +88,14 @@ def test_semantic_kernel_series_matches_ode():
     """The teleport split (only the kNN part frozen): < 2e-7 in L1 at the default
     step 0.5 and fourth order under Richardson (< 1e-9 at step 0.1)."""
     emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=12, b=0.2, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=12, b=0.2), schedule=SCHED, cache=False, progress=False)
     assert kernel.teleport_split().inner is kernel.knn
     v = torch.eye(120, 3, dtype=torch.float64)
     for transpose in (False, True):
         for s, t in [(0.1, 0.95), (0.5, 1.0), (0.0, 1.0)]:  # up to t = 1, where Lambda changes fastest
-            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
-            series = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series")
-            fine = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series", step=0.1)
+            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=DENSE)
+            series = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=SERIES)
+            fine = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=FINE)
             assert (series - exact).abs().sum(0).max() < 2e-7
             assert (fine - exact).abs().sum(0).max() < 1e-9
 
@@ -102,13 +105,13 @@ def test_without_tempering_the_series_is_one_exact_poisson_series():
     series needs no frozen pieces and matches the ODE to its tolerance (< 1e-10 in L1) with the
     paper's eps, whatever the interval."""
     emb = torch.randn(120, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=12, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=12), schedule=SCHED, cache=False, progress=False)
     assert not kernel.knn.time_dependent and kernel.knn.b == 0.0
     v = torch.eye(120, 3, dtype=torch.float64)
     for transpose in (False, True):
         for s, t in [(0.1, 0.95), (0.0, 1.0)]:
-            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
-            series = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series")
+            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=DENSE)
+            series = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=SERIES)
             assert (series - exact).abs().sum(0).max() < 1e-10
 
 
@@ -118,15 +121,15 @@ def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
     masked (the prior is close to a point mass on the mask)."""
     m, mask = 60, 59
     emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(1))
-    kernel = K.SemanticKNN(emb, k=10, b=0.2, schedule=SCHED, exclude=[mask], teleport_to="mask", mask_id=mask,
-                           cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=10, b=0.2, teleport_to="mask"), schedule=SCHED, exclude=[mask],
+                           mask_id=mask, cache=False, progress=False)
     split = kernel.teleport_split()
     assert split.column(0.5)[mask] == 1.0 and split.inner.time_dependent
     v = torch.eye(m, 3, dtype=torch.float64)
     for transpose in (False, True):
         for s, t in [(0.1, 0.95), (0.0, 1.0)]:
-            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
-            series = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series")
+            exact = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=DENSE)
+            series = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=SERIES)
             assert (series - exact).abs().sum(0).max() < 2e-7
     e_mask = torch.zeros(m, 1, dtype=torch.float64)
     e_mask[mask] = 1.0
@@ -134,9 +137,10 @@ def test_semantic_then_absorb_series_matches_ode_and_keeps_the_mask():
     at_one = transition(kernel, SCHED, torch.eye(m, m - 1, dtype=torch.float64), 0.0, 1.0)
     assert float(at_one[mask].min()) > 0.98
     with pytest.raises(ValueError, match="teleport_to"):
-        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", cache=False, progress=False)
+        K.SemanticKNN(emb, K.SemanticSettings(k=10, teleport_to="mask"), schedule=SCHED, cache=False, progress=False)
     with pytest.raises(ValueError, match="excluded"):
-        K.SemanticKNN(emb, k=10, schedule=SCHED, teleport_to="mask", mask_id=mask, cache=False, progress=False)
+        K.SemanticKNN(emb, K.SemanticSettings(k=10, teleport_to="mask"), schedule=SCHED, mask_id=mask, cache=False,
+                      progress=False)
 
 
 def test_operators_keep_probabilities_non_negative():
@@ -149,14 +153,14 @@ def test_operators_keep_probabilities_non_negative():
     them would be non-negative too, and wrong); and they stay as close to the ODE as before."""
     m = 89
     emb = torch.randn(m, 4, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=17, eps=0.01, b=0.2, schedule=SCHED, exclude=[m - 3, m - 2, m - 1],
-                           teleport_to="mask", mask_id=m - 1, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=17, eps=0.01, b=0.2, teleport_to="mask"), schedule=SCHED,
+                           exclude=[m - 3, m - 2, m - 1], mask_id=m - 1, cache=False, progress=False)
     eye = torch.eye(m, dtype=torch.float64)
     undershoots = 0
     for transpose, t in itertools.product((False, True), (0.3, 0.6, 0.9)):
         series = transition(kernel, SCHED, eye, 0.0, t, transpose=transpose)
-        dense = transition(kernel, SCHED, eye, 0.0, t, transpose=transpose, method="dense")
-        coarse, fine = (transition(kernel, SCHED, eye, 0.0, t, transpose=transpose, richardson=False, step=step)
+        dense = transition(kernel, SCHED, eye, 0.0, t, transpose=transpose, settings=DENSE)
+        coarse, fine = (transition(kernel, SCHED, eye, 0.0, t, transpose, OperatorSettings(richardson=False, step=step))
                         for step in (DEFAULT_SPLIT_STEP, DEFAULT_SPLIT_STEP / 2))
         below = (4 * fine - coarse) / 3 < 0
         undershoots += int(below.sum())
@@ -165,7 +169,7 @@ def test_operators_keep_probabilities_non_negative():
         ratio = series[below] / dense[below]
         assert bool(((ratio > 0.5) & (ratio < 2)).all()), ratio
     assert undershoots > 0
-    exact = transition(kernel, SCHED, eye[:, :4], 0.0, 0.6, method="dense")
+    exact = transition(kernel, SCHED, eye[:, :4], 0.0, 0.6, settings=DENSE)
     assert (transition(kernel, SCHED, eye[:, :4], 0.0, 0.6) - exact).abs().sum(0).max() < 1e-6
 
 
@@ -184,8 +188,8 @@ def test_teleport_split_is_exact_for_a_fixed_inner_kernel(transpose):
     assert torch.allclose(split.weight(t), mixing_weight(t))
     v = vectors(m)
     for s, t in [(0.0, 1.0), (0.2, 0.7)]:
-        exact = transition(kernel, SCHED, v, s, t, transpose=transpose, method="dense")
-        series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, method="series", return_bound=True)
+        exact = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=DENSE)
+        series, bound = transition(kernel, SCHED, v, s, t, transpose=transpose, settings=SERIES, return_bound=True)
         assert (series - exact).abs().max() < 1e-10 and bound < 1e-10
 
 
@@ -194,8 +198,8 @@ def test_teleport_split_of_a_time_dependent_inner_kernel_matches_ode():
     kernel = K.Mixture([time_dependent_dense(m, 5)[2], K.Uniform(m)], [lambda t: 1 - 0.9 * t, lambda t: 0.9 * t])
     v = vectors(m)
     for transpose in (False, True):
-        exact = transition(kernel, SCHED, v, 0.0, 1.0, transpose=transpose, method="dense")
-        series = transition(kernel, SCHED, v, 0.0, 1.0, transpose=transpose, method="series", step=0.1)
+        exact = transition(kernel, SCHED, v, 0.0, 1.0, transpose=transpose, settings=DENSE)
+        series = transition(kernel, SCHED, v, 0.0, 1.0, transpose=transpose, settings=FINE)
         assert (series - exact).abs().max() < 1e-7
 
 
@@ -221,7 +225,7 @@ def test_adjoint_and_semigroup(device):
 def test_probability_is_conserved_at_large_vocabulary(device):
     """Series path on a sparse semantic kernel (m = 3000, too large for dense), on the test device."""
     emb = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
-    kernel = K.SemanticKNN(emb, k=16, b=0.2, schedule=SCHED, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=16, b=0.2), schedule=SCHED, cache=False, progress=False)
     proc = gdds.ForwardProcess(SCHED, kernel).to(device)
     q, bound = proc.transition(torch.eye(3000, 5, dtype=torch.float64, device=device), 0.0, 0.7, return_bound=True)
     assert q.shape == (3000, 5) and (q >= -1e-15).all() and q.device.type == device.type

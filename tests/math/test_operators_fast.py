@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.likelihood import nll_bound
 from gdds.objectives.parametrization import surrogate_logits
@@ -16,14 +17,14 @@ from gdds.posterior import forward_likelihood, reverse_step_probs
 from helpers import tv
 
 SCHED = gdds.LogLinear(1e-3)
-REFERENCE = {"precision": "float64"}
+REFERENCE = OperatorSettings(precision="float64")
 
 
 def semantic(m: int = 80, b: float = 0.2, absorb: bool = False, float32: bool = True) -> gdds.ForwardProcess:
     emb = torch.randn(m, 8, generator=torch.Generator().manual_seed(11))
-    extra = dict(teleport_to="mask", mask_id=m - 1) if absorb else {}
-    kernel = K.SemanticKNN(emb, k=16, bandwidth_k=7, b=b, exclude=[m - 1], schedule=SCHED, cache=False,
-                           progress=False, **extra)
+    settings = K.SemanticSettings(k=16, bandwidth_k=7, b=b, teleport_to="mask" if absorb else "uniform")
+    kernel = K.SemanticKNN(emb, settings, mask_id=m - 1 if absorb else None, exclude=[m - 1], schedule=SCHED,
+                           cache=False, progress=False)
     kernel.knn.float32_apply = float32
     return gdds.ForwardProcess(SCHED, kernel)
 
@@ -39,7 +40,7 @@ def test_float32_products_stay_within_1e_6_of_float64(b, transpose):
     v = v / v.sum(0, keepdim=True) if not transpose else v[:, :12]
     for s, t in ((0.0, 0.1), (0.2, 0.6), (0.0, 1.0)):
         fast = process.transition(v, s, t, transpose=transpose)
-        exact = process.transition(v, s, t, transpose=transpose, **REFERENCE)
+        exact = process.transition(v, s, t, transpose=transpose, settings=REFERENCE)
         big = exact > 1e-20
         assert float(((fast - exact).abs() / exact.clamp_min(1e-300))[big].max()) < 1e-5
         assert float((fast - exact).abs().sum(0).max()) < 1e-6
@@ -53,7 +54,7 @@ def test_float32_products_scale_columns_beyond_float32_range():
     v = v * torch.tensor([1e160, 1.0, 1e-60, 1e-200], dtype=torch.float64)
     for transpose in (False, True):
         fast = process.transition(v, 0.1, 0.8, transpose=transpose)
-        exact = process.transition(v, 0.1, 0.8, transpose=transpose, **REFERENCE)
+        exact = process.transition(v, 0.1, 0.8, transpose=transpose, settings=REFERENCE)
         assert float(((fast - exact).abs() / exact).max()) < 1e-5
 
 
@@ -61,7 +62,8 @@ def test_column_blocks_change_no_column():
     process = semantic()
     v = torch.rand(80, 40, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
     whole = process.transition(v, 0.1, 0.9)
-    torch.testing.assert_close(process.transition(v, 0.1, 0.9, block=7), whole, rtol=1e-12, atol=0)
+    blocked = process.transition(v, 0.1, 0.9, settings=OperatorSettings(block=7))
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("weighted", [True, False])
@@ -75,14 +77,14 @@ def test_steps_and_bounds_stay_within_their_targets(weighted):
     for s, t in ((0.3, 0.31), (0.6, 0.7), (1 - 1 / 128, 1.0)):
         xt = process.noise(x0, t, generator=g).reshape(-1)
         fast = reverse_step_probs(process, law, xt, s, t, weighted=weighted)
-        assert tv(fast, reverse_step_probs(process, law, xt, s, t, weighted=weighted, **REFERENCE)) < 1e-6
+        assert tv(fast, reverse_step_probs(process, law, xt, s, t, weighted=weighted, operators=REFERENCE)) < 1e-6
 
     def network(xt, t):
         return 2 * torch.randn(*xt.shape, 80, generator=torch.Generator().manual_seed(int(xt.sum()) % 997))
 
     denoiser = gdds.sampling.LikelihoodWeighted(process, network) if weighted else network
     bounds = [nll_bound(process, denoiser, x0, steps=16, all_terms=True, generator=torch.Generator().manual_seed(15),
-                        **op) for op in ({}, REFERENCE)]
+                        operators=op) for op in (None, REFERENCE)]
     assert float((bounds[0] - bounds[1]).abs().max()) / 12 < 1e-4
 
 
@@ -96,8 +98,8 @@ def test_the_guard_redoes_steps_whose_float32_products_lost_mass():
     for t in (0.2, 0.4, 0.6):
         xt = process.noise(x0, t, generator=torch.Generator().manual_seed(2))
         mu = torch.softmax(surrogate_logits(process, f, xt, torch.full((4,), t)).double(), -1).reshape(-1, 60)
-        fast, exact = (reverse_step_probs(process, mu, xt.reshape(-1), t - 1 / 128, t, **op)
-                       for op in ({}, REFERENCE))
+        fast, exact = (reverse_step_probs(process, mu, xt.reshape(-1), t - 1 / 128, t, operators=op)
+                       for op in (None, REFERENCE))
         assert tv(fast, exact) < 1e-6
 
 
@@ -109,24 +111,23 @@ def test_the_guard_redoes_weighted_steps_whose_float32_r_lost_their_mass():
     process = semantic(60, absorb=True, b=0.0)
     t = 0.3
     xt = torch.arange(59)
-    r = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), **REFERENCE)[0]
+    r = forward_likelihood(process, xt[None], torch.tensor([t], dtype=torch.float64), operators=REFERENCE)[0]
     relative = r / r.amax(-1, keepdim=True)
     far = (relative > 0) & (relative < 1e-32)
     rows = far.any(-1).nonzero().reshape(-1)
     assert rows.numel() >= 8
     rho = far[rows].double() / far[rows].sum(-1, keepdim=True)
-    fast, exact = (reverse_step_probs(process, rho, xt[rows], t - 1 / 128, t, weighted=True, **op)
-                   for op in ({}, REFERENCE))
+    fast, exact = (reverse_step_probs(process, rho, xt[rows], t - 1 / 128, t, weighted=True, operators=op)
+                   for op in (None, REFERENCE))
     assert tv(fast, exact) < 1e-6
 
 
 def test_precision_is_named_or_refused():
-    process = semantic()
     with pytest.raises(ValueError, match="precision must be 'mixed' or 'float64'"):
-        process.transition(torch.eye(80, dtype=torch.float64)[:, :2], 0.0, 0.5, precision="half")
+        OperatorSettings(precision="half")
     assert not semantic(float32=False).kernel.knn.float32_apply
-    assert K.SemanticKNN(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)), k=8, cache=False,
-                         progress=False).knn.float32_apply  # above DENSE_PRODUCTS: sparse products
+    assert K.SemanticKNN(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)), K.SemanticSettings(k=8),
+                         cache=False, progress=False).knn.float32_apply  # above DENSE_PRODUCTS: sparse products
 
 
 def test_rows_at_many_times_share_one_series():
@@ -142,12 +143,12 @@ def test_rows_at_many_times_share_one_series():
     times = torch.tensor([0.0, 0.05, 0.3, 0.3, 0.8, 1.0], dtype=torch.float64)
     together = transposed_from_zero(split, SCHED, v, times)
     for j, t in enumerate(times.tolist()):
-        alone = transition(process.kernel, SCHED, v[:, j:j + 1], 0.0, t, transpose=True, **REFERENCE)
+        alone = transition(process.kernel, SCHED, v[:, j:j + 1], 0.0, t, transpose=True, settings=REFERENCE)
         torch.testing.assert_close(together[:, j:j + 1], alone, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="do not depend on time"):
         transposed_from_zero(semantic(b=0.2).kernel.teleport_split(), SCHED, v, times)
-    knn = K.SemanticKNN(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), k=16, cache=False,
-                        progress=False).knn
+    knn = K.SemanticKNN(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), K.SemanticSettings(k=16),
+                        cache=False, progress=False).knn
     moving = K.Mixture([knn, K.Mask(80, 79), K.Uniform(80)],
                        [0.5, lambda t: 0.5 * torch.as_tensor(t, dtype=torch.float64), lambda t: 0.5 - 0.5 * t])
     assert moving.teleport_split().column_varies and not moving.teleport_split().homogeneous
@@ -155,5 +156,5 @@ def test_rows_at_many_times_share_one_series():
     # time-homogeneous K meant one piece, pi frozen at its midpoint: 0.072).
     eye = torch.eye(80, 3, dtype=torch.float64)
     for transpose in (False, True):
-        exact = transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose, method="dense")
+        exact = transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose, settings=OperatorSettings(method="dense"))
         assert float((transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose) - exact).abs().sum(0).max()) < 1e-5

@@ -11,6 +11,7 @@ from scipy.linalg import expm
 from scipy.stats import chi2, kstest, poisson
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from helpers import DEVICE, empirical, mixing_weight, random_stochastic, time_dependent_dense, tv
 
@@ -60,7 +61,7 @@ def test_dense_homogeneous_law_matches_expm(m, seed, sched):
         assert tv(empirical_law(proc, m, t, seed), torch.from_numpy(ref).T) < 0.02
         marg = proc.marginal(torch.arange(m)[None], t)[0]
         assert np.abs(marg.numpy() - ref.T).max() < 1e-6
-        series = proc.marginal(torch.arange(m)[None], t, method="series")[0]
+        series = proc.marginal(torch.arange(m)[None], t, settings=OperatorSettings(method="series"))[0]
         assert np.abs(series.numpy() - ref.T).max() < 1e-10
 
 
@@ -88,8 +89,8 @@ def test_closed_form_equals_uniformization(kernel):
     proc = gdds.ForwardProcess(sched, kernel)
     x0 = torch.arange(6)[None]
     for t in TIMES:
-        exact = proc.marginal(x0, t, method="closed")[0]
-        assert torch.allclose(exact, proc.marginal(x0, t, method="dense")[0], atol=1e-8)
+        exact = proc.marginal(x0, t, settings=OperatorSettings(method="closed"))[0]
+        assert torch.allclose(exact, proc.marginal(x0, t, settings=OperatorSettings(method="dense"))[0], atol=1e-8)
         for method in ("auto", "uniformization"):
             assert tv(empirical_law(proc, 6, t, method=method), exact) < 0.02
 
@@ -167,7 +168,8 @@ def test_semantic_knn_law_at_moderate_vocabulary():
     """SIK noising (time-dependent, sparse) against the ODE marginal on m = 40."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(40, 4, generator=torch.Generator().manual_seed(2))
-    kernel = K.SemanticKNN(emb, k=6, bandwidth_k=3, eps=0.5, b=0.2, schedule=sched, cache=False, progress=False)
+    kernel = K.SemanticKNN(emb, K.SemanticSettings(k=6, bandwidth_k=3, eps=0.5, b=0.2), schedule=sched, cache=False,
+                           progress=False)
     proc = gdds.ForwardProcess(sched, kernel)
     x0 = torch.tensor([[0, 7]]).repeat(DRAWS, 1)
     for t in (0.3, 0.9):

@@ -41,7 +41,7 @@ def test_excluded_tokens_are_never_neighbours():
     nbr, _dist = K.knn_graph(emb, 12, progress=False, exclude=banned)
     ref_nbr, _ref_dist = brute_force(emb, 12, "gaussian", banned)
     assert torch.equal(nbr, ref_nbr) and not torch.isin(nbr, torch.tensor(banned)).any()
-    kern = K.SemanticKNN(emb, k=12, exclude=banned, cache=False, progress=False)
+    kern = K.SemanticKNN(emb, K.SemanticSettings(k=12), exclude=banned, cache=False, progress=False)
     for t in (0.0, 0.5, 1.0):
         assert (kern.dense(t)[banned] == 0).all()
     assert (kern.stationary(1.0)[banned] < 1e-12).all()
@@ -81,7 +81,7 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GDDS_CACHE_DIR", str(tmp_path))
     assert gdds.files.cache_dir() == tmp_path
     emb = torch.randn(30, 4, generator=torch.Generator().manual_seed(3))
-    K.SemanticKNN(emb, k=5, bandwidth_k=3, progress=False)
+    K.SemanticKNN(emb, K.SemanticSettings(k=5, bandwidth_k=3), progress=False)
     assert len(list(tmp_path.glob("knn-*.pt"))) == 1
 
 
@@ -114,7 +114,8 @@ def test_a_cache_folder_that_cannot_be_written_is_a_warning(tmp_path, monkeypatc
 def test_affinity_and_tempering_formulas():
     emb = torch.randn(40, 5, generator=torch.Generator().manual_seed(4))
     sched = gdds.LogLinear(1e-3)
-    kern = K.SemanticKNN(emb, k=10, bandwidth_k=7, eps=0.3, b=0.2, schedule=sched, cache=False, progress=False)
+    kern = K.SemanticKNN(emb, K.SemanticSettings(k=10, bandwidth_k=7, eps=0.3, b=0.2), schedule=sched, cache=False,
+                         progress=False)
     nbr, dist = brute_force(emb, 10, "gaussian")
     s = dist[:, 6].sqrt()
     A = torch.exp(-dist / (0.3 * s[:, None] * s[nbr]))
@@ -138,7 +139,7 @@ def test_affinity_and_tempering_formulas():
 
 def test_teleport_schedule():
     emb = torch.randn(20, 3, generator=torch.Generator().manual_seed(5))
-    kern = K.SemanticKNN(emb, k=5, bandwidth_k=3, cache=False, progress=False)
+    kern = K.SemanticKNN(emb, K.SemanticSettings(k=5, bandwidth_k=3), cache=False, progress=False)
     t = torch.linspace(0, 1, 101, dtype=torch.float64)
     lam = kern.teleport(t)
     assert lam[0].item() == pytest.approx(0.01, abs=1e-12)
@@ -154,8 +155,9 @@ def test_paper_defaults():
     included: the kNN step does not depend on time."""
     emb = torch.randn(100, 4, generator=torch.Generator().manual_seed(6))
     kern = K.SemanticKNN(emb, cache=False, progress=False)
-    assert kern.settings == dict(k=64, metric="gaussian", eps=0.01, bandwidth_k=7, bandwidth=None, gamma=0.0,
-                                 b=0.0, lambda_min=0.01, slope=10.0, midpoint=0.6)
+    assert kern.settings == K.SemanticSettings(k=64, metric="gaussian", eps=0.01, bandwidth_k=7, bandwidth=None,
+                                               gamma=0.0, b=0.0, lambda_min=0.01, slope=10.0, midpoint=0.6,
+                                               teleport="sigmoid", neighbours=None, teleport_to="uniform")
     assert not kern.knn.time_dependent
     assert kern.knn.neighbours.shape == (100, 64)
     assert not (kern.knn.neighbours == torch.arange(100)[:, None]).any()
@@ -194,8 +196,8 @@ def test_the_recipe_fits_k_to_a_small_vocabulary():
     build = KERNELS.get("semantic").build
     emb = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
     small = build(Vocabulary(20, 15, (15, 16, 17, 18, 19)), gdds.LogLinear(1e-3), emb, False)
-    assert small.knn.neighbours.shape[1] == small.settings["k"] == 14  # every other of the 15 candidates
+    assert small.knn.neighbours.shape[1] == small.settings.k == 14  # every other of the 15 candidates
     tiny = build(Vocabulary(8, 5, (5, 6, 7)), gdds.LogLinear(1e-3), emb[:8], False)
-    assert tiny.knn.neighbours.shape[1] == 4 and tiny.settings["bandwidth_k"] == 4
+    assert tiny.knn.neighbours.shape[1] == 4 and tiny.settings.bandwidth_k == 4
     with pytest.raises(ValueError, match="k must be in"):  # an explicit k is kept, and refused
         build(Vocabulary(20, 15, (15, 16, 17, 18, 19)), gdds.LogLinear(1e-3), emb, False, k=30)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.likelihood import continuous_bound, prior_kl
 from gdds.objectives.elbo import elbo_integrand
@@ -33,7 +34,8 @@ KERNELS = {
 
 def dense_P(process, t):
     """P_{0->t} as a dense matrix (column y = law of x_t from y), independent of the closed form."""
-    return process.transition(torch.eye(process.m, dtype=torch.float64), 0.0, t, method="dense")
+    dense = OperatorSettings(method="dense")
+    return process.transition(torch.eye(process.m, dtype=torch.float64), 0.0, t, settings=dense)
 
 
 def dense_P_batch(process, ts):

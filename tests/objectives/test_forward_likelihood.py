@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gdds
+from gdds import OperatorSettings
 from gdds import kernels as K
 from gdds.baseline import bayes_unigram
 from gdds.likelihood import nll_bound
@@ -23,9 +24,9 @@ def semantic(b: float = 0.2, absorb: bool = False, m: int = M) -> gdds.ForwardPr
     """The paper's kernel (eps 0.01, local bandwidth, sigmoid teleport) on random embeddings; with
     ``absorb`` the semantic-then-absorb variant (the last id is the mask)."""
     emb = torch.randn(m, 6, generator=torch.Generator().manual_seed(3))
-    extra = dict(teleport_to="mask", mask_id=m - 1) if absorb else {}
-    kernel = K.SemanticKNN(emb, k=8, bandwidth_k=7, b=b, exclude=[m - 1], schedule=SCHED, cache=False,
-                           progress=False, **extra)
+    settings = K.SemanticSettings(k=8, bandwidth_k=7, b=b, teleport_to="mask" if absorb else "uniform")
+    kernel = K.SemanticKNN(emb, settings, mask_id=m - 1 if absorb else None, exclude=[m - 1], schedule=SCHED,
+                           cache=False, progress=False)
     return gdds.ForwardProcess(SCHED, kernel)
 
 
@@ -35,7 +36,7 @@ PROCESSES = {"paper (b=0.2)": lambda: semantic(0.2), "b=0": lambda: semantic(0.0
 
 def dense_q(process, xt, t):
     """q_t(x_t | y) for every y from an adaptive ODE solve (rtol 1e-12) of the time-ordered exponential."""
-    return forward_likelihood(process, xt, t, method="dense")
+    return forward_likelihood(process, xt, t, operators=OperatorSettings(method="dense"))
 
 
 def noised(process, seed: int, t=(0.05, 0.3, 0.6, 0.95)):
@@ -110,7 +111,8 @@ def test_the_weighted_step_is_stable_where_the_surrogate_was_not():
                 "exact": (torch.softmax(f.double(), -1), True)}
         for name, (law, weighted) in laws.items():
             coarse, fine = (reverse_step_probs(process, law.reshape(-1, 60), xt.reshape(-1), s, t, weighted=weighted,
-                                               method="series", step=step) for step in (0.5, 0.125))
+                                               operators=OperatorSettings(method="series", step=step))
+                            for step in (0.5, 0.125))
             worst[name] = max(worst[name], tv(coarse, fine))
     assert worst["exact"] < 1e-6 < 1e-5 < worst["surrogate"], worst
 

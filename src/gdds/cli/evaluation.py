@@ -119,12 +119,13 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
     """The :class:`EvalSettings` of parsed options; a bad value is a usage error."""
     try:
-        return EvalSettings(args.steps, args.sequences, tuple(args.sample_steps), args.num_samples, args.judge,
-                            tuple(args.zero_shot), args.seed, getattr(args, "sample_length", None),
-                            args.profile_steps, args.profile_sequences, paper_metric=args.paper_metric,
-                            paper_metric_grid=args.paper_metric_grid, all_terms=args.all_terms,
-                            importance_terms=args.importance_terms, top_p=tuple(args.sample_top_p),
-                            more_judges=tuple(args.more_judges))
+        return EvalSettings(steps=args.steps, sequences=args.sequences, sample_steps=tuple(args.sample_steps),
+                            num_samples=args.num_samples, judge=args.judge, zero_shot=tuple(args.zero_shot),
+                            seed=args.seed, sample_length=getattr(args, "sample_length", None),
+                            profile_steps=args.profile_steps, profile_sequences=args.profile_sequences,
+                            paper_metric=args.paper_metric, paper_metric_grid=args.paper_metric_grid,
+                            all_terms=args.all_terms, importance_terms=args.importance_terms,
+                            top_p=tuple(args.sample_top_p), more_judges=tuple(args.more_judges))
     except ValueError as exc:
         args.parser.error(str(exc))
 

@@ -240,7 +240,7 @@ class LoadedRun:
             return call
 
         if isinstance(net, LikelihoodWeighted):
-            return LikelihoodWeighted(net.process, on_device(net.network), **net.op)
+            return LikelihoodWeighted(net.process, on_device(net.network), operators=net.operators)
         return on_device(net)
 
 

@@ -8,7 +8,7 @@ from .knn import cached_knn_graph, knn_graph
 from .mask import Mask
 from .mixture import Hybrid, Mixture
 from .registry import KERNELS, KernelRecipe, Vocabulary
-from .semantic_knn import SemanticKNN, TemperedKNN, log_affinity
+from .semantic_knn import SemanticKNN, SemanticSettings, TemperedKNN, log_affinity
 from .sparse import Sparse
 from .uniform import Uniform
 
@@ -22,6 +22,7 @@ __all__ = [
     "Mask",
     "Mixture",
     "SemanticKNN",
+    "SemanticSettings",
     "Sparse",
     "TeleportSplit",
     "TemperedKNN",

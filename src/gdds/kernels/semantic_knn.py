@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,7 +41,7 @@ from ..categorical import inverse_cdf
 from ..schedules import LogLinear, Schedule
 from .absorbing import Absorbing
 from .base import FLUSH, Arrivals, Kernel, SparseColumns, check_vectors
-from .knn import cached_knn_graph, knn_graph
+from .knn import METRICS, cached_knn_graph, knn_graph
 from .mask import Mask
 from .mixture import Mixture
 from .uniform import Uniform
@@ -226,44 +228,96 @@ def calibrate_eps(neighbours: Tensor, distances: Tensor, target: float, bandwidt
     return math.exp(0.5 * (lo + hi))
 
 
+def _number(name: str, value: object, condition: bool, takes: str) -> None:
+    """Refuse ``value`` of the setting ``name`` unless it is a real number (not a bool) and ``condition``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not condition:
+        raise ValueError(f"{name} must be {takes}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SemanticSettings:
+    """What defines the semantic kernel (module docstring), checked where it is made. Defaults are the
+    settings of the paper's reference configuration (``configs/forward_process/sik_knn.yaml`` of its code;
+    the paper's text states none of them): ``k=64`` neighbours, Gaussian ``metric``, local bandwidth from
+    the ``bandwidth_k``-th = 7th neighbour (or a fixed ``bandwidth``), ``eps=0.01``, degree normalisation
+    ``gamma=0``, no tempering (``b=0``: the kNN step does not depend on time, so the transition operators
+    are one exact Poisson series; its code falls back to 0.2 where a configuration omits it, gdds' default
+    before issue 23), teleport ``lambda_min=0.01``, ``slope`` 10, ``midpoint`` 0.6.
+
+    ``teleport`` is ``"sigmoid"`` (the paper's) or ``"schedule"`` (tied to the noise level);
+    ``neighbours``, when given, replaces ``eps`` by the value that gives the median token that many
+    effective neighbours. ``teleport_to="mask"`` makes it the semantic-then-absorb kernel: the teleport
+    lands on the mask, which never leaves (:class:`gdds.kernels.absorbing.Absorbing`), so neighbour jumps
+    come early and masking at the end. A configuration's ``process.kernel_args`` are these fields."""
+
+    k: int = DEFAULT_K
+    metric: str = "gaussian"
+    eps: float = 0.01
+    bandwidth_k: int = DEFAULT_BANDWIDTH_K
+    bandwidth: float | None = None
+    gamma: float = 0.0
+    b: float = DEFAULT_B
+    lambda_min: float = 0.01
+    slope: float = 10.0
+    midpoint: float = 0.6
+    teleport: str = "sigmoid"
+    neighbours: float | None = None
+    teleport_to: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be in [1, m - 1] (neighbours per token, m the tokens a jump can reach), "
+                             f"got {self.k!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        _number("eps", self.eps, self.eps > 0, "positive (the affinity's temperature)")
+        if self.bandwidth is not None:
+            _number("bandwidth", self.bandwidth, self.bandwidth > 0, "positive (a fixed bandwidth), or None")
+        elif isinstance(self.bandwidth_k, bool) or not isinstance(self.bandwidth_k, int) \
+                or not 1 <= self.bandwidth_k <= self.k:
+            raise ValueError(f"bandwidth_k must be in [1, k] = [1, {self.k}], got {self.bandwidth_k!r}")
+        for name in ("gamma", "b", "midpoint"):
+            _number(name, getattr(self, name), math.isfinite(getattr(self, name)), "a finite number")
+        _number("lambda_min", self.lambda_min, 0 <= self.lambda_min <= 1, "in [0, 1]")
+        _number("slope", self.slope, math.isfinite(self.slope) and self.slope != 0, "a finite non-zero number")
+        if self.teleport not in TELEPORTS:
+            raise ValueError(f"teleport must be one of {', '.join(TELEPORTS)}, got {self.teleport!r}")
+        if self.neighbours is not None:
+            _number("neighbours", self.neighbours, 1 < self.neighbours < self.k,
+                    f"in (1, k) = (1, {self.k}) (the median token's effective neighbours), or None")
+        if self.teleport_to not in ("uniform", "mask"):
+            raise ValueError(f"teleport_to must be 'uniform' or 'mask', got {self.teleport_to!r}")
+
+    def record(self, eps: float, mask_id: int | None) -> dict[str, Any]:
+        """The settings as a kernel built with them names them (its ``repr``, which a run's identity
+        holds): ``eps`` as used (calibrated when ``neighbours`` is given), and the newer fields only
+        where they differ from the paper's, so that a kernel keeps the identity it had before they existed."""
+        out = dict(k=self.k, metric=self.metric, eps=eps, bandwidth_k=self.bandwidth_k, bandwidth=self.bandwidth,
+                   gamma=self.gamma, b=self.b, lambda_min=self.lambda_min, slope=self.slope, midpoint=self.midpoint)
+        if self.teleport != "sigmoid" or self.neighbours is not None:
+            out.update(teleport=self.teleport, neighbours=self.neighbours)
+        if self.teleport_to == "mask":
+            out.update(teleport_to=self.teleport_to, mask_id=mask_id)
+        return out
+
+
 class SemanticKNN(Mixture):
-    """The semantic-informed kernel. Defaults are the settings of the paper's reference configuration
-    (``configs/forward_process/sik_knn.yaml`` of its code; the paper's text states none of them):
-    ``k=64``, Gaussian metric, local bandwidth from the 7th neighbour, ``eps=0.01``, ``gamma=0``,
-    no tempering (``b=0``: the kNN step does not depend on time, so the transition operators are one
-    exact Poisson series; its code falls back to 0.2 where a configuration omits it, gdds' default
-    before issue 23), teleport ``lambda_min=0.01``, slope 10, midpoint 0.6. ``schedule`` provides
-    ``alpha(t)`` for the tempering: pass the process's schedule (default ``LogLinear(1e-3)``).
+    """The semantic-informed kernel with ``settings`` (:class:`SemanticSettings`, default the paper's)
+    on ``embeddings [m, d]``. ``schedule`` provides ``alpha(t)`` for the tempering: pass the process's
+    schedule (default ``LogLinear(1e-3)``). ``mask_id`` (an excluded id) is the mask the teleport lands
+    on, given exactly when ``settings.teleport_to == "mask"``.
 
     The kNN graph is cached under ``cache_dir`` (default :func:`gdds.files.cache_dir`)
     keyed by a hash of the embeddings, ``k``, the metric and ``exclude``;
     ``cache=False`` always rebuilds. Token ids in ``exclude`` (e.g. special tokens)
     are never a jump destination, neither as a neighbour nor by teleport.
-
-    ``teleport`` is ``"sigmoid"`` (the paper's) or ``"schedule"`` (tied to the noise level);
-    ``neighbours``, when given, replaces ``eps`` by the value that gives the median token that
-    many effective neighbours (module docstring). ``teleport_to="mask"`` (with ``mask_id``, an
-    excluded id) makes it the semantic-then-absorb kernel: the teleport lands on the mask, which
-    never leaves (:class:`gdds.kernels.absorbing.Absorbing`), so neighbour jumps come early and
-    masking at the end.
     """
 
     def __init__(
         self,
         embeddings: Tensor,
-        k: int = DEFAULT_K,
-        metric: str = "gaussian",
-        eps: float = 0.01,
-        bandwidth_k: int = DEFAULT_BANDWIDTH_K,
-        bandwidth: float | None = None,
-        gamma: float = 0.0,
-        b: float = DEFAULT_B,
-        lambda_min: float = 0.01,
-        slope: float = 10.0,
-        midpoint: float = 0.6,
-        teleport: str = "sigmoid",
-        neighbours: float | None = None,
-        teleport_to: str = "uniform",
+        settings: SemanticSettings | None = None,
+        *,
         mask_id: int | None = None,
         schedule: Schedule | None = None,
         exclude: Sequence[int] | Tensor | None = None,
@@ -271,32 +325,24 @@ class SemanticKNN(Mixture):
         cache_dir: str | Path | None = None,
         progress: bool = True,
     ):
-        if eps <= 0:
-            raise ValueError(f"eps must be positive, got {eps}")
-        if not 0 <= lambda_min <= 1:
-            raise ValueError(f"lambda_min must be in [0, 1], got {lambda_min}")
-        if teleport not in TELEPORTS:
-            raise ValueError(f"teleport must be one of {', '.join(TELEPORTS)}, got {teleport!r}")
-        if teleport_to not in ("uniform", "mask") or (teleport_to == "mask") != (mask_id is not None):
-            raise ValueError(f"teleport_to must be 'uniform' (no mask_id) or 'mask' (with the mask_id), got "
-                             f"{teleport_to!r} with mask_id={mask_id!r}")
+        s = SemanticSettings() if settings is None else settings
+        if not isinstance(s, SemanticSettings):
+            raise TypeError(f"settings must be a SemanticSettings, got {type(s).__name__}")
+        if (s.teleport_to == "mask") != (mask_id is not None):
+            raise ValueError(f"teleport_to={s.teleport_to!r} needs the mask_id exactly when it is 'mask' (the "
+                             f"teleport's destination); got mask_id={mask_id!r}")
         if cache:
-            nbr, dist = cached_knn_graph(embeddings, k, metric, cache_dir, progress, exclude)
+            nbr, dist = cached_knn_graph(embeddings, s.k, s.metric, cache_dir, progress, exclude)
         else:
-            nbr, dist = knn_graph(embeddings, k, metric, progress, exclude)
-        if neighbours is not None:
-            eps = calibrate_eps(nbr, dist, neighbours, bandwidth_k, bandwidth, gamma)
-        self.settings = dict(k=k, metric=metric, eps=eps, bandwidth_k=bandwidth_k, bandwidth=bandwidth,
-                             gamma=gamma, b=b, lambda_min=lambda_min, slope=slope, midpoint=midpoint)
-        if teleport != "sigmoid" or neighbours is not None:  # (the paper's settings keep their old identity)
-            self.settings.update(teleport=teleport, neighbours=neighbours)
-        if teleport_to == "mask":
-            self.settings.update(teleport_to=teleport_to, mask_id=mask_id)
-        self.lambda_min, self.slope, self.midpoint = float(lambda_min), float(slope), float(midpoint)
-        self.teleport_curve = teleport
+            nbr, dist = knn_graph(embeddings, s.k, s.metric, progress, exclude)
+        eps = s.eps if s.neighbours is None else calibrate_eps(nbr, dist, s.neighbours, s.bandwidth_k, s.bandwidth,
+                                                                s.gamma)
+        self.settings, self.eps, self.mask_id = s, eps, mask_id
+        self.lambda_min, self.slope, self.midpoint = float(s.lambda_min), float(s.slope), float(s.midpoint)
+        self.teleport_curve = s.teleport
         self.schedule = schedule if schedule is not None else LogLinear(1e-3)
-        logA = log_affinity(nbr, dist, eps, bandwidth_k, bandwidth, gamma)
-        self.knn = TemperedKNN(nbr, logA, self.schedule, b)
+        logA = log_affinity(nbr, dist, eps, s.bandwidth_k, s.bandwidth, s.gamma)
+        self.knn = TemperedKNN(nbr, logA, self.schedule, s.b)
         uniform = Uniform(nbr.shape[0], exclude)
         self.n_excluded = 0 if uniform.support is None else uniform.m - uniform.support.numel()
         if mask_id is None:
@@ -323,5 +369,5 @@ class SemanticKNN(Mixture):
         return 1 - self.teleport(t)
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.settings.record(self.eps, self.mask_id).items())
         return f"SemanticKNN(m={self.m}, {opts}, excluded={self.n_excluded}, schedule={self.schedule!r})"

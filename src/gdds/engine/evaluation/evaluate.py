@@ -48,7 +48,7 @@ BASELINE_METRIC = "no-training baseline: NLL upper bound of the Bayes-unigram de
 UNIGRAM_METRIC = "exact NLL of the unigram model (add-one counts of the training split)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """What ``gdds eval`` and ``gdds compare`` measure: the bound's ``steps`` (T) on the first
     ``sequences`` validation blocks, ``num_samples`` samples at each of ``sample_steps`` and each
@@ -144,12 +144,14 @@ def _tokens(blocks: Blocks, rows: np.ndarray) -> Tensor:
 
 
 def _bound_estimates(loaded: LoadedRun, denoiser: Any, blocks: Blocks, rows: np.ndarray, steps: int, seed: int,
-                     batch: int = 8, **op: Any) -> Tensor:
-    """Per-sequence ``steps``-step bounds of ``denoiser``; the draws depend on ``seed`` only, so two
+                     batch: int = 8, all_terms: bool = False, probs: Tensor | None = None) -> Tensor:
+    """Per-sequence ``steps``-step bounds of ``denoiser`` (every term, or the drawn one from ``probs``:
+    :func:`gdds.nll_bound`'s ``all_terms``, ``term_probs``); the draws depend on ``seed`` only, so two
     denoisers bounded alike share blocks, term indices and ``x_t``."""
     gen = estimator_generator(loaded, seed, "bound")
     return _per_sequence(blocks, rows, batch, lambda x0, keep: nll_bound(
-        loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, **op), f"{steps}-step bound")
+        loaded.run.process, denoiser, x0, steps=steps, generator=gen, keep=keep, all_terms=all_terms,
+        term_probs=probs), f"{steps}-step bound")
 
 
 def _exact_nll(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, batch: int = 8) -> Tensor:
@@ -180,13 +182,13 @@ def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, ex
 
 @torch.no_grad()
 def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, seed: int = 0,
-                 batch: int = 8, **op: Any) -> NLLReport:
+                 batch: int = 8) -> NLLReport:
     """The ``steps``-step bound on ``sequences`` blocks drawn across the split: nats/token ± SE,
     perplexity (upper bounds). For a method with an exact likelihood (autoregressive): its
     exact NLL (``steps`` unused; the standard error is then over sequences only)."""
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
-        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch, **op)
+        _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch)
     return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
                    _characters(loaded, blocks, rows), exact, None if exact else steps, rows)
 
@@ -214,15 +216,15 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model, baseline = _report(loaded.method.label, model_est, tokens, characters, True, None, rows), unigram_report
     else:
         baseline_denoiser = bayes_unigram(loaded.run.process, pi)
-        op: dict[str, Any] = {"all_terms": all_terms}
+        probs = None
         if importance_terms and not all_terms:
             pilot = bound_terms(loaded.run.process, baseline_denoiser, blocks.batch(rows[:PILOT_SEQUENCES]), steps,
                                 keep=blocks.mask(rows[:PILOT_SEQUENCES]),
                                 generator=estimator_generator(loaded, seed, "pilot"))
-            op["term_probs"] = term_probs(pilot)
+            probs = term_probs(pilot)
         model_est, base_est = _bound_estimates(loaded, [loaded.denoiser(), baseline_denoiser], blocks, rows, steps,
-                                               seed, batch, **op)
-        terms = ", all terms" if all_terms else ", importance-sampled term" if "term_probs" in op else ""
+                                               seed, batch, all_terms, probs)
+        terms = ", all terms" if all_terms else ", importance-sampled term" if probs is not None else ""
         model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps, rows)
         baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps,
                            rows)
