@@ -219,3 +219,26 @@ def test_a_model_folder_samples_with_a_cache_folder_it_cannot_write(tmp_path, mo
     with pytest.warns(UserWarning, match="could not cache the kNN graph"):
         assert main(["sample", str(tmp_path / "model"), "--num", "1", "--steps", "2"]) == 0
     assert "1 samples from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sampler", ["exact", "renoise"])
+def test_samples_of_a_loaded_run_use_the_function_its_bound_uses(run, sampler):
+    """The loaded run's denoiser (its device, its autocast) is the one the samplers call, as the bound
+    does: samples and bound never score the model at two precisions."""
+    loaded = load_run(run)
+    calls = []
+    own = loaded.denoiser
+
+    def recorded():
+        fn = own()
+
+        def call(xt, t):
+            calls.append(t)
+            return fn(xt, t)
+
+        return call
+
+    loaded.denoiser = recorded
+    ids, texts = generate(loaded, 2, 3, seed=0, sampler=sampler)
+    assert ids.shape == (2, loaded.cfg.data.seq_len) and len(texts) == 2
+    assert len(calls) == 3  # one call per step (renoise: one per step; exact: one per step, t changes)

@@ -150,13 +150,16 @@ class Method:
         return SAMPLERS.get(name)
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                 prompt: Sequence[int] = (), sampler: str | None = None, **options: Any) -> Tensor:
+                 prompt: Sequence[int] = (), sampler: str | None = None, denoiser: Denoiser | None = None,
+                 **options: Any) -> Tensor:
         """``num`` sequences of ``length`` tokens from the sampler named ``sampler`` (:meth:`sampler`;
         the default is the model's own law: its reverse chain in ``steps`` steps, or ancestral
         sampling), starting with the tokens ``prompt`` (``-1`` marks a free position: infilling, for
         the samplers that can). ``options`` are the sampler's (:attr:`gdds.sampling.Sampler.options`;
         others raise :class:`gdds.sampling.SamplerError`); :class:`NotGenerative` for a model
-        that cannot be sampled."""
+        that cannot be sampled. ``denoiser``: the model as a denoiser, for a sampler that takes one
+        (default :meth:`denoiser`; a loaded run passes its own, on its device and under the same
+        autocast as its bound, so that samples and bound use one function)."""
         entry = self.sampler(sampler)
         entry.check(options)
         fixed = None
@@ -165,7 +168,7 @@ class Method:
                 raise ValueError(f"the prompt has {len(prompt)} tokens; the length is {length}")
             fixed = torch.full((num, length), -1, dtype=torch.long)
             fixed[:, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
-        source = self.denoiser(model) if entry.denoises else model
+        source = (self.denoiser(model) if denoiser is None else denoiser) if entry.denoises else model
         return entry.draw(self.process, source, num, length, steps=steps, generator=generator, fixed=fixed,
                           **options)
 

@@ -288,9 +288,12 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     their decoded texts; a sampler that can show a bar over its steps shows it on a terminal."""
     length = loaded.cfg.data.seq_len if length is None else length
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
-    if "progress" in loaded.method.sampler(sampler).options:
+    entry = loaded.method.sampler(sampler)
+    if "progress" in entry.options:
         options = {"progress": None, **options}
-    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, **options).cpu()
+    denoiser = loaded.denoiser() if entry.denoises else None  # the bound's function (autocast on a GPU)
+    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
+                                 **options).cpu()
     tok = loaded.run.data.tokenizer
     return ids, [tok.decode(row.tolist()) for row in ids]
 
