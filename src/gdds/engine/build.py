@@ -185,7 +185,7 @@ def assemble(cfg: Config, data: Data, device: torch.device, progress: bool = Tru
         kernel, identity = build_kernel(cfg.process, schedule, data, progress, embeddings)
         process = ForwardProcess(schedule, kernel).to(device)
     try:
-        method = method_cls(process, cfg.process.t_min, cfg.model.parametrization)
+        method = method_cls(process, cfg.process.t_min, cfg.model.parametrization, cfg.model.block_size)
     except ValueError as exc:
         raise ConfigError(f"method: {exc}") from exc
     torch.manual_seed(cfg.seed)

@@ -121,6 +121,9 @@ class ModelConfig:
     """Pad the output layer to a multiple of this (128 on GPUs); the extra logits are never read."""
     parametrization: ParametrizationName = AUTO
     """How the output becomes mu (gdds.objectives.parametrization); auto: forward for non-absorbing kernels."""
+    block_size: int | None = ranged(None, 1)
+    """Block diffusion (gdds.models.block): diffusion inside blocks of this many tokens, autoregressive over
+    them (null: one block, plain diffusion)."""
 
 
 @dataclass

@@ -86,11 +86,13 @@ class Method:
     preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
 
-    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO):
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO,
+                 block_size: int | None = None):
         if self.noised and process is None:
             raise ValueError(f"method {self.name} trains on a forward process; pass one")
         self.process = process
         self.t_min = t_min
+        self.block_size = block_size  # block diffusion (gdds.models.block) when set
         if parametrization == AUTO:
             absorbing = process is None or process.absorbing
             parametrization = self.parametrizations[0 if absorbing else -1]
@@ -196,10 +198,11 @@ class ClosedFormLoss(Snapshot):
     needs: ClassVar[str]
     instead: ClassVar[str]  # what to use for a kernel that is not column-constant
 
-    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO):
+    def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO,
+                 block_size: int | None = None):
         if process is not None:
             process.require_column_constant(f"method {self.name} ({self.needs})", self.instead)
-        super().__init__(process, max(t_min, 1e-6), parametrization)
+        super().__init__(process, max(t_min, 1e-6), parametrization, block_size)
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
         xt, t = inputs
