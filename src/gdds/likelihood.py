@@ -16,42 +16,47 @@ estimate per sequence (nats): the prior term exactly, one term ``k ~ U{2..T}`` w
 ``{2..T}`` with one shared uniform shift): each is uniform, so each estimate stays unbiased, and the
 batch mean has a lower variance than with independent draws.
 
-:func:`masked_continuous_bound` is MDLM's continuous-time bound for the mask kernel,
-``int_0^1 (-alpha') / (1 - alpha) E[sum_{masked} -log mu(x0)] dt`` plus the prior term, estimated by
-Monte-Carlo over ``t``; the ``T``-step bound converges to it.
+Block diffusion (:class:`gdds.sampling.BlockDenoiser`, ``docs/block.md``): ``-log p(x) = sum_k -log
+p(x_k | x_<k)``, and each block's term is bounded by the ``T``-step bound of its own chain given the
+clean blocks before it. The prior, the KL terms and the reconstruction are sums over positions, so the
+bound of a sequence is the sum of its blocks' bounds when every block's chain is scored with the clean
+blocks before it as context: the bound calls a block denoiser with the clean rows of the same sequences
+(:func:`gdds.sampling.with_context`). All blocks of a sequence share the drawn term ``k`` and its time:
+each block's part is an unbiased estimate of that block's bound, so their sum stays an unbiased
+estimate of the sum. A plain denoiser reads no context and is called as before.
+
+The continuous-time bounds live in :mod:`gdds.continuous_bound`, the prior term in
+:mod:`gdds.prior_term`, the summaries (nats per token, standard errors, paired differences) in
+:mod:`gdds.bound_summary`; this module re-exports their names.
 """
 from __future__ import annotations
 
-import math
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .categorical import one_hot_columns
-from .devices import check_generator
-from .kernels.mask import Mask
+from .bound_summary import BoundSummary, paired_difference, summarize
+from .continuous_bound import continuous_bound, masked_continuous_bound
 from .operators import DEFAULTS, OperatorSettings
 from .posterior import CHUNK_FLOATS, posterior_and_steps, true_posterior
+from .prior_term import kl_rows, on_process, prior_kl, scored
 from .process import ForwardProcess
-from .sampling import Denoiser, clean_logits, reference_prior, time_grid
+from .sampling import Denoiser, clean_logits, time_grid, with_context
+
+__all__ = ["BoundSummary", "bound_terms", "continuous_bound", "masked_continuous_bound", "nll_bound",
+           "paired_difference", "prior_kl", "stratified_terms", "summarize", "term_probs"]
 
 
-def _law(denoiser: Denoiser, xt: Tensor, t: float) -> tuple[Tensor, bool]:
+def _law(denoiser: Denoiser, xt: Tensor, t: float, x0: Tensor) -> tuple[Tensor, bool]:
     """What the reverse step reads from the denoiser per position, ``[B * L, m]`` float64 on ``xt``'s
     device (whatever device the denoiser answers on), and whether it is weights to be weighted by
-    ``q_t(x_t | .)`` (:func:`gdds.sampling.clean_logits`)."""
-    logits, weighted = clean_logits(denoiser, xt, torch.full((xt.shape[0],), t, device=xt.device))
+    ``q_t(x_t | .)`` (:func:`gdds.sampling.clean_logits`). ``x0``: the clean tokens of the same rows,
+    the context a block denoiser reads (:func:`gdds.sampling.with_context`)."""
+    logits, weighted = clean_logits(with_context(denoiser, x0), xt,
+                                    torch.full((xt.shape[0],), t, device=xt.device))
     return torch.softmax(logits.double(), dim=-1), weighted
-
-
-def _kl_rows(q: Tensor, p: Tensor) -> Tensor:
-    """``KL(q || p)`` per row (nats); ``inf`` where ``p`` misses mass of ``q``."""
-    terms = torch.where(q > 0, q * (q.clamp_min(1e-300).log() - p.clamp_min(0).log()), torch.zeros_like(q))
-    return terms.sum(-1).clamp_min(0.0)
 
 
 def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]], x0: Tensor, xt: Tensor, s: float,
@@ -62,40 +67,6 @@ def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]
     if op in (None, DEFAULTS):
         return posterior_and_steps(process, laws, x0, xt, s, t)
     return true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, operators=op)[1]
-
-
-def _scored(values: Tensor, keep: Tensor | None) -> Tensor:
-    """Per-position values ``[B, L]`` summed over the positions that count: ``[B]``."""
-    return (values if keep is None else torch.where(keep, values, 0.0)).sum(-1)
-
-
-def prior_kl(process: ForwardProcess, x0: Tensor, reference: Tensor | None = None,
-             keep: Tensor | None = None) -> Tensor:
-    """``KL(q_1(.|x0) || p_1)`` summed over positions (where ``keep``): ``[B]`` nats (exact). The term of
-    each clean token is computed once per process (for the default ``p_1``) and remembered: it needs
-    ``P_{0->1} e_y``, the longest operator of the bound."""
-    x0, keep = _on_process(process, x0, keep)
-    return _scored(_prior_terms(process, x0.unique(), reference)[x0], keep)
-
-
-_PRIOR_TERMS: weakref.WeakKeyDictionary[ForwardProcess, Tensor] = weakref.WeakKeyDictionary()
-
-
-def _prior_terms(process: ForwardProcess, tokens: Tensor, reference: Tensor | None) -> Tensor:
-    """``[m]`` float64 on the process's device: ``KL(q_1(.|y) || p_1)`` at least for every ``y`` of
-    ``tokens`` (the others NaN, or remembered from earlier calls when ``reference`` is the default)."""
-    p1 = reference_prior(process, reference).to(tokens.device)
-    known = _PRIOR_TERMS.get(process) if reference is None else None
-    if known is None:
-        known = torch.full((process.m,), math.nan, dtype=torch.float64, device=tokens.device)
-    known = known.to(tokens.device)
-    new = tokens[torch.isnan(known[tokens])]
-    if new.numel():
-        q1 = process.transition(one_hot_columns(new, process.m), 0.0, 1.0).T
-        known[new] = _kl_rows(q1, p1.expand_as(q1))
-    if reference is None:
-        _PRIOR_TERMS[process] = known
-    return known
 
 
 def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None,
@@ -177,19 +148,12 @@ def _denoisers(denoiser: Denoiser | Sequence[Denoiser]) -> tuple[list[Denoiser],
     return [denoiser], True
 
 
-def _on_process(process: ForwardProcess, x0: Tensor, keep: Tensor | None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
-    """``x0`` and ``keep`` on the process's device, where ``generator`` must be too
-    (:mod:`gdds.devices`)."""
-    check_generator(generator, process.device)
-    return x0.to(process.device), None if keep is None else keep.to(process.device)
-
 
 def _in_groups(process: ForwardProcess, x0: Tensor, keep: Tensor | None, generator: torch.Generator | None,
                fn: Any) -> Tensor:
     """``fn(x0, keep)`` over groups of sequences, on the process's device, so that ``[B * L, m]``
     float64 is never held for large batches."""
-    x0, keep = _on_process(process, x0, keep, generator)
+    x0, keep = on_process(process, x0, keep, generator)
     if x0.dim() != 2:
         raise ValueError(f"x0 must be [B, L] token ids, got shape {tuple(x0.shape)}")
     if keep is not None and keep.shape != x0.shape:
@@ -210,8 +174,8 @@ def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor
     """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t`` shared by
     the denoisers ``dens``: ``[D, b]``."""
     xt = _noised(process, x, keep, t, generator)
-    q, steps = _posterior_and_steps(process, [_law(d, xt, t) for d in dens], x.reshape(-1), xt.reshape(-1), s, t, op)
-    return torch.stack([_scored(_kl_rows(q, p).reshape(x.shape), keep) for p in steps])
+    q, steps = _posterior_and_steps(process, [_law(d, xt, t, x) for d in dens], x.reshape(-1), xt.reshape(-1), s, t, op)
+    return torch.stack([scored(kl_rows(q, p).reshape(x.shape), keep) for p in steps])
 
 
 def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, t1: float,
@@ -219,8 +183,9 @@ def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, k
     """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}`` shared by the denoisers
     ``dens``: ``[D, B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
-    _, steps = posterior_and_steps(process, [_law(d, x1, t1) for d in dens], None, x1.flatten(), 0.0, t1, operators=op)
-    return torch.stack([_scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
+    laws = [_law(d, x1, t1, x0) for d in dens]
+    _, steps = posterior_and_steps(process, laws, None, x1.flatten(), 0.0, t1, operators=op)
+    return torch.stack([scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
                         for p0 in steps])
 
 
@@ -273,128 +238,3 @@ def bound_terms(
     return out[0] if single else out
 
 
-@torch.no_grad()
-def continuous_bound(
-    process: ForwardProcess,
-    denoiser: Denoiser,
-    x0: Tensor,
-    samples: int = 1,
-    reference: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    keep: Tensor | None = None,
-    operators: OperatorSettings | None = None,
-) -> Tensor:
-    """The continuous-time bound of the reverse CTMC that the ``T``-step chain tends
-    to (``[B]`` nats, one unbiased estimate per sequence from ``samples`` draws of t):
-
-        KL(q_1 || p_1) + int_0^1 E_{x_t} sum_{z != x_t} [R_theta - R + R log(R / R_theta)] dt,
-
-    with forward rates ``beta F_t[x, z]`` of ``z -> x``, the true reverse rates
-    ``R(x -> z) = beta F_t[x, z] q_t(z|x0) / q_t(x|x0)`` and the model's
-    ``R_theta(x -> z) = beta F_t[x, z] (P_{0->t} (mu / r))[z]``. For the mask kernel
-    this is MDLM's bound, for the uniform kernel UDLM's; both cost ``O(m)`` per
-    position through the closed-form operators. ``keep``, ``operators``: as in :func:`nll_bound`."""
-    x0, keep = _on_process(process, x0, keep, generator)
-    total = prior_kl(process, x0, reference, keep)
-    m = process.m
-    for _ in range(samples):
-        ts = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device).clamp(1e-9, 1.0)
-        xt = process.noise(x0, ts, generator=generator)
-        xt = xt if keep is None else torch.where(keep, xt, x0)
-        mus = torch.softmax(denoiser(xt, ts.to(torch.float32)).to(xt.device, torch.float64), dim=-1)
-        for b in range(x0.shape[0]):
-            t = float(ts[b])
-            x, y, mu = xt[b], x0[b], mus[b]
-            ux, wx = torch.unique(x, return_inverse=True)
-            uy, wy = torch.unique(y, return_inverse=True)
-            ex, ey = one_hot_columns(ux, m), one_hot_columns(uy, m)
-            a = process.kernel.apply_T(ex, t)[:, wx]  # F_t[x, z]
-            q = process.transition(ey, 0.0, t)[:, wy]  # q_t(z | x0)
-            r = process.transition(ex, 0.0, t, transpose=True, settings=operators)[:, wx]  # q_t(x | y)
-            reach = r > 0
-            mu_r = torch.where(reach, mu.T * reach / (mu.T * reach).sum(0, keepdim=True) / r.clamp_min(1e-300), 0.0)
-            w = process.transition(mu_r, 0.0, t, settings=operators)
-            rate = float(process.schedule.beta(t))
-            pos = torch.arange(x.numel(), device=x.device)
-            R = rate * a * q / q[x, pos]
-            R_model = rate * a * w
-            off = torch.ones_like(R, dtype=torch.bool)
-            off[x, pos] = False
-            terms = R_model - R + torch.where(R > 0, R * (R.clamp_min(1e-300).log() - R_model.log()), 0.0)
-            if keep is not None:
-                off = off & keep[b][None, :]
-            total[b] += (terms * off).sum() / samples
-    return total
-
-
-@torch.no_grad()
-def masked_continuous_bound(
-    process: ForwardProcess,
-    denoiser: Denoiser,
-    x0: Tensor,
-    samples: int = 1,
-    reference: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """MDLM's continuous-time bound for the mask kernel (module docstring), one
-    unbiased estimate per sequence (``[B]`` nats) from ``samples`` draws of ``t``."""
-    if not isinstance(process.kernel, Mask):
-        raise TypeError("masked_continuous_bound needs a ForwardProcess with a Mask kernel")
-    mask_id = process.kernel.mask_id
-    x0, _ = _on_process(process, x0, None, generator)
-    total = prior_kl(process, x0, reference)
-    for _ in range(samples):
-        t = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device).clamp_min(1e-9)
-        xt = process.noise(x0, t, generator=generator)
-        logits = denoiser(xt, t.to(torch.float32)).to(xt.device, torch.float64)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0[..., None])[..., 0]
-        masked = (xt == mask_id) & (x0 != mask_id)
-        alpha, beta = process.schedule.alpha(t), process.schedule.beta(t)
-        weight = beta * alpha / (1 - alpha)  # -alpha'(t) / (1 - alpha(t))
-        total = total + weight * (-(logp * masked).sum(-1)) / samples
-    return total
-
-
-@dataclass(frozen=True)
-class BoundSummary:
-    """Per-token summary of per-sequence bound estimates (an upper bound on the NLL)."""
-
-    nats_per_token: float
-    standard_error: float
-    tokens: int
-    steps: int | None
-
-    @property
-    def perplexity(self) -> float:
-        """``exp(bound)``: an upper bound on the model's perplexity."""
-        return math.exp(self.nats_per_token)
-
-    def bits_per_character(self, characters: int) -> float:
-        """The bound in bits per character of text that holds ``characters`` characters (the
-        tokens' count without BOS, EOS or padding for a character-level tokenizer)."""
-        return self.nats_per_token * self.tokens / characters / math.log(2)
-
-
-def summarize(estimates: Tensor, tokens_per_sequence: Tensor, steps: int | None = None) -> BoundSummary:
-    """Nats/token (ratio of sums) and its Monte-Carlo standard error (delta method)."""
-    est = estimates.double().cpu()
-    n = tokens_per_sequence.double().cpu()
-    if est.numel() < 2:
-        raise ValueError("need at least two sequences for a standard error")
-    ratio = float(est.sum() / n.sum())
-    resid = est - ratio * n
-    se = float(resid.std(unbiased=True) * math.sqrt(est.numel()) / n.sum())
-    return BoundSummary(ratio, se, int(n.sum()), steps)
-
-
-def paired_difference(a: Tensor, b: Tensor, tokens_per_sequence: Tensor) -> BoundSummary:
-    """``A - B`` in nats/token from two per-sequence estimates on the same sequences (e.g. two
-    denoisers' :func:`nll_bound` with the same draws, or two models' bounds on the same blocks), with
-    the standard error of the per-sequence differences: what sequences and draws share cancels.
-    Unbiased for the difference of the two expectations; the standard error is the delta-method one of
-    :func:`summarize` (tested on a pair of denoisers with a known difference,
-    ``tests/inference/test_paired_difference.py``)."""
-    if a.shape != b.shape or a.shape != tokens_per_sequence.shape:
-        raise ValueError(f"paired estimates need one value per sequence each; got shapes {tuple(a.shape)}, "
-                         f"{tuple(b.shape)} and tokens {tuple(tokens_per_sequence.shape)}")
-    return summarize(a.double().cpu() - b.double().cpu(), tokens_per_sequence)

@@ -56,6 +56,36 @@ class LikelihoodWeighted:
         return log_rho + forward_likelihood(self.process, xt, t, operators=self.operators).log()
 
 
+@dataclass(frozen=True)
+class BlockDenoiser:
+    """A block-diffusion denoiser (:class:`gdds.models.BlockDiT`, ``docs/block.md``): ``fn(x_t, t, x0)``
+    gives the logits of the clean tokens of every block of ``x_t [B, L]`` at times ``t [B]``, block ``k``
+    reading the clean blocks ``< k`` of ``x0 [B, L]`` (the same sequences) and never the rest. The bound
+    (:func:`gdds.nll_bound`) recognises it and passes the clean rows it scores (:func:`with_context`);
+    the parametrizations' wrappers (:class:`LikelihoodWeighted`) keep it inside."""
+
+    fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+    block_size: int
+
+    def __call__(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        return self.fn(xt, t, x0)
+
+    def given(self, x0: Tensor) -> Denoiser:
+        """The plain denoiser ``(x_t, t) -> logits`` of the sequences whose clean tokens are ``x0``."""
+        return lambda xt, t: self.fn(xt, t, x0)
+
+
+def with_context(denoiser: Denoiser, x0: Tensor) -> Denoiser:
+    """``denoiser`` as a plain ``(x_t, t)`` denoiser of the sequences ``x0 [B, L]``: a
+    :class:`BlockDenoiser` (also inside a :class:`LikelihoodWeighted`) reads their clean blocks; any
+    other denoiser is returned as it is (it reads no context)."""
+    if isinstance(denoiser, BlockDenoiser):
+        return denoiser.given(x0)
+    if isinstance(denoiser, LikelihoodWeighted) and isinstance(denoiser.network, BlockDenoiser):
+        return LikelihoodWeighted(denoiser.process, denoiser.network.given(x0), operators=denoiser.operators)
+    return denoiser
+
+
 def clean_logits(denoiser: Denoiser, xt: Tensor, t: Tensor) -> tuple[Tensor, bool]:
     """What the reverse step reads from ``denoiser`` at ``(x_t [B, L], t [B])``: logits ``[B * L, m]``
     on ``xt``'s device, and whether their softmax is the weights of :class:`LikelihoodWeighted` (to be

@@ -25,6 +25,7 @@ LAYERS = {
     "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.process": "math",
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",
+    "gdds.prior_term": "inference", "gdds.continuous_bound": "inference", "gdds.bound_summary": "inference",
     "gdds.baseline": "inference",
     "gdds": "api",
     "gdds.models": "models", "gdds.data": "data", "gdds.objectives": "objectives", "gdds.minilm": "composition",

@@ -23,11 +23,11 @@ from ..data import Blocks, CompactTokenizer, TextTokenizer, WordPieceTokenizer
 from ..data import embeddings as E
 from ..kernels import KERNELS, Kernel, Vocabulary
 from ..minilm import minilm_kernel, minilm_rows
-from ..models import DiTConfig
+from ..models import BlockDiT, DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import Denoiser, LikelihoodWeighted
+from ..sampling import BlockDenoiser, Denoiser, LikelihoodWeighted
 from ..schedules import Schedule
 from . import checkpoint as ck
 from .config import (
@@ -121,8 +121,21 @@ def build_kernel(pc: ProcessConfig, schedule: Schedule, data: Data, progress: bo
 
 def build_model(mc: ModelConfig, vocab_size: int, max_len: int, method: type[Method]) -> nn.Module:
     """The network of ``method`` (:attr:`Method.network`: the DiT denoiser, the causal LM on
-    the same blocks, the two-stream network) at the configured size."""
-    return method.network(network_config(mc, vocab_size, max_len, method.causal))
+    the same blocks, the two-stream network) at the configured size; with ``model.block_size`` the
+    block-diffusion network (:class:`gdds.models.BlockDiT`, ``docs/block.md``), for the methods that
+    train it and blocks that tile ``max_len`` (``data.seq_len``)."""
+    config = network_config(mc, vocab_size, max_len, method.causal)
+    if mc.block_size is None:
+        return method.network(config)
+    try:
+        method.check_block_size(mc.block_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if max_len % mc.block_size:
+        raise ConfigError(f"model.block_size={mc.block_size} must divide data.seq_len={max_len}: block diffusion "
+                          f"trains on whole blocks; set data.seq_len to a multiple of {mc.block_size} or choose a "
+                          f"block size that divides {max_len}")
+    return BlockDiT(config, mc.block_size)
 
 
 @dataclass
@@ -151,6 +164,8 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed or evaluated with this set-up."""
         exact = EXACT_MARK if self.method.parametrization == "forward" else {}
+        if self.method.block_size is not None:  # the same weights as a DiT's: only this tells them apart
+            exact = {**exact, "block_size": self.method.block_size}
         return {"method": self.cfg.method, "tokenizer": self.data.tokenizer.identity(),
                 "data": self.cfg.to_dict()["data"], "process": self.kernel_identity,
                 "model": self.model.config.to_dict(), "parametrization": self.method.parametrization, **exact}
@@ -229,15 +244,17 @@ class LoadedRun:
         autocast on a GPU (the sampler and the bound take the softmax in float64, and both use this
         same function); :class:`gdds.objectives.NotGenerative` for a model that has none. The
         forward-likelihood parametrization stays a :class:`~gdds.sampling.LikelihoodWeighted` around
-        the network, so that the reverse step weights it by the ``q_t`` it computes anyway."""
+        the network, so that the reverse step weights it by the ``q_t`` it computes anyway, and a block
+        model's stays a :class:`~gdds.sampling.BlockDenoiser` (its clean context moved to the device too)."""
         net = self.method.denoiser(self.run.model)
 
         def on_device(fn: Denoiser) -> Denoiser:
-            def call(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            def call(xt: torch.Tensor, t: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
-                    return fn(xt.to(self.device), t.to(self.device, torch.float32)).float()
+                    return fn(xt.to(self.device), t.to(self.device, torch.float32),
+                              *(c.to(self.device) for c in context)).float()
 
-            return call
+            return BlockDenoiser(call, fn.block_size) if isinstance(fn, BlockDenoiser) else call
 
         if isinstance(net, LikelihoodWeighted):
             return LikelihoodWeighted(net.process, on_device(net.network), operators=net.operators)

@@ -22,6 +22,11 @@ how it generates, and which evaluations apply (``docs/math.md`` section 9):
   :class:`gdds.models.CausalLM`; the loss is the exact negative log-likelihood per token,
   ``-log p(x_i | x_<i)``.
 
+Block diffusion (``model.block_size``, ``docs/block.md``) applies to the methods whose loss is per
+position (``gdds``, ``elbo``): each block of ``b`` tokens is noised at its own time, the network
+(:class:`gdds.models.BlockDiT`) reads ``(x_t, t [B, n_blocks], x0)``, and each position's loss takes its
+block's time. ``jump``, ``campbell`` and ``ar`` refuse it.
+
 Jump-state models (``jump``, ``campbell``) generate only for the mask kernel, where the
 true reverse exit rates are known; elsewhere :meth:`Method.denoiser` raises
 :class:`NotGenerative`. The network's inputs are drawn for the whole (global) micro-batch,
@@ -38,7 +43,7 @@ from torch import Tensor, nn
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import SAMPLERS, Denoiser, Sampler, SamplerError
+from ..sampling import SAMPLERS, BlockDenoiser, Denoiser, Sampler, SamplerError
 from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
 from .parametrization import AUTO, PARAMETRIZATIONS
 from .pathwise import (
@@ -50,7 +55,7 @@ from .pathwise import (
     jump_denoiser,
     jump_state_loss,
 )
-from .snapshot import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
+from .snapshot import SNAPSHOT_LABEL, block_inputs, block_rows, snapshot_cross_entropy, snapshot_inputs
 
 AR_LABEL = "exact NLL (autoregressive)"
 ELBO_LABEL = "continuous-time ELBO integrand, t in [t_min, 1], no prior term (a training loss, not a bound)"
@@ -73,7 +78,8 @@ class Method:
     may use, the default first) and ``preview_sampler`` (the one of the training loop's quick
     samples), ``parametrizations`` (how its output may become ``mu``:
     :data:`gdds.objectives.parametrization.PARAMETRIZATIONS`; the first is the default for an
-    absorbing kernel, the last for the others)."""
+    absorbing kernel, the last for the others), ``block_diffusion`` (whether it trains block diffusion
+    when ``block_size`` is given)."""
 
     name: ClassVar[str]
     metric: ClassVar[str]
@@ -85,6 +91,7 @@ class Method:
     samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise")
     preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
+    block_diffusion: ClassVar[bool] = False
 
     def __init__(self, process: ForwardProcess | None, t_min: float = 1e-3, parametrization: str = AUTO,
                  block_size: int | None = None):
@@ -92,7 +99,7 @@ class Method:
             raise ValueError(f"method {self.name} trains on a forward process; pass one")
         self.process = process
         self.t_min = t_min
-        self.block_size = block_size  # block diffusion (gdds.models.block) when set
+        self.block_size = self.check_block_size(block_size)  # block diffusion (gdds.models.block) when set
         if parametrization == AUTO:
             absorbing = process is None or process.absorbing
             parametrization = self.parametrizations[0 if absorbing else -1]
@@ -101,6 +108,16 @@ class Method:
                              f"(model.parametrization), not {parametrization!r}")
         self.parametrization = parametrization
         self._output = PARAMETRIZATIONS.get(parametrization)
+
+    @classmethod
+    def check_block_size(cls, block_size: int | None) -> int | None:
+        """``block_size`` when the method can train block diffusion with it (or it is ``None``); else a
+        ``ValueError`` that says what to change."""
+        if block_size is not None and not cls.block_diffusion:
+            raise ValueError(f"method {cls.name} does not train block diffusion (model.block_size={block_size}): "
+                             "block diffusion needs a loss per position, as the methods gdds and elbo have; train "
+                             "one of them, or set model.block_size to null")
+        return block_size
 
     def mu_logits(self, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """The logits of ``mu`` from the network's output at ``(x_t, t)`` under the method's
@@ -127,8 +144,10 @@ class Method:
     def denoiser(self, model: nn.Module) -> Denoiser:
         """The trained network as a denoiser ``(x_t, t) -> logits or log-probs`` of the clean
         token, for :func:`gdds.sample` and :func:`gdds.nll_bound`; :class:`NotGenerative` when
-        the model has none."""
-        return self._output.denoiser(self.process, model)
+        the model has none. A block model's is a :class:`gdds.sampling.BlockDenoiser` (it reads the clean
+        blocks before each block), inside the parametrization's wrapper."""
+        network = model if self.block_size is None else BlockDenoiser(model, self.block_size)
+        return self._output.denoiser(self.process, network)
 
     @property
     def continuous_bound_applies(self) -> bool:
@@ -180,13 +199,25 @@ class Snapshot(Method):
 
     name, metric, label = "gdds", "snapshot_ce", SNAPSHOT_LABEL
     parametrizations = ("mean", "forward-surrogate", "forward")
+    block_diffusion = True
 
     def inputs(self, x0: Tensor, generator: torch.Generator | None, keep: Tensor | None = None) -> tuple[Tensor, ...]:
-        xt, t = snapshot_inputs(self.process, x0, self.t_min, generator)
-        return (xt if keep is None else torch.where(keep, xt, x0)), t
+        """``(x_t, t [B])``; with a block size ``(x_t, t [B, n_blocks], x0)``, each block at its own time
+        (:func:`gdds.objectives.snapshot.block_inputs`)."""
+        if self.block_size is None:
+            xt, t = snapshot_inputs(self.process, x0, self.t_min, generator)
+            return (xt if keep is None else torch.where(keep, xt, x0)), t
+        xt, t, x0 = block_inputs(self.process, x0, self.block_size, self.t_min, generator)
+        return (xt if keep is None else torch.where(keep.to(x0.device), xt, x0)), t, x0
 
     def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        xt, t = inputs
+        """The per-position loss, every position at its own block's time (one time per row:
+        :func:`gdds.objectives.snapshot.block_rows`)."""
+        rows = block_rows(logits, inputs[0], inputs[1], x0)
+        return self.row_loss(*rows).reshape(x0.shape)
+
+    def row_loss(self, logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """The per-position loss ``[N, n]`` of rows ``xt``, ``x0 [N, n]`` at times ``t [N]``."""
         return self._output.cross_entropy(self.process, logits, xt, t, x0)
 
 
@@ -204,8 +235,7 @@ class ClosedFormLoss(Snapshot):
             process.require_column_constant(f"method {self.name} ({self.needs})", self.instead)
         super().__init__(process, max(t_min, 1e-6), parametrization, block_size)
 
-    def token_loss(self, logits: Tensor, x0: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        xt, t = inputs
+    def row_loss(self, logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         return type(self).loss(self.process, self.mu_logits(logits, xt, t), xt, x0, t)
 
 
@@ -221,6 +251,7 @@ class JumpState(ClosedFormLoss):
 
     name, metric, label = "jump", "jump_state_loss", JUMP_LABEL
     parametrizations = ("mean",)  # the output is a jump kernel, not mu
+    block_diffusion = False
     loss, needs, instead = jump_state_loss, JUMP_NEEDS, JUMP_INSTEAD
 
     def denoiser(self, model: nn.Module) -> Denoiser:

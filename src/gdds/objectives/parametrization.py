@@ -39,7 +39,7 @@ from torch import Tensor
 from ..posterior import forward_likelihood
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import Denoiser, LikelihoodWeighted
+from ..sampling import BlockDenoiser, Denoiser, LikelihoodWeighted
 from .logsumexp import logsumexp_rows
 from .snapshot import snapshot_cross_entropy
 
@@ -176,6 +176,10 @@ def _mean_cross_entropy(process: ForwardProcess, logits: Tensor, xt: Tensor, t: 
 
 
 def _surrogate_denoiser(process: ForwardProcess, network: Denoiser) -> Denoiser:
+    """``network`` under the one-jump surrogate; a block network stays one (its context passed through)."""
+    if isinstance(network, BlockDenoiser):
+        return BlockDenoiser(lambda xt, t, x0: surrogate_logits(process, network(xt, t, x0), xt, t),
+                             network.block_size)
     return lambda xt, t: surrogate_logits(process, network(xt, t), xt, t)
 
 

@@ -49,6 +49,32 @@ def snapshot_inputs(process: ForwardProcess, x0: Tensor, t_min: float = 1e-3,
     return process.noise(x0, t, generator=generator), t
 
 
+def block_inputs(process: ForwardProcess, x0: Tensor, block_size: int, t_min: float = 1e-3,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Block diffusion's inputs ``(x_t [B, L], t [B, n_blocks], x0 [B, L])`` (``docs/block.md``): the
+    ``B * n_blocks`` blocks of ``block_size`` tokens as rows, each noised at its own time, the times
+    stratified over all of them (:func:`sample_times`). With one block per sequence the draws are
+    :func:`snapshot_inputs`' (``t`` then ``[B, 1]``)."""
+    x0 = x0.to(process.device)
+    B, L = x0.shape
+    if L % block_size:
+        raise ValueError(f"block diffusion trains on whole blocks: the length {L} is not a multiple of the block "
+                         f"size {block_size}")
+    rows = x0.reshape(-1, block_size)
+    t = sample_times(rows.shape[0], t_min, generator, x0.device)
+    return process.noise(rows, t, generator=generator).reshape(B, L), t.view(B, -1), x0
+
+
+def block_rows(logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-block times ``t [B, n_blocks]`` as rows of one block each with its own time: ``logits
+    [B * n_blocks, b, m]``, ``xt`` and ``x0 [B * n_blocks, b]``, ``t [B * n_blocks]``, what the per-position
+    losses take (one time per row). Times ``[B]`` (plain diffusion) leave everything as it is."""
+    if t.dim() == 1:
+        return logits, xt, t, x0
+    rows = t.numel()
+    return logits.reshape(rows, -1, logits.shape[-1]), xt.reshape(rows, -1), t.reshape(-1), x0.reshape(rows, -1)
+
+
 def snapshot_cross_entropy(logits: Tensor, x0: Tensor) -> Tensor:
     """Per-position cross-entropy ``-log mu_theta(x0 | x_t, t)`` as ``[B, L]`` (float32, without a
     float32 copy of the logits: :mod:`gdds.objectives.logsumexp`)."""

@@ -23,7 +23,7 @@ from ...baseline import bayes_unigram, unigram_law, unigram_nll
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
-from ...sampling import time_grid
+from ...sampling import time_grid, with_context
 from ..build import LoadedRun
 from ..corpus import zero_shot_blocks
 from .entropy import per_sample_entropy, unigram_entropy
@@ -43,6 +43,7 @@ from .reports import (
 CONTINUOUS_SAMPLES = 4  # draws of t per sequence in the continuous-time bound
 SWEEP_STEPS = (32, 128, 512)  # T of the bounds shown where the continuous-time bound diverges
 BOUND_METRIC = "NLL upper bound ({steps}-step ELBO of the sampled chain)"
+BLOCK_METRIC = ", block diffusion, blocks of {block_size} tokens (a sum of block bounds given the blocks before)"
 CONTINUOUS_METRIC = "NLL upper bound of the continuous-time reverse CTMC (the T -> infinity limit of the chain)"
 BASELINE_METRIC = "no-training baseline: NLL upper bound of the Bayes-unigram denoiser ({steps}-step ELBO)"
 UNIGRAM_METRIC = "exact NLL of the unigram model (add-one counts of the training split)"
@@ -172,6 +173,12 @@ def _characters(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray) -> int | No
     return int((characters if keep is None else characters & keep).sum())
 
 
+def bound_metric(loaded: LoadedRun, steps: int) -> str:
+    """The label of the model's ``steps``-step bound, naming block diffusion and its block size when it is one."""
+    b = loaded.method.block_size
+    return BOUND_METRIC.format(steps=steps) + ("" if b is None else BLOCK_METRIC.format(block_size=b))
+
+
 def _report(metric: str, est: Tensor, tokens: Tensor, characters: int | None, exact: bool,
             steps: int | None, rows: np.ndarray) -> NLLReport:
     s = summarize(est, tokens, steps)
@@ -189,7 +196,7 @@ def bound_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: int, 
     rows, exact = eval_rows(blocks, sequences, seed), loaded.method.exact_likelihood
     est = _exact_nll(loaded, blocks, rows, batch) if exact else \
         _bound_estimates(loaded, loaded.denoiser(), blocks, rows, steps, seed, batch)
-    return _report(loaded.method.label if exact else BOUND_METRIC.format(steps=steps), est, _tokens(blocks, rows),
+    return _report(loaded.method.label if exact else bound_metric(loaded, steps), est, _tokens(blocks, rows),
                    _characters(loaded, blocks, rows), exact, None if exact else steps, rows)
 
 
@@ -225,7 +232,7 @@ def likelihood_report(loaded: LoadedRun, blocks: Blocks, sequences: int, steps: 
         model_est, base_est = _bound_estimates(loaded, [loaded.denoiser(), baseline_denoiser], blocks, rows, steps,
                                                seed, batch, all_terms, probs)
         terms = ", all terms" if all_terms else ", importance-sampled term" if probs is not None else ""
-        model = _report(BOUND_METRIC.format(steps=steps) + terms, model_est, tokens, characters, False, steps, rows)
+        model = _report(bound_metric(loaded, steps) + terms, model_est, tokens, characters, False, steps, rows)
         baseline = _report(BASELINE_METRIC.format(steps=steps) + terms, base_est, tokens, characters, False, steps,
                            rows)
     d = paired_difference(model_est, base_est, tokens)
@@ -276,7 +283,7 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
         x0, keep = blocks.batch(rows[a:a + batch]).to(loaded.device), blocks.mask(rows[a:a + batch])
         keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep.to(loaded.device)
         xt, t = snapshot_inputs(loaded.run.process, x0, loaded.cfg.process.t_min, gen)
-        ce = snapshot_cross_entropy(loaded.denoiser()(torch.where(keep, xt, x0), t), x0)
+        ce = snapshot_cross_entropy(with_context(loaded.denoiser(), x0)(torch.where(keep, xt, x0), t), x0)
         total, count = total + float(torch.where(keep, ce, 0.0).sum()), count + int(keep.sum())
     return SnapshotReport(SNAPSHOT_LABEL, total / count, count)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ...data import Blocks
+from ...sampling import with_context
 from ..build import LoadedRun
 from .reports import MDLM_PAPER_METRIC, PAPER_METRIC, PaperMetric
 
@@ -89,7 +90,7 @@ def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator:
         t = reference_times(x0.shape[0], generator, process.device, grid)
         xt, info = process.sample(x0, t, return_info=True, generator=generator)
         hit = (info.jumps > 0) & keep
-        logits = denoiser(xt, t.float())
+        logits = with_context(denoiser, x0)(xt, t.float())  # a block model reads the clean blocks before
         weight = torch.ones_like(t)
         if figure == "mdlm":  # MDLM's output excludes the mask token; its loss weight is -alpha'/(1 - alpha)
             logits = logits.double().index_fill(-1, torch.tensor([process.mask_id], device=logits.device),
