@@ -53,16 +53,17 @@ def block_inputs(process: ForwardProcess, x0: Tensor, block_size: int, t_min: fl
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Block diffusion's inputs ``(x_t [B, L], t [B, n_blocks], x0 [B, L])`` (``docs/block.md``): the
     ``B * n_blocks`` blocks of ``block_size`` tokens as rows, each noised at its own time, the times
-    stratified over all of them (:func:`sample_times`). With one block per sequence the draws are
-    :func:`snapshot_inputs`' (``t`` then ``[B, 1]``)."""
+    stratified over all of them (:func:`sample_times`, each exactly ``U[t_min, 1)``) and dealt block-major, so
+    the blocks of one sequence sit ``1 / n_blocks`` apart on the stratified grid rather than side by side.
+    With one block per sequence the draws are :func:`snapshot_inputs`' (``t`` then ``[B, 1]``)."""
     x0 = x0.to(process.device)
     B, L = x0.shape
     if L % block_size:
         raise ValueError(f"block diffusion trains on whole blocks: the length {L} is not a multiple of the block "
                          f"size {block_size}")
     rows = x0.reshape(-1, block_size)
-    t = sample_times(rows.shape[0], t_min, generator, x0.device)
-    return process.noise(rows, t, generator=generator).reshape(B, L), t.view(B, -1), x0
+    t = sample_times(rows.shape[0], t_min, generator, x0.device).view(-1, B).T.reshape(B, -1)
+    return process.noise(rows, t.reshape(-1), generator=generator).reshape(B, L), t, x0
 
 
 def block_rows(logits: Tensor, xt: Tensor, t: Tensor, x0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
