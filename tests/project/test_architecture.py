@@ -25,7 +25,7 @@ LAYERS = {
     "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.process": "math",
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",
-    "gdds.baseline": "inference",
+    "gdds.baseline": "inference", "gdds.block_sampling": "inference",
     "gdds": "api",
     "gdds.models": "models", "gdds.data": "data", "gdds.objectives": "objectives", "gdds.minilm": "composition",
     "gdds.engine": "engine", "gdds.cli": "cli", "gdds.__main__": "cli",
