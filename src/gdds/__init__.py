@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import kernels
+from .block_sampling import sample_blocks
 from .likelihood import nll_bound
 from .operators import OperatorSettings
 from .process import ForwardProcess, NoisingInfo
@@ -37,6 +38,7 @@ __all__ = [
     "load",
     "nll_bound",
     "sample",
+    "sample_blocks",
 ]
 
 

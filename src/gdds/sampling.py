@@ -11,7 +11,8 @@ and re-noise it to ``s`` with the forward process. It is not the model's reverse
 chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 
 :func:`sample_ancestral` draws from a causal language model's own conditionals, token by token
-(exact; it is not a denoiser sampler). :data:`SAMPLERS` names the three: the one list from which
+(exact; it is not a denoiser sampler). :data:`SAMPLERS` names them, with the block-by-block chain of a
+block-diffusion network that :mod:`gdds.block_sampling` registers (``blocks``): the one list from which
 :meth:`gdds.objectives.Method.generate`, ``gdds sample --sampler`` and the labels of samples choose.
 """
 from __future__ import annotations
@@ -269,26 +270,31 @@ class SamplerError(ValueError):
 
 SUPPLIED = ("steps", "generator", "fixed")
 """What every sampler receives from :meth:`gdds.objectives.Method.generate` after its four positional
-arguments ``(process, source, num, length)``; the rest of its keywords are its options."""
+arguments ``(process, source, num, length)``; the rest of its keywords are its options (but ``denoise``,
+which a sampler that takes the network receives too)."""
 
 @dataclass(frozen=True)
 class Sampler:
     """An entry of :data:`SAMPLERS`: ``draw(process, source, num, length, steps=, generator=, fixed=,
-    **options)``, where ``source`` is the model as a denoiser (``denoises``) or the causal model
-    itself; ``label`` names it in reports, ``exact`` says whether it draws from the model's own law
-    (the chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
+    **options)``, where ``source`` is the model as a denoiser (``denoises``), the causal model itself,
+    or the block network itself (``network``: a reverse chain per block, :mod:`gdds.block_sampling`,
+    which also receives ``denoise=``, how the network's logits become the model's denoiser);
+    ``label`` names it in reports, ``exact`` says whether it draws from the model's own law (the
+    chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
     beyond those every sampler receives, read from ``draw``'s signature."""
 
     label: str
     exact: bool
     draw: Callable[..., Tensor]
     denoises: bool = True
+    network: bool = False
     options: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         params = list(inspect.signature(self.draw).parameters.values())[4:]
+        supplied = SUPPLIED + (("denoise",) if self.network else ())
         named = tuple(p.name for p in params
-                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in SUPPLIED)
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in supplied)
         object.__setattr__(self, "options", named)
 
     def check(self, options: Iterable[str]) -> None:

@@ -4,11 +4,14 @@
 ``helpers.context_free_chain_law``): samples of the right shape, dtype, range and device, fixed
 positions kept, and the exact samplers' draws following the exact law of their chain. Methods
 refuse the samplers and options that do not apply, naming those that do."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import gdds
 from gdds import kernels as K
+from gdds.block_sampling import BLOCK_SAMPLER
 from gdds.models import DiTConfig
 from gdds.models.causal import CausalLM
 from gdds.objectives import METHODS
@@ -35,11 +38,31 @@ def causal_model(device: torch.device) -> CausalLM:
                               cond_width=8)).to(device)
 
 
+class ContextFreeBlocks:
+    """A block network (``gdds.block_sampling.BlockNetwork``) of blocks of 3 and 4 positions (so 7 tokens
+    slide a window) that answers ``log mu`` whatever its inputs: each block's chain is the chain above."""
+
+    block_size, config = 3, SimpleNamespace(max_len=4)
+
+    def __call__(self, xt, t, x0):
+        return denoiser(xt, t)
+
+    def denoise(self, xt, t, cache):
+        return denoiser(xt, t)
+
+    def extend(self, cache, block):
+        return cache
+
+    def encode(self, x0, start=0):
+        return None
+
+
 def draw(name: str, proc: gdds.ForwardProcess, num: int, length: int, steps: int, seed: int,
          fixed: torch.Tensor | None = None) -> torch.Tensor:
-    """``Method.generate``'s call of the sampler ``name``."""
+    """``Method.generate``'s call of the sampler ``name`` (a block sampler's ``denoise`` left at its
+    default: the network's output is ``mu``'s logits)."""
     entry = SAMPLERS.get(name)
-    source = denoiser if entry.denoises else causal_model(proc.device)
+    source = ContextFreeBlocks() if entry.network else denoiser if entry.denoises else causal_model(proc.device)
     gen = torch.Generator(device=proc.device).manual_seed(seed)
     return entry.draw(proc, source, num, length, steps=steps, generator=gen, fixed=fixed)
 
@@ -84,7 +107,9 @@ def test_the_ancestral_sampler_draws_the_causal_models_own_samples():
 
 def test_every_sampler_belongs_to_a_method_and_every_method_names_registered_samplers():
     used = {name for _, method in METHODS.items() for name in method.samplers}
-    assert used == set(SAMPLERS.names())
+    assert used | {BLOCK_SAMPLER} == set(SAMPLERS.names())  # a block model's: METHODS' instances with block_size
+    block = METHODS.get("gdds")(process("mask"), block_size=4)
+    assert block.samplers == (BLOCK_SAMPLER,) == (block.preview_sampler,) and SAMPLERS.get(BLOCK_SAMPLER).network
     for _, method in METHODS.items():
         assert method.preview_sampler in method.samplers
         assert all(SAMPLERS.get(name).denoises != (method is METHODS.get("ar")) for name in method.samplers)
@@ -105,3 +130,11 @@ def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")
     SAMPLERS.get("exact").check({"operators", "spacing"})  # operator settings define the chain: accepted
+    block = METHODS.get("elbo")(process("mask"), block_size=4)
+    assert block.sampler().label == "exact block-by-block reverse chain"
+    for plain in ("exact", "renoise"):
+        with pytest.raises(SamplerError, match=f"samples with blocks; not '{plain}' .a block-diffusion model, "
+                                               "model.block_size=4, is drawn block by block"):
+            block.generate(None, 2, 4, 2, None, sampler=plain)
+    with pytest.raises(SamplerError, match="does not accept denoise; its options are eos, cache, spacing"):
+        block.generate(None, 2, 4, 2, None, denoise=None)

@@ -153,3 +153,18 @@ def test_the_training_benchmark_per_method(tmp_path):
     for r in rows:
         assert r["preset"] == "demo" and r["settings"]["overrides"][:len(small)] == small
         assert r["tokens_per_s_median"] == pytest.approx(4 * 32 / r["step_s_median"])
+
+
+def test_the_block_generation_benchmark_quick_mode(tmp_path):
+    """`benchmarks/block_generation.py --quick`: tokens/s with and without the KV cache per block size, the
+    two paths' samples the same."""
+    _, printed = run("block_generation", "--quick", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "block_generation.json").read_text())
+    assert report["mode"] == "quick" and report["versions"]["torch"] and report["machine"]["cpu_count"]
+    rows, settings = report["results"], report["settings"]
+    assert [r["block_size"] for r in rows] == settings["block_sizes"] == [4, 16]
+    for r in rows:
+        assert r["same_samples"] and r["cached_tokens_per_s"] > 0
+        assert r["cached_tokens_per_s"] == pytest.approx(settings["num"] * settings["length"] / r["cached_s"])
+        assert r["speedup"] == pytest.approx(r["cached_tokens_per_s"] / r["uncached_tokens_per_s"])
+    assert "tokens, 2 steps per block" in printed

@@ -146,7 +146,7 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
     p.add_argument("--steps", type=int, default=64, help=f"reverse steps T (default 64, at most {MAX_SAMPLE_STEPS:,})")
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
-                   "length, data.seq_len)")
+                   "length, data.seq_len; a block-diffusion model takes any length)")
     p.add_argument("--spacing", choices=("t", "lambda"), default=None,
                    help="exact sampler: time grid uniform in t (default) or in Lambda")
     p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=None,

@@ -223,11 +223,14 @@ class LoadedRun:
         return self.run.method
 
     def sample_length(self, length: int | None, option: str) -> int:
-        """``length`` (default: the training length) when the network has positions for it; else a
-        :class:`ConfigError` naming ``option`` (``--length``, ``--sample-length``, ``length``)."""
+        """``length`` (default: the training length) when the network has positions for it, or any positive
+        length for a block-diffusion model (it slides a window beyond: :mod:`gdds.block_sampling`); else
+        a :class:`ConfigError` naming ``option`` (``--length``, ``--sample-length``, ``length``)."""
         longest = self.run.model.config.max_len
         if length is None:
             return longest
+        if self.method.block_size is not None and length >= 1:
+            return length
         if not 1 <= length <= longest:
             raise ConfigError(f"{option} must be in [1, {longest}]; got {length}: the model was trained with "
                               f"data.seq_len={longest}, and its network has no positions beyond (for longer texts, "

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..block_sampling import BLOCK_SAMPLER
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
@@ -79,7 +80,9 @@ class Method:
     samples), ``parametrizations`` (how its output may become ``mu``:
     :data:`gdds.objectives.parametrization.PARAMETRIZATIONS`; the first is the default for an
     absorbing kernel, the last for the others), ``block_diffusion`` (whether it trains block diffusion
-    when ``block_size`` is given)."""
+    when ``block_size`` is given). A block-diffusion model (``block_size`` set) samples
+    block by block only: its ``samplers`` and ``preview_sampler`` are
+    :data:`gdds.block_sampling.BLOCK_SAMPLER`'s."""
 
     name: ClassVar[str]
     metric: ClassVar[str]
@@ -100,6 +103,8 @@ class Method:
         self.process = process
         self.t_min = t_min
         self.block_size = self.check_block_size(block_size)  # block diffusion (gdds.models.block) when set
+        if block_size is not None:
+            self.samplers, self.preview_sampler = (BLOCK_SAMPLER,), BLOCK_SAMPLER
         if parametrization == AUTO:
             absorbing = process is None or process.absorbing
             parametrization = self.parametrizations[0 if absorbing else -1]
@@ -146,7 +151,12 @@ class Method:
         token, for :func:`gdds.sample` and :func:`gdds.nll_bound`; :class:`NotGenerative` when
         the model has none. A block model's is a :class:`gdds.sampling.BlockDenoiser` (it reads the clean
         blocks before each block), inside the parametrization's wrapper."""
-        network = model if self.block_size is None else BlockDenoiser(model, self.block_size)
+        return self.parametrized(model if self.block_size is None else BlockDenoiser(model, self.block_size))
+
+    def parametrized(self, network: Denoiser) -> Denoiser:
+        """The logits ``network(x_t, t)`` as the model's denoiser, under the method's parametrization
+        (the block sampler wraps each block's network call in it); :class:`NotGenerative` when the
+        model has none."""
         return self._output.denoiser(self.process, network)
 
     @property
@@ -167,7 +177,10 @@ class Method:
         :class:`gdds.sampling.SamplerError` listing the method's samplers when it cannot use it."""
         name = self.samplers[0] if name is None else name
         if name not in self.samplers:
-            raise SamplerError(f"method {self.name} samples with {', '.join(self.samplers)}; not {name!r}")
+            why = "" if self.block_size is None else (
+                f" (a block-diffusion model, model.block_size={self.block_size}, is drawn block by block given the "
+                "blocks before it; it defines no chain over the whole sequence at once)")
+            raise SamplerError(f"method {self.name} samples with {', '.join(self.samplers)}; not {name!r}{why}")
         return SAMPLERS.get(name)
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
@@ -180,7 +193,8 @@ class Method:
         others raise :class:`gdds.sampling.SamplerError`); :class:`NotGenerative` for a model
         that cannot be sampled. ``denoiser``: the model as a denoiser, for a sampler that takes one
         (default :meth:`denoiser`; a loaded run passes its own, on its device and under the same
-        autocast as its bound, so that samples and bound use one function)."""
+        autocast as its bound, so that samples and bound use one function; the block sampler takes the
+        network itself and :meth:`parametrized`, and any length)."""
         entry = self.sampler(sampler)
         entry.check(options)
         fixed = None
@@ -189,7 +203,10 @@ class Method:
                 raise ValueError(f"the prompt has {len(prompt)} tokens; the length is {length}")
             fixed = torch.full((num, length), -1, dtype=torch.long)
             fixed[:, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
-        source = (self.denoiser(model) if denoiser is None else denoiser) if entry.denoises else model
+        if entry.network:
+            options = {"denoise": self.parametrized, **options}
+        source = (self.denoiser(model) if denoiser is None else denoiser) if entry.denoises and not entry.network \
+            else model
         return entry.draw(self.process, source, num, length, steps=steps, generator=generator, fixed=fixed,
                           **options)
 
@@ -254,8 +271,8 @@ class JumpState(ClosedFormLoss):
     block_diffusion = False
     loss, needs, instead = jump_state_loss, JUMP_NEEDS, JUMP_INSTEAD
 
-    def denoiser(self, model: nn.Module) -> Denoiser:
-        return _jump_denoiser(self.process, model)
+    def parametrized(self, network: Denoiser) -> Denoiser:
+        return _jump_denoiser(self.process, network)
 
 
 class Campbell(Method):
@@ -279,7 +296,10 @@ class Campbell(Method):
         return campbell_loss(logits, PathBatch(*inputs), x0.shape[1])
 
     def denoiser(self, model: nn.Module) -> Denoiser:
-        return _jump_denoiser(self.process, model.snapshot)
+        return self.parametrized(model.snapshot)
+
+    def parametrized(self, network: Denoiser) -> Denoiser:
+        return _jump_denoiser(self.process, network)
 
 
 def _jump_denoiser(process: ForwardProcess, logits: Denoiser) -> Denoiser:

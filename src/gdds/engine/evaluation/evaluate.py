@@ -298,7 +298,7 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     entry = loaded.method.sampler(sampler)
     if "progress" in entry.options:
         options = {"progress": None, **options}
-    denoiser = loaded.denoiser() if entry.denoises else None  # the bound's function (autocast on a GPU)
+    denoiser = loaded.denoiser() if entry.denoises and not entry.network else None  # the bound's function
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
                                  **options).cpu()
     tok = loaded.run.data.tokenizer
