@@ -2,6 +2,8 @@
 :class:`gdds.models.BlockDiT`, a resumed run is the uninterrupted one bit for bit, ``gdds eval`` reports its
 bound labelled as block diffusion beside the baseline, the configuration refuses what it cannot train, and
 a model folder of the run loads the same network and scores the same."""
+import json
+
 import pytest
 
 from gdds.cli import main
@@ -47,6 +49,18 @@ def test_a_block_run_trains_resumes_evaluates_and_exports(tmp_path):
     scores = [nll_bound(run.run.process, run.denoiser(), x0, steps=4,
                         generator=torch.Generator().manual_seed(1)) for run in (loaded, folder)]
     torch.testing.assert_close(scores[0], scores[1])
+
+    # gdds eval end to end, and gdds sample past the training length, stopping at the end-of-text token
+    assert main(["eval", str(tmp_path / "straight"), "--steps", "4", "--sequences", "4", "--sample-steps", "2",
+                 "--num-samples", "2"]) == 0
+    assert "blocks of 4 tokens" in (tmp_path / "straight" / "eval" / "eval.md").read_text()
+    eos = loaded.run.data.tokenizer.eos_id
+    out = tmp_path / "samples.json"
+    assert main(["sample", str(tmp_path / "straight"), "--num", "3", "--steps", "2", "--length", "70",
+                 "--stop-at-eos", "--out", str(out)]) == 0
+    texts = json.loads(out.read_text())["texts"]
+    assert len(texts) == 3 and not any(loaded.run.data.tokenizer.decode([eos]) in text for text in texts)
+    assert max(len(text) for text in texts) <= 70
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -61,6 +61,9 @@ def test_sample_cli(run, capsys, tmp_path, monkeypatch):
         with pytest.raises(SystemExit):
             main(["sample", str(run), *refused])
     assert "its options are device" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # only the block sampler stops at the end-of-text token
+        main(["sample", str(run), "--stop-at-eos"])
+    assert "does not accept eos" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sample", str(run), "--steps", "0"])
     import gdds.cli.evaluation as cli

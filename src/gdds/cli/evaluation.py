@@ -154,6 +154,9 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gumbel", action="store_const", const=True, default=None,
                    help="exact sampler: Gumbel-max on float32 instead of float64 inverse CDF")
     p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
+    p.add_argument("--stop-at-eos", action="store_true",
+                   help="block sampler: each text ends at its end-of-text token, and generation stops once "
+                   "every sequence has one (--length is then the most)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples to this JSON file")
     add_device_option(p)
@@ -171,6 +174,8 @@ def run_sample(args: argparse.Namespace) -> int:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
     options = {key: value for key in ("spacing", "top_p", "gumbel") if (value := getattr(args, key)) is not None}
+    if args.stop_at_eos:
+        options["eos"] = loaded.run.data.tokenizer.eos_id
     try:
         sampler = loaded.method.sampler(args.sampler)
         sampler.check(options)

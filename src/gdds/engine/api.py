@@ -121,13 +121,16 @@ class Model:
     @torch.no_grad()
     def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
-               sampler: str | None = None) -> list[str]:
+               sampler: str | None = None, stop_at_eos: bool = False) -> list[str]:
         """``num`` texts of ``length`` tokens (default the model's) from ``sampler`` (a name of
         :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
-        steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``."""
+        steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. A block-diffusion
+        model takes any ``length``; with ``stop_at_eos`` its texts end at their end-of-text token and
+        generation stops once every one has it (other samplers refuse it)."""
         length = self.loaded.sample_length(length, "length")
         template = self._template(length, prompt, infill, blank, blank_tokens)
-        return generate(self.loaded, num, steps, seed, length, template, sampler)[1]
+        stop = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
+        return generate(self.loaded, num, steps, seed, length, template, sampler, **stop)[1]
 
     @torch.no_grad()
     def nll_bound(self, texts: str | list[str], steps: int = 128, draws: int = 4, seed: int = 0) -> Score:

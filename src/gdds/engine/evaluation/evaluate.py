@@ -292,7 +292,9 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
              prompt: Sequence[int] = (), sampler: str | None = None, **options: Any) -> tuple[Tensor, list[str]]:
     """``num`` sequences (``length`` tokens, default the training length) from ``sampler`` (default the
     method's: :meth:`gdds.objectives.Method.generate`, the one door) starting with ``prompt``, and
-    their decoded texts; a sampler that can show a bar over its steps shows it on a terminal."""
+    their decoded texts; a sampler that can show a bar over its steps shows it on a terminal. With the
+    option ``eos`` (the block sampler's stop, :func:`gdds.block_sampling.sample_blocks`) each text ends
+    before its first generated end-of-text token."""
     length = loaded.cfg.data.seq_len if length is None else length
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
     entry = loaded.method.sampler(sampler)
@@ -302,7 +304,13 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
                                  **options).cpu()
     tok = loaded.run.data.tokenizer
-    return ids, [tok.decode(row.tolist()) for row in ids]
+    eos = options.get("eos")
+    return ids, [tok.decode(_before_eos(row.tolist(), eos, len(prompt))) for row in ids]
+
+
+def _before_eos(ids: list[int], eos: int | None, start: int) -> list[int]:
+    """``ids`` up to (not including) the first ``eos`` at or after ``start`` (all of them without one)."""
+    return ids if eos is None or eos not in ids[start:] else ids[:ids.index(eos, start)]
 
 
 def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None]) -> list[SampleReport]:
