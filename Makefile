@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench compare decisive embeddings install clean
+.PHONY: demo test test-slow lint bench compare decisive embeddings block install clean
 
 install: $(STAMP)
 
@@ -50,11 +50,13 @@ compare: $(STAMP)
 
 # Does a semantic kernel help? The committed comparisons (hours on 2 CPU cores each; resumable: the
 # same command continues): `decisive` (kernels and baselines, character level) and `embeddings`
-# (MiniLM against co-occurrence embeddings, WordPiece level). Each runs its preset, then copies its
+# (MiniLM against co-occurrence embeddings, WordPiece level) and `block` (block diffusion against full
+# diffusion and the autoregressive model). Each runs its preset, then copies its
 # table, JSON and figure (with their provenance) to docs/results/.
 PRESET_decisive   := decisive-cpu
 PRESET_embeddings := embeddings-wordpiece
-decisive embeddings: $(STAMP)
+PRESET_block      := block-cpu
+decisive embeddings block: $(STAMP)
 	$(VENV)/bin/gdds compare --preset $(PRESET_$@) --out results/$@
 	mkdir -p docs/results
 	for ext in json md png; do cp results/$@/compare.$$ext docs/results/$@.$$ext; done

@@ -19,8 +19,9 @@ def test_methods_share_everything_but_the_method():
     cfgs = {name: entry_config("tiny", name, SHARED).to_dict() for name in ENTRIES}
     for name, cfg in cfgs.items():
         for section in ("data", "model", "train"):
-            mine = {k: v for k, v in cfg[section].items() if (name, k) != ("gdds-semantic-b0.2-surrogate",
-                                                                         "parametrization")}
+            own = {("gdds-semantic-b0.2-surrogate", "parametrization")} | {
+                (name, "block_size") for name in ENTRIES if "model.block_size" in " ".join(ENTRIES[name])}
+            mine = {k: v for k, v in cfg[section].items() if (name, k) not in own}
             assert mine == {k: v for k, v in cfgs["ar"][section].items() if k in mine}
     assert {cfg["method"] for cfg in cfgs.values()} == {"gdds", "elbo", "jump", "campbell", "ar"}
     with pytest.raises(ValueError, match="unknown method"):
@@ -158,6 +159,16 @@ def test_seeds_and_cross_method_differences_are_paired_on_blocks(tmp_path, monke
     table = compare_markdown(kept)
     assert "How the verdict is decided" in table and "p (two-sided)" in table and "95% interval" in table
     assert "not significant (2 seeds: a verdict needs at least 3)" in table
+    # Pairs: an entry against its own counterpart, paired as with the reference (reversed: the negation).
+    paired = engine.compare(tmp_path, ["gdds-mask", "mdlm"], settings, "tiny", SHARED, seeds=[0, 1],
+                            pairs={"gdds-mask": "mdlm"})
+    flipped = paired.pair_differences["gdds-mask"]
+    assert flipped.per_seed == pytest.approx([-v for v in d.per_seed], abs=1e-12)
+    assert flipped.test.p_value == pytest.approx(d.test.p_value, rel=1e-9)
+    assert json.loads((tmp_path / "compare.json").read_text())["pairs"] == {"gdds-mask": "mdlm"}
+    assert "| gdds-mask - mdlm |" in compare_markdown(paired) and "its counterpart's" in compare_markdown(paired)
+    with pytest.raises(ValueError, match="two compared methods"):
+        engine.compare(tmp_path, ["gdds-mask", "mdlm"], settings, "tiny", SHARED, seeds=[0, 1], pairs={"ar": "mdlm"})
 
 
 def test_a_variant_chosen_on_the_first_seed_is_trained_with_every_seed(tmp_path):
@@ -184,7 +195,7 @@ def test_a_variant_chosen_on_the_first_seed_is_trained_with_every_seed(tmp_path)
         engine.compare(tmp_path, ["gdds-mask", "mdlm"], settings, "tiny", SHARED, select=["gidd"])
 
 
-@pytest.mark.parametrize("name", ["decisive-cpu", "decisive-gpu", "embeddings-wordpiece"])
+@pytest.mark.parametrize("name", ["decisive-cpu", "decisive-gpu", "embeddings-wordpiece", "block-cpu"])
 def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
     """Every option of a shipped preset is one of gdds compare's, every method and override builds a
     configuration, and its evaluation settings are valid (no training here)."""
@@ -209,11 +220,19 @@ def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
         assert args.seeds[0] == 0 and args.judged_seeds == [1, 2, 3] and 0 not in args.judged_seeds
         assert set(args.seeded) == {"gdds-semantic", "gdds-mask"} == {"gdds-semantic", args.reference}
         assert set(args.seeds) >= {0, 1, 2, 3} and len(args.select) >= 5 and set(args.select) <= set(args.methods)
+    if name == "block-cpu":  # each block model paired with its full-diffusion model and the AR model, 3 seeds
+        from gdds.cli.training import pair_options
+
+        pairs = pair_options(args.pair)
+        assert args.reference == "ar" and len(args.seeds) == 3 and args.seeded is None
+        assert set(pairs) | set(pairs.values()) <= set(args.methods)
+        assert all(entry_config(args.base, m, args.overrides).model.block_size in (4, 16) for m in pairs)
+        assert all(entry_config(args.base, m, args.overrides).model.block_size is None for m in pairs.values())
     from gdds.cli.evaluation import eval_settings
 
     settings = eval_settings(args)
     assert settings.paper_metric
-    if name.startswith("decisive"):  # every term of every bound, and generative perplexity at equal entropy
+    if name.startswith(("decisive", "block")):  # every term of every bound, and generative perplexity at equal entropy
         assert settings.all_terms and len(settings.top_p) >= 3 and settings.more_judges
 
 
@@ -276,3 +295,13 @@ def test_the_common_entropy_is_the_highest_level_every_sweep_reaches():
     assert comparison([3.1, 2.6, 2.9], [3.3, 2.8]).common_entropy == 3.1
     assert comparison([3.1, 2.9], [2.8, 2.5]).common_entropy is None
     assert comparison([3.1], [2.5, 3.2]).common_entropy == 3.1
+
+
+def test_pairs_are_given_as_method_equals_counterpart():
+    from gdds.cli.training import pair_options
+    from gdds.engine.config import ConfigError
+
+    assert pair_options(["gdds-mask-b4=gdds-mask", "gdds-semantic-b4=gdds-semantic"]) == {
+        "gdds-mask-b4": "gdds-mask", "gdds-semantic-b4": "gdds-semantic"}
+    with pytest.raises(ConfigError, match="METHOD=COUNTERPART"):
+        pair_options(["gdds-mask-b4"])

@@ -111,16 +111,18 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 1e-3 else f"{p:.3f}"
 
 
-def differences_markdown(result: Comparison) -> list[str]:
-    """Each entry's bound minus the reference's, paired on the same blocks, per seed and over the
-    judged seeds (:mod:`gdds.engine.evaluation.paired`), and how the verdict is decided, in words."""
+def differences_markdown(result: Comparison, pairs: bool = False) -> list[str]:
+    """Each entry's bound minus the reference's (``pairs``: minus its counterpart's), paired on the same
+    blocks, per seed and over the judged seeds (:mod:`gdds.engine.evaluation.paired`), and how the
+    verdict is decided, in words."""
     judged, level = result.judged, f"{LEVEL:.0%}"
     left_out = [k for k in result.seeds if k not in judged]
     head = ["method", *[f"seed {k}" + ("" if k in judged else " (not judged)") for k in result.seeds],
             "mean over judged seeds", "SE: blocks / seeds / combined", "df", "p (two-sided)", f"{level} interval",
             "verdict"]
-    lines = [f"Bound minus `{result.reference}`'s bound, paired on the same {result.settings.sequences} blocks "
-             "and draws (nats/token; negative: lower than the reference). Each seed's difference is shown with "
+    other = "its counterpart's (the method beside it)" if pairs else f"`{result.reference}`'s"
+    lines = [f"Bound minus {other} bound, paired on the same {result.settings.sequences} blocks "
+             "and draws (nats/token; negative: lower than the other). Each seed's difference is shown with "
              "its standard error from the blocks alone. The mean is over the judged seeds "
              f"({', '.join(map(str, judged))}"
              + (f"; seed {', '.join(map(str, left_out))} is left out: the seed a variant is selected on would "
@@ -133,7 +135,8 @@ def differences_markdown(result: Comparison) -> list[str]:
              "one seed the training noise, which moves a difference between seeds, is unknown whatever the "
              "evaluation's own error).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, d in result.differences.items():
+    for name, d in (result.pair_differences if pairs else result.differences).items():
+        name = f"{name} - {result.pairs[name]}" if pairs else name
         by_seed = {k: f"{v:+.3f} ± {se:.3f}" for k, v, se in zip(d.seeds, d.per_seed, d.per_seed_se)}
         test = d.test
         stats = ["—"] * 5 if test is None else [
@@ -221,6 +224,8 @@ def compare_markdown(result: Comparison) -> str:
              + _absent_paper_metric(result), evaluations_line(result)]
     if result.differences:
         lines += ["", *differences_markdown(result)]
+    if result.pair_differences:
+        lines += ["", *differences_markdown(result, pairs=True)]
     if result.selection:
         lines += ["", selection_line(result.selection)]
     if result.provenance:

@@ -133,6 +133,9 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
                    help="candidates: the one whose bound is lowest against the reference's on the first seed is "
                         "then trained with every seed too (choose it on one seed, judge it on the others with "
                         "--judged-seeds)")
+    p.add_argument("--pair", nargs="+", default=(), metavar="METHOD=COUNTERPART",
+                   help="also pair METHOD's bound with COUNTERPART's, as with the reference (e.g. a block model "
+                        "with its full-diffusion model: gdds-mask-b4=gdds-mask)")
     p.add_argument("--reference", default=None, metavar="METHOD",
                    help="pair every method's bound with this one's on the same blocks (default gdds-mask when "
                         "compared)")
@@ -160,6 +163,14 @@ def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
             setattr(args, key, value)
 
 
+def pair_options(given: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["a=b", ...]`` of ``--pair`` as ``{a: b}``; ``ConfigError`` for an item without ``=``."""
+    bad = [item for item in given if item.count("=") != 1]
+    if bad:
+        raise ConfigError(f"--pair takes METHOD=COUNTERPART items; got {bad}")
+    return dict(item.split("=") for item in given)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     try:
@@ -170,7 +181,7 @@ def run_compare(args: argparse.Namespace) -> int:
         result = compare(args.out, args.methods, settings, args.base, overrides, device=args.device,
                          log=lambda message: print(f"gdds compare: {message}", file=sys.stderr, flush=True),
                          seeds=args.seeds, reference=args.reference, seeded=args.seeded, train_only=args.train_only,
-                         judged_seeds=args.judged_seeds, select=args.select,
+                         judged_seeds=args.judged_seeds, select=args.select, pairs=pair_options(args.pair),
                          provenance=provenance(args.command_line, cuda_used=args.device.startswith("cuda")))
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))

@@ -69,6 +69,11 @@ ENTRIES: dict[str, list[str]] = {
     # The paper's kernel on MiniLM's word embeddings or on corpus co-occurrence ones (WordPiece bases).
     "gdds-semantic-minilm": ["method=gdds", "process.kernel=semantic", "process.embeddings=minilm"],
     "gdds-semantic-cooc": ["method=gdds", "process.kernel=semantic", "process.embeddings=cooccurrence"],
+    # Block diffusion (docs/block.md): diffusion inside blocks of 4 or 16 characters, autoregressive over them.
+    "gdds-mask-b4": ["method=gdds", "process.kernel=mask", "model.block_size=4"],
+    "gdds-mask-b16": ["method=gdds", "process.kernel=mask", "model.block_size=16"],
+    "gdds-semantic-b4": ["method=gdds", "process.kernel=semantic", "model.block_size=4"],
+    "gdds-semantic-b16": ["method=gdds", "process.kernel=semantic", "model.block_size=16"],
 }
 STANDARD = ("gdds-semantic", "gdds-mask", "gdds-uniform", "mdlm", "udlm", "gidd", "jump-mask", "campbell-mask", "ar")
 """What ``gdds compare`` trains unless told (``--methods``): one entry per method and classic process."""
@@ -142,7 +147,8 @@ class ComparisonRow:
 class Comparison:
     """The result of :func:`compare` (``compare.json``): ``rows`` by run folder name, and each
     entry's difference from ``reference`` paired on blocks, per seed (:mod:`gdds.engine.evaluation.paired`),
-    judged on ``judged_seeds`` (``None``: every seed)."""
+    judged on ``judged_seeds`` (``None``: every seed); ``pairs`` names an entry's own counterpart as well
+    (a block model's full-diffusion model), paired the same way."""
 
     base: str
     overrides: list[str]
@@ -154,6 +160,7 @@ class Comparison:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)  # command, commit, date, machine
     judged_seeds: list[int] | None = None
     selection: dict[str, Any] | None = None  # {seed, among, differences, chosen}: _select
+    pairs: dict[str, str] = dataclasses.field(default_factory=dict)  # entry -> its counterpart
 
     @property
     def judged(self) -> list[int]:
@@ -195,14 +202,22 @@ class Comparison:
         verdicts use the :attr:`judged` seeds only."""
         if self.reference is None:
             return {}
-        ref = {r.seed: r for r in self.runs_of(self.reference)}
-        out = {}
-        for name in self.entries:
-            runs = [r for r in self.runs_of(name) if r.seed in ref] if name != self.reference else []
-            if runs:
-                out[name] = seeded_difference(name, self.reference, [r.seed for r in runs], [
-                    (r.report.likelihood.model, ref[r.seed].report.likelihood.model) for r in runs], self.judged)
-        return out
+        return {name: d for name in self.entries if name != self.reference
+                and (d := self._paired(name, self.reference)) is not None}
+
+    @property
+    def pair_differences(self) -> dict[str, SeededDifference]:
+        """Each paired entry's bound minus its counterpart's (:attr:`pairs`), as :attr:`differences`."""
+        return {name: d for name, other in self.pairs.items() if (d := self._paired(name, other)) is not None}
+
+    def _paired(self, name: str, other: str) -> SeededDifference | None:
+        """``name``'s bound minus ``other``'s on the seeds both have (``None``: no such seed)."""
+        theirs = {r.seed: r for r in self.runs_of(other)}
+        runs = [r for r in self.runs_of(name) if r.seed in theirs]
+        if not runs:
+            return None
+        return seeded_difference(name, other, [r.seed for r in runs], [
+            (r.report.likelihood.model, theirs[r.seed].report.likelihood.model) for r in runs], self.judged)
 
     def runs_of(self, method: str) -> list[ComparisonRow]:
         """The rows of entry ``method``, one per seed, in seed order."""
@@ -216,6 +231,7 @@ class Comparison:
                 "reference": self.reference, "settings": self.settings.to_dict(), "provenance": self.provenance,
                 "code_fingerprint": code_fingerprint(), "selection": self.selection,
                 "differences": {n: d.to_dict() for n, d in self.differences.items()},
+                "pairs": self.pairs, "pair_differences": {n: d.to_dict() for n, d in self.pair_differences.items()},
                 "target_entropy": self.target_entropy,
                 "generative_perplexity_at_target_entropy": {n: dict(zip(self.judges(), self.equal_entropy(n)))
                                                              for n in self.rows},
@@ -297,7 +313,7 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
             device: str = "auto", seeds: Sequence[int] | None = None, reference: str | None = None,
             seeded: Sequence[str] | None = None, train_only: bool = False,
             provenance: dict[str, Any] | None = None, judged_seeds: Sequence[int] | None = None,
-            select: Sequence[str] = ()) -> Comparison | None:
+            select: Sequence[str] = (), pairs: dict[str, str] | None = None) -> Comparison | None:
     """Train and evaluate ``entries`` into ``out/<run>`` (:func:`run_name`) on ``device`` (``auto``: a
     GPU when there is one): the entries of ``seeded`` (default all) with every training seed of
     ``seeds`` (default the base preset's), the others with the first. Pair each entry's bound with
@@ -307,7 +323,8 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     (``train_only``: train, evaluate nothing but what the selection needs, return ``None``). ``select``:
     candidates; after the first seed is trained, the one whose bound is lowest against ``reference``'s
     on that seed (:func:`_select`) is trained with every seed too, so a variant is chosen on one seed
-    and judged on the others (``judged_seeds``) by a rule fixed in advance.
+    and judged on the others (``judged_seeds``) by a rule fixed in advance. ``pairs``: entry -> its own
+    counterpart (also compared), paired as with the reference.
     Every run is bounded on the same blocks with the same draws, so entries on the same process share
     their noise too."""
     out = Path(out)
@@ -319,6 +336,9 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     unknown = set(seeded or ()) - set(ENTRIES)  # (seeded methods not compared this time are left out)
     if unknown:
         raise ValueError(f"unknown seeded methods {sorted(unknown)}; choose from {', '.join(ENTRIES)}")
+    pairs = dict(pairs or {})
+    if set(pairs) - set(entries) or set(pairs.values()) - set(entries):
+        raise ValueError(f"every pair {pairs} must name two compared methods")
     if select and (reference is None or set(select) - set(entries)):
         raise ValueError(f"the selection candidates {list(select)} must be compared methods, with a reference")
     trained_on = [] if device == "auto" else [f"train.device={device}"]
@@ -360,7 +380,7 @@ def compare(out: Path, entries: Sequence[str], settings: EvalSettings, base: str
     result = Comparison(base, list(overrides), {n: ENTRIES[n] for n in entries}, settings, rows, seeds, reference,
                         provenance=dict(provenance or {}),
                         judged_seeds=None if judged_seeds is None else list(dict.fromkeys(judged_seeds)),
-                        selection=selection)
+                        selection=selection, pairs=pairs)
     write_text_atomically(out / "compare.json", json.dumps(result.to_dict(), indent=1))
     return result
 
