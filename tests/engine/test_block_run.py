@@ -73,3 +73,27 @@ def test_the_configuration_refuses_what_block_diffusion_cannot_train(tmp_path, e
     with pytest.raises(ConfigError, match=message):
         train(load_config("tiny", [*MICRO_TRAIN, f"data.corpus={corpus}", "train.max_steps=1", *extra]),
               tmp_path / "run")
+
+
+def test_the_paper_metric_of_one_block_is_the_plain_models(tmp_path):
+    """With one block (b = L) the per-block paper metric draws, noises and scores exactly as the plain
+    model's (the same weights and draws give the same figure); with blocks of 4 it is finite."""
+    import numpy as np
+    import torch
+
+    from gdds.engine.evaluation.paper_metric import paper_metric
+
+    corpus = local_corpus(tmp_path / "corpus")
+    base = [*MICRO_TRAIN, f"data.corpus={corpus}", "train.max_steps=3", "process.kernel=mask"]
+    figures = {}
+    for name, extra in (("plain", []), ("one", ["model.block_size=32"]), ("four", ["model.block_size=4"])):
+        train(load_config("tiny", [*base, *extra]), tmp_path / name)
+        loaded = load_run(tmp_path / name, device="cpu")
+        with torch.no_grad():  # every weight away from its initial zero, the same in each run (time is read)
+            for p in loaded.run.model.parameters():
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+        figures[name] = paper_metric(loaded, loaded.run.valid, np.arange(6), torch.Generator().manual_seed(0))
+    assert figures["one"].nats_per_token == pytest.approx(figures["plain"].nats_per_token, rel=1e-5)
+    assert figures["one"].jumped == figures["plain"].jumped
+    four = figures["four"]
+    assert 0 < four.jumped < four.tokens and 0 < four.nats_per_token < 10

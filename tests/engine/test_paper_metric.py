@@ -28,7 +28,7 @@ def blocks(n_tokens=4000, seed=0):
 def fake(denoiser, kernel, method="gdds", eps=1e-3):
     process = gdds.ForwardProcess(gdds.LogLinear(eps), kernel)
     return SimpleNamespace(run=SimpleNamespace(process=process), denoiser=lambda: denoiser,
-                           method=SimpleNamespace(name=method))
+                           method=SimpleNamespace(name=method, block_size=None))
 
 
 def test_a_uniform_output_costs_log_m_per_jumped_position_and_nothing_elsewhere():

@@ -25,7 +25,8 @@ reported, and :class:`NoReferenceFigure` says why.
 Time is drawn as the reference draws it for every algorithm: ``t ~ U(1e-3, 1)`` per sequence
 (``algorithms/base.py``, ``_sample_t``: ``t = (1 - eps) u + eps`` with ``training.sampling_eps:
 1e-3`` in ``configs/config.yaml``), optionally snapped to a grid of ``T`` steps (``ceil(t T) / T``,
-the reference's ``floor(t T) / T + 1 / T``). ``gdds eval --paper-metric`` writes it to
+the reference's ``floor(t T) / T + 1 / T``). A block-diffusion model (``docs/block.md``) draws one time
+per block, as it trains, and reads the clean blocks before each block. ``gdds eval --paper-metric`` writes it to
 ``eval.json`` as ``valid.paper_metric``, printed beside the valid bound of the same model.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 
 from ...data import Blocks
-from ...sampling import with_context
+from ...objectives.snapshot import block_rows
+from ...sampling import Denoiser
 from ..build import LoadedRun
 from .reports import MDLM_PAPER_METRIC, PAPER_METRIC, PaperMetric
 
@@ -75,6 +77,25 @@ def reference_times(n: int, generator: torch.Generator, device: torch.device, gr
     return t if grid is None else torch.ceil(t * grid).clamp(1, grid) / grid
 
 
+def _noised_and_scored(loaded: LoadedRun, denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator,
+                       grid: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference's times (one per sequence; a block model's one per block, ``[B * n_blocks]``
+    in row order), the jump counts ``[B, L]`` and the logits of ``mu`` ``[B, L, m]``. A block model's
+    ``mu`` is its parametrization of the network's output block by block, each at its own time
+    (:meth:`gdds.objectives.Method.mu_logits`, as in training)."""
+    process, b = loaded.run.process, loaded.method.block_size
+    B, L = x0.shape
+    if b is None:
+        t = reference_times(B, generator, process.device, grid)
+        xt, info = process.sample(x0, t, return_info=True, generator=generator)
+        return t, info.jumps, denoiser(xt, t.float())
+    t = reference_times(B * (L // b), generator, process.device, grid)
+    xt, info = process.sample(x0.reshape(-1, b), t, return_info=True, generator=generator)
+    xt, times = xt.reshape(B, L), t.float().view(B, -1)
+    logits, rows_xt, rows_t, _ = block_rows(loaded.run.model(xt, times, x0), xt, times, x0)
+    return t, info.jumps.reshape(B, L), loaded.method.mu_logits(logits, rows_xt, rows_t).reshape(B, L, -1)
+
+
 @torch.no_grad()
 def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator: torch.Generator,
                  grid: int | None = None, batch: int = 8) -> PaperMetric:
@@ -87,10 +108,8 @@ def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator:
         x0 = blocks.batch(rows[a:a + batch]).to(process.device)
         keep = blocks.mask(rows[a:a + batch])
         keep = torch.ones_like(x0, dtype=torch.bool) if keep is None else keep.to(process.device)
-        t = reference_times(x0.shape[0], generator, process.device, grid)
-        xt, info = process.sample(x0, t, return_info=True, generator=generator)
-        hit = (info.jumps > 0) & keep
-        logits = with_context(denoiser, x0)(xt, t.float())  # a block model reads the clean blocks before
+        t, jumps, logits = _noised_and_scored(loaded, denoiser, x0, generator, grid)
+        hit = (jumps > 0) & keep
         weight = torch.ones_like(t)
         if figure == "mdlm":  # MDLM's output excludes the mask token; its loss weight is -alpha'/(1 - alpha)
             logits = logits.double().index_fill(-1, torch.tensor([process.mask_id], device=logits.device),
@@ -98,7 +117,8 @@ def paper_metric(loaded: LoadedRun, blocks: Blocks, rows: np.ndarray, generator:
             alpha = process.schedule.alpha(t)
             weight = process.schedule.beta(t) * alpha / (1 - alpha)
         cost = masked_ce(logits, x0, hit)
-        total += float((weight[:, None] * cost).sum())
+        weight = weight.view(x0.shape[0], -1)  # per sequence [B, 1], or per block [B, n_blocks]
+        total += float((weight.repeat_interleave(x0.shape[1] // weight.shape[1], dim=1) * cost).sum())
         plain += float(cost.sum())
         tokens += int(keep.sum())
         jumped += int(hit.sum())
