@@ -97,3 +97,20 @@ def test_the_paper_metric_of_one_block_is_the_plain_models(tmp_path):
     assert figures["one"].jumped == figures["plain"].jumped
     four = figures["four"]
     assert 0 < four.jumped < four.tokens and 0 < four.nats_per_token < 10
+
+
+def test_the_memory_check_of_a_block_model_counts_one_block_and_its_context(tmp_path):
+    """gdds sample's estimate (cli.evaluation.sampling_bytes): a plain model's grows with the whole length
+    at every step; a block model's with one block, its cached context and the token ids."""
+    from gdds.cli.evaluation import sampling_bytes
+
+    corpus = local_corpus(tmp_path / "corpus")
+    base = [*MICRO_TRAIN, f"data.corpus={corpus}", "train.max_steps=1"]
+    runs = {}
+    for name, extra in (("plain", []), ("block", ["model.block_size=4"])):
+        train(load_config("tiny", [*base, *extra]), tmp_path / name)
+        runs[name] = load_run(tmp_path / name, device="cpu")
+    plain, block = (sampling_bytes(runs[n], 32) for n in ("plain", "block"))
+    assert block < plain / 4  # one block of 4 tokens at a time instead of 32
+    longer = sampling_bytes(runs["block"], 100_000) - sampling_bytes(runs["block"], 32)
+    assert longer == 32 * (100_000 - 32)  # past the network's positions only the token ids grow

@@ -51,13 +51,22 @@ def output_folder(args: argparse.Namespace, folder: Path) -> Path:
     return folder
 
 
+def sampling_bytes(loaded: LoadedRun, length: int) -> int:
+    """What one sequence of ``length`` tokens surely holds during a reverse step (:func:`check_memory`): a
+    block model steps one block at a time and keeps the keys and values of its context (at most the
+    network's positions) instead."""
+    net, block = loaded.run.model.config, loaded.method.block_size
+    stepped = length if block is None else min(block, length)
+    context = 0 if block is None else min(length, net.max_len) * net.layers * 2 * net.width * 4
+    return stepped * (8 * net.padded_vocab + 128 * net.width) + 32 * length + context
+
+
 def check_memory(args: argparse.Namespace, loaded: LoadedRun, length: int) -> None:
     """A usage error naming ``--num`` when sampling ``args.num`` sequences at once cannot fit in the
     device's memory. The estimate counts only what a reverse step surely holds per token: the
     float32 logits (and their normalised copy), the network's activations (about 32 floats of its
     width) and the token ids, so it errs low; above it, torch would fail with an allocation error."""
-    net = loaded.run.model.config
-    per_sequence = length * (8 * net.padded_vocab + 128 * net.width + 32)
+    per_sequence = sampling_bytes(loaded, length)
     if loaded.device.type == "cuda":
         total = torch.cuda.get_device_properties(loaded.device).total_memory
     else:
