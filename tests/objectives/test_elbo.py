@@ -330,3 +330,21 @@ def test_confidently_wrong_prediction_keeps_its_loss_and_gradient():
     mdlm = b * a / (1 - a) * float(-torch.log_softmax(logits.detach().double(), -1)[0, 0, 0])
     assert float(I.detach()) == pytest.approx(mdlm, rel=1e-4)
     assert float(grad[0, 0, 0]) == pytest.approx(-b * a / (1 - a), rel=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [K.Mask(9, 8), K.Uniform(9), K.Hybrid(9, 8, uniform_weight=0.3),
+                                    K.Hybrid(9, 8, uniform_weight=lambda t: 0.2 + 0.3 * t)])
+def test_the_closed_forms_at_many_times_are_each_times_transition(kernel):
+    """per_time (one call for a batch of times, vectorised when pi is constant) gives each time's
+    closed-form transition P_{0->t} = k I + c 1^T, pi_t and beta(t), as one call per time does."""
+    from gdds.objectives.elbo import per_time
+
+    process = gdds.ForwardProcess(SCHED, kernel)
+    t = 1e-3 + 0.999 * torch.rand(40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    k, c, pi, beta = per_time(process, t)
+    for i, ti in enumerate(t.tolist()):
+        keep, column = process.closed_transition(0.0, ti)
+        assert k[i].item() == pytest.approx(keep, abs=1e-14)
+        torch.testing.assert_close(c[i], column.to(c.dtype), atol=1e-14, rtol=0)
+        torch.testing.assert_close(pi[i], process.pi(ti).to(pi.dtype), atol=1e-14, rtol=0)
+    torch.testing.assert_close(beta, process.schedule.beta(t), atol=1e-12, rtol=0)

@@ -34,6 +34,11 @@ ELBO_NEEDS, ELBO_INSTEAD = "the closed-form ELBO", "train it with the snapshot o
 def per_time(process: ForwardProcess, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``k [B]``, ``c [B, m]``, ``pi [B, m]`` and ``beta [B]`` (float64) at the times ``t [B]``."""
     sched = process.schedule
+    if not process.kernel.time_dependent:  # pi is constant: P_{0->t} = e^{-Lambda} I + (1 - e^{-Lambda}) pi 1^T
+        lam = (sched.Lambda(t.double().cpu()) - float(sched.Lambda(0.0))).to(t.device)
+        pi = process.pi(0.0).to(t.device)
+        return (torch.exp(-lam), -torch.expm1(-lam)[:, None] * pi, pi.expand(len(lam), -1),
+                sched.beta(t.double().cpu()).to(t.device))
     ks, cs, pis = [], [], []
     for tb in t.double().cpu().tolist():
         k, c = process.closed_transition(0.0, tb)
