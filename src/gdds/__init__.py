@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import kernels
 from .block_sampling import sample_blocks
+from .categorical import Decoding
 from .likelihood import nll_bound
 from .operators import OperatorSettings
 from .process import ForwardProcess, NoisingInfo
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEDULES",
     "Cosine",
+    "Decoding",
     "Exponential",
     "ForwardProcess",
     "Geometric",

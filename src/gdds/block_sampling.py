@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .categorical import Decoding
 from .operators import OperatorSettings
 from .process import ForwardProcess
 from .sampling import SAMPLERS, Denoiser, Sampler, _free, sample
@@ -113,7 +114,7 @@ def sample_blocks(
     eos: int | None = None,
     cache: bool = True,
     spacing: str = "t",
-    top_p: float = 1.0,
+    decoding: Decoding | None = None,
     gumbel: bool = False,
     reference: Tensor | None = None,
     device: torch.device | None = None,
@@ -126,7 +127,7 @@ def sample_blocks(
     ``denoise`` turns the network's logits into the model's denoiser (the method's parametrization;
     default: they are ``mu``'s logits). ``fixed`` (``[num, length]``, ``-1`` = free): prompt and infill
     tokens, kept. ``eos``: stop once every sequence has generated it. ``cache``: keep the clean blocks'
-    keys and values (``False``: the full forward pass at every step, same samples). ``spacing``, ``top_p``,
+    keys and values (``False``: the full forward pass at every step, same samples). ``spacing``, ``decoding``,
     ``gumbel``, ``reference``, ``device`` and ``operators`` are :func:`gdds.sampling.sample`'s, for every
     block; ``progress``: a bar over the blocks on stderr (``None``: when stderr is a terminal)."""
     if num < 1 or length < 1:
@@ -142,9 +143,9 @@ def sample_blocks(
         n = min(b, length - a)
         if bool(free[:, a:a + n].any()):
             chain = denoise(context.denoiser(x, a, n))
-            x[:, a:a + n] = sample(process, chain, num, n, steps, spacing=spacing, top_p=top_p, gumbel=gumbel,
-                                   fixed=None if fixed is None else fixed[:, a:a + n], reference=reference,
-                                   generator=generator, device=device, operators=operators)
+            x[:, a:a + n] = sample(process, chain, num, n, steps, spacing=spacing, decoding=decoding,
+                                   gumbel=gumbel, fixed=None if fixed is None else fixed[:, a:a + n],
+                                   reference=reference, generator=generator, device=device, operators=operators)
         if eos is not None:
             done |= ((x[:, a:a + n] == eos) & free[:, a:a + n]).any(dim=1)
             if bool(done.all()):

@@ -1,10 +1,14 @@
-"""Categorical draws and one-hot columns, shared by the kernels, the sampler and the models.
+"""Categorical draws, one-hot columns and the decoding filters, shared by the kernels, the sampler and the
+models.
 
 Draws are exact (``docs/math.md`` section 7): :func:`inverse_cdf` accumulates the CDF in
 float64, :func:`gumbel_max` adds Gumbel noise to float32 logits; neither lowers the
 effective temperature at large vocabularies as float32 inverse-CDF sampling would.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -42,3 +46,58 @@ def nucleus(probs: Tensor, top_p: float) -> Tensor:
     keep = (sorted_p.cumsum(-1) - sorted_p) < top_p
     kept = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
     return kept / kept.sum(-1, keepdim=True).clamp_min(1e-300)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a sampler reshapes the model's clean-token law ``mu`` before drawing from it (``docs/sampling.md``):
+    the reverse chain's ``mu`` among the clean tokens that can have produced ``x_t``, before the reverse step
+    (:func:`gdds.posterior.reverse_step_probs`), and each conditional of an autoregressive model.
+
+    The filters apply in this order, as Hugging Face's ``generate`` does: ``temperature`` (``mu^(1/T)``,
+    renormalised), then ``top_k`` (the ``k`` most probable tokens; ties with the ``k``-th are kept), then
+    ``top_p`` (the smallest set of the most probable tokens with mass ``>= top_p``: :func:`nucleus`), then
+    ``min_p`` (the tokens with probability ``>= min_p`` times the largest). Each renormalises what it keeps
+    and always keeps the most probable token. ``Decoding()`` (temperature 1, no top-k, top-p 1, min-p 0)
+    changes nothing; any other setting samples a different model from the one a likelihood bound scores."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a positive finite number (1: the model's own law); "
+                             f"got {self.temperature!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise ValueError(f"top_k must be a positive integer, or None to keep every token; got {self.top_k!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1] (1: no nucleus); got {self.top_p!r}")
+        if isinstance(self.min_p, bool) or not isinstance(self.min_p, (int, float)) or not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p must lie in [0, 1] (0: no threshold); got {self.min_p!r}")
+
+    def neutral(self, m: int) -> bool:
+        """Whether the filters leave every law over ``m`` tokens as it is (then :meth:`filter` returns its
+        argument itself, and a sampler draws exactly what it draws without them)."""
+        return self.temperature == 1 and (self.top_k is None or self.top_k >= m) and self.top_p >= 1 \
+            and self.min_p == 0
+
+    def filter(self, probs: Tensor) -> Tensor:
+        """The filtered law of each row of non-negative weights ``probs [..., m]`` (rows need not sum to 1;
+        a zero stays zero), renormalised; ``probs`` itself when :meth:`neutral`."""
+        m = probs.shape[-1]
+        if self.neutral(m):
+            return probs
+        if self.temperature != 1:  # in log space from the largest weight, so a small T cannot underflow all
+            log = probs.log()
+            probs = ((log - log.amax(-1, keepdim=True)) / self.temperature).exp()
+        if self.top_k is not None and self.top_k < m:
+            probs = probs * (probs >= probs.topk(self.top_k, dim=-1).values[..., -1:])
+        probs = nucleus(probs, self.top_p) if self.top_p < 1 else probs / probs.sum(-1, keepdim=True)
+        if self.min_p > 0:
+            probs = probs * (probs >= self.min_p * probs.amax(-1, keepdim=True))
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs

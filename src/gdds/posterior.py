@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .categorical import nucleus, one_hot_columns
+from .categorical import Decoding, one_hot_columns
 from .operators import DEFAULTS, OperatorSettings, transposed_from_zero
 from .process import ForwardProcess
 
@@ -51,28 +51,30 @@ def _unreachable() -> ValueError:
     return ValueError("the denoiser gives zero probability to every clean token that can reach x_t")
 
 
-def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float, top_p: float = 1.0,
-                       weighted: bool = False, *, operators: OperatorSettings | None = None) -> Tensor:
+def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float,
+                       decoding: Decoding | None = None, weighted: bool = False, *,
+                       operators: OperatorSettings | None = None) -> Tensor:
     """``p_theta(x_s = . | x_t)`` for positions ``xt [n]`` with clean-token laws
     ``mu [n, m]`` (probabilities, rows summing to 1); returns ``[n, m]`` float64.
     ``operators`` (:class:`gdds.OperatorSettings`, default the accurate ones) is how
     :func:`gdds.operators.transition` is applied; for column-constant kernels the closed form is used
     unless it names another method.
-    ``top_p < 1`` (sampling only: the step is then no longer the model's) keeps the nucleus of ``mu``
-    among the clean tokens that can have produced ``x_t``, after ``mu`` is restricted to them.
+    ``decoding`` (:class:`gdds.Decoding`; sampling only: unless neutral the step is then no longer the
+    model's) filters ``mu`` after it is restricted to the clean tokens that can have produced ``x_t`` (and
+    renormalised), so that a top-k of 1 picks the most probable of those.
 
     ``weighted=True`` reads the rows of ``mu`` as weights ``rho`` of the forward-likelihood
     parametrization: the clean-token law is ``mu(y) = rho(y) q_t(x_t | y) / Z`` with the exact
     ``q_t(x_t | .) = r`` that the step computes anyway (``docs/math.md`` section 6). Then
     ``mu / r = rho / Z`` and the step is ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so
     origins with a vanishing ``q_t`` (1e-150 through a far neighbour) cannot blow the step up."""
-    _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, top_p, operators=operators)
+    _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, decoding, operators=operators)
     return step
 
 
 def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bool]], x0: Tensor | None, xt: Tensor,
-                        s: float, t: float, top_p: float = 1.0, *, operators: OperatorSettings | None = None
-                        ) -> tuple[Tensor | None, list[Tensor]]:
+                        s: float, t: float, decoding: Decoding | None = None, *,
+                        operators: OperatorSettings | None = None) -> tuple[Tensor | None, list[Tensor]]:
     """The true posterior ``q(x_s | x_t, x0)`` (``None`` without ``x0 [n]``) and the reverse step of each
     ``(mu, weighted)`` of ``laws`` (as :func:`reverse_step_probs`) at positions ``xt [n]``, sharing what
     they have in common: ``r`` and ``g`` once per distinct ``x_t``, ``P_{0->s} e_{x0}`` once per distinct
@@ -85,20 +87,21 @@ def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bo
         if xt.shape != (n,) or tuple(mu.shape) != (n, m):
             raise ValueError(f"mu must be [n, m] = [{n}, {m}] for xt [n]; got {tuple(mu.shape)}")
     laws = [(mu.to(process.device), weighted) for mu, weighted in laws]
+    decoding = Decoding() if decoding is None else decoding
     op = DEFAULTS if operators is None else operators
     if process.kernel.column_constant and op.method in ("auto", "closed"):
         steps = [_column_constant_step(process, _closed_weighting(process, mu, xt, t) if weighted else mu, xt, s, t,
-                                       top_p) for mu, weighted in laws]
+                                       decoding) for mu, weighted in laws]
         return (None if x0 is None else _column_constant_step(process, one_hot_columns(x0.to(xt.device), m).T, xt, s,
                                                               t)), steps
-    exact_r = top_p < 1 or not all(weighted for _, weighted in laws)
+    exact_r = not decoding.neutral(m) or not all(weighted for _, weighted in laws)
     where, r, g = _per_token(process, xt, s, t, exact_r, op)
-    steps = [_generic_step(process, mu, weighted, where, r, g, s, top_p, op) for mu, weighted in laws]
+    steps = [_generic_step(process, mu, weighted, where, r, g, s, decoding, op) for mu, weighted in laws]
     return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
 
 
 def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor, g: Tensor, s: float,
-                  top_p: float, op: OperatorSettings) -> Tensor:
+                  decoding: Decoding, op: OperatorSettings) -> Tensor:
     """The step ``g * P_{0->s}(mu / r)`` (or ``g * P_{0->s} rho / (rho . r)``) in chunks of positions."""
     n, m = mu.shape
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
@@ -108,15 +111,17 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
         rr = r[:, where[idx]]
         mm = mu[idx].to(torch.float64).T
         if weighted:  # an origin that cannot reach x_t adds g . P_{0->s} e_y = r[y] = 0 to the step itself
-            if top_p < 1:  # the nucleus is taken of mu = rho r / Z (r exact here), and mu / r = rho / Z on it
-                mm = mm * (nucleus((mm * rr).T, top_p).T > 0)
+            if not decoding.neutral(m):  # the filters act on mu = rho r / Z (r exact here): mu / r = rho / Z on
+                kept = decoding.filter((mm * rr).T).T  # what they keep, and a temperature reshapes mu itself
+                mm = mm * (kept > 0) if decoding.temperature == 1 else \
+                    torch.where(rr > 0, kept / rr.clamp_min(1e-300), torch.zeros_like(mm))
             mass = (mm * rr).sum(0, keepdim=True)  # rho . r = sum_z g[z] (P_{0->s} rho)[z]
             ratio = mm / torch.where(mass > 0, mass, 1.0)  # rho / Z
         else:
             mm = mm * (rr > 0)
-            mm = mm if top_p >= 1 else nucleus(mm.T, top_p).T
+            mm = decoding.filter(mm.T).T
             total = mm.sum(0, keepdim=True)
-            if (total <= 0).any():
+            if not bool((total > 0).all()):
                 raise _unreachable()
             ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, settings=op) if s > 0 else ratio
@@ -172,7 +177,7 @@ def _closed_weighting(process: ForwardProcess, rho: Tensor, xt: Tensor, t: float
 
 
 def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float, t: float,
-                          top_p: float = 1.0) -> Tensor:
+                          decoding: Decoding | None = None) -> Tensor:
     """The same step in closed form for ``F_t = pi_t 1^T`` (mask, uniform, hybrids), where
     ``P_{a->b} = k_ab I + c_ab 1^T``: ``r = k_0t e_x + c_0t[x] 1``, ``g = k_st e_x + c_st[x] 1``,
     ``w = k_0s rho + c_0s (1^T rho)`` with ``rho = mu / r``; ``O(m)`` per position."""
@@ -182,7 +187,7 @@ def _column_constant_step(process: ForwardProcess, mu: Tensor, xt: Tensor, s: fl
     stays = ops[0][1][xt] <= 0
     if (mu[stays, xt[stays]] <= 0).any():
         raise _unreachable()
-    mu = mu if top_p >= 1 else nucleus(mu, top_p)  # (a moving state can come from any clean token)
+    mu = mu if decoding is None else decoding.filter(mu)  # (a moving state can come from any clean token)
     if not stays.any():
         return _moving_rows(mu, xt, *ops)
     out = torch.zeros(mu.shape, dtype=torch.float64, device=mu.device)

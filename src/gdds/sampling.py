@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .categorical import gumbel_max, inverse_cdf
+from .categorical import Decoding, gumbel_max, inverse_cdf
 from .devices import check_generator
 from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
@@ -158,7 +158,7 @@ def sample(
     steps: int = 64,
     *,
     spacing: str = "t",
-    top_p: float = 1.0,
+    decoding: Decoding | None = None,
     gumbel: bool = False,
     fixed: Tensor | None = None,
     reference: Tensor | None = None,
@@ -172,9 +172,10 @@ def sample(
 
     ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
     (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
-    step (prefix prompts, infilling). ``top_p < 1`` applies nucleus filtering to
-    ``mu`` among the clean tokens that can have produced ``x_t`` (:func:`gdds.posterior.reverse_step_probs`;
-    the result is then no longer the model's chain). ``reuse_unchanged``
+    step (prefix prompts, infilling). ``decoding`` (:class:`gdds.Decoding`: temperature, top-k, top-p,
+    min-p) filters ``mu`` among the clean tokens that can have produced ``x_t`` before each step
+    (:func:`gdds.posterior.reverse_step_probs`; unless neutral, the result is no longer the model's chain).
+    ``reuse_unchanged``
     reuses the denoiser's output while no token changed (as cached masked samplers
     do): exact for denoisers that ignore ``t``, an approximation otherwise. ``operators``
     (:class:`gdds.OperatorSettings`, e.g. a longer ``step`` for time-dependent kernels) is how the
@@ -203,7 +204,7 @@ def sample(
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
             law = torch.softmax(logits[idx].double(), dim=-1)
-            probs = reverse_step_probs(process, law, flat[idx], s, t, top_p, weighted,
+            probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted,
                                        operators=operators).to(device)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
                 inverse_cdf(probs, generator)
@@ -243,16 +244,17 @@ class CausalModel(Protocol):
     (:meth:`gdds.models.CausalLM.generate`)."""
 
     def generate(self, num: int, length: int, generator: torch.Generator | None = None,
-                 prompt: Tensor | None = None, top_p: float = 1.0) -> Tensor: ...
+                 prompt: Tensor | None = None, decoding: Decoding | None = None) -> Tensor: ...
 
 
 def sample_ancestral(process: ForwardProcess | None, model: CausalModel, num: int, length: int,
                      steps: int | None = None, generator: torch.Generator | None = None,
-                     fixed: Tensor | None = None, top_p: float = 1.0) -> Tensor:
-    """Exact ancestral samples of a causal ``model``: one token at a time from its conditionals (nucleus
-    filtered when ``top_p < 1``), continuing the prefix that ``fixed`` clamps (rows may differ).
-    ``process`` and ``steps`` do not apply (no forward process; one step per token): the signature is
-    that of every entry of :data:`SAMPLERS`. A fixed position after a free one (infilling) is refused."""
+                     fixed: Tensor | None = None, decoding: Decoding | None = None) -> Tensor:
+    """Exact ancestral samples of a causal ``model``: one token at a time from its conditionals (filtered
+    by ``decoding``, :class:`gdds.Decoding`, when it is not neutral), continuing the prefix that ``fixed``
+    clamps (rows may differ). ``process`` and ``steps`` do not apply (no forward process; one step per
+    token): the signature is that of every entry of :data:`SAMPLERS`. A fixed position after a free one
+    (infilling) is refused."""
     prompt = None
     if fixed is not None:
         free = _free(fixed, num, length, fixed.device)
@@ -260,7 +262,7 @@ def sample_ancestral(process: ForwardProcess | None, model: CausalModel, num: in
         if bool((~free[:, given:]).any()):
             raise SamplerError("the ancestral sampler continues a prompt; it cannot fill blanks")
         prompt = fixed[:, :given] if given else None
-    return model.generate(num, length, generator, prompt=prompt, top_p=top_p)
+    return model.generate(num, length, generator, prompt=prompt, decoding=decoding)
 
 
 class SamplerError(ValueError):

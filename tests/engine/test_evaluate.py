@@ -75,6 +75,19 @@ def test_sample_cli(run, capsys, tmp_path, monkeypatch):
     assert shapes == [(2, 9)]
     model = gdds.load(run)
     assert len(model.sample(num=1, length=5, steps=2)) == 1
+    # The decoding filters reach the sampler as one gdds.Decoding, from the CLI and from Model.sample.
+    seen = []
+    monkeypatch.setattr(cli, "generate", lambda *a, **k: seen.append(k.get("decoding")) or generate(*a, **k))
+    assert main(["sample", str(run), "--num", "1", "--steps", "2", "--top-k", "1", "--temperature", "0.5",
+                 "--min-p", "0.1", "--top-p", "0.9"]) == 0
+    assert main(["sample", str(run), "--num", "1", "--steps", "2"]) == 0
+    assert seen == [gdds.Decoding(temperature=0.5, top_k=1, top_p=0.9, min_p=0.1), None]
+    greedy = model.sample(num=2, length=6, steps=3, top_k=1, seed=4)
+    assert greedy == model.sample(num=2, length=6, steps=3, temperature=1e-3, seed=4)  # both: the argmax
+    assert model.sample(num=2, length=6, steps=3, seed=4, top_k=10**6, min_p=0.0) == \
+        model.sample(num=2, length=6, steps=3, seed=4)
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        model.sample(num=1, length=5, steps=2, top_k=0)
     for bad in ("0", "100000"):  # the network has positions for data.seq_len = 32 tokens only
         with pytest.raises(SystemExit) as info:
             main(["sample", str(run), "--length", bad])

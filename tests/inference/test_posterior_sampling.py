@@ -244,8 +244,9 @@ def test_nucleus_sampling_keeps_to_the_clean_tokens_that_can_have_produced_x_t(k
     def den(xt, t):
         return logp.expand(*xt.shape, -1).clone()
 
-    x = sample(proc, den, 2000, 4, steps=8, top_p=top_p, generator=torch.Generator().manual_seed(0))
-    law = context_free_chain_law(proc, logp.exp(), 8, top_p)
+    decoding = gdds.Decoding(top_p=top_p)
+    x = sample(proc, den, 2000, 4, steps=8, decoding=decoding, generator=torch.Generator().manual_seed(0))
+    law = context_free_chain_law(proc, logp.exp(), 8, decoding)
     if isinstance(kernel, K.Mask) and top_p == 0.5:  # masked positions are filled from the nucleus {0}; the
         assert float(law[0]) > 1 - 2e-3 and float(law[5]) == 0  # others, unmasked at t = 1 (1e-3), stay
     assert_follows(x, law)
@@ -319,8 +320,6 @@ def test_fixed_positions_and_errors():
         sample(proc, den, 5, 4, fixed=torch.full((4, 4), -1))
     with pytest.raises(ValueError, match="steps must be at least 1"):
         sample(proc, den, 5, 4, steps=0)
-    with pytest.raises(ValueError, match="top_p"):
-        sample(proc, den, 5, 4, top_p=0.0)
     with pytest.raises(ValueError, match="zero probability"):
         reverse_step_probs(proc, torch.tensor([[0, 0, 0, 0, 0, 1.0]], dtype=torch.float64), torch.tensor([2]),
                            0.2, 0.5)

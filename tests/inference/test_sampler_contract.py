@@ -100,8 +100,9 @@ def test_the_ancestral_sampler_draws_the_causal_models_own_samples():
     model, fixed = causal_model(torch.device("cpu")), torch.full((3, 5), -1)
     fixed[:, :2] = torch.tensor([[1, 2], [3, 4], [0, 0]])
     ours = SAMPLERS.get("ancestral").draw(None, model, 3, 5, generator=torch.Generator().manual_seed(2), fixed=fixed,
-                                          top_p=0.9)
-    theirs = model.generate(3, 5, torch.Generator().manual_seed(2), prompt=fixed[:, :2], top_p=0.9)
+                                          decoding=gdds.Decoding(top_p=0.9, temperature=0.7))
+    theirs = model.generate(3, 5, torch.Generator().manual_seed(2), prompt=fixed[:, :2],
+                            decoding=gdds.Decoding(top_p=0.9, temperature=0.7))
     assert torch.equal(ours, theirs)
 
 
@@ -123,9 +124,9 @@ def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
         snapshot.sampler("ancestral")
     with pytest.raises(SamplerError, match="method ar samples with ancestral; not 'renoise'"):
         ar.generate(None, 2, 4, 2, None, sampler="renoise")
-    with pytest.raises(SamplerError, match="does not accept top_p; its options are device"):
-        snapshot.generate(None, 2, 4, 2, None, sampler="renoise", top_p=0.9)
-    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, top_p, gumbel"):
+    with pytest.raises(SamplerError, match="does not accept decoding; its options are device"):
+        snapshot.generate(None, 2, 4, 2, None, sampler="renoise", decoding=gdds.Decoding(top_k=2))
+    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, decoding, gumbel"):
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")

@@ -4,6 +4,7 @@ back as one :class:`~gdds.engine.evaluation.evaluate.EvalSettings` by :func:`eva
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..categorical import Decoding
 from ..data import UnknownTextError
 from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
@@ -27,18 +29,29 @@ from .render import eval_markdown, write_eval
 MAX_SAMPLE_STEPS = 100_000
 
 
-def unit_interval(what: str, note: str = "") -> Callable[[str], float]:
-    """An argparse type: a number in ``(0, 1]``; ``what`` (and ``note``) name it in the error."""
+DECODING = tuple(f.name for f in dataclasses.fields(Decoding))
+"""The fields of :class:`gdds.Decoding`, each an option of ``gdds sample`` (``--top-k``, ...)."""
+
+
+def checked(what: str, rule: str, accepts: Callable[[float], bool],
+            convert: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` (a number) that ``accepts`` takes; the error says that ``what``
+    must ``rule``, so a bad value is refused while parsing, before any model is read."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not 0 < value <= 1:  # also rejects NaN
-            raise argparse.ArgumentTypeError(f"{what} must lie in (0, 1]{f' ({note})' if note else ''}; got {text}")
+        if not accepts(value):  # comparisons with NaN are false: NaN is refused too
+            raise argparse.ArgumentTypeError(f"{what} must {rule}; got {text}")
         return value
 
     return parse
+
+
+def unit_interval(what: str, note: str = "") -> Callable[[str], float]:
+    """An argparse type: a number in ``(0, 1]``; ``what`` (and ``note``) name it in the error."""
+    return checked(what, f"lie in (0, 1]{f' ({note})' if note else ''}", lambda value: 0 < value <= 1)
 
 
 def output_folder(args: argparse.Namespace, folder: Path) -> Path:
@@ -158,8 +171,19 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
                    "length, data.seq_len; a block-diffusion model takes any length)")
     p.add_argument("--spacing", choices=("t", "lambda"), default=None,
                    help="exact sampler: time grid uniform in t (default) or in Lambda")
+    p.add_argument("--temperature", type=checked("the temperature", "be a positive finite number",
+                                                  lambda value: 0 < value < float("inf")), default=None,
+                   help="exact, block and ancestral samplers: mu^(1/T), the first filter (not 1 changes the model)")
+    p.add_argument("--top-k", type=checked("top-k", "be a positive integer", lambda value: value >= 1, int),
+                   default=None,
+                   help="exact, block and ancestral samplers: keep the k most probable clean tokens, after the "
+                   "temperature (below the vocabulary changes the model)")
     p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=None,
-                   help="exact and ancestral samplers: nucleus filtering, in (0, 1] (below 1 changes the model)")
+                   help="exact, block and ancestral samplers: nucleus filtering, in (0, 1], after top-k "
+                   "(below 1 changes the model)")
+    p.add_argument("--min-p", type=checked("min-p", "lie in [0, 1]", lambda value: 0 <= value <= 1), default=None,
+                   help="exact, block and ancestral samplers: keep the tokens with at least min-p times the "
+                   "largest probability, in [0, 1], the last filter (above 0 changes the model)")
     p.add_argument("--gumbel", action="store_const", const=True, default=None,
                    help="exact sampler: Gumbel-max on float32 instead of float64 inverse CDF")
     p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
@@ -182,7 +206,10 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
-    options = {key: value for key in ("spacing", "top_p", "gumbel") if (value := getattr(args, key)) is not None}
+    options = {key: value for key in ("spacing", "gumbel") if (value := getattr(args, key)) is not None}
+    filters = {key: value for key in DECODING if (value := getattr(args, key)) is not None}
+    if filters:  # each was checked while parsing
+        options["decoding"] = Decoding(**filters)
     if args.stop_at_eos:
         options["eos"] = loaded.run.data.tokenizer.eos_id
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..categorical import Decoding
 from ..data import PaddedSentences, TextTokenizer, TokenArray
 from ..files import interrupted_replace
 from ..likelihood import nll_bound
@@ -121,16 +122,22 @@ class Model:
     @torch.no_grad()
     def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
-               sampler: str | None = None, stop_at_eos: bool = False) -> list[str]:
+               sampler: str | None = None, stop_at_eos: bool = False, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0) -> list[str]:
         """``num`` texts of ``length`` tokens (default the model's) from ``sampler`` (a name of
         :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
         steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. A block-diffusion
         model takes any ``length``; with ``stop_at_eos`` its texts end at their end-of-text token and
-        generation stops once every one has it (other samplers refuse it)."""
+        generation stops once every one has it (other samplers refuse it). ``temperature``, ``top_k``,
+        ``top_p``, ``min_p``: the decoding filters (:class:`gdds.Decoding`, in that order) of the samplers
+        that take them; any but the neutral values samples another model than the one ``nll_bound`` scores."""
         length = self.loaded.sample_length(length, "length")
         template = self._template(length, prompt, infill, blank, blank_tokens)
-        stop = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
-        return generate(self.loaded, num, steps, seed, length, template, sampler, **stop)[1]
+        options: dict[str, object] = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
+        decoding = Decoding(temperature, top_k, top_p, min_p)
+        if decoding != Decoding():
+            options["decoding"] = decoding
+        return generate(self.loaded, num, steps, seed, length, template, sampler, **options)[1]
 
     @torch.no_grad()
     def nll_bound(self, texts: str | list[str], steps: int = 128, draws: int = 4, seed: int = 0) -> Score:

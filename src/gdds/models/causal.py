@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..categorical import inverse_cdf, nucleus
+from ..categorical import Decoding, inverse_cdf
 from .config import DiTConfig
 from .dit import DiT
 
@@ -97,13 +97,13 @@ class CausalLM(nn.Module):
         length: int,
         generator: torch.Generator | None = None,
         prompt: Tensor | None = None,
-        top_p: float = 1.0,
+        decoding: Decoding | None = None,
     ) -> Tensor:
         """Ancestral samples ``[num, length]`` (long), continuing ``prompt [num, P]`` if given.
 
-        Each token is drawn from the model's exact conditional (float64 inverse CDF), or with
-        ``top_p < 1`` from its nucleus (:func:`gdds.categorical.nucleus`; then no longer the model's
-        law). The model runs in eval mode (no dropout) and is restored to its previous mode afterwards.
+        Each token is drawn from the model's exact conditional (float64 inverse CDF), filtered by
+        ``decoding`` (:class:`gdds.Decoding`: temperature, top-k, top-p, min-p; unless neutral, no longer
+        the model's law). The model runs in eval mode (no dropout) and is restored to its previous mode afterwards.
         """
         for name, value in (("num", num), ("length", length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -129,7 +129,7 @@ class CausalLM(nn.Module):
         try:
             while x.shape[1] < length:
                 probs = torch.softmax(self._next_token_logits(x)[:, -1].double(), dim=-1)
-                probs = probs if top_p >= 1 else nucleus(probs, top_p)
+                probs = probs if decoding is None else decoding.filter(probs)
                 x = torch.cat((x, inverse_cdf(probs, generator)[:, None]), dim=1)
         finally:
             self.train(was_training)

@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...baseline import bayes_unigram, unigram_law, unigram_nll
+from ...categorical import Decoding
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
@@ -325,7 +326,7 @@ def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None
             log(f"sampling {s.num_samples} sequences: {sampler.label}" + ("" if k is None else f", {k} steps")
                 + ("" if top_p == 1 else f", nucleus top_p = {top_p}"))
             ids, texts = generate(loaded, s.num_samples, k, estimator_seed(s.seed, "samples"),
-                                  s.sample_length, **({} if top_p == 1 else {"top_p": top_p}))
+                                  s.sample_length, **({} if top_p == 1 else {"decoding": Decoding(top_p=top_p)}))
             row = SampleReport(k, sampler.label, "float64 inverse CDF", unigram_entropy(ids),
                                per_sample_entropy(ids), texts, top_p=top_p)
             if judges:
