@@ -43,7 +43,8 @@ else
            tests/math/test_operators.py tests/inference/test_posterior_sampling.py tests/inference/test_baseline.py
            tests/objectives/test_objectives.py tests/objectives/test_parametrization.py
            tests/objectives/test_method_contract.py tests/models/test_dit.py tests/engine/test_evaluate.py
-           tests/engine/test_judge.py tests/engine/test_train.py -m "not slow" -k "not two_process and not fsdp")
+           tests/engine/test_judge.py tests/engine/test_train.py tests/models/test_block.py
+           tests/engine/test_block_run.py -m "not slow" -k "not two_process and not fsdp")
     BENCH=()
     TEST_LIMIT=270
 fi

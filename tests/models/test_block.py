@@ -5,6 +5,7 @@ import torch
 
 from gdds.models import DiT, DiTConfig
 from gdds.models.block import BlockDiT, block_mask
+from helpers import DEVICE
 
 V = 13
 
@@ -45,12 +46,17 @@ def test_the_mask_lets_a_noised_block_see_itself_and_the_clean_past_only():
 
 @pytest.fixture
 def model():
+    """On GDDS_TEST_DEVICE (benchmarks/gpu_suite.sh runs this file on CUDA)."""
     torch.manual_seed(0)
-    return trained_like(BlockDiT(config(), block_size=4))
+    return trained_like(BlockDiT(config(), block_size=4)).to(DEVICE)
+
+
+def tokens(*shape: int) -> torch.Tensor:
+    return torch.randint(0, V, shape).to(DEVICE)
 
 
 def test_a_noised_block_reads_no_later_clean_block_and_no_other_noised_block(model):
-    x0, xt, t = torch.randint(0, V, (3, 14)), torch.randint(0, V, (3, 14)), torch.rand(3, 4)
+    x0, xt, t = tokens(3, 14), tokens(3, 14), torch.rand(3, 4).to(DEVICE)
     full = model(xt, t, x0)
     later, others = x0.clone(), xt.clone()
     later[:, 8:] = (later[:, 8:] + 1) % V  # clean blocks 2 and 3
@@ -64,8 +70,8 @@ def test_a_noised_block_reads_no_later_clean_block_and_no_other_noised_block(mod
 
 
 def test_each_block_is_conditioned_on_its_own_time(model):
-    x0, xt = torch.randint(0, V, (2, 8)), torch.randint(0, V, (2, 8))
-    t = torch.tensor([[0.3, 0.6], [0.9, 0.2]])
+    x0, xt = tokens(2, 8), tokens(2, 8)
+    t = torch.tensor([[0.3, 0.6], [0.9, 0.2]], device=DEVICE)
     later = t.clone()
     later[:, 1] = 0.75
     a, b = model(xt, t, x0), model(xt, later, x0)
@@ -74,7 +80,7 @@ def test_each_block_is_conditioned_on_its_own_time(model):
 
 def test_the_kv_cache_gives_the_full_pass_logits(model):
     """Block by block from the cache (the last block shorter) against one full forward pass."""
-    x0, xt, t = torch.randint(0, V, (3, 14)), torch.randint(0, V, (3, 14)), torch.rand(3, 4)
+    x0, xt, t = tokens(3, 14), tokens(3, 14), torch.rand(3, 4).to(DEVICE)
     full = model(xt, t, x0)
     cache = None
     for k, a in enumerate(range(0, 14, 4)):
@@ -86,11 +92,11 @@ def test_the_kv_cache_gives_the_full_pass_logits(model):
 
 
 def test_bad_inputs_are_refused_with_what_to_fix(model):
-    x = torch.randint(0, V, (2, 8))
+    x = tokens(2, 8)
     with pytest.raises(ValueError, match="the clean sequence x0"):
         model(x, 0.5)
     with pytest.raises(ValueError, match=r"\[B, n_blocks\] = \[2, 2\]"):
-        model(x, torch.rand(2, 3), x)
+        model(x, torch.rand(2, 3, device=DEVICE), x)
     with pytest.raises(ValueError, match="at most 4 tokens"):
         model.denoise(x, 0.5, None)
     with pytest.raises(ValueError, match="causal=False"):
