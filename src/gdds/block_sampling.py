@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .categorical import Decoding
 from .operators import OperatorSettings
 from .process import ForwardProcess
-from .sampling import SAMPLERS, Denoiser, Sampler, _free, sample
+from .sampling import NETWORK, SAMPLERS, Denoiser, Sampler, _free, sample
 
 
 class Positions(Protocol):
@@ -158,4 +158,4 @@ def sample_blocks(
 
 BLOCK_SAMPLER = "blocks"
 """The name of :func:`sample_blocks` in :data:`gdds.sampling.SAMPLERS`: a block-diffusion model's one sampler."""
-SAMPLERS.register(BLOCK_SAMPLER, Sampler("exact block-by-block reverse chain", True, sample_blocks, network=True))
+SAMPLERS.register(BLOCK_SAMPLER, Sampler("exact block-by-block reverse chain", True, sample_blocks, source=NETWORK))

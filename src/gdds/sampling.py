@@ -270,6 +270,10 @@ class SamplerError(ValueError):
     what applies."""
 
 
+DENOISER, NETWORK, CAUSAL = "denoiser", "network", "causal"
+"""What a sampler draws from (:attr:`Sampler.source`): the model as a denoiser, a block-diffusion network
+(with ``denoise=``), or a causal model itself."""
+
 SUPPLIED = ("steps", "generator", "fixed")
 """What every sampler receives from :meth:`gdds.objectives.Method.generate` after its four positional
 arguments ``(process, source, num, length)``; the rest of its keywords are its options (but ``denoise``,
@@ -278,9 +282,10 @@ which a sampler that takes the network receives too)."""
 @dataclass(frozen=True)
 class Sampler:
     """An entry of :data:`SAMPLERS`: ``draw(process, source, num, length, steps=, generator=, fixed=,
-    **options)``, where ``source`` is the model as a denoiser (``denoises``), the causal model itself,
-    or the block network itself (``network``: a reverse chain per block, :mod:`gdds.block_sampling`,
-    which also receives ``denoise=``, how the network's logits become the model's denoiser);
+    **options)``, where ``source`` is what :attr:`source` names: the model as a denoiser (:data:`DENOISER`),
+    the block network itself (:data:`NETWORK`: a reverse chain per block, :mod:`gdds.block_sampling`,
+    which also receives ``denoise=``, how the network's logits become the model's denoiser) or the causal
+    model itself (:data:`CAUSAL`: no step count, no infilling);
     ``label`` names it in reports, ``exact`` says whether it draws from the model's own law (the
     chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
     beyond those every sampler receives, read from ``draw``'s signature."""
@@ -288,13 +293,12 @@ class Sampler:
     label: str
     exact: bool
     draw: Callable[..., Tensor]
-    denoises: bool = True
-    network: bool = False
+    source: str = DENOISER
     options: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         params = list(inspect.signature(self.draw).parameters.values())[4:]
-        supplied = SUPPLIED + (("denoise",) if self.network else ())
+        supplied = SUPPLIED + (("denoise",) if self.source == NETWORK else ())
         named = tuple(p.name for p in params
                       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in supplied)
         object.__setattr__(self, "options", named)
@@ -310,4 +314,4 @@ class Sampler:
 SAMPLERS: Registry[Sampler] = Registry("sampler")
 SAMPLERS.register("exact", Sampler("exact reverse chain", True, sample))
 SAMPLERS.register("renoise", Sampler("APPROXIMATE renoise sampler", False, sample_renoise))
-SAMPLERS.register("ancestral", Sampler("exact ancestral sampler", True, sample_ancestral, denoises=False))
+SAMPLERS.register("ancestral", Sampler("exact ancestral sampler", True, sample_ancestral, source=CAUSAL))

@@ -15,7 +15,7 @@ from gdds.block_sampling import BLOCK_SAMPLER
 from gdds.models import DiTConfig
 from gdds.models.causal import CausalLM
 from gdds.objectives import METHODS
-from gdds.sampling import SAMPLERS, SamplerError
+from gdds.sampling import CAUSAL, DENOISER, NETWORK, SAMPLERS, SamplerError
 from helpers import assert_follows, context_free_chain_law
 
 M = 6
@@ -62,7 +62,7 @@ def draw(name: str, proc: gdds.ForwardProcess, num: int, length: int, steps: int
     """``Method.generate``'s call of the sampler ``name`` (a block sampler's ``denoise`` left at its
     default: the network's output is ``mu``'s logits)."""
     entry = SAMPLERS.get(name)
-    source = ContextFreeBlocks() if entry.network else denoiser if entry.denoises else causal_model(proc.device)
+    source = {NETWORK: ContextFreeBlocks(), DENOISER: denoiser}.get(entry.source) or causal_model(proc.device)
     gen = torch.Generator(device=proc.device).manual_seed(seed)
     return entry.draw(proc, source, num, length, steps=steps, generator=gen, fixed=fixed)
 
@@ -78,7 +78,7 @@ def test_samples_have_the_right_shape_range_and_keep_fixed_positions(name, kerne
     assert int(x.min()) >= 0 and int(x.max()) < M
     assert (x[:, :2].cpu() == torch.tensor([3, 1])).all()
     fixed[:, 5] = 2  # a token fixed after free ones: infilling
-    if SAMPLERS.get(name).denoises:
+    if SAMPLERS.get(name).source != CAUSAL:
         assert (draw(name, proc, 5, 7, 4, seed=1, fixed=fixed)[:, [0, 1, 5]].cpu() == torch.tensor([3, 1, 2])).all()
     else:
         with pytest.raises(SamplerError, match="cannot fill blanks"):
@@ -86,7 +86,7 @@ def test_samples_have_the_right_shape_range_and_keep_fixed_positions(name, kerne
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("name", [name for name, entry in SAMPLERS.items() if entry.exact and entry.denoises])
+@pytest.mark.parametrize("name", [name for name, entry in SAMPLERS.items() if entry.exact and entry.source != CAUSAL])
 def test_exact_samplers_follow_the_exact_law_of_their_chain(name, kernel):
     """8,000 tokens (fixed seed) against the chain's law: total variation below 0.03 (about 0.01
     expected from sampling alone) and a chi-square test at 0.1% (``helpers.assert_follows``)."""
@@ -110,10 +110,11 @@ def test_every_sampler_belongs_to_a_method_and_every_method_names_registered_sam
     used = {name for _, method in METHODS.items() for name in method.samplers}
     assert used | {BLOCK_SAMPLER} == set(SAMPLERS.names())  # a block model's: METHODS' instances with block_size
     block = METHODS.get("gdds")(process("mask"), block_size=4)
-    assert block.samplers == (BLOCK_SAMPLER,) == (block.preview_sampler,) and SAMPLERS.get(BLOCK_SAMPLER).network
+    assert block.samplers == (BLOCK_SAMPLER,) == (block.preview_sampler,)
+    assert SAMPLERS.get(BLOCK_SAMPLER).source == NETWORK
     for _, method in METHODS.items():
         assert method.preview_sampler in method.samplers
-        assert all(SAMPLERS.get(name).denoises != (method is METHODS.get("ar")) for name in method.samplers)
+        assert all((SAMPLERS.get(name).source == CAUSAL) == (method is METHODS.get("ar")) for name in method.samplers)
     assert len({entry.label for _, entry in SAMPLERS.items()}) == len(SAMPLERS)
 
 

@@ -21,7 +21,7 @@ from ..engine.distributed import resolve_device
 from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
-from ..sampling import SAMPLERS, SamplerError
+from ..sampling import CAUSAL, SAMPLERS, SamplerError
 from .render import eval_markdown, write_eval
 
 # `gdds sample --steps` above this is refused: each step is a network call on every sequence, and the
@@ -226,7 +226,7 @@ def run_sample(args: argparse.Namespace) -> int:
         parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
     check_memory(args, loaded, length)
     texts = generate(loaded, args.num, args.steps, args.seed, length, prompt, args.sampler, **options)[1]
-    label = sampler.label if not sampler.denoises else f"{sampler.label}, {args.steps} steps" + (
+    label = sampler.label if sampler.source == CAUSAL else f"{sampler.label}, {args.steps} steps" + (
         f" ({args.spacing or 't'} grid)" if "spacing" in sampler.options else "")
     print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")
     for i, text in enumerate(texts):

@@ -44,7 +44,7 @@ from ..block_sampling import BLOCK_SAMPLER
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import SAMPLERS, BlockDenoiser, Denoiser, Sampler, SamplerError
+from ..sampling import DENOISER, NETWORK, SAMPLERS, BlockDenoiser, Denoiser, Sampler, SamplerError
 from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
 from .parametrization import AUTO, PARAMETRIZATIONS
 from .pathwise import (
@@ -203,10 +203,9 @@ class Method:
                 raise ValueError(f"the prompt has {len(prompt)} tokens; the length is {length}")
             fixed = torch.full((num, length), -1, dtype=torch.long)
             fixed[:, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
-        if entry.network:
+        if entry.source == NETWORK:
             options = {"denoise": self.parametrized, **options}
-        source = (self.denoiser(model) if denoiser is None else denoiser) if entry.denoises and not entry.network \
-            else model
+        source = (self.denoiser(model) if denoiser is None else denoiser) if entry.source == DENOISER else model
         return entry.draw(self.process, source, num, length, steps=steps, generator=generator, fixed=fixed,
                           **options)
 

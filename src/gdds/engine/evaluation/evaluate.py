@@ -24,7 +24,7 @@ from ...categorical import Decoding
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
-from ...sampling import time_grid, with_context
+from ...sampling import CAUSAL, DENOISER, time_grid, with_context
 from ..build import LoadedRun
 from ..corpus import zero_shot_blocks
 from .entropy import per_sample_entropy, unigram_entropy
@@ -301,7 +301,7 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     entry = loaded.method.sampler(sampler)
     if "progress" in entry.options:
         options = {"progress": None, **options}
-    denoiser = loaded.denoiser() if entry.denoises and not entry.network else None  # the bound's function
+    denoiser = loaded.denoiser() if entry.source == DENOISER else None  # the bound's function
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
                                  **options).cpu()
     tok = loaded.run.data.tokenizer
@@ -321,7 +321,7 @@ def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None
     dtype = torch.bfloat16 if loaded.half else torch.float32  # on a GPU in bf16 (a perplexity is not a bound)
     judges = [Judge.load(spec, device=loaded.device, dtype=dtype) for spec in [s.judge, *s.more_judges] if spec]
     rows = []
-    for k in s.sample_steps if sampler.denoises else [None]:
+    for k in s.sample_steps if sampler.source != CAUSAL else [None]:
         for top_p in s.top_p:
             log(f"sampling {s.num_samples} sequences: {sampler.label}" + ("" if k is None else f", {k} steps")
                 + ("" if top_p == 1 else f", nucleus top_p = {top_p}"))
