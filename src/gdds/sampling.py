@@ -76,15 +76,19 @@ class BlockDenoiser:
         return lambda xt, t: self.fn(xt, t, x0)
 
 
+def map_network(denoiser: Denoiser, fn: Callable[[Denoiser], Denoiser]) -> Denoiser:
+    """``fn`` applied to the network of ``denoiser``: inside a :class:`LikelihoodWeighted` (which stays
+    around it, so the reverse step keeps weighting by ``q_t``), or to ``denoiser`` itself."""
+    if isinstance(denoiser, LikelihoodWeighted):
+        return LikelihoodWeighted(denoiser.process, fn(denoiser.network), operators=denoiser.operators)
+    return fn(denoiser)
+
+
 def with_context(denoiser: Denoiser, x0: Tensor) -> Denoiser:
     """``denoiser`` as a plain ``(x_t, t)`` denoiser of the sequences ``x0 [B, L]``: a
     :class:`BlockDenoiser` (also inside a :class:`LikelihoodWeighted`) reads their clean blocks; any
     other denoiser is returned as it is (it reads no context)."""
-    if isinstance(denoiser, BlockDenoiser):
-        return denoiser.given(x0)
-    if isinstance(denoiser, LikelihoodWeighted) and isinstance(denoiser.network, BlockDenoiser):
-        return LikelihoodWeighted(denoiser.process, denoiser.network.given(x0), operators=denoiser.operators)
-    return denoiser
+    return map_network(denoiser, lambda net: net.given(x0) if isinstance(net, BlockDenoiser) else net)
 
 
 def clean_logits(denoiser: Denoiser, xt: Tensor, t: Tensor) -> tuple[Tensor, bool]:

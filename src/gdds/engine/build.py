@@ -27,7 +27,7 @@ from ..models import BlockDiT, DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import BlockDenoiser, Denoiser, LikelihoodWeighted
+from ..sampling import BlockDenoiser, Denoiser, map_network
 from ..schedules import Schedule
 from . import checkpoint as ck
 from .config import (
@@ -259,9 +259,7 @@ class LoadedRun:
 
             return BlockDenoiser(call, fn.block_size) if isinstance(fn, BlockDenoiser) else call
 
-        if isinstance(net, LikelihoodWeighted):
-            return LikelihoodWeighted(net.process, on_device(net.network), operators=net.operators)
-        return on_device(net)
+        return map_network(net, on_device)
 
 
 def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
