@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .categorical import Decoding
+from .categorical import Decoding, Generators
 from .operators import OperatorSettings
 from .process import ForwardProcess
 from .sampling import NETWORK, SAMPLERS, Denoiser, Sampler, _free, sample
@@ -108,7 +108,7 @@ def sample_blocks(
     length: int,
     steps: int = 64,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     fixed: Tensor | None = None,
     denoise: DenoiserOf = _as_is,
     eos: int | None = None,
@@ -128,8 +128,9 @@ def sample_blocks(
     default: they are ``mu``'s logits). ``fixed`` (``[num, length]``, ``-1`` = free): prompt and infill
     tokens, kept. ``eos``: stop once every sequence has generated it. ``cache``: keep the clean blocks'
     keys and values (``False``: the full forward pass at every step, same samples). ``spacing``, ``decoding``,
-    ``gumbel``, ``reference``, ``device`` and ``operators`` are :func:`gdds.sampling.sample`'s, for every
-    block; ``progress``: a bar over the blocks on stderr (``None``: when stderr is a terminal)."""
+    ``gumbel``, ``reference``, ``device``, ``operators`` and ``generator`` (one, or one per row) are
+    :func:`gdds.sampling.sample`'s, for every block (a row draws nothing in a block it has wholly fixed);
+    ``progress``: a bar over the blocks on stderr (``None``: when stderr is a terminal)."""
     if num < 1 or length < 1:
         raise ValueError(f"num and length must be positive; got {num}, {length}")
     device = process.device if device is None else torch.device(device)

@@ -4,23 +4,65 @@ models.
 Draws are exact (``docs/math.md`` section 7): :func:`inverse_cdf` accumulates the CDF in
 float64, :func:`gumbel_max` adds Gumbel noise to float32 logits; neither lowers the
 effective temperature at large vocabularies as float32 inverse-CDF sampling would.
+
+Randomness comes from :data:`Generators`: one ``torch.Generator`` (or ``None``) for a whole batch, or one
+generator per row, so that row ``i`` draws only from generator ``i`` (:func:`uniforms`) and its samples
+do not depend on which other rows share the call (batched prompts, ``docs/sampling.md``).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""Where a sampler's randomness comes from: one generator for the whole batch (``None``: torch's global one),
+or a sequence of generators, one per row (row ``i`` draws only from generator ``i``)."""
 
-def inverse_cdf(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+
+def per_row(generator: Generators) -> bool:
+    """Whether ``generator`` is a sequence of generators, one per row."""
+    return generator is not None and not isinstance(generator, torch.Generator)
+
+
+def row_generators(generator: Generators, rows: Tensor) -> Generators:
+    """The generators of the rows that ``rows`` (``[num]`` bool) selects: a single generator (or ``None``)
+    serves every row and is returned as it is."""
+    if not per_row(generator):
+        return generator
+    return [g for g, keep in zip(generator, rows.tolist(), strict=True) if keep]
+
+
+def uniforms(generator: Generators, num: int, shape: tuple[int, ...] = (), device: torch.device | str = "cpu"
+             ) -> Tensor:
+    """``[num, *shape]`` float64 uniforms on ``device``: one draw of them all from a single generator, or row
+    ``i`` drawn from ``generator[i]`` (``num`` generators: :class:`ValueError` otherwise). One row drawn from
+    ``[g]`` equals that row drawn from ``g``."""
+    if not per_row(generator):
+        return torch.rand((num, *shape), dtype=torch.float64, device=device, generator=generator)
+    if len(generator) != num:
+        raise ValueError(f"{len(generator)} generators for {num} rows: give one generator per row, or a single one")
+    return torch.stack([torch.rand(shape, dtype=torch.float64, device=device, generator=g) for g in generator]) \
+        if num else torch.empty((0, *shape), dtype=torch.float64, device=device)
+
+
+def inverse_cdf(probs: Tensor, generator: Generators = None, *, u: Tensor | None = None) -> Tensor:
     """One draw along the last dim of non-negative weights ``probs`` (normalised here) by
-    inverse CDF; the CDF is accumulated in float64."""
+    inverse CDF; the CDF is accumulated in float64. The uniforms are ``u`` (shape ``probs.shape[:-1]``, or
+    any shape when ``probs`` is one law ``[m]``: one draw per entry) or drawn by :func:`uniforms` (rows:
+    ``probs``' first dimension)."""
     cdf = probs.to(torch.float64).cumsum(dim=-1)
-    u = torch.rand(probs.shape[:-1] + (1,), dtype=torch.float64, device=probs.device, generator=generator)
-    idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
-    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    if u is None:
+        u = uniforms(generator, probs.shape[0], tuple(probs.shape[1:-1]), probs.device) if probs.dim() > 1 \
+            else uniforms(generator, 1, (), probs.device)[0]
+    if probs.dim() == 1:
+        idx = torch.searchsorted(cdf, u * cdf[-1], right=True)
+    else:
+        idx = torch.searchsorted(cdf, (u * cdf[..., -1])[..., None], right=True).squeeze(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)
 
 
 def gumbel_max(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:

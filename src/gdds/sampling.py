@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .categorical import Decoding, gumbel_max, inverse_cdf
+from .categorical import Decoding, Generators, gumbel_max, inverse_cdf, per_row, row_generators, uniforms
 from .devices import check_generator
 from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
@@ -131,11 +131,16 @@ def reference_prior(process: ForwardProcess, reference: Tensor | None = None) ->
     return prior
 
 
-def _device(process: ForwardProcess, generator: torch.Generator | None, device: torch.device | str | None
+def _device(process: ForwardProcess, generator: Generators, device: torch.device | str | None, num: int
             ) -> torch.device:
-    """The sampler's device: ``device``, default the process's; the generator must be there."""
+    """The sampler's device: ``device``, default the process's; the generator, or each of the ``num``
+    generators of the rows, must be there."""
     device = process.device if device is None else torch.device(device)
-    check_generator(generator, device)
+    if per_row(generator) and len(generator) != num:
+        raise ValueError(f"{len(generator)} generators for {num} sequences: give one generator per sequence, "
+                         f"or a single one")
+    for g in generator if per_row(generator) else [generator]:
+        check_generator(g, device)
     return device
 
 
@@ -153,6 +158,22 @@ def _clamped(x: Tensor, fixed: Tensor | None, free: Tensor) -> Tensor:
     return x if fixed is None else torch.where(free, x, fixed.to(x.device))
 
 
+def _row_uniforms(generator: Generators, free: Tensor) -> Tensor:
+    """Float64 uniforms shaped as ``free [num, length]``, one per position, drawn only for the rows with a
+    free position (zeros elsewhere): a row wholly fixed draws nothing, as it would alone, and with one
+    generator per row each row's uniforms come from its own (:func:`gdds.categorical.uniforms`)."""
+    active = free.any(dim=1)
+    u = torch.zeros(free.shape, dtype=torch.float64, device=free.device)
+    u[active] = uniforms(row_generators(generator, active), int(active.sum()), free.shape[1:], free.device)
+    return u
+
+
+def _prior(process: ForwardProcess, reference: Tensor | None, free: Tensor, generator: Generators) -> Tensor:
+    """``x_1 [num, length]``: each position drawn from ``p_1`` (:func:`reference_prior`) by inverse CDF of
+    :func:`_row_uniforms` (the fixed positions' draws are arbitrary: the caller clamps them)."""
+    return inverse_cdf(reference_prior(process, reference).to(free.device), u=_row_uniforms(generator, free))
+
+
 @torch.no_grad()
 def sample(
     process: ForwardProcess,
@@ -167,7 +188,7 @@ def sample(
     fixed: Tensor | None = None,
     reference: Tensor | None = None,
     reuse_unchanged: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | None = None,
     progress: bool | None = False,
     operators: OperatorSettings | None = None,
@@ -186,15 +207,20 @@ def sample(
     transition operators are applied and defines the chain, exactly as in :func:`gdds.nll_bound`. ``progress``: a bar
     over the steps on stderr (``None``: when stderr is a terminal). Positions
     are processed in chunks, so ``[num * length, m]`` float64 is never held. The chain runs on
-    ``device`` (default: the process's, where ``generator`` must be too).
+    ``device`` (default: the process's, where ``generator`` must be too). ``generator``: one for the batch,
+    or one per row (:data:`gdds.categorical.Generators`; then row ``i`` is what it would be alone with
+    generator ``i``, up to the denoiser's batch invariance; not with ``gumbel``, whose noise is drawn by chunk
+    of positions, nor with ``reuse_unchanged`` and a time-dependent denoiser, whose reuse is decided for the
+    batch).
     """
     if num < 1 or length < 1:
         raise ValueError(f"num and length must be positive; got {num}, {length}")
-    device = _device(process, generator, device)
-    prior = reference_prior(process, reference).to(device)
-    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
+    device = _device(process, generator, device, num)
+    if gumbel and per_row(generator):
+        raise SamplerError("gumbel=True draws its noise by chunk of positions, not by row: with one generator "
+                           "per row use the inverse CDF (gumbel=False)")
     free = _free(fixed, num, length, device)
-    x = _clamped(x, fixed, free)
+    x = _clamped(_prior(process, reference, free, generator), fixed, free)
     grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
     logits, seen, weighted = None, None, False
@@ -205,13 +231,14 @@ def sample(
             seen = x.clone()
         flat = x.reshape(-1)
         nxt = torch.empty_like(flat)
+        u = None if gumbel else _row_uniforms(generator, free).reshape(-1)  # one draw per row and step
         for a in range(0, flat.numel(), chunk):
             idx = slice(a, a + chunk)
             law = torch.softmax(logits[idx].double(), dim=-1)
             probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted,
                                        operators=operators).to(device)
-            nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
-                inverse_cdf(probs, generator)
+            nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if u is None else \
+                inverse_cdf(probs, u=u[idx])
         x = torch.where(free, nxt.reshape(num, length), x)
     return x
 
@@ -223,49 +250,62 @@ def sample_renoise(
     num: int,
     length: int,
     steps: int = 64,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | None = None,
     fixed: Tensor | None = None,
+    decoding: Decoding | None = None,
 ) -> Tensor:
     """APPROXIMATE sampler (module docstring): ``num`` sequences of ``length`` tokens
     from the prior ``p_1`` down a uniform grid of ``steps`` (on ``device``, as :func:`sample`);
-    ``fixed`` clamps positions as in :func:`sample`."""
+    ``fixed`` clamps positions and ``generator`` may be one per row, as in :func:`sample`; ``decoding``
+    filters ``mu`` before each draw of ``x0_hat``."""
     if num < 1 or length < 1 or steps < 1:
         raise ValueError(f"num, length and steps must be positive; got {num}, {length}, {steps}")
-    prior = reference_prior(process).to(_device(process, generator, device))
-    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
-    free = _free(fixed, num, length, x.device)
+    free = _free(fixed, num, length, _device(process, generator, device, num))
+    x = _prior(process, None, free, generator)
     for t, s in itertools.pairwise(time_grid(process, steps)):
         x = _clamped(x, fixed, free)
         logits = denoiser(x, torch.full((num,), t, device=x.device)).to(x.device)
-        x0_hat = inverse_cdf(torch.softmax(logits.double(), dim=-1), generator)
-        x = process.noise(x0_hat, s, generator=generator) if s > 0 else x0_hat
+        mu = torch.softmax(logits.double(), dim=-1)
+        x0_hat = inverse_cdf(mu if decoding is None else decoding.filter(mu), u=_row_uniforms(generator, free))
+        x = _renoised(process, x0_hat, s, generator, free) if s > 0 else x0_hat
     return _clamped(x, fixed, free)
+
+
+def _renoised(process: ForwardProcess, x0: Tensor, s: float, generator: Generators, free: Tensor) -> Tensor:
+    """``x_s ~ q_s(. | x0)`` (:meth:`ForwardProcess.noise`): for the whole batch from one generator, or row by
+    row from each row's own (rows with no free position are left as they are: they draw nothing)."""
+    if not per_row(generator):
+        return process.noise(x0, s, generator=generator)
+    return torch.cat([process.noise(x0[i:i + 1], s, generator=g) if bool(free[i].any()) else x0[i:i + 1]
+                      for i, g in enumerate(generator)])
 
 
 class CausalModel(Protocol):
     """A left-to-right language model that draws from its own conditionals
     (:meth:`gdds.models.CausalLM.generate`)."""
 
-    def generate(self, num: int, length: int, generator: torch.Generator | None = None,
+    def generate(self, num: int, length: int, generator: Generators = None,
                  prompt: Tensor | None = None, decoding: Decoding | None = None) -> Tensor: ...
 
 
 def sample_ancestral(process: ForwardProcess | None, model: CausalModel, num: int, length: int,
-                     steps: int | None = None, generator: torch.Generator | None = None,
+                     steps: int | None = None, generator: Generators = None,
                      fixed: Tensor | None = None, decoding: Decoding | None = None) -> Tensor:
     """Exact ancestral samples of a causal ``model``: one token at a time from its conditionals (filtered
-    by ``decoding``, :class:`gdds.Decoding`, when it is not neutral), continuing the prefix that ``fixed``
-    clamps (rows may differ). ``process`` and ``steps`` do not apply (no forward process; one step per
-    token): the signature is that of every entry of :data:`SAMPLERS`. A fixed position after a free one
-    (infilling) is refused."""
+    by ``decoding``, :class:`gdds.Decoding`, when it is not neutral), each row continuing the prefix that
+    ``fixed`` clamps in it (rows may differ, in tokens and in length; ``generator`` may be one per row, as in
+    :func:`sample`). ``process`` and ``steps`` do not apply (no forward process; one step per token): the
+    signature is that of every entry of :data:`SAMPLERS`. A fixed position after a free one (infilling) is
+    refused."""
     prompt = None
     if fixed is not None:
         free = _free(fixed, num, length, fixed.device)
-        given = int((~free).cumprod(dim=1).sum(dim=1).min())
-        if bool((~free[:, given:]).any()):
+        given = (~free).cumprod(dim=1).sum(dim=1)  # each row's prompt length
+        if bool((~free & (torch.arange(length, device=free.device) >= given[:, None])).any()):
             raise SamplerError("the ancestral sampler continues a prompt; it cannot fill blanks")
-        prompt = fixed[:, :given] if given else None
+        longest = int(given.max())
+        prompt = fixed[:, :longest] if longest else None
     return model.generate(num, length, generator, prompt=prompt, decoding=decoding)
 
 

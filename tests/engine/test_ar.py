@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import gdds
 from gdds.cli import main
 from gdds.engine.build import load_run
 from gdds.engine.config import ConfigError, load_config
@@ -64,6 +65,17 @@ def test_ar_eval_and_sample_cli(ar_run, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["sample", str(out), *refused])
     assert "method ar samples with ancestral; not 'renoise'" in capsys.readouterr().err
+
+
+def test_ar_batched_prompts_continue_each_prompt_as_its_own_call(ar_run):
+    """Prompts of different lengths in one call: each text is the one sample of its prompt with seed + i
+    (the network in float64, so that batching cannot flip a draw)."""
+    model = gdds.load(ar_run[0])
+    model.loaded.run.model.double()
+    prompts = ["KING", "", "QUEEN MAB"]
+    texts = model.sample(prompts=prompts, length=16, seed=3)
+    assert texts == [model.sample(prompt=prompt, length=16, seed=3 + i)[0] for i, prompt in enumerate(prompts)]
+    assert all(text.startswith(prompt) for text, prompt in zip(texts, prompts, strict=True))
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ def test_sample_cli(run, capsys, tmp_path, monkeypatch):
     assert "APPROXIMATE renoise sampler, 3 steps:" in out and "[1] KING" in out
     assert main(["sample", str(run), "--num", "1", "--steps", "3", "--sampler", "exact", "--spacing", "lambda"]) == 0
     assert "exact reverse chain, 3 steps (lambda grid)" in capsys.readouterr().out
-    for refused in (["--sampler", "renoise", "--top-p", "0.5"], ["--sampler", "ancestral"]):
+    for refused in (["--sampler", "renoise", "--gumbel"], ["--sampler", "ancestral"]):
         with pytest.raises(SystemExit):
             main(["sample", str(run), *refused])
     assert "its options are device" in capsys.readouterr().err
@@ -95,6 +95,38 @@ def test_sample_cli(run, capsys, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"length must be in \[1, 32\]; got 100000: the model was trained with "
                        "data.seq_len=32"):
         model.sample(length=100000)
+
+
+def test_batched_prompts_give_each_prompt_its_own_seeded_call(run, capsys):
+    """``sample(prompts=P, seed=s)[i] == sample(prompt=P[i], seed=s + i)[0]`` for every sampler of the run,
+    bit for bit with the network in float64 (in float32 only up to its batch invariance); ``gdds sample``
+    with several ``--prompt`` prints those texts; mismatched counts are refused by name."""
+    model = gdds.load(run)
+    model.loaded.run.model.double()
+    prompts = ["KING", "", "QUEEN M", "A"]
+    for sampler in ("exact", "renoise"):
+        texts = model.sample(prompts=prompts, length=12, steps=3, seed=7, sampler=sampler)
+        assert len(texts) == 4 and all(text.startswith(prompt) for text, prompt in zip(texts, prompts, strict=True))
+        alone = [model.sample(prompt=prompt, length=12, steps=3, seed=7 + i, sampler=sampler)[0]
+                 for i, prompt in enumerate(prompts)]
+        assert texts == alone
+    assert main(["sample", str(run), "--steps", "3", "--length", "12", "--seed", "7",
+                 *(arg for prompt in prompts for arg in ("--prompt", prompt))]) == 0
+    printed = capsys.readouterr().out  # the same batch as Model.sample(prompts=...), from the float32 network
+    texts = gdds.load(run).sample(prompts=prompts, length=12, steps=3, seed=7)
+    assert "4 samples" in printed and all(f"[{i + 1}] {text}\n" in printed for i, text in enumerate(texts))
+    with pytest.raises(ValueError, match="4 prompts, num = 2"):
+        model.sample(prompts=prompts, num=2)
+    with pytest.raises(ValueError, match="not both"):
+        model.sample(prompts=prompts, prompt="KING")
+    with pytest.raises(ValueError, match="the prompt or template takes 5 tokens; the length is 4"):
+        model.sample(prompts=["A", "QUEEN"], length=4)
+    with pytest.raises(SystemExit):
+        main(["sample", str(run), "--num", "3", "--prompt", "A", "--prompt", "B"])
+    assert "--num 3 with 2 prompts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sample", str(run), "--length", "3", "--prompt", "A", "--prompt", "KING"])
+    assert "the prompt has 4 tokens; the model's length is 3" in capsys.readouterr().err
 
 
 def test_text_outside_the_vocabulary_is_never_scored_nor_prompted(run, capsys):

@@ -125,8 +125,8 @@ def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
         snapshot.sampler("ancestral")
     with pytest.raises(SamplerError, match="method ar samples with ancestral; not 'renoise'"):
         ar.generate(None, 2, 4, 2, None, sampler="renoise")
-    with pytest.raises(SamplerError, match="does not accept decoding; its options are device"):
-        snapshot.generate(None, 2, 4, 2, None, sampler="renoise", decoding=gdds.Decoding(top_k=2))
+    with pytest.raises(SamplerError, match="does not accept gumbel; its options are device, decoding"):
+        snapshot.generate(None, 2, 4, 2, None, sampler="renoise", gumbel=True)
     with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, decoding, gumbel"):
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):

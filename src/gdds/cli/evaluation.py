@@ -165,7 +165,8 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
                    + " (default: the method's first; a sampler refuses options it does not take)")
     p.add_argument("--approximate", action="store_const", const="renoise", dest="sampler",
                    help="shorthand for --sampler renoise")
-    p.add_argument("--num", type=int, default=4, help="number of sequences (default 4)")
+    p.add_argument("--num", type=int, default=None, help="number of sequences (default 4; with several --prompt, "
+                   "one per prompt)")
     p.add_argument("--steps", type=int, default=64, help=f"reverse steps T (default 64, at most {MAX_SAMPLE_STEPS:,})")
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
                    "length, data.seq_len; a block-diffusion model takes any length)")
@@ -173,20 +174,23 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
                    help="exact sampler: time grid uniform in t (default) or in Lambda")
     p.add_argument("--temperature", type=checked("the temperature", "be a positive finite number",
                                                   lambda value: 0 < value < float("inf")), default=None,
-                   help="exact, block and ancestral samplers: mu^(1/T), the first filter (not 1 changes the model)")
+                   help="exact, renoise, block and ancestral samplers: mu^(1/T), the first filter (not 1 changes "
+                   "the model)")
     p.add_argument("--top-k", type=checked("top-k", "be a positive integer", lambda value: value >= 1, int),
                    default=None,
-                   help="exact, block and ancestral samplers: keep the k most probable clean tokens, after the "
-                   "temperature (below the vocabulary changes the model)")
+                   help="exact, renoise, block and ancestral samplers: keep the k most probable clean tokens, after "
+                   "the temperature (below the vocabulary changes the model)")
     p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=None,
-                   help="exact, block and ancestral samplers: nucleus filtering, in (0, 1], after top-k "
+                   help="exact, renoise, block and ancestral samplers: nucleus filtering, in (0, 1], after top-k "
                    "(below 1 changes the model)")
     p.add_argument("--min-p", type=checked("min-p", "lie in [0, 1]", lambda value: 0 <= value <= 1), default=None,
-                   help="exact, block and ancestral samplers: keep the tokens with at least min-p times the "
+                   help="exact, renoise, block and ancestral samplers: keep the tokens with at least min-p times the "
                    "largest probability, in [0, 1], the last filter (above 0 changes the model)")
     p.add_argument("--gumbel", action="store_const", const=True, default=None,
                    help="exact sampler: Gumbel-max on float32 instead of float64 inverse CDF")
-    p.add_argument("--prompt", default=None, help="text fixed at the start of every sequence")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="text fixed at the start of every sequence; given several times, one sequence per prompt "
+                   "(batched prompts of any lengths, sequence i seeded --seed + i)")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="block sampler: each text ends at its end-of-text token, and generation stops once "
                    "every sequence has one (--length is then the most)")
@@ -198,6 +202,11 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
+    prompts = args.prompt or []
+    if len(prompts) > 1 and args.num not in (None, len(prompts)):
+        parser.error(f"--num {args.num} with {len(prompts)} prompts: several --prompt give one sequence each "
+                     f"(leave out --num, or give --num {len(prompts)})")
+    args.num = (4 if args.num is None else args.num) if len(prompts) < 2 else len(prompts)
     if args.num < 1 or not 1 <= args.steps <= MAX_SAMPLE_STEPS:
         parser.error(f"--num must be at least 1 and --steps in [1, {MAX_SAMPLE_STEPS:,}]; got --num {args.num}, "
                      f"--steps {args.steps}")
@@ -219,13 +228,16 @@ def run_sample(args: argparse.Namespace) -> int:
     except (SamplerError, ConfigError) as exc:
         parser.error(str(exc))
     try:
-        prompt = loaded.run.data.tokenizer.encode_exact(args.prompt, "the prompt") if args.prompt else []
+        rows = [loaded.run.data.tokenizer.encode_exact(text, "the prompt") if text else [] for text in prompts]
     except UnknownTextError as exc:
         parser.error(str(exc))
-    if len(prompt) >= length:
-        parser.error(f"the prompt has {len(prompt)} tokens; the model's length is {length}")
+    for row in rows:
+        if len(row) >= length:
+            parser.error(f"the prompt has {len(row)} tokens; the model's length is {length}")
     check_memory(args, loaded, length)
-    texts = generate(loaded, args.num, args.steps, args.seed, length, prompt, args.sampler, **options)[1]
+    batched = {"prompts": rows} if len(rows) > 1 else {}
+    texts = generate(loaded, args.num, args.steps, args.seed, length, rows[0] if len(rows) == 1 else [],
+                     args.sampler, **batched, **options)[1]
     label = sampler.label if sampler.source == CAUSAL else f"{sampler.label}, {args.steps} steps" + (
         f" ({args.spacing or 't'} grid)" if "spacing" in sampler.options else "")
     print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")

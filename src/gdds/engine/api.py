@@ -2,6 +2,7 @@
 
     model = gdds.load("runs/demo-model")              # a model folder, a run folder or a Hub cache name
     texts = model.sample(num=2, prompt="To be")       # the exact reverse chain, strings out
+    texts = model.sample(prompts=["To be", "Once"])   # batched prompts: one text each, text i seeded seed + i
     score = model.nll_bound("Some text to score.")    # an upper bound on the NLL: nats/token, bits/char
 
 ``sample`` takes a prompt (fixed at the start) or an infilling template (``"The ___ sat on the ___."``:
@@ -16,6 +17,7 @@ turned into ``<unk>`` would not be a bound on that text.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,24 +122,36 @@ class Model:
         return ids
 
     @torch.no_grad()
-    def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
+    def sample(self, num: int | None = None, length: int | None = None, steps: int = 64, prompt: str | None = None,
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
                sampler: str | None = None, stop_at_eos: bool = False, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0) -> list[str]:
-        """``num`` texts of ``length`` tokens (default the model's) from ``sampler`` (a name of
+               top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0,
+               prompts: Sequence[str] | None = None) -> list[str]:
+        """``num`` texts (default 1) of ``length`` tokens (default the model's) from ``sampler`` (a name of
         :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
-        steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. A block-diffusion
+        steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. ``prompts``
+        (instead of ``prompt`` and ``infill``): one text per prompt (``num``, if given, must be their number),
+        text ``i`` seeded by ``seed + i`` so that ``sample(prompts=P, seed=s)[i] == sample(prompt=P[i],
+        seed=s + i)[0]`` (up to the network's batch invariance: bit for bit in float64). A block-diffusion
         model takes any ``length``; with ``stop_at_eos`` its texts end at their end-of-text token and
         generation stops once every one has it (other samplers refuse it). ``temperature``, ``top_k``,
         ``top_p``, ``min_p``: the decoding filters (:class:`gdds.Decoding`, in that order) of the samplers
         that take them; any but the neutral values samples another model than the one ``nll_bound`` scores."""
         length = self.loaded.sample_length(length, "length")
-        template = self._template(length, prompt, infill, blank, blank_tokens)
+        rows = None
+        if prompts is not None:
+            if prompt is not None or infill is not None:
+                raise ValueError("give prompts (one per text) or a prompt or template for every text, not both")
+            if (num is not None and num != len(prompts)) or not prompts:
+                raise ValueError(f"prompts= gives one text per prompt: {len(prompts)} prompts, num = {num}")
+            rows = [self._template(length, text, None, blank, blank_tokens) for text in prompts]
+        template = self._template(length, prompt, infill, blank, blank_tokens) if rows is None else []
         options: dict[str, object] = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
         decoding = Decoding(temperature, top_k, top_p, min_p)
         if decoding != Decoding():
             options["decoding"] = decoding
-        return generate(self.loaded, num, steps, seed, length, template, sampler, **options)[1]
+        num = (1 if num is None else num) if rows is None else len(rows)
+        return generate(self.loaded, num, steps, seed, length, template, sampler, prompts=rows, **options)[1]
 
     @torch.no_grad()
     def nll_bound(self, texts: str | list[str], steps: int = 128, draws: int = 4, seed: int = 0) -> Score:

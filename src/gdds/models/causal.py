@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..categorical import Decoding, inverse_cdf
+from ..categorical import Decoding, Generators, inverse_cdf, per_row, row_generators
 from .config import DiTConfig
 from .dit import DiT
 
@@ -57,7 +57,8 @@ class CausalLM(nn.Module):
         """A named DiT size (``tiny``, ``small``, ``medium``) with ``causal=True`` and optional overrides."""
         return cls(DiTConfig.preset(name, vocab_size, **{"causal": True, **overrides}))
 
-    def _check_tokens(self, x: Tensor, name: str, min_len: int = 1) -> None:
+    def _check_tokens(self, x: Tensor, name: str, min_len: int = 1, padding: bool = False) -> None:
+        """Refuse anything but a ``[B, L]`` integer tensor of ids (``-1`` too with ``padding``) that fits."""
         if not isinstance(x, Tensor) or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor of token ids, got {getattr(x, 'dtype', type(x))}")
         if x.dim() != 2 or x.shape[1] < min_len:
@@ -67,9 +68,9 @@ class CausalLM(nn.Module):
                 f"{name} has length {x.shape[1]} > max_len = {self.config.max_len}; "
                 f"build the model with DiTConfig(max_len >= {x.shape[1]})"
             )
-        if x.numel() and ((x < 0) | (x >= self.config.vocab_size)).any():
+        if x.numel() and ((x < -int(padding)) | (x >= self.config.vocab_size)).any():
             raise ValueError(
-                f"token ids in {name} must lie in [0, {self.config.vocab_size}); "
+                f"token ids in {name} must lie in [{-int(padding)}, {self.config.vocab_size}); "
                 f"got values in [{x.min().item()}, {x.max().item()}]"
             )
 
@@ -95,15 +96,18 @@ class CausalLM(nn.Module):
         self,
         num: int,
         length: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         prompt: Tensor | None = None,
         decoding: Decoding | None = None,
     ) -> Tensor:
-        """Ancestral samples ``[num, length]`` (long), continuing ``prompt [num, P]`` if given.
+        """Ancestral samples ``[num, length]`` (long), continuing ``prompt [num, P]`` if given: row ``i``'s
+        prompt is its ids before its first ``-1`` (prompts of different lengths, right-padded with ``-1``).
 
         Each token is drawn from the model's exact conditional (float64 inverse CDF), filtered by
         ``decoding`` (:class:`gdds.Decoding`: temperature, top-k, top-p, min-p; unless neutral, no longer
-        the model's law). The model runs in eval mode (no dropout) and is restored to its previous mode afterwards.
+        the model's law); only the rows past their prompt draw, from ``generator`` or, with one generator per
+        row (:data:`gdds.categorical.Generators`), each from its own. The model runs in eval mode (no dropout)
+        and is restored to its previous mode afterwards.
         """
         for name, value in (("num", num), ("length", length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,23 +118,29 @@ class CausalLM(nn.Module):
                 f"build the model with DiTConfig(max_len >= {length})"
             )
         device = self.net.embed.weight.device
-        if prompt is None:
-            x = torch.zeros(num, 0, dtype=torch.long, device=device)
-        else:
-            self._check_tokens(prompt, "prompt", min_len=0)
-            if prompt.shape[0] != num or prompt.shape[1] > length:
-                raise ValueError(
-                    f"prompt must have shape [num, P] = [{num}, P] with P <= length = {length}; "
-                    f"got {tuple(prompt.shape)}"
-                )
-            x = prompt.to(device=device, dtype=torch.long)
+        if per_row(generator) and len(generator) != num:
+            raise ValueError(f"{len(generator)} generators for {num} sequences: give one per sequence, or one")
+        prompt = torch.zeros(num, 0, dtype=torch.long) if prompt is None else prompt
+        self._check_tokens(prompt, "prompt", min_len=0, padding=True)
+        given = (prompt >= 0).cumprod(dim=1).bool()  # within each row's prompt
+        if prompt.shape[0] != num or prompt.shape[1] > length or bool((prompt[~given] >= 0).any()):
+            raise ValueError(
+                f"prompt must have shape [num, P] = [{num}, P] with P <= length = {length}, each row's ids "
+                f"before its -1 padding; got {prompt.tolist() if prompt.numel() < 64 else tuple(prompt.shape)}"
+            )
+        prompt, given = prompt.to(device=device, dtype=torch.long), given.to(device)
+        x = prompt[:, :int(given.sum(dim=1).min())]  # the prefix every row has
         was_training = self.training
         self.eval()
         try:
             while x.shape[1] < length:
-                probs = torch.softmax(self._next_token_logits(x)[:, -1].double(), dim=-1)
+                i = x.shape[1]
+                nxt = prompt[:, i].clone() if i < prompt.shape[1] else x.new_zeros(num)
+                draw = ~given[:, i] if i < prompt.shape[1] else torch.ones(num, dtype=torch.bool, device=device)
+                probs = torch.softmax(self._next_token_logits(x[draw])[:, -1].double(), dim=-1)
                 probs = probs if decoding is None else decoding.filter(probs)
-                x = torch.cat((x, inverse_cdf(probs, generator)[:, None]), dim=1)
+                nxt[draw] = inverse_cdf(probs, row_generators(generator, draw.cpu()))
+                x = torch.cat((x, nxt[:, None]), dim=1)
         finally:
             self.train(was_training)
         return x

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..block_sampling import BLOCK_SAMPLER
+from ..categorical import Generators
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
@@ -183,13 +184,15 @@ class Method:
             raise SamplerError(f"method {self.name} samples with {', '.join(self.samplers)}; not {name!r}{why}")
         return SAMPLERS.get(name)
 
-    def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: torch.Generator | None,
-                 prompt: Sequence[int] = (), sampler: str | None = None, denoiser: Denoiser | None = None,
-                 **options: Any) -> Tensor:
+    def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: Generators,
+                 prompt: Sequence[int] = (), sampler: str | None = None, denoiser: Denoiser | None = None, *,
+                 prompts: Sequence[Sequence[int]] | None = None, **options: Any) -> Tensor:
         """``num`` sequences of ``length`` tokens from the sampler named ``sampler`` (:meth:`sampler`;
         the default is the model's own law: its reverse chain in ``steps`` steps, or ancestral
         sampling), starting with the tokens ``prompt`` (``-1`` marks a free position: infilling, for
-        the samplers that can). ``options`` are the sampler's (:attr:`gdds.sampling.Sampler.options`;
+        the samplers that can), or row ``i`` with ``prompts[i]`` (``num`` of them, of any lengths: batched
+        prompts; ``generator`` may then be one per row, :data:`gdds.categorical.Generators`, so that row ``i``
+        is what it would be alone). ``options`` are the sampler's (:attr:`gdds.sampling.Sampler.options`;
         others raise :class:`gdds.sampling.SamplerError`); :class:`NotGenerative` for a model
         that cannot be sampled. ``denoiser``: the model as a denoiser, for a sampler that takes one
         (default :meth:`denoiser`; a loaded run passes its own, on its device and under the same
@@ -197,17 +200,32 @@ class Method:
         network itself and :meth:`parametrized`, and any length)."""
         entry = self.sampler(sampler)
         entry.check(options)
-        fixed = None
-        if prompt:
-            if len(prompt) > length:
-                raise ValueError(f"the prompt has {len(prompt)} tokens; the length is {length}")
-            fixed = torch.full((num, length), -1, dtype=torch.long)
-            fixed[:, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
+        fixed = prompt_rows(num, length, prompt, prompts)
         if entry.source == NETWORK:
             options = {"denoise": self.parametrized, **options}
         source = (self.denoiser(model) if denoiser is None else denoiser) if entry.source == DENOISER else model
         return entry.draw(self.process, source, num, length, steps=steps, generator=generator, fixed=fixed,
                           **options)
+
+
+def prompt_rows(num: int, length: int, prompt: Sequence[int] = (),
+                prompts: Sequence[Sequence[int]] | None = None) -> Tensor | None:
+    """The ``fixed`` tensor of the samplers (``[num, length]``, ``-1`` = free): ``prompt`` at the start of
+    every row, or ``prompts[i]`` at the start of row ``i``; ``None`` when nothing is fixed."""
+    if prompts is not None and len(prompt):
+        raise ValueError("give one prompt for every sequence or one prompt per sequence (prompts=), not both")
+    if prompts is not None and len(prompts) != num:
+        raise ValueError(f"{len(prompts)} prompts for {num} sequences: give one prompt per sequence")
+    rows = [list(prompt)] * num if prompts is None else [list(row) for row in prompts]
+    if not any(rows):
+        return None
+    fixed = torch.full((num, length), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row) > length:
+            raise ValueError(f"the prompt{'' if prompts is None else f' of sequence {i}'} has {len(row)} tokens; "
+                             f"the length is {length}")
+        fixed[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return fixed
 
 
 class Snapshot(Method):

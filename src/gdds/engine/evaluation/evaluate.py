@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...baseline import bayes_unigram, unigram_law, unigram_nll
-from ...categorical import Decoding
+from ...categorical import Decoding, Generators
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
@@ -290,23 +290,28 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
 
 
 def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int | None = None,
-             prompt: Sequence[int] = (), sampler: str | None = None, **options: Any) -> tuple[Tensor, list[str]]:
+             prompt: Sequence[int] = (), sampler: str | None = None, *,
+             prompts: Sequence[Sequence[int]] | None = None, **options: Any) -> tuple[Tensor, list[str]]:
     """``num`` sequences (``length`` tokens, default the training length) from ``sampler`` (default the
-    method's: :meth:`gdds.objectives.Method.generate`, the one door) starting with ``prompt``, and
-    their decoded texts; a sampler that can show a bar over its steps shows it on a terminal. With the
-    option ``eos`` (the block sampler's stop, :func:`gdds.block_sampling.sample_blocks`) each text ends
-    before its first generated end-of-text token."""
+    method's: :meth:`gdds.objectives.Method.generate`, the one door) starting with ``prompt``, or row ``i``
+    with ``prompts[i]``, and their decoded texts; a sampler that can show a bar over its steps shows it on
+    a terminal. ``seed`` seeds one generator for the batch; with ``prompts``, row ``i`` has its own, seeded
+    ``seed + i``, so that it is the one sample of ``prompt=prompts[i]`` with ``seed + i`` (up to the
+    network's batch invariance). With the option ``eos`` (the block sampler's stop,
+    :func:`gdds.block_sampling.sample_blocks`) each text ends before its first generated end-of-text token."""
     length = loaded.cfg.data.seq_len if length is None else length
-    gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    gen: Generators = torch.Generator(device=loaded.device).manual_seed(seed) if prompts is None else \
+        [torch.Generator(device=loaded.device).manual_seed(seed + i) for i in range(len(prompts))]
     entry = loaded.method.sampler(sampler)
     if "progress" in entry.options:
         options = {"progress": None, **options}
     denoiser = loaded.denoiser() if entry.source == DENOISER else None  # the bound's function
     ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
-                                 **options).cpu()
+                                 prompts=prompts, **options).cpu()
     tok = loaded.run.data.tokenizer
     eos = options.get("eos")
-    return ids, [tok.decode(_before_eos(row.tolist(), eos, len(prompt))) for row in ids]
+    starts = [len(prompt)] * num if prompts is None else [len(row) for row in prompts]
+    return ids, [tok.decode(_before_eos(row.tolist(), eos, start)) for row, start in zip(ids, starts, strict=True)]
 
 
 def _before_eos(ids: list[int], eos: int | None, start: int) -> list[int]:
