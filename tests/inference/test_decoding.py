@@ -16,7 +16,7 @@ from gdds.models import DiTConfig
 from gdds.models.block import BlockDiT
 from gdds.models.causal import CausalLM
 from gdds.posterior import forward_likelihood, reverse_step_probs
-from gdds.sampling import LikelihoodWeighted, sample, sample_ancestral
+from gdds.sampling import LikelihoodWeighted, sample, sample_ancestral, sample_renoise
 from helpers import random_stochastic
 
 M = 6
@@ -94,6 +94,21 @@ def test_the_neutral_setting_leaves_the_block_and_ancestral_samplers_unchanged_b
         plain = draw(None)
         assert all(torch.equal(draw(decoding), plain) for decoding in NEUTRAL)
         assert not torch.equal(draw(gdds.Decoding(top_k=1)), plain)
+
+
+@pytest.mark.parametrize("kernel", ["mask", "uniform"])
+def test_the_renoise_sampler_filters_mu_before_drawing_x0(kernel):
+    """Neutral settings draw its untouched samples; with top-k = 1 its last ``x0`` (noised to s = 0: the
+    sample) is the most probable token of mu, here one law whatever ``x_t``."""
+    proc = gdds.ForwardProcess(SCHED, KERNELS[kernel]())
+
+    def renoise(denoiser, decoding):
+        return sample_renoise(proc, denoiser, 4, 5, 3, generator=torch.Generator().manual_seed(0), decoding=decoding)
+
+    plain = renoise(den, None)
+    assert all(torch.equal(renoise(den, decoding), plain) for decoding in NEUTRAL)
+    one_law = renoise(lambda xt, t: LOGITS.expand(*xt.shape, M), gdds.Decoding(top_k=1))
+    assert (one_law == LOGITS.argmax()).all() and not (plain == LOGITS.argmax()).all()
 
 
 MU = torch.tensor([[0.05, 0.4, 0.1, 0.25, 0.2]], dtype=torch.float64)
