@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .categorical import Decoding, gumbel_max, inverse_cdf
 from .devices import check_generator
+from .kernels.base import Kernel
 from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
@@ -292,12 +293,14 @@ class Sampler:
     model itself (:data:`CAUSAL`: no step count, no infilling);
     ``label`` names it in reports, ``exact`` says whether it draws from the model's own law (the
     chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
-    beyond those every sampler receives, read from ``draw``'s signature."""
+    beyond those every sampler receives, read from ``draw``'s signature; ``kernel``, when set, is the
+    kernel class (subclasses included) it needs: the mask-kernel samplers of :mod:`gdds.unmasking`."""
 
     label: str
     exact: bool
     draw: Callable[..., Tensor]
     source: str = DENOISER
+    kernel: type[Kernel] | None = None
     options: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -313,6 +316,18 @@ class Sampler:
         if unknown:
             raise SamplerError(f"the {self.label} does not accept {', '.join(unknown)}; its options are "
                                f"{', '.join(self.options) or 'none'}")
+
+    def applies(self, process: ForwardProcess | None) -> bool:
+        """Whether it can draw under ``process`` (any, unless :attr:`kernel` names the kernel it needs)."""
+        return self.kernel is None or (process is not None and isinstance(process.kernel, self.kernel))
+
+    def require(self, process: ForwardProcess | None, instead: str = "") -> None:
+        """Refuse a ``process`` it does not apply to (:meth:`applies`): :class:`SamplerError` naming the
+        kernel it needs and the one given, then ``instead`` (what the caller can use)."""
+        if not self.applies(process):
+            given = "no forward process" if process is None else f"the {type(process.kernel).__name__} kernel"
+            raise SamplerError(f"the {self.label} needs the {self.kernel.__name__} kernel "
+                               f"(gdds.kernels.{self.kernel.__name__}), not {given}{instead}")
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
