@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import kernels
+from . import kernels, unmasking
 from .block_sampling import sample_blocks
 from .categorical import Decoding
 from .likelihood import nll_bound
@@ -41,6 +41,7 @@ __all__ = [
     "nll_bound",
     "sample",
     "sample_blocks",
+    "unmasking",
 ]
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .categorical import Decoding, Generators, gumbel_max, inverse_cdf, per_row, row_generators, uniforms
 from .devices import check_generator
+from .kernels.base import Kernel
 from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
@@ -213,6 +214,22 @@ def sample(
     of positions, nor with ``reuse_unchanged`` and a time-dependent denoiser, whose reuse is decided for the
     batch).
     """
+    return _chain(process, denoiser, num, length, time_grid(process, steps, spacing), "exact", decoding=decoding,
+                  gumbel=gumbel, fixed=fixed, reference=reference, reuse_unchanged=reuse_unchanged,
+                  generator=generator, device=device, progress=progress, operators=operators)
+
+
+StepMap = Callable[[Tensor, Tensor, float, float], Tensor]
+"""A change of the reverse chain's step: ``(probs [n, m], x_t [n], s, t) -> probs [n, m]``, the law of ``x_s``
+at ``n`` positions made another (ReMDM's remasking, :func:`gdds.unmasking.sample_remdm`)."""
+
+
+def _chain(process: ForwardProcess, denoiser: Denoiser, num: int, length: int, grid: list[float], name: str, *,
+           decoding: Decoding | None, gumbel: bool, fixed: Tensor | None, reference: Tensor | None,
+           reuse_unchanged: bool, generator: Generators, device: torch.device | None, progress: bool | None,
+           operators: OperatorSettings | None, step_map: StepMap | None = None) -> Tensor:
+    """:func:`sample`'s reverse chain down ``grid`` (arguments as there), each step's law changed by
+    ``step_map`` when given; ``name``: the entry of :data:`SAMPLERS` whose label the progress bar shows."""
     if num < 1 or length < 1:
         raise ValueError(f"num and length must be positive; got {num}, {length}")
     device = _device(process, generator, device, num)
@@ -221,10 +238,9 @@ def sample(
                            "per row use the inverse CDF (gumbel=False)")
     free = _free(fixed, num, length, device)
     x = _clamped(_prior(process, reference, free, generator), fixed, free)
-    grid = time_grid(process, steps, spacing)
     chunk = max(1, CHUNK_FLOATS // process.m)
     logits, seen, weighted = None, None, False
-    for t, s in tqdm(list(itertools.pairwise(grid)), desc=SAMPLERS.get("exact").label, unit="step", leave=False,
+    for t, s in tqdm(list(itertools.pairwise(grid)), desc=SAMPLERS.get(name).label, unit="step", leave=False,
                      disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits, weighted = clean_logits(denoiser, x, torch.full((num,), t, device=device))
@@ -237,6 +253,7 @@ def sample(
             law = torch.softmax(logits[idx].double(), dim=-1)
             probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted,
                                        operators=operators).to(device)
+            probs = probs if step_map is None else step_map(probs, flat[idx], s, t)
             nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if u is None else \
                 inverse_cdf(probs, u=u[idx])
         x = torch.where(free, nxt.reshape(num, length), x)
@@ -332,12 +349,14 @@ class Sampler:
     model itself (:data:`CAUSAL`: no step count, no infilling);
     ``label`` names it in reports, ``exact`` says whether it draws from the model's own law (the
     chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
-    beyond those every sampler receives, read from ``draw``'s signature."""
+    beyond those every sampler receives, read from ``draw``'s signature; ``kernel``, when set, is the
+    kernel class (subclasses included) it needs: the mask-kernel samplers of :mod:`gdds.unmasking`."""
 
     label: str
     exact: bool
     draw: Callable[..., Tensor]
     source: str = DENOISER
+    kernel: type[Kernel] | None = None
     options: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -353,6 +372,18 @@ class Sampler:
         if unknown:
             raise SamplerError(f"the {self.label} does not accept {', '.join(unknown)}; its options are "
                                f"{', '.join(self.options) or 'none'}")
+
+    def applies(self, process: ForwardProcess | None) -> bool:
+        """Whether it can draw under ``process`` (any, unless :attr:`kernel` names the kernel it needs)."""
+        return self.kernel is None or (process is not None and isinstance(process.kernel, self.kernel))
+
+    def require(self, process: ForwardProcess | None, instead: str = "") -> None:
+        """Refuse a ``process`` it does not apply to (:meth:`applies`): :class:`SamplerError` naming the
+        kernel it needs and the one given, then ``instead`` (what the caller can use)."""
+        if not self.applies(process):
+            given = "no forward process" if process is None else f"the {type(process.kernel).__name__} kernel"
+            raise SamplerError(f"the {self.label} needs the {self.kernel.__name__} kernel "
+                               f"(gdds.kernels.{self.kernel.__name__}), not {given}{instead}")
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")

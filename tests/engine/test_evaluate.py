@@ -14,6 +14,7 @@ from gdds.engine.config import ConfigError, load_config
 from gdds.engine.evaluation.evaluate import EvalSettings, bound_report, eval_rows, evaluate, generate
 from gdds.engine.train import train
 from gdds.likelihood import summarize
+from gdds.sampling import SamplerError
 from helpers import MICRO_TRAIN
 
 MICRO = [*MICRO_TRAIN, "train.log_every=10", "process.kernel=mask"]
@@ -127,6 +128,37 @@ def test_batched_prompts_give_each_prompt_its_own_seeded_call(run, capsys):
     with pytest.raises(SystemExit):
         main(["sample", str(run), "--length", "3", "--prompt", "A", "--prompt", "KING"])
     assert "the prompt has 4 tokens; the model's length is 3" in capsys.readouterr().err
+
+
+def test_the_mask_kernels_samplers_and_their_options_from_the_cli_and_model_sample(run, capsys, monkeypatch):
+    """``--score``, ``--threshold`` and ``--eta`` reach their samplers (and are refused by the others);
+    ``Model.sample`` passes a sampler's options through; at most ``steps`` network calls each."""
+    import gdds.cli.evaluation as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "generate", lambda *a, **k: seen.append((a[6], k)) or generate(*a, **k))
+    for argv in (["--sampler", "ordered", "--score", "margin"], ["--sampler", "threshold", "--threshold", "0.8"],
+                 ["--sampler", "remdm", "--eta", "0.1", "--top-k", "3"]):
+        assert main(["sample", str(run), "--num", "2", "--steps", "3", "--prompt", "KING", *argv]) == 0
+        assert "[2] KING" in capsys.readouterr().out
+    assert seen == [("ordered", {"score": "margin"}), ("threshold", {"threshold": 0.8}),
+                    ("remdm", {"eta": 0.1, "decoding": gdds.Decoding(top_k=3)})]
+    for refused, option in ((["--eta", "0.1"], "eta"), (["--sampler", "ordered", "--threshold", "0.5"], "threshold")):
+        with pytest.raises(SystemExit):
+            main(["sample", str(run), *refused])
+        assert f"does not accept {option}" in capsys.readouterr().err
+    model, calls = gdds.load(run), []
+    network = model.loaded.run.model.forward
+    monkeypatch.setattr(model.loaded.run.model, "forward", lambda *a, **k: calls.append(1) or network(*a, **k))
+    for sampler, options in (("ordered", {"score": "entropy"}), ("threshold", {"threshold": 0.5}),
+                             ("remdm", {"eta": 0.0})):
+        calls.clear()
+        assert len(model.sample(num=2, length=8, steps=5, sampler=sampler, **options)) == 2
+        assert 1 <= len(calls) <= 5 and (sampler != "remdm" or len(calls) == 5)
+    assert model.sample(num=2, length=8, steps=5, sampler="remdm", eta=0.0, seed=3) == \
+        model.sample(num=2, length=8, steps=5, seed=3)  # eta = 0: the exact chain
+    with pytest.raises(SamplerError, match="does not accept score"):
+        model.sample(num=1, length=5, steps=2, sampler="remdm", score="margin")
 
 
 def test_text_outside_the_vocabulary_is_never_scored_nor_prompted(run, capsys):

@@ -2,8 +2,9 @@
 ``Method.generate`` calls it, on a six-token process and a denoiser whose chain has a known law
 (it ignores context and time, so every position follows the same reverse chain:
 ``helpers.context_free_chain_law``): samples of the right shape, dtype, range and device, fixed
-positions kept, and the exact samplers' draws following the exact law of their chain. Methods
-refuse the samplers and options that do not apply, naming those that do."""
+positions kept, and the exact samplers' draws following the exact law of their chain; a sampler of one
+kernel (``Sampler.kernel``: the mask kernel's of ``gdds.unmasking``) refuses the others. Methods refuse the
+samplers and options that do not apply, naming those that do."""
 from types import SimpleNamespace
 
 import pytest
@@ -73,6 +74,12 @@ def test_samples_have_the_right_shape_range_and_keep_fixed_positions(name, kerne
     proc = process(kernel, device)
     fixed = torch.full((5, 7), -1)
     fixed[:, :2] = torch.tensor([3, 1])
+    entry = SAMPLERS.get(name)
+    if not entry.applies(proc):  # a sampler of one kernel (the mask kernel's of gdds.unmasking) refuses the others
+        assert entry.kernel is not None and not isinstance(proc.kernel, entry.kernel)
+        with pytest.raises(SamplerError, match=f"needs the {entry.kernel.__name__} kernel"):
+            draw(name, proc, 5, 7, 4, seed=0, fixed=fixed)
+        return
     x = draw(name, proc, 5, 7, 4, seed=0, fixed=fixed)
     assert x.shape == (5, 7) and x.dtype == torch.long and x.device.type == device.type
     assert int(x.min()) >= 0 and int(x.max()) < M
@@ -121,7 +128,8 @@ def test_every_sampler_belongs_to_a_method_and_every_method_names_registered_sam
 def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
     snapshot, ar = METHODS.get("gdds")(process("mask")), METHODS.get("ar")(None)
     assert snapshot.sampler().label == "exact reverse chain" and ar.sampler().label == "exact ancestral sampler"
-    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise; not 'ancestral'"):
+    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise, ordered, threshold, remdm; not "
+                                           "'ancestral'"):
         snapshot.sampler("ancestral")
     with pytest.raises(SamplerError, match="method ar samples with ancestral; not 'renoise'"):
         ar.generate(None, 2, 4, 2, None, sampler="renoise")
@@ -131,6 +139,15 @@ def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")
+    uniform = METHODS.get("elbo")(process("uniform"))
+    assert uniform.usable_samplers == ("exact", "renoise") and snapshot.usable_samplers == snapshot.samplers
+    for masked in ("ordered", "threshold", "remdm"):
+        assert snapshot.sampler(masked) is SAMPLERS.get(masked)
+        with pytest.raises(SamplerError, match=r"needs the Mask kernel \(gdds.kernels.Mask\), not the Uniform kernel; "
+                                               "method elbo samples this model with exact, renoise$"):
+            uniform.generate(None, 2, 4, 2, None, sampler=masked)
+    with pytest.raises(SamplerError, match="does not accept eta; its options are score, spacing, decoding"):
+        snapshot.generate(None, 2, 4, 2, None, sampler="ordered", eta=0.1)
     SAMPLERS.get("exact").check({"operators", "spacing"})  # operator settings define the chain: accepted
     block = METHODS.get("elbo")(process("mask"), block_size=4)
     assert block.sampler().label == "exact block-by-block reverse chain"

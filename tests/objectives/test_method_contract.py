@@ -86,7 +86,7 @@ def test_generates_and_is_bounded_or_refuses_with_the_documented_error(trained):
             generate(loaded, 2, 2)
         return
     vocab = loaded.run.data.tokenizer.vocab_size
-    for sampler in loaded.method.samplers:  # each through the one door, Method.generate
+    for sampler in loaded.method.usable_samplers:  # each through the one door, Method.generate
         ids, texts = generate(loaded, 2, 2, prompt=[3, 1], sampler=sampler)
         assert ids.shape == (2, cfg.data.seq_len) and int(ids.min()) >= 0 and int(ids.max()) < vocab
         assert (ids[:, :2] == torch.tensor([3, 1])).all() and len(texts) == 2

@@ -26,7 +26,7 @@ LAYERS = {
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",
     "gdds.prior_term": "inference", "gdds.continuous_bound": "inference", "gdds.bound_summary": "inference",
-    "gdds.baseline": "inference", "gdds.block_sampling": "inference",
+    "gdds.baseline": "inference", "gdds.block_sampling": "inference", "gdds.unmasking": "inference",
     "gdds": "api",
     "gdds.models": "models", "gdds.data": "data", "gdds.objectives": "objectives", "gdds.minilm": "composition",
     "gdds.engine": "engine", "gdds.cli": "cli", "gdds.__main__": "cli",

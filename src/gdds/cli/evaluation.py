@@ -22,6 +22,7 @@ from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
 from ..sampling import CAUSAL, SAMPLERS, SamplerError
+from ..unmasking import SCORES
 from .render import eval_markdown, write_eval
 
 # `gdds sample --steps` above this is refused: each step is a network call on every sequence, and the
@@ -158,7 +159,9 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
                               "model folder (gdds export), with a sampler of the library (--sampler): by default "
                               "the model's own law, the exact reverse chain p_theta(x_s | x_t) that `gdds eval` "
                               "scores (an autoregressive model: exact ancestral sampling); 'renoise' is the "
-                              "APPROXIMATE renoise sampler (no likelihood applies to its samples).")
+                              "APPROXIMATE renoise sampler (no likelihood applies to its samples); 'ordered', "
+                              "'threshold' and 'remdm' are the mask kernel's faster samplers (not the bounded "
+                              "chain; docs/sampling.md).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--sampler", choices=SAMPLERS.names(), default=None,
                    help="; ".join(f"{name}: the {entry.label}" for name, entry in SAMPLERS.items())
@@ -171,20 +174,28 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
                    "length, data.seq_len; a block-diffusion model takes any length)")
     p.add_argument("--spacing", choices=("t", "lambda"), default=None,
-                   help="exact sampler: time grid uniform in t (default) or in Lambda")
+                   help="exact, ordered and remdm samplers: time grid uniform in t (default) or in Lambda")
+    p.add_argument("--score", choices=SCORES.names(), default=None,
+                   help="ordered sampler (mask kernel): reveal first the positions whose mu has the largest "
+                   "probability (confidence, default), top-1 minus top-2 margin, or lowest entropy")
+    p.add_argument("--threshold", type=unit_interval("the confidence threshold"), default=None,
+                   help="threshold sampler (mask kernel): reveal every position whose largest probability "
+                   "reaches it (and the most confident one) at each network call, in (0, 1] (default 0.9)")
+    p.add_argument("--eta", type=checked("eta", "lie in [0, 1]", lambda value: 0 <= value <= 1), default=None,
+                   help="remdm sampler (mask kernel): the remasking cap sigma_t = min(eta, (1 - alpha_s) / "
+                   "alpha_t), in [0, 1] (default 0.02; 0 is the exact chain)")
     p.add_argument("--temperature", type=checked("the temperature", "be a positive finite number",
                                                   lambda value: 0 < value < float("inf")), default=None,
-                   help="exact, renoise, block and ancestral samplers: mu^(1/T), the first filter (not 1 changes "
-                   "the model)")
+                   help="every sampler: mu^(1/T), the first filter (not 1 changes the model)")
     p.add_argument("--top-k", type=checked("top-k", "be a positive integer", lambda value: value >= 1, int),
                    default=None,
-                   help="exact, renoise, block and ancestral samplers: keep the k most probable clean tokens, after "
-                   "the temperature (below the vocabulary changes the model)")
+                   help="every sampler: keep the k most probable clean tokens, after the "
+                   "temperature (below the vocabulary changes the model)")
     p.add_argument("--top-p", type=unit_interval("the nucleus top-p"), default=None,
-                   help="exact, renoise, block and ancestral samplers: nucleus filtering, in (0, 1], after top-k "
+                   help="every sampler: nucleus filtering, in (0, 1], after top-k "
                    "(below 1 changes the model)")
     p.add_argument("--min-p", type=checked("min-p", "lie in [0, 1]", lambda value: 0 <= value <= 1), default=None,
-                   help="exact, renoise, block and ancestral samplers: keep the tokens with at least min-p times the "
+                   help="every sampler: keep the tokens with at least min-p times the "
                    "largest probability, in [0, 1], the last filter (above 0 changes the model)")
     p.add_argument("--gumbel", action="store_const", const=True, default=None,
                    help="exact sampler: Gumbel-max on float32 instead of float64 inverse CDF")
@@ -215,7 +226,8 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args, args.out.parent)
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
-    options = {key: value for key in ("spacing", "gumbel") if (value := getattr(args, key)) is not None}
+    options = {key: value for key in ("spacing", "gumbel", "score", "threshold", "eta")
+               if (value := getattr(args, key)) is not None}
     filters = {key: value for key in DECODING if (value := getattr(args, key)) is not None}
     if filters:  # each was checked while parsing
         options["decoding"] = Decoding(**filters)

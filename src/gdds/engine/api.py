@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,7 +127,7 @@ class Model:
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
                sampler: str | None = None, stop_at_eos: bool = False, temperature: float = 1.0,
                top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0,
-               prompts: Sequence[str] | None = None) -> list[str]:
+               prompts: Sequence[str] | None = None, **options: Any) -> list[str]:
         """``num`` texts (default 1) of ``length`` tokens (default the model's) from ``sampler`` (a name of
         :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
         steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. ``prompts``
@@ -136,7 +137,10 @@ class Model:
         model takes any ``length``; with ``stop_at_eos`` its texts end at their end-of-text token and
         generation stops once every one has it (other samplers refuse it). ``temperature``, ``top_k``,
         ``top_p``, ``min_p``: the decoding filters (:class:`gdds.Decoding`, in that order) of the samplers
-        that take them; any but the neutral values samples another model than the one ``nll_bound`` scores."""
+        that take them; any but the neutral values samples another model than the one ``nll_bound`` scores.
+        ``options``: the sampler's own (:attr:`gdds.sampling.Sampler.options`, e.g. ``score=``, ``threshold=``
+        or ``eta=`` of the mask kernel's samplers, ``docs/sampling.md``); others raise
+        :class:`gdds.sampling.SamplerError`."""
         length = self.loaded.sample_length(length, "length")
         rows = None
         if prompts is not None:
@@ -146,7 +150,7 @@ class Model:
                 raise ValueError(f"prompts= gives one text per prompt: {len(prompts)} prompts, num = {num}")
             rows = [self._template(length, text, None, blank, blank_tokens) for text in prompts]
         template = self._template(length, prompt, infill, blank, blank_tokens) if rows is None else []
-        options: dict[str, object] = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
+        options = {"eos": self.loaded.run.data.tokenizer.eos_id, **options} if stop_at_eos else options
         decoding = Decoding(temperature, top_k, top_p, min_p)
         if decoding != Decoding():
             options["decoding"] = decoding

@@ -92,7 +92,7 @@ class Method:
     causal: ClassVar[bool] = False
     noised: ClassVar[bool] = True
     exact_likelihood: ClassVar[bool] = False
-    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise")
+    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise", "ordered", "threshold", "remdm")
     preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
     block_diffusion: ClassVar[bool] = False
@@ -175,14 +175,23 @@ class Method:
 
     def sampler(self, name: str | None = None) -> Sampler:
         """The entry of :data:`gdds.sampling.SAMPLERS` named ``name`` (default: the method's first);
-        :class:`gdds.sampling.SamplerError` listing the method's samplers when it cannot use it."""
+        :class:`gdds.sampling.SamplerError` listing the method's samplers when it cannot use it, or those that
+        apply to its process when the sampler needs another kernel (:meth:`gdds.sampling.Sampler.require`)."""
         name = self.samplers[0] if name is None else name
         if name not in self.samplers:
             why = "" if self.block_size is None else (
                 f" (a block-diffusion model, model.block_size={self.block_size}, is drawn block by block given the "
                 "blocks before it; it defines no chain over the whole sequence at once)")
             raise SamplerError(f"method {self.name} samples with {', '.join(self.samplers)}; not {name!r}{why}")
-        return SAMPLERS.get(name)
+        entry = SAMPLERS.get(name)
+        entry.require(self.process, f"; method {self.name} samples this model with {', '.join(self.usable_samplers)}")
+        return entry
+
+    @property
+    def usable_samplers(self) -> tuple[str, ...]:
+        """The names of :attr:`samplers` that apply to the method's process (:meth:`gdds.sampling.Sampler.applies`:
+        the mask-kernel samplers only under the mask kernel)."""
+        return tuple(name for name in self.samplers if SAMPLERS.get(name).applies(self.process))
 
     def generate(self, model: nn.Module, num: int, length: int, steps: int, generator: Generators,
                  prompt: Sequence[int] = (), sampler: str | None = None, denoiser: Denoiser | None = None, *,
