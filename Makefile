@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench compare decisive embeddings block install clean
+.PHONY: demo test test-slow lint bench compare decisive embeddings block decoding install clean
 
 install: $(STAMP)
 
@@ -60,6 +60,14 @@ decisive embeddings block: $(STAMP)
 	$(VENV)/bin/gdds compare --preset $(PRESET_$@) --out results/$@
 	mkdir -p docs/results
 	for ext in json md png; do cp results/$@/compare.$$ext docs/results/$@.$$ext; done
+
+# What does each sampler cost? Speed, quality at equal entropy (± bootstrap SE) and bound (paired with
+# the exact chain's) of every sampler setting on the decisive models (run `make decisive` first;
+# docs/decoding.md). Writes results/decoding, then copies its table, JSON and figure to docs/results/.
+decoding: $(STAMP)
+	$(VENV)/bin/gdds decode-bench --preset decoding-cpu --out results/decoding
+	mkdir -p docs/results
+	for ext in json md png; do cp results/decoding/decoding.$$ext docs/results/decoding.$$ext; done
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

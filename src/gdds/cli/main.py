@@ -21,6 +21,7 @@ from ..engine.config import ConfigError
 from ..objectives import NotGenerative
 from ..version import __version__
 from .data import add_prepare
+from .decode_bench import add_decode_bench
 from .evaluation import add_eval, add_sample
 from .tools import add_export, add_nll_gap, add_noise
 from .training import add_compare, add_train
@@ -28,7 +29,8 @@ from .training import add_compare, add_train
 DEBUG_ENV = "GDDS_DEBUG"
 # Errors whose message says what to fix (the others are shown with their type).
 EXPECTED = (ImportError, CheckpointError, ConfigError, NotGenerative, OSError, ValueError, TimeoutError)
-COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_export, add_compare, add_nll_gap)
+COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_export, add_compare, add_decode_bench,
+            add_nll_gap)
 
 
 def build_parser() -> argparse.ArgumentParser:

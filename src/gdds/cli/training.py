@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..engine.config import SECTIONS, Config, ConfigError, all_keys, choices, descriptions, load_config, preset_names
 from ..engine.evaluation.compare import (
@@ -148,13 +150,14 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_compare, parser=p)
 
 
-def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Fill the options left at their defaults from ``--preset`` (:func:`read_compare_preset`); the
-    preset's ``overrides`` go before the command line's."""
-    preset = read_compare_preset(args.preset)
+def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                 read: Callable[[str], dict[str, Any]] = read_compare_preset, what: str = "comparison preset") -> None:
+    """Fill the options left at their defaults from ``--preset`` (``read``: :func:`read_compare_preset`,
+    or ``gdds decode-bench``'s); the preset's ``overrides`` go before the command line's."""
+    preset = read(args.preset)
     unknown = sorted(set(preset) - set(vars(args)) - {"overrides"} | ({"preset", "out"} & set(preset)))
     if unknown:
-        raise ConfigError(f"comparison preset {args.preset}: unknown options {unknown}; it may set "
+        raise ConfigError(f"{what} {args.preset}: unknown options {unknown}; it may set "
                           f"{', '.join(sorted(set(vars(args)) - {'run', 'parser', 'preset', 'out'}))}")
     for key, value in preset.items():
         if key == "overrides":

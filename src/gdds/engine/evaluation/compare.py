@@ -21,9 +21,7 @@ structured variant was selected on is left out of its verdict, and so of every v
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +36,7 @@ from ..build import load_run
 from ..config import Config, load_config, preset_names, read_yaml
 from ..logs import read_log
 from ..train import train
+from .entropy import log_interpolate
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
@@ -109,12 +108,8 @@ def at_entropy(samples: Sequence[SampleReport], target: float, judge: int = 0) -
     """Generative perplexity (judge ``judge``: 0 the main one) at unigram entropy ``target``, linear
     in log-perplexity between the two samples of a nucleus sweep around it; ``None`` when the sweep
     does not reach ``target`` (no extrapolation)."""
-    points = sorted((r.unigram_entropy, math.log(r.judged()[judge]["perplexity"])) for r in samples
-                    if len(r.judged()) > judge)
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x0 <= target <= x1:
-            return math.exp(y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0))
-    return None
+    return log_interpolate([(r.unigram_entropy, r.judged()[judge]["perplexity"]) for r in samples
+                            if len(r.judged()) > judge], target)
 
 
 def run_name(name: str, seed: int, base_seed: int) -> str:

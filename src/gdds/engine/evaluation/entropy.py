@@ -3,6 +3,8 @@ perplexity (a generator that repeats itself gets a low perplexity and a low entr
 read together)."""
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -59,3 +61,18 @@ def per_sample_entropy(token_ids: Sequence[Sequence[int]] | torch.Tensor,
     if not rows:
         raise ValueError("no tokens to compute a unigram entropy from")
     return float(np.mean([_entropy(row) for row in rows]))
+
+
+def log_interpolate(points: Iterable[tuple[float, float]], target: float, extrapolate: bool = False) -> float | None:
+    """A perplexity at entropy ``target`` from ``(entropy, perplexity)`` points (a nucleus sweep), linear in
+    log-perplexity between the two points around it; ``None`` when the points do not reach ``target``
+    (no extrapolation), unless ``extrapolate``: then along the end segment nearest to it (a bootstrap
+    replicate of a sweep that ends just short of ``target``). How ``gdds compare`` and ``gdds decode-bench``
+    compare samplers at equal entropy."""
+    ordered = sorted((x, math.log(y)) for x, y in points)
+    segments = list(itertools.pairwise(ordered))
+    inside = [(a, b) for a, b in segments if a[0] <= target <= b[0]]
+    if not inside and not (extrapolate and segments):
+        return None
+    (x0, y0), (x1, y1) = inside[0] if inside else segments[0] if target < ordered[0][0] else segments[-1]
+    return math.exp(y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0))

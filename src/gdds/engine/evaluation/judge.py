@@ -267,37 +267,43 @@ class Judge:
 
     def nll(self, texts: Sequence[str], batch_size: int = 8) -> tuple[float, int]:
         """Total negative log-likelihood (nats) of ``texts`` under the judge and the number
-        of judge tokens scored (see the class docstring for tokenisation and windows).
+        of judge tokens scored (see the class docstring for tokenisation and windows)."""
+        nats, counts = self.nll_per_text(texts, batch_size)
+        return float(sum(nats)), int(sum(counts))
 
-        Windows are batched (right padding with an attention mask, longest first); the
-        log-softmax is taken in float32 whatever the model's dtype; no gradient.
+    def nll_per_text(self, texts: Sequence[str], batch_size: int = 8) -> tuple[list[float], list[int]]:
+        """Each text's negative log-likelihood (nats) under the judge and its number of judge tokens
+        scored (what a bootstrap over samples resamples: ``gdds decode-bench``).
+
+        Windows of all texts are batched together (right padding with an attention mask, longest
+        first); the log-softmax is taken in float32 whatever the model's dtype; no gradient.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        windows = [w for text in texts for w in self._windows(self.encode(text))]
-        windows.sort(key=lambda w: -len(w[0]))
+        windows = [(w, i) for i, text in enumerate(texts) for w in self._windows(self.encode(text))]
+        windows.sort(key=lambda w: -len(w[0][0]))
         device = self.device
-        total, count = 0.0, 0
+        nats, counts = [0.0] * len(texts), [0] * len(texts)
         with torch.inference_mode():
             for b in range(0, len(windows), batch_size):
                 batch = windows[b:b + batch_size]
-                width = len(batch[0][0])
+                width = len(batch[0][0][0])
                 input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, (ids, _) in enumerate(batch):
+                for r, ((ids, _), _) in enumerate(batch):
                     input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                     mask[r, :len(ids)] = 1
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                for r, (ids, first) in enumerate(batch):
+                for r, ((ids, first), text) in enumerate(batch):
                     targets = input_ids[r, first:len(ids)]
                     logp = torch.log_softmax(logits[r, first - 1:len(ids) - 1].float(), dim=-1)
                     picked = logp.gather(-1, targets[:, None]).squeeze(-1)
-                    total -= float(picked.double().sum())
-                    count += len(ids) - first
-        return total, count
+                    nats[text] -= float(picked.double().sum())
+                    counts[text] += len(ids) - first
+        return nats, counts
 
     def perplexity(self, texts: Sequence[str], batch_size: int = 8) -> dict[str, Any]:
         """``{"judge", "nats_per_token", "perplexity", "tokens", "texts"}`` for ``texts``:

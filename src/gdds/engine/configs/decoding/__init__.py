@@ -1,0 +1,1 @@
+"""Presets of ``gdds decode-bench --preset`` (YAML files of its options)."""
