@@ -68,6 +68,9 @@ BOUND_RULES: dict[str, BoundRule] = {
                          "step law"),
     "ancestral": BoundRule("no bound: exact ancestral sampling; its exact NLL is gdds eval's figure"),
     "blocks": BoundRule("no bound here: block by block; gdds eval bounds it as a sum of block bounds"),
+    "ordered": BoundRule("no finite bound: a deterministic choice of the positions to reveal"),
+    "threshold": BoundRule("no finite bound: a deterministic choice of the positions to reveal"),
+    "remdm": BoundRule("no bound computed: nll_bound does not take ReMDM's remasking"),
 }
 """The bound of each sampler of :data:`gdds.sampling.SAMPLERS`, keyed by its name; a sampler missing
 here has none. A sampler whose steps have a computable law gets an entry with the options that pass to
