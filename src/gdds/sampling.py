@@ -12,7 +12,8 @@ chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 
 :func:`sample_ancestral` draws from a causal language model's own conditionals, token by token
 (exact; it is not a denoiser sampler). :data:`SAMPLERS` names them, with the block-by-block chain of a
-block-diffusion network that :mod:`gdds.block_sampling` registers (``blocks``): the one list from which
+block-diffusion network that :mod:`gdds.block_sampling` registers (``blocks``) and the forward-backward
+corrector of :mod:`gdds.corrector` (``corrector``): the one list from which
 :meth:`gdds.objectives.Method.generate`, ``gdds sample --sampler`` and the labels of samples choose.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,6 +113,24 @@ def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[f
     raise ValueError(f"spacing must be 't' or 'lambda', got {spacing!r}")
 
 
+def chain_grid(process: ForwardProcess, steps: int | None, spacing: str = "t", grid: Sequence[float] | None = None,
+               default: int = 64) -> list[float]:
+    """The decreasing times of a chain (and of the bound that scores it): ``grid`` itself, checked (strictly
+    decreasing from 1 to 0, at least one step; ``steps``, if given, must be its number of steps and
+    ``spacing`` must stay ``"t"``), or else :func:`time_grid` of ``steps`` (default ``default``) and
+    ``spacing``. A fitted grid (:func:`gdds.step_grids.fitted_grid`) is passed this way."""
+    if grid is None:
+        return time_grid(process, default if steps is None else steps, spacing)
+    times = [float(t) for t in grid]
+    if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in itertools.pairwise(times)):
+        raise ValueError(f"grid must be strictly decreasing times from 1.0 to 0.0 (at least two); got {times}")
+    if steps is not None and steps != len(times) - 1:
+        raise ValueError(f"steps={steps} disagrees with the grid's {len(times) - 1} steps (give one of them)")
+    if spacing != "t":
+        raise ValueError(f"spacing={spacing!r} does not apply to an explicit grid")
+    return times
+
+
 _UNIFORM_PRIORS: weakref.WeakKeyDictionary[ForwardProcess, Tensor] = weakref.WeakKeyDictionary()
 
 
@@ -153,15 +172,46 @@ def _clamped(x: Tensor, fixed: Tensor | None, free: Tensor) -> Tensor:
     return x if fixed is None else torch.where(free, x, fixed.to(x.device))
 
 
+def prior_draw(process: ForwardProcess, num: int, length: int, fixed: Tensor | None, reference: Tensor | None,
+               generator: torch.Generator | None, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The chain's start ``x_1 ~ p_1`` (``[num, length]`` on ``device``, fixed positions clamped) and where
+    it is free (:func:`_free`)."""
+    if num < 1 or length < 1:
+        raise ValueError(f"num and length must be positive; got {num}, {length}")
+    prior = reference_prior(process, reference).to(device)
+    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
+    free = _free(fixed, num, length, device)
+    return _clamped(x, fixed, free), free
+
+
+def reverse_draw(process: ForwardProcess, logits: Tensor, weighted: bool, x: Tensor, s: float, t: float,
+                 decoding: Decoding | None, gumbel: bool, generator: torch.Generator | None,
+                 operators: OperatorSettings | None) -> Tensor:
+    """``x_s ~ p_theta(. | x_t)`` for ``x = x_t [num, length]`` given what the denoiser answered there
+    (:func:`clean_logits`), in chunks of positions so that ``[num * length, m]`` float64 is never held:
+    float64 inverse CDF, or Gumbel-max on float32 log-probabilities (``gumbel``)."""
+    chunk = max(1, CHUNK_FLOATS // process.m)
+    flat = x.reshape(-1)
+    nxt = torch.empty_like(flat)
+    for a in range(0, flat.numel(), chunk):
+        idx = slice(a, a + chunk)
+        law = torch.softmax(logits[idx].double(), dim=-1)
+        probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted, operators=operators).to(x.device)
+        nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
+            inverse_cdf(probs, generator)
+    return nxt.reshape(x.shape)
+
+
 @torch.no_grad()
 def sample(
     process: ForwardProcess,
     denoiser: Denoiser,
     num: int,
     length: int,
-    steps: int = 64,
+    steps: int | None = None,
     *,
     spacing: str = "t",
+    grid: Sequence[float] | None = None,
     decoding: Decoding | None = None,
     gumbel: bool = False,
     fixed: Tensor | None = None,
@@ -174,7 +224,10 @@ def sample(
 ) -> Tensor:
     """``num`` sequences of ``length`` tokens from the model's reverse chain.
 
-    ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
+    ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. The time grid is ``steps``
+    (default 64) steps uniform in ``t`` or ``Lambda`` (``spacing``), or ``grid``, explicit decreasing times
+    from 1 to 0 (:func:`chain_grid`; e.g. :func:`gdds.step_grids.fitted_grid`): :func:`gdds.nll_bound` on
+    the same grid scores exactly this chain. ``fixed``
     (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
     step (prefix prompts, infilling). ``decoding`` (:class:`gdds.Decoding`: temperature, top-k, top-p,
     min-p) filters ``mu`` among the clean tokens that can have produced ``x_t`` before each step
@@ -188,31 +241,17 @@ def sample(
     are processed in chunks, so ``[num * length, m]`` float64 is never held. The chain runs on
     ``device`` (default: the process's, where ``generator`` must be too).
     """
-    if num < 1 or length < 1:
-        raise ValueError(f"num and length must be positive; got {num}, {length}")
     device = _device(process, generator, device)
-    prior = reference_prior(process, reference).to(device)
-    x = torch.multinomial(prior, num * length, replacement=True, generator=generator).reshape(num, length)
-    free = _free(fixed, num, length, device)
-    x = _clamped(x, fixed, free)
-    grid = time_grid(process, steps, spacing)
-    chunk = max(1, CHUNK_FLOATS // process.m)
+    x, free = prior_draw(process, num, length, fixed, reference, generator, device)
     logits, seen, weighted = None, None, False
-    for t, s in tqdm(list(itertools.pairwise(grid)), desc=SAMPLERS.get("exact").label, unit="step", leave=False,
+    for t, s in tqdm(list(itertools.pairwise(chain_grid(process, steps, spacing, grid))),
+                     desc=SAMPLERS.get("exact").label, unit="step", leave=False,
                      disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits, weighted = clean_logits(denoiser, x, torch.full((num,), t, device=device))
             seen = x.clone()
-        flat = x.reshape(-1)
-        nxt = torch.empty_like(flat)
-        for a in range(0, flat.numel(), chunk):
-            idx = slice(a, a + chunk)
-            law = torch.softmax(logits[idx].double(), dim=-1)
-            probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted,
-                                       operators=operators).to(device)
-            nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if gumbel else \
-                inverse_cdf(probs, generator)
-        x = torch.where(free, nxt.reshape(num, length), x)
+        x = torch.where(free, reverse_draw(process, logits, weighted, x, s, t, decoding, gumbel, generator,
+                                           operators), x)
     return x
 
 

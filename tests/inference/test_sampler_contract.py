@@ -121,13 +121,13 @@ def test_every_sampler_belongs_to_a_method_and_every_method_names_registered_sam
 def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
     snapshot, ar = METHODS.get("gdds")(process("mask")), METHODS.get("ar")(None)
     assert snapshot.sampler().label == "exact reverse chain" and ar.sampler().label == "exact ancestral sampler"
-    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise; not 'ancestral'"):
+    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise, corrector; not 'ancestral'"):
         snapshot.sampler("ancestral")
     with pytest.raises(SamplerError, match="method ar samples with ancestral; not 'renoise'"):
         ar.generate(None, 2, 4, 2, None, sampler="renoise")
     with pytest.raises(SamplerError, match="does not accept decoding; its options are device"):
         snapshot.generate(None, 2, 4, 2, None, sampler="renoise", decoding=gdds.Decoding(top_k=2))
-    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, decoding, gumbel"):
+    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, grid, decoding, gumbel"):
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")

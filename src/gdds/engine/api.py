@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,17 +124,21 @@ class Model:
     def sample(self, num: int = 1, length: int | None = None, steps: int = 64, prompt: str | None = None,
                infill: str | None = None, blank: str = "___", blank_tokens: int = 4, seed: int = 0,
                sampler: str | None = None, stop_at_eos: bool = False, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0) -> list[str]:
+               top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0, **options: Any) -> list[str]:
         """``num`` texts of ``length`` tokens (default the model's) from ``sampler`` (a name of
         :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
         steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. A block-diffusion
         model takes any ``length``; with ``stop_at_eos`` its texts end at their end-of-text token and
         generation stops once every one has it (other samplers refuse it). ``temperature``, ``top_k``,
         ``top_p``, ``min_p``: the decoding filters (:class:`gdds.Decoding`, in that order) of the samplers
-        that take them; any but the neutral values samples another model than the one ``nll_bound`` scores."""
+        that take them; any but the neutral values samples another model than the one ``nll_bound`` scores.
+        ``options``: the sampler's own (:attr:`gdds.sampling.Sampler.options`), e.g. ``grid=`` (explicit times,
+        such as ``KLProfile.of_eval(path).fitted_grid(steps)``) or the corrector's ``corrector_steps=`` and
+        ``corrector_delta=``; a sampler refuses those it does not take."""
         length = self.loaded.sample_length(length, "length")
         template = self._template(length, prompt, infill, blank, blank_tokens)
-        options: dict[str, object] = {"eos": self.loaded.run.data.tokenizer.eos_id} if stop_at_eos else {}
+        if stop_at_eos:
+            options["eos"] = self.loaded.run.data.tokenizer.eos_id
         decoding = Decoding(temperature, top_k, top_p, min_p)
         if decoding != Decoding():
             options["decoding"] = decoding

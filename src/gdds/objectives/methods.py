@@ -91,7 +91,7 @@ class Method:
     causal: ClassVar[bool] = False
     noised: ClassVar[bool] = True
     exact_likelihood: ClassVar[bool] = False
-    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise")
+    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise", "corrector")
     preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
     block_diffusion: ClassVar[bool] = False
