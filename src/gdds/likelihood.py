@@ -46,7 +46,7 @@ from .prior_term import kl_rows, on_process, prior_kl, scored
 from .process import ForwardProcess
 from .sampling import Denoiser, chain_grid, clean_logits, with_context
 
-Chain = tuple[OperatorSettings | None, Decoding | None]
+StepRule = tuple[OperatorSettings | None, Decoding | None]
 """What defines the model's reverse step besides its denoiser: the operators and the decoding filters."""
 
 __all__ = ["BoundSummary", "bound_terms", "continuous_bound", "masked_continuous_bound", "nll_bound",
@@ -64,7 +64,7 @@ def _law(denoiser: Denoiser, xt: Tensor, t: float, x0: Tensor) -> tuple[Tensor, 
 
 
 def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]], x0: Tensor, xt: Tensor, s: float,
-                         t: float, chain: Chain) -> tuple[Tensor, list[Tensor]]:
+                         t: float, chain: StepRule) -> tuple[Tensor, list[Tensor]]:
     """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and each model's step
     ``p_theta(x_s | x_t)`` (the chain's operators and decoding) for the denoisers' ``laws`` (:func:`_law`); one
     pass over the operators, shared by all, when the chain's operators are the default
@@ -188,7 +188,7 @@ def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
 
 
 def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor | None, s: float, t: float,
-          generator: torch.Generator | None, chain: Chain) -> Tensor:
+          generator: torch.Generator | None, chain: StepRule) -> Tensor:
     """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t`` shared by
     the denoisers ``dens``: ``[D, b]``."""
     xt = _noised(process, x, keep, t, generator)
@@ -198,7 +198,7 @@ def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor
 
 
 def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, t1: float,
-                    generator: torch.Generator | None, chain: Chain) -> Tensor:
+                    generator: torch.Generator | None, chain: StepRule) -> Tensor:
     """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}`` shared by the denoisers
     ``dens``: ``[D, B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
@@ -209,7 +209,7 @@ def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, k
 
 
 def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, grid: list[float],
-                   reference: Tensor | None, generator: torch.Generator | None, chain: Chain,
+                   reference: Tensor | None, generator: torch.Generator | None, chain: StepRule,
                    probs: Tensor | None = None) -> Tensor:
     """The bound with one drawn term on the increasing ``grid`` (``t_0 = 0, ..., t_T = 1``)."""
     steps = len(grid) - 1
