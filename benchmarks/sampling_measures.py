@@ -19,7 +19,8 @@ import gdds
 from common import timed
 from gdds import likelihood
 from gdds.posterior import reverse_step_probs
-from gdds.sampling import SAMPLERS, sample
+from gdds.samplers import SAMPLERS
+from gdds.sampling import sample
 from sampling_setup import (
     ACCURACY_POSITIONS,
     ACCURACY_TIMES,

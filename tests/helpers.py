@@ -31,14 +31,14 @@ def tv(p: torch.Tensor, q: torch.Tensor) -> float:
     return float(0.5 * (p.double() - q.double()).abs().sum(-1).max())
 
 
-def context_free_chain_law(process, mu: torch.Tensor, steps: int, decoding: gdds.Decoding | None = None
-                           ) -> torch.Tensor:
+def context_free_chain_law(process, mu: torch.Tensor, steps: int | None, decoding: gdds.Decoding | None = None,
+                           grid=None) -> torch.Tensor:
     """The exact law ``[m]`` of one position's ``x_0`` under the reverse chain of ``steps`` uniform steps
-    from the uniform reference prior, for a denoiser that ignores context and time and answers
-    ``mu [m]`` (float64) everywhere: the prior pushed through ``reverse_step_probs`` (filtered by
-    ``decoding``) of every state."""
+    (or on the explicit decreasing times ``grid``) from the uniform reference prior, for a denoiser that
+    ignores context and time and answers ``mu [m]`` (float64) everywhere: the prior pushed through
+    ``reverse_step_probs`` (filtered by ``decoding``) of every state."""
     law, states = reference_prior(process), torch.arange(process.m)
-    for t, s in itertools.pairwise(time_grid(process, steps)):
+    for t, s in itertools.pairwise(time_grid(process, steps) if grid is None else grid):
         law = law @ reverse_step_probs(process, mu.expand(process.m, -1), states, s, t, decoding)
     return law
 

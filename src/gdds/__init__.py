@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import kernels, unmasking
+from . import kernels, step_grids, unmasking
 from .block_sampling import sample_blocks
 from .categorical import Decoding
+from .corrector import sample_corrector
 from .likelihood import nll_bound
 from .operators import OperatorSettings
 from .process import ForwardProcess, NoisingInfo
@@ -41,6 +42,8 @@ __all__ = [
     "nll_bound",
     "sample",
     "sample_blocks",
+    "sample_corrector",
+    "step_grids",
     "unmasking",
 ]
 

@@ -38,12 +38,17 @@ import torch
 from torch import Tensor
 
 from .bound_summary import BoundSummary, paired_difference, summarize
+from .categorical import Decoding
 from .continuous_bound import continuous_bound, masked_continuous_bound
 from .operators import DEFAULTS, OperatorSettings
 from .posterior import CHUNK_FLOATS, posterior_and_steps, true_posterior
 from .prior_term import kl_rows, on_process, prior_kl, scored
 from .process import ForwardProcess
-from .sampling import Denoiser, clean_logits, time_grid, with_context
+from .sampling import Denoiser, StepMap, chain_grid, clean_logits, with_context
+
+StepRule = tuple[OperatorSettings | None, Decoding | None, StepMap | None]
+"""What defines the model's reverse step besides its denoiser: the operators, the decoding filters and a change
+of each step's law (:data:`gdds.sampling.StepMap`, e.g. ReMDM's remasking)."""
 
 __all__ = ["BoundSummary", "bound_terms", "continuous_bound", "masked_continuous_bound", "nll_bound",
            "paired_difference", "prior_kl", "stratified_terms", "summarize", "term_probs"]
@@ -60,13 +65,25 @@ def _law(denoiser: Denoiser, xt: Tensor, t: float, x0: Tensor) -> tuple[Tensor, 
 
 
 def _posterior_and_steps(process: ForwardProcess, laws: list[tuple[Tensor, bool]], x0: Tensor, xt: Tensor, s: float,
-                         t: float, op: OperatorSettings | None) -> tuple[Tensor, list[Tensor]]:
+                         t: float, chain: StepRule) -> tuple[Tensor, list[Tensor]]:
     """The true posterior ``q(x_s | x_t, x0)`` (accurate operators) and each model's step
-    ``p_theta(x_s | x_t)`` (operators ``op``) for the denoisers' ``laws`` (:func:`_law`); one pass over the
-    operators, shared by all, when ``op`` is the default (:func:`gdds.posterior.posterior_and_steps`)."""
+    ``p_theta(x_s | x_t)`` (the chain's operators and decoding) for the denoisers' ``laws`` (:func:`_law`); one
+    pass over the operators, shared by all, when the chain's operators are the default
+    (:func:`gdds.posterior.posterior_and_steps`)."""
+    op, decoding, _ = chain
     if op in (None, DEFAULTS):
-        return posterior_and_steps(process, laws, x0, xt, s, t)
-    return true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, operators=op)[1]
+        q, steps = posterior_and_steps(process, laws, x0, xt, s, t, decoding)
+    else:
+        q, steps = true_posterior(process, x0, xt, s, t), posterior_and_steps(process, laws, None, xt, s, t, decoding,
+                                                                              operators=op)[1]
+    return q, _mapped(steps, chain, xt, s, t)
+
+
+def _mapped(steps: list[Tensor], chain: StepRule, xt: Tensor, s: float, t: float) -> list[Tensor]:
+    """The model's steps ``[n, m]`` at ``xt [n]`` changed by the chain's step map (as :func:`gdds.sampling.sample`
+    changes the law it draws from)."""
+    step_map = chain[2]
+    return steps if step_map is None else [step_map(p, xt, s, t) for p in steps]
 
 
 def stratified_terms(batch: int, steps: int, generator: torch.Generator | None = None,
@@ -101,15 +118,18 @@ def nll_bound(
     process: ForwardProcess,
     denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
-    steps: int = 128,
+    steps: int | None = None,
     *,
     spacing: str = "t",
+    grid: Sequence[float] | None = None,
+    decoding: Decoding | None = None,
     all_terms: bool = False,
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
     term_probs: Tensor | None = None,
     operators: OperatorSettings | None = None,
+    step_map: StepMap | None = None,
 ) -> Tensor:
     """One unbiased estimate per sequence of the ``steps``-step bound on ``-log p(x0)``:
     ``[B]`` float64 nats. Valid for any kernel and any ``steps`` (module docstring). Given a list of
@@ -122,20 +142,32 @@ def nll_bound(
     and weighted by ``1 / q_k`` (importance sampling: the same expectation, less variance when
     ``q`` follows the sizes of the terms).
 
+    The grid is ``steps`` (default 128) steps uniform in ``t`` or ``Lambda`` (``spacing``), or ``grid``,
+    explicit decreasing times from 1 to 0 (:func:`gdds.sampling.chain_grid`): the bound on a grid scores
+    exactly the chain :func:`gdds.sample` draws on that grid (a fitted one, :func:`gdds.step_grids.fitted_grid`,
+    included). ``decoding`` (:class:`gdds.Decoding`) scores the chain sampled with those filters of ``mu``:
+    a filtered model is **another model** than the one trained, and this is a valid bound on **its** NLL
+    (not on the unfiltered model's); the neutral ``Decoding()`` gives the plain bound bit for bit. ``step_map``
+    (:data:`gdds.sampling.StepMap`) scores the chain whose every step's law it changes, as a sampler built on
+    the exact chain draws it (ReMDM's remasking, :func:`gdds.unmasking.remasking_map`): the discrete-time ELBO
+    holds for any reverse Markov chain on the grid, so this is a valid bound on that chain's NLL.
+
     ``operators`` (:class:`gdds.OperatorSettings`) defines the model's reverse chain, exactly as in
     :func:`gdds.sampling.sample`; the true posterior always uses the accurate defaults. ``keep``
     (``[B, L]`` bool) marks the positions that count: the others (padding) are held at their clean
     token in every ``x_t`` (as fixed positions of the sampler) and add nothing, which bounds
     ``-log p`` of the kept tokens given the others."""
     dens, single = _denoisers(denoiser)
+    times = chain_grid(process, steps, spacing, grid, default=128)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
+    steps = len(times) - 1
     if all_terms:
-        return bound_terms(process, denoiser, x0, steps, spacing=spacing, reference=reference, generator=generator,
-                           keep=keep, operators=operators).sum(-1)
+        return bound_terms(process, denoiser, x0, grid=times[::-1], decoding=decoding, reference=reference,
+                           generator=generator, keep=keep, operators=operators, step_map=step_map).sum(-1)
     if term_probs is not None and (term_probs.shape != (max(steps - 1, 0),) or not bool((term_probs > 0).all())):
         raise ValueError(f"term_probs must be [steps - 1] = [{steps - 1}] positive probabilities (a zero would "
                          "leave a term out and bias the bound)")
     out = _in_groups(process, x0, keep, generator, lambda x, k: _sampled_bound(
-        process, dens, x, k, steps, spacing, reference, generator, operators, term_probs))
+        process, dens, x, k, times, reference, generator, (operators, decoding, step_map), term_probs))
     return out[0] if single else out
 
 
@@ -170,29 +202,31 @@ def _noised(process: ForwardProcess, x: Tensor, keep: Tensor | None, t: float,
 
 
 def _term(process: ForwardProcess, dens: list[Denoiser], x: Tensor, keep: Tensor | None, s: float, t: float,
-          generator: torch.Generator | None, op: OperatorSettings | None) -> Tensor:
+          generator: torch.Generator | None, chain: StepRule) -> Tensor:
     """``KL(q(x_s | x_t, x0) || p_theta(x_s | x_t))`` summed over positions, one fresh ``x_t`` shared by
     the denoisers ``dens``: ``[D, b]``."""
     xt = _noised(process, x, keep, t, generator)
-    q, steps = _posterior_and_steps(process, [_law(d, xt, t, x) for d in dens], x.reshape(-1), xt.reshape(-1), s, t, op)
+    laws = [_law(d, xt, t, x) for d in dens]
+    q, steps = _posterior_and_steps(process, laws, x.reshape(-1), xt.reshape(-1), s, t, chain)
     return torch.stack([scored(kl_rows(q, p).reshape(x.shape), keep) for p in steps])
 
 
 def _reconstruction(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, t1: float,
-                    generator: torch.Generator | None, op: OperatorSettings | None) -> Tensor:
+                    generator: torch.Generator | None, chain: StepRule) -> Tensor:
     """``-log p_theta(x0 | x_{t_1})`` summed over positions, one fresh ``x_{t_1}`` shared by the denoisers
     ``dens``: ``[D, B]``."""
     x1 = _noised(process, x0, keep, t1, generator)
     laws = [_law(d, x1, t1, x0) for d in dens]
-    _, steps = posterior_and_steps(process, laws, None, x1.flatten(), 0.0, t1, operators=op)
+    _, steps = posterior_and_steps(process, laws, None, x1.flatten(), 0.0, t1, chain[1], operators=chain[0])
     return torch.stack([scored(-p0.gather(1, x0.reshape(-1, 1)).clamp_min(0).log().reshape(x0.shape), keep)
-                        for p0 in steps])
+                        for p0 in _mapped(steps, chain, x1.flatten(), 0.0, t1)])
 
 
-def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, steps: int,
-                   spacing: str, reference: Tensor | None, generator: torch.Generator | None,
-                   op: OperatorSettings | None, probs: Tensor | None = None) -> Tensor:
-    grid = time_grid(process, steps, spacing)[::-1]  # increasing: t_0 = 0, ..., t_T = 1
+def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, keep: Tensor | None, grid: list[float],
+                   reference: Tensor | None, generator: torch.Generator | None, chain: StepRule,
+                   probs: Tensor | None = None) -> Tensor:
+    """The bound with one drawn term on the increasing ``grid`` (``t_0 = 0, ..., t_T = 1``)."""
+    steps = len(grid) - 1
     total = prior_kl(process, x0, reference, keep).expand(len(dens), -1).clone()
     if steps >= 2:  # one term per sequence, k ~ U{2..T} (or probs), weighted by 1 / P(k)
         ks = stratified_terms(x0.shape[0], steps, generator, x0.device, probs)
@@ -201,8 +235,8 @@ def _sampled_bound(process: ForwardProcess, dens: list[Denoiser], x0: Tensor, ke
             rows = ks == k
             weight = steps - 1 if q is None else 1.0 / q[k - 2]
             total[:, rows] += weight * _term(process, dens, x0[rows], None if keep is None else keep[rows],
-                                             grid[k - 1], grid[k], generator, op)
-    return total + _reconstruction(process, dens, x0, keep, grid[1], generator, op)
+                                             grid[k - 1], grid[k], generator, chain)
+    return total + _reconstruction(process, dens, x0, keep, grid[1], generator, chain)
 
 
 @torch.no_grad()
@@ -210,28 +244,33 @@ def bound_terms(
     process: ForwardProcess,
     denoiser: Denoiser | Sequence[Denoiser],
     x0: Tensor,
-    steps: int = 128,
+    steps: int | None = None,
     *,
     spacing: str = "t",
+    grid: Sequence[float] | None = None,
+    decoding: Decoding | None = None,
     reference: Tensor | None = None,
     generator: torch.Generator | None = None,
     keep: Tensor | None = None,
     operators: OperatorSettings | None = None,
+    step_map: StepMap | None = None,
 ) -> Tensor:
     """Every term of the ``steps``-step bound, per sequence: ``[B, steps + 1]`` float64 nats,
     column 0 the prior KL, column ``k`` the term of the step ending at ``t_k`` (``k = 1``: the
     reconstruction ``-log p_theta(x0 | x_{t_1})``), each with a fresh ``x_t``. Their sum is an
     estimate of the bound with all terms; the columns show where a model pays. Given a list of
-    denoisers, ``[D, B, steps + 1]`` on shared draws (as :func:`nll_bound`)."""
+    denoisers, ``[D, B, steps + 1]`` on shared draws (as :func:`nll_bound`). ``grid``, ``decoding`` and
+    ``step_map``: as in :func:`nll_bound`."""
     dens, single = _denoisers(denoiser)
+    grid = chain_grid(process, steps, spacing, grid, default=128)[::-1]
+    steps, chain = len(grid) - 1, (operators, decoding, step_map)
 
     def terms(x: Tensor, kept: Tensor | None) -> Tensor:
-        grid = time_grid(process, steps, spacing)[::-1]
         out = torch.zeros(len(dens), x.shape[0], steps + 1, dtype=torch.float64, device=x.device)
         out[:, :, 0] = prior_kl(process, x, reference, kept)
         for k in range(2, steps + 1):
-            out[:, :, k] = _term(process, dens, x, kept, grid[k - 1], grid[k], generator, operators)
-        out[:, :, 1] = _reconstruction(process, dens, x, kept, grid[1], generator, operators)
+            out[:, :, k] = _term(process, dens, x, kept, grid[k - 1], grid[k], generator, chain)
+        out[:, :, 1] = _reconstruction(process, dens, x, kept, grid[1], generator, chain)
         return out
 
     out = _in_groups(process, x0, keep, generator, terms)

@@ -12,16 +12,16 @@ chain (it forgets ``x_t``), so no likelihood may be attributed to its samples.
 
 :func:`sample_ancestral` draws from a causal language model's own conditionals, token by token
 (exact; it is not a denoiser sampler). :data:`SAMPLERS` names them, with the block-by-block chain of a
-block-diffusion network that :mod:`gdds.block_sampling` registers (``blocks``): the one list from which
+block-diffusion network that :mod:`gdds.block_sampling` registers (``blocks``) and the forward-backward
+corrector of :mod:`gdds.corrector` (``corrector``): the one list from which
 :meth:`gdds.objectives.Method.generate`, ``gdds sample --sampler`` and the labels of samples choose.
 """
 from __future__ import annotations
 
-import inspect
 import itertools
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -30,11 +30,10 @@ from tqdm.auto import tqdm
 
 from .categorical import Decoding, Generators, gumbel_max, inverse_cdf, per_row, row_generators, uniforms
 from .devices import check_generator
-from .kernels.base import Kernel
 from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS, forward_likelihood, reverse_step_probs
 from .process import ForwardProcess
-from .registry import Registry
+from .samplers import CAUSAL, SAMPLERS, BoundRule, Sampler, SamplerError
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """A denoiser: ``(x_t [B, L] long, t [B]) -> logits or log-probabilities [B, L, m]`` of the clean token."""
@@ -113,6 +112,24 @@ def time_grid(process: ForwardProcess, steps: int, spacing: str = "t") -> list[f
     raise ValueError(f"spacing must be 't' or 'lambda', got {spacing!r}")
 
 
+def chain_grid(process: ForwardProcess, steps: int | None, spacing: str = "t", grid: Sequence[float] | None = None,
+               default: int = 64) -> list[float]:
+    """The decreasing times of a chain (and of the bound that scores it): ``grid`` itself, checked (strictly
+    decreasing from 1 to 0, at least one step; ``steps``, if given, must be its number of steps and
+    ``spacing`` must stay ``"t"``), or else :func:`time_grid` of ``steps`` (default ``default``) and
+    ``spacing``. A fitted grid (:func:`gdds.step_grids.fitted_grid`) is passed this way."""
+    if grid is None:
+        return time_grid(process, default if steps is None else steps, spacing)
+    times = [float(t) for t in grid]
+    if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in itertools.pairwise(times)):
+        raise ValueError(f"grid must be strictly decreasing times from 1.0 to 0.0 (at least two); got {times}")
+    if steps is not None and steps != len(times) - 1:
+        raise ValueError(f"steps={steps} disagrees with the grid's {len(times) - 1} steps (give one of them)")
+    if spacing != "t":
+        raise ValueError(f"spacing={spacing!r} does not apply to an explicit grid")
+    return times
+
+
 _UNIFORM_PRIORS: weakref.WeakKeyDictionary[ForwardProcess, Tensor] = weakref.WeakKeyDictionary()
 
 
@@ -159,6 +176,11 @@ def _clamped(x: Tensor, fixed: Tensor | None, free: Tensor) -> Tensor:
     return x if fixed is None else torch.where(free, x, fixed.to(x.device))
 
 
+StepMap = Callable[[Tensor, Tensor, float, float], Tensor]
+"""A change of the reverse chain's step: ``(probs [n, m], x_t [n], s, t) -> probs [n, m]``, the law of ``x_s``
+at ``n`` positions made another (ReMDM's remasking, :func:`gdds.unmasking.sample_remdm`)."""
+
+
 def _row_uniforms(generator: Generators, free: Tensor) -> Tensor:
     """Float64 uniforms shaped as ``free [num, length]``, one per position, drawn only for the rows with a
     free position (zeros elsewhere): a row wholly fixed draws nothing, as it would alone, and with one
@@ -175,15 +197,51 @@ def _prior(process: ForwardProcess, reference: Tensor | None, free: Tensor, gene
     return inverse_cdf(reference_prior(process, reference).to(free.device), u=_row_uniforms(generator, free))
 
 
+def prior_draw(process: ForwardProcess, num: int, length: int, fixed: Tensor | None, reference: Tensor | None,
+               generator: Generators, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The chain's start ``x_1 ~ p_1`` (``[num, length]`` on ``device``, fixed positions clamped, one stream
+    per row when ``generator`` is a list: :func:`_prior`) and where it is free (:func:`_free`)."""
+    if num < 1 or length < 1:
+        raise ValueError(f"num and length must be positive; got {num}, {length}")
+    free = _free(fixed, num, length, device)
+    return _clamped(_prior(process, reference, free, generator), fixed, free), free
+
+
+def reverse_draw(process: ForwardProcess, logits: Tensor, weighted: bool, x: Tensor, free: Tensor, s: float,
+                 t: float, decoding: Decoding | None, gumbel: bool, generator: Generators,
+                 operators: OperatorSettings | None, step_map: StepMap | None = None) -> Tensor:
+    """``x_s ~ p_theta(. | x_t)`` at the ``free`` positions of ``x = x_t [num, length]`` (the others keep their
+    tokens) given what the denoiser answered there (:func:`clean_logits`), each step's law changed by
+    ``step_map`` when given, in chunks of positions so that ``[num * length, m]`` float64 is never held:
+    float64 inverse CDF of :func:`_row_uniforms` (one draw per row and step), or Gumbel-max on float32
+    log-probabilities (``gumbel``; one generator only: its noise is drawn by chunk of positions)."""
+    if gumbel and per_row(generator):
+        raise SamplerError("gumbel=True draws its noise by chunk of positions, not by row: with one generator "
+                           "per row use the inverse CDF (gumbel=False)")
+    chunk = max(1, CHUNK_FLOATS // process.m)
+    flat = x.reshape(-1)
+    nxt = torch.empty_like(flat)
+    u = None if gumbel else _row_uniforms(generator, free).reshape(-1)
+    for a in range(0, flat.numel(), chunk):
+        idx = slice(a, a + chunk)
+        law = torch.softmax(logits[idx].double(), dim=-1)
+        probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted, operators=operators).to(x.device)
+        probs = probs if step_map is None else step_map(probs, flat[idx], s, t)
+        nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if u is None else \
+            inverse_cdf(probs, u=u[idx])
+    return torch.where(free, nxt.reshape(x.shape), x)
+
+
 @torch.no_grad()
 def sample(
     process: ForwardProcess,
     denoiser: Denoiser,
     num: int,
     length: int,
-    steps: int = 64,
+    steps: int | None = None,
     *,
     spacing: str = "t",
+    grid: Sequence[float] | None = None,
     decoding: Decoding | None = None,
     gumbel: bool = False,
     fixed: Tensor | None = None,
@@ -196,7 +254,10 @@ def sample(
 ) -> Tensor:
     """``num`` sequences of ``length`` tokens from the model's reverse chain.
 
-    ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. ``fixed``
+    ``denoiser(x_t [B, L], t [B]) -> log-probs (or logits) [B, L, m]``. The time grid is ``steps``
+    (default 64) steps uniform in ``t`` or ``Lambda`` (``spacing``), or ``grid``, explicit decreasing times
+    from 1 to 0 (:func:`chain_grid`; e.g. :func:`gdds.step_grids.fitted_grid`): :func:`gdds.nll_bound` on
+    the same grid scores exactly this chain. ``fixed``
     (``[num, length]`` long, ``-1`` = free) clamps positions to given tokens at every
     step (prefix prompts, infilling). ``decoding`` (:class:`gdds.Decoding`: temperature, top-k, top-p,
     min-p) filters ``mu`` among the clean tokens that can have produced ``x_t`` before each step
@@ -214,14 +275,9 @@ def sample(
     of positions, nor with ``reuse_unchanged`` and a time-dependent denoiser, whose reuse is decided for the
     batch).
     """
-    return _chain(process, denoiser, num, length, time_grid(process, steps, spacing), "exact", decoding=decoding,
+    return _chain(process, denoiser, num, length, chain_grid(process, steps, spacing, grid), "exact", decoding=decoding,
                   gumbel=gumbel, fixed=fixed, reference=reference, reuse_unchanged=reuse_unchanged,
                   generator=generator, device=device, progress=progress, operators=operators)
-
-
-StepMap = Callable[[Tensor, Tensor, float, float], Tensor]
-"""A change of the reverse chain's step: ``(probs [n, m], x_t [n], s, t) -> probs [n, m]``, the law of ``x_s``
-at ``n`` positions made another (ReMDM's remasking, :func:`gdds.unmasking.sample_remdm`)."""
 
 
 def _chain(process: ForwardProcess, denoiser: Denoiser, num: int, length: int, grid: list[float], name: str, *,
@@ -230,33 +286,15 @@ def _chain(process: ForwardProcess, denoiser: Denoiser, num: int, length: int, g
            operators: OperatorSettings | None, step_map: StepMap | None = None) -> Tensor:
     """:func:`sample`'s reverse chain down ``grid`` (arguments as there), each step's law changed by
     ``step_map`` when given; ``name``: the entry of :data:`SAMPLERS` whose label the progress bar shows."""
-    if num < 1 or length < 1:
-        raise ValueError(f"num and length must be positive; got {num}, {length}")
     device = _device(process, generator, device, num)
-    if gumbel and per_row(generator):
-        raise SamplerError("gumbel=True draws its noise by chunk of positions, not by row: with one generator "
-                           "per row use the inverse CDF (gumbel=False)")
-    free = _free(fixed, num, length, device)
-    x = _clamped(_prior(process, reference, free, generator), fixed, free)
-    chunk = max(1, CHUNK_FLOATS // process.m)
+    x, free = prior_draw(process, num, length, fixed, reference, generator, device)
     logits, seen, weighted = None, None, False
     for t, s in tqdm(list(itertools.pairwise(grid)), desc=SAMPLERS.get(name).label, unit="step", leave=False,
                      disable=None if progress is None else not progress):
         if not (reuse_unchanged and seen is not None and torch.equal(seen, x)):
             logits, weighted = clean_logits(denoiser, x, torch.full((num,), t, device=device))
             seen = x.clone()
-        flat = x.reshape(-1)
-        nxt = torch.empty_like(flat)
-        u = None if gumbel else _row_uniforms(generator, free).reshape(-1)  # one draw per row and step
-        for a in range(0, flat.numel(), chunk):
-            idx = slice(a, a + chunk)
-            law = torch.softmax(logits[idx].double(), dim=-1)
-            probs = reverse_step_probs(process, law, flat[idx], s, t, decoding, weighted,
-                                       operators=operators).to(device)
-            probs = probs if step_map is None else step_map(probs, flat[idx], s, t)
-            nxt[idx] = gumbel_max(probs.clamp_min(1e-300).log().float(), generator) if u is None else \
-                inverse_cdf(probs, u=u[idx])
-        x = torch.where(free, nxt.reshape(num, length), x)
+        x = reverse_draw(process, logits, weighted, x, free, s, t, decoding, gumbel, generator, operators, step_map)
     return x
 
 
@@ -326,67 +364,9 @@ def sample_ancestral(process: ForwardProcess | None, model: CausalModel, num: in
     return model.generate(num, length, generator, prompt=prompt, decoding=decoding)
 
 
-class SamplerError(ValueError):
-    """A sampler a method cannot use, or an option the sampler does not accept; the message lists
-    what applies."""
-
-
-DENOISER, NETWORK, CAUSAL = "denoiser", "network", "causal"
-"""What a sampler draws from (:attr:`Sampler.source`): the model as a denoiser, a block-diffusion network
-(with ``denoise=``), or a causal model itself."""
-
-SUPPLIED = ("steps", "generator", "fixed")
-"""What every sampler receives from :meth:`gdds.objectives.Method.generate` after its four positional
-arguments ``(process, source, num, length)``; the rest of its keywords are its options (but ``denoise``,
-which a sampler that takes the network receives too)."""
-
-@dataclass(frozen=True)
-class Sampler:
-    """An entry of :data:`SAMPLERS`: ``draw(process, source, num, length, steps=, generator=, fixed=,
-    **options)``, where ``source`` is what :attr:`source` names: the model as a denoiser (:data:`DENOISER`),
-    the block network itself (:data:`NETWORK`: a reverse chain per block, :mod:`gdds.block_sampling`,
-    which also receives ``denoise=``, how the network's logits become the model's denoiser) or the causal
-    model itself (:data:`CAUSAL`: no step count, no infilling);
-    ``label`` names it in reports, ``exact`` says whether it draws from the model's own law (the
-    chain the bound scores, or the exact conditionals); ``options`` are the keywords it accepts
-    beyond those every sampler receives, read from ``draw``'s signature; ``kernel``, when set, is the
-    kernel class (subclasses included) it needs: the mask-kernel samplers of :mod:`gdds.unmasking`."""
-
-    label: str
-    exact: bool
-    draw: Callable[..., Tensor]
-    source: str = DENOISER
-    kernel: type[Kernel] | None = None
-    options: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        params = list(inspect.signature(self.draw).parameters.values())[4:]
-        supplied = SUPPLIED + (("denoise",) if self.source == NETWORK else ())
-        named = tuple(p.name for p in params
-                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in supplied)
-        object.__setattr__(self, "options", named)
-
-    def check(self, options: Iterable[str]) -> None:
-        """Refuse options ``draw`` does not accept: :class:`SamplerError` listing those it does."""
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise SamplerError(f"the {self.label} does not accept {', '.join(unknown)}; its options are "
-                               f"{', '.join(self.options) or 'none'}")
-
-    def applies(self, process: ForwardProcess | None) -> bool:
-        """Whether it can draw under ``process`` (any, unless :attr:`kernel` names the kernel it needs)."""
-        return self.kernel is None or (process is not None and isinstance(process.kernel, self.kernel))
-
-    def require(self, process: ForwardProcess | None, instead: str = "") -> None:
-        """Refuse a ``process`` it does not apply to (:meth:`applies`): :class:`SamplerError` naming the
-        kernel it needs and the one given, then ``instead`` (what the caller can use)."""
-        if not self.applies(process):
-            given = "no forward process" if process is None else f"the {type(process.kernel).__name__} kernel"
-            raise SamplerError(f"the {self.label} needs the {self.kernel.__name__} kernel "
-                               f"(gdds.kernels.{self.kernel.__name__}), not {given}{instead}")
-
-
-SAMPLERS: Registry[Sampler] = Registry("sampler")
-SAMPLERS.register("exact", Sampler("exact reverse chain", True, sample))
-SAMPLERS.register("renoise", Sampler("APPROXIMATE renoise sampler", False, sample_renoise))
-SAMPLERS.register("ancestral", Sampler("exact ancestral sampler", True, sample_ancestral, source=CAUSAL))
+SAMPLERS.register("exact", Sampler("exact reverse chain", True, sample, BoundRule(
+    passed=("spacing", "grid", "decoding", "operators", "reference"), ignored=("gumbel", "progress", "device"))))
+SAMPLERS.register("renoise", Sampler("APPROXIMATE renoise sampler", False, sample_renoise, BoundRule(
+    "no bound: it forgets x_t (predicts x0, then re-noises it), not a chain with a computable step law")))
+SAMPLERS.register("ancestral", Sampler("exact ancestral sampler", True, sample_ancestral, BoundRule(
+    "no bound: exact ancestral sampling; its exact NLL is gdds eval's figure"), source=CAUSAL))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -43,18 +43,11 @@ from .operators import OperatorSettings
 from .posterior import CHUNK_FLOATS
 from .process import ForwardProcess
 from .registry import Registry
-from .sampling import (
-    SAMPLERS,
-    Denoiser,
-    Sampler,
-    _chain,
-    _clamped,
-    _device,
-    _free,
-    _row_uniforms,
-    clean_logits,
-    time_grid,
-)
+from .samplers import SAMPLERS, BoundRule, Sampler
+from .sampling import Denoiser, StepMap, _chain, _clamped, _device, _free, _row_uniforms, clean_logits, time_grid
+
+ETA = 0.02
+"""ReMDM's default remasking cap (:func:`sample_remdm`, :func:`remasking_map`)."""
 
 SCORES: Registry[Callable[[Tensor], Tensor]] = Registry("unmasking score")
 """How sure the model is at a position, from its clean-token law ``[n, m]`` (rows summing to 1): higher
@@ -226,7 +219,7 @@ def sample_remdm(
     length: int,
     steps: int = 64,
     *,
-    eta: float = 0.02,
+    eta: float = ETA,
     spacing: str = "t",
     decoding: Decoding | None = None,
     generator: Generators = None,
@@ -241,20 +234,36 @@ def sample_remdm(
     network calls, the reverse step (``decoding``, ``operators``) of :func:`gdds.posterior.reverse_step_probs`
     remasked. ``fixed`` positions are never remasked; the mask kernel only."""
     SAMPLERS.get("remdm").require(process)
+    return _chain(process, denoiser, num, length, time_grid(process, steps, spacing), "remdm", decoding=decoding,
+                  gumbel=False, fixed=fixed, reference=None, reuse_unchanged=False, generator=generator,
+                  device=device, progress=progress, operators=operators, step_map=remasking_map(process, eta))
+
+
+def remasking_map(process: ForwardProcess, eta: float = ETA) -> StepMap:
+    """ReMDM-cap's change of the exact chain's step (:data:`gdds.sampling.StepMap`): what :func:`sample_remdm`
+    draws from and what ``gdds.nll_bound(..., step_map=...)`` scores (the ELBO of that chain: a valid bound on
+    its NLL, higher than the exact chain's where remasking wastes mass the forward process never puts there).
+    ``eta`` in ``[0, 1]``; ``0`` changes nothing."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0: the exact chain); got {eta!r}")
 
     def remasked(step: Tensor, xt: Tensor, s: float, t: float) -> Tensor:
         return _remasked(step, xt, process.mask_id, *remasking(process, eta, s, t))
 
-    return _chain(process, denoiser, num, length, time_grid(process, steps, spacing), "remdm", decoding=decoding,
-                  gumbel=False, fixed=fixed, reference=None, reuse_unchanged=False, generator=generator,
-                  device=device, progress=progress, operators=operators, step_map=remasked)
+    return remasked
 
 
+def _remdm_bound(process: ForwardProcess, options: dict[str, Any]) -> dict[str, Any]:
+    """``nll_bound``'s keywords for ReMDM's chain: its ``eta`` as the step map it samples with."""
+    rest = {k: v for k, v in options.items() if k != "eta"}
+    return {**rest, "step_map": remasking_map(process, options.get("eta", ETA))}
+
+
+NO_FINITE_BOUND = BoundRule("no finite bound: a deterministic choice of the positions to reveal")
 SAMPLERS.register("ordered", Sampler("ordered-unmasking sampler (no finite bound)", False, sample_ordered,
-                                     kernel=Mask))
+                                     NO_FINITE_BOUND, kernel=Mask))
 SAMPLERS.register("threshold", Sampler("threshold parallel-decoding sampler (no finite bound)", False,
-                                       sample_threshold, kernel=Mask))
-SAMPLERS.register("remdm", Sampler("ReMDM remasking sampler (not the bounded chain unless eta = 0)", False,
-                                   sample_remdm, kernel=Mask))
+                                       sample_threshold, NO_FINITE_BOUND, kernel=Mask))
+SAMPLERS.register("remdm", Sampler("ReMDM remasking sampler (its own bound: step_map)", False, sample_remdm, BoundRule(
+    passed=("eta", "spacing", "decoding", "operators"), ignored=("progress", "device"), translate=_remdm_bound),
+    kernel=Mask))

@@ -97,6 +97,10 @@ def test_bad_values_are_refused_before_any_compute(tmp_path, capsys, monkeypatch
         (["sample", "RUN", "--out", folder], f"--out {folder} is a folder"),
         (["sample", "RUN", "--out", f"{folder}/file/s.json"], "cannot write to"),
         (["sample", "RUN", "--steps", "100000000"], "--steps in [1, 100,000]"),
+        (["sample", "RUN", "--corrector-steps", "-1"], "--corrector-steps must be an integer >= 0; got -1"),
+        (["sample", "RUN", "--corrector-delta", "0"], "--corrector-delta must lie in (0, 1]; got 0"),
+        (["sample", "RUN", "--fitted-grid", f"{folder}/file"], f"cannot read the evaluation {folder}/file"),
+        (["sample", "RUN", "--fitted-grid", f"{folder}/file", "--spacing", "t"], "drop --spacing"),
         (["eval", "RUN", "--out", f"{folder}/file/eval"], f"cannot write to {folder}/file/eval (Not a directory)"),
         (["noise", "--out", f"{folder}/file/noise"], "cannot write to"),
     ]

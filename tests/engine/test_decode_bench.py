@@ -8,16 +8,11 @@ import torch
 
 import gdds
 from gdds.cli import main
-from gdds.engine.evaluation.decoding import (
-    BOUND_RULES,
-    CallCounter,
-    bound_keywords,
-    read_decoding_preset,
-    settings_of,
-)
+from gdds.engine.evaluation.decoding import CallCounter, read_decoding_preset, settings_of
 from gdds.engine.evaluation.decoding_quality import SweepPoint, bootstrap_quality, common_entropy
 from gdds.engine.evaluation.entropy import log_interpolate
-from gdds.sampling import SAMPLERS, LikelihoodWeighted
+from gdds.samplers import SAMPLERS, BoundRule
+from gdds.sampling import LikelihoodWeighted
 from helpers import micro_run
 
 
@@ -50,9 +45,9 @@ def test_writes_every_field(bench):
     for row in (exact, renoise):  # both take decoding=: both are swept
         assert [p["top_p"] for p in row["sweep"]] == [1.0, 0.5] and row["quality"][0]["at"].startswith("common")
     assert exact["bound"]["nats_per_token"] > 0 and exact["no_bound"] is None
-    assert renoise["bound"] is None and renoise["no_bound"] == BOUND_RULES["renoise"].reason
+    assert renoise["bound"] is None and renoise["no_bound"] == SAMPLERS.get("renoise").bound.reason
     markdown = (bench / "decoding.md").read_text()
-    assert "| exact, T = 3 |" in markdown and BOUND_RULES["renoise"].reason in markdown
+    assert "| exact, T = 3 |" in markdown and SAMPLERS.get("renoise").bound.reason in markdown
     assert (bench / "decoding.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -74,15 +69,21 @@ def test_call_counter_counts_network_calls_of_any_denoiser():
     assert counter.calls == 7
 
 
-def test_the_bound_table_says_which_settings_have_a_bound():
-    assert bound_keywords("exact", {}) == {}
-    assert bound_keywords("exact", {"spacing": "lambda", "gumbel": True}) == {"spacing": "lambda"}
-    assert bound_keywords("exact", {"decoding": gdds.Decoding()}) == {}  # neutral: the same chain
-    assert "decoding" in bound_keywords("exact", {"decoding": gdds.Decoding(top_p=0.9)})
-    assert "reuse_unchanged" in bound_keywords("exact", {"reuse_unchanged": True})
-    assert bound_keywords("renoise", {}).startswith("no bound")
-    assert "BOUND_RULES" in bound_keywords("not-a-sampler", {})
-    assert set(BOUND_RULES) <= set(SAMPLERS)
+def test_each_sampler_says_whether_the_bound_scores_its_chain():
+    """The registry's ``BoundRule`` of each sampler: the options that pass to ``nll_bound`` (ReMDM's ``eta`` as its
+    step map), those that change nothing, and the reason for the others."""
+    proc = gdds.ForwardProcess(gdds.LogLinear(1e-3), gdds.kernels.Mask(5, 4))
+    exact = SAMPLERS.get("exact").bound
+    assert exact.keywords(proc, {}) == {}
+    assert exact.keywords(proc, {"spacing": "lambda", "gumbel": True}) == {"spacing": "lambda"}
+    top = gdds.Decoding(top_p=0.9)
+    assert exact.keywords(proc, {"decoding": top}) == {"decoding": top}  # the filtered chain's own bound
+    assert "reuse_unchanged" in exact.keywords(proc, {"reuse_unchanged": True})
+    assert SAMPLERS.get("renoise").bound.keywords(proc, {}).startswith("no bound")
+    assert SAMPLERS.get("ordered").bound.keywords(proc, {"score": "margin"}).startswith("no finite bound")
+    remdm = SAMPLERS.get("remdm").bound.keywords(proc, {"eta": 0.1, "spacing": "t"})
+    assert set(remdm) == {"spacing", "step_map"} and callable(remdm["step_map"])
+    assert all(isinstance(entry.bound, BoundRule) for _, entry in SAMPLERS.items())
 
 
 def _point(rng, n, top_p=1.0, spread=1.0):

@@ -12,9 +12,10 @@ from gdds.engine.build import load_run
 from gdds.engine.checkpoint import list_checkpoints
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.evaluation.evaluate import EvalSettings, bound_report, eval_rows, evaluate, generate
+from gdds.engine.evaluation.reports import KLProfile
 from gdds.engine.train import train
 from gdds.likelihood import summarize
-from gdds.sampling import SamplerError
+from gdds.samplers import SamplerError
 from helpers import MICRO_TRAIN
 
 MICRO = [*MICRO_TRAIN, "train.log_every=10", "process.kernel=mask"]
@@ -221,6 +222,14 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     assert profile["steps"] == 4 and len(profile["times"]) == 4 and len(profile["model"]) == 5
     assert profile["model"][0] == pytest.approx(profile["baseline"][0], abs=1e-12) and profile["times"][-1] == 1.0
     assert (tmp_path / "kl_profile.png").stat().st_size > 0
+    # The profile places the time points of a sampler's grid (gdds.step_grids.fitted_grid).
+    grid = KLProfile.of_eval(tmp_path / "eval.json").fitted_grid(3)
+    assert grid[0] == 1.0 and grid[-1] == 0.0 and len(grid) == 4
+    assert main(["sample", str(run), "--num", "2", "--steps", "3", "--sampler", "corrector", "--corrector-steps", "1",
+                 "--fitted-grid", str(tmp_path / "eval.json"), "--out", str(tmp_path / "s.json")]) == 0
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert "corrector" in saved["sampler"] and "grid fitted to" in saved["sampler"] and len(saved["texts"]) == 2
+    assert len(gdds.load(run).sample(num=1, steps=3, sampler="corrector", grid=grid, corrector_delta=1.0)) == 1
     md = (tmp_path / "eval.md").read_text()
     assert "not a likelihood" in md and "NLL upper bound" in md and "paired" in md and "t_k" in md
     assert "zero-shot kjv" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from gdds.models import BlockDiT, DiT, DiTConfig
 from gdds.models.causal import CausalLM
 from gdds.objectives import METHODS
 from gdds.objectives.methods import prompt_rows
-from gdds.sampling import DENOISER, NETWORK, SAMPLERS, SamplerError
+from gdds.samplers import DENOISER, NETWORK, SAMPLERS, SamplerError
 
 M, LENGTH, STEPS = 6, 7, 5
 PROMPTS = [[3, 1, 4], [], [2], [0, 5, 1, 2, 3]]  # lengths 3, 0, 1 and 5 (5 is the mask's id: a token all the same)

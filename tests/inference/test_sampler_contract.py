@@ -1,4 +1,4 @@
-"""The contract every sampler of the registry (``gdds.sampling.SAMPLERS``) passes, called as
+"""The contract every sampler of the registry (``gdds.samplers.SAMPLERS``) passes, called as
 ``Method.generate`` calls it, on a six-token process and a denoiser whose chain has a known law
 (it ignores context and time, so every position follows the same reverse chain:
 ``helpers.context_free_chain_law``): samples of the right shape, dtype, range and device, fixed
@@ -16,7 +16,7 @@ from gdds.block_sampling import BLOCK_SAMPLER
 from gdds.models import DiTConfig
 from gdds.models.causal import CausalLM
 from gdds.objectives import METHODS
-from gdds.sampling import CAUSAL, DENOISER, NETWORK, SAMPLERS, SamplerError
+from gdds.samplers import CAUSAL, DENOISER, NETWORK, SAMPLERS, SamplerError
 from helpers import assert_follows, context_free_chain_law
 
 M = 6
@@ -128,23 +128,24 @@ def test_every_sampler_belongs_to_a_method_and_every_method_names_registered_sam
 def test_methods_refuse_the_samplers_and_options_that_do_not_apply():
     snapshot, ar = METHODS.get("gdds")(process("mask")), METHODS.get("ar")(None)
     assert snapshot.sampler().label == "exact reverse chain" and ar.sampler().label == "exact ancestral sampler"
-    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise, ordered, threshold, remdm; not "
-                                           "'ancestral'"):
+    with pytest.raises(SamplerError, match="method gdds samples with exact, renoise, corrector, ordered, "
+                                           "threshold, remdm; not 'ancestral'"):
         snapshot.sampler("ancestral")
     with pytest.raises(SamplerError, match="method ar samples with ancestral; not 'renoise'"):
         ar.generate(None, 2, 4, 2, None, sampler="renoise")
     with pytest.raises(SamplerError, match="does not accept gumbel; its options are device, decoding"):
         snapshot.generate(None, 2, 4, 2, None, sampler="renoise", gumbel=True)
-    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, decoding, gumbel"):
+    with pytest.raises(SamplerError, match="does not accept bogus; its options are spacing, grid, decoding, gumbel"):
         snapshot.generate(None, 2, 4, 2, None, bogus=1)
     with pytest.raises(SamplerError, match="not 'exactly'"):
         snapshot.sampler("exactly")
     uniform = METHODS.get("elbo")(process("uniform"))
-    assert uniform.usable_samplers == ("exact", "renoise") and snapshot.usable_samplers == snapshot.samplers
+    assert uniform.usable_samplers == ("exact", "renoise", "corrector")
+    assert snapshot.usable_samplers == snapshot.samplers
     for masked in ("ordered", "threshold", "remdm"):
         assert snapshot.sampler(masked) is SAMPLERS.get(masked)
         with pytest.raises(SamplerError, match=r"needs the Mask kernel \(gdds.kernels.Mask\), not the Uniform kernel; "
-                                               "method elbo samples this model with exact, renoise$"):
+                                               "method elbo samples this model with exact, renoise, corrector$"):
             uniform.generate(None, 2, 4, 2, None, sampler=masked)
     with pytest.raises(SamplerError, match="does not accept eta; its options are score, spacing, decoding"):
         snapshot.generate(None, 2, 4, 2, None, sampler="ordered", eta=0.1)

@@ -10,8 +10,9 @@ import torch
 import gdds
 from gdds import kernels as K
 from gdds.baseline import bayes_unigram
-from gdds.sampling import SAMPLERS, SamplerError, time_grid
-from gdds.unmasking import SCORES, remasking
+from gdds.samplers import SAMPLERS, SamplerError
+from gdds.sampling import time_grid
+from gdds.unmasking import SCORES, remasking, remasking_map
 from helpers import assert_follows
 
 M, MASK = 6, 5
@@ -163,3 +164,29 @@ def test_the_mask_kernel_samplers_refuse_other_kernels_and_bad_knobs():
         draw("ordered", context_free, 2, 3, 2, score="random")
     with pytest.raises(ValueError, match="eta must lie in"):
         draw("remdm", context_free, 2, 3, 2, eta=1.5)
+
+
+def test_the_bound_of_remdms_chain_is_valid_and_pays_for_remasking():
+    """``nll_bound(step_map=remasking_map(eta))`` scores ReMDM's chain: at ``eta = 0`` it is the plain bound bit
+    for bit (tight here: ``-log PI(y)``, the Bayes denoiser's chain samples ``PI`` exactly); at ``eta = 0.3`` the
+    chain still samples ``PI`` (test above), so a valid bound of each token stays above ``-log PI(y)``, and it
+    is higher than the exact chain's: the mass remasking moves off the forward path is paid (paired over the same
+    tokens, by more than 4 standard errors)."""
+    proc, steps = mask_process(), 8
+    x0 = torch.arange(MASK).repeat_interleave(400).reshape(-1, 4)  # 500 rows of one token each, 4 positions
+
+    def bound(**kw) -> torch.Tensor:
+        return gdds.nll_bound(proc, context_free, x0, steps, all_terms=True,
+                              generator=torch.Generator().manual_seed(3), **kw) / 4
+
+    plain, remasked = bound(), bound(step_map=remasking_map(proc, 0.3))
+    assert torch.equal(plain, bound(step_map=remasking_map(proc, 0.0)))
+    tokens = x0[:, 0]
+    for y in range(MASK):
+        rows, nll = tokens == y, -PI[y].log().item()
+        for est in (plain, remasked):
+            mean, se = float(est[rows].mean()), float(est[rows].std()) / rows.sum().sqrt().item()
+            assert mean >= nll - 4 * se, (y, mean, se)
+            assert est is remasked or abs(mean - nll) < 4 * se + 0.01  # tight for the exact chain
+    gap = remasked - plain
+    assert float(gap.mean()) > 4 * float(gap.std()) / gap.numel() ** 0.5

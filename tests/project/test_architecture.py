@@ -27,6 +27,7 @@ LAYERS = {
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",
     "gdds.prior_term": "inference", "gdds.continuous_bound": "inference", "gdds.bound_summary": "inference",
     "gdds.baseline": "inference", "gdds.block_sampling": "inference", "gdds.unmasking": "inference",
+    "gdds.corrector": "inference", "gdds.step_grids": "inference", "gdds.samplers": "inference",
     "gdds": "api",
     "gdds.models": "models", "gdds.data": "data", "gdds.objectives": "objectives", "gdds.minilm": "composition",
     "gdds.engine": "engine", "gdds.cli": "cli", "gdds.__main__": "cli",

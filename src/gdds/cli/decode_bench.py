@@ -24,7 +24,7 @@ from ..engine.evaluation.decoding import (
 from ..engine.model_folder import open_model
 from ..engine.provenance import provenance
 from ..files import write_text_atomically
-from ..sampling import SAMPLERS
+from ..samplers import SAMPLERS
 from .compare_report import judge_label, provenance_line
 from .evaluation import add_device_option, device_of, output_folder, unit_interval
 from .render import new_figure, save_png

@@ -19,9 +19,10 @@ from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
 from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
+from ..engine.evaluation.reports import KLProfile
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
-from ..sampling import CAUSAL, SAMPLERS, SamplerError
+from ..samplers import CAUSAL, SAMPLERS, SamplerError
 from ..unmasking import SCORES
 from .render import eval_markdown, write_eval
 
@@ -174,7 +175,7 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=None, help="tokens per sequence (default and most: the training "
                    "length, data.seq_len; a block-diffusion model takes any length)")
     p.add_argument("--spacing", choices=("t", "lambda"), default=None,
-                   help="exact, ordered and remdm samplers: time grid uniform in t (default) or in Lambda")
+                   help="exact, corrector, ordered and remdm samplers: time grid uniform in t (default) or in Lambda")
     p.add_argument("--score", choices=SCORES.names(), default=None,
                    help="ordered sampler (mask kernel): reveal first the positions whose mu has the largest "
                    "probability (confidence, default), top-1 minus top-2 margin, or lowest entropy")
@@ -184,6 +185,18 @@ def add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=checked("eta", "lie in [0, 1]", lambda value: 0 <= value <= 1), default=None,
                    help="remdm sampler (mask kernel): the remasking cap sigma_t = min(eta, (1 - alpha_s) / "
                    "alpha_t), in [0, 1] (default 0.02; 0 is the exact chain)")
+    p.add_argument("--fitted-grid", type=Path, default=None, metavar="EVAL_JSON",
+                   help="exact and corrector samplers: the --steps time points placed so that each step pays "
+                   "about the same share of the bound's nats in the per-step profile that `gdds eval "
+                   "--profile-steps` saved in EVAL_JSON (gdds.step_grids.fitted_grid)")
+    p.add_argument("--corrector-steps", type=checked("--corrector-steps", "be an integer >= 0",
+                                                     lambda value: value >= 0, int), default=None,
+                   help="corrector sampler: forward-backward moves after each step (default 1; 0: the exact chain); "
+                   "network calls per sequence: steps * (1 + corrector steps)")
+    p.add_argument("--corrector-delta", type=checked("--corrector-delta", "lie in (0, 1]",
+                                                     lambda value: 0 < value <= 1), default=None,
+                   help="corrector sampler: each move renoises from s to s + delta (t - s), a fraction of the step "
+                   "t -> s (default 0.5)")
     p.add_argument("--temperature", type=checked("the temperature", "be a positive finite number",
                                                   lambda value: 0 < value < float("inf")), default=None,
                    help="every sampler: mu^(1/T), the first filter (not 1 changes the model)")
@@ -225,9 +238,19 @@ def run_sample(args: argparse.Namespace) -> int:
         parser.error(f"--out {args.out} is a folder; give the JSON file to write, e.g. {args.out / 'samples.json'}")
     if args.out is not None:
         output_folder(args, args.out.parent)
+    fitted = None
+    if args.fitted_grid is not None:
+        if args.spacing is not None:
+            parser.error("--fitted-grid places the time points itself; drop --spacing")
+        try:
+            fitted = KLProfile.of_eval(args.fitted_grid).fitted_grid(args.steps)
+        except ValueError as exc:
+            parser.error(str(exc))
     loaded = open_model(args.run_dir, device=str(device_of(args)), with_data=False)
-    options = {key: value for key in ("spacing", "gumbel", "score", "threshold", "eta")
-               if (value := getattr(args, key)) is not None}
+    options = {key: value for key in ("spacing", "gumbel", "score", "threshold", "eta", "corrector_steps",
+                                      "corrector_delta") if (value := getattr(args, key)) is not None}
+    if fitted is not None:
+        options["grid"] = fitted
     filters = {key: value for key in DECODING if (value := getattr(args, key)) is not None}
     if filters:  # each was checked while parsing
         options["decoding"] = Decoding(**filters)
@@ -250,8 +273,9 @@ def run_sample(args: argparse.Namespace) -> int:
     batched = {"prompts": rows} if len(rows) > 1 else {}
     texts = generate(loaded, args.num, args.steps, args.seed, length, rows[0] if len(rows) == 1 else [],
                      args.sampler, **batched, **options)[1]
+    grid = f"grid fitted to {args.fitted_grid}" if args.fitted_grid else f"{args.spacing or 't'} grid"
     label = sampler.label if sampler.source == CAUSAL else f"{sampler.label}, {args.steps} steps" + (
-        f" ({args.spacing or 't'} grid)" if "spacing" in sampler.options else "")
+        f" ({grid})" if "spacing" in sampler.options else "")
     print(f"{len(texts)} samples from {loaded.checkpoint} ({loaded.weights} weights), {label}:")
     for i, text in enumerate(texts):
         print(f"[{i + 1}] {text}")

@@ -129,7 +129,7 @@ class Model:
                top_k: int | None = None, top_p: float = 1.0, min_p: float = 0.0,
                prompts: Sequence[str] | None = None, **options: Any) -> list[str]:
         """``num`` texts (default 1) of ``length`` tokens (default the model's) from ``sampler`` (a name of
-        :data:`gdds.sampling.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
+        :data:`gdds.samplers.SAMPLERS`; default the method's: the exact reverse chain in ``steps``
         steps, or exact ancestral samples of an autoregressive model), seeded by ``seed``. ``prompts``
         (instead of ``prompt`` and ``infill``): one text per prompt (``num``, if given, must be their number),
         text ``i`` seeded by ``seed + i`` so that ``sample(prompts=P, seed=s)[i] == sample(prompt=P[i],
@@ -138,9 +138,10 @@ class Model:
         generation stops once every one has it (other samplers refuse it). ``temperature``, ``top_k``,
         ``top_p``, ``min_p``: the decoding filters (:class:`gdds.Decoding`, in that order) of the samplers
         that take them; any but the neutral values samples another model than the one ``nll_bound`` scores.
-        ``options``: the sampler's own (:attr:`gdds.sampling.Sampler.options`, e.g. ``score=``, ``threshold=``
-        or ``eta=`` of the mask kernel's samplers, ``docs/sampling.md``); others raise
-        :class:`gdds.sampling.SamplerError`."""
+        ``options``: the sampler's own (:attr:`gdds.samplers.Sampler.options`, e.g. ``grid=`` (explicit times,
+        such as ``KLProfile.of_eval(path).fitted_grid(steps)``), the corrector's ``corrector_steps=`` and
+        ``corrector_delta=``, or ``score=``, ``threshold=`` and ``eta=`` of the mask kernel's samplers
+        (``docs/sampling.md``); others raise :class:`gdds.samplers.SamplerError`."""
         length = self.loaded.sample_length(length, "length")
         rows = None
         if prompts is not None:

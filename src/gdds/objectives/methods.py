@@ -45,7 +45,8 @@ from ..categorical import Generators
 from ..models import CausalLM, DiT, TwoStream
 from ..process import ForwardProcess
 from ..registry import Registry
-from ..sampling import DENOISER, NETWORK, SAMPLERS, BlockDenoiser, Denoiser, Sampler, SamplerError
+from ..samplers import DENOISER, NETWORK, SAMPLERS, Sampler, SamplerError
+from ..sampling import BlockDenoiser, Denoiser
 from .elbo import ELBO_INSTEAD, ELBO_NEEDS, elbo_integrand
 from .parametrization import AUTO, PARAMETRIZATIONS
 from .pathwise import (
@@ -76,7 +77,7 @@ class Method:
     ``metric`` (the validation number is ``valid_<metric>``) and ``label`` (what that number
     is), ``network`` and ``causal`` (the network class and whether its attention is causal),
     ``noised`` (trains on a forward process), ``exact_likelihood`` (reports an exact NLL, not
-    a bound), ``samplers`` (the names in :data:`gdds.sampling.SAMPLERS` that :meth:`generate`
+    a bound), ``samplers`` (the names in :data:`gdds.samplers.SAMPLERS` that :meth:`generate`
     may use, the default first) and ``preview_sampler`` (the one of the training loop's quick
     samples), ``parametrizations`` (how its output may become ``mu``:
     :data:`gdds.objectives.parametrization.PARAMETRIZATIONS`; the first is the default for an
@@ -92,7 +93,7 @@ class Method:
     causal: ClassVar[bool] = False
     noised: ClassVar[bool] = True
     exact_likelihood: ClassVar[bool] = False
-    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise", "ordered", "threshold", "remdm")
+    samplers: ClassVar[tuple[str, ...]] = ("exact", "renoise", "corrector", "ordered", "threshold", "remdm")
     preview_sampler: ClassVar[str] = "renoise"
     parametrizations: ClassVar[tuple[str, ...]] = ("mean",)
     block_diffusion: ClassVar[bool] = False
@@ -174,9 +175,9 @@ class Method:
         return self.process is not None and (self.process.absorbing or self.parametrization == "forward")
 
     def sampler(self, name: str | None = None) -> Sampler:
-        """The entry of :data:`gdds.sampling.SAMPLERS` named ``name`` (default: the method's first);
-        :class:`gdds.sampling.SamplerError` listing the method's samplers when it cannot use it, or those that
-        apply to its process when the sampler needs another kernel (:meth:`gdds.sampling.Sampler.require`)."""
+        """The entry of :data:`gdds.samplers.SAMPLERS` named ``name`` (default: the method's first);
+        :class:`gdds.samplers.SamplerError` listing the method's samplers when it cannot use it, or those that
+        apply to its process when the sampler needs another kernel (:meth:`gdds.samplers.Sampler.require`)."""
         name = self.samplers[0] if name is None else name
         if name not in self.samplers:
             why = "" if self.block_size is None else (
@@ -189,7 +190,7 @@ class Method:
 
     @property
     def usable_samplers(self) -> tuple[str, ...]:
-        """The names of :attr:`samplers` that apply to the method's process (:meth:`gdds.sampling.Sampler.applies`:
+        """The names of :attr:`samplers` that apply to the method's process (:meth:`gdds.samplers.Sampler.applies`:
         the mask-kernel samplers only under the mask kernel)."""
         return tuple(name for name in self.samplers if SAMPLERS.get(name).applies(self.process))
 
@@ -201,8 +202,8 @@ class Method:
         sampling), starting with the tokens ``prompt`` (``-1`` marks a free position: infilling, for
         the samplers that can), or row ``i`` with ``prompts[i]`` (``num`` of them, of any lengths: batched
         prompts; ``generator`` may then be one per row, :data:`gdds.categorical.Generators`, so that row ``i``
-        is what it would be alone). ``options`` are the sampler's (:attr:`gdds.sampling.Sampler.options`;
-        others raise :class:`gdds.sampling.SamplerError`); :class:`NotGenerative` for a model
+        is what it would be alone). ``options`` are the sampler's (:attr:`gdds.samplers.Sampler.options`;
+        others raise :class:`gdds.samplers.SamplerError`); :class:`NotGenerative` for a model
         that cannot be sampled. ``denoiser``: the model as a denoiser, for a sampler that takes one
         (default :meth:`denoiser`; a loaded run passes its own, on its device and under the same
         autocast as its bound, so that samples and bound use one function; the block sampler takes the

@@ -1,7 +1,7 @@
 """``gdds decode-bench``: the price of each sampler, measured side by side on one footing
 (``docs/decoding.md``).
 
-For each trained run and each :class:`Setting` (a sampler of :data:`gdds.sampling.SAMPLERS`, its
+For each trained run and each :class:`Setting` (a sampler of :data:`gdds.samplers.SAMPLERS`, its
 options and a step count) :func:`decode_bench` measures
 
 - **speed**: tokens per second of the generate call (wall clock, after a warm-up call), and network
@@ -11,7 +11,8 @@ options and a step count) :func:`decode_bench` measures
   with a bootstrap standard error over samples (:mod:`gdds.engine.evaluation.decoding_quality`); a
   sampler that takes no ``decoding`` gives its raw point ("no sweep");
 - **the bound**, where the setting samples the chain that :func:`gdds.nll_bound` scores
-  (:data:`BOUND_RULES`, the one place that says which settings have one and why the others do not):
+  (each sampler's :class:`gdds.samplers.BoundRule`, the one place that says which settings have one and why the
+  others do not):
   the bound on the same validation blocks with the same draws as ``gdds eval``'s, and its
   difference from the reference exact chain's, paired on blocks.
 """
@@ -28,7 +29,8 @@ from torch import Tensor
 from ...bound_summary import BoundSummary, paired_difference, summarize
 from ...categorical import Decoding
 from ...likelihood import nll_bound
-from ...sampling import DENOISER, SAMPLERS, BlockDenoiser, Denoiser, map_network
+from ...samplers import DENOISER, SAMPLERS
+from ...sampling import BlockDenoiser, Denoiser, map_network
 from ...version import code_fingerprint
 from ..build import LoadedRun
 from ..config import preset_names, read_yaml
@@ -51,48 +53,8 @@ def read_decoding_preset(name_or_path: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class BoundRule:
-    """Whether a sampler's chain is the one :func:`gdds.nll_bound` scores: ``reason`` why it is not
-    (``None``: it is), the sampler's options handed to ``nll_bound`` as they are (``passed``), and those
-    that leave the chain's law unchanged (``ignored``). Any other option, or a ``decoding`` that is not
-    neutral, changes the chain to one the bound does not take yet."""
-
-    reason: str | None = None
-    passed: tuple[str, ...] = ()
-    ignored: tuple[str, ...] = ()
-
-
-BOUND_RULES: dict[str, BoundRule] = {
-    "exact": BoundRule(passed=("spacing", "operators"), ignored=("gumbel", "progress")),
-    "renoise": BoundRule("no bound: it forgets x_t (predicts x0, then re-noises it), not a chain with a computable "
-                         "step law"),
-    "ancestral": BoundRule("no bound: exact ancestral sampling; its exact NLL is gdds eval's figure"),
-    "blocks": BoundRule("no bound here: block by block; gdds eval bounds it as a sum of block bounds"),
-    "ordered": BoundRule("no finite bound: a deterministic choice of the positions to reveal"),
-    "threshold": BoundRule("no finite bound: a deterministic choice of the positions to reveal"),
-    "remdm": BoundRule("no bound computed: nll_bound does not take ReMDM's remasking"),
-}
-"""The bound of each sampler of :data:`gdds.sampling.SAMPLERS`, keyed by its name; a sampler missing
-here has none. A sampler whose steps have a computable law gets an entry with the options that pass to
-the bound; a deterministic ordering gets "no finite bound"."""
-
-
-def bound_keywords(sampler: str, options: Mapping[str, Any]) -> dict[str, Any] | str:
-    """The keywords of :func:`gdds.nll_bound` that score the chain ``sampler`` samples with ``options``,
-    or the reason there is no bound (:data:`BOUND_RULES`)."""
-    rule = BOUND_RULES.get(sampler, BoundRule(f"no bound: {sampler} has no entry in decode-bench's BOUND_RULES"))
-    if rule.reason is not None:
-        return rule.reason
-    neutral = {"decoding"} if options.get("decoding", Decoding()) == Decoding() else set()
-    changing = sorted(set(options) - set(rule.passed) - set(rule.ignored) - neutral)
-    if changing:
-        return f"no bound: the option {changing[0]} changes the chain, and nll_bound does not take it"
-    return {k: options[k] for k in rule.passed if k in options}
-
-
-@dataclass(frozen=True)
 class Setting:
-    """One sampler setting: ``sampler`` (a name of :data:`gdds.sampling.SAMPLERS`) with ``options`` in
+    """One sampler setting: ``sampler`` (a name of :data:`gdds.samplers.SAMPLERS`) with ``options`` in
     ``steps`` steps; ``name`` labels its curve (default the sampler's name)."""
 
     sampler: str
@@ -336,7 +298,7 @@ def bench_run(loaded: LoadedRun, settings: Sequence[Setting], s: BenchSettings, 
 
     if not loaded.method.exact_likelihood:
         for r in results:
-            keywords = bound_keywords(r.setting.sampler, r.setting.options)
+            keywords = SAMPLERS.get(r.setting.sampler).bound.keywords(loaded.method.process, r.setting.options)
             if isinstance(keywords, str):
                 r.bound_reason = keywords
                 continue

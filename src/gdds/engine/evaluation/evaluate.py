@@ -24,7 +24,8 @@ from ...categorical import Decoding, Generators
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
-from ...sampling import CAUSAL, DENOISER, time_grid, with_context
+from ...samplers import CAUSAL, DENOISER
+from ...sampling import time_grid, with_context
 from ..build import LoadedRun
 from ..corpus import zero_shot_blocks
 from .entropy import per_sample_entropy, unigram_entropy

@@ -6,9 +6,13 @@ JSON layout of ``eval.json``; ``from_dict`` reads it back (``gdds compare`` reus
 evaluations)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ...step_grids import fitted_grid
 
 
 @dataclass
@@ -137,6 +141,23 @@ class KLProfile:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KLProfile:
         return cls(d["steps"], d["times"], d["model"], d["baseline"], d["sequences"], d["tokens"])
+
+    def fitted_grid(self, steps: int) -> list[float]:
+        """The ``steps``-step grid fitted to the model's terms (:func:`gdds.step_grids.fitted_grid`): each step
+        pays about the same share of the profile's nats (the prior term, which no grid changes, left out)."""
+        return fitted_grid(self.times, self.model[1:], steps)
+
+    @classmethod
+    def of_eval(cls, path: Path) -> KLProfile:
+        """The profile saved in an ``eval.json`` of ``gdds eval`` (``ValueError`` saying how to get one)."""
+        try:
+            saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the evaluation {path}: {exc}") from exc
+        if not isinstance(saved, dict) or "kl_profile" not in saved:
+            raise ValueError(f"{path} holds no per-step profile of the bound; run gdds eval with --profile-steps "
+                             "(e.g. 32) and --profile-sequences above 0")
+        return cls.from_dict(saved["kl_profile"])
 
 
 @dataclass
