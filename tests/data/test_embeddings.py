@@ -107,6 +107,62 @@ def test_counts_match_brute_force():
         np.testing.assert_allclose(C, ref, rtol=1e-12)
 
 
+PINNED_COUNTS = "5bd87b22cb37eb3b"  # sha256 of the one-pass counts below (their float64 bytes)
+
+
+def _one_pass_counts(ids, vocab_size, window):
+    """The counts as built up to 57e42e9, which the trained runs' embeddings (``embeddings_sha256``)
+    hold: one sparse build per distance over all tokens of one document, added in order ``1..window``."""
+    import scipy.sparse as sp
+
+    C = sp.csr_matrix((vocab_size, vocab_size), dtype=np.float64)
+    for d in range(1, window + 1):
+        C = C + sp.csr_matrix((np.full(ids.size - d, 1.0 / d), (ids[:-d], ids[d:])), shape=C.shape)
+    C = (C + C.T).tocsr()
+    C.sum_duplicates()
+    return C.toarray()
+
+
+def test_repeated_sum_is_a_sequential_float_loop():
+    from gdds.data.embeddings.cooccurrence import _repeated_sum
+
+    ks = np.array([0, 1, 2, 3, 7, 1000, 999, 5000, 4096, 1, 3])
+    for w in (1.0, 0.5, 1 / 3, 0.2, 1 / 7):
+        ref = np.zeros(ks.max() + 1)
+        acc = 0.0
+        for k in range(1, ks.max() + 1):
+            acc += w
+            ref[k] = acc
+        for block in (1 << 20, 100, 1):
+            assert _repeated_sum(ks, w, block=block).tolist() == ref[ks].tolist()
+    assert _repeated_sum(np.zeros(0, dtype=np.int64), 0.2).shape == (0,)
+
+
+def test_counts_are_bitwise_those_of_one_pass_whatever_the_chunk():
+    """Float counts summed in another order differ in the last bits (1/3, 1/5 are not exact), and the
+    embeddings' sha256 with them: the counts must be those of one pass, for any chunk size."""
+    ids = np.random.default_rng(11).integers(0, 4, size=40_000)
+    ref = _one_pass_counts(ids, 5, 5)
+    for chunk in (1 << 18, 4096, 1000, 7):
+        C = cooccurrence_counts(ids, 5, window=5, chunk=chunk).toarray()
+        assert C.tobytes() == ref.tobytes(), chunk
+    # Pinned: the float64 counts of this corpus (IEEE arithmetic, no BLAS/LAPACK involved).
+    import hashlib
+
+    assert hashlib.sha256(ref.tobytes()).hexdigest()[:16] == PINNED_COUNTS
+    # Not k * w: the test above would not see a changed summation order otherwise.
+    k = cooccurrence_counts(ids, 5, window=5, weighting="flat").toarray()
+    assert not np.array_equal(ref, sum(_one_pass_flat(ids, 5, d) / d for d in range(1, 6)))
+    np.testing.assert_allclose(ref, sum(_one_pass_flat(ids, 5, d) / d for d in range(1, 6)), rtol=1e-12)
+    assert k.sum() == 2 * sum(ids.size - d for d in range(1, 6))
+
+
+def _one_pass_flat(ids, vocab_size, d):
+    C = np.zeros((vocab_size, vocab_size))
+    np.add.at(C, (ids[:-d], ids[d:]), 1.0)
+    return C + C.T
+
+
 def test_ppmi_matches_formula():
     rng = np.random.default_rng(4)
     C = cooccurrence_counts([rng.integers(0, 10, size=200) for _ in range(5)], 12, window=3).toarray()

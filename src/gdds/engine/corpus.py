@@ -170,8 +170,10 @@ def cooccurrence(pc: ProcessConfig, data: Data) -> torch.Tensor:
     """Co-occurrence embeddings of the model's ids from the first ``process.embedding_tokens``
     tokens of the training split, cached in ``cache_dir("embeddings")`` (written atomically; a cache
     that cannot be written is a warning) under the store, the tokenizer, the budget and the dimension."""
+    # v2: the counts are those of one pass again (57e42e9..81c5510 summed chunks in another order,
+    # other last bits, another embeddings_sha256; their cache entries are not read).
     key = digest({"store": data.store.key, "tokenizer": data.tokenizer.identity(), "dim": pc.embedding_dim,
-                  "budget": pc.embedding_tokens, "format": "cooccurrence-v1"})[:32]
+                  "budget": pc.embedding_tokens, "format": "cooccurrence-v2"})[:32]
     path = cache_dir("embeddings") / f"{key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))

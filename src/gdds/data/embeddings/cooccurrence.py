@@ -78,8 +78,12 @@ def cooccurrence_counts(
     without ``offsets`` the array is one document). The work is vectorised over the pairs whose
     first token lies in one ``chunk`` of tokens at a time (a sparse build per chunk, no Python loop
     over tokens), so memory beyond the ids and the counts stays about ``chunk * window * 50`` bytes
-    (~60 MB) whatever the number of tokens. The chunks' counts are summed as a binary counter does
-    (two sums of the same size merge), so each count is copied ``O(log chunks)`` times, not once per chunk.
+    (~60 MB) whatever the number of tokens. Each chunk counts its pairs per distance as integers (exact,
+    so the chunks' counts merge in any order: as a binary counter does, each copied ``O(log chunks)``
+    times); the float counts are then formed as one pass over all tokens forms them (:func:`_repeated_sum`
+    per distance, the distances added in order ``1..window``, then ``C + C.T``), bit for bit whatever
+    the ``chunk``: the embeddings, and the ``embeddings_sha256`` of the runs trained on them, do not
+    depend on how the tokens were cut.
     """
     import scipy.sparse as sp
 
@@ -89,6 +93,9 @@ def cooccurrence_counts(
         raise ValueError(f"weighting must be 'harmonic' or 'flat', got {weighting!r}")
     ids, offsets = _documents(tokens, vocab_size, offsets)
     shape = (vocab_size, vocab_size)
+    # Integer counts of every (distance, first, second) triple: row (d - 1) * vocab_size + first.
+    stacked = (window * vocab_size, vocab_size)
+    count_type = np.int32 if ids.size < np.iinfo(np.int32).max else np.int64  # a count <= the tokens
     sums: list[tuple[int, sp.csr_matrix]] = []  # (chunks summed, their counts), fewer chunks last
     for start in range(0, ids.size, chunk):
         # Tokens start .. end - 1: the chunk's first tokens and the window after them. A pair (i, i + d)
@@ -98,26 +105,55 @@ def cooccurrence_counts(
         pos = where - offsets[np.searchsorted(offsets, where, side="right") - 1]
         part = ids[start:end]
         first = min(chunk, ids.size - start)  # pairs whose first token is one of these
-        rows, cols, weights = [], [], []
+        rows, cols = [], []
         for d in range(1, window + 1):
             n = min(first, part.size - d)
             if n <= 0:
                 break
             inside = pos[d:d + n] >= d
-            rows.append(part[:n][inside])
+            rows.append(part[:n][inside] + np.int64((d - 1) * vocab_size))
             cols.append(part[d:d + n][inside])
-            weights.append(np.full(rows[-1].size, 1.0 / d if weighting == "harmonic" else 1.0))
         if rows:
-            counted = (1, sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                                        shape=shape))
+            r = np.concatenate(rows)
+            counted = (1, sp.csr_matrix((np.ones(r.size, dtype=count_type), (r, np.concatenate(cols))),
+                                        shape=stacked))
             while sums and sums[-1][0] == counted[0]:
                 n, earlier = sums.pop()
                 counted = (2 * n, earlier + counted[1])
             sums.append(counted)
-    C = sum((m for _, m in sums), sp.csr_matrix(shape, dtype=np.float64))
+    counts = sum((m for _, m in sums), sp.csr_matrix(stacked, dtype=count_type)).tocsr()
+    C = sp.csr_matrix(shape, dtype=np.float64)
+    for d in range(1, window + 1):
+        k = counts[(d - 1) * vocab_size:d * vocab_size].tocsr()
+        k.sum_duplicates()
+        if k.nnz:
+            w = 1.0 / d if weighting == "harmonic" else 1.0
+            C = C + sp.csr_matrix((_repeated_sum(k.data, w), k.indices, k.indptr), shape=shape)
     C = (C + C.T).tocsr()
     C.sum_duplicates()
     return C
+
+
+def _repeated_sum(counts: np.ndarray, w: float, block: int = 1 << 20) -> np.ndarray:
+    """For each ``k`` in ``counts``, ``w`` added ``k`` times one after another in float64 (``((w + w) + w) + ...``),
+    as summing the duplicates of one sparse build does: the float value of the co-occurrence counts
+    (built once per distance over all tokens up to 57e42e9) that the trained runs' embeddings hold.
+    Not ``k * w``: for ``w = 1/3`` or ``1/5`` the two differ in the last bits. One sequential
+    ``cumsum`` up to the largest ``k``, ``block`` terms at a time."""
+    counts = np.asarray(counts, dtype=np.int64)
+    out = np.empty(counts.shape, dtype=np.float64)
+    if counts.size == 0:
+        return out
+    order = np.argsort(counts, kind="stable")
+    wanted = counts[order]
+    acc, done, i = 0.0, 0, 0
+    while i < wanted.size:
+        top = min(int(wanted[-1]), done + block)
+        run = np.cumsum(np.concatenate([[acc], np.full(top - done, w)]))  # run[j]: done + j terms
+        j = int(np.searchsorted(wanted, top, side="right"))
+        out[order[i:j]] = run[wanted[i:j] - done]
+        acc, done, i = float(run[-1]), top, j
+    return out
 
 
 def ppmi(counts, smoothing: float = 0.75):
