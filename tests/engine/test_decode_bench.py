@@ -1,6 +1,7 @@
 """`gdds decode-bench`: each sampler's speed, calls, quality at equal entropy (with a bootstrap SE) and
 bound (paired with the exact chain's), written as JSON, Markdown and a figure."""
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -8,26 +9,42 @@ import torch
 
 import gdds
 from gdds.cli import main
-from gdds.engine.evaluation.decoding import CallCounter, read_decoding_preset, settings_of
+from gdds.engine.evaluation.decoding import CallCounter, read_decoding_preset
 from gdds.engine.evaluation.decoding_quality import SweepPoint, bootstrap_quality, common_entropy
+from gdds.engine.evaluation.decoding_settings import Setting, settings_of
 from gdds.engine.evaluation.entropy import log_interpolate
+from gdds.engine.evaluation.evaluate import eval_rows
+from gdds.engine.model_folder import open_model
 from gdds.samplers import SAMPLERS, BoundRule
 from gdds.sampling import LikelihoodWeighted
 from helpers import micro_run
+
+MORE = """settings:
+  - {sampler: exact, steps: 3, fitted_grid: 4}
+  - {sampler: ordered, steps: 3, options: {score: margin}}
+  - {sampler: threshold, steps: 6, options: {threshold: 1.0e-9}}
+  - {sampler: remdm, steps: 3, options: {eta: 0.1}}
+"""
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """The CLI on a micro mask run with a micro AR judge: exact and renoise in 3 steps, the exact chain's
-    bound paired with itself (reference T = 3)."""
+    bound paired with itself (reference T = 3); then, from a preset, on the mask run and a uniform-kernel run:
+    exact on a grid fitted to a 4-step profile, ordered, threshold and remdm (the last three skipped on the
+    uniform run)."""
     root = tmp_path_factory.mktemp("bench")
     model = micro_run(root / "model", "process.kernel=mask", "train.max_steps=2")
+    uniform = micro_run(root / "uniform", "process.kernel=uniform", "train.max_steps=2")
     judge = micro_run(root / "judge", "method=ar", "train.max_steps=2")
-    out = root / "out"
-    assert main(["decode-bench", str(model), "--out", str(out), "--samplers", "exact", "renoise", "--steps", "3",
-                 "--num-samples", "4", "--top-p", "1", "0.5", "--judge", str(judge), "--sequences", "3",
-                 "--resamples", "50", "--device", "cpu"]) == 0
-    return out
+    common = ["--num-samples", "4", "--top-p", "1", "0.5", "--judge", str(judge), "--sequences", "3",
+              "--resamples", "50", "--device", "cpu"]
+    assert main(["decode-bench", str(model), "--out", str(root / "out"), "--samplers", "exact", "renoise",
+                 "--steps", "3", *common]) == 0
+    (root / "more.yaml").write_text(MORE)
+    assert main(["decode-bench", str(model), str(uniform), "--out", str(root / "more"), "--preset",
+                 str(root / "more.yaml"), "--reference-steps", "3", "--profile-sequences", "2", *common]) == 0
+    return root / "out"
 
 
 def test_writes_every_field(bench):
@@ -107,13 +124,70 @@ def test_bootstrap_error_is_positive_and_shrinks_with_more_samples():
     assert again.standard_error == bootstrap_quality(small[:1], None, 0, "judge", 200, 0).standard_error
 
 
-def test_the_preset_reads_and_its_settings_parse():
+def test_a_mask_only_sampler_is_skipped_on_another_kernel_with_its_reason(bench):
+    mask, uniform = json.loads((bench.parent / "more" / "decoding.json").read_text())["runs"]
+    assert [r["name"] for r in mask["settings"]] == ["exact (fitted grid)", "ordered (margin)", "threshold 1e-09",
+                                                     "remdm eta 0.1"] and not mask["skipped"]
+    assert [r["name"] for r in uniform["settings"]] == ["exact (fitted grid)"]
+    assert [r["sampler"] for r in uniform["skipped"]] == ["ordered", "threshold", "remdm"]
+    for row in uniform["skipped"]:
+        assert row["reason"].startswith(f"the {SAMPLERS.get(row['sampler']).label} needs the Mask kernel")
+    markdown = (bench.parent / "more" / "decoding.md").read_text()
+    assert f"- ordered (margin), T = 3: {uniform['skipped'][0]['reason']}" in markdown
+
+
+def test_a_fitted_grid_is_fitted_on_other_blocks_and_its_bound_is_paired(bench):
+    for run in json.loads((bench.parent / "more" / "decoding.json").read_text())["runs"]:
+        fitted = run["settings"][0]
+        grid = fitted["fitted_grid"]
+        assert fitted["label"] == "exact (fitted grid), T = 3" and len(grid) == 4 and grid[0] == 1 and grid[-1] == 0
+        assert all(a > b for a, b in pairwise(grid))
+        (profile,) = run["fitted_profiles"]
+        assert profile["steps"] == 4 and len(profile["nats_per_token"]) == 5 and len(profile["validation_blocks"]) == 2
+        assert fitted["bound"]["nats_per_token"] > 0 and fitted["bound_minus_reference"]["standard_error"] > 0
+        assert fitted["network_calls"] == 3
+    # the profile's blocks are none of the bound's: the bound's rows are eval_rows(valid, 3, seed 0)
+    blocks = open_model(bench.parent / "model" / "run", device="cpu").run.valid
+    assert not set(eval_rows(blocks, 3, 0).tolist()) & set(profile["validation_blocks"])
+
+
+def test_remdm_has_a_bound_ordered_none_and_threshold_counts_its_calls(bench):
+    _, ordered, threshold, remdm = json.loads((bench.parent / "more" / "decoding.json").read_text())["runs"][0][
+        "settings"]
+    assert remdm["bound"]["nats_per_token"] > 0 and remdm["no_bound"] is None
+    assert ordered["bound"] is None and ordered["no_bound"].startswith("no finite bound")
+    # a threshold every position reaches reveals everything in its first call: 1 call, not the cap of 6
+    assert threshold["steps"] == 6 and threshold["network_calls"] == 1
+    assert "| threshold 1e-09, T = 6 |" in (bench.parent / "more" / "decoding.md").read_text()
+    assert threshold["curve"] == "threshold, T = 6" and ordered["curve"] == "ordered (margin)"
+
+
+def test_settings_of_one_sampler_get_distinct_names():
+    settings = settings_of(read_decoding_preset("decoding-cpu")["settings"])
+    families = {(s.sampler, repr(sorted(s.options.items())), s.fitted): s.name for s in settings}
+    assert len(set(families.values())) == len(families)
+    assert {"ordered (confidence)", "ordered (margin)", "threshold 0.9", "remdm eta 0.1", "corrector 1 step",
+            "exact (fitted grid)"} <= set(families.values())
+    assert Setting("corrector", 4, {"corrector_steps": 2}).name == "corrector 2 steps"
+    assert Setting("threshold", 8).name == "threshold 0.9"  # the sampler's default names it
+    with pytest.raises(ValueError, match="give each its own name"):
+        settings_of([{"sampler": "ordered", "steps": 4, "name": "o"},
+                     {"sampler": "ordered", "steps": 8, "name": "o", "options": {"score": "margin"}}])
+
+
+def test_the_preset_covers_every_sampler_of_the_decisive_runs_and_each_setting_validates():
     preset = read_decoding_preset("decoding-cpu")
-    settings = settings_of(preset["settings"])
-    assert {s.sampler for s in settings} == {"exact", "renoise"} and preset["reference_steps"] in {
-        s.steps for s in settings if s.sampler == "exact" and not s.options}
-    with pytest.raises(ValueError, match="sampler, steps"):
+    settings = settings_of(preset["settings"])  # each Setting checks its sampler and options (Sampler.check)
+    method = gdds.objectives.METHODS.get("gdds")
+    assert {s.sampler for s in settings} == set(method.samplers)
+    assert preset["reference_steps"] in {s.steps for s in settings if s.sampler == "exact" and not s.options}
+    assert {s.steps for s in settings if s.fitted} == {8, 16, 32} and {s.fitted for s in settings} == {None, 64}
+    with pytest.raises(ValueError, match="sampler and steps"):
         settings_of([{"sampler": "exact"}])
+    with pytest.raises(gdds.samplers.SamplerError, match="does not accept"):
+        settings_of([{"sampler": "threshold", "steps": 8, "options": {"eta": 0.1}}])
+    with pytest.raises(gdds.samplers.SamplerError, match="grid"):
+        settings_of([{"sampler": "ordered", "steps": 8, "fitted_grid": 16}])
 
 
 def test_log_interpolate_reads_between_points_and_extrapolates_only_when_asked():

@@ -1,7 +1,7 @@
 """``gdds decode-bench``: each sampler's speed and price side by side (``docs/decoding.md``). The
 numbers come from :mod:`gdds.engine.evaluation.decoding`; this module parses the command, writes
 ``decoding.json`` (the engine's record with its provenance), ``decoding.md`` (one table per run) and
-``decoding.png`` (quality against tokens/s, one curve per sampler setting name), all atomically."""
+``decoding.png`` (quality against tokens/s, one curve per setting family), all atomically."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +19,8 @@ from ..engine.evaluation.decoding import (
     decode_bench,
     decoding_preset_names,
     read_decoding_preset,
-    settings_of,
 )
+from ..engine.evaluation.decoding_settings import settings_of
 from ..engine.model_folder import open_model
 from ..engine.provenance import provenance
 from ..files import write_text_atomically
@@ -51,6 +51,11 @@ def add_decode_bench(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samplers", nargs="+", default=["exact", "renoise"], choices=list(SAMPLERS),
                    help="samplers to measure with their default options (default exact renoise)")
     p.add_argument("--steps", type=int, nargs="+", default=[16, 64], help="step counts of every sampler")
+    p.add_argument("--fitted-grid-profile", type=int, default=None, metavar="K",
+                   help="also measure each sampler of --samplers that takes grid= on the grid fitted to the run's own "
+                        "K-step profile of the bound (validation blocks disjoint from the bound's)")
+    p.add_argument("--profile-sequences", type=int, default=defaults.profile_sequences,
+                   help="validation blocks of a fitted grid's profile (none of them a block of the bounds)")
     p.add_argument("--num-samples", type=int, default=defaults.num_samples)
     p.add_argument("--top-p", type=unit_interval("each nucleus top-p"), nargs="+", default=list(defaults.top_p),
                    metavar="P", help="the nucleus sweep (must hold 1, the timed call)")
@@ -72,10 +77,11 @@ def run_decode_bench(args: argparse.Namespace) -> int:
     try:
         if args.preset is not None:
             apply_preset(args, parser, read_decoding_preset, "decode-bench preset")
-        settings = settings_of(args.settings or [{"sampler": s, "steps": list(args.steps)} for s in args.samplers])
+        settings = settings_of(args.settings or _command_line_settings(args))
         bench = BenchSettings(num_samples=args.num_samples, top_p=tuple(args.top_p), judges=tuple(args.judge),
                               sequences=args.sequences, all_terms=args.all_terms, reference_steps=args.reference_steps,
-                              resamples=args.resamples, seed=args.seed, length=args.length)
+                              profile_sequences=args.profile_sequences, resamples=args.resamples, seed=args.seed,
+                              length=args.length)
     except (ConfigError, ValueError, KeyError) as exc:
         parser.error(str(exc))
     if not args.runs:
@@ -94,10 +100,26 @@ def run_decode_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line_settings(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--samplers`` at every ``--steps``, and with ``--fitted-grid-profile`` those that take ``grid`` again on
+    the fitted grid."""
+    entries = [{"sampler": s, "steps": list(args.steps)} for s in args.samplers]
+    if args.fitted_grid_profile is not None:
+        entries += [{**e, "fitted_grid": args.fitted_grid_profile} for e in entries
+                    if "grid" in SAMPLERS.get(e["sampler"]).options]
+    return entries
+
+
 def _pm(value: float | None, se: float | None, digits: int) -> str:
     if value is None:
         return "—"
     return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def _at(swept: bool, at_common: bool) -> str:
+    """Where a perplexity is read, when not at the common entropy: a sampler or setting without a sweep, or
+    the top-p 1 point of a sweep when the run's sweeps reach no common entropy."""
+    return "" if at_common else " (top-p 1)" if swept else " (no sweep)"
 
 
 def _bound_cells(r: SettingResult) -> list[str]:
@@ -118,20 +140,31 @@ def run_markdown(run: RunBench, judges: list[str]) -> list[str]:
              "|---|---:|---:|---:|" + "---:|" * len(heads) + "---|---:|"]
     for r in run.results:
         calls = "—" if r.calls_per_token is None else f"{r.calls_per_token:.3f}"
-        quality = [_pm(q.perplexity, q.standard_error, 2) + ("" if q.swept else " (no sweep)") for q in r.quality]
+        quality = [_pm(q.perplexity, q.standard_error, 2) + _at(r.swept, q.swept) for q in r.quality]
         cells = [r.setting.label, f"{r.tokens_per_s:.0f}", calls, f"{r.entropy:.3f}", *quality, *_bound_cells(r)]
         lines.append("| " + " | ".join(cells) + " |")
+    skipped: dict[tuple[str, str], list[int]] = {}
+    for setting, why in run.skipped:
+        skipped.setdefault((setting.name, why), []).append(setting.steps)
+    if skipped:
+        lines += ["", "Skipped on this run (the sampler does not apply to its process):"]
+        lines += [f"- {name}, T = {', '.join(map(str, steps))}: {why}" for (name, why), steps in skipped.items()]
+    for p in run.profiles:
+        lines += ["", f"Fitted grids: fitted to the {p.steps}-step profile of the bound (all terms) on "
+                      f"{len(p.rows)} validation blocks none of which is a block of the bounds; times in the JSON."]
     return lines
 
 
 LEGEND = (
     "tokens/s: sequences x length over the wall-clock seconds of one generate call of the model's own law (top-p 1), "
     "after an untimed warm-up call (an estimate: it depends on the machine and its load). calls/token: network calls "
-    "of that call over the sequence length (one call denoises the whole batch); — for a sampler that takes no "
-    "denoiser. entropy: unigram entropy (nats) of those samples (exact for them). gen. ppl: the judge's perplexity "
+    "of that call over the sequence length (one call denoises the whole batch), measured: the threshold sampler "
+    "stops before its cap T once nothing is masked; — for a sampler that takes no denoiser. entropy: unigram "
+    "entropy (nats) of those samples (exact for them). gen. ppl: the judge's perplexity "
     "of the samples at the common entropy H (the highest every swept setting's nucleus sweep reaches; linear in "
     "log-perplexity between the two sweep points around it), ± a bootstrap standard error over samples; (no sweep): "
-    "a sampler that takes no decoding (or a setting with its own top-p), at its own entropy. bound: the "
+    "a sampler that takes no decoding (or a setting with its own top-p), at its own entropy; (top-p 1): the sweeps "
+    "of the run reach no common entropy (H = —), each setting is read at its own top-p 1 point. bound: the "
     "T-step NLL upper bound of the setting's "
     "chain (± Monte-Carlo SE) on the same validation blocks and draws as gdds eval; bound - reference: paired on "
     "blocks with the exact chain's, ± the paired SE. Settings without a bound say why.")
@@ -154,27 +187,29 @@ def bench_markdown(result: DecodeBench) -> str:
 
 
 def bench_figure(result: DecodeBench) -> Any:
-    """Per judge, generative perplexity at the common entropy (± SE) against tokens/s (log x), one curve
-    per run and setting name over its step counts; a raw point without a sweep is drawn hollow."""
-    judges = result.judges or ["(no judge)"]
-    fig = new_figure(5.5 * len(judges), 4.5)
-    for j, judge in enumerate(judges):
-        ax = fig.add_subplot(1, len(judges), 1 + j)
-        for run in result.runs:
-            for name in dict.fromkeys(r.setting.name for r in run.results):
-                rows = sorted((r for r in run.results if r.setting.name == name and len(r.quality) > j
-                               and r.quality[j].perplexity is not None), key=lambda r: r.tokens_per_s)
-                if not rows:
-                    continue
-                swept = rows[0].quality[j].swept
-                ax.errorbar([r.tokens_per_s for r in rows], [r.quality[j].perplexity for r in rows],
-                            yerr=[r.quality[j].standard_error or 0.0 for r in rows], marker="o", markersize=4,
-                            capsize=2, mfc=None if swept else "none",
-                            label=f"{run.run}: {name}" + ("" if swept else " (no sweep)"))
+    """Per run, the first judge's generative perplexity at the common entropy (± bootstrap SE) against tokens/s
+    (log x), one curve per setting family (:attr:`Setting.curve`: a sampler with its options over its step
+    counts, the threshold sampler over its thresholds at one cap); a point not at the common entropy is hollow."""
+    judge = result.judges[0] if result.judges else None
+    fig = new_figure(6.5 * max(1, len(result.runs)), 5.0)
+    for i, run in enumerate(result.runs):
+        ax = fig.add_subplot(1, max(1, len(result.runs)), 1 + i)
+        for curve in dict.fromkeys(r.setting.curve for r in run.results):
+            rows = sorted((r for r in run.results if r.setting.curve == curve and r.quality
+                           and r.quality[0].perplexity is not None), key=lambda r: r.tokens_per_s)
+            if not rows:
+                continue
+            swept = rows[0].quality[0].swept
+            ax.errorbar([r.tokens_per_s for r in rows], [r.quality[0].perplexity for r in rows],
+                        yerr=[r.quality[0].standard_error or 0.0 for r in rows], marker="o", markersize=4,
+                        capsize=2, mfc=None if swept else "none", label=curve + _at(rows[0].swept, swept))
         ax.set_xscale("log")
+        ax.set_title(run.run, fontsize=9)
         ax.set_xlabel("tokens/s (log)")
-        ax.set_ylabel(f"generative perplexity at equal entropy ({judge_label(judge)})")
-        ax.legend(fontsize=6)
+        ax.set_ylabel("generative perplexity at equal entropy"
+                      + ("" if judge is None else f" ({judge_label(judge)})"))
+        if ax.lines:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
 
