@@ -52,22 +52,25 @@ compare: $(STAMP)
 # same command continues): `decisive` (kernels and baselines, character level) and `embeddings`
 # (MiniLM against co-occurrence embeddings, WordPiece level) and `block` (block diffusion against full
 # diffusion and the autoregressive model). Each runs its preset, then copies its
-# table, JSON and figure (with their provenance) to docs/results/.
+# table, JSON and figure (with their provenance) to docs/results/, paths relative to this folder.
 PRESET_decisive   := decisive-cpu
 PRESET_embeddings := embeddings-wordpiece
 PRESET_block      := block-cpu
 decisive embeddings block: $(STAMP)
 	$(VENV)/bin/gdds compare --preset $(PRESET_$@) --out results/$@
 	mkdir -p docs/results
-	for ext in json md png; do cp results/$@/compare.$$ext docs/results/$@.$$ext; done
+	for ext in json md; do sed 's#$(CURDIR)/##g' results/$@/compare.$$ext > docs/results/$@.$$ext; done
+	cp results/$@/compare.png docs/results/$@.png
 
 # What does each sampler cost? Speed, quality at equal entropy (± bootstrap SE) and bound (paired with
 # the exact chain's) of every sampler setting on the decisive models (run `make decisive` first;
-# docs/decoding.md). Writes results/decoding, then copies its table, JSON and figure to docs/results/.
+# docs/decoding.md). Writes results/decoding, then copies its table, JSON and figure to docs/results/ (paths
+# relative to this folder).
 decoding: $(STAMP)
 	$(VENV)/bin/gdds decode-bench --preset decoding-cpu --out results/decoding
 	mkdir -p docs/results
-	for ext in json md png; do cp results/decoding/decoding.$$ext docs/results/decoding.$$ext; done
+	for ext in json md; do sed 's#$(CURDIR)/##g' results/decoding/decoding.$$ext > docs/results/decoding.$$ext; done
+	cp results/decoding/decoding.png docs/results/decoding.png
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
