@@ -188,7 +188,8 @@ def bench_markdown(result: DecodeBench) -> str:
 
 def bench_figure(result: DecodeBench) -> Any:
     """Per run, the first judge's generative perplexity at the common entropy (± bootstrap SE) against tokens/s
-    (log x), one curve per setting family (:attr:`Setting.curve`: a sampler with its options over its step
+    (both axes log: a sampler that falls apart, e.g. a low threshold, does not flatten the rest), one curve per
+    setting family (:attr:`Setting.curve`: a sampler with its options over its step
     counts, the threshold sampler over its thresholds at one cap); a point not at the common entropy is hollow."""
     judge = result.judges[0] if result.judges else None
     fig = new_figure(6.5 * max(1, len(result.runs)), 5.0)
@@ -204,9 +205,10 @@ def bench_figure(result: DecodeBench) -> Any:
                         yerr=[r.quality[0].standard_error or 0.0 for r in rows], marker="o", markersize=4,
                         capsize=2, mfc=None if swept else "none", label=curve + _at(rows[0].swept, swept))
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_title(run.run, fontsize=9)
         ax.set_xlabel("tokens/s (log)")
-        ax.set_ylabel("generative perplexity at equal entropy"
+        ax.set_ylabel("generative perplexity at equal entropy (log)"
                       + ("" if judge is None else f" ({judge_label(judge)})"))
         if ax.lines:
             ax.legend(fontsize=6)
