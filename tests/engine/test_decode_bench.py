@@ -146,6 +146,10 @@ def test_a_fitted_grid_is_fitted_on_other_blocks_and_its_bound_is_paired(bench):
         assert profile["steps"] == 4 and len(profile["nats_per_token"]) == 5 and len(profile["validation_blocks"]) == 2
         assert fitted["bound"]["nats_per_token"] > 0 and fitted["bound_minus_reference"]["standard_error"] > 0
         assert fitted["network_calls"] == 3
+        vs = fitted["bound_minus_uniform_grid"]  # paired with the uniform 3-step chain on the same blocks
+        assert vs["tokens"] == fitted["bound"]["tokens"] and vs["standard_error"] >= 0 and vs["nats_per_token"] != 0
+        assert all(r["bound_minus_uniform_grid"] is None for r in run["settings"][1:])
+    assert "minus the bound on the uniform grid of as many steps" in (bench.parent / "more" / "decoding.md").read_text()
     # the profile's blocks are none of the bound's: the bound's rows are eval_rows(valid, 3, seed 0)
     blocks = open_model(bench.parent / "model" / "run", device="cpu").run.valid
     assert not set(eval_rows(blocks, 3, 0).tolist()) & set(profile["validation_blocks"])

@@ -152,6 +152,12 @@ def run_markdown(run: RunBench, judges: list[str]) -> list[str]:
     for p in run.profiles:
         lines += ["", f"Fitted grids: fitted to the {p.steps}-step profile of the bound (all terms) on "
                       f"{len(p.rows)} validation blocks none of which is a block of the bounds; times in the JSON."]
+    paired = [r for r in run.results if r.vs_uniform is not None]
+    if paired:
+        lines += ["Bound on the fitted grid minus the bound on the uniform grid of as many steps (paired on blocks; "
+                  "negative: fitting helped): " + "; ".join(
+                      f"T = {r.setting.steps}: {_pm(r.vs_uniform.nats_per_token, r.vs_uniform.standard_error, 3)}"
+                      for r in paired) + "."]
     return lines
 
 

@@ -113,7 +113,9 @@ class SettingResult:
     """What one setting measured (module docstring): ``seconds`` of the timed call for ``num`` sequences of
     ``length`` tokens, ``calls`` of the network in it (``None``: a sampler that takes no denoiser), the
     sweep's points, each judge's :class:`Quality`, and the bound with its paired difference from the
-    reference, or the reason it has none; ``grid``: a fitted grid's times, resolved for the run."""
+    reference, or the reason it has none; ``grid``: a fitted grid's times, resolved for the run, and then
+    ``vs_uniform``, its bound's difference from the same chain's on the uniform grid of as many steps (paired on
+    blocks: whether fitting the grid helped)."""
 
     setting: Setting
     grid: list[float] | None
@@ -126,6 +128,7 @@ class SettingResult:
     bound: BoundSummary | None = None
     difference: BoundSummary | None = None
     bound_reason: str | None = None
+    vs_uniform: BoundSummary | None = None
     quality: list[Quality] = field(default_factory=list)
 
     @property
@@ -158,6 +161,7 @@ class SettingResult:
                            "generative_perplexity": [p.perplexity(j) for j in range(p.nats.shape[0])]}
                           for p in self.points] if self.swept else NO_SWEEP,
                 "quality": [q.to_dict() for q in self.quality],
+                "bound_minus_uniform_grid": summary(self.vs_uniform),
                 "bound": summary(self.bound), "bound_minus_reference": summary(self.difference),
                 "no_bound": self.bound_reason}
 
@@ -345,6 +349,9 @@ def bench_run(loaded: LoadedRun, settings: Sequence[Setting], s: BenchSettings, 
             r.bound = summarize(est, tokens, r.setting.steps)
             if ref_steps is not None:
                 r.difference = paired_difference(est, bound_of(ref_steps, {})[0], tokens)
+            if r.grid is not None:
+                uniform = {k: v for k, v in keywords.items() if k != "grid"}
+                r.vs_uniform = paired_difference(est, bound_of(r.setting.steps, uniform)[0], tokens)
     else:
         for r in results:
             r.bound_reason = "no bound: an exact-likelihood model (its exact NLL is gdds eval's figure)"
