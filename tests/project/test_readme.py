@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # Pages whose python blocks continue the README's namespace, in the order they run.
 CONTINUED_IN = (ROOT / "docs" / "sampling.md",)
+# Pages whose python blocks a test of their own runs.
+OWN_TEST = {ROOT / "docs" / "model-folders.md": "tests/engine/test_hf_modeling.py"}
 
 
 def python_blocks(page: Path = README) -> list[str]:
@@ -40,7 +42,9 @@ def test_docs_with_python_blocks_are_run():
     """A python block in a docs page that this file does not run would go untested: every page with
     one must be listed in CONTINUED_IN (or get a test of its own)."""
     pages = {page for page in (ROOT / "docs").rglob("*.md") if python_blocks(page)}
-    assert pages <= set(CONTINUED_IN), sorted(str(p.relative_to(ROOT)) for p in pages - set(CONTINUED_IN))
+    listed = set(CONTINUED_IN) | set(OWN_TEST)
+    assert pages <= listed, sorted(str(p.relative_to(ROOT)) for p in pages - listed)
+    assert all((ROOT / test).is_file() and page.name in (ROOT / test).read_text() for page, test in OWN_TEST.items())
 
 
 def test_the_readme_repeats_make_demos_evaluation():

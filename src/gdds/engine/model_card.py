@@ -10,6 +10,7 @@ from typing import Any
 
 from ..version import __version__
 from .build import LoadedRun
+from .hf_files import automodel_refusal
 
 
 def _json(path: Path) -> Any:
@@ -62,5 +63,19 @@ def model_card(loaded: LoadedRun, run_dir: Path) -> str:
         "print(model.sample(num=2, prompt=\"To be\"))  # the exact reverse chain",
         "print(model.nll_bound(\"Some text to score.\"))  # an upper bound on the NLL, in nats/token",
         "```", "", "```bash", "gdds sample MODEL_DIR --num 4", "gdds eval MODEL_DIR", "```", "",
+        *_transformers(loaded),
     ]
     return "\n".join(lines)
+
+
+def _transformers(loaded: LoadedRun) -> list[str]:
+    """How to load the denoiser with ``transformers`` (or why it cannot be)."""
+    refusal = automodel_refusal(loaded)
+    if refusal is not None:
+        return [f"With `transformers`: {refusal}.", ""]
+    return ["With `transformers` (without gdds; the logits of the clean token given `x_t` and `t`, whose process "
+            "and parametrization `modeling_gdds.py` and `config.json` state):", "",
+            "```python", "from transformers import AutoModel, AutoTokenizer",
+            "model = AutoModel.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
+            "logits = model(AutoTokenizer.from_pretrained(\"MODEL_DIR\")(\"To be\", return_tensors=\"pt\").input_ids, "
+            "t=0.5)", "```", ""]

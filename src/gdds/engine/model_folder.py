@@ -8,6 +8,9 @@ repository, and loaded back without the corpus it was trained on.
                            special ids, the run identity a load must reproduce, where it came from
     model.safetensors      the weights (EMA by default)
     tokenizer.json         the base tokenizer for ``tokenizers`` / ``transformers``
+    tokenizer_config.json  what ``transformers.AutoTokenizer`` needs to read tokenizer.json
+    configuration_gdds.py  ``transformers`` code (``auto_map`` in config.json): ``AutoModel.from_pretrained(
+    modeling_gdds.py       folder, trust_remote_code=True)`` is the denoiser (the DiT only: gdds.engine.hf_files)
     compact_vocab.json     when the model uses a compact vocabulary: model id -> tokenizer.json id
     gdds_tokenizer/        the tokenizer as gdds stores it (exact reload, identity checked)
     kernel.safetensors     the kernel's data that the configuration cannot rebuild (embeddings)
@@ -40,6 +43,7 @@ from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, loa
 from .config import Config, ConfigError
 from .corpus import Data, build_data
 from .distributed import resolve_device
+from .hf_files import transformers_files
 from .legacy import as_saved
 from .model_card import model_card
 from .model_files import (
@@ -94,8 +98,9 @@ def _write(loaded: LoadedRun, run_dir: Path, folder: Path) -> None:
     ck.save_tensors(folder / COUNTS_FILE, {"train_counts": run.data.unigram_counts()})
     if run.process is not None and KERNELS.get(pc.kernel).needs_embeddings:
         ck.save_tensors(folder / KERNEL_FILE, {"embeddings": kernel_embeddings(pc, run.data).contiguous()})
+    hf = transformers_files(loaded, folder)
     (folder / CARD_FILE).write_text(model_card(loaded, run_dir))
-    record = {**_config_record(loaded, run_dir), "files": file_records(folder)}
+    record = {**_config_record(loaded, run_dir), **hf, "files": file_records(folder)}
     (folder / CONFIG_FILE).write_text(json.dumps(record, indent=1))
 
 

@@ -1,0 +1,60 @@
+"""The files of a model folder that ``transformers`` reads (:func:`transformers_files`): the
+configuration class and modeling code copied from the templates in ``engine/hf_modeling/``, so that
+``AutoModel.from_pretrained(folder, trust_remote_code=True)`` gives the denoiser, and
+``tokenizer_config.json``, so that ``AutoTokenizer.from_pretrained(folder)`` reads ``tokenizer.json``
+as a ``PreTrainedTokenizerFast`` with gdds's ids and special tokens. Only the bidirectional DiT
+denoiser has modeling code; block diffusion (``BlockDiT``), the autoregressive baseline and the
+two-stream network load through ``gdds.load`` only (:func:`automodel_refusal` says why)."""
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..data import CompactTokenizer
+from ..models import DiT
+from .build import LoadedRun
+
+TEMPLATES = ("configuration_gdds.py", "modeling_gdds.py")
+TOKENIZER_CONFIG = "tokenizer_config.json"
+AUTO_MAP = {"AutoConfig": "configuration_gdds.GddsConfig", "AutoModel": "modeling_gdds.GddsModel"}
+
+
+def automodel_refusal(loaded: LoadedRun) -> str | None:
+    """Why the network of ``loaded`` has no ``transformers`` modeling code, or ``None`` when it has."""
+    model = loaded.run.model
+    if type(model) is not DiT:
+        return (f"the {type(model).__name__} network (method {loaded.cfg.method}) has no transformers modeling code "
+                "yet: only the bidirectional DiT denoiser does; load it with gdds.load")
+    if model.config.causal:
+        return "a causal network has no transformers modeling code yet; load it with gdds.load"
+    return None
+
+
+def _special_tokens(loaded: LoadedRun) -> dict[str, str]:
+    """The special tokens by their ``transformers`` names, as ``tokenizer.json`` spells them."""
+    tok = loaded.run.data.tokenizer
+    base = tok.base if isinstance(tok, CompactTokenizer) else tok
+    hf = base.hf_tokenizer()
+    names = {"bos_token": base.bos_id, "eos_token": base.eos_id, "pad_token": base.pad_id,
+             "mask_token": base.mask_id, "unk_token": base.unk_id}
+    return {key: hf.id_to_token(i) for key, i in names.items() if i is not None and hf.id_to_token(i) is not None}
+
+
+def transformers_files(loaded: LoadedRun, folder: Path) -> dict[str, Any]:
+    """Write the ``transformers`` files of ``loaded`` into ``folder``; return the entries they add to
+    ``config.json`` (``auto_map``, ``model_type``, ``parametrization``, or ``automodel: null`` and the reason)."""
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": loaded.cfg.data.seq_len,
+              "clean_up_tokenization_spaces": False, **_special_tokens(loaded)}
+    (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=1))
+    entries: dict[str, Any] = {"parametrization": loaded.method.parametrization}
+    refusal = automodel_refusal(loaded)
+    if refusal is not None:
+        return {**entries, "automodel": None, "automodel_refusal": refusal}
+    templates = resources.files("gdds.engine.hf_modeling")
+    for name in TEMPLATES:
+        with resources.as_file(templates / name) as path:
+            shutil.copyfile(path, folder / name)
+    return {**entries, "model_type": "gdds", "auto_map": AUTO_MAP, "architectures": ["GddsModel"]}
