@@ -3,8 +3,11 @@ gdds's denoiser logits and ``AutoTokenizer.from_pretrained(folder)`` gives gdds'
 without gdds's code (the folder's own configuration_gdds.py / modeling_gdds.py); the templates are held
 to :class:`gdds.models.DiT` on a deeper, tied, padded network."""
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import torch
 
 import gdds
 from gdds.cli import main
+from gdds.engine.hf_files import PushError, push_folder
 from gdds.engine.model_files import ModelFolderError
 from gdds.models import DiT, DiTConfig
 from helpers import micro_run
@@ -50,6 +54,12 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path):
     text = "to be or not to be, that is the question"
     assert tok(text).input_ids == model.tokenizer.encode(text)
     assert tok.mask_token_id == model.tokenizer.mask_id and tok.eos_token_id == model.tokenizer.eos_id
+    without_gdds = ("import sys; sys.modules['gdds'] = None; import torch, transformers; "
+                    "m = transformers.AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True); "
+                    "print(m(torch.tensor([[1, 2, 3]]), 0.5).shape)")
+    done = subprocess.run([sys.executable, "-c", without_gdds, str(folder)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0 and f"[1, 3, {meta['vocab_size']}]" in done.stdout, done.stderr
     card = (folder / "README.md").read_text()
     assert "AutoModel.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)" in card
     docs = Path(__file__).parents[2] / "docs" / "model-folders.md"  # its python block, run here
@@ -63,9 +73,15 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path):
         gdds.load(folder)
 
 
-def test_ar_export_has_no_modeling_code_and_says_why(tmp_path):
+def test_ar_export_has_no_modeling_code_and_says_why_and_push_says_what_it_lacks(tmp_path, capsys, monkeypatch):
     run = micro_run(tmp_path, "method=ar", "train.max_steps=2")
-    assert main(["export", str(run), str(tmp_path / "model")]) == 0
+    assert main(["export", str(run), str(tmp_path / "model"), "--push", "someone/model"]) == 1  # offline
+    assert "is written but not pushed to someone/model: HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(PushError, match="no Hugging Face token: log in with `hf auth login` or set HF_TOKEN"):
+        push_folder(tmp_path / "model", "someone/model")
     meta = json.loads((tmp_path / "model" / "config.json").read_text())
     assert "auto_map" not in meta and "only the bidirectional DiT" in meta["automodel_refusal"]
     assert not (tmp_path / "model" / "modeling_gdds.py").exists()

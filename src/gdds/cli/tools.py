@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import ConfigError
+from ..engine.hf_files import PushError, push_folder
 from ..engine.model_folder import export_model
 from ..files import write_text_atomically
 from ..kernels import KERNELS
@@ -104,6 +105,9 @@ def add_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default ema)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT_DIR if it exists (atomically: a kill leaves the old folder or the new one)")
+    p.add_argument("--push", metavar="REPO", default=None,
+                   help="then upload OUT_DIR to the Hugging Face Hub repository REPO (private when created) with "
+                   "huggingface_hub: needs a token (hf auth login or HF_TOKEN) and the network")
     p.set_defaults(run=run_export, parser=p)
 
 
@@ -115,4 +119,10 @@ def run_export(args: argparse.Namespace) -> int:
     files = sorted(p.name for p in folder.iterdir())
     print(f"wrote {folder}: {', '.join(files)}")
     print(f"load it with gdds.load({str(folder)!r}) or gdds sample {folder}")
+    if args.push is not None:
+        try:
+            print(f"pushed to {push_folder(folder, args.push)}")
+        except PushError as exc:
+            print(f"gdds export: {folder} is written but not pushed to {args.push}: {exc}", file=sys.stderr)
+            return 1
     return 0

@@ -4,10 +4,12 @@ configuration class and modeling code copied from the templates in ``engine/hf_m
 ``tokenizer_config.json``, so that ``AutoTokenizer.from_pretrained(folder)`` reads ``tokenizer.json``
 as a ``PreTrainedTokenizerFast`` with gdds's ids and special tokens. Only the bidirectional DiT
 denoiser has modeling code; block diffusion (``BlockDiT``), the autoregressive baseline and the
-two-stream network load through ``gdds.load`` only (:func:`automodel_refusal` says why)."""
+two-stream network load through ``gdds.load`` only (:func:`automodel_refusal` says why).
+:func:`push_folder` uploads a model folder to the Hub (``gdds export --push REPO``)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -58,3 +60,31 @@ def transformers_files(loaded: LoadedRun, folder: Path) -> dict[str, Any]:
         with resources.as_file(templates / name) as path:
             shutil.copyfile(path, folder / name)
     return {**entries, "model_type": "gdds", "auto_map": AUTO_MAP, "architectures": ["GddsModel"]}
+
+
+class PushError(RuntimeError):
+    """A model folder that could not be uploaded to the Hugging Face Hub (no client, no token, no network)."""
+
+
+def push_folder(folder: Path, repo: str) -> str:
+    """Upload the model folder ``folder`` to the Hub repository ``repo`` (created, private, if missing) with
+    ``huggingface_hub``; return its address. A :class:`PushError` says what is missing: the client, a token
+    (``hf auth login`` or ``HF_TOKEN``), or the network (``HF_HUB_OFFLINE`` set, or the Hub unreachable)."""
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import HfHubHTTPError
+    except ImportError as exc:
+        raise PushError("huggingface_hub is not installed: pip install huggingface_hub") from exc
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise PushError("HF_HUB_OFFLINE is set: the Hub is not reached offline; unset it to push")
+    token = huggingface_hub.get_token()
+    if token is None:
+        raise PushError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (a token with write "
+                        "access), then push again")
+    try:
+        huggingface_hub.create_repo(repo, token=token, private=True, exist_ok=True)
+        info = huggingface_hub.upload_folder(folder_path=str(folder), repo_id=repo, token=token,
+                                             commit_message="gdds export")
+    except (OSError, ValueError, HfHubHTTPError) as exc:
+        raise PushError(f"the Hub could not be reached or refused the upload to {repo} ({exc})") from exc
+    return str(getattr(info, "commit_url", f"https://huggingface.co/{repo}"))
