@@ -35,8 +35,11 @@ def random_inputs(vocab: int, length: int, seed: int = 0):
     return torch.randint(0, vocab, (3, length), generator=gen), torch.rand(3, generator=gen)
 
 
-def test_automodel_and_autotokenizer_equal_gdds(tmp_path):
-    run = micro_run(tmp_path, "train.max_steps=3")
+@pytest.mark.parametrize("compact", [False, True])
+def test_automodel_and_autotokenizer_equal_gdds(tmp_path, compact):
+    """Characters, full vocabulary; WordPiece, compact (model ids are not tokenizer.json's)."""
+    vocab = ["data.tokenizer=wordpiece", "data.compact_vocab=true"] if compact else []
+    run = micro_run(tmp_path, "train.max_steps=3", *vocab)
     assert main(["export", str(run), str(tmp_path / "model")]) == 0
     folder = tmp_path / "model"
     meta = json.loads((folder / "config.json").read_text())
@@ -52,8 +55,13 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path):
         torch.testing.assert_close(hf(xt[:, :7], 0.25), network(xt[:, :7], 0.25), atol=1e-5, rtol=1e-5)
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     text = "to be or not to be, that is the question"
-    assert tok(text).input_ids == model.tokenizer.encode(text)
-    assert tok.mask_token_id == model.tokenizer.mask_id and tok.eos_token_id == model.tokenizer.eos_id
+    ids = hf.model_ids(tok(text).input_ids).tolist()
+    assert ids == model.tokenizer.encode(text) and (ids != tok(text).input_ids) == compact
+    specials = hf.model_ids([tok.mask_token_id, tok.eos_token_id]).tolist()
+    assert specials == [model.tokenizer.mask_id, model.tokenizer.eos_id]
+    if compact:
+        with pytest.raises(ValueError, match="not in the model's compact vocabulary"):
+            hf.model_ids([max(meta["compact_full_ids"]) + 1])
     without_gdds = ("import sys; sys.modules['gdds'] = None; import torch, transformers; "
                     "m = transformers.AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True); "
                     "print(m(torch.tensor([[1, 2, 3]]), 0.5).shape)")
@@ -67,7 +75,7 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path):
         block = re.search(r"```python\n(from transformers.*?)```", page, flags=re.DOTALL).group(1)
         namespace: dict = {}
         exec(block.replace(f'"{name}"', repr(str(folder))), namespace)
-        assert namespace["logits"].shape == (1, 5, meta["vocab_size"])
+        assert namespace["logits"].shape == (1, len(model.tokenizer.encode("To be")), meta["vocab_size"])
     (folder / "modeling_gdds.py").write_text((folder / "modeling_gdds.py").read_text() + "\n# edited\n")
     with pytest.raises(ModelFolderError, match="modeling_gdds.py is not the file"):
         gdds.load(folder)

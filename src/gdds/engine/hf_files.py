@@ -15,7 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data import CompactTokenizer
+from tokenizers import Tokenizer
+
+from ..data import CompactTokenizer, TextTokenizer
 from ..models import DiT
 from .build import LoadedRun
 
@@ -35,6 +37,16 @@ def automodel_refusal(loaded: LoadedRun) -> str | None:
     return None
 
 
+def folder_tokenizer(tok: TextTokenizer) -> Tokenizer:
+    """``tok``'s base tokenizer as ``tokenizer.json`` holds it: without a post-processor, since gdds adds no
+    special tokens to an encoded text (WordPiece's ``[CLS] ... [SEP]``), so that ``AutoTokenizer``'s default
+    encoding gives gdds's ids."""
+    base = tok.base if isinstance(tok, CompactTokenizer) else tok
+    hf = base.hf_tokenizer()
+    hf.post_processor = None
+    return hf
+
+
 def _special_tokens(loaded: LoadedRun) -> dict[str, str]:
     """The special tokens by their ``transformers`` names, as ``tokenizer.json`` spells them."""
     tok = loaded.run.data.tokenizer
@@ -52,6 +64,9 @@ def transformers_files(loaded: LoadedRun, folder: Path) -> dict[str, Any]:
               "clean_up_tokenization_spaces": False, **_special_tokens(loaded)}
     (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=1))
     entries: dict[str, Any] = {"parametrization": loaded.method.parametrization}
+    tok = loaded.run.data.tokenizer
+    if isinstance(tok, CompactTokenizer):
+        entries["compact_full_ids"] = [int(i) for i in tok.vocab.full_ids]
     refusal = automodel_refusal(loaded)
     if refusal is not None:
         return {**entries, "automodel": None, "automodel_refusal": refusal}

@@ -77,5 +77,6 @@ def _transformers(loaded: LoadedRun) -> list[str]:
             "and parametrization `modeling_gdds.py` and `config.json` state):", "",
             "```python", "from transformers import AutoModel, AutoTokenizer",
             "model = AutoModel.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
-            "logits = model(AutoTokenizer.from_pretrained(\"MODEL_DIR\")(\"To be\", return_tensors=\"pt\").input_ids, "
-            "t=0.5)", "```", ""]
+            "ids = AutoTokenizer.from_pretrained(\"MODEL_DIR\")(\"To be\", return_tensors=\"pt\").input_ids",
+            "logits = model(model.model_ids(ids), t=0.5)  # model_ids: the identity unless the vocabulary is compact",
+            "```", ""]

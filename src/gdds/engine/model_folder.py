@@ -7,7 +7,7 @@ repository, and loaded back without the corpus it was trained on.
                            process (schedule, kernel and all their parameters), vocabulary size and
                            special ids, the run identity a load must reproduce, where it came from
     model.safetensors      the weights (EMA by default)
-    tokenizer.json         the base tokenizer for ``tokenizers`` / ``transformers``
+    tokenizer.json         the base tokenizer for ``tokenizers`` / ``transformers`` (no special tokens added)
     tokenizer_config.json  what ``transformers.AutoTokenizer`` needs to read tokenizer.json
     configuration_gdds.py  ``transformers`` code (``auto_map`` in config.json): ``AutoModel.from_pretrained(
     modeling_gdds.py       folder, trust_remote_code=True)`` is the denoiser (the DiT only: gdds.engine.hf_files)
@@ -43,7 +43,7 @@ from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, loa
 from .config import Config, ConfigError
 from .corpus import Data, build_data
 from .distributed import resolve_device
-from .hf_files import transformers_files
+from .hf_files import folder_tokenizer, transformers_files
 from .legacy import as_saved
 from .model_card import model_card
 from .model_files import (
@@ -89,8 +89,7 @@ def _write(loaded: LoadedRun, run_dir: Path, folder: Path) -> None:
     """Write the model folder of ``loaded`` into the empty ``folder`` (``config.json`` last, with the hashes
     of the others)."""
     run, tok, pc = loaded.run, loaded.run.data.tokenizer, loaded.cfg.process
-    base = tok.base if isinstance(tok, CompactTokenizer) else tok
-    base.hf_tokenizer().save(str(folder / TOKENIZER_JSON))
+    folder_tokenizer(tok).save(str(folder / TOKENIZER_JSON))
     tok.save(folder / GDDS_TOKENIZER)
     if isinstance(tok, CompactTokenizer):
         tok.vocab.save(folder / COMPACT_FILE)

@@ -14,11 +14,12 @@ class GddsConfig(PretrainedConfig):
     model_type = "gdds"
 
     def __init__(self, architecture=None, process=None, parametrization="mean", method=None, special_ids=None,
-                 **kwargs):
+                 compact_full_ids=None, **kwargs):
         self.architecture = dict(architecture or {})
         self.process = process
         self.parametrization = parametrization
         self.method = method
         self.special_ids = dict(special_ids or {})
+        self.compact_full_ids = compact_full_ids  # a compact vocabulary: model id c is tokenizer.json id [c]
         kwargs.setdefault("tie_word_embeddings", bool(self.architecture.get("tie_weights", False)))
         super().__init__(**kwargs)

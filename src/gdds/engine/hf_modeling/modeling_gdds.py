@@ -16,8 +16,9 @@ kernel and their parameters; ``special_ids["mask"]`` is the absorbing state of a
   (the clean-token prediction noised to time ``t``), gdds's jump-states parametrization.
 
 Sampling and the likelihood bound need the process itself: ``gdds.load(folder)`` gives them
-(``model.sample``, ``model.nll_bound``). Token ids: ``AutoTokenizer.from_pretrained(folder)`` (a model
-with a compact vocabulary maps ``tokenizer.json`` ids through ``compact_vocab.json["full_ids"]``).
+(``model.sample``, ``model.nll_bound``). Token ids: ``AutoTokenizer.from_pretrained(folder)`` gives
+``tokenizer.json``'s ids; ``model.model_ids(ids)`` turns them into the network's (the same ids, unless the
+model has a compact vocabulary: then ``config.compact_full_ids[c]`` is the tokenizer id of model id ``c``).
 """
 import math
 
@@ -151,6 +152,19 @@ class GddsModel(PreTrainedModel):
 
     def _init_weights(self, module):
         """Every weight comes from ``model.safetensors``; nothing is initialised."""
+
+    def model_ids(self, tokenizer_ids):
+        """The network's ids of ``AutoTokenizer`` ids (a compact vocabulary keeps only the ids seen in training)."""
+        ids = torch.as_tensor(tokenizer_ids)
+        full = self.config.compact_full_ids
+        if full is None:
+            return ids
+        table = torch.full((max(full) + 1,), -1, dtype=torch.long, device=ids.device)
+        table[torch.as_tensor(full, device=ids.device)] = torch.arange(len(full), device=ids.device)
+        out = table[ids.clamp(0, len(table) - 1)].masked_fill((ids < 0) | (ids >= len(table)), -1)
+        if (out < 0).any():
+            raise ValueError("some token ids are not in the model's compact vocabulary (never seen in training)")
+        return out
 
     def forward(self, input_ids, t, **kwargs):
         """Logits of the clean token given ``x_t = input_ids`` (token ids) and times ``t`` in [0, 1]."""
