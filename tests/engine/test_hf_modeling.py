@@ -53,7 +53,7 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path, compact):
     with torch.no_grad():
         torch.testing.assert_close(hf(xt, t), network(xt, t), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(hf(xt[:, :7], 0.25), network(xt[:, :7], 0.25), atol=1e-5, rtol=1e-5)
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # config.json has auto_map
     text = "to be or not to be, that is the question"
     ids = hf.model_ids(tok(text).input_ids).tolist()
     assert ids == model.tokenizer.encode(text) and (ids != tok(text).input_ids) == compact

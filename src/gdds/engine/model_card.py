@@ -77,6 +77,7 @@ def _transformers(loaded: LoadedRun) -> list[str]:
             "and parametrization `modeling_gdds.py` and `config.json` state):", "",
             "```python", "from transformers import AutoModel, AutoTokenizer",
             "model = AutoModel.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
-            "ids = AutoTokenizer.from_pretrained(\"MODEL_DIR\")(\"To be\", return_tensors=\"pt\").input_ids",
+            "tok = AutoTokenizer.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)  # config.json's auto_map",
+            "ids = tok(\"To be\", return_tensors=\"pt\").input_ids",
             "logits = model(model.model_ids(ids), t=0.5)  # model_ids: the identity unless the vocabulary is compact",
             "```", ""]

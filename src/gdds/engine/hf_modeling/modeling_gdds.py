@@ -16,7 +16,8 @@ kernel and their parameters; ``special_ids["mask"]`` is the absorbing state of a
   (the clean-token prediction noised to time ``t``), gdds's jump-states parametrization.
 
 Sampling and the likelihood bound need the process itself: ``gdds.load(folder)`` gives them
-(``model.sample``, ``model.nll_bound``). Token ids: ``AutoTokenizer.from_pretrained(folder)`` gives
+(``model.sample``, ``model.nll_bound``). Token ids:
+``AutoTokenizer.from_pretrained(folder, trust_remote_code=True)`` gives
 ``tokenizer.json``'s ids; ``model.model_ids(ids)`` turns them into the network's (the same ids, unless the
 model has a compact vocabulary: then ``config.compact_full_ids[c]`` is the tokenizer id of model id ``c``).
 """
