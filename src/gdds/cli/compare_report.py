@@ -1,6 +1,6 @@
 """``gdds compare``'s report for people: ``compare.md`` (every run; each method against the
 reference, paired on blocks and per seed; the paper's metric beside the bound; generative
-perplexity at the entropy of real text) and ``compare.png`` (bounds, and generative perplexity
+perplexity at the entropy of real text; MAUVE when measured) and ``compare.png`` (bounds, and generative perplexity
 against entropy over the nucleus sweep, one panel per judge). The numbers come from
 :class:`gdds.engine.evaluation.compare.Comparison`; nothing is computed here."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from ..engine.evaluation.compare import Comparison
 from ..engine.evaluation.paired import ALPHA, LEVEL, MIN_SEEDS
-from ..engine.evaluation.reports import EvalReport
+from ..engine.evaluation.reports import EvalReport, SampleReport
 from ..files import write_text_atomically
 from .render import new_figure, save_png
 
@@ -80,17 +80,30 @@ def _absent_paper_metric(result: Comparison) -> str:
     return " ".join(f"No paper metric for {', '.join(names)}: {reason}." for reason, names in why.items())
 
 
+def mauve_featurizer(result: Comparison) -> str | None:
+    """The featurizer of the runs' MAUVE (``None``: no run has MAUVE)."""
+    return next((m.featurizer for r in result.rows.values() if (m := r.report.own_law_samples().mauve)), None)
+
+
+def _mauve_cell(sample: SampleReport) -> str:
+    m = sample.mauve
+    return "—" if m is None else f"{m.mauve:.3f} ± {m.standard_error:.3f}"
+
+
 def runs_markdown(result: Comparison) -> list[str]:
     """One row per run: bound (exact NLL for ar), baseline, paper metric, snapshot CE, samples, zero-shot."""
     zero = sorted({z for r in result.rows.values() for z in r.report.zero_shot})
     judges = result.judges()
     last = result.settings.sample_steps[-1]
+    mauve = mauve_featurizer(result)
     head = ["run", "overrides", "parameters", "train tokens/s",
             f"valid NLL bound, T = {result.settings.steps} (nats/token)", "no-training baseline (nats/token)",
             "model - baseline (paired)", "continuous-time bound (nats/token)",
             "paper metric (not a likelihood)", "bound - paper metric", "snapshot CE (not a likelihood)",
             f"sample unigram entropy (T = {last})",
-            *[f"gen. perplexity, {judge_label(j)} (T = {last})" for j in judges], *[f"zero-shot {z}" for z in zero]]
+            *[f"gen. perplexity, {judge_label(j)} (T = {last})" for j in judges],
+            *([f"MAUVE ± SE, features: {judge_label(mauve)} (T = {last})"] if mauve else []),
+            *[f"zero-shot {z}" for z in zero]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result.rows.items():
         rep = row.report
@@ -101,6 +114,7 @@ def runs_markdown(result: Comparison) -> list[str]:
                  "diverges" if rep.t_sweep else "—", *_paper_cells(rep),
                  f"{snap.nats_per_token:.3f}" if snap else "—", f"{sample.unigram_entropy:.3f}",
                  *[f"{gp['perplexity']:.1f}" for gp in sample.judged()],
+                 *([_mauve_cell(sample)] if mauve else []),
                  *[f"{rep.zero_shot[z].model.nats_per_token:.3f}" if z in rep.zero_shot else "—" for z in zero]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -206,6 +220,9 @@ def compare_markdown(result: Comparison) -> str:
     """The tables of ``compare.md`` and their legend."""
     judges = "; ".join(f"{judge_label(j)} = `{Path(j).name}`" for j in result.judges())
     judge = f"; judges (with their checkpoint's hash): {judges}" if judges else ""
+    if (mauve := mauve_featurizer(result)) is not None:
+        judge += (f"; MAUVE (an estimate of a divergence-frontier summary, not a likelihood, ± bootstrap SE) against "
+                  f"held-out validation text, features: `{mauve}` (comparable only under the same featurizer)")
     lines = [*runs_markdown(result), "",
              f"Base preset `{result.base}` with overrides {result.overrides or 'none'}; "
              f"{result.settings.sequences} validation blocks per bound, the same blocks and draws for every "

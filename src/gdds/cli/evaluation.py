@@ -19,6 +19,7 @@ from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
 from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
+from ..engine.evaluation.mauve_score import MauveSettings
 from ..engine.evaluation.reports import KLProfile
 from ..engine.model_folder import open_model
 from ..files import check_writable, write_text_atomically
@@ -138,6 +139,17 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                    help="bound each sequence with all T terms (T network calls) instead of one drawn term")
     p.add_argument("--importance-terms", action="store_true",
                    help="draw the bound's term from the baseline's profile (importance sampling: less variance)")
+    mauve = MauveSettings()
+    p.add_argument("--mauve", action="store_true",
+                   help="also MAUVE of each sample set against held-out validation text (an estimate with a "
+                        "bootstrap SE; slow: needs at least 10 samples, about 100 or more to mean much)")
+    p.add_argument("--mauve-featurizer", default=mauve.featurizer, metavar="JUDGE",
+                   help=f"the offline causal LM whose last-token hidden states MAUVE compares (default "
+                        f"{mauve.featurizer}; MAUVE under different featurizers is not comparable)")
+    p.add_argument("--mauve-references", type=int, default=None, metavar="N",
+                   help="held-out texts MAUVE compares the samples with (default: as many as samples)")
+    p.add_argument("--mauve-resamples", type=int, default=mauve.resamples, metavar="B",
+                   help=f"bootstrap draws of MAUVE's standard error (default {mauve.resamples})")
 
 
 def eval_settings(args: argparse.Namespace) -> EvalSettings:
@@ -149,7 +161,9 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
                             profile_steps=args.profile_steps, profile_sequences=args.profile_sequences,
                             paper_metric=args.paper_metric, paper_metric_grid=args.paper_metric_grid,
                             all_terms=args.all_terms, importance_terms=args.importance_terms,
-                            top_p=tuple(args.sample_top_p), more_judges=tuple(args.more_judges))
+                            top_p=tuple(args.sample_top_p), more_judges=tuple(args.more_judges),
+                            mauve=MauveSettings(featurizer=args.mauve_featurizer, references=args.mauve_references,
+                                                resamples=args.mauve_resamples) if args.mauve else None)
     except ValueError as exc:
         args.parser.error(str(exc))
 
@@ -290,8 +304,9 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
                               description="Evaluate the latest checkpoint of RUN_DIR (or a model folder, on the "
                               "corpus of its configuration): the T-step NLL upper bound "
                               "with its standard error, the snapshot CE (not a likelihood), samples at several "
-                              "step counts with their unigram entropy and (with --judge) generative perplexity, and "
-                              "zero-shot bounds on other corpora. Writes eval.json, eval.md and a figure.")
+                              "step counts with their unigram entropy and (with --judge) generative perplexity "
+                              "(with --mauve also their MAUVE against held-out text), and zero-shot bounds on other "
+                              "corpora. Writes eval.json, eval.md and a figure.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     add_eval_options(p, EvalSettings())
     p.add_argument("--sample-length", type=int, default=None, help="tokens per sample (default: the training length)")

@@ -10,7 +10,7 @@ line's job (:mod:`gdds.cli.render`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,16 +20,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...baseline import bayes_unigram, unigram_law, unigram_nll
-from ...categorical import Decoding, Generators
+from ...categorical import Decoding
 from ...data import TOKENIZERS, Blocks
 from ...likelihood import bound_terms, continuous_bound, nll_bound, paired_difference, summarize, term_probs
 from ...objectives import SNAPSHOT_LABEL, snapshot_cross_entropy, snapshot_inputs
-from ...samplers import CAUSAL, DENOISER
+from ...samplers import CAUSAL
 from ...sampling import time_grid, with_context
 from ..build import LoadedRun
 from ..corpus import zero_shot_blocks
 from .entropy import per_sample_entropy, unigram_entropy
+from .generation import generate
 from .judge import Judge
+from .mauve_score import MauveSettings, mauve_of_samples, reference_texts
 from .paper_metric import NoReferenceFigure, paper_metric, reference_figure
 from .reports import (
     EvalReport,
@@ -58,7 +60,8 @@ class EvalSettings:
     nucleus ``top_p`` (1: the model's own law; a sweep traces generative perplexity against entropy)
     (``sample_length`` tokens, default the training length), the ``judge`` of generative
     perplexity (and ``more_judges`` scoring the same samples), ``zero_shot`` corpora, and the
-    ``seed`` of every draw."""
+    ``seed`` of every draw; ``mauve``: also MAUVE of each sample set against as many held-out texts
+    (:mod:`gdds.engine.evaluation.mauve_score`; slow, so off by default)."""
 
     steps: int = 64
     sequences: int = 32
@@ -76,6 +79,7 @@ class EvalSettings:
     paper_metric_grid: int | None = None  # snap its t to a grid of T steps
     top_p: tuple[float, ...] = (1.0,)
     more_judges: tuple[str, ...] = ()
+    mauve: MauveSettings | None = None
 
     def __post_init__(self) -> None:
         for name in ("sample_steps", "zero_shot", "top_p", "more_judges"):
@@ -96,6 +100,13 @@ class EvalSettings:
             if "=" in name:
                 raise ValueError(f"zero-shot corpus {name!r} looks like an override: put overrides before "
                                  "--zero-shot or end the list with --")
+        if self.mauve is not None:
+            self.mauve.check(self.mauve_references, self.num_samples)
+
+    @property
+    def mauve_references(self) -> int:
+        """How many held-out texts MAUVE compares the samples with (default as many as samples)."""
+        return self.num_samples if self.mauve is None or self.mauve.references is None else self.mauve.references
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -290,36 +301,6 @@ def snapshot_report(loaded: LoadedRun, blocks: Blocks, sequences: int, seed: int
     return SnapshotReport(SNAPSHOT_LABEL, total / count, count)
 
 
-def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int | None = None,
-             prompt: Sequence[int] = (), sampler: str | None = None, *,
-             prompts: Sequence[Sequence[int]] | None = None, **options: Any) -> tuple[Tensor, list[str]]:
-    """``num`` sequences (``length`` tokens, default the training length) from ``sampler`` (default the
-    method's: :meth:`gdds.objectives.Method.generate`, the one door) starting with ``prompt``, or row ``i``
-    with ``prompts[i]``, and their decoded texts; a sampler that can show a bar over its steps shows it on
-    a terminal. ``seed`` seeds one generator for the batch; with ``prompts``, row ``i`` has its own, seeded
-    ``seed + i``, so that it is the one sample of ``prompt=prompts[i]`` with ``seed + i`` (up to the
-    network's batch invariance). With the option ``eos`` (the block sampler's stop,
-    :func:`gdds.block_sampling.sample_blocks`) each text ends before its first generated end-of-text token."""
-    length = loaded.cfg.data.seq_len if length is None else length
-    gen: Generators = torch.Generator(device=loaded.device).manual_seed(seed) if prompts is None else \
-        [torch.Generator(device=loaded.device).manual_seed(seed + i) for i in range(len(prompts))]
-    entry = loaded.method.sampler(sampler)
-    if "progress" in entry.options:
-        options = {"progress": None, **options}
-    denoiser = loaded.denoiser() if entry.source == DENOISER else None  # the bound's function
-    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
-                                 prompts=prompts, **options).cpu()
-    tok = loaded.run.data.tokenizer
-    eos = options.get("eos")
-    starts = [len(prompt)] * num if prompts is None else [len(row) for row in prompts]
-    return ids, [tok.decode(_before_eos(row.tolist(), eos, start)) for row, start in zip(ids, starts, strict=True)]
-
-
-def _before_eos(ids: list[int], eos: int | None, start: int) -> list[int]:
-    """``ids`` up to (not including) the first ``eos`` at or after ``start`` (all of them without one)."""
-    return ids if eos is None or eos not in ids[start:] else ids[:ids.index(eos, start)]
-
-
 def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None]) -> list[SampleReport]:
     """``s.num_samples`` samples at every ``(sample_steps, top_p)`` (ancestral sampling has no step
     count), their entropies, and each judge's generative perplexity of them."""
@@ -351,6 +332,8 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     if not exact:
         loaded.denoiser()  # fails early for a model that cannot generate
     loaded.sample_length(s.sample_length, "--sample-length")
+    if s.mauve is not None:  # the split may hold fewer blocks than MAUVE's references
+        s.mauve.check(min(s.mauve_references, len(loaded.run.valid)), s.num_samples)
     sequences = min(s.sequences, len(loaded.run.valid))  # what eval_rows draws
     counted = f"{sequences} validation sequences" + (
         f" (all the split has; {s.sequences} asked)" if sequences < s.sequences else "")
@@ -387,6 +370,13 @@ def evaluate(loaded: LoadedRun, settings: EvalSettings, log: Callable[[str], Non
     real = loaded.run.valid.batch(eval_rows(loaded.run.valid, s.num_samples, s.seed))
     pad = loaded.run.data.tokenizer.pad_id
     report.data_entropy = unigram_entropy(real[:, :s.sample_length or real.shape[1]], None if pad is None else [pad])
+    if s.mauve is not None:
+        log(f"MAUVE of each sample set against {s.mauve_references} validation texts ({s.mauve.featurizer})")
+        refs = reference_texts(loaded.run.data.tokenizer, loaded.run.valid.batch(eval_rows(
+            loaded.run.valid, s.mauve_references, s.seed)), s.sample_length or real.shape[1])
+        for row, estimate in zip(report.samples, mauve_of_samples(s.mauve, refs, [r.texts for r in report.samples],
+                                                                  loaded.device), strict=True):
+            row.mauve = estimate
     for name in s.zero_shot:
         log(f"zero-shot bound on {name}, beside the no-training baseline")
         blocks = zero_shot_blocks(name, loaded.run.data.tokenizer, loaded.cfg.data)

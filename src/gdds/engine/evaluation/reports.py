@@ -1,9 +1,9 @@
 """The reports of an evaluation, as dataclasses: :class:`NLLReport` (a bound or an exact NLL,
 per token), :class:`PairedDifference` and :class:`Likelihood` (a model's figure beside the
 no-training baseline on the same blocks and draws), :class:`SnapshotReport`,
-:class:`SampleReport` and :class:`EvalReport`, the whole of ``gdds eval``. ``to_dict`` gives the
-JSON layout of ``eval.json``; ``from_dict`` reads it back (``gdds compare`` reuses saved
-evaluations)."""
+:class:`SampleReport` (with its :class:`MauveEstimate`) and :class:`EvalReport`, the whole of
+``gdds eval``. ``to_dict`` gives the JSON layout of ``eval.json``; ``from_dict`` reads it back
+(``gdds compare`` reuses saved evaluations)."""
 from __future__ import annotations
 
 import json
@@ -176,12 +176,37 @@ class SnapshotReport:
         return cls(d["metric"], d["nats_per_token"], d["tokens"])
 
 
+@dataclass(frozen=True)
+class MauveEstimate:
+    """MAUVE (:mod:`gdds.engine.evaluation.mauve_score`) of ``samples`` samples against ``references``
+    held-out texts (``metric`` names the featurizer), with its bootstrap ``standard_error``
+    (``se_method``) and the settings it ran with. An estimate of a divergence-frontier summary in
+    (0, 1], not a likelihood."""
+
+    metric: str
+    featurizer: str
+    mauve: float
+    standard_error: float
+    references: int
+    samples: int
+    num_buckets: int
+    se_method: str
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MauveEstimate:
+        return cls(**d)
+
+
 @dataclass
 class SampleReport:
     """Samples from one sampler setting (``steps``: ``None`` for ancestral sampling; nucleus
     ``top_p``, 1 for the model's own law), their entropies (nats, exact for the samples given)
     and, with a judge, their generative perplexity (the judge's record; ``more_judges``: the other
-    judges' records of the same samples)."""
+    judges' records of the same samples; ``mauve``: their MAUVE against held-out text, when asked for)."""
 
     steps: int | None
     sampler: str
@@ -192,6 +217,7 @@ class SampleReport:
     generative_perplexity: dict[str, Any] | None = None
     top_p: float = 1.0
     more_judges: list[dict[str, Any]] = field(default_factory=list)
+    mauve: MauveEstimate | None = None
 
     def judged(self) -> list[dict[str, Any]]:
         """Every judge's record of these samples, the main judge first."""
@@ -205,12 +231,15 @@ class SampleReport:
             out["generative_perplexity"] = self.generative_perplexity
         if self.more_judges:
             out["more_judges"] = self.more_judges
+        if self.mauve is not None:
+            out["mauve"] = self.mauve.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleReport:
         return cls(d["steps"], d["sampler"], d["precision"], d["unigram_entropy"], d["per_sample_entropy"],
-                   d["texts"], d.get("generative_perplexity"), d.get("top_p", 1.0), d.get("more_judges", []))
+                   d["texts"], d.get("generative_perplexity"), d.get("top_p", 1.0), d.get("more_judges", []),
+                   MauveEstimate.from_dict(d["mauve"]) if "mauve" in d else None)
 
 
 PAPER_METRIC = ("paper metric: unweighted denoising CE with the true jump mask carried into the model's output "
