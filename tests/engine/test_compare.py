@@ -256,7 +256,9 @@ def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsy
 @pytest.mark.parametrize("identifier, label", [
     ("results/decisive/ar@sha256:94457a3ea41e5c47", "ar"),
     ("smollm2:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:525467a8d340a2bb", "smollm2"),
-    ("/tmp/run", "run")])
+    ("/tmp/run", "run"),
+    ("hf:gpt2-large@sha256:0123456789abcdef", "gpt2-large"),
+    ("hf:openai-community/gpt2-large@sha256:0123456789abcdef+convention=mdlm+truncate=1024", "gpt2-large (mdlm)")])
 def test_judges_get_short_labels(identifier, label):
     assert judge_label(identifier) == label
 

@@ -331,3 +331,36 @@ def test_samples_of_a_loaded_run_use_the_function_its_bound_uses(run, sampler):
     ids, texts = generate(loaded, 2, 3, seed=0, sampler=sampler)
     assert ids.shape == (2, loaded.cfg.data.seq_len) and len(texts) == 2
     assert len(calls) == 3  # one call per step (renoise: one per step; exact: one per step, t changes)
+
+
+def test_eval_passes_the_judge_convention_and_the_sample_length_to_its_judges(run, tmp_path, monkeypatch, capsys):
+    """``--judge-convention mdlm`` reaches every judge, with MDLM's truncation at the sample length
+    (the scoring itself: tests/engine/test_judge.py)."""
+    from gdds.engine.evaluation import evaluate as evaluate_module
+
+    loads = []
+
+    class Recorder:
+        def __init__(self, spec, **options):
+            loads.append((spec, options["convention"], options["truncate"]))
+            self.name = f"{spec}+convention={options['convention']}"
+
+        def perplexity(self, texts):
+            return {"judge": self.name, "perplexity": 2.0, "nats_per_token": math.log(2.0), "tokens": 1,
+                    "texts": len(texts)}
+
+    monkeypatch.setattr(evaluate_module.Judge, "load", lambda spec, **options: Recorder(spec, **options))
+    common = ["eval", str(run), "--steps", "2", "--sequences", "2", "--sample-steps", "2", "--num-samples", "1",
+              "--profile-steps", "0", "--sample-length", "12", "--judge", "hf:org/a", "--more-judges", "smollm2"]
+    assert main([*common, "--judge-convention", "mdlm", "--out", str(tmp_path / "m")]) == 0
+    assert loads == [("hf:org/a", "mdlm", 12), ("smollm2", "mdlm", 12)]
+    report = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert report["samples"][0]["generative_perplexity"]["judge"] == "hf:org/a+convention=mdlm"
+    loads.clear()
+    assert main([*common, "--out", str(tmp_path / "g")]) == 0
+    assert loads == [("hf:org/a", "gdds", None), ("smollm2", "gdds", None)]
+    with pytest.raises(SystemExit):
+        main([*common, "--judge-convention", "sedd"])
+    assert "invalid choice: 'sedd'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown judge convention"):
+        EvalSettings(judge_convention="sedd")

@@ -278,3 +278,117 @@ def test_a_pickle_that_is_more_than_weights_is_refused_by_name_and_never_runs(tm
     with pytest.raises(CheckpointError, match=f"{state} is not a state gdds saved: it holds Python objects"):
         load_torch(state)
     assert not (tmp_path / "PWNED-judge").exists() and not (tmp_path / "PWNED-state").exists()
+
+
+# ---------------------------------------------------------------- hf:NAME and the MDLM/Duo convention
+def _cache_tiny_gpt2(cache, name, commit="0123456789abcdef0123456789abcdef01234567", n_positions=64):
+    """A tiny GPT-2 saved in the layout of the Hugging Face hub cache (snapshot + refs/main)."""
+    repo = cache / ("models--" + name.replace("/", "--"))
+    model, tokenizer = _save_tiny_gpt2(repo / "snapshots" / commit, n_positions=n_positions)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return model, tokenizer
+
+
+def test_hf_name_loads_only_from_the_local_cache(tmp_path, monkeypatch, no_network):
+    from gdds.engine.evaluation.judge_hub import JudgeNotCachedError
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    model, tokenizer = _cache_tiny_gpt2(cache, "gdds-test/tiny-judge")
+    # a local folder of the same name, holding another model, is never what hf:NAME means
+    monkeypatch.chdir(tmp_path)
+    _save_tiny_gpt2(tmp_path / "gdds-test" / "tiny-judge", n_positions=16)
+    judge = Judge.load("hf:gdds-test/tiny-judge")
+    assert judge.max_length == 64 and Judge.load("gdds-test/tiny-judge").max_length == 16
+    texts = _texts(5)
+    manual = [_manual_nll(model, [tokenizer.bos_token_id] + tokenizer.encode(t, add_special_tokens=False))
+              for t in texts]
+    result = judge.perplexity(texts)
+    assert result["tokens"] == sum(c for _, c in manual)
+    assert result["nats_per_token"] == pytest.approx(sum(n for n, _ in manual) / result["tokens"], rel=1e-5)
+    assert result["judge"].startswith("hf:gdds-test/tiny-judge@sha256:") and "+convention" not in result["judge"]
+    assert Judge.load("hf:gdds-test/tiny-judge", convention="mdlm").name == result["judge"] + "+convention=mdlm"
+
+    with pytest.raises(JudgeNotCachedError, match="hf download gdds-test/absent") as missing:
+        Judge.load("hf:gdds-test/absent")
+    assert missing.value.cache == cache and str(cache) in str(missing.value)
+    assert isinstance(missing.value, FileNotFoundError)
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))  # read when loading, not when gdds was imported
+    with pytest.raises(JudgeNotCachedError, match=str(tmp_path / "home" / "hub")):
+        Judge.load("hf:gdds-test/tiny-judge")
+    for bad in ("hf:../hub", "hf:/abs/path", "hf:a/b/c"):
+        with pytest.raises(ValueError, match="not a hub model id"):
+            Judge.load(bad)
+
+
+def _mdlm_reference(model, tokenizer, texts, context, truncate=None, group=None):
+    """MDLM's and Duo's generative perplexity written out plainly, text by text: the texts (in groups
+    of ``group``, default all) padded with EOS to their longest, chunks of ``context`` tokens, each
+    target scored from the previous position unless it is an EOS other than the chunk's first.
+    Per text (nats, count)."""
+    group = group or len(texts)
+    eos = tokenizer.eos_token_id
+    out = []
+    for g in range(0, len(texts), group):
+        rows = [tokenizer.encode(t)[:truncate] for t in texts[g:g + group]]
+        width = max(len(r) for r in rows)
+        for row in rows:
+            padded, nats, count = row + [eos] * (width - len(row)), 0.0, 0
+            for start in range(0, width, context):
+                chunk = padded[start:start + context]
+                with torch.no_grad():
+                    logp = torch.log_softmax(model(torch.tensor([chunk])).logits[0].double(), -1)
+                eos_seen = 0
+                for j, token in enumerate(chunk):
+                    eos_seen += token == eos
+                    if j > 0 and (token != eos or eos_seen == 1):
+                        nats -= float(logp[j - 1, token])
+                        count += 1
+            out.append((nats, count))
+    return out
+
+
+def test_mdlm_convention_matches_a_direct_computation(tmp_path):
+    model, tokenizer = _save_tiny_gpt2(tmp_path, n_positions=16)
+    texts = _texts(11, seed=3, lo=2, hi=40)
+    texts[2] += " <|endoftext|> and the <|endoftext|> of the man"  # a second EOS: text after it is scored
+    texts[9] = "<|endoftext|> " + texts[9]
+    texts[6] += " the man" * 30  # the longest
+    eos = tokenizer.eos_token_id
+    assert tokenizer.encode(texts[2]).count(eos) == 2 and tokenizer.encode(texts[9])[0] == eos
+    assert max(len(tokenizer.encode(t)) for t in texts) > 2 * 16  # several chunks of the context
+    # a shorter text's first pad (EOS) is scored: texts scored together differ from texts alone
+    together, alone = (_mdlm_reference(model, tokenizer, texts, 16, group=g) for g in (None, 1))
+    assert [c for _, c in together] != [c for _, c in alone]
+
+    for truncate in (None, 20):
+        judge = Judge.load(str(tmp_path), convention="mdlm", truncate=truncate)
+        assert judge.max_length == 16
+        reference = _mdlm_reference(model, tokenizer, texts, 16, truncate)
+        for batch_size in (1, 3, 8):
+            nats, counts = judge.nll_per_text(texts, batch_size=batch_size)
+            assert counts == [c for _, c in reference]
+            assert nats == pytest.approx([n for n, _ in reference], rel=1e-5, abs=1e-4)
+        result = judge.perplexity(texts)
+        total = sum(n for n, _ in reference) / sum(c for _, c in reference)
+        assert result["perplexity"] == pytest.approx(math.exp(total), rel=1e-5)
+        assert result["judge"].endswith("+convention=mdlm" + ("" if truncate is None else f"+truncate={truncate}"))
+    # the conventions differ: gdds scores every text token after its prefix, MDLM/Duo not the first of a chunk
+    gdds = Judge.load(str(tmp_path))
+    assert gdds.nll(texts)[1] != judge.nll(texts)[1] and "+convention" not in gdds.name
+
+
+def test_convention_options(tmp_path):
+    _save_tiny_gpt2(tmp_path)
+    with pytest.raises(ValueError, match="unknown judge convention"):
+        Judge.load(str(tmp_path), convention="sedd")
+    for option in ({"stride": 4}, {"prefix": None}):
+        with pytest.raises(ValueError, match="gdds judge convention"):
+            Judge.load(str(tmp_path), convention="mdlm", **option)
+    texts = _texts(6, lo=3, hi=12)
+    judge = Judge.load(str(tmp_path), truncate=5)  # gdds's convention: the prefix and the first 5 tokens
+    assert judge.nll(texts)[1] == sum(min(len(t.split()), 5) for t in texts) and judge.name.endswith("+truncate=5")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.evaluation.compare import Comparison
+from ..engine.evaluation.judge_conventions import CONVENTION_TAG
+from ..engine.evaluation.judge_hub import HF_PREFIX
 from ..engine.evaluation.paired import ALPHA, LEVEL, MIN_SEEDS
 from ..engine.evaluation.reports import EvalReport, SampleReport
 from ..files import write_text_atomically
@@ -17,9 +19,14 @@ from .render import new_figure, save_png
 
 def judge_label(judge: str) -> str:
     """A judge's short name for column heads and axes (``results/x/ar@sha256:94..`` -> ``ar``,
-    ``smollm2:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:52..`` -> ``smollm2``); the legend of
-    ``compare.md`` gives the full identifiers."""
-    return Path(judge).name.split("@")[0].split(":")[0]
+    ``smollm2:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:52..`` -> ``smollm2``,
+    ``hf:gpt2-large@sha256:..+convention=mdlm`` -> ``gpt2-large (mdlm)``: a convention other than
+    gdds's stays in the label, its numbers are not comparable); the legend of ``compare.md`` gives the
+    full identifiers."""
+    head, _, tail = judge.partition("@")
+    short = Path(head.removeprefix(HF_PREFIX)).name.split(":")[0]
+    convention = tail.partition(CONVENTION_TAG)[2].split("+")[0]
+    return f"{short} ({convention})" if convention else short
 
 
 def compare_figure(result: Comparison) -> Any:

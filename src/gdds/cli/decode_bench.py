@@ -60,7 +60,7 @@ def add_decode_bench(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=unit_interval("each nucleus top-p"), nargs="+", default=list(defaults.top_p),
                    metavar="P", help="the nucleus sweep (must hold 1, the timed call)")
     p.add_argument("--judge", nargs="*", default=[], metavar="JUDGE",
-                   help="judges of generative perplexity: an AR run folder, smollm2, a path or a cached name")
+                   help="judges of generative perplexity: an AR run folder, smollm2, hf:NAME (HF cache only), a path")
     p.add_argument("--sequences", type=int, default=defaults.sequences, help="validation blocks of each bound")
     p.add_argument("--all-terms", action="store_true", help="every term of each bound (T network calls per block)")
     p.add_argument("--reference-steps", type=int, default=None,

@@ -19,6 +19,7 @@ from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
 from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
+from ..engine.evaluation.judge_conventions import CONVENTIONS
 from ..engine.evaluation.mauve_score import MauveSettings
 from ..engine.evaluation.reports import KLProfile
 from ..engine.model_folder import open_model
@@ -30,6 +31,9 @@ from .render import eval_markdown, write_eval
 # `gdds sample --steps` above this is refused: each step is a network call on every sequence, and the
 # time grid is held in memory (the paper samples with at most a few thousand).
 MAX_SAMPLE_STEPS = 100_000
+JUDGE_HELP = ("judge LM of generative perplexity: 'smollm2' (offline default judge), hf:NAME (a causal LM in the "
+              "local Hugging Face cache only, e.g. hf:gpt2-large, the judge of MDLM, Duo, SEDD; never downloaded), "
+              "a .gguf file, a local model folder or an AR run folder")
 
 
 DECODING = tuple(f.name for f in dataclasses.fields(Decoding))
@@ -121,7 +125,13 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                    help="nucleus settings to sample with (1: the model's own law; a sweep such as 1 0.95 0.9 0.8 "
                         "traces generative perplexity against entropy)")
     p.add_argument("--more-judges", nargs="*", default=list(defaults.more_judges), metavar="JUDGE",
-                   help="other judges scoring the same samples (e.g. smollm2)")
+                   help="other judges scoring the same samples (e.g. smollm2 hf:gpt2-large)")
+    p.add_argument("--judge-convention", choices=CONVENTIONS, default=defaults.judge_convention,
+                   help="how the judges turn samples into scored tokens: 'gdds' (default: a prefix token, every "
+                        "token scored, sliding window) or 'mdlm' (MDLM's and Duo's: their tokenizer call, "
+                        "truncation to the sample length, chunks of the judge's context, first token unscored, "
+                        "padding within groups of 8). Numbers under different judges or conventions are not "
+                        "comparable; the judge's label names both")
     p.add_argument("--zero-shot", nargs="*", default=list(defaults.zero_shot), metavar="CORPUS",
                    help="e.g. kjv wikipedia (end the list with -- before overrides)")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -163,7 +173,8 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
                             all_terms=args.all_terms, importance_terms=args.importance_terms,
                             top_p=tuple(args.sample_top_p), more_judges=tuple(args.more_judges),
                             mauve=MauveSettings(featurizer=args.mauve_featurizer, references=args.mauve_references,
-                                                resamples=args.mauve_resamples) if args.mauve else None)
+                                                resamples=args.mauve_resamples) if args.mauve else None,
+                            judge_convention=args.judge_convention)
     except ValueError as exc:
         args.parser.error(str(exc))
 
@@ -310,7 +321,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     add_eval_options(p, EvalSettings())
     p.add_argument("--sample-length", type=int, default=None, help="tokens per sample (default: the training length)")
-    p.add_argument("--judge", default=None, help="judge LM: 'smollm2' (offline), a local path or a cached HF name")
+    p.add_argument("--judge", default=None, help=JUDGE_HELP)
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/eval)")
     add_device_option(p)
     p.set_defaults(run=run_eval, parser=p)

