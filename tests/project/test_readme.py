@@ -13,7 +13,8 @@ README = ROOT / "README.md"
 # Pages whose python blocks continue the README's namespace, in the order they run.
 CONTINUED_IN = (ROOT / "docs" / "sampling.md",)
 # Pages whose python blocks a test of their own runs.
-OWN_TEST = {ROOT / "docs" / "model-folders.md": "tests/engine/test_hf_modeling.py"}
+OWN_TEST = {ROOT / "docs" / "model-folders.md": "tests/engine/test_hf_modeling.py",
+            ROOT / "docs" / "lm-eval.md": "tests/engine/test_lm_eval_model.py"}
 
 
 def python_blocks(page: Path = README) -> list[str]:

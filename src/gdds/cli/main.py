@@ -23,6 +23,7 @@ from ..version import __version__
 from .data import add_prepare
 from .decode_bench import add_decode_bench
 from .evaluation import add_eval, add_sample
+from .lm_eval import add_lm_eval
 from .tools import add_export, add_nll_gap, add_noise
 from .training import add_compare, add_train
 
@@ -30,7 +31,7 @@ DEBUG_ENV = "GDDS_DEBUG"
 # Errors whose message says what to fix (the others are shown with their type).
 EXPECTED = (ImportError, CheckpointError, ConfigError, NotGenerative, OSError, ValueError, TimeoutError)
 COMMANDS = (add_noise, add_prepare, add_train, add_sample, add_eval, add_export, add_compare, add_decode_bench,
-            add_nll_gap)
+            add_nll_gap, add_lm_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,11 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gdds`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_through", False):  # only gdds lm-eval hands arguments on
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.passed_through = extra
     args.command_line = " ".join(["gdds", *(sys.argv[1:] if argv is None else argv)])
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     shown = warnings.formatwarning

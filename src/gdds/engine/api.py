@@ -168,32 +168,50 @@ class Model:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("nll_bound needs a text or a non-empty list of texts (str)")
-        tok, length, loaded = self.tokenizer, self.length, self.loaded
+        tok, length = self.tokenizer, self.length
         pieces = []
         for i, text in enumerate(texts):
             ids = tok.encode_exact(text, "the text" if len(texts) == 1 else f"text {i} (from 0)")
             if not ids:
                 raise ValueError("an empty text has nothing to score")
             pieces += [ids[a:a + length - 2] for a in range(0, len(ids), length - 2)]
+        x0, keep = self.padded(pieces)
+        tokens, characters = int(keep.sum()), sum(len(t) for t in texts)
+        totals = self.bound_totals(x0, keep, steps, draws, seed).sum(1)
+        mean, se = float(totals.mean()), float(totals.std(unbiased=True)) / math.sqrt(draws)
+        return Score(self.bound_label(steps), mean / tokens, se / tokens, mean / characters / math.log(2), tokens,
+                     characters, len(texts))
+
+    def padded(self, pieces: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``[BOS] piece [EOS]`` padded to the model's length (each piece at most ``length - 2`` ids)
+        and the mask of what ``nll_bound`` scores in them: True on BOS, the piece and EOS, False on padding."""
+        tok, length = self.tokenizer, self.length
+        if not pieces or any(len(p) > length - 2 for p in pieces):
+            raise ValueError(f"padded needs pieces of at most {length - 2} ids (the length less BOS and EOS)")
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
         array = TokenArray(np.concatenate([np.asarray(p, dtype=np.int64) for p in pieces]), offsets, "texts")
         blocks = PaddedSentences(array, length, tok.bos_id, tok.eos_id, tok.pad_id)
         rows = np.arange(len(blocks))
-        keep = blocks.mask(rows)
-        x0 = blocks.batch(rows)
-        tokens = int(keep.sum())
+        return blocks.batch(rows), blocks.mask(rows)
+
+    def bound_label(self, steps: int) -> str:
+        """What :meth:`bound_totals` gives: the ``steps``-step bound's label, or the exact NLL's."""
+        return self.loaded.method.label if self.loaded.method.exact_likelihood else BOUND_METRIC.format(steps=steps)
+
+    @torch.no_grad()
+    def bound_totals(self, x0: torch.Tensor, keep: torch.Tensor, steps: int, draws: int, seed: int,
+                     batch_size: int = 8) -> torch.Tensor:
+        """``[draws, B]`` float64 nats on the CPU: ``draws`` independent estimates of the ``steps``-step upper
+        bound on ``-log p`` of the kept tokens of each row given the others (held clean in every ``x_t``), each
+        an unbiased estimate of the bound; all from one generator seeded ``seed``, draw after draw, ``batch_size``
+        rows per call (so the same rows, seed and batch size give the same numbers). An autoregressive model's
+        exact NLL of the kept tokens given the ones before (every draw the same)."""
+        loaded = self.loaded
         if loaded.method.exact_likelihood:
-            model = loaded.run.model
-            totals = torch.full((draws,), float(model.nll(x0.to(loaded.device), keep.to(loaded.device)).sum()))
-            metric = loaded.method.label
-        else:
-            gen = torch.Generator(device=loaded.device).manual_seed(seed)
-            denoiser = self.denoiser
-            totals = torch.stack([sum(nll_bound(self.process, denoiser, x0[a:a + 8], steps=steps, generator=gen,
-                                                keep=keep[a:a + 8]).sum() for a in range(0, len(rows), 8))
-                                  for _ in range(draws)]).double().cpu()
-            metric = BOUND_METRIC.format(steps=steps)
-        mean = float(totals.mean())
-        se = float(totals.std(unbiased=True)) / math.sqrt(draws) / tokens
-        return Score(metric, mean / tokens, se, mean / sum(len(t) for t in texts) / math.log(2), tokens,
-                     sum(len(t) for t in texts), len(texts))
+            nll = loaded.run.model.nll(x0.to(loaded.device), keep.to(loaded.device)).double().cpu()
+            return nll.expand(draws, -1).clone()
+        gen = torch.Generator(device=loaded.device).manual_seed(seed)
+        denoiser = self.denoiser
+        return torch.stack([torch.cat([nll_bound(self.process, denoiser, x0[a:a + batch_size], steps=steps,
+                                                 generator=gen, keep=keep[a:a + batch_size]).double().cpu()
+                                       for a in range(0, len(x0), batch_size)]) for _ in range(draws)])
