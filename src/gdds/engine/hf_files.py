@@ -1,10 +1,10 @@
 """The files of a model folder that ``transformers`` reads (:func:`transformers_files`): the
 configuration class and modeling code copied from the templates in ``engine/hf_modeling/``, so that
-``AutoModel.from_pretrained(folder, trust_remote_code=True)`` gives the denoiser, and
-``tokenizer_config.json``, so that ``AutoTokenizer.from_pretrained(folder)`` reads ``tokenizer.json``
-as a ``PreTrainedTokenizerFast`` with gdds's ids and special tokens. Only the bidirectional DiT
-denoiser has modeling code; block diffusion (``BlockDiT``), the autoregressive baseline and the
-two-stream network load through ``gdds.load`` only (:func:`automodel_refusal` says why).
+``AutoModel.from_pretrained(folder, trust_remote_code=True)`` gives the network (:data:`MODELING`: the DiT
+denoiser, block diffusion's ``BlockDiT``, the autoregressive ``CausalLM``, also as ``AutoModelForCausalLM``,
+and the two-stream network), and ``tokenizer_config.json``, so that ``AutoTokenizer.from_pretrained(folder)``
+reads ``tokenizer.json`` as a ``PreTrainedTokenizerFast`` with gdds's ids and special tokens (every network
+gdds trains has modeling code: ``tests/engine/test_hf_modeling.py`` holds :data:`MODELING` to the methods).
 :func:`push_folder` uploads a model folder to the Hub (``gdds export --push REPO``)."""
 from __future__ import annotations
 
@@ -18,23 +18,24 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ..data import CompactTokenizer, TextTokenizer
-from ..models import DiT
+from ..models import BlockDiT, CausalLM, DiT, TwoStream
 from .build import LoadedRun
 
-TEMPLATES = ("configuration_gdds.py", "modeling_gdds.py")
+TEMPLATES = ("configuration_gdds.py", "layers_gdds.py", "modeling_gdds.py")
 TOKENIZER_CONFIG = "tokenizer_config.json"
-AUTO_MAP = {"AutoConfig": "configuration_gdds.GddsConfig", "AutoModel": "modeling_gdds.GddsModel"}
+# gdds's network class -> the auto classes of config.json's auto_map, its modeling and configuration classes
+MODELING: dict[type, tuple[tuple[str, ...], str, str]] = {
+    DiT: (("AutoModel",), "GddsModel", "GddsConfig"),
+    BlockDiT: (("AutoModel",), "GddsBlockModel", "GddsBlockConfig"),
+    CausalLM: (("AutoModel", "AutoModelForCausalLM"), "GddsCausalLM", "GddsCausalLMConfig"),
+    TwoStream: (("AutoModel",), "GddsTwoStreamModel", "GddsTwoStreamConfig"),
+}
 
 
-def automodel_refusal(loaded: LoadedRun) -> str | None:
-    """Why the network of ``loaded`` has no ``transformers`` modeling code, or ``None`` when it has."""
-    model = loaded.run.model
-    if type(model) is not DiT:
-        return (f"the {type(model).__name__} network (method {loaded.cfg.method}) has no transformers modeling code "
-                "yet: only the bidirectional DiT denoiser does; load it with gdds.load")
-    if model.config.causal:
-        return "a causal network has no transformers modeling code yet; load it with gdds.load"
-    return None
+def auto_map(network: type) -> dict[str, str]:
+    """``config.json``'s ``auto_map`` for gdds's network class ``network`` (one of :data:`MODELING`)."""
+    autos, model, config = MODELING[network]
+    return {"AutoConfig": f"configuration_gdds.{config}", **dict.fromkeys(autos, f"modeling_gdds.{model}")}
 
 
 def folder_tokenizer(tok: TextTokenizer) -> Tokenizer:
@@ -59,22 +60,22 @@ def _special_tokens(loaded: LoadedRun) -> dict[str, str]:
 
 def transformers_files(loaded: LoadedRun, folder: Path) -> dict[str, Any]:
     """Write the ``transformers`` files of ``loaded`` into ``folder``; return the entries they add to
-    ``config.json`` (``auto_map``, ``model_type``, ``parametrization``, or ``automodel: null`` and the reason)."""
+    ``config.json`` (``auto_map``, ``model_type``, ``architectures``, ``network``, ``block_size``,
+    ``parametrization``, ``compact_full_ids``)."""
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": loaded.cfg.data.seq_len,
               "clean_up_tokenization_spaces": False, **_special_tokens(loaded)}
     (folder / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=1))
-    entries: dict[str, Any] = {"parametrization": loaded.method.parametrization}
+    network = type(loaded.run.model)
+    entries: dict[str, Any] = {"parametrization": loaded.method.parametrization, "network": network.__name__,
+                               "block_size": loaded.method.block_size}
     tok = loaded.run.data.tokenizer
     if isinstance(tok, CompactTokenizer):
         entries["compact_full_ids"] = [int(i) for i in tok.vocab.full_ids]
-    refusal = automodel_refusal(loaded)
-    if refusal is not None:
-        return {**entries, "automodel": None, "automodel_refusal": refusal}
     templates = resources.files("gdds.engine.hf_modeling")
     for name in TEMPLATES:
         with resources.as_file(templates / name) as path:
             shutil.copyfile(path, folder / name)
-    return {**entries, "model_type": "gdds", "auto_map": AUTO_MAP, "architectures": ["GddsModel"]}
+    return {**entries, "model_type": "gdds", "auto_map": auto_map(network), "architectures": [MODELING[network][1]]}
 
 
 class PushError(RuntimeError):

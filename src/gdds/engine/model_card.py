@@ -10,7 +10,16 @@ from typing import Any
 
 from ..version import __version__
 from .build import LoadedRun
-from .hf_files import automodel_refusal
+from .hf_files import MODELING
+
+# gdds's network -> the auto class the card loads it with, and its call on model ids ``x``
+USAGE = {
+    "DiT": ("AutoModel", "logits = model(x, t=0.5)  # x = x_t at time t: logits of the clean token at every position"),
+    "BlockDiT": ("AutoModel", "logits = model(x, t=0.5, x0=x)  # x_t, t (or [B, n_blocks]), x0: the clean sequence"),
+    "CausalLM": ("AutoModelForCausalLM", "logits = model(x).logits  # row i predicts token i + 1 "
+                 "(model.gdds_logits(x): gdds's, row i predicts token i)"),
+    "TwoStream": ("AutoModel", "logits = model.snapshot(x, t=0.5)  # the denoiser; forward: pieces and queries"),
+}
 
 
 def _json(path: Path) -> Any:
@@ -53,7 +62,9 @@ def model_card(loaded: LoadedRun, run_dir: Path) -> str:
         "## Model", "",
         f"- method: `{cfg.method}`, parametrization `{loaded.method.parametrization}`",
         f"- forward process: {process}",
-        f"- network: {arch.layers} layers, width {arch.width}, {arch.heads} heads, {params:,} parameters; "
+        f"- network: `{type(run.model).__name__}`"
+        + ("" if loaded.method.block_size is None else f" (blocks of {loaded.method.block_size} tokens)")
+        + f", {arch.layers} layers, width {arch.width}, {arch.heads} heads, {params:,} parameters; "
         f"{loaded.weights} weights",
         "", "## Training", "", *_training(loaded, run_dir), "", "## Evaluation", "",
         evaluation.read_text(encoding="utf-8").strip() if evaluation.is_file() else
@@ -69,15 +80,15 @@ def model_card(loaded: LoadedRun, run_dir: Path) -> str:
 
 
 def _transformers(loaded: LoadedRun) -> list[str]:
-    """How to load the denoiser with ``transformers`` (or why it cannot be)."""
-    refusal = automodel_refusal(loaded)
-    if refusal is not None:
-        return [f"With `transformers`: {refusal}.", ""]
-    return ["With `transformers` (without gdds; the logits of the clean token given `x_t` and `t`, whose process "
-            "and parametrization `modeling_gdds.py` and `config.json` state):", "",
-            "```python", "from transformers import AutoModel, AutoTokenizer",
-            "model = AutoModel.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
+    """How to load the network with ``transformers``: its class and one call of it."""
+    network = type(loaded.run.model).__name__
+    auto, call = USAGE[network]
+    meaning = ("exact next-token logits" if loaded.run.process is None else
+               "logits to read with the forward process and parametrization above")
+    return [f"With `transformers`, without gdds: the `{network}` network as `{MODELING[type(loaded.run.model)][1]}` "
+            f"({meaning}; `modeling_gdds.py` says what they mean):", "",
+            "```python", f"from transformers import {auto}, AutoTokenizer",
+            f"model = {auto}.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
             "tok = AutoTokenizer.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)  # config.json's auto_map",
-            "ids = tok(\"To be\", return_tensors=\"pt\").input_ids",
-            "logits = model(model.model_ids(ids), t=0.5)  # model_ids: the identity unless the vocabulary is compact",
-            "```", ""]
+            "x = model.model_ids(tok(\"To be\", return_tensors=\"pt\").input_ids)  # the same ids unless compact",
+            call, "```", ""]

@@ -10,7 +10,8 @@ repository, and loaded back without the corpus it was trained on.
     tokenizer.json         the base tokenizer for ``tokenizers`` / ``transformers`` (no special tokens added)
     tokenizer_config.json  what ``transformers.AutoTokenizer`` needs to read tokenizer.json
     configuration_gdds.py  ``transformers`` code (``auto_map`` in config.json): ``AutoModel.from_pretrained(
-    modeling_gdds.py       folder, trust_remote_code=True)`` is the denoiser (the DiT only: gdds.engine.hf_files)
+    layers_gdds.py         folder, trust_remote_code=True)`` is the network, whichever gdds trained
+    modeling_gdds.py       (gdds.engine.hf_files)
     compact_vocab.json     when the model uses a compact vocabulary: model id -> tokenizer.json id
     gdds_tokenizer/        the tokenizer as gdds stores it (exact reload, identity checked)
     kernel.safetensors     the kernel's data that the configuration cannot rebuild (embeddings)
