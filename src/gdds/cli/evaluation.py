@@ -18,7 +18,8 @@ from ..data import UnknownTextError
 from ..engine.build import LoadedRun
 from ..engine.config import ConfigError
 from ..engine.distributed import resolve_device
-from ..engine.evaluation.evaluate import EvalSettings, evaluate, generate
+from ..engine.evaluation.evaluate import EvalSettings, evaluate
+from ..engine.evaluation.generation import generate
 from ..engine.evaluation.judge_conventions import CONVENTIONS
 from ..engine.evaluation.mauve_score import MauveSettings
 from ..engine.evaluation.reports import KLProfile

@@ -32,7 +32,8 @@ from ..likelihood import nll_bound
 from ..process import ForwardProcess
 from ..sampling import Denoiser
 from .build import LoadedRun
-from .evaluation.evaluate import BOUND_METRIC, generate
+from .evaluation.evaluate import BOUND_METRIC
+from .evaluation.generation import generate
 from .model_folder import export_model, is_model_folder, open_model
 
 

@@ -43,7 +43,7 @@ from lm_eval.api.registry import register_model
 
 from ...files import write_text_atomically
 from ..api import Model
-from .evaluate import generate
+from .generation import generate
 
 LOG = logging.getLogger(__name__)
 NOTE = ("gdds: every log-likelihood given to lm-eval is a LOWER BOUND ({label}, mean of {draws} draws): "
