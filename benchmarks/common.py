@@ -22,10 +22,13 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    """``fn()`` and its wall-clock duration in seconds."""
+def timed(fn: Callable[[], T], device: str = "cpu") -> tuple[T, float]:
+    """``fn()`` and its wall-clock duration in seconds; on ``device="cuda"`` the GPU work queued before
+    the call is waited for first and the call's own work is included."""
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
+    synchronize(device)
     return out, time.perf_counter() - start
 
 

@@ -15,6 +15,12 @@ Sections (each runs on its own; an error is recorded in its entry and the others
   m = 50,257, B = 16, L = 1,024 with a freshly initialised ``small`` DiT: time outside the
   network over time inside it (mask and uniform: at most 1; semantic: at most 3), and one
   ``T = 128`` bound estimate per sequence.
+- ``decoding``: the decoding table's speed columns on a GPU: tokens/s and network calls per token of every
+  registered sampler that draws from a denoiser (``gdds.samplers.SAMPLERS``; those of the mask kernel
+  included) under the mask kernel at m = 50,257, with a freshly initialised ``small`` DiT under bf16
+  autocast, B = 4, L = 1,024, 64 steps, after a warm-up call of 2 steps; measured as ``gdds decode-bench``
+  measures them (its call counter; one call denoises the batch). The block sampler is
+  ``benchmarks/block_generation.py``'s; the others are listed with the reason they are not timed here.
 - ``determinism``: two training steps of the micro configuration with
   ``train.deterministic=true`` run twice: equal losses, or the clear error it gives.
 
@@ -39,8 +45,9 @@ from typing import Any
 import torch
 
 import gdds
-from common import machine_info, synchronize, versions, write_json
+from common import machine_info, synchronize, timed, versions, write_json
 from gdds.kernels import SemanticKNN, SemanticSettings, Uniform, cached_knn_graph
+from gdds.samplers import DENOISER, SAMPLERS, Sampler
 
 REFERENCE = {"semantic_per_jump_tokens_per_s": 4.9e6, "uniform_closed_tokens_per_s": 909e6,
              "train_small_tokens_per_s": 168e3, "train_small_peak_gib": 41.7}
@@ -60,18 +67,21 @@ class Sizes:
     sample_L: int
     bound_steps: int
     repeats: int
+    decode_B: int
+    decode_L: int
+    decode_steps: int
 
 
 FULL = Sizes(m=50_257, d=768, k=64, noise_B=64, noise_L=1024,
              train_overrides=("data.seq_len=1024", "train.batch_size=32", "train.precision=bf16",
                               "train.compile=true"),
-             sample_B=16, sample_L=1024, bound_steps=128, repeats=5)
+             sample_B=16, sample_L=1024, bound_steps=128, repeats=5, decode_B=4, decode_L=1024, decode_steps=64)
 DRY = Sizes(m=600, d=16, k=8, noise_B=2, noise_L=32,  # m > 512: the operators of full size, not the dense path
             train_overrides=("data.tokenizer=char", "data.compact_vocab=false", "data.seq_len=32",
                              "model.preset=tiny", "model.layers=2", "model.width=64", "model.heads=2",
                              "model.cond_width=32", "train.batch_size=4", "process.embedding_dim=8",
                              "train.compile=false"),
-            sample_B=1, sample_L=8, bound_steps=2, repeats=2)
+            sample_B=1, sample_L=8, bound_steps=2, repeats=2, decode_B=1, decode_L=8, decode_steps=2)
 
 
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> float:
@@ -188,17 +198,36 @@ def train(sizes: Sizes, device: torch.device, dry: bool) -> dict[str, Any]:
                                             and peak <= REFERENCE["train_small_peak_gib"])}
 
 
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fresh_dit(sizes: Sizes, length: int, device: torch.device, dry: bool) -> torch.nn.Module:
+    """A freshly initialised DiT (``small``; ``tiny`` in a dry run) at ``sizes.m`` tokens, in eval mode."""
+    from gdds.models import DiT, DiTConfig
+
+    return DiT(DiTConfig.preset("tiny" if dry else "small", sizes.m, max_len=length)).to(device).eval()
+
+
+def autocast_denoiser(net: torch.nn.Module, device: torch.device) -> Denoiser:
+    """``net`` as a denoiser ``(x_t, t) -> float32 logits``, under bf16 autocast on a GPU (as a loaded run's)."""
+
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return net(x, t.float()).float()
+
+    return call
+
+
 class Timed:
-    """A denoiser that records the wall time spent inside it."""
+    """A denoiser that records the wall time spent inside it (waiting for the GPU before and after each call)."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device):
-        self.net, self.device, self.inside = net, device, 0.0
+        self.net, self.device, self.inside = autocast_denoiser(net, device), device, 0.0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         synchronize(self.device.type)
         tic = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.net(x, t.float()).float()
+        out = self.net(x, t)
         synchronize(self.device.type)
         self.inside += time.perf_counter() - tic
         return out
@@ -210,10 +239,8 @@ def sampler(kernel: str) -> Callable[[Sizes, torch.device, bool], dict[str, Any]
 
     def section(sizes: Sizes, device: torch.device, dry: bool) -> dict[str, Any]:
         from gdds.kernels import Mask
-        from gdds.models import DiT, DiTConfig
 
-        config = DiTConfig.preset("tiny" if dry else "small", sizes.m, max_len=sizes.sample_L)
-        net = DiT(config).to(device).eval()
+        net = fresh_dit(sizes, sizes.sample_L, device, dry)
         schedule = gdds.LogLinear(1e-3)
         process = {"mask": lambda: gdds.ForwardProcess(schedule, Mask(sizes.m, sizes.m - 1)).to(device),
                    "uniform": lambda: gdds.ForwardProcess(schedule, Uniform(sizes.m)).to(device),
@@ -239,6 +266,43 @@ def sampler(kernel: str) -> Callable[[Sizes, torch.device, bool], dict[str, Any]
     return section
 
 
+def time_sampler(entry: Sampler, process: gdds.ForwardProcess, denoiser: Denoiser, sizes: Sizes,
+                 device: torch.device) -> dict[str, Any]:
+    """One registered sampler's tokens/s and network calls per token (``gdds decode-bench``'s measures), timed
+    after a warm-up call of 2 steps."""
+    from gdds.engine.evaluation.decoding import CallCounter
+
+    B, L, counter = sizes.decode_B, sizes.decode_L, CallCounter()
+
+    def draw(steps: int, den: Denoiser) -> torch.Tensor:
+        gen = torch.Generator(device=device).manual_seed(3)
+        return entry.draw(process, den, B, L, steps=steps, generator=gen)
+
+    draw(2, denoiser)  # warm-up: kernels, allocator
+    _, seconds = timed(lambda: draw(sizes.decode_steps, counter.wrap(denoiser)), device.type)
+    return {"label": entry.label, "exact": entry.exact, "seconds": seconds, "tokens_per_s": B * L / seconds,
+            "network_calls": counter.calls, "network_calls_per_token": counter.calls / L}
+
+
+def decoding(sizes: Sizes, device: torch.device, dry: bool) -> dict[str, Any]:
+    from gdds.kernels import Mask
+
+    denoiser = autocast_denoiser(fresh_dit(sizes, sizes.decode_L, device, dry), device)
+    process = gdds.ForwardProcess(gdds.LogLinear(1e-3), Mask(sizes.m, sizes.m - 1)).to(device)
+    rows, skipped = {}, {}
+    for name, entry in SAMPLERS.items():
+        if entry.source == DENOISER and entry.applies(process):
+            rows[name] = time_sampler(entry, process, denoiser, sizes, device)
+        else:
+            skipped[name] = ("benchmarks/block_generation.py" if name == "blocks" else
+                             f"draws from a {entry.source} model, not a DiT denoiser" if entry.source != DENOISER
+                             else "does not apply to the mask kernel")
+    return {"settings": {"m": sizes.m, "kernel": "mask", "B": sizes.decode_B, "L": sizes.decode_L,
+                         "steps": sizes.decode_steps, "network": "tiny" if dry else "small",
+                         "precision": "fp32" if dry else "bf16 autocast"},
+            "samplers": rows, "skipped": skipped}
+
+
 def determinism(sizes: Sizes, device: torch.device, dry: bool) -> dict[str, Any]:
     from gdds.engine.config import ConfigError, load_config
     from gdds.engine.train import train as train_run
@@ -256,7 +320,7 @@ def determinism(sizes: Sizes, device: torch.device, dry: bool) -> dict[str, Any]
 
 
 SECTIONS = {"noising": noising, "train": train, "determinism": determinism, "sampler_mask": sampler("mask"),
-            "sampler_uniform": sampler("uniform"), "sampler_semantic": sampler("semantic")}
+            "sampler_uniform": sampler("uniform"), "sampler_semantic": sampler("semantic"), "decoding": decoding}
 
 
 def main(argv: list[str] | None = None) -> int:

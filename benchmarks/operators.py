@@ -30,11 +30,16 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
   Bayes-unigram baseline on ``ALL_TERMS_BLOCKS`` blocks of 128 tokens, scaled to the 32 blocks of an
   evaluation (the issue's target: one hour on 2 cores).
 
+``--device cuda`` runs the same measurements on a GPU (``benchmarks/gpu_suite.sh``): the inputs are drawn on
+the CPU with the same seeds, then moved, and every timer waits for the GPU's queued work. ``--dry-run``
+measures one tiny vocabulary (``m = 600``) in seconds, no ``all_terms`` (the GPU suite's dry run).
+
 The last line printed is one JSON object, ``{"results": [{"m", "speedup_term_t1", "speedup_step_t1",
 "max_tv"}, ...]}``; everything goes to ``DIR/operators.json`` (default ``results/bench``) with the
-machine, versions and settings. Run it alone (two CPU-heavy jobs on 2 cores distort each other)::
+machine, versions and settings, rewritten after each measurement (a run stopped by a time limit keeps
+what it measured). Run it alone (two CPU-heavy jobs on 2 cores distort each other)::
 
-    python benchmarks/operators.py [--out DIR] [--quick] [--b 0.2]
+    python benchmarks/operators.py [--out DIR] [--quick | --dry-run] [--b 0.2] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -42,7 +47,6 @@ import argparse
 import json
 import math
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +55,11 @@ import torch
 from torch import Tensor
 
 import gdds
-from common import machine_info, versions, write_json
+from common import command_line, machine_info, timed, versions, write_json
 from gdds import OperatorSettings
 from gdds.baseline import bayes_unigram
 from gdds.categorical import one_hot_columns
-from gdds.kernels import SemanticKNN, SemanticSettings
+from gdds.kernels import SemanticKNN, SemanticSettings, cached_knn_graph
 from gdds.likelihood import nll_bound, prior_kl
 from gdds.objectives.parametrization import forward_cross_entropy, surrogate_cross_entropy
 from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step_probs
@@ -78,14 +82,18 @@ class Size:
 FULL = (Size(12_590, 8, 128, 16), Size(50_257, 8, 128, 4))
 ALL_TERMS_BLOCKS = 8
 QUICK = (Size(12_590, 1, 64, 2), Size(50_257, 1, 16, 1))
+DRY = (Size(600, 1, 16, 1),)
 TRAIN_SMALL = Size(89, 0, 0, 16)
 
 
-def process_of(m: int, b: float, cache: Path) -> gdds.ForwardProcess:
-    """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``)."""
+def process_of(m: int, b: float, cache: Path, device: str) -> gdds.ForwardProcess:
+    """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``), on the CPU (its kNN
+    graph is found on ``device``): the inputs are drawn there, then everything moves to ``device``."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(m, 64 if m > 1000 else 16, generator=torch.Generator().manual_seed(SEED))
-    kernel = SemanticKNN(emb, SemanticSettings(k=min(64, m - 2), b=b), schedule=sched, cache_dir=cache, progress=False)
+    settings = SemanticSettings(k=min(64, m - 2), b=b)
+    cached_knn_graph(emb, settings.k, cache_dir=cache, progress=False, device=torch.device(device))
+    kernel = SemanticKNN(emb, settings, schedule=sched, cache_dir=cache, progress=False)
     return gdds.ForwardProcess(sched, kernel)
 
 
@@ -93,12 +101,6 @@ def text_like(m: int, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
     """Clean tokens drawn as text's are, roughly: ``p(rank) ~ rank^-1.1``."""
     weights = torch.arange(1, m + 1, dtype=torch.float64) ** -1.1
     return torch.multinomial(weights, math.prod(shape), replacement=True, generator=g).view(shape)
-
-
-def timed(fn: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def kl_rows(q: Tensor, p: Tensor) -> Tensor:
@@ -131,30 +133,30 @@ def tv(a: Tensor, b: Tensor) -> float:
     return float(0.5 * (a - b).abs().sum(-1).max())
 
 
-def measure_size(size: Size, b: float, cache: Path) -> dict[str, Any]:
+def measure_size(size: Size, b: float, cache: Path, device: str) -> dict[str, Any]:
     """Step, term, accuracy and prior rows at one vocabulary."""
-    process, build = timed(lambda: process_of(size.m, b, cache))
+    process, build = timed(lambda: process_of(size.m, b, cache, device))
     g = torch.Generator().manual_seed(SEED + 1)
     n = size.B * size.L
     x0 = text_like(size.m, (size.B, size.L), g)
     s, t = 1 - 1 / T, 1.0
     xt = process.noise(x0, t, generator=g).reshape(-1)
     logits = LOGIT_SCALE * torch.randn(n, size.m, generator=g, dtype=torch.float64)
-    rho = torch.softmax(logits, -1)
     pi = torch.softmax(torch.randn(size.m, generator=g, dtype=torch.float64), 0)
-    x0 = x0.reshape(-1)
-    _, ref_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, operators=REFERENCE))
-    new_step, new_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True))
+    process.to(device)
+    x0, xt, rho, pi = x0.reshape(-1).to(device), xt.to(device), torch.softmax(logits.to(device), -1), pi.to(device)
+    _, ref_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, operators=REFERENCE), device)
+    new_step, new_step_s = timed(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True), device)
     exact_step = reverse_step_probs(process, rho, xt, s, t, weighted=True, operators=REFERENCE)
-    ref_terms, ref_term_s = timed(lambda: reference_term(process, rho, pi, x0, xt, s, t))
-    (new_terms, new_steps), new_term_s = timed(lambda: new_term(process, rho, pi, x0, xt, s, t))
+    ref_terms, ref_term_s = timed(lambda: reference_term(process, rho, pi, x0, xt, s, t), device)
+    (new_terms, new_steps), new_term_s = timed(lambda: new_term(process, rho, pi, x0, xt, s, t), device)
     exact_terms, exact_steps = new_term(process, rho, pi, x0, xt, s, t, operators=REFERENCE)
     max_tv = max([tv(new_step, exact_step)] + [tv(a, b) for a, b in zip(new_steps, exact_steps)])
     term_change = max(float((a - b).abs().sum()) / n for a, b in zip(new_terms, exact_terms))
     batch = x0.reshape(size.B, size.L)
-    reference_prior_kl = timed(lambda: _marginal_prior(process, batch))[1]
-    first = timed(lambda: prior_kl(process, batch))[1]
-    again = timed(lambda: prior_kl(process, batch))[1]
+    reference_prior_kl = timed(lambda: _marginal_prior(process, batch), device)[1]
+    first = timed(lambda: prior_kl(process, batch), device)[1]
+    again = timed(lambda: prior_kl(process, batch), device)[1]
     return {
         "m": size.m, "B": size.B, "L": size.L, "b": b, "graph_build_s": build, "s": s, "t": t,
         "step": {"reference_s": ref_step_s, "new_s": new_step_s, "speedup": ref_step_s / new_step_s},
@@ -174,69 +176,87 @@ def _marginal_prior(process: gdds.ForwardProcess, x0: Tensor) -> Tensor:
     return kl_rows(q1, p1.expand_as(q1)).sum(-1)
 
 
-def measure_training(size: Size, b: float, cache: Path) -> dict[str, Any]:
+def measure_training(size: Size, b: float, cache: Path, device: str) -> dict[str, Any]:
     """Seconds per training step (16 sequences of 128 tokens) of the exact and the surrogate forward CE."""
-    process = process_of(size.m, b, cache)
+    process = process_of(size.m, b, cache, device)
     g = torch.Generator().manual_seed(SEED + 2)
     x0 = text_like(size.m, (size.train_B, 128), g)
     times = (torch.arange(size.train_B, dtype=torch.float64) + torch.rand(1, generator=g, dtype=torch.float64)) \
         / size.train_B
     xt = process.noise(x0, times, generator=g)
     logits = LOGIT_SCALE * torch.randn(size.train_B, 128, size.m, generator=g)
+    process.to(device)
+    x0, xt, times, logits = (v.to(device) for v in (x0, xt, times, logits))
     scale = 16 / size.train_B
-    exact = timed(lambda: forward_cross_entropy(process, logits, xt, times, x0))[1] * scale
-    surrogate = timed(lambda: surrogate_cross_entropy(process, logits, xt, times, x0))[1] * scale
+    exact = timed(lambda: forward_cross_entropy(process, logits, xt, times, x0), device)[1] * scale
+    surrogate = timed(lambda: surrogate_cross_entropy(process, logits, xt, times, x0), device)[1] * scale
     return {"m": size.m, "b": b, "sequences_timed": size.train_B, "exact_s_per_step": exact,
             "surrogate_s_per_step": surrogate, "step": "16 sequences x 128 tokens, stratified t"}
 
 
-def measure_all_terms(m: int, b: float, blocks: int, cache: Path) -> dict[str, Any]:
+def measure_all_terms(m: int, b: float, blocks: int, cache: Path, device: str) -> dict[str, Any]:
     """Seconds of the all-terms bound of a stand-in model (fixed random logits) and its Bayes-unigram
     baseline, bounded together as ``gdds eval`` does, on ``blocks`` sequences of 128 tokens."""
-    process = process_of(m, b, cache)
+    process = process_of(m, b, cache, device).to(device)
     g = torch.Generator().manual_seed(SEED + 3)
-    x0 = text_like(m, (blocks, 128), g)
-    bank = LOGIT_SCALE * torch.randn(blocks, 128, m, generator=g)
-    pi = torch.softmax(torch.randn(m, generator=g, dtype=torch.float64), 0)
+    x0 = text_like(m, (blocks, 128), g).to(device)
+    bank = (LOGIT_SCALE * torch.randn(blocks, 128, m, generator=g)).to(device)
+    pi = torch.softmax(torch.randn(m, generator=g, dtype=torch.float64), 0).to(device)
     model = LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])
     _, seconds = timed(lambda: nll_bound(process, [model, bayes_unigram(process, pi)], x0, steps=T, all_terms=True,
-                                         generator=torch.Generator().manual_seed(SEED)))
+                                         generator=torch.Generator(device=device).manual_seed(SEED)), device)
     return {"m": m, "b": b, "blocks": blocks, "T": T, "seconds": seconds,
             "hours_for_32_blocks": seconds * 32 / blocks / 3600}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    parser.add_argument("--quick", action="store_true")
+    sizes_group = parser.add_mutually_exclusive_group()
+    sizes_group.add_argument("--quick", action="store_true")
+    sizes_group.add_argument("--dry-run", action="store_true", help="one tiny vocabulary, in seconds")
     parser.add_argument("--b", type=float, default=0.2, help="tempering exponent of the kNN part")
-    args = parser.parse_args()
-    sizes = QUICK if args.quick else FULL
-    rows, training, all_terms = [], [], None
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    mode = "dry-run" if args.dry_run else "quick" if args.quick else "full"
+    sizes = {"dry-run": DRY, "quick": QUICK, "full": FULL}[mode]
+    rows: list[dict[str, Any]] = []
+    training: list[dict[str, Any]] = []
+    report: dict[str, Any] = {
+        "benchmark": "operators", "mode": mode, "command": command_line(__file__, argv),
+        "machine": machine_info(cuda_used=args.device == "cuda"), "versions": versions(),
+        "settings": {"b": args.b, "T": T, "sizes": [asdict(s) for s in sizes], "seed": SEED, "device": args.device,
+                     "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
+        "rows": rows, "training": training, "all_terms": None, "results": []}
+
+    def save() -> None:
+        report["results"] = [{"m": r["m"], "speedup_term_t1": r["term"]["speedup"],
+                              "speedup_step_t1": r["step"]["speedup"], "max_tv": r["accuracy"]["max_tv"]}
+                             for r in rows]
+        write_json(report, args.out / "operators.json")
+
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         for size in sizes:
             print(f"[m={size.m}] step, term, accuracy, prior ...", flush=True)
-            rows.append(measure_size(size, args.b, cache))
+            rows.append(measure_size(size, args.b, cache, args.device))
+            save()
             print(json.dumps({k: rows[-1][k] for k in ("step", "term", "accuracy", "prior")}), flush=True)
         for size in (TRAIN_SMALL, *sizes):
             print(f"[m={size.m}] training ...", flush=True)
-            training.append(measure_training(size, args.b, cache))
+            training.append(measure_training(size, args.b, cache, args.device))
+            save()
             print(json.dumps(training[-1]), flush=True)
-        if not args.quick:
+        if mode == "full":
             print(f"[m={FULL[0].m}] all terms, {ALL_TERMS_BLOCKS} blocks ...", flush=True)
-            all_terms = measure_all_terms(FULL[0].m, args.b, ALL_TERMS_BLOCKS, cache)
-            print(json.dumps(all_terms), flush=True)
-    results = [{"m": r["m"], "speedup_term_t1": r["term"]["speedup"], "speedup_step_t1": r["step"]["speedup"],
-                "max_tv": r["accuracy"]["max_tv"]} for r in rows]
-    write_json({"benchmark": "operators", "mode": "quick" if args.quick else "full",
-                "machine": machine_info(cuda_used=False), "versions": versions(),
-                "settings": {"b": args.b, "T": T, "sizes": [asdict(s) for s in sizes], "seed": SEED,
-                             "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
-                "rows": rows, "training": training, "all_terms": all_terms, "results": results},
-               args.out / "operators.json")
-    print(json.dumps({"results": results}))
+            report["all_terms"] = measure_all_terms(FULL[0].m, args.b, ALL_TERMS_BLOCKS, cache, args.device)
+            save()
+            print(json.dumps(report["all_terms"]), flush=True)
+    print(json.dumps({"results": report["results"]}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
