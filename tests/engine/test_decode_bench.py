@@ -212,3 +212,31 @@ def test_a_preset_fills_the_runs_and_options_left_at_their_defaults(tmp_path):
     apply_preset(args, args.parser, read_decoding_preset, "decode-bench preset")
     assert args.runs == ["a", "b"] and args.num_samples == 3 and args.seed == 1  # the command line wins
     assert [s.steps for s in settings_of(args.settings)] == [2, 4]
+
+
+def test_the_judge_convention_reaches_every_judge_with_mdlms_truncation(bench, monkeypatch, tmp_path):
+    """``--judge-convention mdlm`` loads every judge under MDLM's convention, texts cut at the sample length
+    (the scoring itself: tests/engine/test_judge.py); the default is gdds's, without truncation."""
+    from gdds.engine.evaluation import decoding
+    from gdds.engine.evaluation.decoding import BenchSettings
+
+    class Loaded(Exception):
+        pass
+
+    loads = []
+
+    def record(spec, **options):
+        loads.append((spec, options["convention"], options["truncate"]))
+        raise Loaded
+
+    monkeypatch.setattr(decoding.Judge, "load", record)
+    model = bench.parent / "model" / "run"  # the mask run of the fixture
+    common = ["decode-bench", str(model), "--samplers", "exact", "--steps", "2", "--judge", "hf:org/a",
+              "--device", "cpu"]
+    for extra, expected in ((["--judge-convention", "mdlm", "--length", "12"], ("hf:org/a", "mdlm", 12)),
+                            (["--judge-convention", "mdlm"], ("hf:org/a", "mdlm", gdds.load(model).length)),
+                            ([], ("hf:org/a", "gdds", None))):
+        assert main([*common, *extra, "--out", str(tmp_path / str(len(loads)))]) == 1  # stopped at the load
+        assert loads.pop() == expected
+    with pytest.raises(ValueError, match="unknown judge convention"):
+        BenchSettings(judge_convention="sedd")

@@ -26,7 +26,7 @@ from ..engine.provenance import provenance
 from ..files import write_text_atomically
 from ..samplers import SAMPLERS
 from .compare_report import judge_label, provenance_line
-from .evaluation import add_device_option, device_of, output_folder, unit_interval
+from .evaluation import add_device_option, add_judge_convention, device_of, output_folder, unit_interval
 from .render import new_figure, save_png
 from .training import apply_preset
 
@@ -61,6 +61,7 @@ def add_decode_bench(subparsers: argparse._SubParsersAction) -> None:
                    metavar="P", help="the nucleus sweep (must hold 1, the timed call)")
     p.add_argument("--judge", nargs="*", default=[], metavar="JUDGE",
                    help="judges of generative perplexity: an AR run folder, smollm2, hf:NAME (HF cache only), a path")
+    add_judge_convention(p, defaults.judge_convention)
     p.add_argument("--sequences", type=int, default=defaults.sequences, help="validation blocks of each bound")
     p.add_argument("--all-terms", action="store_true", help="every term of each bound (T network calls per block)")
     p.add_argument("--reference-steps", type=int, default=None,
@@ -81,7 +82,7 @@ def run_decode_bench(args: argparse.Namespace) -> int:
         bench = BenchSettings(num_samples=args.num_samples, top_p=tuple(args.top_p), judges=tuple(args.judge),
                               sequences=args.sequences, all_terms=args.all_terms, reference_steps=args.reference_steps,
                               profile_sequences=args.profile_sequences, resamples=args.resamples, seed=args.seed,
-                              length=args.length)
+                              length=args.length, judge_convention=args.judge_convention)
     except (ConfigError, ValueError, KeyError) as exc:
         parser.error(str(exc))
     if not args.runs:

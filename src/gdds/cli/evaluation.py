@@ -113,6 +113,16 @@ def device_of(args: argparse.Namespace) -> torch.device:
         args.parser.error(f"--device: {exc}")
 
 
+def add_judge_convention(p: argparse.ArgumentParser, default: str) -> None:
+    """``--judge-convention`` (:mod:`gdds.engine.evaluation.judge_conventions`), shared by every command with judges."""
+    p.add_argument("--judge-convention", choices=CONVENTIONS, default=default,
+                   help="how the judges turn samples into scored tokens: 'gdds' (default: a prefix token, every "
+                        "token scored, sliding window) or 'mdlm' (MDLM's and Duo's: their tokenizer call, truncation "
+                        "to the sample length, the texts of one call padded together, chunks of the judge's context, "
+                        "first token of each chunk unscored). Numbers under different judges or conventions are not "
+                        "comparable; the judge's label names both")
+
+
 def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None:
     """The options of an :class:`EvalSettings` (``--judge``'s help is the caller's)."""
     p.add_argument("--steps", type=int, default=defaults.steps, help=f"T of the bound (default {defaults.steps})")
@@ -127,12 +137,7 @@ def add_eval_options(p: argparse.ArgumentParser, defaults: EvalSettings) -> None
                         "traces generative perplexity against entropy)")
     p.add_argument("--more-judges", nargs="*", default=list(defaults.more_judges), metavar="JUDGE",
                    help="other judges scoring the same samples (e.g. smollm2 hf:gpt2-large)")
-    p.add_argument("--judge-convention", choices=CONVENTIONS, default=defaults.judge_convention,
-                   help="how the judges turn samples into scored tokens: 'gdds' (default: a prefix token, every "
-                        "token scored, sliding window) or 'mdlm' (MDLM's and Duo's: their tokenizer call, "
-                        "truncation to the sample length, chunks of the judge's context, first token unscored, "
-                        "padding within groups of 8). Numbers under different judges or conventions are not "
-                        "comparable; the judge's label names both")
+    add_judge_convention(p, defaults.judge_convention)
     p.add_argument("--zero-shot", nargs="*", default=list(defaults.zero_shot), metavar="CORPUS",
                    help="e.g. kjv wikipedia (end the list with -- before overrides)")
     p.add_argument("--seed", type=int, default=defaults.seed)

@@ -42,6 +42,7 @@ from .decoding_quality import NO_SWEEP, Quality, SweepPoint, bootstrap_quality, 
 from .decoding_settings import Setting, check_names
 from .evaluate import estimator_generator, estimator_seed, eval_rows
 from .judge import Judge
+from .judge_conventions import GDDS, MDLM, check_convention
 
 DECODING_PRESETS = "gdds.engine.configs.decoding"
 
@@ -65,7 +66,9 @@ class BenchSettings:
     (``all_terms``: every term of each bound, as ``gdds eval --all-terms``), each paired against the
     exact chain in ``reference_steps`` steps (default: the most steps of an exact setting); a fitted grid's
     profile on ``profile_sequences`` other validation blocks (:func:`fitted_profile`); ``resamples`` of the
-    bootstrap; ``seed`` of every draw; ``length`` of the samples (default the training length)."""
+    bootstrap; ``seed`` of every draw; ``length`` of the samples (default the training length);
+    ``judge_convention``: how the judges score them (:mod:`gdds.engine.evaluation.judge_conventions`; under
+    ``mdlm`` texts are cut at ``length``, else at the first run's training length, as ``gdds eval`` does)."""
 
     num_samples: int = 16
     top_p: tuple[float, ...] = (1.0, 0.95, 0.9, 0.8)
@@ -77,8 +80,10 @@ class BenchSettings:
     resamples: int = 1000
     seed: int = 0
     length: int | None = None
+    judge_convention: str = GDDS
 
     def __post_init__(self) -> None:
+        check_convention(self.judge_convention)
         for name in ("top_p", "judges"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if 1.0 not in self.top_p or not all(0 < p <= 1 for p in self.top_p):
@@ -370,7 +375,9 @@ def decode_bench(runs: Mapping[str, LoadedRun], settings: Sequence[Setting], s: 
     check_names(settings)
     first = next(iter(runs.values()))
     dtype = torch.bfloat16 if first.half else torch.float32
-    judges = [Judge.load(spec, device=first.device, dtype=dtype) for spec in s.judges]
+    truncate = (s.length or first.cfg.data.seq_len) if s.judge_convention == MDLM else None
+    judges = [Judge.load(spec, device=first.device, dtype=dtype, convention=s.judge_convention, truncate=truncate)
+              for spec in s.judges]
     measured = [bench_run(loaded, settings, s, judges, name, log) for name, loaded in runs.items()]
     return DecodeBench(s, [j.name for j in judges], measured, dict(provenance or {}))
 
