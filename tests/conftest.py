@@ -1,7 +1,16 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+# transformers reads HF_MODULES_CACHE once, when it is imported: set it before any test imports it, so the
+# remote code of exported model folders (tests/engine/test_hf_modeling.py) is cached here, not in the
+# user's ~/.cache/huggingface/modules.
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="gdds-test-hf-modules-")
+atexit.register(shutil.rmtree, os.environ["HF_MODULES_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
