@@ -45,7 +45,7 @@ import torch
 
 from ...data.assets import SMOLLM2_HINT, smollm2_gguf_path
 from .judge_ar import load_ar_judge
-from .judge_conventions import CONVENTION_TAG, GDDS, check_convention, mdlm_nll_per_text
+from .judge_conventions import CONVENTION_TAG, GDDS, check_convention, mdlm_nll_per_text, pad_rows
 from .judge_hub import HF_PREFIX, cached_snapshot
 
 SMOLLM2 = "smollm2"
@@ -165,7 +165,7 @@ class Judge:
         self.prefix_id: int | None = _prefix_id(tokenizer, prefix)
         pad = next((t for t in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
                                 self.prefix_id) if t is not None), 0)
-        self._pad_id = int(pad)
+        self.pad_id = int(pad)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -330,12 +330,7 @@ class Judge:
         with torch.inference_mode():
             for b in range(0, len(windows), batch_size):
                 batch = windows[b:b + batch_size]
-                width = len(batch[0][0][0])
-                input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, ((ids, _), _) in enumerate(batch):
-                    input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    mask[r, :len(ids)] = 1
+                input_ids, mask = pad_rows([ids for (ids, _), _ in batch], self.pad_id)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
                 for r, ((ids, first), text) in enumerate(batch):

@@ -52,13 +52,10 @@ def check_convention(convention: str) -> str:
     return convention
 
 
-def _padded(tokenizer: Any, texts: Sequence[str], truncate: int | None, pad: int) -> tuple[Tensor, Tensor]:
-    """``(input_ids, attention_mask)`` of ``texts`` tokenised with the tokenizer's special tokens,
-    truncated to ``truncate`` tokens and padded to the longest on the tokenizer's padding side."""
-    rows = [list(tokenizer(text, truncation=truncate is not None, max_length=truncate, verbose=False)["input_ids"])
-            for text in texts]
+def pad_rows(rows: Sequence[Sequence[int]], pad: int, left: bool = False) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` of token-id ``rows`` padded with ``pad`` to the longest, on the
+    right (or the ``left``): the one padding of every judge call (both conventions, MAUVE's features)."""
     width = max(len(r) for r in rows)
-    left = getattr(tokenizer, "padding_side", "right") == "left"
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
@@ -66,6 +63,14 @@ def _padded(tokenizer: Any, texts: Sequence[str], truncate: int | None, pad: int
         ids[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = 1
     return ids, mask
+
+
+def _padded(tokenizer: Any, texts: Sequence[str], truncate: int | None, pad: int) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` of ``texts`` tokenised with the tokenizer's special tokens,
+    truncated to ``truncate`` tokens and padded to the longest on the tokenizer's padding side."""
+    rows = [list(tokenizer(text, truncation=truncate is not None, max_length=truncate, verbose=False)["input_ids"])
+            for text in texts]
+    return pad_rows(rows, pad, left=getattr(tokenizer, "padding_side", "right") == "left")
 
 
 def mdlm_scored(chunk: Tensor, eos: int) -> Tensor:

@@ -27,6 +27,7 @@ import torch
 
 from ..config_checks import ConfigError
 from .judge import SMOLLM2, Judge
+from .judge_conventions import pad_rows
 from .reports import MauveEstimate
 
 MAUVE_INSTALL_HINT = "pip install 'gdds[mauve]'"
@@ -133,10 +134,7 @@ def judge_features(judge: Judge, texts: Sequence[str], batch_size: int = 8) -> n
     out = []
     for a in range(0, len(encoded), batch_size):
         batch = encoded[a:a + batch_size]
-        ids = torch.zeros((len(batch), max(map(len, batch))), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, row in enumerate(batch):
-            ids[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), 1
+        ids, mask = pad_rows(batch, judge.pad_id)
         hidden = getattr(judge.model(input_ids=ids.to(judge.device), attention_mask=mask.to(judge.device),
                                      output_hidden_states=True, use_cache=False), "hidden_states", None)
         if hidden is None:
