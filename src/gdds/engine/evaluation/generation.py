@@ -35,9 +35,9 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     tok = loaded.run.data.tokenizer
     eos = options.get("eos")
     starts = [len(prompt)] * num if prompts is None else [len(row) for row in prompts]
-    return ids, [tok.decode(_before_eos(row.tolist(), eos, start)) for row, start in zip(ids, starts, strict=True)]
+    return ids, [tok.decode(before_eos(row.tolist(), eos, start)) for row, start in zip(ids, starts, strict=True)]
 
 
-def _before_eos(ids: list[int], eos: int | None, start: int) -> list[int]:
+def before_eos(ids: list[int], eos: int | None, start: int) -> list[int]:
     """``ids`` up to (not including) the first ``eos`` at or after ``start`` (all of them without one)."""
     return ids if eos is None or eos not in ids[start:] else ids[:ids.index(eos, start)]

@@ -43,7 +43,7 @@ from lm_eval.api.registry import register_model
 
 from ...files import write_text_atomically
 from ..api import Model
-from .generation import generate
+from .generation import before_eos, generate
 
 LOG = logging.getLogger(__name__)
 NOTE = ("gdds: every log-likelihood given to lm-eval is a LOWER BOUND ({label}, mean of {draws} draws): "
@@ -152,9 +152,7 @@ class GddsLM(LM):
         the first end-of-text token and the first stop string of ``until``."""
         prompt, ids = self.generated_ids(context, max_gen_toks)
         tok = self.model.tokenizer
-        new = ids[len(prompt):len(prompt) + max_gen_toks]
-        new = new[:new.index(tok.eos_id)] if tok.eos_id in new else new
-        text = tok.decode(new)
+        text = tok.decode(before_eos(ids[len(prompt):len(prompt) + max_gen_toks], tok.eos_id, 0))
         cut = min((text.index(stop) for stop in until if stop and stop in text), default=len(text))
         return text[:cut]
 
