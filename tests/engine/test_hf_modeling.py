@@ -117,7 +117,7 @@ def test_automodel_and_autotokenizer_equal_gdds(tmp_path, case):
     model = gdds.load(folder)  # gdds's own reading, hashes verified
     network = model.loaded.run.model.float().eval()
     assert type(network).__name__ == network_name
-    assert meta["auto_map"]["AutoModel"] == f"modeling_gdds.{MODELING[type(network)][1]}"
+    assert meta["auto_map"]["AutoModel"] == f"modeling_gdds.{MODELING[type(network)].model}"
     hf = transformers.AutoModel.from_pretrained(folder, trust_remote_code=True).float().eval()
     assert "gdds" not in type(hf).__module__.split(".")[0] and not isinstance(hf, type(network))
     with torch.no_grad():
@@ -156,7 +156,7 @@ def test_every_network_gdds_trains_has_modeling_code():
     """Each method's network, and block diffusion's, has a modeling class in the templates."""
     assert {method.network for _, method in METHODS.items()} | {BlockDiT} == set(MODELING)
     source = (resources.files("gdds.engine.hf_modeling") / "modeling_gdds.py").read_text()
-    assert all(f"class {name}(" in source for _, name, _ in MODELING.values())
+    assert all(f"class {name}(" in source for name in (m.model for m in MODELING.values()))
 
 
 def test_the_causal_lm_generates_with_transformers(tmp_path):

@@ -13,7 +13,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokenizers import Tokenizer
 
@@ -23,35 +23,56 @@ from .build import LoadedRun
 
 TEMPLATES = ("configuration_gdds.py", "layers_gdds.py", "modeling_gdds.py")
 TOKENIZER_CONFIG = "tokenizer_config.json"
-# gdds's network class -> the auto classes of config.json's auto_map, its modeling and configuration classes
-MODELING: dict[type, tuple[tuple[str, ...], str, str]] = {
-    DiT: (("AutoModel",), "GddsModel", "GddsConfig"),
-    BlockDiT: (("AutoModel",), "GddsBlockModel", "GddsBlockConfig"),
-    CausalLM: (("AutoModel", "AutoModelForCausalLM"), "GddsCausalLM", "GddsCausalLMConfig"),
-    TwoStream: (("AutoModel",), "GddsTwoStreamModel", "GddsTwoStreamConfig"),
+
+
+class Modeling(NamedTuple):
+    """How ``transformers`` loads one of gdds's networks: the auto classes of ``config.json``'s ``auto_map``
+    (the last one is the model card's), the modeling and configuration classes of the templates, and the
+    model card's example call on model ids ``x``."""
+
+    autos: tuple[str, ...]
+    model: str
+    config: str
+    call: str
+
+
+# gdds's network class -> how transformers loads it: the one table of exported networks
+MODELING: dict[type, Modeling] = {
+    DiT: Modeling(("AutoModel",), "GddsModel", "GddsConfig",
+                  "logits = model(x, t=0.5)  # x = x_t at time t: logits of the clean token at every position"),
+    BlockDiT: Modeling(("AutoModel",), "GddsBlockModel", "GddsBlockConfig",
+                       "logits = model(x, t=0.5, x0=x)  # x_t, t (or [B, n_blocks]), x0: the clean sequence"),
+    CausalLM: Modeling(("AutoModel", "AutoModelForCausalLM"), "GddsCausalLM", "GddsCausalLMConfig",
+                       "logits = model(x).logits  # row i predicts token i + 1 "
+                       "(model.gdds_logits(x): gdds's, row i predicts token i)"),
+    TwoStream: Modeling(("AutoModel",), "GddsTwoStreamModel", "GddsTwoStreamConfig",
+                        "logits = model.snapshot(x, t=0.5)  # the denoiser; forward: pieces and queries"),
 }
 
 
 def auto_map(network: type) -> dict[str, str]:
     """``config.json``'s ``auto_map`` for gdds's network class ``network`` (one of :data:`MODELING`)."""
-    autos, model, config = MODELING[network]
-    return {"AutoConfig": f"configuration_gdds.{config}", **dict.fromkeys(autos, f"modeling_gdds.{model}")}
+    m = MODELING[network]
+    return {"AutoConfig": f"configuration_gdds.{m.config}", **dict.fromkeys(m.autos, f"modeling_gdds.{m.model}")}
+
+
+def _base(tok: TextTokenizer) -> TextTokenizer:
+    """The tokenizer whose ids ``tokenizer.json`` holds (a compact vocabulary's base)."""
+    return tok.base if isinstance(tok, CompactTokenizer) else tok
 
 
 def folder_tokenizer(tok: TextTokenizer) -> Tokenizer:
     """``tok``'s base tokenizer as ``tokenizer.json`` holds it: without a post-processor, since gdds adds no
     special tokens to an encoded text (WordPiece's ``[CLS] ... [SEP]``), so that ``AutoTokenizer``'s default
     encoding gives gdds's ids."""
-    base = tok.base if isinstance(tok, CompactTokenizer) else tok
-    hf = base.hf_tokenizer()
+    hf = _base(tok).hf_tokenizer()
     hf.post_processor = None
     return hf
 
 
 def _special_tokens(loaded: LoadedRun) -> dict[str, str]:
     """The special tokens by their ``transformers`` names, as ``tokenizer.json`` spells them."""
-    tok = loaded.run.data.tokenizer
-    base = tok.base if isinstance(tok, CompactTokenizer) else tok
+    base = _base(loaded.run.data.tokenizer)
     hf = base.hf_tokenizer()
     names = {"bos_token": base.bos_id, "eos_token": base.eos_id, "pad_token": base.pad_id,
              "mask_token": base.mask_id, "unk_token": base.unk_id}
@@ -75,7 +96,7 @@ def transformers_files(loaded: LoadedRun, folder: Path) -> dict[str, Any]:
     for name in TEMPLATES:
         with resources.as_file(templates / name) as path:
             shutil.copyfile(path, folder / name)
-    return {**entries, "model_type": "gdds", "auto_map": auto_map(network), "architectures": [MODELING[network][1]]}
+    return {**entries, "model_type": "gdds", "auto_map": auto_map(network), "architectures": [MODELING[network].model]}
 
 
 class PushError(RuntimeError):

@@ -12,15 +12,6 @@ from ..version import __version__
 from .build import LoadedRun
 from .hf_files import MODELING
 
-# gdds's network -> the auto class the card loads it with, and its call on model ids ``x``
-USAGE = {
-    "DiT": ("AutoModel", "logits = model(x, t=0.5)  # x = x_t at time t: logits of the clean token at every position"),
-    "BlockDiT": ("AutoModel", "logits = model(x, t=0.5, x0=x)  # x_t, t (or [B, n_blocks]), x0: the clean sequence"),
-    "CausalLM": ("AutoModelForCausalLM", "logits = model(x).logits  # row i predicts token i + 1 "
-                 "(model.gdds_logits(x): gdds's, row i predicts token i)"),
-    "TwoStream": ("AutoModel", "logits = model.snapshot(x, t=0.5)  # the denoiser; forward: pieces and queries"),
-}
-
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -82,13 +73,14 @@ def model_card(loaded: LoadedRun, run_dir: Path) -> str:
 def _transformers(loaded: LoadedRun) -> list[str]:
     """How to load the network with ``transformers``: its class and one call of it."""
     network = type(loaded.run.model).__name__
-    auto, call = USAGE[network]
+    modeling = MODELING[type(loaded.run.model)]
+    auto = modeling.autos[-1]
     meaning = ("exact next-token logits" if loaded.run.process is None else
                "logits to read with the forward process and parametrization above")
-    return [f"With `transformers`, without gdds: the `{network}` network as `{MODELING[type(loaded.run.model)][1]}` "
+    return [f"With `transformers`, without gdds: the `{network}` network as `{modeling.model}` "
             f"({meaning}; `modeling_gdds.py` says what they mean):", "",
             "```python", f"from transformers import {auto}, AutoTokenizer",
             f"model = {auto}.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)",
             "tok = AutoTokenizer.from_pretrained(\"MODEL_DIR\", trust_remote_code=True)  # config.json's auto_map",
             "x = model.model_ids(tok(\"To be\", return_tensors=\"pt\").input_ids)  # the same ids unless compact",
-            call, "```", ""]
+            modeling.call, "```", ""]
