@@ -225,11 +225,8 @@ class Timed:
         self.net, self.device, self.inside = autocast_denoiser(net, device), device, 0.0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        synchronize(self.device.type)
-        tic = time.perf_counter()
-        out = self.net(x, t)
-        synchronize(self.device.type)
-        self.inside += time.perf_counter() - tic
+        out, seconds = timed(lambda: self.net(x, t), self.device.type)
+        self.inside += seconds
         return out
 
 

@@ -12,7 +12,7 @@ from ..engine.evaluation.compare import Comparison
 from ..engine.evaluation.judge_conventions import CONVENTION_TAG
 from ..engine.evaluation.judge_hub import HF_PREFIX
 from ..engine.evaluation.paired import ALPHA, LEVEL, MIN_SEEDS
-from ..engine.evaluation.reports import EvalReport, SampleReport
+from ..engine.evaluation.reports import EvalReport
 from ..files import write_text_atomically
 from .render import new_figure, save_png
 
@@ -92,11 +92,6 @@ def mauve_featurizer(result: Comparison) -> str | None:
     return next((m.featurizer for r in result.rows.values() if (m := r.report.own_law_samples().mauve)), None)
 
 
-def _mauve_cell(sample: SampleReport) -> str:
-    m = sample.mauve
-    return "—" if m is None else f"{m.mauve:.3f} ± {m.standard_error:.3f}"
-
-
 def runs_markdown(result: Comparison) -> list[str]:
     """One row per run: bound (exact NLL for ar), baseline, paper metric, snapshot CE, samples, zero-shot."""
     zero = sorted({z for r in result.rows.values() for z in r.report.zero_shot})
@@ -121,7 +116,7 @@ def runs_markdown(result: Comparison) -> list[str]:
                  "diverges" if rep.t_sweep else "—", *_paper_cells(rep),
                  f"{snap.nats_per_token:.3f}" if snap else "—", f"{sample.unigram_entropy:.3f}",
                  *[f"{gp['perplexity']:.1f}" for gp in sample.judged()],
-                 *([_mauve_cell(sample)] if mauve else []),
+                 *([sample.mauve.value() if sample.mauve else "—"] if mauve else []),
                  *[f"{rep.zero_shot[z].model.nats_per_token:.3f}" if z in rep.zero_shot else "—" for z in zero]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

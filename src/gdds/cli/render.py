@@ -80,7 +80,7 @@ def eval_markdown(report: EvalReport) -> str:
         lines.append(f"| samples, {sample_tag(row)} | unigram entropy {row.unigram_entropy:.3f} nats{gp_text} |")
         if row.mauve is not None:
             m = row.mauve
-            lines.append(f"| samples, {sample_tag(row)}: {m.metric} | {m.mauve:.3f} ± {m.standard_error:.3f} "
+            lines.append(f"| samples, {sample_tag(row)}: {m.metric} | {m.value()} "
                          f"({m.samples} samples against {m.references} validation texts, {m.num_buckets} buckets) |")
     for name, z in report.zero_shot.items():
         lines.append(f"| zero-shot {name}: {z.model.metric} | {_value(z.model)}{_steps(z.model)} |")

@@ -193,6 +193,10 @@ class MauveEstimate:
     se_method: str
     settings: dict[str, Any]
 
+    def value(self) -> str:
+        """The estimate with its standard error, as every report prints it."""
+        return f"{self.mauve:.3f} ± {self.standard_error:.3f}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
