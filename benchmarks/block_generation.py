@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import gdds
-from common import command_line, machine_info, timed, versions, write_json
+from common import add_device, checked_device, command_line, machine_info, timed, versions, write_json
 from gdds import kernels as K
 from gdds.block_sampling import sample_blocks
 from gdds.models import DiTConfig
@@ -67,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--num", type=int, default=1)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_device(parser)
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    checked_device(parser, args)
     settings: dict[str, Any] = dict(length=args.length, block_sizes=args.block_sizes, steps=args.steps, num=args.num,
                                     preset_overrides={})
     if args.quick:

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: timing, machine and version records, JSON output."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -20,6 +21,18 @@ def synchronize(device: str) -> None:
     """Wait for queued GPU work so wall-clock timings are complete."""
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda`` (default cpu) of the benchmarks that the GPU suite also runs on CUDA."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def checked_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``args.device``, or a usage error when it asks for CUDA on a machine without it."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    return args.device
 
 
 def timed(fn: Callable[[], T], device: str = "cpu") -> tuple[T, float]:

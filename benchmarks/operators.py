@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 import gdds
-from common import command_line, machine_info, timed, versions, write_json
+from common import add_device, checked_device, command_line, machine_info, timed, versions, write_json
 from gdds import OperatorSettings
 from gdds.baseline import bayes_unigram
 from gdds.categorical import one_hot_columns
@@ -216,10 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes_group.add_argument("--quick", action="store_true")
     sizes_group.add_argument("--dry-run", action="store_true", help="one tiny vocabulary, in seconds")
     parser.add_argument("--b", type=float, default=0.2, help="tempering exponent of the kNN part")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_device(parser)
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available on this machine")
+    checked_device(parser, args)
     mode = "dry-run" if args.dry_run else "quick" if args.quick else "full"
     sizes = {"dry-run": DRY, "quick": QUICK, "full": FULL}[mode]
     rows: list[dict[str, Any]] = []
