@@ -170,17 +170,34 @@ class Run:
                 "data": self.cfg.to_dict()["data"], "process": self.kernel_identity,
                 "model": self.model.config.to_dict(), "parametrization": self.method.parametrization, **exact}
 
-    def matches(self, saved: dict[str, Any]) -> bool:
-        """Whether a checkpoint's stored identity is this set-up's. Fields added since the
-        checkpoint was written count with the value they had then (method gdds, model fields
-        at their defaults, the mean parametrization, and the defaults of :mod:`gdds.engine.legacy`)."""
+    def differences(self, saved: dict[str, Any]) -> list[str]:
+        """What differs between a checkpoint's (or model folder's) stored identity and this set-up's,
+        one ``"field: stored A, rebuilt B"`` line per differing leaf (empty: the same set-up). Fields
+        added since the checkpoint was written count with the value they had then (method gdds, model
+        fields at their defaults, the mean parametrization, and the defaults of :mod:`gdds.engine.legacy`)."""
         saved = {"method": "gdds", "parametrization": "mean", **upgraded(saved)}
         saved["data"] = {**dataclasses.asdict(DataConfig()), **saved.get("data", {})}
         try:
             saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
-        except (TypeError, ValueError):
-            return False
-        return saved == self.identity()
+        except (TypeError, ValueError) as err:
+            return [f"model: stored {saved.get('model')} is not a network configuration of this version ({err})"]
+        return _leaf_differences(saved, self.identity())
+
+
+def _leaf_differences(stored: Any, rebuilt: Any, path: str = "") -> list[str]:
+    """``"path: stored A, rebuilt B"`` for every leaf where two nested dictionaries differ."""
+    if isinstance(stored, dict) and isinstance(rebuilt, dict):
+        return [line for key in sorted(set(stored) | set(rebuilt), key=str)
+                for line in _leaf_differences(stored.get(key), rebuilt.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if stored == rebuilt else [f"{path}: stored {stored!r}, rebuilt {rebuilt!r}"]
+
+
+def mismatch_message(differences: list[str]) -> str:
+    """The differing fields of :meth:`Run.differences` as one sentence (``embeddings_sha256``: the
+    kernel's embeddings are not those the run was trained on)."""
+    hint = ("; the kernel's embeddings are not the ones the run was trained on (another gdds version or corpus "
+            "built them)") if any(d.startswith("process.embeddings_sha256") for d in differences) else ""
+    return "; ".join(differences) + hint
 
 
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
@@ -272,9 +289,10 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
     cfg = as_saved(load_config(str(folder / "config.yaml")), saved)
     dev = resolve_device(device)
     run = build_run(cfg, dev, progress=False)
-    if not run.matches(saved):
-        raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds "
-                                 f"(tokenizer, data, process or model); stored {saved}")
+    differences = run.differences(saved)
+    if differences:
+        raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds: "
+                                 f"{mismatch_message(differences)}")
     name = "ema.safetensors" if weights == "ema" and (folder / "ema.safetensors").is_file() else "model.safetensors"
     ck.load_module(run.model, ck.load_tensors(folder / name), f"{folder}/{name}")
     run.model.to(dev).eval()

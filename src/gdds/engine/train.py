@@ -32,7 +32,7 @@ from ..files import write_text_atomically
 from ..models.layers import Trunk
 from ..objectives import NotGenerative
 from . import checkpoint as ck
-from .build import Run, build_run
+from .build import Run, build_run, mismatch_message
 from .config import Config, ConfigError, apply_overrides, load_config, save_config
 from .distributed import (
     DistInfo,
@@ -261,9 +261,10 @@ class Trainer:
 
     def load(self, folder: Path) -> None:
         saved = ck.read_json(folder / "run.json")
-        if not self.run.matches(saved):
-            raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up "
-                                     f"(tokenizer, vocabulary, process or model): {saved} != {self.run.identity()}")
+        differences = self.run.differences(saved)
+        if differences:
+            raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up: "
+                                     f"{mismatch_message(differences)}")
         self.parallel.load_model(self.model, ck.load_tensors(folder / "model.safetensors"),
                                  f"{folder}/model.safetensors")
         if self.ema is not None:
