@@ -14,7 +14,7 @@ from gdds.engine.model_folder import load_model_folder
 from gdds.engine.train import train
 from gdds.likelihood import nll_bound
 from gdds.models import BlockDiT
-from helpers import MICRO_TRAIN, local_corpus
+from helpers import MICRO_TRAIN, local_corpus, micro_run
 
 BLOCK = ["model.block_size=4", "train.ckpt_every=3", "train.lr_schedule=constant"]
 
@@ -114,3 +114,37 @@ def test_the_memory_check_of_a_block_model_counts_one_block_and_its_context(tmp_
     assert block < plain / 4  # one block of 4 tokens at a time instead of 32
     longer = sampling_bytes(runs["block"], 100_000) - sampling_bytes(runs["block"], 32)
     assert longer == 32 * (100_000 - 32)  # past the network's positions only the token ids grow
+
+
+def test_block_samples_and_the_bound_run_the_network_in_one_precision(tmp_path, monkeypatch):
+    """On a GPU the bound's denoiser runs under bf16 autocast (``LoadedRun.precision``); the block sampler calls
+    the network itself (cache, ``extend``, ``denoise``), and must run it the same way, or its samples come from
+    another function than the one scored. The CPU stands in for the GPU: with ``half`` forced on, every network
+    call of the bound and of the sampler runs under autocast; with it off, none does; an autoregressive
+    model's never does (its exact NLL is float32)."""
+    import torch
+
+    from gdds.engine.build import LoadedRun
+    from gdds.engine.evaluation.generation import generate
+    from gdds.samplers import CAUSAL
+
+    loaded = load_run(micro_run(tmp_path, "model.block_size=4", "train.max_steps=2"), device="cpu")
+    model, seen = loaded.run.model, []
+    for name in ("forward", "extend", "denoise"):
+        def spy(*args, _call=getattr(model, name), **kwargs):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return _call(*args, **kwargs)
+
+        monkeypatch.setattr(model, name, spy)
+    x0 = loaded.run.valid.batch([0, 1])
+    for half in (True, False):
+        monkeypatch.setattr(LoadedRun, "half", property(lambda self, on=half: on))
+        seen.clear()
+        nll_bound(loaded.run.process, loaded.denoiser(), x0, steps=2, generator=torch.Generator().manual_seed(0))
+        bound_calls = list(seen)
+        seen.clear()
+        ids, _ = generate(loaded, 2, 2, length=12)
+        assert ids.shape == (2, 12) and bound_calls and seen
+        assert set(bound_calls) == set(seen) == {half}
+        with loaded.precision(CAUSAL):
+            assert not torch.is_autocast_enabled("cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..models import BlockDiT, DiTConfig
 from ..objectives import METHODS, Method
 from ..process import ForwardProcess
 from ..registry import Registry
+from ..samplers import CAUSAL, DENOISER
 from ..sampling import BlockDenoiser, Denoiser, map_network
 from ..schedules import Schedule
 from . import checkpoint as ck
@@ -259,6 +261,14 @@ class LoadedRun:
         """Whether networks run in bf16 here (on a GPU: the denoiser under autocast, the judge)."""
         return self.device.type == "cuda"
 
+    def precision(self, source: str) -> AbstractContextManager[Any]:
+        """How the network runs for a sampler of ``source`` (:attr:`gdds.samplers.Sampler.source`): under bf16
+        autocast on a GPU for the denoiser (the bound's function, :meth:`denoiser`) and for a sampler that
+        calls the network itself (the block sampler: its bound reads the same network through the
+        denoiser), so that samples and bound use one function; in float32 for an autoregressive model,
+        whose exact NLL is computed in float32; on the CPU always in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half and source != CAUSAL)
+
     def denoiser(self) -> Denoiser:
         """The model as a denoiser ``(x_t, t) -> float32 logits`` on the run's device, under bf16
         autocast on a GPU (the sampler and the bound take the softmax in float64, and both use this
@@ -270,7 +280,7 @@ class LoadedRun:
 
         def on_device(fn: Denoiser) -> Denoiser:
             def call(xt: torch.Tensor, t: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
+                with self.precision(DENOISER):
                     return fn(xt.to(self.device), t.to(self.device, torch.float32),
                               *(c.to(self.device) for c in context)).float()
 

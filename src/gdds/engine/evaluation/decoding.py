@@ -237,8 +237,9 @@ def _sweep(loaded: LoadedRun, setting: Setting, grid: list[float] | None, s: Ben
     def draw(num: int, top_p: float) -> Tensor:
         gen = torch.Generator(device=loaded.device).manual_seed(estimator_seed(s.seed, "samples"))
         options = {**given, **({} if top_p == 1 else {"decoding": replace(own, top_p=top_p)})}
-        return loaded.method.generate(loaded.run.model, num, length, setting.steps, gen, (), setting.sampler,
-                                      denoiser, **options).cpu()
+        with loaded.precision(entry.source):
+            return loaded.method.generate(loaded.run.model, num, length, setting.steps, gen, (), setting.sampler,
+                                          denoiser, **options).cpu()
 
     draw(min(2, s.num_samples), 1.0)  # warm-up: first calls allocate and compile
     points, seconds, calls = [], 0.0, None

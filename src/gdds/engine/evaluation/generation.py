@@ -30,8 +30,9 @@ def generate(loaded: LoadedRun, num: int, steps: int, seed: int = 0, length: int
     if "progress" in entry.options:
         options = {"progress": None, **options}
     denoiser = loaded.denoiser() if entry.source == DENOISER else None  # the bound's function
-    ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
-                                 prompts=prompts, **options).cpu()
+    with loaded.precision(entry.source):
+        ids = loaded.method.generate(loaded.run.model, num, length, steps, gen, prompt, sampler, denoiser,
+                                     prompts=prompts, **options).cpu()
     tok = loaded.run.data.tokenizer
     eos = options.get("eos")
     starts = [len(prompt)] * num if prompts is None else [len(row) for row in prompts]
