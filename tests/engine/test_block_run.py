@@ -130,12 +130,15 @@ def test_block_samples_and_the_bound_run_the_network_in_one_precision(tmp_path, 
 
     loaded = load_run(micro_run(tmp_path, "model.block_size=4", "train.max_steps=2"), device="cpu")
     model, seen = loaded.run.model, []
-    for name in ("forward", "extend", "denoise"):
-        def spy(*args, _call=getattr(model, name), **kwargs):
-            seen.append(torch.is_autocast_enabled("cpu"))
-            return _call(*args, **kwargs)
 
-        monkeypatch.setattr(model, name, spy)
+    def spy(call):
+        def recorded(*args, **kwargs):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return call(*args, **kwargs)
+        return recorded
+
+    for name in ("forward", "extend", "denoise"):
+        monkeypatch.setattr(model, name, spy(getattr(model, name)))
     x0 = loaded.run.valid.batch([0, 1])
     for half in (True, False):
         monkeypatch.setattr(LoadedRun, "half", property(lambda self, on=half: on))
