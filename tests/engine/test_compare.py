@@ -69,6 +69,15 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     assert all(again[n]["report"] == result["rows"][n]["report"] for n in again)
     assert main([*args[:-len(SHARED)], "--num-samples", "3", *SHARED]) == 0  # other settings: evaluated again
     assert "not repeated" not in capsys.readouterr().err
+    # A run trained with other settings is never reused nor resumed under this comparison's name; settings a
+    # resumed run may change (here the log's interval) do not count.
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "train.lr=0.01"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert f"{tmp_path / 'mdlm'} was trained with other settings" in err
+    assert "train.lr: the run has 0.003, the comparison asks for 0.01" in err and "log_every" not in err
+    assert main([*args, "train.log_every=2"]) == 0 and "not retrained" in capsys.readouterr().err
 
 
 def test_a_signal_stops_the_whole_comparison(tmp_path):

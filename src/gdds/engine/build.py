@@ -183,15 +183,15 @@ class Run:
             saved["model"] = DiTConfig.from_dict(saved.get("model", {})).to_dict()
         except (TypeError, ValueError) as err:
             return [f"model: stored {saved.get('model')} is not a network configuration of this version ({err})"]
-        return _leaf_differences(saved, self.identity())
+        return [f"{key}: stored {a!r}, rebuilt {b!r}" for key, a, b in leaf_differences(saved, self.identity())]
 
 
-def _leaf_differences(stored: Any, rebuilt: Any, path: str = "") -> list[str]:
-    """``"path: stored A, rebuilt B"`` for every leaf where two nested dictionaries differ."""
-    if isinstance(stored, dict) and isinstance(rebuilt, dict):
-        return [line for key in sorted(set(stored) | set(rebuilt), key=str)
-                for line in _leaf_differences(stored.get(key), rebuilt.get(key), f"{path}.{key}" if path else str(key))]
-    return [] if stored == rebuilt else [f"{path}: stored {stored!r}, rebuilt {rebuilt!r}"]
+def leaf_differences(first: Any, second: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted path, first's value, second's value)`` for every leaf where two nested dictionaries differ."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        return [item for key in sorted(set(first) | set(second), key=str)
+                for item in leaf_differences(first.get(key), second.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if first == second else [(path, first, second)]
 
 
 def mismatch_message(differences: list[str]) -> str:
