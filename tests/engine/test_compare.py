@@ -76,7 +76,7 @@ def test_compare_cli_trains_evaluates_and_reuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert refused.value.code == 2
     assert f"{tmp_path / 'mdlm'} was trained with other settings" in err
-    assert "train.lr: the run has 0.003, the comparison asks for 0.01" in err and "log_every" not in err
+    assert "train.lr: the run has 0.003, asked for 0.01" in err and "log_every" not in err
     assert main([*args, "train.log_every=2"]) == 0 and "not retrained" in capsys.readouterr().err
 
 

@@ -16,7 +16,8 @@ from gdds.devices import check_generator, same_device
 from gdds.engine import checkpoint as ck
 from gdds.engine.config import ConfigError, load_config
 from gdds.engine.distributed import resolve_device
-from gdds.engine.train import resume_config, saved_device, train
+from gdds.engine.resume import resume_config
+from gdds.engine.train import saved_device, train
 from gdds.likelihood import nll_bound
 from gdds.sampling import sample
 from helpers import MICRO_TRAIN

@@ -18,7 +18,8 @@ from gdds.data import shakespeare_documents
 from gdds.engine.checkpoint import CheckpointError, load_tensors
 from gdds.engine.checkpoint import load_torch as ck_load
 from gdds.engine.config import ConfigError, load_config
-from gdds.engine.train import resume_config, train
+from gdds.engine.resume import resume_config
+from gdds.engine.train import train
 from helpers import MICRO_TRAIN
 
 MICRO = MICRO_TRAIN
@@ -207,9 +208,18 @@ def test_bad_checkpoints_give_clear_errors_and_keep_good_state(tmp_path, corpus,
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(run), "train.lr=0.1"])
     assert "train.lr cannot change when resuming" in capsys.readouterr().err
-    other = micro(corpus, "train.max_steps=6", "model.width=96")
-    with pytest.raises(CheckpointError, match=r"different run set-up: model.width: stored \d+, rebuilt 96$"):
+    other = micro(corpus, "train.max_steps=6", "model.width=96", "train.log_every=3")
+    with pytest.raises(ConfigError, match="trained with other settings") as refused:  # before any compute
         train(other, run, resume=True)
+    assert "(model.width: the run has 64, asked for 96);" in str(refused.value)  # log_every may change
+    from gdds.engine.build import build_run
+    from gdds.engine.distributed import DistInfo
+    from gdds.engine.train import Trainer
+    from helpers import DEVICE
+
+    trainer = Trainer(other, run, build_run(other, DEVICE, progress=False), DistInfo(), DEVICE)
+    with pytest.raises(CheckpointError, match=r"different run set-up: model.width: stored \d+, rebuilt 96$"):
+        trainer.load(run / "checkpoints" / "last")
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
     assert "is not a run folder" in capsys.readouterr().err
     target = run / "checkpoints" / "last" / "model.safetensors"

@@ -20,7 +20,8 @@ from ..engine.evaluation.compare import (
 from ..engine.evaluation.evaluate import EvalSettings
 from ..engine.provenance import provenance
 from ..engine.records import TrainResult
-from ..engine.train import resume_config, train
+from ..engine.resume import resume_config
+from ..engine.train import train
 from .compare_report import compare_markdown, write_comparison
 from .evaluation import JUDGE_HELP, add_device_option, add_eval_options, eval_settings
 

@@ -185,6 +185,14 @@ class Run:
             return [f"model: stored {saved.get('model')} is not a network configuration of this version ({err})"]
         return [f"{key}: stored {a!r}, rebuilt {b!r}" for key, a, b in leaf_differences(saved, self.identity())]
 
+    def mismatch(self, saved: dict[str, Any]) -> str:
+        """:meth:`differences` as one sentence, empty when there are none; differing
+        ``embeddings_sha256`` adds that the kernel's embeddings are not those the run was trained on."""
+        differences = self.differences(saved)
+        hint = ("; the kernel's embeddings are not the ones the run was trained on (another gdds version or "
+                "corpus built them)") if any(d.startswith("process.embeddings_sha256") for d in differences) else ""
+        return "; ".join(differences) + hint
+
 
 def leaf_differences(first: Any, second: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     """``(dotted path, first's value, second's value)`` for every leaf where two nested dictionaries differ."""
@@ -192,14 +200,6 @@ def leaf_differences(first: Any, second: Any, path: str = "") -> list[tuple[str,
         return [item for key in sorted(set(first) | set(second), key=str)
                 for item in leaf_differences(first.get(key), second.get(key), f"{path}.{key}" if path else str(key))]
     return [] if first == second else [(path, first, second)]
-
-
-def mismatch_message(differences: list[str]) -> str:
-    """The differing fields of :meth:`Run.differences` as one sentence (``embeddings_sha256``: the
-    kernel's embeddings are not those the run was trained on)."""
-    hint = ("; the kernel's embeddings are not the ones the run was trained on (another gdds version or corpus "
-            "built them)") if any(d.startswith("process.embeddings_sha256") for d in differences) else ""
-    return "; ".join(differences) + hint
 
 
 def build_run(cfg: Config, device: torch.device, progress: bool = True) -> Run:
@@ -299,10 +299,10 @@ def load_run(run_dir: Path, weights: str = "ema", device: str = "auto",
     cfg = as_saved(load_config(str(folder / "config.yaml")), saved)
     dev = resolve_device(device)
     run = build_run(cfg, dev, progress=False)
-    differences = run.differences(saved)
-    if differences:
+    mismatch = run.mismatch(saved)
+    if mismatch:
         raise ck.CheckpointError(f"{folder} was written for a different set-up than this installation rebuilds: "
-                                 f"{mismatch_message(differences)}")
+                                 f"{mismatch}")
     name = "ema.safetensors" if weights == "ema" and (folder / "ema.safetensors").is_file() else "model.safetensors"
     ck.load_module(run.model, ck.load_tensors(folder / name), f"{folder}/{name}")
     run.model.to(dev).eval()

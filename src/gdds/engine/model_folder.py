@@ -40,7 +40,7 @@ from ..kernels import KERNELS
 from ..objectives import METHODS, Method
 from ..version import __version__
 from . import checkpoint as ck
-from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, load_run, mismatch_message
+from .build import LoadedRun, Run, assemble, build_model, kernel_embeddings, load_run
 from .config import Config, ConfigError
 from .corpus import Data, build_data
 from .distributed import resolve_device
@@ -197,10 +197,10 @@ def load_model_folder(path: Path | str, device: str = "auto", with_data: bool = 
         embeddings = _tensor(folder, KERNEL_FILE, "embeddings")
     dev = resolve_device(device)
     run: Run = assemble(cfg, data, dev, progress=False, embeddings=embeddings)
-    differences = run.differences(meta["identity"])
-    if differences:
+    mismatch = run.mismatch(meta["identity"])
+    if mismatch:
         raise ModelFolderError(f"{folder} rebuilds another set-up than it was exported with (gdds "
-                               f"{meta.get('gdds_version')} wrote it): {mismatch_message(differences)}")
+                               f"{meta.get('gdds_version')} wrote it): {mismatch}")
     ck.load_module(run.model, read_tensors(folder / WEIGHTS_FILE), f"{folder}/{WEIGHTS_FILE}")
     run.model.to(dev).eval()
     return LoadedRun(cfg, run, folder, meta["weights"], dev)

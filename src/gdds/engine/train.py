@@ -32,8 +32,8 @@ from ..files import write_text_atomically
 from ..models.layers import Trunk
 from ..objectives import NotGenerative
 from . import checkpoint as ck
-from .build import Run, build_run, mismatch_message
-from .config import Config, ConfigError, apply_overrides, load_config, save_config
+from .build import Run, build_run
+from .config import Config, ConfigError, save_config
 from .distributed import (
     DistInfo,
     all_reduce_sum,
@@ -44,10 +44,10 @@ from .distributed import (
     resolve_device,
     shutdown,
 )
-from .legacy import as_saved
 from .logs import RunLog
 from .parallel import OPTIMIZER_FOLDER, STRATEGIES
 from .records import TrainResult, Validation
+from .resume import check_resumable
 from .run_folder import claim
 from .steps import (
     EMA,
@@ -60,10 +60,6 @@ from .steps import (
     step_rows,
     to_device,
 )
-
-RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
-                  "train.log_every", "train.log", "train.keep_checkpoints", "train.progress", "train.device",
-                  "train.precision", "train.compile", "train.checkpointing"}
 
 
 @dataclass
@@ -260,11 +256,9 @@ class Trainer:
         return ck.save_checkpoint(self.run_dir, self.step, writers, self.cfg.train.keep_checkpoints)
 
     def load(self, folder: Path) -> None:
-        saved = ck.read_json(folder / "run.json")
-        differences = self.run.differences(saved)
-        if differences:
-            raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up: "
-                                     f"{mismatch_message(differences)}")
+        mismatch = self.run.mismatch(ck.read_json(folder / "run.json"))
+        if mismatch:
+            raise ck.CheckpointError(f"checkpoint {folder} was written for a different run set-up: {mismatch}")
         self.parallel.load_model(self.model, ck.load_tensors(folder / "model.safetensors"),
                                  f"{folder}/model.safetensors")
         if self.ema is not None:
@@ -295,19 +289,6 @@ class Trainer:
             self.run.train.seek(state["data_position"]["stream"])
 
 
-def resume_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The configuration stored in the run's latest checkpoint, with the overrides that
-    a resumed run may change (``train.max_steps``, intervals, device, precision)."""
-    folder = ck.latest_checkpoint(run_dir)
-    base = as_saved(load_config(str(folder / "config.yaml")), ck.read_json(folder / "run.json"))
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if key not in RESUMABLE_KEYS:
-            raise ConfigError(f"{key} cannot change when resuming (it would not continue the same run); "
-                              f"resumable keys: {', '.join(sorted(RESUMABLE_KEYS))}")
-    return Config.from_dict(apply_overrides(base.to_dict(), overrides))
-
-
 def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) -> TrainResult:
     """Train until ``train.max_steps``; return the last training and validation records,
     the checkpoint path and ``samples`` texts (:meth:`Trainer.generate`) with their sampler."""
@@ -326,6 +307,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, samples: int = 0) ->
     lock = None
     try:
         lock = claim(run_dir, resume, info)  # one process trains a run at a time; before any compute
+        if resume:
+            check_resumable(cfg, run_dir)
         trainer = Trainer(cfg, run_dir, build_run(cfg, device, progress=info.main), info, device)
         if info.main:  # what the data turned out to be: documents, tokens, vocabulary, unknown tokens
             write_text_atomically(run_dir / "data.json", json.dumps(trainer.run.data.notes, indent=1))

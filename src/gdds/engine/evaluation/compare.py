@@ -32,11 +32,11 @@ from typing import Any
 from ...files import write_text_atomically
 from ...version import code_fingerprint
 from .. import checkpoint as ck
-from ..build import leaf_differences, load_run
+from ..build import load_run
 from ..config import Config, ConfigError, load_config, preset_names, read_yaml
-from ..legacy import as_saved
 from ..logs import read_log
-from ..train import RESUMABLE_KEYS, train
+from ..resume import changed_settings
+from ..train import train
 from .entropy import log_interpolate
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
@@ -256,13 +256,9 @@ def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
 
 def _check_settings(cfg: Config, run_dir: Path) -> None:
     """A :class:`ConfigError` when the run in ``run_dir`` was trained with other settings than ``cfg``
-    (beyond those a resumed run may change, :data:`gdds.engine.train.RESUMABLE_KEYS`): reused or
-    resumed, it would stand in the table for a configuration it is not."""
-    folder = ck.latest_checkpoint(run_dir)
-    saved = as_saved(load_config(str(folder / "config.yaml")), ck.read_json(folder / "run.json"))
-    changed = [f"{key}: the run has {a!r}, the comparison asks for {b!r}"
-               for key, a, b in leaf_differences(saved.to_dict(), cfg.to_dict())
-               if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)]
+    (:func:`gdds.engine.resume.changed_settings`): reused or resumed, it would stand in the table for a
+    configuration it is not."""
+    changed = changed_settings(cfg, run_dir)
     if changed:
         raise ConfigError(f"{run_dir} was trained with other settings than this comparison asks for "
                           f"({'; '.join(changed)}): move it away (or choose another --out) to train it again")
