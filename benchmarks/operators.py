@@ -11,7 +11,7 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
   *Reference*: the float64 path of a7bf748 (``reverse_step_probs(mu)``, ``mu`` the softmax of the
   logits). *New*: the forward parametrization's step (``reverse_step_probs(weighted=True)``: the step
   weights the network's law by the ``q_t`` it computes) with the default operators (float32 products of
-  the kNN part summed in float64, ``gdds.operators.Products``).
+  the kNN part summed in float64, ``gdds.power_sums.Products``).
 - ``term``: the bound term ``KL(q(x_s | x_t, x0) || p(x_s | x_t))`` of that step for the model *and*
   the Bayes-unigram baseline, as every evaluation computes them. *Reference*: a7bf748's algorithm in
   float64 (each denoiser alone; the true posterior through one operator column per position; the
@@ -66,7 +66,7 @@ from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step
 from gdds.sampling import LikelihoodWeighted, reference_prior
 
 SEED, T, LOGIT_SCALE = 0, 128, 2.0
-REFERENCE = OperatorSettings(precision="float64")
+REFERENCE = OperatorSettings(precision="float64", block=None)  # a7bf748's path: float64, all columns at once
 
 
 @dataclass(frozen=True)

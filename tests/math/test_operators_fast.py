@@ -1,5 +1,5 @@
 """The fast operator path against the float64 reference (issue 23, part 2): float32 products of the kNN
-part summed in float64 (``gdds.operators.Products``), column blocks, and the guard that redoes a step's
+part summed in float64 (``gdds.power_sums.Products``), column blocks, and the guard that redoes a step's
 products in float64 when float32 lost a column's mass. Targets: every step within 1e-6 in total
 variation of the float64 path, no bound moved by more than 1e-4 nats/token.
 

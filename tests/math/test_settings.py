@@ -52,7 +52,7 @@ def test_default_settings_are_the_operators_defaults():
     differs from it (the semantic kernel's kNN products are float32 by default) by float32 round-off."""
     defaults = OperatorSettings()
     assert (defaults.method, defaults.tol, defaults.step, defaults.richardson, defaults.precision,
-            defaults.block) == ("auto", 1e-12, None, True, "mixed", None)
+            defaults.block) == ("auto", 1e-12, None, True, "mixed", 64)
     kernel = K.SemanticKNN(small_embeddings(40, seed=3), K.SemanticSettings(k=6, bandwidth_k=3, b=0.2), schedule=SCHED,
                            cache=False, progress=False)
     kernel.knn.float32_apply = True

@@ -22,7 +22,8 @@ MAX_LINES = 400
 LAYERS = {
     "gdds.files": "leaf", "gdds.registry": "leaf", "gdds.devices": "leaf", "gdds.version": "leaf",
     "gdds.categorical": "math",
-    "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.process": "math",
+    "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.power_sums": "math",
+    "gdds.process": "math",
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",
     "gdds.prior_term": "inference", "gdds.continuous_bound": "inference", "gdds.bound_summary": "inference",
