@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from gdds.engine.provenance import machine_info, versions  # noqa: F401 (re-exported to the benchmarks)
 from gdds.files import write_atomically
@@ -43,6 +44,23 @@ def timed(fn: Callable[[], T], device: str = "cpu") -> tuple[T, float]:
     out = fn()
     synchronize(device)
     return out, time.perf_counter() - start
+
+
+def op_profile(fn: Callable[[], Any], device: str = "cpu", top: int = 12) -> dict[str, Any]:
+    """``fn()`` under torch's profiler: its wall-clock seconds and the ``top`` operators by their own time
+    (CPU time, or GPU time on ``device="cuda"``), each with its calls and share of the wall clock."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    synchronize(device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    wall = time.perf_counter() - start
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: -getattr(e, key))[:top]
+    return {"wall_s": wall, "sorted_by": key,
+            "ops": [{"op": e.key, "self_s": getattr(e, key) / 1e6, "share": getattr(e, key) / 1e6 / wall,
+                     "calls": e.count} for e in events]}
 
 
 def command_line(script: str, argv: list[str] | None) -> list[str]:

@@ -26,6 +26,9 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
   surrogate's, at ``m = 89`` (the decisive comparison's characters), 12,590 and 50,257.
 - ``prior``: the exact prior term ``KL(q_1(. | x0) || p_1)`` of the batch, first call and repeated
   (the per-token terms are remembered per process).
+- ``profile`` (``--profile``): where the new step and term spend their time, the step's three operator
+  applications timed alone (``g``, ``r`` per distinct ``x_t``; ``w``, a dense column per position) and the
+  operators of each by own time under torch's profiler (on a GPU, GPU time).
 - ``all_terms`` (full mode, ``m = 12,590``): the whole ``T = 128``-term bound of a model and its
   Bayes-unigram baseline on ``ALL_TERMS_BLOCKS`` blocks of 128 tokens, scaled to the 32 blocks of an
   evaluation (the issue's target: one hour on 2 cores).
@@ -39,7 +42,7 @@ The last line printed is one JSON object, ``{"results": [{"m", "speedup_term_t1"
 machine, versions and settings, rewritten after each measurement (a run stopped by a time limit keeps
 what it measured). Run it alone (two CPU-heavy jobs on 2 cores distort each other)::
 
-    python benchmarks/operators.py [--out DIR] [--quick | --dry-run] [--b 0.2] [--device cpu|cuda]
+    python benchmarks/operators.py [--out DIR] [--quick | --dry-run] [--b 0.2] [--profile] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ import torch
 from torch import Tensor
 
 import gdds
-from common import add_device, checked_device, command_line, machine_info, timed, versions, write_json
+from common import add_device, checked_device, command_line, machine_info, op_profile, timed, versions, write_json
 from gdds import OperatorSettings
 from gdds.baseline import bayes_unigram
 from gdds.categorical import one_hot_columns
@@ -133,8 +136,23 @@ def tv(a: Tensor, b: Tensor) -> float:
     return float(0.5 * (a - b).abs().sum(-1).max())
 
 
-def measure_size(size: Size, b: float, cache: Path, device: str) -> dict[str, Any]:
-    """Step, term, accuracy and prior rows at one vocabulary."""
+def step_parts(process: gdds.ForwardProcess, rho: Tensor, xt: Tensor, s: float, t: float,
+               device: str) -> dict[str, Any]:
+    """The three operator applications of one exact step (``gdds.posterior``), each timed alone with the
+    default settings: ``g = P_{s->t}^T e_u`` (float64) and ``r = P_{0->s}^T g`` per distinct ``x_t``, and
+    ``w = P_{0->s} rho`` with one dense column per position (any dense columns cost the same)."""
+    op = OperatorSettings()
+    uniq = torch.unique(xt)
+    g, g_s = timed(lambda: process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True,
+                                              settings=op.exact()), device)
+    r_s = timed(lambda: process.transition(g, 0.0, s, transpose=True, settings=op), device)[1]
+    w_s = timed(lambda: process.transition(rho.T.contiguous(), 0.0, s, settings=op), device)[1]
+    return {"positions": xt.numel(), "distinct_xt": uniq.numel(), "g_s": g_s, "r_s": r_s, "w_s": w_s}
+
+
+def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool = False) -> dict[str, Any]:
+    """Step, term, accuracy and prior rows at one vocabulary; with ``profiled``, where the new step and term
+    spend their time (:func:`step_parts`, and the operators by own time under torch's profiler)."""
     process, build = timed(lambda: process_of(size.m, b, cache, device))
     g = torch.Generator().manual_seed(SEED + 1)
     n = size.B * size.L
@@ -157,6 +175,10 @@ def measure_size(size: Size, b: float, cache: Path, device: str) -> dict[str, An
     reference_prior_kl = timed(lambda: _marginal_prior(process, batch), device)[1]
     first = timed(lambda: prior_kl(process, batch), device)[1]
     again = timed(lambda: prior_kl(process, batch), device)[1]
+    profiled_rows = {} if not profiled else {"profile": {
+        "step_parts": step_parts(process, rho, xt, s, t, device),
+        "step": op_profile(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True), device),
+        "term": op_profile(lambda: new_term(process, rho, pi, x0, xt, s, t), device)}}
     return {
         "m": size.m, "B": size.B, "L": size.L, "b": b, "graph_build_s": build, "s": s, "t": t,
         "step": {"reference_s": ref_step_s, "new_s": new_step_s, "speedup": ref_step_s / new_step_s},
@@ -165,7 +187,7 @@ def measure_size(size: Size, b: float, cache: Path, device: str) -> dict[str, An
                  "new_nats_per_token": [float(k.sum()) / n for k in new_terms]},
         "accuracy": {"max_tv": max_tv, "max_term_change_nats_per_token": term_change,
                      "against": "the same (likelihood-weighted) model with precision='float64'"},
-        "prior": {"reference_s": reference_prior_kl, "first_s": first, "repeated_s": again},
+        "prior": {"reference_s": reference_prior_kl, "first_s": first, "repeated_s": again}, **profiled_rows,
     }
 
 
@@ -216,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes_group.add_argument("--quick", action="store_true")
     sizes_group.add_argument("--dry-run", action="store_true", help="one tiny vocabulary, in seconds")
     parser.add_argument("--b", type=float, default=0.2, help="tempering exponent of the kNN part")
+    parser.add_argument("--profile", action="store_true",
+                        help="also where the new step and term spend their time (operators, torch's profiler)")
     add_device(parser)
     args = parser.parse_args(argv)
     checked_device(parser, args)
@@ -226,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "operators", "mode": mode, "command": command_line(__file__, argv),
         "machine": machine_info(cuda_used=args.device == "cuda"), "versions": versions(),
-        "settings": {"b": args.b, "T": T, "sizes": [asdict(s) for s in sizes], "seed": SEED, "device": args.device,
-                     "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
+        "settings": {"b": args.b, "T": T, "profile": args.profile, "sizes": [asdict(s) for s in sizes], "seed": SEED,
+                     "device": args.device, "logits": f"N(0, {LOGIT_SCALE:g}^2), float64",
+                     "threads": torch.get_num_threads()},
         "rows": rows, "training": training, "all_terms": None, "results": []}
 
     def save() -> None:
@@ -240,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(tmp)
         for size in sizes:
             print(f"[m={size.m}] step, term, accuracy, prior ...", flush=True)
-            rows.append(measure_size(size, args.b, cache, args.device))
+            rows.append(measure_size(size, args.b, cache, args.device, args.profile))
             save()
             print(json.dumps({k: rows[-1][k] for k in ("step", "term", "accuracy", "prior")}), flush=True)
+            if args.profile:
+                prof = rows[-1]["profile"]
+                print(json.dumps({"step_parts": prof["step_parts"], **{what: [(o["op"], round(o["self_s"], 3))
+                                  for o in prof[what]["ops"][:6]] for what in ("step", "term")}}), flush=True)
         for size in (TRAIN_SMALL, *sizes):
             print(f"[m={size.m}] training ...", flush=True)
             training.append(measure_training(size, args.b, cache, args.device))

@@ -168,3 +168,22 @@ def test_the_block_generation_benchmark_quick_mode(tmp_path):
         assert r["cached_tokens_per_s"] == pytest.approx(settings["num"] * settings["length"] / r["cached_s"])
         assert r["speedup"] == pytest.approx(r["cached_tokens_per_s"] / r["uncached_tokens_per_s"])
     assert "tokens, 2 steps per block" in printed
+
+
+def test_the_operators_benchmark_says_where_the_step_and_the_term_spend_their_time(tmp_path):
+    """`benchmarks/operators.py --profile`: the step's three operator applications timed alone (g and r per
+    distinct x_t, w per position) and the operators of the step and the term by own time, largest first."""
+    _, printed = run("operators", "--dry-run", "--b", "0", "--profile", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "operators.json").read_text())
+    assert report["settings"]["profile"] is True
+    (row,) = report["rows"]
+    parts = row["profile"]["step_parts"]
+    assert parts["positions"] == row["B"] * row["L"] and 0 < parts["distinct_xt"] <= parts["positions"]
+    assert min(parts["g_s"], parts["r_s"], parts["w_s"]) > 0
+    for what in ("step", "term"):
+        prof = row["profile"][what]
+        own = [op["self_s"] for op in prof["ops"]]
+        assert own == sorted(own, reverse=True) and own[0] > 0 and prof["wall_s"] > 0
+        assert 0 < sum(op["share"] for op in prof["ops"]) <= 1.05  # own times within the wall clock
+        assert all(op["calls"] >= 1 for op in prof["ops"])
+    assert '"step_parts"' in printed
