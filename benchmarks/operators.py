@@ -29,6 +29,8 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
 - ``profile`` (``--profile``): where the new step and term spend their time, the step's three operator
   applications timed alone (``g``, ``r`` per distinct ``x_t``; ``w``, a dense column per position) and the
   operators of each by own time under torch's profiler (on a GPU, GPU time).
+- ``unblocked`` (``--unblocked``): the new step and term with every column multiplied at once
+  (``OperatorSettings(block=None)``) beside the default blocks of 64 (the GPU suite asks for it).
 - ``all_terms`` (full mode, ``m = 12,590``): the whole ``T = 128``-term bound of a model and its
   Bayes-unigram baseline on ``ALL_TERMS_BLOCKS`` blocks of 128 tokens, scaled to the 32 blocks of an
   evaluation (the issue's target: one hour on 2 cores).
@@ -42,7 +44,8 @@ The last line printed is one JSON object, ``{"results": [{"m", "speedup_term_t1"
 machine, versions and settings, rewritten after each measurement (a run stopped by a time limit keeps
 what it measured). Run it alone (two CPU-heavy jobs on 2 cores distort each other)::
 
-    python benchmarks/operators.py [--out DIR] [--quick | --dry-run] [--b 0.2] [--profile] [--device cpu|cuda]
+    python benchmarks/operators.py [--out DIR] [--quick | --dry-run] [--b 0.2] [--profile] [--unblocked]
+        [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -150,9 +153,12 @@ def step_parts(process: gdds.ForwardProcess, rho: Tensor, xt: Tensor, s: float, 
     return {"positions": xt.numel(), "distinct_xt": uniq.numel(), "g_s": g_s, "r_s": r_s, "w_s": w_s}
 
 
-def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool = False) -> dict[str, Any]:
+def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool = False,
+                 unblocked: bool = False) -> dict[str, Any]:
     """Step, term, accuracy and prior rows at one vocabulary; with ``profiled``, where the new step and term
-    spend their time (:func:`step_parts`, and the operators by own time under torch's profiler)."""
+    spend their time (:func:`step_parts`, and the operators by own time under torch's profiler); with
+    ``unblocked``, the new step and term with every column multiplied at once (``block=None``) beside the
+    default blocks (on a GPU, blocks may cost more launches than they save in cache)."""
     process, build = timed(lambda: process_of(size.m, b, cache, device))
     g = torch.Generator().manual_seed(SEED + 1)
     n = size.B * size.L
@@ -175,10 +181,19 @@ def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool 
     reference_prior_kl = timed(lambda: _marginal_prior(process, batch), device)[1]
     first = timed(lambda: prior_kl(process, batch), device)[1]
     again = timed(lambda: prior_kl(process, batch), device)[1]
-    profiled_rows = {} if not profiled else {"profile": {
+    extra: dict[str, Any] = {}
+    if unblocked:
+        whole = OperatorSettings(block=None)
+        extra["unblocked"] = {
+            "block": None, "default_block": OperatorSettings().block,
+            "step_s": timed(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True, operators=whole),
+                            device)[1],
+            "term_s": timed(lambda: new_term(process, rho, pi, x0, xt, s, t, operators=whole), device)[1]}
+    if profiled:
+        extra["profile"] = {
         "step_parts": step_parts(process, rho, xt, s, t, device),
         "step": op_profile(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True), device),
-        "term": op_profile(lambda: new_term(process, rho, pi, x0, xt, s, t), device)}}
+        "term": op_profile(lambda: new_term(process, rho, pi, x0, xt, s, t), device)}
     return {
         "m": size.m, "B": size.B, "L": size.L, "b": b, "graph_build_s": build, "s": s, "t": t,
         "step": {"reference_s": ref_step_s, "new_s": new_step_s, "speedup": ref_step_s / new_step_s},
@@ -187,7 +202,7 @@ def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool 
                  "new_nats_per_token": [float(k.sum()) / n for k in new_terms]},
         "accuracy": {"max_tv": max_tv, "max_term_change_nats_per_token": term_change,
                      "against": "the same (likelihood-weighted) model with precision='float64'"},
-        "prior": {"reference_s": reference_prior_kl, "first_s": first, "repeated_s": again}, **profiled_rows,
+        "prior": {"reference_s": reference_prior_kl, "first_s": first, "repeated_s": again}, **extra,
     }
 
 
@@ -240,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=float, default=0.2, help="tempering exponent of the kNN part")
     parser.add_argument("--profile", action="store_true",
                         help="also where the new step and term spend their time (operators, torch's profiler)")
+    parser.add_argument("--unblocked", action="store_true",
+                        help="also the new step and term with all columns multiplied at once (block=None)")
     add_device(parser)
     args = parser.parse_args(argv)
     checked_device(parser, args)
@@ -250,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "operators", "mode": mode, "command": command_line(__file__, argv),
         "machine": machine_info(cuda_used=args.device == "cuda"), "versions": versions(),
-        "settings": {"b": args.b, "T": T, "profile": args.profile, "sizes": [asdict(s) for s in sizes], "seed": SEED,
-                     "device": args.device, "logits": f"N(0, {LOGIT_SCALE:g}^2), float64",
-                     "threads": torch.get_num_threads()},
+        "settings": {"b": args.b, "T": T, "profile": args.profile, "unblocked": args.unblocked,
+                     "sizes": [asdict(s) for s in sizes], "seed": SEED, "device": args.device,
+                     "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
         "rows": rows, "training": training, "all_terms": None, "results": []}
 
     def save() -> None:
@@ -265,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(tmp)
         for size in sizes:
             print(f"[m={size.m}] step, term, accuracy, prior ...", flush=True)
-            rows.append(measure_size(size, args.b, cache, args.device, args.profile))
+            rows.append(measure_size(size, args.b, cache, args.device, args.profile, args.unblocked))
             save()
             print(json.dumps({k: rows[-1][k] for k in ("step", "term", "accuracy", "prior")}), flush=True)
             if args.profile:

@@ -84,6 +84,7 @@ def test_the_operators_and_block_cache_benchmarks_run_at_their_dry_sizes(dry_run
     assert [r["m"] for r in operators["rows"]] == [600] and [r["m"] for r in operators["training"]] == [89, 600]
     row = operators["rows"][0]
     assert row["accuracy"]["max_tv"] < 1e-6 and row["step"]["new_s"] > 0 and row["term"]["reference_s"] > 0
+    assert row["unblocked"]["block"] is None and min(row["unblocked"]["step_s"], row["unblocked"]["term_s"]) > 0
     assert operators["results"] == [{"m": 600, "speedup_term_t1": row["term"]["speedup"],
                                      "speedup_step_t1": row["step"]["speedup"], "max_tv": row["accuracy"]["max_tv"]}]
     assert blocks["settings"]["device"] == "cpu" and all(r["same_samples"] for r in blocks["results"])
