@@ -26,9 +26,10 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
   surrogate's, at ``m = 89`` (the decisive comparison's characters), 12,590 and 50,257.
 - ``prior``: the exact prior term ``KL(q_1(. | x0) || p_1)`` of the batch, first call and repeated
   (the per-token terms are remembered per process).
-- ``profile`` (``--profile``): where the new step and term spend their time, the step's three operator
-  applications timed alone (``g``, ``r`` per distinct ``x_t``; ``w``, a dense column per position) and the
-  operators of each by own time under torch's profiler (on a GPU, GPU time).
+- ``profile`` (``--profile``): where the new step and term spend their time, the step's operator
+  applications timed alone (``g`` per distinct ``x_t``, ``w`` a dense column per position; ``r``, which
+  only the mean parametrization needs) and the operators of each by own time under torch's profiler (on
+  a GPU, GPU time).
 - ``unblocked`` (``--unblocked``): the new step and term with every column multiplied at once
   (``OperatorSettings(block=None)``) beside the default blocks of 64 (the GPU suite asks for it).
 - ``all_terms`` (full mode, ``m = 12,590``): the whole ``T = 128``-term bound of a model and its
@@ -141,14 +142,15 @@ def tv(a: Tensor, b: Tensor) -> float:
 
 def step_parts(process: gdds.ForwardProcess, rho: Tensor, xt: Tensor, s: float, t: float,
                device: str) -> dict[str, Any]:
-    """The three operator applications of one exact step (``gdds.posterior``), each timed alone with the
-    default settings: ``g = P_{s->t}^T e_u`` (float64) and ``r = P_{0->s}^T g`` per distinct ``x_t``, and
-    ``w = P_{0->s} rho`` with one dense column per position (any dense columns cost the same)."""
+    """The operator applications of one exact step (``gdds.posterior``), each timed alone with the default
+    settings: ``g = P_{s->t}^T e_u`` (float64) per distinct ``x_t`` and ``w = P_{0->s} rho`` with one dense
+    column per position (any dense columns cost the same), which are the likelihood-weighted step's; and
+    ``r = P_{0->s}^T g`` (float64), which only the mean parametrization and decoding filters need."""
     op = OperatorSettings()
     uniq = torch.unique(xt)
     g, g_s = timed(lambda: process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True,
                                               settings=op.exact()), device)
-    r_s = timed(lambda: process.transition(g, 0.0, s, transpose=True, settings=op), device)[1]
+    r_s = timed(lambda: process.transition(g, 0.0, s, transpose=True, settings=op.exact()), device)[1]
     w_s = timed(lambda: process.transition(rho.T.contiguous(), 0.0, s, settings=op), device)[1]
     return {"positions": xt.numel(), "distinct_xt": uniq.numel(), "g_s": g_s, "r_s": r_s, "w_s": w_s}
 

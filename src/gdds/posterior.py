@@ -30,21 +30,23 @@ from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
 GUARD = 1e-5  # largest |sum_z p(z) - 1| of a step before its float32 products are redone in float64
+MASS_MARGIN = 1e-12  # a weighted step's mass g . P_{0->s} rho below this share of max(g) max(rho): redone in float64
 
 
-def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, exact_r: bool, op: OperatorSettings
-               ) -> tuple[Tensor, Tensor, Tensor]:
-    """Distinct states ``u`` of ``xt``, the index of each position in ``u``, and
-    ``r``, ``g`` as ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``;
-    ``r = P_{0->s}^T g``). ``g`` always with float64 products, ``r`` too when ``exact_r``: where ``r``
-    decides which clean tokens can have produced ``x_t`` (a step that divides by it, a nucleus of
-    ``mu``), a float32 product would call unreachable those whose ``q_t`` is below 1e-30 of the
-    largest, where a ``mu`` given apart from ``r`` may still put mass. A likelihood-weighted step uses
-    ``r`` only for its mass ``rho . r``, which the guard of :func:`_generic_step` checks."""
+def _per_token(process: ForwardProcess, xt: Tensor, s: float, t: float, need_r: bool, op: OperatorSettings
+               ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The index of each position of ``xt`` among its distinct states ``u``, and ``r``, ``g`` as
+    ``[m, len(u)]`` (columns ``P_{0->t}^T e_u``, ``P_{s->t}^T e_u``; ``r = P_{0->s}^T g``), both with
+    float64 products; ``r`` is ``None`` unless ``need_r``. ``r`` decides which clean tokens can have
+    produced ``x_t`` (a step that divides by it, a nucleus of ``mu``): a float32 product would call
+    unreachable those whose ``q_t`` is below 1e-30 of the largest, where a ``mu`` given apart from ``r``
+    may still put mass. A likelihood-weighted step with a neutral decoding needs no ``r``
+    (:func:`_generic_step`)."""
     uniq, where = torch.unique(xt, return_inverse=True)
     g = process.transition(one_hot_columns(uniq, process.m), s, t, transpose=True, settings=op.exact())
-    r = process.transition(g, 0.0, s, transpose=True, settings=op.exact() if exact_r else op) if s > 0 else g
-    return where, r, g
+    if not need_r:
+        return where, None, g
+    return where, process.transition(g, 0.0, s, transpose=True, settings=op.exact()) if s > 0 else g, g
 
 
 def _unreachable() -> ValueError:
@@ -65,9 +67,10 @@ def reverse_step_probs(process: ForwardProcess, mu: Tensor, xt: Tensor, s: float
 
     ``weighted=True`` reads the rows of ``mu`` as weights ``rho`` of the forward-likelihood
     parametrization: the clean-token law is ``mu(y) = rho(y) q_t(x_t | y) / Z`` with the exact
-    ``q_t(x_t | .) = r`` that the step computes anyway (``docs/math.md`` section 6). Then
-    ``mu / r = rho / Z`` and the step is ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so
-    origins with a vanishing ``q_t`` (1e-150 through a far neighbour) cannot blow the step up."""
+    ``q_t(x_t | .) = r`` (``docs/math.md`` section 6). Then ``mu / r = rho / Z`` and the step is
+    ``g * P_{0->s} rho / (rho . r)``: no division by ``r``, so origins with a vanishing ``q_t`` (1e-150
+    through a far neighbour) cannot blow the step up; with a neutral ``decoding``, ``rho . r`` is the sum
+    of ``g * P_{0->s} rho`` and ``r`` is not computed."""
     _, (step,) = posterior_and_steps(process, [(mu, weighted)], None, xt, s, t, decoding, operators=operators)
     return step
 
@@ -94,23 +97,31 @@ def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bo
                                        decoding) for mu, weighted in laws]
         return (None if x0 is None else _column_constant_step(process, one_hot_columns(x0.to(xt.device), m).T, xt, s,
                                                               t)), steps
-    exact_r = not decoding.neutral(m) or not all(weighted for _, weighted in laws)
-    where, r, g = _per_token(process, xt, s, t, exact_r, op)
+    need_r = not decoding.neutral(m) or not all(weighted for _, weighted in laws)
+    where, r, g = _per_token(process, xt, s, t, need_r, op)
     steps = [_generic_step(process, mu, weighted, where, r, g, s, decoding, op) for mu, weighted in laws]
     return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
 
 
-def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor, g: Tensor, s: float,
-                  decoding: Decoding, op: OperatorSettings) -> Tensor:
-    """The step ``g * P_{0->s}(mu / r)`` (or ``g * P_{0->s} rho / (rho . r)``) in chunks of positions."""
+def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor | None, g: Tensor,
+                  s: float, decoding: Decoding, op: OperatorSettings) -> Tensor:
+    """The step ``g * P_{0->s}(mu / r)`` (or ``g * P_{0->s} rho / (rho . r)``) in chunks of positions.
+
+    Without ``r`` (a likelihood-weighted step, neutral decoding) the step is ``g * P_{0->s} rho``
+    normalised by its own mass ``sum_z g[z] (P_{0->s} rho)[z] = rho . r``: the same law, one operator
+    pass fewer. Float32 products flush at most ``products * m * 1e-30`` of a column scaled to a largest
+    entry of 1, so a mass below :data:`MASS_MARGIN` of ``max(g) max(rho)`` may be that flush's error:
+    those columns are redone in float64."""
     n, m = mu.shape
     out = torch.empty(n, m, dtype=torch.float64, device=mu.device)
     chunk = max(1, CHUNK_FLOATS // m)
     for a in range(0, n, chunk):
         idx = slice(a, min(n, a + chunk))
-        rr = r[:, where[idx]]
         mm = mu[idx].to(torch.float64).T
-        if weighted:  # an origin that cannot reach x_t adds g . P_{0->s} e_y = r[y] = 0 to the step itself
+        if r is None:
+            ratio = mm
+        elif weighted:  # an origin that cannot reach x_t adds g . P_{0->s} e_y = r[y] = 0 to the step itself
+            rr = r[:, where[idx]]
             if not decoding.neutral(m):  # the filters act on mu = rho r / Z (r exact here): mu / r = rho / Z on
                 kept = decoding.filter((mm * rr).T).T  # what they keep, and a temperature reshapes mu itself
                 mm = mm * (kept > 0) if decoding.temperature == 1 else \
@@ -118,6 +129,7 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
             mass = (mm * rr).sum(0, keepdim=True)  # rho . r = sum_z g[z] (P_{0->s} rho)[z]
             ratio = mm / torch.where(mass > 0, mass, 1.0)  # rho / Z
         else:
+            rr = r[:, where[idx]]
             mm = mm * (rr > 0)
             mm = decoding.filter(mm.T).T
             total = mm.sum(0, keepdim=True)
@@ -125,14 +137,16 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
                 raise _unreachable()
             ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
         w = process.transition(ratio, 0.0, s, settings=op) if s > 0 else ratio
-        step = g[:, where[idx]] * w
-        # sum_z g[z] w[z] = r . ratio = 1 exactly; float32 products that lost a column's mass (a ratio
-        # spanning more than float32's range), or a float32 r whose mass rho . r they lost, break the
-        # identity: those columns are redone in float64 (and the step renormalised)
-        lost = ((step.sum(0) - 1).abs() > GUARD).nonzero().reshape(-1)
+        gg = g[:, where[idx]]
+        step = gg * w
+        # with r: sum_z g[z] w[z] = r . ratio = 1 exactly, and float32 products that lost a column's mass (a
+        # ratio spanning more than float32's range) break the identity; without r: a mass too small to
+        # outweigh the flush's error (docstring). Those columns are redone in float64 (and renormalised)
+        lost = ((step.sum(0) - 1).abs() > GUARD if r is not None else
+                step.sum(0) <= MASS_MARGIN * gg.amax(0) * ratio.amax(0)).nonzero().reshape(-1)
         if lost.numel() and s > 0 and op.mixed:
             exact = process.transition(ratio[:, lost], 0.0, s, settings=op.exact())
-            step[:, lost] = g[:, where[idx]][:, lost] * exact
+            step[:, lost] = gg[:, lost] * exact
         if not bool((step.sum(0) > 0).all()):
             raise _unreachable()
         out[idx] = step.T

@@ -103,11 +103,12 @@ def test_the_guard_redoes_steps_whose_float32_products_lost_mass():
         assert tv(fast, exact) < 1e-6
 
 
-def test_the_guard_redoes_weighted_steps_whose_float32_r_lost_their_mass():
-    """A likelihood-weighted step takes r = P_{0->t}^T e_{x_t} from float32 products, for its mass
-    rho . r alone. A rho that puts its mass only on origins whose q_t(x_t | y) is below 1e-30 of the
-    largest (semantic-then-absorb at t = 0.3: down to 3e-54) loses all of it there; the guard redoes those
-    columns in float64 (without it: an error, as if no origin could reach x_t)."""
+def test_the_guard_redoes_weighted_steps_whose_float32_products_flushed_their_mass():
+    """A likelihood-weighted step is g * P_{0->s} rho normalised by its own mass (no r). A rho that puts its
+    mass only on origins whose q_t(x_t | y) is below 1e-30 of the largest (semantic-then-absorb at t = 0.3:
+    down to 3e-54) has float32 products flush all of it where g lives; the guard sees a mass below
+    MASS_MARGIN of max(g) max(rho) and redoes those columns in float64 (with MASS_MARGIN = 0 this test
+    fails)."""
     process = semantic(60, absorb=True, b=0.0)
     t = 0.3
     xt = torch.arange(59)

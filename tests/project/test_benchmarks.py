@@ -171,8 +171,9 @@ def test_the_block_generation_benchmark_quick_mode(tmp_path):
 
 
 def test_the_operators_benchmark_says_where_the_step_and_the_term_spend_their_time(tmp_path):
-    """`benchmarks/operators.py --profile`: the step's three operator applications timed alone (g and r per
-    distinct x_t, w per position) and the operators of the step and the term by own time, largest first."""
+    """`benchmarks/operators.py --profile`: the step's operator applications timed alone (g per distinct x_t,
+    w per position; r, which only the mean parametrization needs) and the operators of the step and the term
+    by own time, largest first."""
     _, printed = run("operators", "--dry-run", "--b", "0", "--profile", "--out", str(tmp_path))
     report = json.loads((tmp_path / "operators.json").read_text())
     assert report["settings"]["profile"] is True
