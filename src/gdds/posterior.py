@@ -136,7 +136,7 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
             if not bool((total > 0).all()):
                 raise _unreachable()
             ratio = torch.where(rr > 0, mm / total / rr.clamp_min(1e-300), torch.zeros_like(mm))
-        w = process.transition(ratio, 0.0, s, settings=op) if s > 0 else ratio
+        w = _shared_transition(process, ratio, s, op) if s > 0 else ratio
         gg = g[:, where[idx]]
         step = gg * w
         # with r: sum_z g[z] w[z] = r . ratio = 1 exactly, and float32 products that lost a column's mass (a
@@ -151,6 +151,22 @@ def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Te
             raise _unreachable()
         out[idx] = step.T
     return _normalised(out)
+
+
+def _shared_transition(process: ForwardProcess, v: Tensor, s: float, op: OperatorSettings) -> Tensor:
+    """``P_{0->s} v`` for ``v [m, n]``, each distinct column once (the Bayes-unigram baseline's ``rho`` is the
+    same at every position): columns grouped by a projection, the groups checked entry by entry."""
+    n = v.shape[1]
+    _, which = torch.unique(torch.linspace(1.0, 2.0, v.shape[0], dtype=v.dtype, device=v.device) @ v,
+                            return_inverse=True)
+    count = int(which.max()) + 1 if n else 0
+    if count == n:
+        return process.transition(v, 0.0, s, settings=op)
+    first = torch.full((count,), n, device=v.device).scatter_reduce_(0, which, torch.arange(n, device=v.device),
+                                                                     "amin")
+    if not bool((v == v[:, first[which]]).all()):
+        return process.transition(v, 0.0, s, settings=op)
+    return process.transition(v[:, first], 0.0, s, settings=op)[:, which]
 
 
 def _generic_posterior(process: ForwardProcess, x0: Tensor, where: Tensor, r: Tensor, g: Tensor, s: float,

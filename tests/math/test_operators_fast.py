@@ -159,3 +159,34 @@ def test_rows_at_many_times_share_one_series():
     for transpose in (False, True):
         exact = transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose, settings=OperatorSettings(method="dense"))
         assert float((transition(moving, SCHED, eye, 0.0, 0.9, transpose=transpose) - exact).abs().sum(0).max()) < 1e-5
+
+
+def test_a_law_shared_by_positions_goes_through_the_operators_once():
+    """The Bayes-unigram baseline gives every position the same rho: P_{0->s} rho is taken once per distinct
+    column, and the step equals g * P_{0->s} rho normalised, computed per position. Two different rows
+    whose projections collide (0.5 e_0 + 0.5 e_2 and e_1 against an evenly spaced probe) are told apart
+    by the entry-by-entry check, which then takes every column."""
+    process = semantic(b=0.0, float32=False)
+    m, s, t = 80, 0.5, 0.55
+    g = torch.Generator().manual_seed(17)
+    pi = torch.softmax(torch.randn(m, generator=g, dtype=torch.float64), 0)
+    xt = torch.randint(0, m - 1, (24,), generator=g)
+    calls = []
+    transition = process.transition
+
+    def counted(v, a, b, **kw):
+        if not kw.get("transpose", False) and a == 0.0:
+            calls.append(v.shape[1])
+        return transition(v, a, b, **kw)
+
+    process.transition = counted
+    a, b, c = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64), torch.flip(pi, [0])
+    a[[0, 2]], b[1] = 0.5, 1.0
+    for rows, columns in ((pi.expand(24, m).clone(), 1), (torch.stack([pi, c] * 12), 2),
+                          (torch.stack([a, b] * 12), 24)):
+        calls.clear()
+        step = reverse_step_probs(process, rows, xt, s, t, weighted=True)
+        assert calls == [columns]
+        gcol = transition(torch.eye(m, dtype=torch.float64)[:, xt], s, t, transpose=True)
+        each = gcol * transition(rows.T.contiguous(), 0.0, s)
+        torch.testing.assert_close(step, (each / each.sum(0)).T, rtol=1e-12, atol=1e-15)
