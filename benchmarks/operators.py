@@ -35,6 +35,8 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
 - ``all_terms`` (full mode, ``m = 12,590``): the whole ``T = 128``-term bound of a model and its
   Bayes-unigram baseline on ``ALL_TERMS_BLOCKS`` blocks of 128 tokens, scaled to the 32 blocks of an
   evaluation (the issue's target: one hour on 2 cores).
+- ``sample`` (full mode, ``m = 12,590``): a whole ``T = 128``-step exact sample of ``B`` sequences of 128
+  tokens from a stand-in model (``gdds.sample``, the likelihood-weighted step).
 
 ``--device cuda`` runs the same measurements on a GPU (``benchmarks/gpu_suite.sh``): the inputs are drawn on
 the CPU with the same seeds, then moved, and every timer waits for the GPU's queued work. ``--dry-run``
@@ -248,6 +250,19 @@ def measure_all_terms(m: int, b: float, blocks: int, cache: Path, device: str) -
             "hours_for_32_blocks": seconds * 32 / blocks / 3600}
 
 
+def measure_sample(m: int, b: float, sequences: int, cache: Path, device: str) -> dict[str, Any]:
+    """Seconds of a whole ``T = 128``-step exact sample (``gdds.sample``) of ``sequences`` sequences of 128
+    tokens from a stand-in model (fixed random logits, likelihood-weighted), as ``gdds sample`` draws it."""
+    process = process_of(m, b, cache, device).to(device)
+    g = torch.Generator().manual_seed(SEED + 4)
+    bank = (LOGIT_SCALE * torch.randn(sequences, 128, m, generator=g)).to(device)
+    model = LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])
+    _, seconds = timed(lambda: gdds.sample(process, model, sequences, 128, steps=T,
+                                           generator=torch.Generator(device=device).manual_seed(SEED)), device)
+    return {"m": m, "b": b, "sequences": sequences, "L": 128, "T": T, "seconds": seconds,
+            "seconds_per_sequence": seconds / sequences}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"b": args.b, "T": T, "profile": args.profile, "unblocked": args.unblocked,
                      "sizes": [asdict(s) for s in sizes], "seed": SEED, "device": args.device,
                      "logits": f"N(0, {LOGIT_SCALE:g}^2), float64", "threads": torch.get_num_threads()},
-        "rows": rows, "training": training, "all_terms": None, "results": []}
+        "rows": rows, "training": training, "all_terms": None, "sample": None, "results": []}
 
     def save() -> None:
         report["results"] = [{"m": r["m"], "speedup_term_t1": r["term"]["speedup"],
@@ -301,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             report["all_terms"] = measure_all_terms(FULL[0].m, args.b, ALL_TERMS_BLOCKS, cache, args.device)
             save()
             print(json.dumps(report["all_terms"]), flush=True)
+            print(f"[m={FULL[0].m}] a {T}-step exact sample of {FULL[0].B} sequences ...", flush=True)
+            report["sample"] = measure_sample(FULL[0].m, args.b, FULL[0].B, cache, args.device)
+            save()
+            print(json.dumps(report["sample"]), flush=True)
     print(json.dumps({"results": report["results"]}))
     return 0
 

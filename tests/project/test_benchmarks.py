@@ -188,3 +188,14 @@ def test_the_operators_benchmark_says_where_the_step_and_the_term_spend_their_ti
         assert 0 < sum(op["share"] for op in prof["ops"]) <= 1.05  # own times within the wall clock
         assert all(op["calls"] >= 1 for op in prof["ops"])
     assert '"step_parts"' in printed
+
+
+def test_the_operators_benchmark_full_mode_rows_run_at_a_small_vocabulary(tmp_path):
+    """The rows only the full run measures, at m = 600: the all-terms bound of a model and its baseline and a
+    whole 128-step exact sample, each timed and scaled as reported."""
+    module = benchmark("operators")
+    terms = module.measure_all_terms(600, 0.0, 1, tmp_path, "cpu")
+    assert terms["T"] == 128 and terms["hours_for_32_blocks"] == pytest.approx(terms["seconds"] * 32 / 3600)
+    drawn = module.measure_sample(600, 0.0, 2, tmp_path, "cpu")
+    assert drawn["T"] == 128 and drawn["seconds"] > 0
+    assert drawn["seconds_per_sequence"] == pytest.approx(drawn["seconds"] / 2)
