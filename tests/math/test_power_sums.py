@@ -63,3 +63,23 @@ def test_shared_weights_multiply_every_column_every_time():
     torch.testing.assert_close(power_sum(step, v, weights, 0.0), _plain(F, v, weights[:, None].expand(-1, 5)),
                                rtol=1e-12, atol=0)
     assert multiplied == [5] * (weights.numel() - 1)
+
+
+def test_the_fused_flush_of_non_negative_columns_drops_exactly_what_the_general_one_drops():
+    """Non-negative float32 columns are flushed in one fused pass: the same entries as ``|x| < FLUSH``, the
+    neighbours of FLUSH included; signed columns keep the general flush, and their sums stay right."""
+    import numpy as np
+
+    from gdds.power_sums import FLUSH, _flush_nonnegative, _flushed
+
+    at = np.float32(FLUSH)
+    x = torch.rand(200, 3) * 1e-29
+    x[:3, 0] = torch.tensor([float(at), float(np.nextafter(at, np.float32(0))), float(np.nextafter(at, np.float32(1)))])
+    assert torch.equal(_flush_nonnegative(x.clone()), _flushed(x.clone()))
+    assert _flush_nonnegative(x.clone())[:3, 0].tolist() == [float(at), 0.0, float(np.nextafter(at, np.float32(1)))]
+    F = _kernel()
+    weights, _ = poisson_series(2.0)
+    v = torch.randn(M, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out = power_sum(lambda u, t: F.to(u.dtype) @ u, v, weights, 0.0, Products(mixed=True))
+    expected = _plain(F, v, weights[:, None].expand(-1, 4))
+    assert float((out - expected).abs().max()) < 1e-6 * float(v.abs().max())
