@@ -201,3 +201,25 @@ def test_the_recipe_fits_k_to_a_small_vocabulary():
     assert tiny.knn.neighbours.shape[1] == 4 and tiny.settings.bandwidth_k == 4
     with pytest.raises(ValueError, match="k must be in"):  # an explicit k is kept, and refused
         build(Vocabulary(20, 15, (15, 16, 17, 18, 19)), gdds.LogLinear(1e-3), emb, False, k=30)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_sparse_kernel_matrices_are_the_dense_kernel_with_int32_indices(dtype):
+    """Above DENSE_PRODUCTS tokens the kNN kernel multiplies through CSR matrices (both directions); their
+    indices are int32 (the CPU's sparse product would convert int64 ones at every call), and a product
+    equals the dense kernel's and that of the same matrix with int64 indices, entry for entry."""
+    m = 1100
+    emb = torch.randn(m, 8, generator=torch.Generator().manual_seed(21))
+    knn = K.SemanticKNN(emb, K.SemanticSettings(k=8), cache=False, progress=False).knn
+    v = torch.rand(m, 5, generator=torch.Generator().manual_seed(22), dtype=dtype)
+    dense = knn.probs(0.0)  # [m, k]: the column y of F holds probs[y] at rows neighbours[y]
+    F = torch.zeros(m, m, dtype=torch.float64)
+    F[knn.neighbours, torch.arange(m)[:, None]] = dense
+    for transpose, apply in ((False, knn.apply), (True, knn.apply_T)):
+        A = knn._matrix(0.0, transpose, dtype)
+        assert A.crow_indices().dtype == A.col_indices().dtype == torch.int32
+        wide = torch.sparse_csr_tensor(A.crow_indices().long(), A.col_indices().long(), A.values(), A.shape,
+                                       check_invariants=True)
+        assert torch.equal(apply(v), wide @ v)
+        torch.testing.assert_close(apply(v).double(), (F.T if transpose else F) @ v.double(),
+                                   rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7)
