@@ -195,9 +195,9 @@ def measure_size(size: Size, b: float, cache: Path, device: str, profiled: bool 
             "term_s": timed(lambda: new_term(process, rho, pi, x0, xt, s, t, operators=whole), device)[1]}
     if profiled:
         extra["profile"] = {
-        "step_parts": step_parts(process, rho, xt, s, t, device),
-        "step": op_profile(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True), device),
-        "term": op_profile(lambda: new_term(process, rho, pi, x0, xt, s, t), device)}
+            "step_parts": step_parts(process, rho, xt, s, t, device),
+            "step": op_profile(lambda: reverse_step_probs(process, rho, xt, s, t, weighted=True), device),
+            "term": op_profile(lambda: new_term(process, rho, pi, x0, xt, s, t), device)}
     return {
         "m": size.m, "B": size.B, "L": size.L, "b": b, "graph_build_s": build, "s": s, "t": t,
         "step": {"reference_s": ref_step_s, "new_s": new_step_s, "speedup": ref_step_s / new_step_s},
@@ -235,15 +235,21 @@ def measure_training(size: Size, b: float, cache: Path, device: str) -> dict[str
             "surrogate_s_per_step": surrogate, "step": "16 sequences x 128 tokens, stratified t"}
 
 
+def stand_in(process: gdds.ForwardProcess, rows: int, g: torch.Generator, device: str) -> LikelihoodWeighted:
+    """A stand-in model for ``rows`` sequences of 128 tokens: fixed random logits (drawn from ``g`` on the
+    CPU), likelihood-weighted."""
+    bank = (LOGIT_SCALE * torch.randn(rows, 128, process.m, generator=g)).to(device)
+    return LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])
+
+
 def measure_all_terms(m: int, b: float, blocks: int, cache: Path, device: str) -> dict[str, Any]:
     """Seconds of the all-terms bound of a stand-in model (fixed random logits) and its Bayes-unigram
     baseline, bounded together as ``gdds eval`` does, on ``blocks`` sequences of 128 tokens."""
     process = process_of(m, b, cache, device).to(device)
     g = torch.Generator().manual_seed(SEED + 3)
     x0 = text_like(m, (blocks, 128), g).to(device)
-    bank = (LOGIT_SCALE * torch.randn(blocks, 128, m, generator=g)).to(device)
+    model = stand_in(process, blocks, g, device)
     pi = torch.softmax(torch.randn(m, generator=g, dtype=torch.float64), 0).to(device)
-    model = LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])
     _, seconds = timed(lambda: nll_bound(process, [model, bayes_unigram(process, pi)], x0, steps=T, all_terms=True,
                                          generator=torch.Generator(device=device).manual_seed(SEED)), device)
     return {"m": m, "b": b, "blocks": blocks, "T": T, "seconds": seconds,
@@ -254,9 +260,7 @@ def measure_sample(m: int, b: float, sequences: int, cache: Path, device: str) -
     """Seconds of a whole ``T = 128``-step exact sample (``gdds.sample``) of ``sequences`` sequences of 128
     tokens from a stand-in model (fixed random logits, likelihood-weighted), as ``gdds sample`` draws it."""
     process = process_of(m, b, cache, device).to(device)
-    g = torch.Generator().manual_seed(SEED + 4)
-    bank = (LOGIT_SCALE * torch.randn(sequences, 128, m, generator=g)).to(device)
-    model = LikelihoodWeighted(process, lambda xt, t: bank[:xt.shape[0]])
+    model = stand_in(process, sequences, torch.Generator().manual_seed(SEED + 4), device)
     _, seconds = timed(lambda: gdds.sample(process, model, sequences, 128, steps=T,
                                            generator=torch.Generator(device=device).manual_seed(SEED)), device)
     return {"m": m, "b": b, "sequences": sequences, "L": 128, "T": T, "seconds": seconds,

@@ -100,7 +100,7 @@ def posterior_and_steps(process: ForwardProcess, laws: Sequence[tuple[Tensor, bo
     need_r = not decoding.neutral(m) or not all(weighted for _, weighted in laws)
     where, r, g = _per_token(process, xt, s, t, need_r, op)
     steps = [_generic_step(process, mu, weighted, where, r, g, s, decoding, op) for mu, weighted in laws]
-    return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, r, g, s, op)), steps
+    return (None if x0 is None else _generic_posterior(process, x0.to(xt.device), where, g, s, op)), steps
 
 
 def _generic_step(process: ForwardProcess, mu: Tensor, weighted: bool, where: Tensor, r: Tensor | None, g: Tensor,
@@ -169,9 +169,10 @@ def _shared_transition(process: ForwardProcess, v: Tensor, s: float, op: Operato
     return process.transition(v[:, first], 0.0, s, settings=op)[:, which]
 
 
-def _generic_posterior(process: ForwardProcess, x0: Tensor, where: Tensor, r: Tensor, g: Tensor, s: float,
+def _generic_posterior(process: ForwardProcess, x0: Tensor, where: Tensor, g: Tensor, s: float,
                        op: OperatorSettings) -> Tensor:
-    """``q(x_s = z | x_t, x0) = g[z] (P_{0->s} e_{x0})[z] / r[x0]``, one operator column per distinct ``x0``."""
+    """``q(x_s = z | x_t, x0) = g[z] (P_{0->s} e_{x0})[z] / r[x0]``, one operator column per distinct ``x0``;
+    ``r[x0]`` is the row's own sum, so it is normalised rather than divided by ``r``."""
     origins, which = torch.unique(x0, return_inverse=True)
     cols = one_hot_columns(origins, process.m)
     forward = process.transition(cols, 0.0, s, settings=op) if s > 0 else cols
