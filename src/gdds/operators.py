@@ -47,6 +47,7 @@ from torch import Tensor
 from .kernels.base import Kernel, TeleportSplit, check_vectors, require_column_constant
 from .power_sums import Products, poisson_series, power_sum
 from .schedules import Schedule, as_time
+from .token_powers import TokenPowers
 
 DENSE_AUTO_LIMIT = 512
 DEFAULT_BLOCK: int | None = 64  # columns per pass of the series' products, a slab kept in cache (OperatorSettings)
@@ -216,9 +217,39 @@ def transposed_from_zero(split: TeleportSplit, schedule: Schedule, v: Tensor, ti
     batch of sequences at different times costs one series (the training step's forward likelihood).
     Of ``settings`` (:class:`OperatorSettings`) it reads ``tol``, ``precision`` and ``block``."""
     op = DEFAULTS if settings is None else settings
+    v = check_vectors(v, split.inner.m)
+    poisson, c, which = _from_zero(split, schedule, times, op, v.device)
+    out = power_sum(split.inner.apply_T, v, poisson[:, which], 0.0, _products(split, op))
+    return out + (c[:, which] * v).sum(0, keepdim=True)
+
+
+def tokens_from_zero(split: TeleportSplit, schedule: Schedule, tokens: Tensor, times: Tensor, powers: TokenPowers,
+                     settings: OperatorSettings | None = None) -> Tensor:
+    """:func:`transposed_from_zero` of the one-hot columns of ``tokens [n]``, their powers of ``K^T``
+    kept in ``powers`` (:class:`gdds.token_powers.TokenPowers`: computed once per token, then a weighted
+    sum): the same columns ``[m, n]`` up to round-off."""
+    op = DEFAULTS if settings is None else settings
+    poisson, c, which = _from_zero(split, schedule, times, op, powers.device)
+    tokens = tokens.to(powers.device)
+    return powers.weighted(tokens, poisson[:, which]) + c[tokens, which][None, :]
+
+
+def series_depth(split: TeleportSplit, schedule: Schedule, settings: OperatorSettings | None = None) -> int:
+    """The last power of ``K`` that :func:`transposed_from_zero` weighs at ``t = 1`` (its deepest)."""
+    op = DEFAULTS if settings is None else settings
+    return _piece_weights(split, schedule, 0.0, float(schedule.Lambda(1.0)), op.tol)[0].numel() - 1
+
+
+def _products(split: TeleportSplit, op: OperatorSettings) -> Products:
+    return Products(op.mixed and split.inner.float32_apply, op.block)
+
+
+def _from_zero(split: TeleportSplit, schedule: Schedule, times: Tensor, op: OperatorSettings,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """For each column's time: the Poisson weights of ``K^T`` (``[N+1, d]`` for the ``d`` distinct times,
+    with the factor ``e^{-W}``), the teleport columns ``c_t`` (``[m, d]``) and each column's time index."""
     if not split.homogeneous:
         raise ValueError("transposed_from_zero needs a teleport split whose K and pi do not depend on time")
-    v = check_vectors(v, split.inner.m)
     distinct, which = torch.unique(times.to(torch.float64).cpu(), return_inverse=True)
     pieces = [_piece_weights(split, schedule, 0.0, float(schedule.Lambda(float(t))), op.tol) for t in distinct]
     depth = max(max(p.numel(), w.numel()) for p, w, _, _ in pieces)
@@ -226,12 +257,9 @@ def transposed_from_zero(split: TeleportSplit, schedule: Schedule, v: Tensor, ti
                                                                                          dtype=torch.float64)
     for i, (p, w, keep, _) in enumerate(pieces):
         poisson[:p.numel(), i], teleport[:w.numel(), i] = keep * p, w
-    how = Products(op.mixed and split.inner.float32_apply, op.block)
-    which = which.to(v.device)
-    out = power_sum(split.inner.apply_T, v, poisson.to(v.device)[:, which], 0.0, how)
-    pi = split.column(0.0).to(v)[:, None].expand(-1, len(pieces))
-    c = power_sum(split.inner.apply, pi, teleport.to(v.device), 0.0, how)  # [m, distinct times]
-    return out + (c[:, which] * v).sum(0, keepdim=True)
+    pi = split.column(0.0).to(device)[:, None].expand(-1, len(pieces))
+    c = power_sum(split.inner.apply, pi, teleport.to(device), 0.0, _products(split, op))  # [m, distinct times]
+    return poisson.to(device), c, which.to(device)
 
 
 def _closed_column(kernel: Kernel, schedule: Schedule, ls: float, lt: float) -> Tensor:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .categorical import Decoding, one_hot_columns
-from .operators import DEFAULTS, OperatorSettings, transposed_from_zero
+from .operators import DEFAULTS, OperatorSettings, tokens_from_zero, transposed_from_zero
 from .process import ForwardProcess
 
 CHUNK_FLOATS = 2**24  # float64 entries per [m, chunk] working block (128 MiB)
@@ -281,9 +281,11 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, *,
     split = process.kernel.teleport_split()
     if split is not None and split.homogeneous and (operators or DEFAULTS).method in ("auto", "series"):
         pairs = [torch.unique(xt[b], return_inverse=True) for b in range(B)]
-        cols = one_hot_columns(torch.cat([uniq for uniq, _ in pairs]), process.m)
+        tokens = torch.cat([uniq for uniq, _ in pairs])
         when = torch.cat([torch.full((uniq.numel(),), tb, dtype=torch.float64) for (uniq, _), tb in zip(pairs, times)])
-        rows = transposed_from_zero(split, process.schedule, cols, when, operators).T
+        powers = process.token_powers(split, operators or DEFAULTS)
+        rows = (transposed_from_zero(split, process.schedule, one_hot_columns(tokens, process.m), when, operators)
+                if powers is None else tokens_from_zero(split, process.schedule, tokens, when, powers, operators)).T
         first = 0
         for b, (uniq, where) in enumerate(pairs):
             out[b] = rows[first + where]

@@ -26,10 +26,14 @@ from torch import Tensor
 
 from .categorical import one_hot_columns
 from .devices import check_generator
-from .kernels.base import Arrivals, Kernel, require_column_constant
+from .kernels.base import Arrivals, Kernel, TeleportSplit, require_column_constant
 from .kernels.mask import Mask
-from .operators import OperatorSettings, closed_form, transition
+from .operators import OperatorSettings, closed_form, series_depth, transition
+from .power_sums import Products
 from .schedules import Schedule, as_time
+from .token_powers import TokenPowers
+
+DEFAULT_POWER_CACHE = 2 * 2**30  # bytes of kept token powers per process (ForwardProcess, gdds.token_powers)
 
 
 @dataclass
@@ -51,7 +55,12 @@ class NoisingInfo:
 class ForwardProcess:
     """``Q_t = beta(t) (F_t - I)`` from a schedule and a jump kernel."""
 
-    def __init__(self, schedule: Schedule, kernel: Kernel):
+    def __init__(self, schedule: Schedule, kernel: Kernel, power_cache: int = DEFAULT_POWER_CACHE):
+        """``power_cache``: bytes of memory that the forward likelihood of a time-homogeneous teleport
+        split (the semantic kernel at ``b = 0``) may fill with the powers of ``K^T`` of the tokens it
+        has met (:mod:`gdds.token_powers`; 0: none kept, every call multiplies again)."""
+        if isinstance(power_cache, bool) or not isinstance(power_cache, int) or power_cache < 0:
+            raise ValueError(f"power_cache is a number of bytes >= 0 (0: keep no powers); got {power_cache!r}")
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a gdds Schedule, got {type(schedule).__name__}")
         if not isinstance(kernel, Kernel):
@@ -66,11 +75,26 @@ class ForwardProcess:
         self.schedule = schedule
         self.kernel = kernel
         self.m = kernel.m
+        self.power_cache = power_cache
+        self._powers: dict[Products, TokenPowers] = {}
 
     def to(self, device: str | torch.device) -> ForwardProcess:
         """Move the kernel's tensors to ``device`` (in place) and return the process."""
         self.kernel.to(device)
+        self._powers.clear()
         return self
+
+    def token_powers(self, split: TeleportSplit, settings: OperatorSettings) -> TokenPowers | None:
+        """The powers of ``K^T`` kept for single tokens under ``settings``' products (one store per
+        precision, made on first use, as deep as the series at ``t = 1``), or ``None`` when
+        :attr:`power_cache` is 0 or ``split`` is not homogeneous."""
+        if self.power_cache == 0 or not split.homogeneous:
+            return None
+        how = Products(settings.mixed and split.inner.float32_apply)
+        if how not in self._powers:
+            self._powers[how] = TokenPowers(split.inner.apply_T, self.m, series_depth(split, self.schedule, settings),
+                                            how, self.power_cache, self.device)
+        return self._powers[how]
 
     @property
     def device(self) -> torch.device:

@@ -316,3 +316,30 @@ def test_pairs_are_given_as_method_equals_counterpart():
         "gdds-mask-b4": "gdds-mask", "gdds-semantic-b4": "gdds-semantic"}
     with pytest.raises(ConfigError, match="METHOD=COUNTERPART"):
         pair_options(["gdds-mask-b4"])
+
+
+def test_an_archived_run_counts_as_trained_and_evaluated(tmp_path, capsys):
+    """A run folder without its checkpoints but with its saved evaluation (what a comparison keeps beyond
+    one machine): the same comparison reuses it, report unchanged; other evaluation settings, or other
+    training settings, need the weights and are refused naming the archived run."""
+    import shutil
+
+    args = ["compare", "--out", str(tmp_path), "--base", "tiny", "--methods", "mdlm", "--steps", "2",
+            "--sequences", "2", "--sample-steps", "2", "--num-samples", "1", "--judge", "smollm2", *SHARED]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "compare.json").read_text())["rows"]["mdlm"]
+    saved = json.loads((tmp_path / "mdlm" / "compare_eval.json").read_text())
+    assert saved["trained"]["step"] == 6 and saved["trained"]["config"]["method"] == "elbo"
+    shutil.rmtree(tmp_path / "mdlm" / "checkpoints")
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "archived run found" in err and "not repeated" in err
+    again = json.loads((tmp_path / "compare.json").read_text())["rows"]["mdlm"]
+    assert again["report"] == first["report"] and again["evaluation"] == "reused"
+    for other, says in ((["--steps", "3"], "cannot be made again without the weights"),
+                        (["train.lr=0.01"], "train.lr: the run has 0.003, asked for 0.01")):
+        with pytest.raises(SystemExit) as refused:
+            main([*args[:-len(SHARED)], *other, *SHARED] if other[0].startswith("--") else [*args, *other])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and "is an archived run" in err and says in err

@@ -70,13 +70,13 @@ def test_the_fused_flush_of_non_negative_columns_drops_exactly_what_the_general_
     neighbours of FLUSH included; signed columns keep the general flush, and their sums stay right."""
     import numpy as np
 
-    from gdds.power_sums import FLUSH, _flush_nonnegative, _flushed
+    from gdds.power_sums import FLUSH, _flushed, flush_nonnegative
 
     at = np.float32(FLUSH)
     x = torch.rand(200, 3) * 1e-29
     x[:3, 0] = torch.tensor([float(at), float(np.nextafter(at, np.float32(0))), float(np.nextafter(at, np.float32(1)))])
-    assert torch.equal(_flush_nonnegative(x.clone()), _flushed(x.clone()))
-    assert _flush_nonnegative(x.clone())[:3, 0].tolist() == [float(at), 0.0, float(np.nextafter(at, np.float32(1)))]
+    assert torch.equal(flush_nonnegative(x.clone()), _flushed(x.clone()))
+    assert flush_nonnegative(x.clone())[:3, 0].tolist() == [float(at), 0.0, float(np.nextafter(at, np.float32(1)))]
     F = _kernel()
     weights, _ = poisson_series(2.0)
     v = torch.randn(M, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)

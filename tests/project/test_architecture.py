@@ -23,6 +23,7 @@ LAYERS = {
     "gdds.files": "leaf", "gdds.registry": "leaf", "gdds.devices": "leaf", "gdds.version": "leaf",
     "gdds.categorical": "math",
     "gdds.schedules": "math", "gdds.kernels": "math", "gdds.operators": "math", "gdds.power_sums": "math",
+    "gdds.token_powers": "math",
     "gdds.process": "math",
     "gdds.posterior": "math",
     "gdds.sampling": "inference", "gdds.likelihood": "inference", "gdds.nll_gap": "inference",

@@ -6,8 +6,7 @@ concepts (:data:`gdds.objectives.METHODS`, :data:`gdds.kernels.KERNELS`,
 :data:`gdds.SCHEDULES`, :data:`gdds.data.TOKENIZERS`, :data:`gdds.data.PACKINGS`,
 :data:`gdds.models.PRESETS`, ...), and ``train.log``'s entries are checked against
 :data:`gdds.engine.logs.LOGGERS`, so a new entry there is a valid configuration value here with
-no other change.
-"""
+no other change."""
 from __future__ import annotations
 
 import ast
@@ -97,6 +96,8 @@ class ProcessConfig:
     """Cooccurrence embeddings are computed from the first N training tokens."""
     t_min: float = ranged(1e-3, 0, 1, open_high=True)
     """Training times are drawn from U[t_min, 1]."""
+    power_cache_gib: float = ranged(2.0, 0)
+    """GiB of the kNN kernel's powers kept per token (semantic, b = 0) for the exact q_t; 0: none."""
 
 
 @dataclass
@@ -122,8 +123,7 @@ class ModelConfig:
     parametrization: ParametrizationName = AUTO
     """How the output becomes mu (gdds.objectives.parametrization); auto: forward for non-absorbing kernels."""
     block_size: int | None = ranged(None, 1)
-    """Block diffusion (gdds.models.block): diffusion inside blocks of this many tokens, autoregressive over
-    them (null: one block, plain diffusion)."""
+    """Diffusion inside blocks of this many tokens, autoregressive over them (gdds.models.block; null: none)."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .legacy import as_saved
 
 RESUMABLE_KEYS = {"train.max_steps", "train.ckpt_every", "train.eval_every", "train.eval_batches",
                   "train.log_every", "train.log", "train.keep_checkpoints", "train.progress", "train.device",
-                  "train.precision", "train.compile", "train.checkpointing"}
+                  "train.precision", "train.compile", "train.checkpointing", "process.power_cache_gib"}
 
 
 def stored_config(run_dir: Path) -> Config:
@@ -42,8 +42,12 @@ def resume_config(run_dir: Path, overrides: list[str]) -> Config:
 def changed_settings(cfg: Config, run_dir: Path) -> list[str]:
     """``"key: the run has A, asked for B"`` for every setting where ``cfg`` differs from the run's
     stored configuration, those of :data:`RESUMABLE_KEYS` excepted (empty: ``cfg`` continues the run)."""
-    return [f"{key}: the run has {a!r}, asked for {b!r}"
-            for key, a, b in leaf_differences(stored_config(run_dir).to_dict(), cfg.to_dict())
+    return changed_from(stored_config(run_dir).to_dict(), cfg)
+
+
+def changed_from(stored: dict, cfg: Config) -> list[str]:
+    """:func:`changed_settings` against a stored configuration given as a dictionary."""
+    return [f"{key}: the run has {a!r}, asked for {b!r}" for key, a, b in leaf_differences(stored, cfg.to_dict())
             if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)]
 
 

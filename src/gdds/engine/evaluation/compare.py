@@ -13,7 +13,8 @@ autoregressive run as the judge.
 A run folder that already holds a finished run is evaluated, not retrained, and an
 interrupted one is resumed, so a long comparison can be continued. A finished evaluation is reused
 only when it was made with the same settings by the same code (:func:`gdds.version.code_fingerprint`);
-one made by other code is computed again, and the report says which were.
+one made by other code is computed again, and the report says which were. A run folder kept without its
+checkpoints (an archived run, :mod:`gdds.engine.evaluation.saved_evaluation`) counts as trained and evaluated.
 
 Verdicts (:mod:`gdds.engine.evaluation.paired`) use the ``judged_seeds`` only (default every seed): the seed a
 structured variant was selected on is left out of its verdict, and so of every verdict.
@@ -41,6 +42,7 @@ from .entropy import log_interpolate
 from .evaluate import CONTINUOUS_SAMPLES, EvalSettings, evaluate
 from .paired import SeededDifference, seeded_difference
 from .reports import EvalReport, SampleReport
+from .saved_evaluation import archived, read_saved, refuse_archived, write_saved
 
 ENTRIES: dict[str, list[str]] = {
     "gdds-semantic": ["method=gdds", "process.kernel=semantic"],
@@ -239,6 +241,9 @@ class Comparison:
 
 def _trained(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> float:
     """Train (or resume, or skip a finished run); seconds spent training now."""
+    if archived(cfg, run_dir):
+        log(f"{run_dir.name}: archived run found (its evaluation, no checkpoints), not retrained")
+        return 0.0
     done = ck.list_checkpoints(run_dir)
     if done:
         _check_settings(cfg, run_dir)
@@ -279,24 +284,23 @@ def _evaluated(run_dir: Path, settings: EvalSettings, steps: int, log: Callable[
     from ``compare_eval.json`` when it was made with the same settings on the same finished run by
     the same code (:func:`gdds.version.code_fingerprint`), else computed and saved; an evaluation
     made by other code is ``recomputed``."""
-    cache = run_dir / "compare_eval.json"
     code = code_fingerprint()
     key = {**settings.to_dict(), "continuous_samples": CONTINUOUS_SAMPLES, "step": steps, "code": code}
-    how = "computed"
-    if cache.exists():
-        saved = json.loads(cache.read_text())
+    how, saved = "computed", read_saved(run_dir)
+    if saved is not None:
         old = dict(saved.get("key", {}))
         made_by = old.pop("code", None)
         if saved.get("key") == key:
             log(f"{run_dir.name}: evaluation with these settings and this code found, not repeated")
             return EvalReport.from_dict(saved["report"]), "reused"
+        refuse_archived(run_dir, made_by, code)
         if old == {k: v for k, v in key.items() if k != "code"}:
             how = "recomputed"
             log(f"{run_dir.name}: the saved evaluation was made by other code (fingerprint {made_by or 'unknown'}, "
                 f"now {code}): evaluating again")
     log(f"{run_dir.name}: evaluating")
     report = evaluate(load_run(run_dir, device=device), settings, log=log)
-    write_text_atomically(cache, json.dumps({"key": key, "report": report.to_dict()}, indent=1))
+    write_saved(run_dir, key, report.to_dict())
     return report, how
 
 
