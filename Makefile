@@ -53,11 +53,21 @@ compare: $(STAMP)
 # (MiniLM against co-occurrence embeddings, WordPiece level) and `block` (block diffusion against full
 # diffusion and the autoregressive model). Each runs its preset, then copies its
 # table, JSON and figure (with their provenance) to docs/results/, paths relative to this folder.
+# A comparison with a folder docs/results/NAME-runs (today `embeddings`) goes on from the runs archived
+# there (run folders without checkpoints, docs/comparing.md): each is copied into results/NAME unless a
+# run of that name is there, and after the comparison every evaluated run is archived there again, so
+# a comparison longer than one machine's life continues from what was committed.
 PRESET_decisive   := decisive-cpu
 PRESET_embeddings := embeddings-wordpiece
 PRESET_block      := block-cpu
 decisive embeddings block: $(STAMP)
+	mkdir -p results/$@
+	if [ -d docs/results/$@-runs ]; then for run in docs/results/$@-runs/*/; do \
+		[ -e results/$@/$$(basename $$run) ] || cp -r $$run results/$@/$$(basename $$run); done; fi
 	$(VENV)/bin/gdds compare --preset $(PRESET_$@) --out results/$@
+	if [ -d docs/results/$@-runs ]; then for run in results/$@/*/; do if [ -f $$run/compare_eval.json ]; then \
+		tar -C results/$@ --exclude=checkpoints --exclude=.lock -cf - $$(basename $$run) | tar -C docs/results/$@-runs -xf -; \
+		fi; done; fi
 	mkdir -p docs/results
 	for ext in json md; do sed 's#$(CURDIR)/##g' results/$@/compare.$$ext > docs/results/$@.$$ext; done
 	cp results/$@/compare.png docs/results/$@.png

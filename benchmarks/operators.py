@@ -23,7 +23,9 @@ drawn from a Zipf law (``p(rank) ~ rank^-1.1``, as in text: work per distinct to
   (``max_tv``, target 1e-6) and the largest change of a term per token (target 1e-4 nats).
 - ``training``: the exact forward likelihood's cost per training step (``forward_cross_entropy`` of
   16 sequences x 128 tokens; ``--quick`` times fewer sequences and scales) beside the one-jump
-  surrogate's, at ``m = 89`` (the decisive comparison's characters), 12,590 and 50,257.
+  surrogate's, at ``m = 89`` (the decisive comparison's characters), 12,590 and 50,257; at ``b = 0`` also with
+  each token's powers kept (``gdds.token_powers``, the default 2 GiB): the first call, which keeps them, and
+  the same batch again. Every other row keeps no powers (``process_of``), as before they existed.
 - ``prior``: the exact prior term ``KL(q_1(. | x0) || p_1)`` of the batch, first call and repeated
   (the per-token terms are remembered per process).
 - ``profile`` (``--profile``): where the new step and term spend their time, the step's operator
@@ -72,6 +74,7 @@ from gdds.kernels import SemanticKNN, SemanticSettings, cached_knn_graph
 from gdds.likelihood import nll_bound, prior_kl
 from gdds.objectives.parametrization import forward_cross_entropy, surrogate_cross_entropy
 from gdds.posterior import forward_likelihood, posterior_and_steps, reverse_step_probs
+from gdds.process import DEFAULT_POWER_CACHE
 from gdds.sampling import LikelihoodWeighted, reference_prior
 
 SEED, T, LOGIT_SCALE = 0, 128, 2.0
@@ -95,15 +98,16 @@ DRY = (Size(600, 1, 16, 1),)
 TRAIN_SMALL = Size(89, 0, 0, 16)
 
 
-def process_of(m: int, b: float, cache: Path, device: str) -> gdds.ForwardProcess:
+def process_of(m: int, b: float, cache: Path, device: str, power_cache: int = 0) -> gdds.ForwardProcess:
     """The paper's kernel on random embeddings (``d = 64``; ``k = min(64, m - 2)``), on the CPU (its kNN
-    graph is found on ``device``): the inputs are drawn there, then everything moves to ``device``."""
+    graph is found on ``device``): the inputs are drawn there, then everything moves to ``device``. No
+    token powers are kept unless ``power_cache`` (bytes) says so, so that every call multiplies."""
     sched = gdds.LogLinear(1e-3)
     emb = torch.randn(m, 64 if m > 1000 else 16, generator=torch.Generator().manual_seed(SEED))
     settings = SemanticSettings(k=min(64, m - 2), b=b)
     cached_knn_graph(emb, settings.k, cache_dir=cache, progress=False, device=torch.device(device))
     kernel = SemanticKNN(emb, settings, schedule=sched, cache_dir=cache, progress=False)
-    return gdds.ForwardProcess(sched, kernel)
+    return gdds.ForwardProcess(sched, kernel, power_cache=power_cache)
 
 
 def text_like(m: int, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
@@ -218,7 +222,9 @@ def _marginal_prior(process: gdds.ForwardProcess, x0: Tensor) -> Tensor:
 
 
 def measure_training(size: Size, b: float, cache: Path, device: str) -> dict[str, Any]:
-    """Seconds per training step (16 sequences of 128 tokens) of the exact and the surrogate forward CE."""
+    """Seconds per training step (16 sequences of 128 tokens) of the exact and the surrogate forward CE; the
+    exact one multiplying every time, then with the powers of each token kept (at ``b = 0``): the first call,
+    which computes and keeps them, and the same batch again, every token kept."""
     process = process_of(size.m, b, cache, device)
     g = torch.Generator().manual_seed(SEED + 2)
     x0 = text_like(size.m, (size.train_B, 128), g)
@@ -231,7 +237,13 @@ def measure_training(size: Size, b: float, cache: Path, device: str) -> dict[str
     scale = 16 / size.train_B
     exact = timed(lambda: forward_cross_entropy(process, logits, xt, times, x0), device)[1] * scale
     surrogate = timed(lambda: surrogate_cross_entropy(process, logits, xt, times, x0), device)[1] * scale
+    kept = gdds.ForwardProcess(process.schedule, process.kernel, power_cache=DEFAULT_POWER_CACHE)
+    first = timed(lambda: forward_cross_entropy(kept, logits, xt, times, x0), device)[1] * scale
+    again = timed(lambda: forward_cross_entropy(kept, logits, xt, times, x0), device)[1] * scale
+    powers = kept.token_powers(process.kernel.teleport_split(), OperatorSettings()) if b == 0 else None
     return {"m": size.m, "b": b, "sequences_timed": size.train_B, "exact_s_per_step": exact,
+            "exact_kept_first_s_per_step": first, "exact_kept_again_s_per_step": again,
+            "tokens_kept": None if powers is None else powers.kept,
             "surrogate_s_per_step": surrogate, "step": "16 sequences x 128 tokens, stratified t"}
 
 

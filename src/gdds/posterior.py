@@ -263,7 +263,8 @@ def forward_likelihood(process: ForwardProcess, xt: Tensor, t: Tensor, *,
     step, ``docs/math.md`` section 6). Exact: closed form for column-constant kernels
     (``keep [x = y] + c[x]``), the transition operators (``operators``) otherwise: for a split whose
     ``K`` does not depend on time (the semantic kernel at ``b = 0``) one Poisson series for every
-    sequence's time (:func:`gdds.operators.transposed_from_zero`); else one sweep from the latest time
+    sequence's time (:func:`gdds.operators.transposed_from_zero`), each token's powers of ``K^T`` kept by the
+    process within its ``power_cache`` (:func:`gdds.operators.tokens_from_zero`); else one sweep from the latest time
     down to 0, where the columns of a sequence join at its ``t`` and every column goes through
     ``P_{t_(i+1)->t_(i)}^T`` between consecutive times (``P_{0->t}^T = P_{0->s}^T P_{s->t}^T``), so
     the operators' set-up is paid once per batch, not once per sequence."""

@@ -199,3 +199,13 @@ def test_the_operators_benchmark_full_mode_rows_run_at_a_small_vocabulary(tmp_pa
     drawn = module.measure_sample(600, 0.0, 2, tmp_path, "cpu")
     assert drawn["T"] == 128 and drawn["seconds"] > 0
     assert drawn["seconds_per_sequence"] == pytest.approx(drawn["seconds"] / 2)
+
+
+def test_the_operators_benchmark_times_the_training_step_with_and_without_kept_powers(tmp_path):
+    """The training row at m = 600: the exact forward CE multiplying every time, then with each token's powers
+    kept (first call and again; at b = 0 only, where they apply), beside the surrogate."""
+    module = benchmark("operators")
+    kept = module.measure_training(module.Size(600, 0, 0, 2), 0.0, tmp_path, "cpu")
+    assert 0 < kept["tokens_kept"] <= 2 * 128
+    assert min(kept["exact_s_per_step"], kept["exact_kept_first_s_per_step"], kept["exact_kept_again_s_per_step"]) > 0
+    assert module.measure_training(module.Size(600, 0, 0, 2), 0.2, tmp_path, "cpu")["tokens_kept"] is None
