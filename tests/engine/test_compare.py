@@ -237,12 +237,17 @@ def test_shipped_comparison_presets_name_valid_methods_and_settings(name):
         assert set(pairs) | set(pairs.values()) <= set(args.methods)
         assert all(entry_config(args.base, m, args.overrides).model.block_size in (4, 16) for m in pairs)
         assert all(entry_config(args.base, m, args.overrides).model.block_size is None for m in pairs.values())
+    if name == "embeddings-wordpiece":  # MiniLM paired with co-occurrence, both with masking, 3 seeds
+        from gdds.cli.training import pair_options
+
+        assert pair_options(args.pair) == {"gdds-semantic-minilm": "gdds-semantic-cooc"}
+        assert args.reference == "gdds-mask" and args.seeds == [0, 1, 2] and args.seeded is None
     from gdds.cli.evaluation import eval_settings
 
     settings = eval_settings(args)
-    assert settings.paper_metric
-    if name.startswith(("decisive", "block")):  # every term of every bound, and generative perplexity at equal entropy
-        assert settings.all_terms and len(settings.top_p) >= 3 and settings.more_judges
+    assert settings.paper_metric and settings.all_terms  # every term of every bound
+    if name.startswith(("decisive", "block")):  # and generative perplexity at equal entropy
+        assert len(settings.top_p) >= 3 and settings.more_judges
 
 
 def test_a_preset_file_fills_the_options_the_command_line_leaves(tmp_path, capsys):
