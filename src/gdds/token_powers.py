@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .categorical import one_hot_columns
 from .power_sums import Products, flush_nonnegative, power_sum
 
 SLAB = 64  # tokens per allocation of kept powers (and per pass of products when they are computed)
@@ -37,7 +38,8 @@ class TokenPowers:
         self.dtype = torch.float32 if how.mixed else torch.float64
         per_token = max(1, depth * m * self.dtype.itemsize)
         self.capacity = min(m, budget // per_token)
-        self.slot = torch.full((m,), -1, dtype=torch.long)  # token -> where its powers are kept (-1: not kept)
+        # token -> where its powers are kept (-1: not kept), on the process's device so no call copies it
+        self.slot = torch.full((m,), -1, dtype=torch.long, device=device)
         self.slabs: list[Tensor] = []  # [SLAB, depth, m] each
         self.kept = 0
 
@@ -57,12 +59,11 @@ class TokenPowers:
         deep = weights[self.depth + 1:].ne(0).any(0) if weights.shape[0] > self.depth + 1 else \
             torch.zeros(tokens.numel(), dtype=torch.bool, device=self.device)
         self._keep(torch.unique(tokens[~deep]))
-        slots = self.slot.to(self.device)[tokens]
+        slots = self.slot[tokens]
         kept = (slots >= 0) & ~deep
         for j in kept.logical_not().nonzero().reshape(-1).split(SLAB):
-            columns = torch.zeros(self.m, j.numel(), dtype=torch.float64, device=self.device)
-            columns[tokens[j], torch.arange(j.numel(), device=self.device)] = 1.0
-            out[:, j] = power_sum(self.apply_T, columns, weights[:, j], 0.0, Products(self.how.mixed))
+            out[:, j] = power_sum(self.apply_T, one_hot_columns(tokens[j], self.m), weights[:, j], 0.0,
+                                  Products(self.how.mixed))
         j = kept.nonzero().reshape(-1)
         if j.numel():
             out[:, j] = self._sum(slots[j], weights[:self.depth + 1, j]).T
@@ -77,27 +78,26 @@ class TokenPowers:
         for slab in torch.unique(slots // SLAB).tolist():
             rows = (slots // SLAB == slab).nonzero().reshape(-1)
             index = slots[rows] % SLAB
-            part = total[rows]
+            part = torch.zeros(rows.numel(), self.m, dtype=torch.float64, device=self.device)
             for n in range(1, reach + 1):
                 part.addcmul_(self.slabs[slab][index, n - 1], weights[n, rows, None])
-            total[rows] = part
+            total.index_copy_(0, rows, part)
         return total
 
     def _keep(self, tokens: Tensor) -> None:
         """Compute and keep the powers of the ``tokens`` not kept yet, while the budget lasts, a slab's
         free rows at a time."""
-        new = tokens[self.slot.to(self.device)[tokens] < 0][:self.capacity - self.kept]
+        new = tokens[self.slot[tokens] < 0][:self.capacity - self.kept]
         while new.numel():
             slab, first = divmod(self.kept, SLAB)
             if slab == len(self.slabs):
                 self.slabs.append(torch.empty(SLAB, self.depth, self.m, dtype=self.dtype, device=self.device))
             batch, new = new[:SLAB - first], new[SLAB - first:]
-            cur = torch.zeros(self.m, batch.numel(), dtype=self.dtype, device=self.device)
-            cur[batch, torch.arange(batch.numel(), device=self.device)] = 1.0
+            cur = one_hot_columns(batch, self.m).to(self.dtype)
             for n in range(self.depth):
                 cur = self.apply_T(cur, 0.0)
                 if self.how.mixed:
                     cur = flush_nonnegative(cur)
                 self.slabs[slab][first:first + batch.numel(), n] = cur.T
-            self.slot[batch.cpu()] = torch.arange(self.kept, self.kept + batch.numel())
+            self.slot[batch] = torch.arange(self.kept, self.kept + batch.numel(), device=self.device)
             self.kept += batch.numel()
