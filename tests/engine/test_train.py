@@ -186,6 +186,30 @@ def test_fsdp_matches_one_process_and_resumes_on_another_process_count(tmp_path,
     assert_same(weights(tmp_path / "single"), weights(tmp_path / "grown"), exact=False, atol=1e-5)
 
 
+def test_the_commands_start_without_fsdp_modules():
+    """FSDP2's modules (about 0.4 s to import, public only from torch 2.6) are imported by the code that
+    shards alone, so ``gdds`` and the training module start without them (torch's own optimizers may load
+    them later, inside a run)."""
+    code = ("import sys, gdds.cli, gdds.engine.train, gdds.engine.steps, gdds.engine.parallel; "
+            "print(sorted(m for m in sys.modules if m.startswith(('torch.distributed.fsdp', "
+            "'torch.distributed.tensor', 'torch.distributed.checkpoint'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_fsdp_without_fsdp2_is_refused_by_key(monkeypatch):
+    """On a torch older than 2.6 (no public ``fully_shard``) ``train.strategy=fsdp`` is a ConfigError
+    that names the key and the fix, not an ImportError from inside the run."""
+    import types
+
+    from gdds.engine.distributed import DistInfo
+    from gdds.engine.parallel import STRATEGIES
+    monkeypatch.setitem(sys.modules, "torch.distributed.fsdp", types.ModuleType("torch.distributed.fsdp"))
+    with pytest.raises(ConfigError, match=r"train\.strategy=fsdp needs .*torch>=2\.6.*train\.strategy=ddp"):
+        STRATEGIES.get("fsdp")(DistInfo(), bf16=False)
+
+
 def _tree_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):

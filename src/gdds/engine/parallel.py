@@ -29,6 +29,7 @@ from torch import nn
 from ..models.layers import Trunk
 from ..registry import Registry
 from . import checkpoint as ck
+from .config_checks import ConfigError
 from .distributed import DistInfo, barrier
 
 OPTIMIZER_FOLDER = "optimizer"  # a sharded optimizer state inside a checkpoint
@@ -36,14 +37,19 @@ OPTIMIZER_FOLDER = "optimizer"  # a sharded optimizer state inside a checkpoint
 
 def _is_dtensor(t: torch.Tensor) -> bool:
     """Whether ``t`` is a sharded ``DTensor``. The FSDP2 modules (``torch.distributed.tensor``,
-    ``.checkpoint``: about half a second) are imported only by the code that shards, so every ``gdds``
-    command and one-process run starts without them; a DTensor exists only once its module is loaded."""
+    ``.checkpoint``: about half a second; public from torch 2.6) are imported only by the code that
+    shards, so every ``gdds`` command starts without them; a DTensor exists only once its module is loaded."""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(t, module.DTensor)
 
 
+def gathered(t: torch.Tensor) -> torch.Tensor:
+    """``t`` whole: a sharded ``DTensor`` gathered from every process, any other tensor as it is."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
-    return (t.full_tensor() if _is_dtensor(t) else t).detach().cpu()
+    return gathered(t).detach().cpu()
 
 
 class Replicated:
@@ -108,6 +114,11 @@ class Sharded(Replicated):
     fullgraph = False  # FSDP2's hooks split the graph
 
     def __init__(self, dist: DistInfo, bf16: bool):
+        try:
+            from torch.distributed.fsdp import fully_shard  # noqa: F401 (public from torch 2.6)
+        except ImportError as e:
+            raise ConfigError(f"train.strategy=fsdp needs PyTorch's FSDP2 (torch>=2.6), and this is torch "
+                              f"{torch.__version__}: upgrade torch or set train.strategy=ddp") from e
         super().__init__(dist, bf16)
         self.bf16 = bf16
 

@@ -8,13 +8,13 @@ import functools
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.distributed.fsdp import FSDPModule
 
 from ..data.tokens.stream import StreamedBlocks
 from .config import Config, ConfigError
@@ -51,9 +51,13 @@ class EMA:
 
 def resharded(model: torch.nn.Module) -> None:
     """Shard an FSDP2 model's parameters back (a forward without backward leaves the root's
-    gathered), so that ``named_parameters`` gives the sharded tensors again; no-op otherwise."""
+    gathered), so that ``named_parameters`` gives the sharded tensors again; no-op otherwise (an FSDP2
+    module exists only once ``torch.distributed.fsdp`` is loaded, which only the code that shards does)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    if fsdp is None:
+        return
     for module in model.modules():
-        if isinstance(module, FSDPModule):
+        if isinstance(module, fsdp.FSDPModule):
             module.reshard()
 
 

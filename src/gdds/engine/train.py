@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from ..data.tokens.stream import StreamedBlocks
@@ -45,7 +44,7 @@ from .distributed import (
     shutdown,
 )
 from .logs import RunLog
-from .parallel import OPTIMIZER_FOLDER, STRATEGIES
+from .parallel import OPTIMIZER_FOLDER, STRATEGIES, gathered
 from .records import TrainResult, Validation
 from .resume import check_resumable
 from .run_folder import claim
@@ -165,7 +164,7 @@ class Trainer:
             total += loss_sum.detach()
             count += n
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        grad_norm = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
+        grad_norm = gathered(grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
