@@ -62,21 +62,18 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee 
 
 if [ "$DRY" = 1 ]; then
     say "dry run: the device tests on the CPU, then the benchmarks at tiny sizes"
-    TESTS=(tests/engine/test_device.py -k "generator or outputs")
+    # -p absent_on_device: without the packages the GPU machine lacks (tests/absent_on_device.py)
+    TESTS=(-p absent_on_device tests/engine/test_device.py -k "generator or outputs")
     GPU=(--dry-run)
     OPERATORS=(--dry-run --device cpu --unblocked)
     BLOCKS=(--quick --device cpu)
     TEST_LIMIT=120
 else
     export GDDS_TEST_DEVICE=cuda
-    # The device-sensitive tests (the others do not touch a device, and some need data packages
-    # too large to travel); the multi-process tests are left out: one GPU cannot host two NCCL ranks.
-    TESTS=(tests/engine/test_device.py tests/math/test_kernels_contract.py tests/math/test_process.py
-           tests/math/test_operators.py tests/inference/test_posterior_sampling.py tests/inference/test_baseline.py
-           tests/objectives/test_objectives.py tests/objectives/test_parametrization.py
-           tests/objectives/test_method_contract.py tests/models/test_dit.py tests/engine/test_evaluate.py
-           tests/engine/test_judge.py tests/engine/test_train.py tests/models/test_block.py
-           tests/engine/test_block_run.py -m "not slow" -k "not two_process and not fsdp")
+    # The device-sensitive tests, one path a line in benchmarks/gpu_tests.txt; not the slow ones, nor
+    # the multi-process ones: one GPU cannot host two NCCL ranks.
+    mapfile -t DEVICE_TESTS < <(grep -v '^#' benchmarks/gpu_tests.txt)
+    TESTS=("${DEVICE_TESTS[@]}" -m "not slow" -k "not two_process and not fsdp")
     GPU=()
     # b = 0: the setting of the published CPU figures (docs/performance.md), so the two compare directly
     # --unblocked: whether blocks of 64 columns (the default, measured on the CPU) also pay on a GPU

@@ -16,7 +16,7 @@ from gdds.engine.evaluation.reports import KLProfile
 from gdds.engine.train import train
 from gdds.likelihood import summarize
 from gdds.samplers import SamplerError
-from helpers import MICRO_TRAIN
+from helpers import MICRO_TRAIN, local_corpus
 
 MICRO = [*MICRO_TRAIN, "train.log_every=10", "process.kernel=mask"]
 
@@ -185,9 +185,11 @@ def test_text_outside_the_vocabulary_is_never_scored_nor_prompted(run, capsys):
 
 
 def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
-    assert main(["eval", str(run), "--steps", "4", "--sequences", "4", "--sample-steps", "2", "4",
-                 "--num-samples", "2", "--zero-shot", "kjv", "--profile-steps", "4", "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "eval.json").read_text())
+    # zero-shot on local files (the embedded corpora's packages need not be installed, e.g. on the GPU machine)
+    held_out, out = str(local_corpus(tmp_path / "held-out", works=3, chars=2000)), tmp_path / "eval"
+    assert main(["eval", str(run), "--steps", "4", "--sequences", "4", "--sample-steps", "2", "4", "--num-samples",
+                 "2", "--zero-shot", held_out, "--profile-steps", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
     valid = report["valid"]
     assert valid["snapshot_ce"]["metric"] == "snapshot CE (not a likelihood)"
     # The figure and its standard error are the ratio of sums and the delta-method SE of the saved
@@ -203,7 +205,7 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     assert (again.nats_per_token, again.standard_error) == (bound["nats_per_token"], bound["standard_error"])
     assert [r["steps"] for r in report["samples"]] == [2, 4]
     # Every bound stands beside the no-training baseline on the same blocks and draws.
-    for section in (valid, report["zero_shot"]["kjv"]):
+    for section in (valid, report["zero_shot"][held_out]):
         bound, base, diff = section["bound"], section["baseline"], section["paired_difference"]
         assert set(base) == set(bound) and (base["steps"], base["tokens"]) == (bound["steps"], bound["tokens"])
         assert "Bayes-unigram" in base["metric"] and "perplexity" in section["unigram"]  # the unigram NLL is exact
@@ -221,18 +223,18 @@ def test_eval_cli_writes_labelled_reports(run, tmp_path, capsys):
     profile = report["kl_profile"]
     assert profile["steps"] == 4 and len(profile["times"]) == 4 and len(profile["model"]) == 5
     assert profile["model"][0] == pytest.approx(profile["baseline"][0], abs=1e-12) and profile["times"][-1] == 1.0
-    assert (tmp_path / "kl_profile.png").stat().st_size > 0
+    assert (out / "kl_profile.png").stat().st_size > 0
     # The profile places the time points of a sampler's grid (gdds.step_grids.fitted_grid).
-    grid = KLProfile.of_eval(tmp_path / "eval.json").fitted_grid(3)
+    grid = KLProfile.of_eval(out / "eval.json").fitted_grid(3)
     assert grid[0] == 1.0 and grid[-1] == 0.0 and len(grid) == 4
     assert main(["sample", str(run), "--num", "2", "--steps", "3", "--sampler", "corrector", "--corrector-steps", "1",
-                 "--fitted-grid", str(tmp_path / "eval.json"), "--out", str(tmp_path / "s.json")]) == 0
-    saved = json.loads((tmp_path / "s.json").read_text())
+                 "--fitted-grid", str(out / "eval.json"), "--out", str(out / "s.json")]) == 0
+    saved = json.loads((out / "s.json").read_text())
     assert "corrector" in saved["sampler"] and "grid fitted to" in saved["sampler"] and len(saved["texts"]) == 2
     assert len(gdds.load(run).sample(num=1, steps=3, sampler="corrector", grid=grid, corrector_delta=1.0)) == 1
-    md = (tmp_path / "eval.md").read_text()
+    md = (out / "eval.md").read_text()
     assert "not a likelihood" in md and "NLL upper bound" in md and "paired" in md and "t_k" in md
-    assert "zero-shot kjv" in capsys.readouterr().out
+    assert f"zero-shot {held_out}" in capsys.readouterr().out
 
 
 def test_the_continuous_bound_is_shown_only_where_it_is_finite(tmp_path):

@@ -90,11 +90,30 @@ def test_the_operators_and_block_cache_benchmarks_run_at_their_dry_sizes(dry_run
     assert blocks["settings"]["device"] == "cpu" and all(r["same_samples"] for r in blocks["results"])
 
 
+def device_tests() -> list[str]:
+    """The full run's test files (``benchmarks/gpu_tests.txt``, run on CUDA only in a GPU session)."""
+    lines = (ROOT / "benchmarks" / "gpu_tests.txt").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def test_the_full_run_names_only_test_files_that_exist():
-    """The dry run runs one test file; the full run's list (run only in a GPU session) must follow the
-    test files when they move."""
-    named = re.findall(r"tests/[\w/]+\.py", SUITE.read_text())
+    """The list must follow the test files when they move, and the suite must read it."""
+    named = device_tests()
     assert len(set(named)) > 10 and [p for p in named if not (ROOT / p).is_file()] == []
+    assert "benchmarks/gpu_tests.txt" in SUITE.read_text()
+
+
+def test_the_full_run_passes_here_without_the_packages_the_gpu_machine_lacks():
+    """The full run's tests, on the CPU, as the suite runs them on the GPU machine but for the device: with
+    the packages that do not travel made unimportable (``tests/absent_on_device.py``), every test passes or
+    skips with a reason, so that the one GPU run is not spent on a missing package."""
+    env = {**os.environ}
+    env.pop("GDDS_TEST_DEVICE", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "absent_on_device", "-p", "no:cacheprovider",
+                           "-m", "not slow", "-k", "not two_process and not fsdp", "-rs", *device_tests()],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert " passed" in done.stdout and "absent on the GPU machine" not in done.stdout
 
 
 def test_the_wheels_are_the_versions_gdds_asks_for_and_the_suite_says_how_to_carry_them():
