@@ -18,9 +18,13 @@ SUITE = ROOT / "benchmarks" / "gpu_suite.sh"
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """One ``gpu_suite.sh --dry-run``: its output folder and exit status."""
+    """One ``gpu_suite.sh --dry-run``: its output folder and exit status. Every python it starts holds
+    only the packages the GPU machine has (a ``sitecustomize`` loads ``tests/absent_on_device.py``)."""
     out = tmp_path_factory.mktemp("gpu-suite")
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text("import absent_on_device\n")
+    path = os.pathsep.join([str(site), str(ROOT / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "PYTHONPATH": path}
     env.pop("GDDS_TEST_DEVICE", None)
     done = subprocess.run([str(SUITE), "--dry-run"], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
@@ -42,6 +46,7 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu(dry_run):
     assert gpu["train"]["graph_breaks"] == 0 and gpu["train"]["graphs"] == 1  # the network compiles whole
     assert gpu["determinism"] == {**gpu["determinism"], "works": True, "equal": True}
     assert (out / "tests.xml").is_file() and "passed" in (out / "tests.log").read_text()
+    assert "absent on the GPU machine" not in (out / "suite.log").read_text()
 
 
 def test_its_files_are_those_a_device_call_brings_back(dry_run):
