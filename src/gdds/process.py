@@ -31,7 +31,7 @@ from .kernels.mask import Mask
 from .operators import OperatorSettings, closed_form, series_depth, transition
 from .power_sums import Products
 from .schedules import Schedule, as_time
-from .token_powers import TokenPowers
+from .token_powers import TokenPowers, check_counts
 
 DEFAULT_POWER_CACHE = 2 * 2**30  # bytes of kept token powers per process (ForwardProcess, gdds.token_powers)
 
@@ -76,11 +76,21 @@ class ForwardProcess:
         self.kernel = kernel
         self.m = kernel.m
         self.power_cache = power_cache
+        self.power_counts: Tensor | None = None  # token frequencies that decide which powers are kept
         self._powers: dict[Products, TokenPowers] = {}
 
     def to(self, device: str | torch.device) -> ForwardProcess:
         """Move the kernel's tensors to ``device`` (in place) and return the process."""
         self.kernel.to(device)
+        self._powers.clear()
+        return self
+
+    def keep_frequent_powers(self, counts: Tensor) -> ForwardProcess:
+        """Spend :attr:`power_cache` on the powers of the most frequent tokens by ``counts [m]``, each kept
+        when first met, instead of on the first tokens met; returns the process. The forward likelihood asks
+        for the rows of the noised tokens ``x_t``, mostly clean tokens for a kernel that jumps rarely, so a
+        run passes its training split's unigram counts (``docs/performance.md``, "Kept token powers")."""
+        self.power_counts = check_counts(counts, self.m)
         self._powers.clear()
         return self
 
@@ -93,7 +103,7 @@ class ForwardProcess:
         how = Products(settings.mixed and split.inner.float32_apply)
         if how not in self._powers:
             self._powers[how] = TokenPowers(split.inner.apply_T, self.m, series_depth(split, self.schedule, settings),
-                                            how, self.power_cache, self.device)
+                                            how, self.power_cache, self.device, self.power_counts)
         return self._powers[how]
 
     @property

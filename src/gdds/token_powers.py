@@ -8,8 +8,10 @@ A :class:`TokenPowers` computes a token's powers ``n = 1..depth`` with the produ
 its memory budget lasts; tokens beyond it, and weights deeper than ``depth``, go through
 :func:`~gdds.power_sums.power_sum` itself. Either way :meth:`TokenPowers.weighted` is
 ``power_sum(K^T, e_x, weights)`` with the same products summed in the same order (tested to round-off in
-``tests/test_token_powers.py``). Tokens are kept in the order they are first seen and never evicted,
-so the kept set, and so the work, depends only on the calls made.
+``tests/test_token_powers.py``). Tokens are kept when first seen and never evicted; given the tokens'
+frequencies (``counts``, e.g. a training split's unigram counts) only the ``capacity`` most frequent are
+ever kept, else the first ``capacity`` seen. Either way the kept set, and so the work, depends only on the
+calls made (and the counts).
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ class TokenPowers:
     """``(K^T)^n e_x`` for ``n = 1..depth`` of the tokens seen so far, within ``budget`` bytes.
 
     ``apply_T`` is ``K^T`` on ``[m, n]`` columns; ``how`` says the products (only ``mixed`` matters:
-    the columns of a token are computed in slabs of :data:`SLAB`)."""
+    the columns of a token are computed in slabs of :data:`SLAB`); ``counts [m]``: how often each token
+    occurs, so that the budget goes to the most frequent (ties to the lower id); ``None``: to the first seen."""
 
     def __init__(self, apply_T: Callable[[Tensor, float], Tensor], m: int, depth: int, how: Products,
-                 budget: int, device: torch.device):
+                 budget: int, device: torch.device, counts: Tensor | None = None):
         if depth < 0 or budget < 0:
             raise ValueError(f"TokenPowers needs a depth and a budget >= 0; got {depth} and {budget}")
         self.apply_T, self.m, self.depth, self.how, self.device = apply_T, m, depth, how, device
@@ -42,6 +45,10 @@ class TokenPowers:
         self.slot = torch.full((m,), -1, dtype=torch.long, device=device)
         self.slabs: list[Tensor] = []  # [SLAB, depth, m] each
         self.kept = 0
+        self.admitted = torch.ones(m, dtype=torch.bool, device=device)  # tokens whose powers may be kept
+        if counts is not None:
+            order = torch.argsort(check_counts(counts, m), descending=True, stable=True)
+            self.admitted[order[self.capacity:].to(device)] = False
 
     @property
     def nbytes(self) -> int:
@@ -87,7 +94,7 @@ class TokenPowers:
     def _keep(self, tokens: Tensor) -> None:
         """Compute and keep the powers of the ``tokens`` not kept yet, while the budget lasts, a slab's
         free rows at a time."""
-        new = tokens[self.slot[tokens] < 0][:self.capacity - self.kept]
+        new = tokens[(self.slot[tokens] < 0) & self.admitted[tokens]][:self.capacity - self.kept]
         while new.numel():
             slab, first = divmod(self.kept, SLAB)
             if slab == len(self.slabs):
@@ -101,3 +108,12 @@ class TokenPowers:
                 self.slabs[slab][first:first + batch.numel(), n] = cur.T
             self.slot[batch] = torch.arange(self.kept, self.kept + batch.numel(), device=self.device)
             self.kept += batch.numel()
+
+
+def check_counts(counts: Tensor, m: int) -> Tensor:
+    """``counts`` as a CPU float64 ``[m]`` tensor of finite, non-negative token frequencies; else ValueError."""
+    counts = torch.as_tensor(counts).detach().to("cpu", torch.float64)
+    if counts.shape != (m,) or not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+        raise ValueError(f"token counts must be {m} finite numbers >= 0 (one per token of the kernel); got shape "
+                         f"{tuple(counts.shape)}")
+    return counts

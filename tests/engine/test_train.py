@@ -198,6 +198,15 @@ def test_the_commands_start_without_fsdp_modules():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_run_keeps_the_powers_of_its_most_frequent_tokens(corpus):
+    """The process of a run spends its power budget on the training split's most frequent tokens."""
+    from gdds.engine.build import build_run
+    run = build_run(micro(corpus), torch.device("cpu"), progress=False)
+    counts = run.data.unigram_counts()
+    assert counts.shape == (run.process.m,) and int(counts.sum()) > 0
+    assert torch.equal(run.process.power_counts, counts.double())
+
+
 def test_fsdp_without_fsdp2_is_refused_by_key(monkeypatch):
     """On a torch older than 2.6 (no public ``fully_shard``) ``train.strategy=fsdp`` is a ConfigError
     that names the key and the fix, not an ImportError from inside the run."""

@@ -90,3 +90,29 @@ def test_a_power_cache_must_be_a_number_of_bytes():
             gdds.ForwardProcess(SCHED, kernel, power_cache=bad)
     with pytest.raises(ValueError, match="depth and a budget"):
         TokenPowers(kernel.teleport_split().inner.apply_T, M, 3, Products(), -1, torch.device("cpu"))
+
+
+def test_with_counts_the_budget_goes_to_the_most_frequent_tokens():
+    """Given token counts, only the ``capacity`` most frequent tokens (ties to the lower id) are ever kept,
+    each when first met, even when rarer ones are met first; the columns are the same either way (1e-6
+    relative: float32 products); without counts the first met are kept. ``keep_frequent_powers`` applies
+    to the stores made after it, and bad counts are refused."""
+    counts = torch.zeros(M)
+    counts[[40, 41, 42, 43, 44]] = torch.tensor([5.0, 9.0, 9.0, 1.0, 7.0])  # top 4: 41, 42, 44, 40
+    rare_first = torch.tensor([1, 2, 3, 43, 40, 41, 1, 42, 44, 43])
+    weights = _weights([1.0, 2.0, 0.5, 3.0, 1.5, 0.2, 2.5, 1.0, 4.0, 0.7])
+    budget = 4 * 14 * M * 4  # four tokens' 14 float32 powers
+    by_count, first_met = semantic(power_cache=budget), semantic(power_cache=budget)
+    assert by_count.keep_frequent_powers(counts) is by_count
+    stores = [p.token_powers(p.kernel.teleport_split(), OperatorSettings()) for p in (by_count, first_met)]
+    assert [s.capacity for s in stores] == [4, 4]
+    depth = stores[0].depth
+    columns = [s.weighted(rare_first, weights[:depth + 1]) for s in stores]
+    torch.testing.assert_close(columns[0], columns[1], rtol=1e-6, atol=1e-300)
+    kept = [sorted(torch.nonzero(s.slot >= 0).reshape(-1).tolist()) for s in stores]
+    assert kept == [[40, 41, 42, 44], [1, 2, 3, 40]]
+    stores[0].weighted(torch.arange(M), torch.ones(2, M, dtype=torch.float64))  # every token met: no more kept
+    assert stores[0].kept == 4
+    for bad in (torch.ones(M - 1), -torch.ones(M), torch.full((M,), float("nan"))):
+        with pytest.raises(ValueError, match=f"token counts must be {M} finite numbers >= 0"):
+            by_count.keep_frequent_powers(bad)

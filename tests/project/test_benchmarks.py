@@ -209,3 +209,20 @@ def test_the_operators_benchmark_times_the_training_step_with_and_without_kept_p
     assert 0 < kept["tokens_kept"] <= 2 * 128
     assert min(kept["exact_s_per_step"], kept["exact_kept_first_s_per_step"], kept["exact_kept_again_s_per_step"]) > 0
     assert module.measure_training(module.Size(600, 0, 0, 2), 0.2, tmp_path, "cpu")["tokens_kept"] is None
+
+
+def test_the_power_cache_benchmark_compares_the_two_orders_on_the_same_batches(tmp_path):
+    """`benchmarks/power_cache.py --dry-run`: the first-met and most-frequent stores, one budget, the same
+    batches; the first batch finds nothing kept, the first-met store fills its budget; the printed table is
+    the report's."""
+    _, printed = run("power_cache", "--dry-run", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "power_cache.json").read_text())
+    assert report["mode"] == "dry-run" and report["versions"]["torch"] and report["machine"]["cpu_count"]
+    first, frequent = report["rows"]
+    assert (first["order"], frequent["order"]) == ("first met", "most frequent")
+    assert first["capacity_tokens"] == frequent["capacity_tokens"] > 0 and report["settings"]["batches"] == 3
+    for row in (first, frequent):
+        assert row["kept_share"][0] == 0.0 and len(row["seconds"]) == 3 and min(row["seconds"]) > 0
+        assert 0 < row["tokens_kept"] <= row["capacity_tokens"]
+        assert f"| {row['order']} | {row['kept_share_mean']:.1%}" in printed
+    assert first["tokens_kept"] == first["capacity_tokens"]  # the demo's batches fill a 20-token budget

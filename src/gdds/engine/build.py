@@ -218,6 +218,7 @@ def assemble(cfg: Config, data: Data, device: torch.device, progress: bool = Tru
         schedule = build_schedule(cfg.process)
         kernel, identity = build_kernel(cfg.process, schedule, data, progress, embeddings)
         process = ForwardProcess(schedule, kernel, int(cfg.process.power_cache_gib * 2**30)).to(device)
+        process.keep_frequent_powers(data.unigram_counts())  # the budget goes to the most frequent clean tokens
     try:
         method = method_cls(process, cfg.process.t_min, cfg.model.parametrization, cfg.model.block_size)
     except ValueError as exc:
